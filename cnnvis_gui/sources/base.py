@@ -1,0 +1,309 @@
+"""The source interface shared by cameras, videos, folders and single images.
+
+A source hands out the newest frame as an H x W x 3 uint8 BGR array (what OpenCV
+delivers), never blocks the caller for long, and says in ``status`` what it is
+doing in words the GUI can show as they are.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import cv2
+
+from ..core.errors import CnnvisError
+from ..core.spec import InputSpec, FIT_MODES
+
+# Everything cv2.imdecode can read (decoders that are not built in just fail to decode:
+# such files are then skipped with a notice).
+IMAGE_EXTENSIONS = frozenset({
+    ".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+    ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".pfm", ".sr", ".ras", ".jp2",
+    ".exr", ".hdr", ".pic", ".avif",
+})
+VIDEO_EXTENSIONS = frozenset({
+    ".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv",
+    ".flv", ".ogv", ".3gp", ".ts", ".mts", ".m2ts", ".gif", ".mjpg", ".mjpeg",
+})
+
+MAX_NOTICES = 50
+
+
+class SourceError(CnnvisError):
+    """A source could not be opened or has nothing to show; the message says why and what to do."""
+
+
+# ---------------------------------------------------------------------------- helpers
+def natural_key(text: str):
+    """Sort key that orders embedded numbers by value: ``img2`` < ``img10``."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t)
+            for t in re.split(r"(\d+)", str(text).casefold()) if t != ""]
+
+
+def to_bgr8(frame: np.ndarray) -> np.ndarray:
+    """Any decoded image or captured frame -> H x W x 3 uint8 BGR, C-contiguous.
+
+    Gray (H x W or H x W x 1) is repeated to 3 channels; BGRA drops alpha;
+    16-bit is scaled by 255/65535 (full range, not truncated); float is taken
+    to be in [0, 1]; other integer types are scaled by their maximum.
+    """
+    if not isinstance(frame, np.ndarray) or frame.ndim not in (2, 3) or frame.size == 0:
+        raise SourceError(f"not an image: expected H x W or H x W x C array, got "
+                          f"{getattr(frame, 'shape', type(frame).__name__)}")
+    img = frame
+    if img.dtype != np.uint8:
+        if img.dtype == np.uint16:
+            img = cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)
+        elif np.issubdtype(img.dtype, np.floating):
+            img = np.clip(np.nan_to_num(img.astype(np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        elif np.issubdtype(img.dtype, np.integer):
+            info = np.iinfo(img.dtype)
+            f = (img.astype(np.float64) - min(info.min, 0)) * (255.0 / (info.max - min(info.min, 0)))
+            img = np.clip(f + 0.5, 0, 255).astype(np.uint8)
+        elif img.dtype == np.bool_:
+            img = img.astype(np.uint8) * 255
+        else:
+            raise SourceError(f"unsupported image dtype {img.dtype}")
+    if img.ndim == 2 or img.shape[2] == 1:
+        img = cv2.cvtColor(img.reshape(img.shape[0], img.shape[1]), cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif img.shape[2] == 2:  # gray + alpha
+        img = cv2.cvtColor(np.ascontiguousarray(img[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] != 3:
+        raise SourceError(f"unsupported channel count {img.shape[2]} (expected 1, 3 or 4)")
+    return np.ascontiguousarray(img)
+
+
+def load_image(path) -> np.ndarray:
+    """Decode one image file -> H x W x 3 uint8 BGR.
+
+    Decoded with ``IMREAD_ANYDEPTH | IMREAD_ANYCOLOR``: 16-bit and gray survive the
+    decode (then :func:`to_bgr8` scales them) *and* the EXIF orientation of photos
+    is applied (``IMREAD_UNCHANGED`` would ignore it).  Raises SourceError when the
+    file is missing or does not decode.
+    """
+    p = Path(path)
+    try:
+        buf = np.fromfile(str(p), dtype=np.uint8)  # works with non-ASCII paths on Windows too
+    except OSError as e:
+        raise SourceError(f"cannot read image file '{p}': {e.strerror or e}") from None
+    img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if buf.size else None
+    if img is None:
+        raise SourceError(f"'{p.name}' could not be decoded as an image (corrupt or unsupported format)")
+    return to_bgr8(img)
+
+
+_log_lock = threading.Lock()
+_log_depth = 0
+_log_saved = None
+
+
+@contextlib.contextmanager
+def quiet_opencv():
+    """Silence OpenCV's console warnings ("can't open camera by index"...) inside the block.
+
+    Nests and works across threads: the level in force before the outermost entry
+    is restored when the last block exits.
+    """
+    global _log_depth, _log_saved
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:  # very old builds: nothing to silence with
+        yield
+        return
+    with _log_lock:
+        if _log_depth == 0:
+            try:
+                _log_saved = logging.getLogLevel()
+                logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+            except Exception:  # pragma: no cover - defensive
+                _log_saved = None
+        _log_depth += 1
+    try:
+        yield
+    finally:
+        with _log_lock:
+            _log_depth -= 1
+            if _log_depth == 0 and _log_saved is not None:
+                try:
+                    logging.setLogLevel(_log_saved)
+                except Exception:  # pragma: no cover
+                    pass
+
+
+# ---------------------------------------------------------------------------- the interface
+class Source:
+    """Base of every source: newest frame, status, processing options, close.
+
+    Parameters
+    ----------
+    mirror : bool
+        Flip frames left-right (selfie view).  Cameras default to True, everything else False.
+    spec : InputSpec, optional
+        When given, :meth:`read` returns frames already fitted to ``spec.height x spec.width``
+        with :meth:`InputSpec.fit_frame`.  :meth:`read_full` keeps the whole frame.
+    fit : {"crop", "stretch", "letterbox"}, optional
+        Overrides ``spec.fit``.
+
+    Frames handed out are shared, not copied: treat them as read-only.
+    """
+
+    kind = "source"
+
+    def __init__(self, *, mirror: bool = False, spec: InputSpec | None = None, fit: str | None = None):
+        self._mirror = bool(mirror)
+        self._spec = None
+        self._fit = None
+        self._cache = (0, None, None, None)  # (frame id, raw object, full, fitted)
+        self._notices: list[str] = []
+        self._closed = False
+        self._frozen = False
+        self.description = self.kind
+        self.fps: float | None = None
+        self.set_processing(spec=spec, fit=fit)
+
+    # --------------------------------------------------------------- processing options
+    def set_processing(self, *, mirror=None, spec=None, fit=None, clear_spec=False):
+        """Change mirror / spec / fit at run time (e.g. from the GUI)."""
+        if spec is not None and not isinstance(spec, InputSpec):
+            raise SourceError(f"spec must be an InputSpec, got {type(spec).__name__}")
+        if fit is not None and fit not in FIT_MODES:
+            raise SourceError(f"fit must be one of {', '.join(FIT_MODES)}, got {fit!r}")
+        if mirror is not None:
+            self._mirror = bool(mirror)
+        if clear_spec:
+            self._spec = None
+        if spec is not None:
+            self._spec = spec
+        if fit is not None:
+            self._fit = fit
+        self._cache = (0, None, None, None)
+
+    @property
+    def mirror(self) -> bool:
+        return self._mirror
+
+    @mirror.setter
+    def mirror(self, value: bool):
+        self.set_processing(mirror=value)
+
+    @property
+    def spec(self) -> InputSpec | None:
+        return self._spec
+
+    @spec.setter
+    def spec(self, value):
+        if value is None:
+            self.set_processing(clear_spec=True)
+        else:
+            self.set_processing(spec=value)
+
+    @property
+    def fit(self) -> str | None:
+        """The fit in force: the explicit ``fit`` option, else the spec's, else None."""
+        return self._fit or (self._spec.fit if self._spec is not None else None)
+
+    @fit.setter
+    def fit(self, value):
+        self.set_processing(fit=value)
+
+    # --------------------------------------------------------------- frames
+    def _latest(self):
+        """(frame id, H x W x 3 uint8 BGR as captured) or (0, None).  Subclasses implement."""
+        raise NotImplementedError
+
+    def _processed(self):
+        fid, raw = self._latest()
+        if raw is None:
+            return 0, None, None, None
+        cache = self._cache
+        if cache[0] == fid and cache[1] is raw:
+            return cache
+        full = np.ascontiguousarray(cv2.flip(raw, 1)) if self._mirror else raw
+        spec = self._spec
+        fitted = spec.fit_frame(full, self._fit or spec.fit) if spec is not None else full
+        cache = (fid, raw, full, fitted)
+        self._cache = cache  # one tuple assignment: atomic for other reader threads
+        return cache
+
+    def read(self) -> np.ndarray | None:
+        """The newest frame: H x W x 3 uint8 BGR (mirrored, fitted to ``spec`` if set), or None yet."""
+        return self._processed()[3]
+
+    def read_with_id(self):
+        """(frame id, frame) like :meth:`read`; ids grow by one per new frame, 0 means none yet."""
+        fid, _, _, fitted = self._processed()
+        return fid, fitted
+
+    def read_full(self) -> np.ndarray | None:
+        """The whole newest frame (mirrored if ``mirror``), not fitted to the spec."""
+        return self._processed()[2]
+
+    def read_raw(self) -> np.ndarray | None:
+        """The newest frame as captured/decoded (BGR uint8): no mirror, no fit."""
+        return self._latest()[1]
+
+    @property
+    def frame_id(self) -> int:
+        """Id of the newest frame available (0 when none yet)."""
+        return self._latest()[0]
+
+    # --------------------------------------------------------------- state
+    @property
+    def state(self) -> str:
+        """Machine-readable state: opening, live, retrying, ended, frozen, closed, error."""
+        return "closed" if self._closed else ("frozen" if self._frozen else "live")
+
+    @property
+    def status(self) -> str:
+        """A short human-readable state for the status bar."""
+        return "closed" if self._closed else self.description
+
+    @property
+    def notices(self) -> list[str]:
+        """Things the user may want to know (skipped files, lost camera...), oldest first."""
+        return list(self._notices)
+
+    def _notice(self, text: str):
+        self._notices.append(text)
+        del self._notices[:-MAX_NOTICES]
+
+    @property
+    def is_live(self) -> bool:
+        """True for cameras, streams and videos (frames change by themselves)."""
+        return False
+
+    # --------------------------------------------------------------- freeze
+    def freeze(self):
+        """Keep returning the current frame until :meth:`unfreeze`."""
+        self._frozen = True
+
+    def unfreeze(self):
+        self._frozen = False
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    # --------------------------------------------------------------- lifetime
+    def close(self, timeout: float = 0.1):
+        """Release the device/file.  Never blocks longer than about ``timeout`` seconds."""
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.description!r} state={self.state}>"
+
