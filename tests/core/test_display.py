@@ -1,0 +1,392 @@
+"""Display helpers: mosaic layout and hit-testing, normalization, saliency filters, colormaps."""
+import numpy as np
+import pytest
+import torch
+
+from cnnvis_gui.core import CnnvisError
+from cnnvis_gui.core.display import (
+    ActivationMosaic, normalize_unit, saliency_to_image, FILTERS, colormap_lut, heatmap, overlay,
+    SEPARATOR_COLOR, HIGHLIGHT_COLOR, FROZEN_COLOR,
+)
+
+SEP = np.array(SEPARATOR_COLOR, np.uint8)
+
+
+def _centre(rect):
+    x0, y0, w, h = rect
+    return x0 + w // 2, y0 + h // 2
+
+
+def _check_image(img):
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    assert img.flags.c_contiguous
+
+
+# ----------------------------------------------------------------------------- layout
+
+@pytest.mark.parametrize("shape", [(16, 5, 5), (10, 3, 7), (7, 6, 2), (1, 4, 4), (37, 1, 1)])
+def test_unit_at_round_trip_and_separators(shape):
+    acts = np.random.default_rng(0).random(shape).astype(np.float32)
+    m = ActivationMosaic(acts)
+    _check_image(m.image)
+    assert m.n_units == shape[0] and m.tile_shape == shape[1:]
+    assert m.rows * m.cols >= m.n_units > (m.rows - 1) * m.cols
+    H, W = m.image.shape[:2]
+    assert (H, W) == (m.rows * (shape[1] + 1) + 1, m.cols * (shape[2] + 1) + 1)
+    for u in range(m.n_units):
+        x0, y0, w, h = m.tile_rect(u)
+        assert (w, h) == (shape[2], shape[1])
+        assert m.unit_at(*_centre((x0, y0, w, h))) == u
+        assert m.unit_at(x0, y0) == u and m.unit_at(x0 + w - 1, y0 + h - 1) == u
+        # the pixels just outside the tile are separators
+        assert m.unit_at(x0 - 1, y0) is None and m.unit_at(x0 + w, y0) is None
+        assert m.unit_at(x0, y0 - 1) is None and m.unit_at(x0, y0 + h) is None
+        assert (m.image[y0 - 1, x0] == SEP).all() and (m.image[y0 + h, x0 + w] == SEP).all()
+    assert m.unit_at(0, 0) is None
+    assert m.unit_at(-1, 3) is None and m.unit_at(W, 1) is None and m.unit_at(1, H) is None
+
+
+def test_empty_trailing_cells_are_none():
+    m = ActivationMosaic(np.ones((5, 4, 4), np.float32))
+    assert m.rows * m.cols > 5
+    x0, y0, w, h = m.tile_rect(4)
+    # the cell right after the last unit is empty
+    cell = 5
+    r, c = divmod(cell, m.cols)
+    xe, ye = 1 + c * 5 + 2, 1 + r * 5 + 2
+    assert m.unit_at(xe, ye) is None
+    assert (m.image[ye, xe] == SEP).all()
+
+
+def test_grid_honours_tile_aspect():
+    m = ActivationMosaic(np.random.rand(64, 8, 32).astype(np.float32))
+    H, W = m.image.shape[:2]
+    assert (m.rows, m.cols) != (8, 8)
+    assert 0.8 < W / H < 1.25
+    # square tiles: 64 -> 8 x 8
+    sq = ActivationMosaic(np.random.rand(64, 6, 6).astype(np.float32))
+    assert (sq.rows, sq.cols) == (8, 8)
+    # a wide target aspect gives a wide mosaic
+    wide = ActivationMosaic(np.random.rand(64, 6, 6).astype(np.float32), aspect=4.0)
+    H2, W2 = wide.image.shape[:2]
+    assert 3.0 < W2 / H2 < 5.5
+
+
+def test_non_square_tiles_keep_orientation():
+    acts = np.zeros((3, 2, 5), np.float32)
+    acts[1, 1, 4] = 1.0                      # row 1, column 4 of unit 1
+    m = ActivationMosaic(acts)
+    x0, y0, w, h = m.tile_rect(1)
+    assert (w, h) == (5, 2)
+    assert (m.image[y0 + 1, x0 + 4] == 255).all()
+    assert (m.image[y0, x0 + 4] == 0).all() and (m.image[y0 + 1, x0] == 0).all()
+    assert m.position_at(x0 + 4, y0 + 1) == (1, 1, 4)
+
+
+def test_min_tile_upscales_and_maps_back():
+    acts = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
+    m = ActivationMosaic(acts, min_tile=7)
+    assert m.scale == 4 and m.tile_shape == (2, 2)
+    x0, y0, w, h = m.tile_rect(2)
+    assert (w, h) == (8, 8)
+    tile = m.image[y0:y0 + 8, x0:x0 + 8, 0]
+    # nearest-neighbour repeat: 4x4 blocks of one value each
+    expected = np.round(acts[2] / 11 * 255).astype(np.uint8).repeat(4, 0).repeat(4, 1)
+    np.testing.assert_array_equal(tile, expected)
+    assert m.unit_at(x0 + 7, y0 + 7) == 2 and m.unit_at(x0 + 8, y0) is None
+    assert m.position_at(x0 + 5, y0 + 2) == (2, 0, 1)
+    for u in range(3):
+        assert m.unit_at(*_centre(m.tile_rect(u))) == u
+
+
+def test_linear_layer_tiles():
+    feats = np.array([0.0, 1.0, 2.0, 4.0, -1.0, 3.0, 0.5], np.float32)
+    m = ActivationMosaic(feats, min_tile=3, labels=list("abcdefg"))
+    assert m.n_units == 7 and m.tile_shape == (1, 1) and m.scale == 3
+    H, W = m.image.shape[:2]
+    assert 0.6 < W / H < 1.7
+    for u, v in enumerate(feats):
+        x0, y0, w, h = m.tile_rect(u)
+        assert (w, h) == (3, 3)
+        tile = m.image[y0:y0 + 3, x0:x0 + 3]
+        want = int(np.floor(max(v, 0) / 4 * 255 + 0.5))
+        assert (tile == want).all(), (u, tile[..., 0], want)      # flat tile
+        assert m.unit_at(x0 + 1, y0 + 1) == u
+    assert m.label(3) == "3: d"
+    # "unit" normalization of a linear layer must not turn every feature white
+    mu = ActivationMosaic(feats, normalize="unit")
+    assert mu.image[_centre(mu.tile_rect(1))[::-1]][0] == 64
+
+
+def test_batch_and_torch_input():
+    t = torch.rand(1, 4, 3, 3)
+    m = ActivationMosaic(t)
+    np.testing.assert_array_equal(m.image, ActivationMosaic(t[0].numpy()).image)
+
+
+def test_bad_input_raises():
+    with pytest.raises(CnnvisError):
+        ActivationMosaic(np.zeros((2, 2, 3, 3, 3)))
+    with pytest.raises(CnnvisError, match="0..3"):
+        ActivationMosaic(np.zeros((4, 3, 3)), highlight=4)
+    with pytest.raises(CnnvisError, match="normalize"):
+        ActivationMosaic(np.zeros((4, 3, 3)), normalize="global")
+    with pytest.raises(CnnvisError):
+        ActivationMosaic(np.zeros((4, 3, 3))).tile_rect(9)
+
+
+# ----------------------------------------------------------------------------- outlines
+
+def test_highlight_and_frozen_outlines_on_separator_ring():
+    acts = np.random.default_rng(1).random((9, 4, 4)).astype(np.float32)
+    plain = ActivationMosaic(acts)
+    m = ActivationMosaic(acts, highlight=4, frozen=0)
+    assert HIGHLIGHT_COLOR != FROZEN_COLOR
+    x0, y0, w, h = m.tile_rect(4)
+    ring = np.concatenate([m.image[y0 - 1, x0 - 1:x0 + w + 1], m.image[y0 + h, x0 - 1:x0 + w + 1],
+                           m.image[y0:y0 + h, x0 - 1], m.image[y0:y0 + h, x0 + w]])
+    assert (ring == HIGHLIGHT_COLOR).all()
+    fx, fy, fw, fh = m.tile_rect(0)
+    assert (m.image[fy - 1, fx:fx + fw] == FROZEN_COLOR).all()
+    assert (m.image[fy:fy + fh, fx - 1] == FROZEN_COLOR).all()
+    # tile contents untouched; everything else equal to the plain mosaic
+    np.testing.assert_array_equal(m.image[y0:y0 + h, x0:x0 + w], plain.image[y0:y0 + h, x0:x0 + w])
+    changed = (m.image != plain.image).any(axis=2)
+    rings = np.zeros_like(changed)
+    for u in (0, 4):
+        rx, ry, rw, rh = m.tile_rect(u)
+        rings[ry - 1:ry + rh + 1, rx - 1:rx + rw + 1] = True
+        rings[ry:ry + rh, rx:rx + rw] = False
+    np.testing.assert_array_equal(changed, rings)   # only the two 1-px rings changed
+    assert m.unit_at(x0 - 1, y0) is None
+
+
+def test_outline_without_separator_stays_inside_tile():
+    acts = np.zeros((4, 5, 5), np.float32)
+    m = ActivationMosaic(acts, separator=0, highlight=3, frozen=0)
+    assert m.image.shape[:2] == (10, 10)
+    x0, y0, w, h = m.tile_rect(3)
+    assert (x0, y0) == (5, 5)
+    assert (m.image[5, 5:10] == HIGHLIGHT_COLOR).all() and (m.image[5:10, 9] == HIGHLIGHT_COLOR).all()
+    assert (m.image[7, 7] == 0).all()
+    assert (m.image[0, 0:5] == FROZEN_COLOR).all()
+    assert m.unit_at(5, 5) == 3 and m.unit_at(4, 4) == 0
+
+
+# ----------------------------------------------------------------------------- normalization
+
+def _tile(m, u):
+    x0, y0, w, h = m.tile_rect(u)
+    return m.image[y0:y0 + h, x0:x0 + w, 0].astype(int)
+
+
+def test_layer_vs_unit_normalization():
+    acts = np.array([[[0.0, 1.0], [2.0, 4.0]],
+                     [[0.0, 0.5], [0.5, 1.0]],
+                     [[-3.0, -1.0], [0.0, 2.0]]], np.float32)
+    layer = ActivationMosaic(acts, normalize="layer")
+    np.testing.assert_array_equal(_tile(layer, 0), [[0, 64], [128, 255]])
+    np.testing.assert_array_equal(_tile(layer, 1), [[0, 32], [32, 64]])
+    np.testing.assert_array_equal(_tile(layer, 2), [[0, 0], [0, 128]])     # negatives clipped to black
+    unit = ActivationMosaic(acts, normalize="unit")
+    np.testing.assert_array_equal(_tile(unit, 0), [[0, 64], [128, 255]])
+    np.testing.assert_array_equal(_tile(unit, 1), [[0, 128], [128, 255]])
+    np.testing.assert_array_equal(_tile(unit, 2), [[0, 0], [0, 255]])
+    # R == G == B for activations
+    x0, y0, w, h = unit.tile_rect(1)
+    t = unit.image[y0:y0 + h, x0:x0 + w]
+    assert (t[..., 0] == t[..., 1]).all() and (t[..., 1] == t[..., 2]).all()
+
+
+def test_all_negative_or_zero_unit_is_black():
+    acts = np.stack([np.full((3, 3), -2.0), np.zeros((3, 3)), np.ones((3, 3))]).astype(np.float32)
+    m = ActivationMosaic(acts, normalize="unit")
+    assert (_tile(m, 0) == 0).all() and (_tile(m, 1) == 0).all() and (_tile(m, 2) == 255).all()
+
+
+def test_gain_and_gamma():
+    acts = np.array([[[0.0, 0.25], [0.5, 1.0]]], np.float32)
+    np.testing.assert_array_equal(_tile(ActivationMosaic(acts, gain=2.0), 0), [[0, 128], [255, 255]])
+    g = _tile(ActivationMosaic(acts, gamma=2.0), 0)
+    np.testing.assert_array_equal(g, [[0, 16], [64, 255]])
+    g = _tile(ActivationMosaic(acts, gamma=0.5), 0)
+    np.testing.assert_array_equal(g, [[0, 128], [180, 255]])
+    # normalize_unit: exact float values
+    v = normalize_unit(acts[0], gain=2.0, gamma=2.0)
+    assert v.dtype == np.float32
+    np.testing.assert_allclose(v, [[0.0, 0.25], [1.0, 1.0]], atol=1e-6)
+    v = normalize_unit(acts[0], lo=0.25, hi=0.75)
+    np.testing.assert_allclose(v, [[0.0, 0.0], [0.5, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(normalize_unit(acts[0], gamma=0.5), np.sqrt(acts[0]), atol=1e-6)
+    assert (normalize_unit(-acts[0]) == 0).all()
+    with pytest.raises(CnnvisError):
+        normalize_unit(acts[0], gamma=0)
+
+
+def test_nan_and_inf_are_zero():
+    acts = np.array([[[np.nan, 1.0], [np.inf, -np.inf]], [[2.0, np.nan], [0.0, 0.0]]], np.float32)
+    m = ActivationMosaic(acts)
+    _check_image(m.image)
+    np.testing.assert_array_equal(_tile(m, 0), [[0, 128], [0, 0]])
+    np.testing.assert_array_equal(_tile(m, 1), [[255, 0], [0, 0]])
+    assert (ActivationMosaic(np.full((4, 2, 2), np.nan, np.float32), normalize="unit").image.max()
+            == SEPARATOR_COLOR[0])
+    v = normalize_unit(np.array([np.nan, 2.0, np.inf]))
+    np.testing.assert_allclose(v, [0.0, 1.0, 0.0])
+
+
+def test_all_zero_layer():
+    m = ActivationMosaic(np.zeros((8, 3, 3), np.float32))
+    for u in range(8):
+        assert (_tile(m, u) == 0).all()
+
+
+# ----------------------------------------------------------------------------- saliency
+
+def test_filters_constant():
+    assert FILTERS == ("raw", "gray", "norm", "normblur")
+
+
+def test_raw_filter_signed_mapping():
+    g = np.zeros((3, 4, 5), np.float32)
+    g[0, 0, 0] = 2.0
+    g[1, 0, 0] = -2.0
+    g[2, 1, 1] = 1.0
+    img = saliency_to_image(g, "raw")
+    _check_image(img)
+    assert img.shape == (4, 5, 3)
+    assert tuple(img[0, 0]) == (255, 0, 128)      # colour kept: +max red, -max green, 0 blue
+    assert tuple(img[1, 1]) == (128, 128, 191)
+    assert (img[2:, :] == 128).all()
+    # C = 1 -> grey
+    img1 = saliency_to_image(torch.tensor([[[-1.0, 0.0, 0.5]]]), "raw")
+    np.testing.assert_array_equal(img1[0, :, 0], [0, 128, 191])
+    assert (img1[..., 0] == img1[..., 2]).all()
+    # C = 4 -> channel mean, grey
+    g4 = np.zeros((4, 1, 2), np.float32)
+    g4[:, 0, 0] = [4, 0, 0, 0]
+    g4[:, 0, 1] = [-2, 0, 0, 0]
+    np.testing.assert_array_equal(saliency_to_image(g4, "raw")[0, :, 1], [255, 64])
+
+
+def test_gray_filter():
+    g = np.array([[[1.0, -3.0]], [[3.0, -1.0]], [[2.0, -2.0]]], np.float32)
+    img = saliency_to_image(g, "gray")
+    np.testing.assert_array_equal(img[0, :, 0], [255, 0])
+    assert (img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()
+
+
+def test_norm_filter_equals_l2_norm():
+    g = np.random.default_rng(2).standard_normal((3, 6, 7)).astype(np.float32)
+    img = saliency_to_image(g, "norm")
+    n = np.sqrt((g.astype(np.float64) ** 2).sum(axis=0))
+    want = np.floor(n / n.max() * 255 + 0.5)
+    assert np.abs(img[..., 0].astype(int) - want).max() <= 1
+    assert img[..., 0].max() == 255
+    assert (img[..., 0] == img[..., 2]).all()
+
+
+def test_normblur_blurs_and_sigma_matters():
+    g = np.zeros((3, 64, 64), np.float32)
+    g[:, 32, 32] = 1.0
+    g[:, 10, 50] = 0.7
+    sharp = saliency_to_image(g, "norm")[..., 0].astype(float)
+    b1 = saliency_to_image(g, "normblur", sigma=1.0)[..., 0].astype(float)
+    b4 = saliency_to_image(g, "normblur", sigma=4.0)[..., 0].astype(float)
+    assert b1.max() == 255 and b4.max() == 255          # rescaled
+
+    def max_grad(a):
+        return max(np.abs(np.diff(a, axis=0)).max(), np.abs(np.diff(a, axis=1)).max())
+
+    assert max_grad(b1) < max_grad(sharp)
+    assert max_grad(b4) < max_grad(b1)
+    assert (b4 > 0).sum() > (b1 > 0).sum() > (sharp > 0).sum()
+    default = saliency_to_image(g, "normblur")                  # sigma = max(1, 64/50)
+    assert not np.array_equal(default, saliency_to_image(g, "normblur", sigma=4.0))
+    with pytest.raises(CnnvisError):
+        saliency_to_image(g, "normblur", sigma=0)
+
+
+def test_non_square_saliency():
+    g = np.random.default_rng(3).standard_normal((3, 20, 50)).astype(np.float32)
+    for f in FILTERS:
+        img = saliency_to_image(g, f)
+        _check_image(img)
+        assert img.shape == (20, 50, 3)
+
+
+@pytest.mark.parametrize("f,value", [("raw", 128), ("gray", 128), ("norm", 0), ("normblur", 0)])
+def test_zero_and_nan_gradients(f, value):
+    assert (saliency_to_image(np.zeros((3, 8, 9)), f) == value).all()
+    g = np.full((3, 8, 9), np.nan, np.float32)
+    assert (saliency_to_image(g, f) == value).all()
+    g[0, 1, 1] = 1.0
+    g[1, 2, 2] = np.inf
+    img = saliency_to_image(g, f)
+    assert img.max() == 255
+
+
+def test_unknown_filter():
+    with pytest.raises(CnnvisError, match="normblur"):
+        saliency_to_image(np.zeros((3, 2, 2)), "sobel")
+
+
+# ----------------------------------------------------------------------------- colour
+
+def _luma(lut):
+    return lut.astype(float) @ np.array([0.2126, 0.7152, 0.0722])
+
+
+@pytest.mark.parametrize("name", ["inferno", "viridis"])
+def test_colormap_lut(name):
+    lut = colormap_lut(name)
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    y = _luma(lut)
+    assert (np.diff(y) >= -0.5).all()            # monotone lightness (within rounding)
+    assert y[-1] - y[0] > 150
+
+
+def test_inferno_endpoints_and_monotone():
+    lut = colormap_lut("inferno")
+    assert tuple(lut[0]) == (0, 0, 4) and tuple(lut[255]) == (252, 255, 164)
+    assert (np.diff(_luma(lut)[::4]) > 0).all()    # strictly increasing at a coarser step
+    assert tuple(colormap_lut("viridis")[0]) == (68, 1, 84)
+    with pytest.raises(CnnvisError):
+        colormap_lut("jet")
+
+
+def test_colormap_close_to_matplotlib():
+    mpl = pytest.importorskip("matplotlib")
+    for name in ("inferno", "viridis"):
+        ref = np.round(mpl.colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255)
+        assert np.abs(colormap_lut(name).astype(int) - ref).max() <= 5
+
+
+def test_heatmap():
+    v = np.array([[0.0, 1.0], [2.0, -1.0], [np.nan, 0.5]], np.float32)
+    img = heatmap(v)
+    _check_image(img)
+    lut = colormap_lut("inferno")
+    assert img.shape == (3, 2, 3)
+    assert tuple(img[0, 0]) == tuple(lut[0]) and tuple(img[0, 1]) == tuple(lut[255])
+    assert tuple(img[1, 0]) == tuple(lut[255]) and tuple(img[1, 1]) == tuple(lut[0])
+    assert tuple(img[2, 0]) == tuple(lut[0])
+    assert abs(int(img[2, 1, 0]) - int(lut[128, 0])) <= 1
+    assert tuple(heatmap(np.ones((1, 1)), "viridis")[0, 0]) == (253, 231, 37)
+
+
+def test_overlay_blends_and_resizes_non_square():
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    rgb[..., 2] = 200
+    cam = np.zeros((4, 6), np.float32)
+    cam[:, 3:] = 1.0                                   # right half hot
+    out = overlay(rgb, cam, alpha=0.5)
+    _check_image(out)
+    assert out.shape == (40, 60, 3)
+    hot = colormap_lut("inferno")[255].astype(float)
+    np.testing.assert_allclose(out[20, 55], 0.5 * hot + 0.5 * np.array([0, 0, 200]), atol=1)
+    np.testing.assert_allclose(out[20, 2], 0.5 * np.array([0, 0, 4]) + 0.5 * np.array([0, 0, 200]), atol=1)
+    np.testing.assert_array_equal(overlay(rgb, cam, alpha=0.0), rgb)
+    np.testing.assert_array_equal(overlay(rgb, np.ones((40, 60)), alpha=1.0)[0, 0], hot)
+    with pytest.raises(CnnvisError):
+        overlay(rgb, cam, alpha=1.5)
