@@ -334,8 +334,7 @@ class CapturePump:
                     cap = None
                     next_due = None
                     if self.loop and since_open:
-                        self._state = "opening"
-                        continue  # re-open at the start
+                        continue  # re-open at the start; the state stays "live"  # re-open at the start
                     self._state = "ended"
                     self._notice(self.end_text)
                     continue
