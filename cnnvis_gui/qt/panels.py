@@ -1,0 +1,381 @@
+"""The main window's panels: image panes, activation grid, unit pane, backprop panes, tree.
+
+Each image pane owns ONE pyqtgraph ``ImageItem`` created once (``axisOrder='row-major'``)
+and every ``setImage`` passes explicit ``levels`` (pyqtgraph ``VideoSpeedTest``).
+Panels take the Qt-free :class:`~cnnvis_gui.qt.state.ViewerState` in ``__init__``,
+write the user's choices into it and redraw from finished arrays only.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt5 import QtCore, QtGui, QtWidgets
+
+from .state import BACKPROP_METHODS, DISPLAY_FILTERS, METHOD_LABELS, ViewerState
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
+
+SELECTED_COLOR = (255, 255, 0)   # yellow, as core.display.HIGHLIGHT_COLOR
+FROZEN_COLOR = (255, 0, 255)     # magenta, as core.display.FROZEN_COLOR
+
+
+class ClickableImageItem(pg.ImageItem):
+    """ImageItem that reports clicks and hovers in image pixel coordinates (x = column, y = row)."""
+
+    clicked = QtCore.pyqtSignal(float, float)
+    hovered = QtCore.pyqtSignal(float, float)   # (-1, -1) when the mouse leaves
+
+    def mouseClickEvent(self, ev):
+        if ev.button() != QtCore.Qt.LeftButton:
+            return super().mouseClickEvent(ev)
+        p = self.mapFromScene(ev.scenePos())
+        ev.accept()
+        self.clicked.emit(p.x(), p.y())
+
+    def hoverEvent(self, ev):
+        if ev.isExit():
+            self.hovered.emit(-1.0, -1.0)
+            return
+        p = self.mapFromScene(ev.scenePos())
+        self.hovered.emit(p.x(), p.y())
+
+
+def _title(text: str) -> QtWidgets.QLabel:
+    lab = QtWidgets.QLabel(text)
+    lab.setTextFormat(QtCore.Qt.RichText)
+    lab.setStyleSheet("QLabel { font-weight: 600; padding: 1px 2px; }")
+    return lab
+
+
+class ImagePane(QtWidgets.QFrame):
+    """A titled pyqtgraph view holding one ImageItem (pan/zoom with the mouse, aspect locked)."""
+
+    def __init__(self, title: str, item: pg.ImageItem | None = None, parent=None, min_size=(160, 140)):
+        super().__init__(parent)
+        self.setFrameShape(QtWidgets.QFrame.StyledPanel)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(3, 3, 3, 3)
+        lay.setSpacing(2)
+        self.header = QtWidgets.QHBoxLayout()
+        self.title = _title(title)
+        self.info = QtWidgets.QLabel("")
+        self.info.setStyleSheet("QLabel { color: #888; }")
+        self.header.addWidget(self.title)
+        self.header.addStretch(1)
+        self.header.addWidget(self.info)
+        lay.addLayout(self.header)
+        self.view = pg.GraphicsLayoutWidget()
+        self.view.setBackground((24, 24, 28))
+        self.view.setMinimumSize(*min_size)
+        self.view.ci.layout.setContentsMargins(0, 0, 0, 0)
+        self.vb = self.view.addViewBox(lockAspect=True, invertY=True, enableMenu=True)
+        self.vb.setDefaultPadding(0.01)
+        self.item = item if item is not None else pg.ImageItem(axisOrder="row-major")
+        self.vb.addItem(self.item)
+        lay.addWidget(self.view, 1)
+        self._shape = None
+        self.last_image = None
+
+    def set_rgb(self, img: np.ndarray) -> None:
+        """Show an H x W x 3 uint8 RGB array (kept by reference: never mutate it afterwards)."""
+        self.item.setImage(img, levels=(0, 255), autoLevels=False)
+        self._after(img)
+
+    def set_map(self, arr: np.ndarray, levels) -> None:
+        self.item.setImage(arr, levels=levels, autoLevels=False)
+        self._after(arr)
+
+    def _after(self, img):
+        self.last_image = img
+        if img.shape[:2] != self._shape:
+            self._shape = img.shape[:2]
+            self.vb.autoRange(padding=0.01)
+
+    def clear(self):
+        self.item.clear()
+        self.last_image = None
+        self._shape = None
+
+
+class ActivationGrid(ImagePane):
+    """Every unit of the current layer tiled in one image; click selects, hover informs."""
+
+    unitClicked = QtCore.pyqtSignal(int)
+
+    def __init__(self, state: ViewerState, parent=None):
+        super().__init__("Activations", ClickableImageItem(axisOrder="row-major"), parent, (320, 260))
+        self.state = state
+        self.mosaic = None
+        self.unit_max = None
+        self.unit_mean = None
+        self.hover_text = ""
+        self.sel_rect = QtWidgets.QGraphicsRectItem(self.item)
+        self.frozen_rect = QtWidgets.QGraphicsRectItem(self.item)
+        for r, c, w in ((self.sel_rect, SELECTED_COLOR, 2.5), (self.frozen_rect, FROZEN_COLOR, 2.5)):
+            pen = pg.mkPen(c, width=w)
+            pen.setCosmetic(True)
+            r.setPen(pen)
+            r.setBrush(QtGui.QBrush(QtCore.Qt.NoBrush))
+            r.setZValue(10)
+            r.hide()
+        self.item.clicked.connect(self._on_click)
+        self.item.hovered.connect(self._on_hover)
+        state.connect(self._on_state)
+
+    def set_mosaic(self, mosaic, unit_max, unit_mean) -> None:
+        self.mosaic, self.unit_max, self.unit_mean = mosaic, unit_max, unit_mean
+        self.set_rgb(mosaic.image)
+        self.update_outlines()
+
+    def unit_at(self, x: float, y: float):
+        if self.mosaic is None:
+            return None
+        h, w = self.mosaic.image.shape[:2]
+        if not (0 <= x < w and 0 <= y < h):
+            return None
+        return self.mosaic.unit_at(int(x), int(y))
+
+    def _on_click(self, x, y):
+        u = self.unit_at(x, y)
+        if u is not None:
+            self.unitClicked.emit(int(u))
+
+    def _on_hover(self, x, y):
+        u = self.unit_at(x, y) if x >= 0 else None
+        if u is None or self.unit_max is None or u >= len(self.unit_max):
+            self.hover_text = ""
+        else:
+            self.hover_text = (f"unit {u}   max {self.unit_max[u]:.3g}   mean {self.unit_mean[u]:.3g}")
+        self.info.setText(self.hover_text or self._default_info())
+
+    def _default_info(self):
+        s = self.state
+        return f"selected unit {s.unit}" + (f"   frozen {s.frozen_unit[1]}" if s.frozen_unit else "")
+
+    def _on_state(self, names):
+        if names & {"unit", "frozen_unit", "layer"}:
+            self.update_outlines()
+
+    def update_outlines(self):
+        m, s = self.mosaic, self.state
+        if m is None:
+            self.sel_rect.hide()
+            self.frozen_rect.hide()
+            return
+        n = m.n_units
+        if 0 <= s.unit < n:
+            self.sel_rect.setRect(QtCore.QRectF(*m.tile_rect(s.unit)))
+            self.sel_rect.show()
+        else:
+            self.sel_rect.hide()
+        fu = s.frozen_unit
+        if fu is not None and fu[0] == s.layer and 0 <= fu[1] < n:
+            x0, y0, w, h = m.tile_rect(fu[1])
+            self.frozen_rect.setRect(QtCore.QRectF(x0 - 1, y0 - 1, w + 2, h + 2))
+            self.frozen_rect.show()
+        else:
+            self.frozen_rect.hide()
+        if not self.hover_text:
+            self.info.setText(self._default_info())
+
+
+class UnitPane(ImagePane):
+    """The selected unit's activation map, enlarged, with a colour scale."""
+
+    def __init__(self, parent=None, lut=None):
+        super().__init__("Unit", None, parent, (160, 140))
+        if lut is not None:
+            cmap = pg.ColorMap(np.linspace(0, 1, len(lut)), np.asarray(lut, dtype=np.ubyte))
+            self.item.setLookupTable(cmap.getLookupTable(nPts=256, alpha=False))
+            self.bar = pg.ColorBarItem(values=(0, 1), colorMap=cmap, interactive=False, width=12)
+            self.bar.setImageItem(self.item)
+            self.view.addItem(self.bar)
+        else:
+            self.bar = None
+
+    def set_map(self, arr, levels):
+        if self.bar is not None:
+            self.bar.setLevels(levels)
+        super().set_map(arr, levels)
+
+
+class BackpropPane(ImagePane):
+    """One saliency view with its method chooser (+ Grad-CAM layer)."""
+
+    def __init__(self, state: ViewerState, which: str = "method", parent=None):
+        super().__init__("Backprop", None, parent, (160, 140))
+        self.state = state
+        self.which = which           # "method" or "method2" field of the state
+        self.method_box = QtWidgets.QComboBox()
+        for m in BACKPROP_METHODS:
+            self.method_box.addItem(METHOD_LABELS[m], m)
+        self.method_box.setToolTip("backprop method (n cycles, b toggles off/gradient/deconvnet/guided)")
+        self.cam_box = QtWidgets.QComboBox()
+        self.cam_box.setToolTip("layer whose feature maps Grad-CAM weighs (default: last conv before the unit)")
+        self.cam_box.setMinimumContentsLength(8)
+        self.cam_box.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        row = QtWidgets.QHBoxLayout()
+        row.setSpacing(3)
+        row.addWidget(self.method_box, 1)
+        self.cam_label = QtWidgets.QLabel("CAM at")
+        row.addWidget(self.cam_label)
+        row.addWidget(self.cam_box, 1)
+        self.layout().insertLayout(1, row)
+        self.method_box.currentIndexChanged.connect(self._on_method)
+        self.cam_box.currentIndexChanged.connect(self._on_cam)
+        state.connect(self._on_state)
+        self._sync()
+
+    def set_cam_layers(self, names):
+        self.cam_box.blockSignals(True)
+        self.cam_box.clear()
+        self.cam_box.addItem("default (last conv before unit)", None)
+        for n in names:
+            self.cam_box.addItem(n, n)
+        self.cam_box.blockSignals(False)
+        self._sync()
+
+    def _on_method(self, i):
+        m = self.method_box.itemData(i)
+        if self.which == "method":
+            self.state.update(method=m, backprop_on=True)
+        else:
+            self.state.update(method2=m)
+
+    def _on_cam(self, i):
+        self.state.update(cam_layer=self.cam_box.itemData(i))
+
+    def _on_state(self, names):
+        if names & {"method", "method2", "cam_layer", "backprop_on"}:
+            self._sync()
+
+    def _sync(self):
+        m = getattr(self.state, self.which)
+        self.method_box.blockSignals(True)
+        self.method_box.setCurrentIndex(max(0, self.method_box.findData(m)))
+        self.method_box.blockSignals(False)
+        cam = m in ("gradcam", "guided_gradcam")
+        self.cam_box.setVisible(cam)
+        self.cam_label.setVisible(cam)
+        i = self.cam_box.findData(self.state.cam_layer)
+        self.cam_box.blockSignals(True)
+        self.cam_box.setCurrentIndex(max(0, i))
+        self.cam_box.blockSignals(False)
+        off = self.which == "method" and not self.state.backprop_on
+        self.title.setText("Backprop — off (b)" if off else f"Backprop — {METHOD_LABELS.get(m, m)}")
+
+
+class Predictions(QtWidgets.QFrame):
+    """Top-5 classes with probability bars."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setFrameShape(QtWidgets.QFrame.StyledPanel)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(3, 3, 3, 3)
+        lay.addWidget(_title("Predictions (top 5)"))
+        self.text = QtWidgets.QLabel("—")
+        self.text.setTextFormat(QtCore.Qt.RichText)
+        self.text.setAlignment(QtCore.Qt.AlignTop | QtCore.Qt.AlignLeft)
+        lay.addWidget(self.text, 1)
+        self.rows = ()
+
+    def set_predictions(self, rows):
+        rows = tuple(rows)
+        if rows == self.rows:
+            return
+        self.rows = rows
+        if not rows:
+            self.text.setText("<span style='color:#888'>the output is not a class score vector</span>")
+            return
+        html = ["<table cellspacing='0' cellpadding='1'>"]
+        for label, p in rows:
+            w = max(1, int(round(p * 120)))
+            html.append(f"<tr><td style='padding-right:6px'>{_esc(label)}</td>"
+                        f"<td><table cellspacing='0' cellpadding='0'><tr><td bgcolor='#3a8ee6' width='{w}'"
+                        f" height='10'></td></tr></table></td>"
+                        f"<td style='padding-left:6px' align='right'>{p * 100:.1f}%</td></tr>")
+        html.append("</table>")
+        self.text.setText("".join(html))
+
+
+def _esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class ModuleTree(QtWidgets.QTreeWidget):
+    """The model's modules with type, output shape and unit count; choosing one sets the layer."""
+
+    NAME_ROLE = QtCore.Qt.UserRole
+
+    def __init__(self, state: ViewerState, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.setHeaderLabels(["Module", "Type", "Output", "Units"])
+        self.setUniformRowHeights(True)
+        self.setAlternatingRowColors(True)
+        self.setRootIsDecorated(True)
+        self.items = {}
+        self.visualizable = {}
+        self._syncing = False
+        self.currentItemChanged.connect(self._on_current)
+        state.connect(self._on_state)
+
+    def set_model_map(self, mm) -> None:
+        self._syncing = True
+        self.clear()
+        self.items = {}
+        self.visualizable = {}
+        grey = QtGui.QBrush(QtGui.QColor(140, 140, 140))
+        infos = sorted(list(mm), key=lambda i: (i.name != "", getattr(i, "order", 0)))
+        by_name = {i.name: i for i in infos}
+        for info in sorted(infos, key=lambda i: (i.name.count("."), getattr(i, "order", 0))):
+            name = info.name
+            if name == "":
+                parent = self.invisibleRootItem()
+                label = "(model output)"
+            else:
+                parent_name = name.rsplit(".", 1)[0] if "." in name else ""
+                parent = self.items.get(parent_name) if parent_name in by_name else None
+                parent = parent if parent is not None else self.items.get("", self.invisibleRootItem())
+                label = name.rsplit(".", 1)[-1]
+            shape = "×".join(str(s) for s in info.shape) if info.shape else "—"
+            units = "" if info.units is None else str(info.units)
+            item = QtWidgets.QTreeWidgetItem(parent, [label, info.type, shape, units])
+            item.setData(0, self.NAME_ROLE, name)
+            self.items[name] = item
+            self.visualizable[name] = bool(info.visualizable)
+            if not info.visualizable:
+                for c in range(4):
+                    item.setForeground(c, grey)
+                    item.setToolTip(c, f"not visualizable: {info.reason or 'no unit output'}")
+                item.setFlags(item.flags() & ~QtCore.Qt.ItemIsSelectable)
+            else:
+                tip = f"{name or 'model output'}: {info.type}, output {shape}"
+                for c in range(4):
+                    item.setToolTip(c, tip)
+        self.expandAll()
+        for c in range(4):
+            self.resizeColumnToContents(c)
+        self._syncing = False
+        self._select(self.state.layer)
+
+    def _on_current(self, cur, _prev):
+        if self._syncing or cur is None:
+            return
+        name = cur.data(0, self.NAME_ROLE)
+        if name is not None and self.visualizable.get(name):
+            self.state.update(layer=name)
+
+    def _on_state(self, names):
+        if "layer" in names:
+            self._select(self.state.layer)
+
+    def _select(self, name):
+        item = self.items.get(name)
+        if item is None:
+            return
+        self._syncing = True
+        self.setCurrentItem(item)
+        self.scrollToItem(item)
+        self._syncing = False

@@ -1,0 +1,149 @@
+"""What the user is looking at, as a plain Python object (no Qt, no torch).
+
+``ViewerState`` holds every choice the user makes in the main window: the current
+layer and unit, the backprop method(s) and display filter, zoom, boosts, frozen
+unit/frame, the grid mode.  Widgets get the state in ``__init__``, change it through
+its methods and listen to :attr:`ViewerState.changed` (napari's ``Dims`` pattern).
+The worker never sees the state itself: the window snapshots it into an immutable
+:class:`~cnnvis_gui.qt.worker.RenderRequest`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Callable, Optional
+
+#: Backprop methods shown in the backprop panes, in the order ``n`` cycles them.
+BACKPROP_METHODS = ("gradient", "deconvnet", "guided", "gradcam", "guided_gradcam")
+METHOD_LABELS = {
+    "gradient": "gradient",
+    "deconvnet": "deconvnet",
+    "guided": "guided backprop",
+    "gradcam": "Grad-CAM",
+    "guided_gradcam": "guided Grad-CAM",
+}
+#: ``b`` cycles off -> gradient -> deconvnet -> guided -> off (the deep visualization toolbox's order).
+B_CYCLE = (None, "gradient", "deconvnet", "guided")
+DISPLAY_FILTERS = ("raw", "gray", "norm", "normblur")
+ZOOM_MODES = ("normal", "unit", "backprop")
+GAMMAS = (1.0, 0.7, 0.5, 0.35)
+GRID_MODES = ("activations", "gradients")
+
+
+@dataclass
+class ViewerState:
+    """Every user choice of the main window; mutate with :meth:`update` or the helpers.
+
+    Listeners in :attr:`changed` are called with the set of field names that changed.
+    """
+
+    layer: str = ""
+    unit: int = 0
+    n_units: int = 0                 # of the current layer (set by the window from the model map)
+    grid_cols: int = 1               # columns of the current mosaic (set when a mosaic is drawn)
+    method: str = "guided"           # primary backprop method
+    backprop_on: bool = True
+    compare: bool = False            # second backprop pane side by side
+    method2: str = "gradcam"
+    filter: str = "normblur"
+    overlay: bool = False
+    cam_layer: Optional[str] = None  # None -> the engine's default (last conv before the unit)
+    objective: str = "sum"
+    zoom: str = "normal"
+    gamma: float = 1.0
+    per_unit: bool = False           # T: normalize every tile on its own
+    grid_mode: str = "activations"
+    frozen_unit: Optional[tuple] = None   # (layer, unit) whose backprop stays shown
+    frozen_frame: bool = False
+    use_camera: bool = False
+    show_help: bool = False
+    changed: list = field(default_factory=list, repr=False, compare=False)
+
+    # ------------------------------------------------------------------ observer
+    def connect(self, callback: Callable[[set], None]) -> None:
+        self.changed.append(callback)
+
+    def disconnect(self, callback) -> None:
+        if callback in self.changed:
+            self.changed.remove(callback)
+
+    def update(self, **kw) -> set:
+        """Set fields; notify listeners once with the names whose value really changed."""
+        names = {f.name for f in fields(self)} - {"changed"}
+        diff = set()
+        for k, v in kw.items():
+            if k not in names:
+                raise AttributeError(f"ViewerState has no field {k!r}")
+            if getattr(self, k) != v:
+                object.__setattr__(self, k, v)
+                diff.add(k)
+        if diff:
+            for cb in list(self.changed):
+                cb(diff)
+        return diff
+
+    def snapshot(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "changed"}
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def backprop_unit(self) -> tuple:
+        """(layer, unit) whose backprop is shown: the frozen one if any, else the selection."""
+        return self.frozen_unit if self.frozen_unit is not None else (self.layer, self.unit)
+
+    # ------------------------------------------------------------------ actions (keys call these)
+    def select_unit(self, unit: int) -> None:
+        if self.n_units <= 0:
+            return
+        self.update(unit=max(0, min(int(unit), self.n_units - 1)))
+
+    def move(self, dx: int, dy: int) -> None:
+        """Move the selection in the grid: dx columns, dy rows (clipped to the layer)."""
+        if self.n_units <= 0:
+            return
+        cols = max(1, self.grid_cols)
+        row, col = divmod(self.unit, cols)
+        col = max(0, min(cols - 1, col + dx))
+        row = max(0, row + dy)
+        u = row * cols + col
+        if u >= self.n_units:
+            u = self.unit if dy > 0 else self.n_units - 1
+        self.update(unit=max(0, u))
+
+    def cycle_backprop(self) -> None:
+        cur = self.method if self.backprop_on else None
+        i = B_CYCLE.index(cur) if cur in B_CYCLE else 0
+        nxt = B_CYCLE[(i + 1) % len(B_CYCLE)]
+        if nxt is None:
+            self.update(backprop_on=False)
+        else:
+            self.update(backprop_on=True, method=nxt)
+
+    def cycle_method(self) -> None:
+        i = BACKPROP_METHODS.index(self.method) if self.method in BACKPROP_METHODS else -1
+        self.update(backprop_on=True, method=BACKPROP_METHODS[(i + 1) % len(BACKPROP_METHODS)])
+
+    def cycle_filter(self) -> None:
+        i = DISPLAY_FILTERS.index(self.filter) if self.filter in DISPLAY_FILTERS else -1
+        self.update(filter=DISPLAY_FILTERS[(i + 1) % len(DISPLAY_FILTERS)])
+
+    def cycle_zoom(self) -> None:
+        self.update(zoom=ZOOM_MODES[(ZOOM_MODES.index(self.zoom) + 1) % len(ZOOM_MODES)])
+
+    def cycle_gamma(self) -> None:
+        i = GAMMAS.index(self.gamma) if self.gamma in GAMMAS else 0
+        self.update(gamma=GAMMAS[(i + 1) % len(GAMMAS)])
+
+    def toggle(self, name: str) -> None:
+        self.update(**{name: not getattr(self, name)})
+
+    def toggle_grid_mode(self) -> None:
+        self.update(grid_mode="gradients" if self.grid_mode == "activations" else "activations")
+
+    def toggle_frozen_unit(self) -> None:
+        self.update(frozen_unit=None if self.frozen_unit is not None else (self.layer, self.unit))
+
+    def reset(self) -> None:
+        """Esc: back to the plain view (keeps layer, unit and source)."""
+        self.update(zoom="normal", gamma=1.0, per_unit=False, grid_mode="activations",
+                    frozen_unit=None, frozen_frame=False, show_help=False, backprop_on=True,
+                    overlay=False)

@@ -1,0 +1,949 @@
+"""The cnnvis-gui main window: module tree, input, activation grid, unit, backprop, predictions.
+
+The window owns the Qt-free :class:`ViewerState`, one :class:`RenderWorker` thread and
+the input source.  Every state change or new frame is snapshotted into a
+:class:`RenderRequest` and submitted; the worker coalesces them.  Finished
+:class:`RenderResult` arrays come back through a signal and are only *drawn* here.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PyQt5 import QtCore, QtGui, QtWidgets
+
+from . import keys as keytable
+from .panels import ActivationGrid, BackpropPane, ImagePane, ModuleTree, Predictions, UnitPane
+from .state import METHOD_LABELS, ViewerState
+from .worker import RenderRequest, RenderWorker
+
+ORG, APP = "cnnvis-gui", "cnnvis-gui"
+SETTINGS_ENV = "CNNVIS_GUI_SETTINGS"
+RENDER_FIELDS = {"layer", "unit", "method", "backprop_on", "compare", "method2", "filter", "overlay",
+                 "cam_layer", "objective", "gamma", "per_unit", "grid_mode", "frozen_unit"}
+PERSISTED = ("method", "compare", "method2", "filter", "overlay")
+
+
+def make_settings() -> QtCore.QSettings:
+    """QSettings of the app; ``$CNNVIS_GUI_SETTINGS`` (an .ini path) redirects them (tests)."""
+    path = os.environ.get(SETTINGS_ENV)
+    if path:
+        return QtCore.QSettings(path, QtCore.QSettings.IniFormat)
+    return QtCore.QSettings(ORG, APP)
+
+
+class Rate:
+    """Events per second over the last couple of seconds."""
+
+    def __init__(self, window=2.0):
+        self.window = window
+        self.times = collections.deque()
+
+    def tick(self, t=None):
+        t = time.perf_counter() if t is None else t
+        self.times.append(t)
+        while self.times and t - self.times[0] > self.window:
+            self.times.popleft()
+
+    def rate(self) -> float:
+        if len(self.times) < 2:
+            return 0.0
+        span = time.perf_counter() - self.times[0]
+        return (len(self.times) - 1) / span if span > 0 else 0.0
+
+
+class _KeyFilter(QtCore.QObject):
+    """Application-wide key filter: the viewer's keys work whichever panel has focus."""
+
+    SPECIAL = {QtCore.Qt.Key_Left: "Left", QtCore.Qt.Key_Right: "Right", QtCore.Qt.Key_Up: "Up",
+               QtCore.Qt.Key_Down: "Down", QtCore.Qt.Key_PageUp: "PgUp", QtCore.Qt.Key_PageDown: "PgDown",
+               QtCore.Qt.Key_F1: "F1", QtCore.Qt.Key_Escape: "Esc"}
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.window = window
+
+    def eventFilter(self, obj, ev):
+        if ev.type() != QtCore.QEvent.KeyPress:
+            return False
+        w = obj if isinstance(obj, QtWidgets.QWidget) else None
+        if w is None or w.window() is not self.window:
+            return False
+        if isinstance(w, (QtWidgets.QLineEdit, QtWidgets.QAbstractSpinBox, QtWidgets.QPlainTextEdit,
+                          QtWidgets.QTextEdit)) or isinstance(QtWidgets.QApplication.activePopupWidget(),
+                                                              QtWidgets.QWidget):
+            return False
+        return self.window.handle_key_event(ev)
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """The viewer.  ``frameDrawn`` fires after each finished render is on screen."""
+
+    frameDrawn = QtCore.pyqtSignal(object)
+    renderFailed = QtCore.pyqtSignal(str)
+    modelChanged = QtCore.pyqtSignal()
+
+    def __init__(self, state: ViewerState | None = None, settings: QtCore.QSettings | None = None,
+                 parent=None):
+        super().__init__(parent)
+        self.state = state or ViewerState()
+        self.settings = settings if settings is not None else make_settings()
+        self.setWindowTitle("cnnvis-gui")
+        self.gen = 0
+        self.frame_id = 0
+        self.seq = 0
+        self.loaded = None
+        self.mm = None
+        self.device = "—"
+        self.frame = None
+        self.source = None          # files: image / folder / video
+        self.camera = None
+        self._last_raw = None
+        self._source_status = ""
+        self._initial = {}
+        self._model_notices = []
+        self.last_result = None
+        self.last_error = ""
+        self.capture_rate = Rate()
+        self.process_rate = Rate()
+        self._closed = False
+
+        from ..core import colormap_lut
+        self._lut = colormap_lut("inferno")
+        self._build_panels()
+        self._build_menus()
+        self._build_status()
+        self._restore_settings()
+
+        self.worker = RenderWorker()
+        self.worker.rendered.connect(self._on_rendered)
+        self.worker.failed.connect(self._on_failed)
+        self.worker.modelReady.connect(self._on_model_ready)
+        self.worker.start()
+
+        self.state.connect(self._on_state)
+        self.capture_timer = QtCore.QTimer(self)
+        self.capture_timer.setInterval(8)
+        self.capture_timer.timeout.connect(self._poll_source)
+        self.status_timer = QtCore.QTimer(self)
+        self.status_timer.setInterval(500)
+        self.status_timer.timeout.connect(self._update_rates)
+        self.status_timer.start()
+        self._keys = _KeyFilter(self)
+        QtWidgets.QApplication.instance().installEventFilter(self._keys)
+        self._apply_zoom()
+        self._apply_compare()
+
+    # ================================================================== layout
+    def _build_panels(self):
+        s = self.state
+        self.tree = ModuleTree(s)
+        dock = QtWidgets.QDockWidget("Modules", self)
+        dock.setObjectName("modules_dock")
+        dock.setWidget(self.tree)
+        dock.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable | QtWidgets.QDockWidget.DockWidgetFloatable)
+        self.addDockWidget(QtCore.Qt.LeftDockWidgetArea, dock)
+        self.tree_dock = dock
+
+        self.input_pane = ImagePane("Input (as the model sees it)")
+        self.unit_pane = UnitPane(lut=self._lut)
+        self.predictions = Predictions()
+        self.grid = ActivationGrid(s)
+        self.grid.unitClicked.connect(self.state.select_unit)
+        self.zoom_unit = UnitPane(lut=self._lut)
+        self.zoom_unit.title.setText("Unit (zoom, z)")
+        self.zoom_bp = ImagePane("Backprop (zoom, z)")
+        self.center = QtWidgets.QStackedWidget()
+        for w in (self.grid, self.zoom_unit, self.zoom_bp):
+            self.center.addWidget(w)
+        self.bp1 = BackpropPane(s, "method")
+        self.bp2 = BackpropPane(s, "method2")
+        self.compare_box = QtWidgets.QCheckBox("compare two methods side by side")
+        self.compare_box.toggled.connect(lambda on: self.state.update(compare=on))
+        self.filter_box = QtWidgets.QComboBox()
+        for f in ("raw", "gray", "norm", "normblur"):
+            self.filter_box.addItem(f, f)
+        self.filter_box.setToolTip("display filter for gradients (m cycles)")
+        self.filter_box.currentIndexChanged.connect(lambda i: self.state.update(filter=self.filter_box.itemData(i)))
+        self.overlay_box = QtWidgets.QCheckBox("overlay on input")
+        self.overlay_box.toggled.connect(lambda on: self.state.update(overlay=on))
+
+        left = QtWidgets.QSplitter(QtCore.Qt.Vertical)
+        left.addWidget(self.input_pane)
+        left.addWidget(self.unit_pane)
+        left.addWidget(self.predictions)
+        left.setStretchFactor(0, 3)
+        left.setStretchFactor(1, 3)
+        left.setStretchFactor(2, 1)
+
+        right = QtWidgets.QWidget()
+        rl = QtWidgets.QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.setSpacing(3)
+        opts = QtWidgets.QHBoxLayout()
+        opts.addWidget(QtWidgets.QLabel("filter"))
+        opts.addWidget(self.filter_box)
+        opts.addWidget(self.overlay_box)
+        opts.addStretch(1)
+        rl.addLayout(opts)
+        rl.addWidget(self.compare_box)
+        self.bp_split = QtWidgets.QSplitter(QtCore.Qt.Vertical)
+        self.bp_split.addWidget(self.bp1)
+        self.bp_split.addWidget(self.bp2)
+        rl.addWidget(self.bp_split, 1)
+
+        self.splitter = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.center)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(0, 2)
+        self.splitter.setStretchFactor(1, 5)
+        self.splitter.setStretchFactor(2, 2)
+        self.splitter.setSizes([300, 700, 320])
+        self.setCentralWidget(self.splitter)
+
+        self.help_overlay = QtWidgets.QLabel(self)
+        self.help_overlay.setTextFormat(QtCore.Qt.RichText)
+        self.help_overlay.setText(keytable.html_table())
+        self.help_overlay.setAlignment(QtCore.Qt.AlignTop | QtCore.Qt.AlignLeft)
+        self.help_overlay.setStyleSheet("QLabel { background: rgba(10,10,20,225); color: #eee; padding: 24px;"
+                                        " font-size: 13px; border: 1px solid #555; }")
+        self.help_overlay.hide()
+        self._sync_controls()
+
+    def _build_menus(self):
+        mb = self.menuBar()
+        fm = mb.addMenu("&File")
+        self._act(fm, "Open &checkpoint…", self.open_checkpoint_dialog, "Ctrl+O")
+        self.recent_menu = fm.addMenu("&Recent models")
+        demo = fm.addMenu("&Demo models")
+        for name in ("shapes", "glyphs"):
+            self._act(demo, name, lambda _=False, n=name: self.open_demo(n))
+        fm.addSeparator()
+        self._act(fm, "Open &image…", self.open_image_dialog, "Ctrl+I")
+        self._act(fm, "Open &folder…", self.open_folder_dialog, "Ctrl+D")
+        self._act(fm, "Open &video…", self.open_video_dialog)
+        self._act(fm, "Choose c&amera…", self.choose_camera_dialog)
+        fm.addSeparator()
+        self._act(fm, "&Save panes as PNG…", self.save_pngs_dialog, "Ctrl+S")
+        self._act(fm, "Save raw arrays (.&npz)…", self.save_npz_dialog, "Ctrl+Shift+S")
+        fm.addSeparator()
+        self._act(fm, "&Quit", self.close, "Ctrl+Q")
+        mm = mb.addMenu("&Model")
+        self._act(mm, "Edit input &spec…", self.edit_spec_dialog)
+        self._act(mm, "Edit &labels…", self.edit_labels_dialog)
+        vm = mb.addMenu("&View")
+        vm.addAction(self.tree_dock.toggleViewAction())
+        for _names, shown, action, desc in keytable.KEYS:
+            if action.startswith("move") or action in ("quit",):
+                continue
+            a = vm.addAction(f"{desc}\t{shown}")
+            a.triggered.connect(lambda _=False, act=action: self.run_action(act))
+        hm = mb.addMenu("&Help")
+        self._act(hm, "&Keys (h, F1)", lambda: self.run_action("toggle_help"))
+        self._act(hm, "&About", self._about)
+        self._fill_recent()
+
+    def _act(self, menu, text, slot, shortcut=None):
+        a = menu.addAction(text)
+        a.triggered.connect(lambda _=False: slot())
+        if shortcut:
+            a.setShortcut(QtGui.QKeySequence(shortcut))
+        return a
+
+    def _build_status(self):
+        sb = self.statusBar()
+        self.sb_msg = QtWidgets.QLabel("starting…")
+        self.sb_msg.setTextFormat(QtCore.Qt.PlainText)
+        self.sb_capture = QtWidgets.QLabel("capture — fps")
+        self.sb_proc = QtWidgets.QLabel("processing — fps")
+        self.sb_times = QtWidgets.QLabel("fwd — ms  bwd — ms")
+        self.sb_device = QtWidgets.QLabel("device —")
+        sb.addWidget(self.sb_msg, 1)
+        for w in (self.sb_capture, self.sb_proc, self.sb_times, self.sb_device):
+            w.setStyleSheet("QLabel { padding: 0 6px; }")
+            sb.addPermanentWidget(w)
+
+    # ================================================================== model
+    def load_model(self, loaded, layer=None, unit=None, method=None) -> None:
+        """Show ``loaded`` (models.LoadedModel-like: .model, .spec, .labels, .name, .notes)."""
+        self.loaded = loaded
+        self.gen += 1
+        self.mm = None
+        self._initial = {k: v for k, v in (("layer", layer), ("unit", unit), ("method", method)) if v is not None}
+        self._model_notices = [str(n) for n in (getattr(loaded, "notes", None) or [])]
+        name = getattr(loaded, "name", "model")
+        self.setWindowTitle(f"cnnvis-gui — {name}")
+        self.show_message(f"loading {name} …")
+        self.worker.set_model(self.gen, loaded.model, loaded.spec)
+
+    def _on_model_ready(self, ready):
+        if ready.gen != self.gen or self._closed:
+            return
+        self.mm = ready.model_map
+        self.device = ready.device
+        self.sb_device.setText(f"device {ready.device}")
+        names = list(self.mm.visualizable_names())
+        init = self._initial
+        layer = init.get("layer")
+        if layer is not None and layer == "output" and "output" not in names:
+            layer = ""
+        if layer is not None and layer not in names:
+            self.show_error(f"layer {layer!r} is not a visualizable layer; choose one of: "
+                            + ", ".join(n or "output" for n in names[:20]))
+            layer = None
+        if layer is None:
+            layer = self.mm.default_layer if self.mm.default_layer in names else (names[-1] if names else "")
+        self.tree.set_model_map(self.mm)
+        cams = [i.name for i in self.mm if getattr(i, "is_conv", False)]
+        self.bp1.set_cam_layers(cams)
+        self.bp2.set_cam_layers(cams)
+        upd = dict(layer=layer, frozen_unit=None, cam_layer=None)
+        if "method" in init:
+            upd.update(method=init["method"], backprop_on=True)
+        n = self._units(layer)
+        upd["n_units"] = n
+        upd["unit"] = max(0, min(int(init.get("unit", 0)), n - 1)) if n else 0
+        if "unit" in init and n and not (0 <= int(init["unit"]) < n):
+            self.show_error(f"unit {init['unit']} is out of range for layer {layer!r} (0..{n - 1})")
+        self.state.update(**upd)
+        self.tree._select(layer)
+        msg = f"model {getattr(self.loaded, 'name', '')}: {len(names)} visualizable layers"
+        if self._model_notices:
+            msg += " — " + "; ".join(self._model_notices)
+        self.show_message(msg)
+        self.modelChanged.emit()
+        self.request_render()
+
+    def _units(self, layer) -> int:
+        if self.mm is None:
+            return 0
+        try:
+            u = self.mm[layer].units
+        except Exception:  # noqa: BLE001
+            return 0
+        return int(u or 0)
+
+    # ================================================================== input
+    def set_source(self, source, camera=False) -> None:
+        """Take a sources.Source-like object (.read(), .status, .close()); closes the old one."""
+        if camera:
+            old, self.camera = self.camera, source
+            if source is not None:
+                self.state.update(use_camera=True)
+        else:
+            old, self.source = self.source, source
+            if source is not None:
+                self.state.update(use_camera=False)
+        if old is not None and old is not source:
+            try:
+                old.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._last_raw = None
+        self._source_status = ""
+        if self.active_source() is not None:
+            self.capture_timer.start()
+            self._poll_source()
+
+    def active_source(self):
+        return self.camera if self.state.use_camera else self.source
+
+    def _poll_source(self):
+        src = self.active_source()
+        if src is None or self.state.frozen_frame:
+            return
+        try:
+            f = src.read()
+        except Exception as e:  # noqa: BLE001
+            self.show_error(f"input: {e}")
+            return
+        status = str(getattr(src, "status", "") or "")
+        if status != self._source_status:
+            self._source_status = status
+            low = status.lower()
+            if any(w in low for w in ("lost", "error", "cannot", "can't", "fail", "unreadable")):
+                self.show_error(f"input: {status}")
+        if f is None or f is self._last_raw:
+            return
+        self._last_raw = f
+        self.set_frame(f)
+
+    def set_frame(self, bgr: np.ndarray) -> None:
+        """Use a new H x W x 3 uint8 BGR frame (copied and frozen before it leaves this thread)."""
+        a = np.array(bgr, copy=True)
+        a.setflags(write=False)
+        self.frame = a
+        self.frame_id += 1
+        self.capture_rate.tick()
+        self.request_render()
+
+    # ================================================================== render loop
+    def _on_state(self, names):
+        if "layer" in names:
+            n = self._units(self.state.layer)
+            upd = {"n_units": n}
+            if self.state.unit >= n:
+                upd["unit"] = max(0, n - 1)
+            self.state.update(**upd)
+            info = self.mm[self.state.layer] if self.mm is not None and self.state.layer in self.mm.names() else None
+            if info is not None:
+                shape = "×".join(str(x) for x in info.shape) if info.shape else ""
+                self.grid.title.setText(f"Activations — <b>{info.name or 'output'}</b> "
+                                        f"<span style='color:#888'>({info.type}, {shape})</span>")
+        if "grid_mode" in names or "layer" in names:
+            if self.state.grid_mode == "gradients":
+                self.grid.title.setText(self.grid.title.text().replace("Activations", "Gradients"))
+            else:
+                self.grid.title.setText(self.grid.title.text().replace("Gradients", "Activations"))
+        if "zoom" in names:
+            self._apply_zoom()
+        if "compare" in names:
+            self._apply_compare()
+        if "show_help" in names:
+            self._apply_help()
+        if "use_camera" in names:
+            self._switch_source()
+        if names & {"filter", "overlay", "compare"}:
+            self._sync_controls()
+        if "frozen_frame" in names:
+            self.show_message("frame frozen (f to resume)" if self.state.frozen_frame else "live input")
+        if names & RENDER_FIELDS:
+            self.request_render()
+
+    def request_render(self) -> bool:
+        """Snapshot the state into a request and hand it to the worker (which keeps only the newest)."""
+        if self._closed or self.mm is None or self.frame is None or self.loaded is None:
+            return False
+        s = self.state
+        methods = ()
+        if s.backprop_on:
+            methods = (s.method,) + ((s.method2,) if s.compare else ())
+        bp_layer, bp_unit = s.backprop_unit
+        labels = getattr(self.loaded, "labels", None)
+        self.seq += 1
+        req = RenderRequest(
+            seq=self.seq, gen=self.gen, frame_id=self.frame_id, frame=self.frame,
+            layer=s.layer, unit=s.unit, grid_mode=s.grid_mode, methods=methods,
+            bp_layer=bp_layer, bp_unit=bp_unit, filter=s.filter, overlay=s.overlay,
+            cam_layer=s.cam_layer, objective=s.objective,
+            normalize="unit" if s.per_unit else "layer", gamma=s.gamma,
+            labels=tuple(labels) if labels else None, output_layer=getattr(self.mm, "output_name", ""))
+        self.worker.submit(req)
+        return True
+
+    def _on_rendered(self, res):
+        if res.gen != self.gen or self._closed:
+            return
+        t0 = time.perf_counter()
+        self.last_result = res
+        self.process_rate.tick()
+        src = self.active_source()
+        desc = getattr(src, "description", None) or ("still frame" if src is None else type(src).__name__)
+        self.input_pane.set_rgb(res.input_rgb)
+        h, w = res.input_rgb.shape[:2]
+        self.input_pane.info.setText(f"{desc} · {w}×{h}")
+        self.grid.set_mosaic(res.mosaic, res.unit_max, res.unit_mean)
+        self.state.update(grid_cols=int(res.mosaic.cols))
+        self.unit_pane.set_map(res.unit_map, res.unit_levels)
+        lo, hi = res.unit_levels
+        self.unit_pane.title.setText(f"Unit {res.unit} <span style='color:#888'>of {res.layer or 'output'}</span>")
+        self.unit_pane.info.setText(f"{lo:.3g} … {hi:.3g}")
+        panes = (self.bp1, self.bp2)
+        for i, pane in enumerate(panes):
+            if i < len(res.backprops):
+                bp = res.backprops[i]
+                pane.set_rgb(bp.image)
+                where = f"unit {res.bp[1]} of {res.bp[0] or 'output'}"
+                if bp.cam_layer:
+                    where += f" · CAM at {bp.cam_layer}"
+                pane.info.setText(where)
+            elif i == 0:
+                pane.clear()
+                pane.info.setText("off")
+        if self.state.zoom == "unit":
+            self.zoom_unit.set_map(res.unit_map, res.unit_levels)
+        elif self.state.zoom == "backprop" and res.backprops:
+            self.zoom_bp.set_rgb(res.backprops[0].image)
+        self.predictions.set_predictions(res.predictions)
+        fwd = f"{res.forward_ms:.1f}" if res.forwarded else "—"
+        self.sb_times.setText(f"fwd {fwd} ms  bwd {res.backward_ms:.1f} ms")
+        notices = list(res.notices)
+        if notices:
+            self.show_message(" · ".join(notices), warn=True)
+        elif self.last_error and time.perf_counter() - self._error_time < 4:
+            pass
+        else:
+            self.show_message(self._describe(res))
+            self.last_error = ""
+        self.last_draw_ms = (time.perf_counter() - t0) * 1000
+        self.frameDrawn.emit(res)
+
+    def _describe(self, res):
+        s = self.state
+        bp = "backprop off" if not s.backprop_on else METHOD_LABELS.get(s.method, s.method)
+        extra = []
+        if s.frozen_unit:
+            extra.append(f"backprop frozen on unit {s.frozen_unit[1]} of {s.frozen_unit[0] or 'output'}")
+        if s.frozen_frame:
+            extra.append("frame frozen")
+        if s.gamma != 1.0:
+            extra.append(f"gamma {s.gamma}")
+        if s.per_unit:
+            extra.append("per-unit scaling")
+        return " · ".join([f"layer {res.layer or 'output'}, unit {res.unit}", bp, s.filter] + extra) + \
+            "   (h: keys)"
+
+    def _on_failed(self, f):
+        if f.gen != self.gen or self._closed:
+            return
+        self.show_error(f.message)
+        if f.seq == -1:
+            self.mm = None
+
+    # ================================================================== messages
+    _error_time = 0.0
+
+    def show_message(self, text, warn=False):
+        self.sb_msg.setStyleSheet("QLabel { color: #d08000; }" if warn else "")
+        self.sb_msg.setText(text)
+        self.sb_msg.setToolTip(text)
+
+    def show_error(self, text):
+        self.last_error = text
+        self._error_time = time.perf_counter()
+        self.sb_msg.setStyleSheet("QLabel { color: #e03030; font-weight: 600; }")
+        self.sb_msg.setText("⚠ " + text)
+        self.sb_msg.setToolTip(text)
+        self.renderFailed.emit(text)
+
+    def status_text(self) -> str:
+        return self.sb_msg.text()
+
+    def _update_rates(self):
+        self.sb_capture.setText(f"capture {self.capture_rate.rate():.1f} fps")
+        self.sb_proc.setText(f"processing {self.process_rate.rate():.1f} fps")
+
+    # ================================================================== view modes
+    def _apply_zoom(self):
+        z = self.state.zoom
+        self.center.setCurrentIndex({"normal": 0, "unit": 1, "backprop": 2}[z])
+        res = self.last_result
+        if res is not None:
+            if z == "unit":
+                self.zoom_unit.set_map(res.unit_map, res.unit_levels)
+            elif z == "backprop" and res.backprops:
+                self.zoom_bp.set_rgb(res.backprops[0].image)
+
+    def _apply_compare(self):
+        self.bp2.setVisible(self.state.compare)
+
+    def _apply_help(self):
+        if self.state.show_help:
+            self.help_overlay.setGeometry(self.centralWidget().geometry())
+            self.help_overlay.raise_()
+            self.help_overlay.show()
+        else:
+            self.help_overlay.hide()
+
+    def resizeEvent(self, ev):
+        super().resizeEvent(ev)
+        if self.help_overlay.isVisible():
+            self.help_overlay.setGeometry(self.centralWidget().geometry())
+
+    def _sync_controls(self):
+        s = self.state
+        for w, fn in ((self.compare_box, lambda: self.compare_box.setChecked(s.compare)),
+                      (self.overlay_box, lambda: self.overlay_box.setChecked(s.overlay)),
+                      (self.filter_box, lambda: self.filter_box.setCurrentIndex(
+                          max(0, self.filter_box.findData(s.filter))))):
+            w.blockSignals(True)
+            fn()
+            w.blockSignals(False)
+
+    # ================================================================== keys
+    def handle_key_event(self, ev) -> bool:
+        mods = ev.modifiers() & ~QtCore.Qt.KeypadModifier
+        if mods & (QtCore.Qt.ControlModifier | QtCore.Qt.AltModifier | QtCore.Qt.MetaModifier):
+            return False
+        name = _KeyFilter.SPECIAL.get(ev.key())
+        if name is not None:
+            if mods & QtCore.Qt.ShiftModifier and name in ("Left", "Right", "Up", "Down"):
+                name = "shift+" + name
+        else:
+            name = ev.text()
+            if len(name) != 1 or not name.isprintable():
+                return False
+        action = keytable.action_for(name)
+        if action is None:
+            return False
+        self.run_action(action, name)
+        return True
+
+    _MOVES = {"Left": (-1, 0), "Right": (1, 0), "Up": (0, -1), "Down": (0, 1),
+              "j": (-1, 0), "l": (1, 0), "i": (0, -1), "k": (0, 1)}
+
+    def run_action(self, action: str, key: str = "") -> None:
+        s = self.state
+        if action.startswith("move"):
+            if action == "move3":
+                k = key.replace("shift+", "")
+                dx, dy = self._MOVES.get(k.lower() if len(k) == 1 else k, (0, 0))
+                s.move(dx * 3, dy * 3)
+            else:
+                s.move(*{"move_left": (-1, 0), "move_right": (1, 0), "move_up": (0, -1),
+                         "move_down": (0, 1)}[action])
+        elif action in ("prev_layer", "next_layer"):
+            self.step_layer(-1 if action == "prev_layer" else 1)
+        elif action in ("prev_image", "next_image"):
+            self.step_image(-1 if action == "prev_image" else 1)
+        elif action == "toggle_camera":
+            s.toggle("use_camera")
+        elif action == "freeze_frame":
+            s.toggle("frozen_frame")
+        elif action == "freeze_unit":
+            s.toggle_frozen_unit()
+        elif action == "cycle_backprop":
+            s.cycle_backprop()
+        elif action == "cycle_method":
+            s.cycle_method()
+        elif action == "cycle_filter":
+            s.cycle_filter()
+        elif action == "cycle_zoom":
+            s.cycle_zoom()
+        elif action == "cycle_gamma":
+            s.cycle_gamma()
+        elif action == "toggle_per_unit":
+            s.toggle("per_unit")
+        elif action == "toggle_grid_mode":
+            s.toggle_grid_mode()
+        elif action == "toggle_help":
+            s.toggle("show_help")
+        elif action == "reset":
+            s.reset()
+        elif action == "quit":
+            self.close()
+
+    def step_layer(self, d: int) -> None:
+        if self.mm is None:
+            return
+        names = list(self.mm.visualizable_names())
+        if not names:
+            return
+        i = names.index(self.state.layer) if self.state.layer in names else 0
+        self.state.update(layer=names[max(0, min(len(names) - 1, i + d))])
+
+    def step_image(self, d: int) -> None:
+        src = self.source
+        if src is None or not hasattr(src, "next"):
+            self.show_message("the current input has no previous/next image")
+            return
+        try:
+            src.next() if d > 0 else src.prev()
+        except Exception as e:  # noqa: BLE001
+            self.show_error(f"input: {e}")
+            return
+        self._last_raw = None
+        if self.state.use_camera:
+            self.state.update(use_camera=False)
+        was_frozen = self.state.frozen_frame
+        if was_frozen:
+            self.state.update(frozen_frame=False)
+        self._poll_source()
+        path = getattr(src, "current_path", None)
+        if path:
+            self.show_message(f"image {getattr(src, 'index', 0) + 1}/{getattr(src, 'count', '?')}: {path}")
+
+    def _switch_source(self):
+        if self.state.use_camera and self.camera is None:
+            try:
+                from .. import sources
+                cams = sources.cameras()
+                if not cams:
+                    raise RuntimeError("no camera found")
+                self.camera = sources.open(cams[0])
+            except Exception as e:  # noqa: BLE001
+                self.show_error(f"camera: {e}")
+                self.state.update(use_camera=False)
+                return
+        self._last_raw = None
+        self._source_status = ""
+        if self.active_source() is not None:
+            self.capture_timer.start()
+        self.show_message("camera" if self.state.use_camera else "files")
+
+    # ================================================================== dialogs (see dialogs.py)
+    def open_path(self, path, **options) -> bool:
+        """Open an image, a folder, a video or a camera index as the file input."""
+        from .. import sources
+        try:
+            src = sources.open(path, **options)
+        except Exception as e:  # noqa: BLE001
+            self.show_error(f"cannot open {path}: {e}")
+            return False
+        is_cam = isinstance(path, int) or (isinstance(path, str) and path.isdigit())
+        self.set_source(src, camera=is_cam)
+        return True
+
+    def open_demo(self, name="shapes", images=True) -> bool:
+        from .. import models
+        try:
+            lm = models.demo(name)
+        except Exception as e:  # noqa: BLE001
+            self.show_error(f"demo model {name}: {e}")
+            return False
+        self.load_model(lm)
+        self._remember_model(f"demo:{name}")
+        if images:
+            try:
+                paths = [str(p) for p in models.demo_samples(name)]
+                if paths:
+                    self.open_path(paths if len(paths) > 1 else paths[0])
+            except Exception as e:  # noqa: BLE001
+                self.show_error(f"demo images: {e}")
+        return True
+
+    def open_checkpoint(self, weights=None, arch=None, spec=None, trust_pickle=False, labels=None):
+        from .. import models
+        lm = models.load(weights=weights, arch=arch, spec=spec, trust_pickle=trust_pickle, labels=labels)
+        self.load_model(lm)
+        self._remember_model(weights or arch, arch=arch)
+        return lm
+
+    def open_checkpoint_dialog(self):
+        from .dialogs import open_checkpoint_interactive
+        open_checkpoint_interactive(self)
+
+    def open_image_dialog(self):
+        p, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open image", self._last_dir(),
+                                                     "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp);;All (*)")
+        if p:
+            self._set_last_dir(p)
+            self.open_path(p)
+
+    def open_folder_dialog(self):
+        p = QtWidgets.QFileDialog.getExistingDirectory(self, "Open folder of images", self._last_dir())
+        if p:
+            self._set_last_dir(p + "/x")
+            self.open_path(p)
+
+    def open_video_dialog(self):
+        p, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open video", self._last_dir(),
+                                                     "Videos (*.mp4 *.avi *.mov *.mkv *.webm);;All (*)")
+        if p:
+            self._set_last_dir(p)
+            self.open_path(p)
+
+    def choose_camera_dialog(self):
+        from .. import sources
+        try:
+            cams = sources.cameras()
+        except Exception as e:  # noqa: BLE001
+            self.show_error(f"cameras: {e}")
+            return
+        if not cams:
+            QtWidgets.QMessageBox.information(self, "Cameras", "No camera was found.")
+            return
+        item, ok = QtWidgets.QInputDialog.getItem(self, "Choose camera", "Camera:",
+                                                  [f"camera {c}" for c in cams], 0, False)
+        if ok:
+            self.open_path(int(item.split()[-1]))
+
+    def edit_spec_dialog(self):
+        if self.loaded is None:
+            return
+        from .dialogs import SpecDialog
+        d = SpecDialog(self.loaded.spec, self)
+        if d.exec_() == QtWidgets.QDialog.Accepted:
+            try:
+                spec = d.spec()
+            except Exception as e:  # noqa: BLE001
+                self.show_error(str(e))
+                return
+            self._replace_loaded(spec=spec)
+
+    def edit_labels_dialog(self):
+        if self.loaded is None:
+            return
+        from .dialogs import LabelsDialog
+        d = LabelsDialog(getattr(self.loaded, "labels", None), self)
+        if d.exec_() == QtWidgets.QDialog.Accepted:
+            self._replace_loaded(labels=d.labels())
+
+    def _replace_loaded(self, **kw):
+        import copy
+        lm = copy.copy(self.loaded)
+        for k, v in kw.items():
+            try:
+                setattr(lm, k, v)
+            except Exception:  # noqa: BLE001 - frozen dataclass
+                import dataclasses
+                lm = dataclasses.replace(lm, **{k: v})
+        s = self.state
+        self.load_model(lm, layer=s.layer, unit=s.unit)
+
+    # ================================================================== saving
+    def save_pngs(self, folder) -> list:
+        """Save each pane (and the whole window) as PNG into ``folder``; returns the paths."""
+        import cv2
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        stem = f"{(self.state.layer or 'output').replace('.', '_')}_u{self.state.unit}"
+        for tag, pane in (("input", self.input_pane), ("grid", self.grid), ("unit", self.unit_pane),
+                          ("backprop", self.bp1), ("backprop2", self.bp2)):
+            img = pane.last_image
+            if img is None or (tag == "backprop2" and not self.state.compare):
+                continue
+            if img.dtype != np.uint8 or img.ndim == 2:
+                lo, hi = self.last_result.unit_levels if self.last_result else (float(img.min()), float(img.max()))
+                v = np.clip((img - lo) / max(hi - lo, 1e-12), 0, 1)
+                img = self._lut[(v * 255).astype(np.uint8)]
+            p = folder / f"{stem}_{tag}.png"
+            cv2.imwrite(str(p), np.ascontiguousarray(img[..., ::-1]))
+            out.append(p)
+        p = folder / f"{stem}_window.png"
+        self.grab().save(str(p))
+        out.append(p)
+        return out
+
+    def save_npz(self, path) -> Path:
+        res = self.last_result
+        if res is None:
+            raise RuntimeError("nothing computed yet")
+        arrays = {"input": res.raw_input, "grid": res.raw_grid, "unit_map": res.unit_map,
+                  "unit_max": res.unit_max, "unit_mean": res.unit_mean,
+                  "layer": np.array(res.layer), "unit": np.array(res.unit),
+                  "grid_mode": np.array(res.grid_mode)}
+        for bp in res.backprops:
+            arrays[f"backprop_{bp.method}"] = bp.raw
+        path = Path(path)
+        np.savez_compressed(path, **arrays)
+        return path
+
+    def save_pngs_dialog(self):
+        d = QtWidgets.QFileDialog.getExistingDirectory(self, "Save panes as PNG into…", self._last_dir())
+        if d:
+            try:
+                paths = self.save_pngs(d)
+                self.show_message(f"saved {len(paths)} PNGs in {d}")
+            except Exception as e:  # noqa: BLE001
+                self.show_error(f"save: {e}")
+
+    def save_npz_dialog(self):
+        p, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save raw arrays", self._last_dir(), "NumPy (*.npz)")
+        if p:
+            try:
+                self.save_npz(p)
+                self.show_message(f"saved {p}")
+            except Exception as e:  # noqa: BLE001
+                self.show_error(f"save: {e}")
+
+    # ================================================================== settings
+    def _last_dir(self):
+        return str(self.settings.value("last_dir", str(Path.home())))
+
+    def _set_last_dir(self, p):
+        self.settings.setValue("last_dir", str(Path(p).parent))
+
+    def _remember_model(self, what, arch=None):
+        if not what:
+            return
+        entry = f"{what}|{arch or ''}"
+        recent = [r for r in self._recent() if r != entry]
+        recent.insert(0, entry)
+        self.settings.setValue("recent_models", recent[:8])
+        self.settings.setValue("last_model", entry)
+        self._fill_recent()
+
+    def _recent(self):
+        v = self.settings.value("recent_models", [])
+        if isinstance(v, str):
+            v = [v]
+        return list(v or [])
+
+    def _fill_recent(self):
+        self.recent_menu.clear()
+        for entry in self._recent():
+            what, _, arch = entry.partition("|")
+            a = self.recent_menu.addAction(what + (f"  ({arch})" if arch else ""))
+            a.triggered.connect(lambda _=False, w=what, ar=arch: self._open_recent(w, ar))
+        self.recent_menu.setEnabled(bool(self._recent()))
+
+    def _open_recent(self, what, arch):
+        if what.startswith("demo:"):
+            self.open_demo(what[5:], images=self.source is None)
+            return
+        try:
+            self.open_checkpoint(weights=what or None, arch=arch or None)
+        except Exception as e:  # noqa: BLE001
+            self.show_error(f"cannot open {what}: {e}")
+
+    def _restore_settings(self):
+        st = self.settings
+        g = st.value("geometry")
+        if g is not None:
+            self.restoreGeometry(g)
+        else:
+            self.resize(1500, 920)
+        ws = st.value("window_state")
+        if ws is not None:
+            self.restoreState(ws)
+        upd = {}
+        for k in PERSISTED:
+            v = st.value(f"view/{k}")
+            if v is None:
+                continue
+            cur = getattr(self.state, k)
+            if isinstance(cur, bool):
+                v = v in (True, "true", "1", 1)
+            upd[k] = v
+        try:
+            self.state.update(**upd)
+        except Exception:  # noqa: BLE001
+            pass
+        self._sync_controls()
+
+    def _save_settings(self):
+        st = self.settings
+        st.setValue("geometry", self.saveGeometry())
+        st.setValue("window_state", self.saveState())
+        for k in PERSISTED:
+            st.setValue(f"view/{k}", getattr(self.state, k))
+        st.sync()
+
+    def _about(self):
+        QtWidgets.QMessageBox.about(self, "cnnvis-gui",
+                                    "cnnvis-gui — see inside PyTorch CNNs: activations, deconvnet, guided "
+                                    "backprop, Grad-CAM, live.\nPress h for the keys.")
+
+    # ================================================================== shutdown
+    def shutdown(self) -> None:
+        """Stop the worker and the capture cleanly (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._save_settings()
+        except Exception:  # noqa: BLE001
+            pass
+        self.capture_timer.stop()
+        self.status_timer.stop()
+        app = QtWidgets.QApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self._keys)
+        self.worker.stop()
+        for src in (self.source, self.camera):
+            if src is not None:
+                try:
+                    src.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        self.source = self.camera = None
+
+    def closeEvent(self, ev):
+        self.shutdown()
+        super().closeEvent(ev)

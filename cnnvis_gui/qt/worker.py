@@ -1,0 +1,352 @@
+"""The one background thread that does all model work for the main window.
+
+Snapshot, then compute (napari ``_layer_slicer``): the GUI thread freezes the user's
+choices into an immutable :class:`RenderRequest` and hands it to
+:meth:`RenderWorker.submit`.  The worker holds a single pending slot: a request that
+arrives while another waits *replaces* it (counted in :attr:`RenderWorker.dropped`),
+so the worker always computes the newest choice and never a backlog.
+
+A request with a new ``frame_id`` runs one forward (``Visualizer.forward``); a request
+on the same frame reuses the kept :class:`~cnnvis_gui.core.Frame` and runs backward
+passes only.  Results leave the thread only through Qt signals, as a frozen
+:class:`RenderResult` holding freshly made numpy arrays that nobody mutates again.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+from PyQt5 import QtCore
+
+from ..core import CnnvisError
+
+SALIENCY_METHODS = ("gradient", "deconvnet", "guided")
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """Everything one render needs, frozen on the GUI thread."""
+
+    seq: int
+    gen: int                          # model generation (bumped by every model / spec change)
+    frame_id: int                     # bumped by every new input frame
+    frame: Optional[np.ndarray]       # H x W x 3 uint8 BGR, read-only; None = no input yet
+    layer: str
+    unit: int
+    grid_mode: str = "activations"    # or "gradients" (gradient of the backprop unit at `layer`)
+    methods: tuple = ("guided",)      # backprop panes to compute, () = backprop off
+    bp_layer: str = ""
+    bp_unit: int = 0
+    filter: str = "normblur"
+    overlay: bool = False
+    cam_layer: Optional[str] = None
+    objective: str = "sum"
+    normalize: str = "layer"
+    gamma: float = 1.0
+    labels: Optional[tuple] = None
+    output_layer: str = ""
+
+
+@dataclass(frozen=True)
+class BackpropImage:
+    method: str
+    image: np.ndarray                 # H x W x 3 uint8 RGB
+    raw: np.ndarray                   # saliency C x H x W, or Grad-CAM H x W
+    cam_layer: Optional[str] = None
+    note: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    seq: int
+    gen: int
+    frame_id: int
+    forwarded: bool
+    layer: str
+    unit: int
+    bp: tuple
+    grid_mode: str
+    input_rgb: np.ndarray
+    mosaic: object                    # core.ActivationMosaic (read-only use on the GUI thread)
+    unit_max: np.ndarray
+    unit_mean: np.ndarray
+    unit_map: np.ndarray              # float32 h x w of the selected unit
+    unit_levels: tuple
+    backprops: tuple                  # of BackpropImage
+    predictions: tuple                # of (label, probability)
+    forward_ms: float
+    backward_ms: float
+    total_ms: float
+    notices: tuple
+    raw_input: np.ndarray = field(repr=False, default=None)
+    raw_grid: np.ndarray = field(repr=False, default=None)
+
+
+@dataclass(frozen=True)
+class ModelReady:
+    gen: int
+    model_map: object
+    device: str
+    notices: tuple = ()
+
+
+@dataclass(frozen=True)
+class RenderFailure:
+    seq: int
+    gen: int
+    message: str
+    detail: str = ""
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    a.setflags(write=False)
+    return a
+
+
+def _model_device(model) -> str:
+    try:
+        return str(next(model.parameters()).device)
+    except StopIteration:
+        return "cpu"
+
+
+class RenderWorker(QtCore.QThread):
+    """Background renderer: newest request only, forward once per frame, backward per choice."""
+
+    rendered = QtCore.pyqtSignal(object)     # RenderResult
+    failed = QtCore.pyqtSignal(object)       # RenderFailure
+    modelReady = QtCore.pyqtSignal(object)   # ModelReady
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._cond = threading.Condition()
+        self._pending: Optional[RenderRequest] = None
+        self._pending_model = None
+        self._stopping = False
+        self.submitted = 0
+        self.computed = 0
+        self.dropped = 0
+        self.forwards = 0
+        # worker-thread-only state
+        self._vis = None
+        self._spec = None
+        self._gen = -1
+        self._frame = None
+        self._frame_key = None
+        self._input_rgb = None
+        self._raw_input = None
+        self._predictions = ()
+        self._forward_ms = 0.0
+
+    # ------------------------------------------------------------------ GUI-thread API
+    def set_model(self, gen: int, model, spec) -> None:
+        """Use ``model`` (an nn.Module) with ``spec`` from now on; drops any pending render."""
+        with self._cond:
+            self._pending_model = (gen, model, spec)
+            if self._pending is not None:
+                self.dropped += 1
+            self._pending = None
+            self._cond.notify()
+
+    def submit(self, request: RenderRequest) -> None:
+        """Queue ``request``, replacing (dropping) any request still waiting."""
+        with self._cond:
+            if self._pending is not None:
+                self.dropped += 1
+            self._pending = request
+            self.submitted += 1
+            self._cond.notify()
+
+    def busy(self) -> bool:
+        with self._cond:
+            return self._pending is not None or self._pending_model is not None
+
+    def stop(self, timeout_ms: int = 10000) -> bool:
+        """Ask the loop to end and wait for it (the current computation finishes first)."""
+        with self._cond:
+            self._stopping = True
+            self._pending = None
+            self._pending_model = None
+            self._cond.notify()
+        ok = self.wait(timeout_ms) if self.isRunning() else True
+        return ok
+
+    # ------------------------------------------------------------------ thread
+    def run(self):  # noqa: D401 - Qt API
+        torch.set_grad_enabled(True)
+        while True:
+            with self._cond:
+                while not self._stopping and self._pending is None and self._pending_model is None:
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                model_job, self._pending_model = self._pending_model, None
+                req = None
+                if model_job is None:
+                    req, self._pending = self._pending, None
+            if model_job is not None:
+                self._load(*model_job)
+                continue
+            if req is None or req.gen != self._gen:
+                continue
+            try:
+                res = self._render(req)
+            except Exception as e:  # noqa: BLE001 - every failure is shown, the thread lives on
+                msg = str(e) if isinstance(e, CnnvisError) else f"{type(e).__name__}: {e}"
+                self.failed.emit(RenderFailure(req.seq, req.gen, msg, traceback.format_exc()))
+                if not isinstance(e, CnnvisError) or "forward" in msg.lower():
+                    # a broken forward leaves no usable frame
+                    self._drop_frame()
+            else:
+                self.computed += 1
+                self.rendered.emit(res)
+        self._drop_frame()
+        self._vis = None
+
+    # ------------------------------------------------------------------ worker-thread helpers
+    def _drop_frame(self):
+        if self._frame is not None:
+            try:
+                self._frame.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._frame = None
+        self._frame_key = None
+
+    def _load(self, gen, model, spec):
+        from ..core import Visualizer
+        self._drop_frame()
+        self._vis = None
+        self._gen = gen
+        try:
+            vis = Visualizer(model, spec=spec)
+            mm = vis.model_map()
+        except Exception as e:  # noqa: BLE001
+            msg = str(e) if isinstance(e, CnnvisError) else f"{type(e).__name__}: {e}"
+            self.failed.emit(RenderFailure(-1, gen, f"model check failed: {msg}", traceback.format_exc()))
+            return
+        self._vis, self._spec = vis, spec
+        self.modelReady.emit(ModelReady(gen, mm, _model_device(model)))
+
+    def _forward(self, req: RenderRequest):
+        self._drop_frame()
+        spec = self._spec
+        x = spec.to_tensor(req.frame)
+        t0 = time.perf_counter()
+        frame = self._vis.forward(x)
+        self._forward_ms = getattr(frame, "forward_ms", None) or (time.perf_counter() - t0) * 1000
+        self._frame = frame
+        self._frame_key = (req.gen, req.frame_id)
+        self.forwards += 1
+        inp = frame.input.detach().cpu()
+        self._raw_input = _frozen(inp[0].numpy().copy())
+        self._input_rgb = _frozen(spec.to_image(inp))
+        self._predictions = ()
+        out = frame.output
+        if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] >= 2:
+            p = torch.softmax(out.detach().float().cpu()[0], 0)
+            k = min(5, p.numel())
+            top = torch.topk(p, k)
+            labels = req.labels
+            self._predictions = tuple(
+                (labels[i] if labels and i < len(labels) else f"class {i}", float(v))
+                for v, i in zip(top.values.tolist(), top.indices.tolist()))
+
+    def _render(self, req: RenderRequest) -> RenderResult:
+        from ..core import ActivationMosaic, saliency_to_image, heatmap, overlay
+        t_start = time.perf_counter()
+        if req.frame is None:
+            raise CnnvisError("no input frame yet: open an image, a folder, a video or a camera (File menu).")
+        forwarded = False
+        if self._frame is None or self._frame_key != (req.gen, req.frame_id):
+            self._forward(req)
+            forwarded = True
+        frame = self._frame
+        notices = [str(n) for n in (getattr(frame, "notices", None) or [])]
+        bw_ms = 0.0
+
+        # ---- grid: activations (or gradients) of the current layer
+        if req.grid_mode == "gradients":
+            m = req.methods[0] if req.methods and req.methods[0] in SALIENCY_METHODS else "gradient"
+            t0 = time.perf_counter()
+            g = frame.gradient_at(req.layer, req.bp_layer, req.bp_unit, method=m, objective=req.objective)
+            bw_ms += (time.perf_counter() - t0) * 1000
+            grid = g.detach().float().cpu()[0].numpy()
+        else:
+            grid = frame.activations(req.layer).detach().float().cpu()[0].numpy()
+        if not np.all(np.isfinite(grid)):
+            bad = int(np.size(grid) - np.count_nonzero(np.isfinite(grid)))
+            notices.append(f"{bad} NaN/inf values in {req.grid_mode} of layer '{req.layer or 'output'}' (shown as 0)")
+            grid = np.nan_to_num(grid, nan=0.0, posinf=0.0, neginf=0.0)
+        grid = np.ascontiguousarray(grid, dtype=np.float32)
+        n_units = grid.shape[0]
+        flat = grid.reshape(n_units, -1) if grid.ndim > 1 else grid.reshape(n_units, 1)
+        labels = req.labels if (req.layer == req.output_layer and req.labels
+                                and len(req.labels) == n_units and grid.ndim == 1) else None
+        mosaic_src = np.abs(grid) if req.grid_mode == "gradients" else grid
+        mosaic = ActivationMosaic(mosaic_src, normalize=req.normalize, gamma=req.gamma, min_tile=8,
+                                  labels=list(labels) if labels else None)
+        unit = max(0, min(req.unit, n_units - 1))
+        umap = flat[unit].reshape(grid.shape[1:]) if grid.ndim == 3 else flat[unit].reshape(1, 1)
+        umap = np.ascontiguousarray(umap, dtype=np.float32)
+        lo, hi = float(umap.min()), float(umap.max())
+        if hi <= lo:
+            hi = lo + 1e-6
+
+        # ---- backprop panes
+        bps = []
+        for method in req.methods:
+            t0 = time.perf_counter()
+            note = None
+            cam_layer = None
+            if method in SALIENCY_METHODS or method == "guided_gradcam":
+                if method == "guided_gradcam":
+                    cam_layer = req.cam_layer or frame.default_cam_layer(req.bp_layer)
+                    s = frame.guided_grad_cam(req.bp_layer, req.bp_unit, cam_layer=cam_layer,
+                                              objective=req.objective)
+                else:
+                    s = frame.saliency(req.bp_layer, req.bp_unit, method=method, objective=req.objective)
+                raw = s.detach().float().cpu()[0].numpy()
+                if not np.all(np.isfinite(raw)):
+                    note = "NaN in the gradient (shown as 0)"
+                    raw = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+                if not np.any(raw):
+                    note = (f"the {method} of unit {req.bp_unit} in '{req.bp_layer or 'output'}' is all zero "
+                            f"for this input (the unit is silent here)")
+                if req.overlay:
+                    mag = np.abs(raw).sum(axis=0)
+                    top = float(mag.max())
+                    img = overlay(self._input_rgb, mag / top if top > 0 else mag, alpha=0.6)
+                else:
+                    img = saliency_to_image(raw, filter=req.filter)
+            elif method == "gradcam":
+                cam_layer = req.cam_layer or frame.default_cam_layer(req.bp_layer)
+                cam = frame.grad_cam(req.bp_layer, req.bp_unit, cam_layer=cam_layer, objective=req.objective)
+                raw = cam.detach().float().cpu()[0].numpy()
+                raw = np.nan_to_num(raw, nan=0.0)
+                if not np.any(raw):
+                    note = f"Grad-CAM of unit {req.bp_unit} is all zero at '{cam_layer}' for this input"
+                img = overlay(self._input_rgb, raw, alpha=0.5) if req.overlay else heatmap(raw)
+            else:
+                raise CnnvisError(f"unknown backprop method {method!r}")
+            bw_ms += (time.perf_counter() - t0) * 1000
+            if note:
+                notices.append(note)
+            bps.append(BackpropImage(method, _frozen(np.array(img, dtype=np.uint8, copy=True)),
+                                     _frozen(np.array(raw, copy=True)), cam_layer, note))
+
+        return RenderResult(
+            seq=req.seq, gen=req.gen, frame_id=req.frame_id, forwarded=forwarded,
+            layer=req.layer, unit=unit, bp=(req.bp_layer, req.bp_unit), grid_mode=req.grid_mode,
+            input_rgb=self._input_rgb, mosaic=mosaic,
+            unit_max=_frozen(flat.max(axis=1)), unit_mean=_frozen(flat.mean(axis=1)),
+            unit_map=_frozen(umap), unit_levels=(lo, hi), backprops=tuple(bps),
+            predictions=self._predictions, forward_ms=self._forward_ms if forwarded else 0.0,
+            backward_ms=bw_ms, total_ms=(time.perf_counter() - t_start) * 1000,
+            notices=tuple(dict.fromkeys(notices)), raw_input=self._raw_input, raw_grid=_frozen(grid))
