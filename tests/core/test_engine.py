@@ -1,0 +1,507 @@
+"""The engine against independent references: captum for module ReLUs, hand-written rules otherwise."""
+import copy
+import gc
+import weakref
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from captum.attr import NeuronDeconvolution, NeuronGradient, NeuronGuidedBackprop
+
+from cnnvis_gui.core import (CnnvisError, InputSpec, ModelForwardError, Visualizer, grad_cam,
+                             model_map, saliency)
+
+CAPTUM = {"gradient": NeuronGradient, "deconvnet": NeuronDeconvolution, "guided": NeuronGuidedBackprop}
+
+
+def _close(a, b, scale=None):
+    scale = scale if scale is not None else max(float(b.abs().max()), 1e-12)
+    err = float((a - b).abs().max())
+    assert err <= 1e-5 * scale + 1e-7, f"max abs diff {err:.3g} vs scale {scale:.3g}"
+
+
+def _captum(model, layer, unit, method, x, objective="sum"):
+    mod = dict(model.named_modules())[layer]
+    if objective == "sum":
+        sel = lambda o: o[:, unit].reshape(o.shape[0], -1).sum(1)
+    else:  # a position
+        sel = (unit,) + tuple(objective)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return CAPTUM[method](model, mod).attribute(x.clone(), neuron_selector=sel).detach()
+
+
+# ----------------------------------------------------------------------- reference models
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(1)
+    return torchvision.models.resnet18(num_classes=10).eval()
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    torch.manual_seed(2)
+    return torchvision.models.vgg11(num_classes=10).eval()
+
+
+@pytest.mark.parametrize("method", ["gradient", "deconvnet", "guided"])
+@pytest.mark.parametrize("layer,unit", [("layer2", 5), ("layer3.1.conv1", 7), ("layer1.0.bn2", 3),
+                                        ("layer4", 100), ("fc", 4)])
+def test_resnet18_matches_captum(resnet, method, layer, unit):
+    x = torch.randn(1, 3, 64, 64)
+    ours = saliency(resnet, x, layer, unit, method)
+    ref = _captum(resnet, layer, unit, method, x)
+    assert ours.shape == x.shape
+    assert float(ref.abs().max()) > 0
+    _close(ours, ref)
+
+
+@pytest.mark.parametrize("method", ["gradient", "deconvnet", "guided"])
+def test_vgg11_matches_captum_sum_and_position(vgg, method):
+    x = torch.randn(1, 3, 64, 64)
+    frame = Visualizer(vgg).forward(x)
+    for layer, unit in [("features.8", 11), ("features.18", 200), ("classifier.6", 2)]:
+        _close(frame.saliency(layer, unit, method), _captum(vgg, layer, unit, method, x))
+    _close(frame.saliency("features.8", 11, method, objective=(3, 5)),
+           _captum(vgg, "features.8", 11, method, x, objective=(3, 5)))
+
+
+def test_methods_really_differ(resnet):
+    x = torch.randn(1, 3, 64, 64)
+    f = Visualizer(resnet).forward(x)
+    g, d, gb = (f.saliency("layer3", 2, m) for m in ("gradient", "deconvnet", "guided"))
+    assert float((g - gb).abs().max()) > 1e-3 * float(g.abs().max())
+    assert float((d - gb).abs().max()) > 1e-3 * float(d.abs().max())
+
+
+# ----------------------------------------------------------------------- functional ReLUs
+class _GuidedRef(torch.autograd.Function):
+    """Independent guided-backprop ReLU for the references in this file."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.clamp(min=0)
+        ctx.save_for_backward(x)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g.clamp(min=0) * (x > 0).to(g.dtype)
+
+
+class _DeconvRef(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.clamp(min=0)
+
+
+class _RefReLU(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn.apply(x)
+
+
+def _swap_relus(model, fn):
+    for name, child in model.named_children():
+        if isinstance(child, nn.ReLU):
+            setattr(model, name, _RefReLU(fn))
+        else:
+            _swap_relus(child, fn)
+    return model
+
+
+def test_densenet_functional_relu_is_reached():
+    """DenseNet-121 calls F.relu before its classifier: module hooks miss it, we must not."""
+    torch.manual_seed(3)
+    model = torchvision.models.densenet121(num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    unit = 6
+    ours = saliency(model, x, "classifier", unit, "guided")
+    module_only = _captum(model, "classifier", unit, "guided", x)
+
+    # Independent reference: every nn.ReLU swapped for a guided Function, and the
+    # forward written out so the functional ReLU gets the rule too.
+    ref_model = _swap_relus(copy.deepcopy(model), _GuidedRef)
+    xr = x.clone().requires_grad_(True)
+    feats = ref_model.features(xr)
+    out = ref_model.classifier(torch.flatten(F.adaptive_avg_pool2d(_GuidedRef.apply(feats), 1), 1))
+    (ref,) = torch.autograd.grad(out[:, unit].sum(), xr)
+
+    _close(ours, ref)
+    diff = float((module_only - ref).abs().max())
+    assert diff > 1e-3 * float(ref.abs().max()), "a module-hook-only implementation should differ here"
+
+
+class _EveryReLU(nn.Module):
+    """All the ways research code spells ReLU, plus activations that keep the plain gradient."""
+
+    def __init__(self, relu_factory=lambda: nn.ReLU(inplace=True)):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.relu = relu_factory()            # called twice
+        self.c2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.c3 = nn.Conv2d(6, 6, 3, padding=1)
+        self.act = nn.GELU()
+        self.fc = nn.Linear(6 * 7 * 7, 5)
+        self.use_functional = True
+
+    def relu_fn(self, x, how):
+        return {"F": lambda t: F.relu(t), "Fi": lambda t: F.relu(t, inplace=True),
+                "torch": torch.relu, "method": lambda t: t.relu(),
+                "method_": lambda t: t.relu_()}[how](x)
+
+    def forward(self, x, relu_fn=None):
+        rf = relu_fn or self.relu_fn
+        x = self.relu(self.c1(x))
+        x = F.max_pool2d(x, 2)
+        y = self.c2(x)
+        y = rf(y, "F")
+        y = rf(y, "method")
+        y = self.relu(y + x)
+        z = self.c3(y)
+        z = rf(z, "Fi")
+        z = rf(z, "torch")
+        z2 = z.clone()
+        rf(z2, "method_")           # in place, result not rebound
+        z = self.act(F.max_pool2d(z2, 2) + 0.1)
+        return self.fc(torch.flatten(z, 1))
+
+
+def _every_relu_reference(model, x, unit, fn):
+    ref_model = _swap_relus(copy.deepcopy(model), fn)
+    xr = x.clone().requires_grad_(True)
+
+    # Rewrite the forward with explicit reference ReLUs (in-place semantics kept by rebinding).
+    m = ref_model
+    h = m.relu(m.c1(xr))
+    h = F.max_pool2d(h, 2)
+    y = fn.apply(fn.apply(m.c2(h)))
+    y = m.relu(y + h)
+    z = fn.apply(fn.apply(m.c3(y)))
+    z2 = fn.apply(z.clone())
+    z = m.act(F.max_pool2d(z2, 2) + 0.1)
+    out = m.fc(torch.flatten(z, 1))
+    (g,) = torch.autograd.grad(out[:, unit].sum(), xr)
+    return g
+
+
+@pytest.mark.parametrize("method,fn", [("guided", _GuidedRef), ("deconvnet", _DeconvRef)])
+def test_every_relu_spelling_gets_the_rule(method, fn):
+    torch.manual_seed(4)
+    model = _EveryReLU().eval()
+    x = torch.randn(1, 1, 28, 28)
+    vis = Visualizer(model, InputSpec(1, 28, 28))
+    frame = vis.forward(x)
+    ours = frame.saliency("fc", 2, method)
+    ref = _every_relu_reference(model, x, 2, fn)
+    _close(ours, ref)
+    # 2 module calls of self.relu + 5 functional spellings
+    assert frame.relu_calls == 7 and frame.functional_relu_calls == 5
+    assert any("GELU" in n and "plain gradient" in n for n in frame.notices)
+    mm = vis.model_map()
+    assert mm["relu"].calls == 2 and mm.relu_calls == 7
+
+
+def test_plain_gradient_equals_autograd_on_every_relu_net():
+    model = _EveryReLU().eval()
+    x = torch.randn(2, 1, 28, 28)
+    ours = saliency(model, x, "c3", 4, "gradient")
+    xr = x.clone().requires_grad_(True)
+    acts = {}
+    h = model.c3.register_forward_hook(lambda m, a, o: acts.__setitem__("c3", o.clone()))
+    # clone: the in-place F.relu overwrites c3's output afterwards
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    # Reference through a functional rewrite without in-place ops.
+    h1 = F.max_pool2d(F.relu(model.c1(xr)), 2)
+    y = F.relu(F.relu(model.c2(h1)) + h1)
+    c3 = model.c3(y)
+    (ref,) = torch.autograd.grad(c3[:, 4].sum(), xr)
+    _close(ours, ref)
+    assert torch.allclose(Visualizer(model).forward(x).activations("c3"), acts["c3"])
+
+
+# ----------------------------------------------------------------------- shapes and channels
+class _GrayNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 16, 3), nn.ReLU())
+        self.head = nn.Linear(16 * 11 * 11, 10)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+@pytest.mark.parametrize("method", ["gradient", "deconvnet", "guided"])
+def test_grayscale_28x28_matches_captum(method):
+    model = _GrayNet().eval()
+    x = torch.randn(1, 1, 28, 28)
+    ours = saliency(model, x, "features.3", 9, method)
+    assert ours.shape == (1, 1, 28, 28)
+    _close(ours, _captum(model, "features.3", 9, method, x))
+    _close(saliency(model, x, "head", 3, method), _captum(model, "head", 3, method, x))
+
+
+@pytest.mark.parametrize("method", ["gradient", "guided"])
+def test_non_square_97x131(resnet, method):
+    x = torch.randn(1, 3, 97, 131)
+    vis = Visualizer(resnet, InputSpec(3, 97, 131))
+    mm = vis.model_map()
+    assert mm["layer1"].shape == (64, 25, 33) and mm["layer1"].units == 64
+    frame = vis.forward(x)
+    s = frame.saliency("layer2", 1, method)
+    assert s.shape == (1, 3, 97, 131)
+    _close(s, _captum(resnet, "layer2", 1, method, x))
+    cam = frame.grad_cam("fc", 1)
+    assert cam.shape == (1, 97, 131)
+
+
+# ----------------------------------------------------------------------- objectives
+def test_objectives():
+    model = _GrayNet().eval()
+    x = torch.randn(1, 1, 28, 28)
+    frame = Visualizer(model).forward(x)
+    xr = x.clone().requires_grad_(True)
+    a = model.features[:4](xr)[:, 5]  # conv output before the (out-of-place) ReLU
+
+    (ref_act,) = torch.autograd.grad(a, xr, grad_outputs=a.detach(), retain_graph=True)
+    _close(frame.saliency("features.3", 5, "gradient", "activation"), ref_act)
+
+    flat = a.reshape(-1)
+    i = int(flat.argmax())
+    (ref_max,) = torch.autograd.grad(flat[i], xr, retain_graph=True)
+    _close(frame.saliency("features.3", 5, "gradient", "max"), ref_max)
+
+    (ref_pos,) = torch.autograd.grad(a[0, 4, 7], xr, retain_graph=True)
+    pos = frame.saliency("features.3", 5, "gradient", (4, 7))
+    _close(pos, ref_pos)
+    # a single position has a compact receptive field: 5x5 for two 3x3 convs and a pool -> 6x6
+    nz = pos[0, 0].abs() > 0
+    rows, cols = nz.any(1).nonzero().flatten(), nz.any(0).nonzero().flatten()
+    assert rows.max() - rows.min() < 8 and cols.max() - cols.min() < 8
+
+    with pytest.raises(CnnvisError, match="objective"):
+        frame.saliency("features.3", 5, "gradient", "median")
+    with pytest.raises(CnnvisError, match=r"outside .* map"):
+        frame.saliency("features.3", 5, "gradient", (40, 1))
+
+
+def test_batch_gives_per_sample_gradients():
+    model = _GrayNet().eval()
+    x = torch.randn(3, 1, 28, 28)
+    batch = saliency(model, x, "head", 7, "guided")
+    for i in range(3):
+        _close(batch[i:i + 1], saliency(model, x[i:i + 1], "head", 7, "guided"))
+
+
+# ----------------------------------------------------------------------- one forward per frame
+class _Counting(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.forwards = 0
+
+    def forward(self, x):
+        self.forwards += 1
+        return self.inner(x)
+
+
+def test_one_forward_many_requests_and_memory_released():
+    model = _Counting(_GrayNet()).eval()
+    vis = Visualizer(model, InputSpec(1, 28, 28))
+    frame = vis.forward(torch.randn(1, 1, 28, 28))
+    results = [frame.saliency("inner.features.3", u, m) for u in range(4) for m in ("gradient", "guided")]
+    frame.grad_cam("inner.head", 2)
+    frame.activations("inner.features.0")
+    assert model.forwards == 1
+    assert not torch.equal(results[0], results[2])
+    ref = weakref.ref(frame._calls["inner.features.3"][0].value)
+    del frame, results
+    gc.collect()
+    assert ref() is None, "dropping the frame must release its activations and graph"
+
+
+# ----------------------------------------------------------------------- hygiene
+def _hook_state(model):
+    return [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
+             len(getattr(m, "_backward_pre_hooks", {})), len(m._forward_hooks_always_called))
+            for m in model.modules()]
+
+
+def _check_untouched(model, before_out, x, flags, training, hooks):
+    assert _hook_state(model) == hooks
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert [m.training for m in model.modules()] == training
+    assert all(p.grad is None for p in model.parameters())
+    assert torch._C._len_torch_function_stack() == 0
+    with torch.no_grad():
+        assert torch.equal(model(x), before_out)
+
+
+def test_hygiene_after_success(resnet):
+    model = copy.deepcopy(resnet)
+    model.train()
+    model.layer1.requires_grad_(False)
+    model.layer2[0].train(False)
+    x = torch.randn(2, 3, 64, 64)
+    flags = [p.requires_grad for p in model.parameters()]
+    training = [m.training for m in model.modules()]
+    hooks = _hook_state(model)
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+    for m, t in zip(model.modules(), training):
+        m.training = t
+    frame = Visualizer(model).forward(x)
+    frame.saliency("layer3", 1, "guided")
+    frame.grad_cam("fc", 3)
+    frame.gradient_at("layer2", "fc", 3)
+    assert [m.training for m in model.modules()] == training
+    model.eval()
+    training_eval = [m.training for m in model.modules()]
+    _check_untouched(model, before, x, flags, training_eval, hooks)
+
+
+class _Exploding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.relu = nn.ReLU(inplace=True)
+        self.bad = nn.Linear(7, 2)
+
+    def forward(self, x):
+        return self.bad(torch.flatten(self.relu(self.conv(x)), 1))
+
+
+def test_hygiene_after_forward_raises_and_error_names_layer():
+    model = _Exploding().train()
+    x = torch.randn(1, 3, 10, 10)
+    flags = [p.requires_grad for p in model.parameters()]
+    hooks = _hook_state(model)
+    with pytest.raises(ModelForwardError) as ei:
+        Visualizer(model).forward(x)
+    msg = str(ei.value)
+    assert "'bad' (Linear)" in msg and "1x256" in msg and "1x3x10x10" in msg
+    assert _hook_state(model) == hooks
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(m.training for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+    assert torch._C._len_torch_function_stack() == 0
+    with pytest.raises(ModelForwardError):
+        Visualizer(model, InputSpec(3, 10, 10)).model_map()
+    assert _hook_state(model) == hooks
+
+
+# ----------------------------------------------------------------------- errors and the map
+class _Tupled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.split = _Split()
+        self.unused = nn.Linear(3, 3)
+
+    def forward(self, x):
+        a, b = self.split(self.conv(x))
+        return a + b
+
+
+class _Split(nn.Module):
+    def forward(self, x):
+        return x[:, :2], x[:, 2:]
+
+
+def test_model_map_and_errors(resnet):
+    mm = model_map(resnet, InputSpec(3, 64, 64))
+    assert mm["layer1.0.relu"].calls == 2
+    assert mm[""].units == 10 and mm["output"].units == 10
+    assert mm["fc"].shape == (10,) and mm["layer4"].shape == (512, 2, 2)
+    assert mm.default_layer == "layer4.1.conv2"
+    assert len(mm.names()) == len(list(resnet.named_modules()))
+
+    t = model_map(_Tupled(), InputSpec(3, 8, 8))
+    assert not t["split"].visualizable and "tuple" in t["split"].reason
+    assert not t["unused"].visualizable and "not run" in t["unused"].reason
+    frame = Visualizer(_Tupled()).forward(torch.randn(1, 3, 8, 8))
+    with pytest.raises(CnnvisError, match="not visualizable.*tuple"):
+        frame.saliency("split", 0)
+
+    f = Visualizer(resnet, InputSpec(3, 64, 64)).forward(torch.randn(1, 3, 64, 64))
+    with pytest.raises(CnnvisError, match=r"Did you mean: 'layer4'"):
+        f.saliency("layr4", 0)
+    with pytest.raises(CnnvisError, match=r"512 units \(0\.\.511\)"):
+        f.saliency("layer4", 512)
+    with pytest.raises(CnnvisError, match="unknown method"):
+        f.saliency("layer4", 0, "lrp")
+    with pytest.raises(CnnvisError, match=r"N x 3 x 64 x 64"):
+        Visualizer(resnet, InputSpec(3, 64, 64)).forward(torch.randn(1, 3, 32, 32))
+    with pytest.raises(CnnvisError, match="torch.Tensor"):
+        Visualizer(resnet).forward([[1.0]])
+    with pytest.raises(CnnvisError, match="ran 2 time"):
+        f.activations("layer1.0.relu", call=2)
+    # a layer called twice: both calls are recorded separately
+    assert not torch.equal(f.activations("layer1.0.relu", 0), f.activations("layer1.0.relu", 1))
+
+
+# ----------------------------------------------------------------------- Grad-CAM
+def test_grad_cam_matches_reference(resnet):
+    x = torch.randn(1, 3, 64, 64)
+    store = {}
+    h = resnet.layer3.register_forward_hook(lambda m, a, o: store.__setitem__("A", o))
+    try:
+        xr = x.clone().requires_grad_(True)
+        out = resnet(xr)
+    finally:
+        h.remove()
+    A = store["A"]
+    (g,) = torch.autograd.grad(out[0, 3], A)
+    ref = torch.relu((g.mean((2, 3), keepdim=True) * A).sum(1, keepdim=True))
+    assert float(ref.max()) > 0
+    ref = F.interpolate(ref, size=(64, 64), mode="bilinear", align_corners=False)[0, 0]
+    ref = ref / ref.max()
+    ours = grad_cam(resnet, x, "fc", 3, "layer3")
+    assert ours.shape == (64, 64) and float(ours.min()) >= 0 and float(ours.max()) == pytest.approx(1.0)
+    _close(ours, ref.detach(), scale=1.0)
+
+    frame = Visualizer(resnet).forward(x)
+    ggc = frame.guided_grad_cam("fc", 3, "layer3")
+    _close(ggc, frame.saliency("fc", 3, "guided") * ours[None, None])
+    assert frame.default_cam_layer("fc") == "layer4.1.conv2"
+    assert frame.default_cam_layer("layer2.0.bn1") == "layer2.0.conv1"
+
+
+def test_grad_cam_all_zero_stays_zero():
+    model = _GrayNet().eval()
+    with torch.no_grad():
+        model.head.weight[3].zero_()
+    cam = grad_cam(model, torch.randn(1, 1, 28, 28), "head", 3, "features.3")
+    assert cam.shape == (28, 28) and torch.count_nonzero(cam) == 0 and not torch.isnan(cam).any()
+
+
+def test_gradient_at_layer(resnet):
+    x = torch.randn(1, 3, 64, 64)
+    frame = Visualizer(resnet).forward(x)
+    store = {}
+    h = resnet.layer2.register_forward_hook(lambda m, a, o: store.__setitem__("A", o))
+    try:
+        out = resnet(x.clone().requires_grad_(True))
+    finally:
+        h.remove()
+    (ref,) = torch.autograd.grad(out[0, 3], store["A"])
+    _close(frame.gradient_at("layer2", "fc", 3, "gradient"), ref)
+    # a layer after the target gets zeros, not an error
+    assert torch.count_nonzero(frame.gradient_at("layer4", "layer2", 0)) == 0
