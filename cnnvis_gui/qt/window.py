@@ -110,6 +110,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.capture_rate = Rate()
         self.process_rate = Rate()
         self._closed = False
+        self._last_forward_ms = 0.0
+        self.last_draw_ms = 0.0
 
         from ..core import colormap_lut
         self._lut = colormap_lut("inferno")
@@ -146,6 +148,8 @@ class MainWindow(QtWidgets.QMainWindow):
         dock.setWidget(self.tree)
         dock.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable | QtWidgets.QDockWidget.DockWidgetFloatable)
         self.addDockWidget(QtCore.Qt.LeftDockWidgetArea, dock)
+        self.resizeDocks([dock], [330], QtCore.Qt.Horizontal)
+        self.tree.setMinimumWidth(220)
         self.tree_dock = dock
 
         self.input_pane = ImagePane("Input (as the model sees it)")
@@ -469,8 +473,9 @@ class MainWindow(QtWidgets.QMainWindow):
         elif self.state.zoom == "backprop" and res.backprops:
             self.zoom_bp.set_rgb(res.backprops[0].image)
         self.predictions.set_predictions(res.predictions)
-        fwd = f"{res.forward_ms:.1f}" if res.forwarded else "—"
-        self.sb_times.setText(f"fwd {fwd} ms  bwd {res.backward_ms:.1f} ms")
+        if res.forwarded:
+            self._last_forward_ms = res.forward_ms
+        self.sb_times.setText(f"fwd {self._last_forward_ms:.1f} ms  bwd {res.backward_ms:.1f} ms")
         notices = list(res.notices)
         if notices:
             self.show_message(" · ".join(notices), warn=True)

@@ -143,6 +143,7 @@ class RenderWorker(QtCore.QThread):
         self._raw_input = None
         self._predictions = ()
         self._forward_ms = 0.0
+        self._forward_notices = []
 
     # ------------------------------------------------------------------ GUI-thread API
     def set_model(self, gen: int, model, spec) -> None:
@@ -248,8 +249,11 @@ class RenderWorker(QtCore.QThread):
         self._raw_input = _frozen(inp[0].numpy().copy())
         self._input_rgb = _frozen(spec.to_image(inp))
         self._predictions = ()
+        self._forward_notices = []
         out = frame.output
-        if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] >= 2:
+        if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out.detach()).all()):
+            self._forward_notices.append("the model output contains NaN/inf for this input")
+        elif isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] >= 2:
             p = torch.softmax(out.detach().float().cpu()[0], 0)
             k = min(5, p.numel())
             top = torch.topk(p, k)
@@ -268,7 +272,7 @@ class RenderWorker(QtCore.QThread):
             self._forward(req)
             forwarded = True
         frame = self._frame
-        notices = [str(n) for n in (getattr(frame, "notices", None) or [])]
+        notices = [str(n) for n in (getattr(frame, "notices", None) or [])] + list(self._forward_notices)
         bw_ms = 0.0
 
         # ---- grid: activations (or gradients) of the current layer

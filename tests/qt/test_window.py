@@ -1,0 +1,272 @@
+"""The main window, driven the way a user drives it (pytest-qt, offscreen)."""
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PyQt5 import QtCore
+
+from cnnvis_gui.qt import keys as keytable
+from cnnvis_gui.qt.window import MainWindow
+
+from .conftest import StillSource, TinyNet, loaded
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_idle(qtbot, win, timeout=10000):
+    """Wait until the worker has nothing pending and the newest request is drawn."""
+    qtbot.waitUntil(lambda: not win.worker.busy() and win.last_result is not None
+                    and win.last_result.seq == win.seq, timeout=timeout)
+    return win.last_result
+
+
+def test_first_frame_shows_everything(qtbot, window):
+    res = wait_idle(qtbot, window)
+    assert res.layer == "conv2"                          # the last conv layer is the default
+    assert window.grid.mosaic.n_units == 12
+    assert window.input_pane.last_image.shape == (32, 32, 3)
+    assert window.bp1.last_image is not None and window.bp1.last_image.dtype == np.uint8
+    assert len(window.predictions.rows) == 4 and window.predictions.rows[0][0] in "abcd"
+    assert window.unit_pane.last_image.shape == (16, 16)
+
+
+def test_tree_selection_updates_grid(qtbot, window):
+    item = window.tree.items["conv1"]
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.layer == "conv1"):
+        window.tree.setCurrentItem(item)
+    assert window.state.layer == "conv1"
+    assert window.grid.mosaic.n_units == 8
+    assert "conv1" in window.grid.title.text()
+    # greyed modules cannot become the layer; the linear layer shows its features as a grid
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.layer == "fc"):
+        window.tree.setCurrentItem(window.tree.items["fc"])
+    assert window.grid.mosaic.n_units == 4
+
+
+def _tile_center_in_view(win, unit):
+    x0, y0, w, h = win.grid.mosaic.tile_rect(unit)
+    scene_pt = win.grid.item.mapToScene(QtCore.QPointF(x0 + w / 2, y0 + h / 2))
+    return win.grid.view.mapFromScene(scene_pt)
+
+
+def test_click_on_grid_tile_selects_unit(qtbot, window):
+    pos = _tile_center_in_view(window, 5)
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.unit == 5):
+        qtbot.mouseClick(window.grid.view.viewport(), QtCore.Qt.LeftButton, pos=pos)
+    assert window.state.unit == 5
+    assert window.last_result.bp == ("conv2", 5)
+    # the selected outline sits on that tile
+    x0, y0, w, h = window.grid.mosaic.tile_rect(5)
+    r = window.grid.sel_rect.rect()
+    assert (r.x(), r.y(), r.width(), r.height()) == (x0, y0, w, h) and window.grid.sel_rect.isVisible()
+
+
+def test_click_handler_maps_through_scene(qtbot, window):
+    x0, y0, w, h = window.grid.mosaic.tile_rect(7)
+    scene_pt = window.grid.item.mapToScene(QtCore.QPointF(x0 + 1.5, y0 + h - 1.5))
+    ev = types.SimpleNamespace(button=lambda: QtCore.Qt.LeftButton, scenePos=lambda: scene_pt,
+                               accept=lambda: None)
+    window.grid.item.mouseClickEvent(ev)
+    assert window.state.unit == 7
+    # a click on a separator or outside the image selects nothing
+    window.grid.item.clicked.emit(-5.0, -5.0)
+    assert window.state.unit == 7
+
+
+def test_hover_shows_unit_stats(qtbot, window):
+    x0, y0, w, h = window.grid.mosaic.tile_rect(3)
+    window.grid.item.hovered.emit(x0 + 1.0, y0 + 1.0)
+    text = window.grid.info.text()
+    assert "unit 3" in text and "max" in text and "mean" in text
+
+
+def test_keys_move_selection_and_change_modes(qtbot, window):
+    s = window.state
+    cols = s.grid_cols
+    assert cols > 1
+    qtbot.keyClick(window, QtCore.Qt.Key_Right)
+    assert s.unit == 1
+    qtbot.keyClick(window, "l")
+    assert s.unit == 2
+    qtbot.keyClick(window, "j")
+    assert s.unit == 1
+    qtbot.keyClick(window, QtCore.Qt.Key_Down)
+    assert s.unit == 1 + cols
+    qtbot.keyClick(window, "i")
+    assert s.unit == 1
+    qtbot.keyClick(window, "L")                     # capitals move 3 at a time (clipped to the row)
+    assert s.unit == min(1 + 3, cols - 1)
+    qtbot.keyClick(window, QtCore.Qt.Key_Left, QtCore.Qt.ShiftModifier)
+    assert s.unit == max(0, min(1 + 3, cols - 1) - 3)
+    qtbot.keyClick(window, "u")
+    assert s.layer == "relu1" or s.layer != "conv2"
+    qtbot.keyClick(window, "o")
+    assert s.layer == "conv2"
+    qtbot.keyClick(window, "b")                     # guided -> off
+    assert not s.backprop_on
+    qtbot.keyClick(window, "b")
+    assert s.backprop_on and s.method == "gradient"
+    qtbot.keyClick(window, "n")
+    assert s.method == "deconvnet"
+    f0 = s.filter
+    qtbot.keyClick(window, "m")
+    assert s.filter != f0
+    qtbot.keyClick(window, "z")
+    assert s.zoom == "unit" and window.center.currentWidget() is window.zoom_unit
+    qtbot.keyClick(window, "z")
+    assert s.zoom == "backprop" and window.center.currentWidget() is window.zoom_bp
+    qtbot.keyClick(window, "t")
+    assert s.gamma < 1.0
+    qtbot.keyClick(window, "T")
+    assert s.per_unit
+    qtbot.keyClick(window, "d")
+    assert s.frozen_unit == (s.layer, s.unit)
+    qtbot.keyClick(window, "a")
+    assert s.grid_mode == "gradients"
+    res = wait_idle(qtbot, window)
+    assert res.grid_mode == "gradients"
+    qtbot.keyClick(window, "f")
+    assert s.frozen_frame
+    qtbot.keyClick(window, "h")
+    assert s.show_help and window.help_overlay.isVisible()
+    qtbot.keyClick(window, QtCore.Qt.Key_Escape)
+    assert not s.show_help and not window.help_overlay.isVisible()
+    assert s.zoom == "normal" and s.gamma == 1.0 and not s.per_unit and s.frozen_unit is None
+    assert s.grid_mode == "activations" and not s.frozen_frame
+    qtbot.keyClick(window, QtCore.Qt.Key_F1)
+    assert s.show_help
+    qtbot.keyClick(window, QtCore.Qt.Key_F1)
+    assert not s.show_help
+
+
+def test_keys_reach_the_viewer_while_the_tree_has_focus(qtbot, window):
+    window.tree.setFocus()
+    u = window.state.unit
+    qtbot.keyClick(window.tree, QtCore.Qt.Key_Right)
+    assert window.state.unit == u + 1
+
+
+def test_next_previous_image_runs_a_new_forward(qtbot, window):
+    src = window.test_source
+    wait_idle(qtbot, window)
+    f0 = window.worker.forwards
+    qtbot.keyClick(window, "e")
+    assert src.index == 1
+    res = wait_idle(qtbot, window)
+    assert res.forwarded and window.worker.forwards == f0 + 1
+    qtbot.keyClick(window, QtCore.Qt.Key_PageUp)
+    assert src.index == 0
+    # unit / method / filter changes on the same frame: backward only, no new forward
+    wait_idle(qtbot, window)
+    f1 = window.worker.forwards
+    window.state.select_unit(3)
+    window.state.cycle_filter()
+    window.state.update(method="gradcam")
+    res = wait_idle(qtbot, window)
+    assert window.worker.forwards == f1 and not res.forwarded
+    assert res.backprops[0].method == "gradcam" and res.backprops[0].cam_layer == "conv2"
+
+
+def test_worker_drops_stale_requests_under_rapid_clicking(qtbot, window):
+    wait_idle(qtbot, window)
+    computed0, submitted0 = window.worker.computed, window.worker.submitted
+    for i in range(40):
+        window.state.select_unit(i % 12)
+        window.state.update(method=("guided", "gradcam", "gradient")[i % 3])
+    res = wait_idle(qtbot, window)
+    n_req = window.worker.submitted - submitted0
+    n_done = window.worker.computed - computed0
+    assert n_req >= 40
+    assert n_done < n_req and window.worker.dropped > 0
+    assert res.unit == window.state.unit and res.backprops[0].method == window.state.method
+
+
+def test_model_error_shows_in_status_bar_and_window_keeps_working(qtbot, window):
+    wait_idle(qtbot, window)
+    good = window.last_result
+    window.loaded.model.fail = True                 # the model now raises on every forward
+    with qtbot.waitSignal(window.renderFailed, timeout=10000):
+        qtbot.keyClick(window, "e")                 # a new image -> forward -> error
+    assert "boom" in window.status_text()
+    assert window.input_pane.last_image is good.input_rgb     # last good images stay
+    window.loaded.model.fail = False
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
+        qtbot.keyClick(window, "e")
+    assert window.last_result.forwarded
+    # a model that fails from the start (model check) is reported too
+    with qtbot.waitSignal(window.renderFailed, timeout=10000):
+        window.load_model(loaded(TinyNet(fail=True), name="broken"))
+    assert "boom" in window.status_text()
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
+        window.load_model(loaded())
+    assert window.last_result.layer == "conv2"
+
+
+def test_bad_input_and_nan_activations_are_reported(qtbot, window):
+    class Broken(StillSource):
+        def read(self):
+            raise OSError("cannot read image 'x.png'")
+    window.set_source(Broken())
+    assert "cannot read image" in window.status_text()
+
+    class NaNNet(TinyNet):
+        def forward(self, x):
+            return super().forward(x * float("nan"))
+    window.set_source(StillSource())
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
+        window.load_model(loaded(NaNNet()))
+    qtbot.waitUntil(lambda: "NaN" in window.status_text(), timeout=5000)
+
+
+def test_compare_shows_two_methods(qtbot, window):
+    window.compare_box.setChecked(True)
+    res = wait_idle(qtbot, window)
+    assert [b.method for b in res.backprops] == [window.state.method, window.state.method2]
+    assert window.bp2.isVisible()
+
+
+def test_save_png_and_npz(qtbot, window, tmp_path):
+    wait_idle(qtbot, window)
+    paths = window.save_pngs(tmp_path / "png")
+    names = {p.name.split("_")[-1] for p in paths}
+    assert {"input.png", "grid.png", "unit.png", "backprop.png", "window.png"} <= names
+    p = window.save_npz(tmp_path / "a.npz")
+    with np.load(p) as z:
+        assert z["input"].shape == (3, 32, 32) and z["grid"].shape[0] == 12
+        assert any(k.startswith("backprop_") for k in z.files)
+
+
+def test_closing_leaves_no_thread_running(qtbot):
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.load_model(loaded())
+    src = StillSource()
+    with qtbot.waitSignal(win.frameDrawn, timeout=10000):
+        win.set_source(src)
+    worker = win.worker
+    win.close()
+    assert not worker.isRunning()
+    assert src.closed
+    assert not win.capture_timer.isActive()
+
+
+def test_settings_persist(qtbot):
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.state.update(filter="gray", compare=True, method2="deconvnet")
+    win.close()
+    win2 = MainWindow()
+    qtbot.addWidget(win2)
+    assert win2.state.filter == "gray" and win2.state.compare and win2.state.method2 == "deconvnet"
+    win2.close()
+
+
+def test_help_overlay_and_readme_list_the_same_keys():
+    md = (ROOT / "docs" / "sections" / "50-gui.md").read_text(encoding="utf-8")
+    assert keytable.markdown_table() in md
+    html = keytable.html_table()
+    for _names, shown, _action, desc in keytable.KEYS:
+        assert shown in html and desc in html
