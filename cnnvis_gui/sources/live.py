@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import cv2
@@ -48,6 +49,16 @@ def cameras(max_index: int = 8, timeout: float = 2.0, capture_factory=None) -> l
                     except Exception:
                         pass
     return found
+
+
+def _weak_opener(source):
+    """``source._open`` without keeping the source alive from its own reader thread."""
+    ref = weakref.ref(source)
+
+    def open_again():
+        src = ref()
+        return None if src is None else src._open()
+    return open_again
 
 
 class _PumpSource(Source):
@@ -113,6 +124,14 @@ class _PumpSource(Source):
         self._frozen_frame = None
         self._pump.unfreeze()
 
+    def __del__(self):  # a forgotten source must not keep the camera busy
+        pump = self.__dict__.get("_pump")
+        if pump is not None:
+            try:
+                pump.stop(0)
+            except Exception:
+                pass
+
     def close(self, timeout: float = 0.1):
         """Stop the reader thread (waiting at most ``timeout`` s) and release the device."""
         if not self._closed:
@@ -169,7 +188,7 @@ class CameraSource(_PumpSource):
         except Exception:
             pass
         self.fps = fps if 0 < fps < 1000 else None
-        self._pump = CapturePump(self._open, label=self.description, capture=cap, at_failure="retry",
+        self._pump = CapturePump(_weak_opener(self), label=self.description, capture=cap, at_failure="retry",
                                  retry_delay=retry_delay, retry_max=retry_max,
                                  fail_threshold=fail_threshold, stall_after=stall_after).start()
 
@@ -263,7 +282,7 @@ class VideoSource(_PumpSource):
         if self.is_stream:
             rate = None  # a stream delivers in real time by itself
         self._pump = CapturePump(
-            self._open, label=self.description, capture=cap, first_frame=first,
+            _weak_opener(self), label=self.description, capture=cap, first_frame=first,
             at_failure="retry" if self.is_stream else "end", loop=loop, pace=rate,
             retry_delay=retry_delay, retry_max=retry_max,
             stall_after=(stall_after if stall_after is not None else (5.0 if self.is_stream else 0.0)),

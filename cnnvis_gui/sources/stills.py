@@ -22,7 +22,7 @@ class ImageSource(Source):
         if isinstance(image, np.ndarray):
             self.path = None
             self._frame = to_bgr8(image)
-            self.description = f"image {self._frame.shape[1]}x{self._frame.shape[0]}"
+            self.description = "image (array)"
         else:
             p = Path(image).expanduser()
             if not p.exists():

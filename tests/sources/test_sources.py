@@ -414,3 +414,10 @@ def test_sources_do_not_import_qt():
             "bad = [m for m in sys.modules if m.startswith(('PyQt5', 'pyqtgraph'))]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_forgotten_source_stops_its_thread():
+    src = CameraSource(0, capture_factory=FakeCamera(interval=0.002))
+    assert src.wait_new_frame(0, 2.0) and pump_threads()
+    del src                                   # never closed: garbage collection stops the pump
+    assert wait_until(lambda: not pump_threads(), 1.0)
