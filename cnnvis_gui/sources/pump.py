@@ -332,9 +332,9 @@ class CapturePump:
                 if self.at_failure == "end":
                     self._release(cap)
                     cap = None
-                    next_due = None
                     if self.loop and since_open:
-                        continue  # re-open at the start; the state stays "live"  # re-open at the start
+                        continue  # re-open at the start, keeping the pace; the state stays "live"
+                    next_due = None
                     self._state = "ended"
                     self._notice(self.end_text)
                     continue
