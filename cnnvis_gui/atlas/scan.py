@@ -1,0 +1,606 @@
+"""Top-k scan: for every unit of one or more layers, the k images of a folder that excite it most.
+
+The deep visualization toolbox (Yosinski et al. 2015) shows, for the selected unit, the nine
+dataset images with the highest activation; it computed them with offline Caffe scripts.
+Here a folder (recursive; an image-folder-per-class layout is fine) streams through the
+model in batches:
+
+* decoding (OpenCV) and ``InputSpec.to_array`` run in a thread pool a few batches ahead,
+  so the model does not wait on file reads;
+* the forward runs under ``torch.no_grad`` on the model's own device; a forward hook on
+  each chosen layer reduces its output at once to the per-channel maximum over positions
+  and the position of that maximum (so no activation map is kept);
+* every unit keeps its k best (value, image, y, x); each image enters a unit's list at most
+  once (its own maximum), so a unit's k images are distinct.  Ties go to the image listed
+  first (stable merge), so the result does not depend on batch boundaries.
+
+:meth:`TopKScan.run` is a generator that yields :class:`ScanProgress` after every batch
+(superqt ``GeneratorWorker`` style): stop iterating, or call :meth:`TopKScan.cancel`, to
+stop between batches.  The partial state is checkpointed atomically every few seconds and
+on stop, and a later run with the same key resumes from it.  A finished scan is cached
+(see :mod:`cnnvis_gui.atlas.cache`), so reopening it costs a folder listing and a weights
+hash, and never runs the model.  Unreadable or non-image files are skipped and counted.
+A CUDA out-of-memory error on a batch halves the batch size and retries.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core import CnnvisError, InputSpec, model_map
+from ..sources import IMAGE_EXTENSIONS, load_image, natural_key
+from . import cache as _cache
+
+__all__ = ["Hit", "ScanProgress", "LayerTopK", "AtlasScan", "TopKScan", "scan_folder", "load_scan",
+           "list_images", "folder_fingerprint", "resolve_layers", "model_device"]
+
+
+# ============================================================================ values
+@dataclass(frozen=True)
+class Hit:
+    """One top-k entry: ``image`` index into :attr:`AtlasScan.paths`, position (y, x) in the
+    layer's map (``(0, 0)`` for a flat layer), and the unit's activation there."""
+
+    path: Path
+    image: int
+    y: int
+    x: int
+    value: float
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "image": self.image, "y": self.y, "x": self.x, "value": self.value}
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    """Where a scan stands: images ``done`` of ``total`` (skipped ones count as done)."""
+
+    done: int
+    total: int
+    images_per_s: float
+    eta_s: float | None
+    skipped: int
+    batch_size: int
+    from_cache: bool = False
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.total == 0 else self.done / self.total
+
+    def describe(self) -> str:
+        eta = "" if self.eta_s is None else f", ETA {self.eta_s:.0f} s"
+        sk = f", {self.skipped} skipped" if self.skipped else ""
+        return f"{self.done}/{self.total} images, {self.images_per_s:.1f} images/s{eta}{sk}"
+
+
+@dataclass
+class LayerTopK:
+    """The k best hits of every unit of one layer; arrays are units x k, best first.
+
+    ``images`` is -1 where a unit has fewer than k hits (a folder with fewer than k images).
+    ``shape`` is the layer's per-sample output shape (e.g. (64, 16, 16) or (10,)).
+    """
+
+    name: str
+    values: np.ndarray
+    images: np.ndarray
+    ys: np.ndarray
+    xs: np.ndarray
+    shape: tuple
+
+    @property
+    def units(self) -> int:
+        return int(self.values.shape[0])
+
+
+@dataclass
+class AtlasScan:
+    """A finished (or loaded) top-k scan of a folder."""
+
+    folder: Path
+    paths: list                 # image paths relative to ``folder`` (posix strings), index = image id
+    layers: dict                # layer name -> LayerTopK
+    k: int
+    spec: InputSpec
+    skipped: list = field(default_factory=list)   # [(relative path, reason)]
+    key: str = ""
+    from_cache: bool = False
+
+    def layer(self, name: str) -> LayerTopK:
+        if name == "output" and "output" not in self.layers and "" in self.layers:
+            name = ""
+        try:
+            return self.layers[name]
+        except KeyError:
+            raise CnnvisError(f"this atlas has no layer {name!r}; it has {', '.join(map(repr, self.layers))}.") \
+                from None
+
+    def path(self, image: int) -> Path:
+        return self.folder / self.paths[int(image)]
+
+    def hits(self, layer: str, unit: int) -> list:
+        """The unit's hits, highest activation first (at most k, distinct images)."""
+        t = self.layer(layer)
+        if not 0 <= int(unit) < t.units:
+            raise CnnvisError(f"unit {unit} is out of range for layer {layer!r}: it has {t.units} units "
+                              f"(0..{t.units - 1}).")
+        out = []
+        for j in range(t.values.shape[1]):
+            i = int(t.images[unit, j])
+            if i < 0:
+                break
+            out.append(Hit(self.path(i), i, int(t.ys[unit, j]), int(t.xs[unit, j]), float(t.values[unit, j])))
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-able summary: every unit's hits (path, position, value), highest first."""
+        layers = {}
+        for name, t in self.layers.items():
+            layers[name or "output"] = {
+                "shape": list(t.shape),
+                "units": [{"unit": u, "hits": [h.to_dict() for h in self.hits(name, u)]} for u in range(t.units)],
+            }
+        return {"folder": str(self.folder), "images": len(self.paths), "k": self.k,
+                "spec": self.spec.to_dict(), "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+                "layers": layers}
+
+
+# ============================================================================ folder & model helpers
+def list_images(folder, recursive: bool = True) -> tuple:
+    """Image files of a folder -> (sorted [(relative posix path, size, mtime_ns)], number of other files).
+
+    Hidden files and folders are ignored; files whose extension is not an image
+    extension are counted as "other" and never read.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise CnnvisError(f"'{root}' is not a folder; choose a folder of images.")
+    found, others = [], 0
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                if e.is_dir(follow_symlinks=True):
+                    if recursive:
+                        stack.append(Path(e.path))
+                    continue
+                if not e.is_file(follow_symlinks=True):
+                    continue
+                if os.path.splitext(e.name)[1].lower() not in IMAGE_EXTENSIONS:
+                    others += 1
+                    continue
+                st = e.stat()
+            except OSError:
+                others += 1
+                continue
+            rel = Path(e.path).relative_to(root).as_posix()
+            found.append((rel, int(st.st_size), int(st.st_mtime_ns)))
+    found.sort(key=lambda t: natural_key(t[0]))
+    return found, others
+
+
+def folder_fingerprint(files) -> str:
+    """Hash of [(relative path, size, mtime_ns)]: changes when a file is added, removed or rewritten."""
+    return _cache.digest([list(f) for f in files])
+
+
+def model_device(model: nn.Module) -> tuple:
+    for p in model.parameters():
+        return p.device, (p.dtype if p.is_floating_point() else torch.float32)
+    for b in model.buffers():
+        return b.device, (b.dtype if b.is_floating_point() else torch.float32)
+    return torch.device("cpu"), torch.float32
+
+
+def resolve_layers(model: nn.Module, spec: InputSpec, layers) -> list:
+    """Canonical module names ("" = model output) for the requested layers.
+
+    Names are checked against ``named_modules()`` without running the model; an unknown
+    name falls back to the engine's model map, whose error names the nearest valid layers.
+    """
+    if isinstance(layers, str):
+        layers = [layers]
+    modules = dict(model.named_modules())
+    out = []
+    for name in layers:
+        name = str(name)
+        if name == "output" and "output" not in modules:
+            name = ""
+        if name not in modules:
+            mm = model_map(model, spec)
+            name = mm[name].name        # raises CnnvisError with suggestions
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise CnnvisError("choose at least one layer to scan.")
+    return out
+
+
+class _Capture:
+    """Forward hooks that reduce each chosen layer's output to per-channel max + argmax at once."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str]):
+        self.model = model
+        self.layers = list(layers)
+        self.handles = []
+        self.found: dict = {}
+
+    def __enter__(self):
+        modules = dict(self.model.named_modules())
+        try:
+            for name in self.layers:
+                self.handles.append(modules[name].register_forward_hook(self._hook(name)))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def _hook(self, name):
+        def hook(module, args, output):
+            if not isinstance(output, torch.Tensor) or output.ndim < 2:
+                raise CnnvisError(f"layer {name or 'output'!r} ({type(module).__name__}) does not output an "
+                                  f"N x C (x H x W) tensor; choose another layer to scan.")
+            a = output.detach()
+            if not a.is_floating_point():
+                a = a.float()
+            if a.ndim == 2:
+                vals = a
+                ys = xs = torch.zeros(a.shape, dtype=torch.int32, device=a.device)
+            else:
+                vals, idx = a.flatten(2).max(dim=2)
+                if a.ndim == 4:
+                    w = a.shape[3]
+                    ys, xs = (idx // w).to(torch.int32), (idx % w).to(torch.int32)
+                else:
+                    ys, xs = torch.zeros_like(idx, dtype=torch.int32), idx.to(torch.int32)
+            vals = torch.nan_to_num(vals.float(), nan=float("-inf"))
+            self.found[name] = (vals, ys, xs, tuple(a.shape[1:]))
+        return hook
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+
+
+# ============================================================================ the scan
+class TopKScan:
+    """A resumable, cancellable, cached top-k scan of one folder for one or more layers.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any model; it runs on its own device (CUDA when it is there), in eval mode.
+    spec : InputSpec
+        How image files become the model's input.
+    folder : path
+        Folder of images, scanned recursively (class subfolders are fine).
+    layers : str or list of str
+        Module names (``named_modules()``); ``""`` or ``"output"`` is the model output.
+    k : int
+        Hits kept per unit (default 9).
+    batch_size : int
+        Images per forward; halved automatically on out-of-memory.
+    cache_dir : path, optional
+        Overrides ``CNNVIS_CACHE_DIR`` / ``~/.cache/cnnvis-gui/atlas``.
+    use_cache : bool
+        False: neither read nor write the cache (always a fresh scan).
+    workers : int, optional
+        Decode threads (default: up to 4, at most the CPU count).
+    checkpoint_every : float
+        Seconds between checkpoints of the partial state (also written on stop).
+
+    Example
+    -------
+    >>> scan = TopKScan(lm.model, lm.spec, "photos/", ["features.10"])      # doctest: +SKIP
+    >>> for p in scan.run():                                                  # doctest: +SKIP
+    ...     print(p.describe())
+    >>> scan.result.hits("features.10", 3)[0]                                  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, spec: InputSpec, folder, layers, k: int = 9, batch_size: int = 64,
+                 cache_dir=None, use_cache: bool = True, workers: int | None = None,
+                 checkpoint_every: float = 5.0, recursive: bool = True, fit: str | None = None):
+        if int(k) < 1:
+            raise CnnvisError(f"k must be at least 1, got {k}.")
+        if int(batch_size) < 1:
+            raise CnnvisError(f"batch_size must be at least 1, got {batch_size}.")
+        self.model = model
+        self.spec = spec
+        self.folder = Path(folder).expanduser()
+        self.layers = resolve_layers(model, spec, layers)
+        self.k = int(k)
+        self.batch_size = int(batch_size)
+        self.cache_root = _cache.cache_dir(cache_dir)
+        self.use_cache = bool(use_cache)
+        self.workers = int(workers) if workers else max(1, min(4, os.cpu_count() or 1))
+        self.checkpoint_every = float(checkpoint_every)
+        self.recursive = bool(recursive)
+        self.fit = fit
+        self.result: AtlasScan | None = None
+        self.other_files = 0
+        self._cancel = threading.Event()
+        self._files = None
+        self._key = None
+
+    # ------------------------------------------------------------------ keys & files
+    def _prepare(self):
+        if self._files is None:
+            self._files, self.other_files = list_images(self.folder, self.recursive)
+            key = {"kind": "scan", "weights": _cache.weights_hash(self.model), "spec": self.spec.to_dict(),
+                   "fit": self.fit, "layers": self.layers, "k": self.k, "recursive": self.recursive,
+                   "folder": str(self.folder.resolve()), "files": folder_fingerprint(self._files)}
+            self._key = _cache.digest(key)
+        return self._files
+
+    @property
+    def key(self) -> str:
+        self._prepare()
+        return self._key
+
+    @property
+    def cache_path(self) -> Path:
+        return self.cache_root / f"scan-{self.key}"
+
+    @property
+    def total(self) -> int:
+        return len(self._prepare())
+
+    def cancel(self) -> None:
+        """Stop after the current batch (thread-safe); the partial state is checkpointed."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    # ------------------------------------------------------------------ cache
+    def cached(self) -> AtlasScan | None:
+        """The finished result from the cache, or None (never runs the model)."""
+        if not self.use_cache:
+            return None
+        files = self._prepare()
+        z = _cache.load_npz(self.cache_path / "result.npz")
+        if z is None or int(z.get("next_index", -1)) != len(files):
+            return None
+        try:
+            res = self._result_from(z, files)
+        except (KeyError, ValueError):
+            return None
+        res.from_cache = True
+        return res
+
+    def _state_arrays(self, state, next_index, skipped, shapes) -> dict:
+        arrays = {"next_index": np.array(next_index, np.int64),
+                  "skipped_paths": np.array([p for p, _ in skipped], dtype=str),
+                  "skipped_reasons": np.array([r for _, r in skipped], dtype=str)}
+        for i, name in enumerate(self.layers):
+            if name not in state:
+                continue
+            v, im, y, x = (t.detach().cpu().numpy() for t in state[name])
+            arrays[f"v{i}"], arrays[f"i{i}"], arrays[f"y{i}"], arrays[f"x{i}"] = v, im, y, x
+            arrays[f"s{i}"] = np.array(shapes[name], np.int64)
+        return arrays
+
+    def _result_from(self, z: dict, files) -> AtlasScan:
+        layers = {}
+        for i, name in enumerate(self.layers):
+            layers[name] = LayerTopK(name, z[f"v{i}"].astype(np.float32), z[f"i{i}"].astype(np.int64),
+                                     z[f"y{i}"].astype(np.int32), z[f"x{i}"].astype(np.int32),
+                                     tuple(int(s) for s in z[f"s{i}"]))
+        skipped = list(zip([str(s) for s in z["skipped_paths"]], [str(s) for s in z["skipped_reasons"]]))
+        return AtlasScan(self.folder, [f[0] for f in files], layers, self.k, self.spec, skipped, self._key)
+
+    def _load_partial(self, device):
+        if not self.use_cache:
+            return None
+        z = _cache.load_npz(self.cache_path / "partial.npz")
+        if z is None:
+            return None
+        try:
+            state, shapes = {}, {}
+            for i, name in enumerate(self.layers):
+                if f"v{i}" not in z:
+                    continue
+                state[name] = [torch.from_numpy(z[f"v{i}"]).to(device), torch.from_numpy(z[f"i{i}"]).to(device),
+                               torch.from_numpy(z[f"y{i}"]).to(device), torch.from_numpy(z[f"x{i}"]).to(device)]
+                shapes[name] = tuple(int(s) for s in z[f"s{i}"])
+            skipped = list(zip([str(s) for s in z["skipped_paths"]], [str(s) for s in z["skipped_reasons"]]))
+            return int(z["next_index"]), state, shapes, skipped
+        except (KeyError, ValueError):
+            return None
+
+    def _checkpoint(self, state, next_index, skipped, shapes):
+        if self.use_cache:
+            _cache.atomic_save_npz(self.cache_path / "partial.npz",
+                                   **self._state_arrays(state, next_index, skipped, shapes))
+
+    # ------------------------------------------------------------------ the loop
+    def _decode(self, start: int, stop: int):
+        """Decode files [start, stop) -> (N x C x H x W float32, their image indices, [(rel, why)])."""
+        files = self._files
+        spec = self.spec
+        out = np.empty((stop - start,) + spec.shape, np.float32)
+        ok, bad = [], []
+        for i in range(start, stop):
+            rel = files[i][0]
+            try:
+                out[len(ok)] = spec.to_array(load_image(self.folder / rel), self.fit)
+                ok.append(i)
+            except Exception as e:  # unreadable / not an image / odd shape: skip and count
+                bad.append((rel, str(e) or type(e).__name__))
+        return out[:len(ok)], ok, bad
+
+    def _forward(self, x: torch.Tensor) -> dict:
+        """Reductions for a batch; on out-of-memory, halve the batch and retry (recursively)."""
+        try:
+            with _Capture(self.model, self.layers) as cap:
+                self.model(x)
+            missing = [n for n in self.layers if n not in cap.found]
+            if missing:
+                raise CnnvisError(f"layer(s) {', '.join(repr(m or 'output') for m in missing)} did not run in the "
+                                  f"forward pass; choose layers that run.")
+            return cap.found
+        except RuntimeError as e:
+            if not _is_oom(e) or x.shape[0] <= 1:
+                raise
+        if x.is_cuda:
+            torch.cuda.empty_cache()
+        half = max(1, x.shape[0] // 2)
+        self.batch_size = max(1, min(self.batch_size, half))
+        a, b = self._forward(x[:half]), self._forward(x[half:])
+        return {n: (torch.cat([a[n][0], b[n][0]]), torch.cat([a[n][1], b[n][1]]),
+                    torch.cat([a[n][2], b[n][2]]), a[n][3]) for n in self.layers}
+
+    def _merge(self, state, shapes, found, index: torch.Tensor):
+        k = self.k
+        for name in self.layers:
+            vals, ys, xs, shape = found[name]
+            vals, ys, xs = vals.t(), ys.t(), xs.t()           # C x B
+            C, B = vals.shape
+            imgs = index.to(vals.device).expand(C, B)
+            if name not in state:
+                dev = vals.device
+                state[name] = [torch.full((C, k), float("-inf"), device=dev),
+                               torch.full((C, k), -1, dtype=torch.int64, device=dev),
+                               torch.zeros((C, k), dtype=torch.int32, device=dev),
+                               torch.zeros((C, k), dtype=torch.int32, device=dev)]
+                shapes[name] = shape
+            sv, si, sy, sx = state[name]
+            av = torch.cat([sv, vals], 1)
+            order = torch.sort(av, dim=1, descending=True, stable=True).indices[:, :k]
+            state[name] = [av.gather(1, order), torch.cat([si, imgs], 1).gather(1, order),
+                           torch.cat([sy, ys], 1).gather(1, order), torch.cat([sx, xs], 1).gather(1, order)]
+
+    def run(self) -> Iterator[ScanProgress]:
+        """Scan, yielding :class:`ScanProgress` after each batch; sets :attr:`result` when finished.
+
+        A cached result is loaded instead (one progress with ``from_cache=True``).  Stop by
+        leaving the loop or calling :meth:`cancel`; the state is checkpointed for a resume.
+        """
+        self._cancel.clear()
+        files = self._prepare()
+        total = len(files)
+        hit = self.cached()
+        if hit is not None:
+            self.result = hit
+            yield ScanProgress(total, total, 0.0, 0.0, len(hit.skipped), self.batch_size, from_cache=True)
+            return
+        device, dtype = model_device(self.model)
+        start, state, shapes, skipped = 0, {}, {}, []
+        resumed = self._load_partial(device)
+        if resumed is not None and resumed[0] <= total:
+            start, state, shapes, skipped = resumed
+        pin = device.type == "cuda"
+        was_training = self.model.training
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="atlas-decode")
+        pending: deque = deque()
+        next_submit = start
+        done = start
+        t0 = time.perf_counter()
+        last_ckpt = t0
+        finished = False
+        try:
+            self.model.eval()
+            while done < total:
+                while len(pending) < self.workers + 1 and next_submit < total:
+                    stop = min(total, next_submit + self.batch_size)
+                    pending.append((stop, pool.submit(self._decode, next_submit, stop)))
+                    next_submit = stop
+                stop, fut = pending.popleft()
+                arr, ok, bad = fut.result()
+                skipped.extend(bad)
+                if ok:
+                    x = torch.from_numpy(arr)
+                    if pin:
+                        x = x.pin_memory()
+                    x = x.to(device=device, dtype=dtype, non_blocking=pin)
+                    with torch.no_grad():
+                        found = self._forward(x)
+                    self._merge(state, shapes, found, torch.tensor(ok, dtype=torch.int64))
+                done = stop
+                el = time.perf_counter() - t0
+                rate = (done - start) / el if el > 0 else 0.0
+                eta = (total - done) / rate if rate > 0 else None
+                now = time.perf_counter()
+                if done < total and now - last_ckpt >= self.checkpoint_every:
+                    self._checkpoint(state, done, skipped, shapes)
+                    last_ckpt = now
+                yield ScanProgress(done, total, rate, eta, len(skipped), self.batch_size)
+                if self._cancel.is_set():
+                    break
+            if done >= total:
+                finished = True
+                if total and not state:  # every file was unreadable: empty hits of the right size
+                    raise CnnvisError(f"none of the {total} image files in '{self.folder}' could be decoded "
+                                      f"({skipped[0][1] if skipped else ''}).")
+                arrays = self._state_arrays(state, total, skipped, shapes)
+                self.result = self._result_from(arrays, files)
+                if self.use_cache:
+                    _cache.atomic_save_npz(self.cache_path / "result.npz", **arrays)
+                    _cache.atomic_write_json(self.cache_path / "meta.json", {
+                        "folder": str(self.folder), "layers": self.layers, "k": self.k, "images": total,
+                        "skipped": len(skipped), "spec": self.spec.to_dict(), "model": type(self.model).__name__,
+                        "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+                    try:
+                        os.unlink(self.cache_path / "partial.npz")
+                    except OSError:
+                        pass
+        finally:
+            for _, f in pending:
+                f.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.model.train(was_training)
+            if not finished and done > start:
+                try:
+                    self._checkpoint(state, done, skipped, shapes)
+                except OSError:
+                    pass
+
+
+def scan_folder(model: nn.Module, spec: InputSpec, folder, layers, k: int = 9, batch_size: int = 64,
+                cache_dir=None, use_cache: bool = True, progress=None, cancel: threading.Event | None = None,
+                **kw) -> AtlasScan | None:
+    """Run a :class:`TopKScan` to the end; ``progress(ScanProgress)`` is called after each batch.
+
+    Returns the :class:`AtlasScan`, or None when ``cancel`` (a ``threading.Event``) was set.
+    """
+    s = TopKScan(model, spec, folder, layers, k=k, batch_size=batch_size, cache_dir=cache_dir,
+                 use_cache=use_cache, **kw)
+    for p in s.run():
+        if progress is not None:
+            progress(p)
+        if cancel is not None and cancel.is_set():
+            s.cancel()
+    return s.result
+
+
+def load_scan(model: nn.Module, spec: InputSpec, folder, layers, k: int = 9, cache_dir=None,
+              **kw) -> AtlasScan | None:
+    """The cached atlas for this model, spec, folder and layers, or None (never runs the model)."""
+    return TopKScan(model, spec, folder, layers, k=k, cache_dir=cache_dir, **kw).cached()
