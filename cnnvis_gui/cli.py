@@ -1,0 +1,755 @@
+"""The ``cnnvis`` command line: inspect a model and export activations / saliency headlessly.
+
+    cnnvis info   [model options] [--json]
+    cnnvis export [model options] --input IMAGE|FOLDER|VIDEO --layer L [--units ...|--top N]
+                  --method guided,gradcam --out DIR [--raw]
+
+Qt-free: imports the core, ``cnnvis_gui.models`` and ``cnnvis_gui.sources`` only, so it
+runs on a server with no display.  Every image costs **one** recorded forward
+(:meth:`cnnvis_gui.core.Visualizer.forward`); each (unit, method) is then one backward on
+that frame.
+
+Other packages add sub-commands through :func:`add_model_arguments` /
+:func:`model_from_args`: ``cnnvis_gui.atlas.commands.register(subparsers,
+add_model_arguments, model_from_args)`` is called when that module exists.  A sub-command
+parser sets ``set_defaults(func=handler)`` where ``handler(args) -> int`` is the exit code;
+a :class:`~cnnvis_gui.core.CnnvisError` it raises becomes ``cnnvis: error: <message>``
+with exit code 2 (no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main", "build_parser", "add_model_arguments", "model_from_args", "spec_overrides",
+           "parse_units", "parse_methods", "safe_name", "EXPORT_METHODS", "EXIT_OK", "EXIT_FAILURE",
+           "EXIT_USAGE"]
+
+PROG = "cnnvis"
+EXIT_OK = 0
+EXIT_FAILURE = 1      #: the run started but failed (model forward raised, disk full...)
+EXIT_USAGE = 2        #: a bad argument: unknown layer, unit out of range, missing file...
+EXPORT_METHODS = ("gradient", "deconvnet", "guided", "gradcam", "guided-gradcam")
+DEFAULT_TOP = 9
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".tar")
+
+
+class UsageError(Exception):
+    """A command-line argument the user must fix (exit code 2)."""
+
+
+# ============================================================================ model arguments
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that choose and load a model (shared by every sub-command).
+
+    ``--model``, ``--weights``, ``--trust-pickle``, ``--no-strict``, ``--arch-kwarg``,
+    ``--labels``, ``--device`` and the input-spec overrides ``--input-size``,
+    ``--channels``, ``--mean``, ``--std``, ``--scale``, ``--bgr``, ``--fit``.
+    Turn the parsed namespace into a model with :func:`model_from_args`.
+    """
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", "-m", metavar="MODEL",
+                   help="a demo name (shapes, glyphs), an architecture source "
+                        "(torchvision:resnet18, package.module:factory, path/to/net.py:Net) or a weight "
+                        "file whose checkpoint names its architecture. Without --model and --weights the "
+                        "'shapes' demo model is used.")
+    g.add_argument("--weights", "-w", metavar="FILE",
+                   help="weight file (.pt/.pth/.bin/.ckpt state dict or checkpoint, .safetensors); with "
+                        "--model as the architecture, or alone when the checkpoint names its architecture")
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="allow full unpickling of the weight file (runs code from the file: only for files "
+                        "you trust)")
+    g.add_argument("--no-strict", dest="strict", action="store_false",
+                   help="load the parameters that fit and leave the rest at their initial values "
+                        "(listed in the notes)")
+    g.add_argument("--arch-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                   help="constructor argument for the architecture, VALUE read as a Python literal "
+                        "(num_classes=10, pretrained=False, name='x'); repeatable")
+    g.add_argument("--labels", metavar="FILE",
+                   help="class labels: one per line, a JSON list or a JSON {index: label} object")
+    g.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
+                   help="where the model runs (default: auto = cuda when available, else cpu)")
+    s = parser.add_argument_group("input spec overrides (default: the checkpoint's metadata, else guessed)")
+    s.add_argument("--input-size", metavar="HxW", help="model input height x width, e.g. 224x224 (or 64)")
+    s.add_argument("--channels", type=int, metavar="C", help="input channels (1 gray, 3 colour, ...)")
+    s.add_argument("--mean", metavar="M[,M,M]", help="per-channel mean subtracted after scaling")
+    s.add_argument("--std", metavar="S[,S,S]", help="per-channel std divided after subtracting the mean")
+    s.add_argument("--scale", metavar="F",
+                   help="multiplies 8-bit pixel values first (default 1/255; 1 keeps 0..255)")
+    s.add_argument("--bgr", action="store_true", help="the model was trained on BGR (not RGB) channel order")
+    s.add_argument("--fit", choices=("crop", "stretch", "letterbox"),
+                   help="how an image of another aspect ratio becomes the input size")
+
+
+def _floats(text: str, what: str) -> list:
+    try:
+        vals = [float(ast.literal_eval(v.strip())) for v in str(text).split(",") if v.strip()]
+    except (ValueError, SyntaxError, TypeError):
+        raise UsageError(f"{what} must be numbers separated by commas, got {text!r}") from None
+    if not vals:
+        raise UsageError(f"{what} needs at least one number")
+    return vals
+
+
+def spec_overrides(args) -> dict:
+    """The input-spec fields given on the command line, as a (possibly empty) dict."""
+    d: dict = {}
+    size = getattr(args, "input_size", None)
+    if size:
+        m = re.fullmatch(r"\s*(\d+)\s*(?:[xX*,]\s*(\d+))?\s*", size)
+        if not m or int(m.group(1)) < 1 or (m.group(2) and int(m.group(2)) < 1):
+            raise UsageError(f"--input-size must be HxW (e.g. 224x224) or one number, got {size!r}")
+        d["height"] = int(m.group(1))
+        d["width"] = int(m.group(2) or m.group(1))
+    if getattr(args, "channels", None) is not None:
+        if args.channels < 1:
+            raise UsageError(f"--channels must be a positive integer, got {args.channels}")
+        d["channels"] = args.channels
+    if getattr(args, "mean", None):
+        d["mean"] = tuple(_floats(args.mean, "--mean"))
+    if getattr(args, "std", None):
+        d["std"] = tuple(_floats(args.std, "--std"))
+    if getattr(args, "scale", None):
+        s = _floats(args.scale, "--scale")
+        if len(s) != 1 or s[0] <= 0:
+            raise UsageError(f"--scale must be one positive number (e.g. 1/255 = 0.00392), got {args.scale!r}")
+        d["scale"] = s[0]
+    if getattr(args, "bgr", False):
+        d["channel_order"] = "BGR"
+    if getattr(args, "fit", None):
+        d["fit"] = args.fit
+    return d
+
+
+def _arch_kwargs(items) -> dict:
+    out = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--arch-kwarg must be KEY=VALUE with a Python identifier as KEY, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key] = value.strip()  # a bare word: keep it as a string
+    return out
+
+
+def model_from_args(args):
+    """Load the model the parsed :func:`add_model_arguments` options describe -> ``LoadedModel``.
+
+    Raises :class:`~cnnvis_gui.models.ModelLoadError` (a CnnvisError) with a message for
+    the user when the model cannot be loaded.
+    """
+    from cnnvis_gui import models
+
+    model = getattr(args, "model", None)
+    weights = getattr(args, "weights", None)
+    kwargs = _arch_kwargs(getattr(args, "arch_kwarg", None))
+    spec = spec_overrides(args) or None
+    common = dict(trust_pickle=getattr(args, "trust_pickle", False), strict=getattr(args, "strict", True),
+                  device=getattr(args, "device", "auto") or "auto", spec=spec,
+                  labels=getattr(args, "labels", None))
+    if common["labels"] is not None and not Path(common["labels"]).is_file():
+        raise UsageError(f"--labels: no such file: '{common['labels']}'")
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise UsageError(f"--weights: no such file: '{weights}'")
+    if model is None and weights is None:
+        model = "shapes"
+    if model in models.DEMO_NAMES:
+        if weights is not None:
+            raise UsageError(f"--model {model} is a demo model that ships with its weights; drop --weights, or "
+                             f"give the architecture of your weight file with --model")
+        if kwargs:
+            raise UsageError(f"--arch-kwarg does not apply to the demo model {model!r}")
+        path = models.demo_checkpoint(model)
+        if not path.is_file():
+            return models.demo(model)  # raises ModelLoadError saying how to recreate it
+        return models.load(path, **common)
+    if model is not None and weights is None and ":" not in model and Path(model).suffix.lower() in WEIGHT_SUFFIXES:
+        # --model path/to/checkpoint.pth: a weight file that names its own architecture
+        if not Path(model).expanduser().is_file():
+            raise UsageError(f"--model: no such file: '{model}'")
+        return models.load(model, **common, **kwargs)
+    if model is not None and ":" not in model:
+        raise UsageError(f"--model {model!r} is neither a demo ({', '.join(models.DEMO_NAMES)}) nor an architecture "
+                         f"source (torchvision:NAME, package.module:factory, path/to/net.py:Class) nor a weight file")
+    return models.load(weights, arch=model, **common, **kwargs)
+
+
+# ============================================================================ info
+def _layer_dict(l) -> dict:
+    return {"name": l.name, "display_name": l.display_name, "type": l.type,
+            "shape": list(l.shape) if l.shape is not None else None, "units": l.units, "calls": l.calls,
+            "visualizable": l.visualizable, "reason": l.reason, "is_conv": l.is_conv, "order": l.order,
+            "depth": l.depth}
+
+
+def cmd_info(args) -> int:
+    """``cnnvis info``: print the model's module map and the input spec in use."""
+    from cnnvis_gui.core import Visualizer
+
+    lm = model_from_args(args)
+    mm = Visualizer(lm.model, lm.spec).model_map()
+    if args.json:
+        doc = {
+            "name": lm.name, "source": lm.source, "arch": lm.arch, "device": str(lm.device),
+            "spec": lm.spec.to_dict(), "spec_text": lm.spec.describe(),
+            "output_shape": list(lm.output_shape) if lm.output_shape is not None else None,
+            "labels": lm.labels, "notes": list(lm.notes),
+            "default_layer": mm.default_layer, "relu_calls": mm.relu_calls,
+            "functional_relu_calls": mm.functional_relu_calls, "other_activations": mm.other_activations,
+            "layers": [_layer_dict(l) for l in mm],
+        }
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    out = sys.stdout
+    out.write(f"model:   {lm.name}  ({type(lm.model).__name__})\n")
+    out.write(f"source:  {lm.source}\n")
+    out.write(f"device:  {lm.device}\n")
+    out.write(f"input:   {lm.spec.describe()}\n")
+    if lm.output_shape is not None:
+        out.write(f"output:  {'x'.join(map(str, lm.output_shape))}\n")
+    if lm.labels:
+        shown = ", ".join(lm.labels[:10]) + (" ..." if len(lm.labels) > 10 else "")
+        out.write(f"labels:  {len(lm.labels)} ({shown})\n")
+    act = f"{mm.relu_calls} ReLU call(s), {mm.functional_relu_calls} functional"
+    if mm.other_activations:
+        act += "; plain-gradient activations: " + ", ".join(f"{k} x{n}" for k, n in sorted(mm.other_activations.items()))
+    out.write(f"relus:   {act}\n")
+    out.write(f"default layer: {mm.default_layer or 'output'}\n")
+    for n in lm.notes:
+        out.write(f"note:    {n}\n")
+    out.write("\n" + mm.describe() + "\n")
+    return EXIT_OK
+
+
+# ============================================================================ export helpers
+def safe_name(name: str) -> str:
+    """A layer name as a file-name part: ``""`` -> ``output``; anything but ``[A-Za-z0-9_.-]`` -> ``_``."""
+    if name == "":
+        return "output"
+    s = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".")
+    return s or "layer"
+
+
+def parse_methods(values) -> list:
+    """``["guided,gradcam", "gradient"]`` -> ``["guided", "gradcam", "gradient"]`` (``all``: every method)."""
+    out = []
+    for v in values or ():
+        for m in str(v).split(","):
+            m = m.strip().lower().replace("_", "-")
+            if not m:
+                continue
+            if m == "all":
+                out.extend(EXPORT_METHODS)
+                continue
+            if m in ("guidedgradcam", "guided-grad-cam"):
+                m = "guided-gradcam"
+            if m in ("grad-cam",):
+                m = "gradcam"
+            if m not in EXPORT_METHODS:
+                raise UsageError(f"unknown method {m!r}; choose from {', '.join(EXPORT_METHODS)} "
+                                 f"(comma-separated, or 'all')")
+            out.append(m)
+    seen = []
+    for m in out:
+        if m not in seen:
+            seen.append(m)
+    return seen
+
+
+def parse_units(text):
+    """``"0,5,7"`` -> [0, 5, 7]; ``"3-6"`` -> [3, 4, 5, 6]; ``"all"`` -> ``"all"``."""
+    if text is None:
+        return None
+    t = str(text).strip().lower()
+    if t == "all":
+        return "all"
+    units = []
+    for part in t.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m:
+            a, b = int(m.group(1)), int(m.group(2))
+            if b < a:
+                raise UsageError(f"--units: range {part!r} goes backwards")
+            units.extend(range(a, b + 1))
+        elif re.fullmatch(r"\d+", part):
+            units.append(int(part))
+        else:
+            raise UsageError(f"--units must be comma-separated unit numbers (0,5,7), ranges (0-15) or 'all'; "
+                             f"got {text!r}")
+    if not units:
+        raise UsageError("--units is empty")
+    return list(dict.fromkeys(units))
+
+
+def _parse_objective(text: str):
+    t = str(text).strip().lower()
+    if t in ("sum", "activation", "max"):
+        return t
+    m = re.fullmatch(r"(\d+)\s*,\s*(\d+)", t)
+    if m:
+        return (int(m.group(1)), int(m.group(2)))
+    raise UsageError(f"--objective must be sum, activation, max or a position Y,X; got {text!r}")
+
+
+class _Item:
+    """One image to export: its frame (BGR uint8), its output stem and where it came from."""
+
+    __slots__ = ("stem", "frame", "origin")
+
+    def __init__(self, stem, frame, origin):
+        self.stem, self.frame, self.origin = stem, frame, origin
+
+
+class _Inputs:
+    """Turns ``--input`` into a stream of images; counts and reports skipped files."""
+
+    def __init__(self, path: str, recursive: bool, max_frames, frame_step: int, warn):
+        from cnnvis_gui import sources
+
+        self.sources = sources
+        self.warn = warn
+        self.skipped: list = []
+        self.kind = None
+        self.total = None
+        p = Path(path).expanduser()
+        self.path = p
+        self.max_frames = max_frames
+        self.frame_step = max(1, int(frame_step))
+        if not p.exists():
+            raise UsageError(f"--input: no such file or folder: '{p}'")
+        if p.is_dir():
+            self.kind = "folder"
+            folder = sources.ImageFolderSource(p, recursive=recursive, wrap=False)  # SourceError if none usable
+            self.paths = folder.paths
+            self.root = p
+            for q in folder.skipped:
+                self._skip(q, "not a readable image")
+            folder.close()
+            self.total = len(self.paths)
+        elif p.suffix.lower() in sources.VIDEO_EXTENSIONS or not (
+                p.suffix.lower() in sources.IMAGE_EXTENSIONS or _has_image_reader(p)):
+            self.kind = "video"
+            self._open_video()
+        else:
+            self.kind = "image"
+            try:
+                self.frame = sources.load_image(p)
+            except sources.SourceError as e:
+                raise UsageError(f"--input: cannot read image '{p}': {_why(e, p)}") from None
+            self.total = 1
+
+    def _skip(self, path, why):
+        self.skipped.append(Path(path))
+        self.warn(f"skipped '{path}': {why}")
+
+    def _open_video(self):
+        import cv2
+
+        with self.sources.quiet_opencv():
+            cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            cap.release()
+            raise UsageError(f"--input: cannot read '{self.path}': neither an image nor a video OpenCV can decode")
+        self.cap = cap
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        total = math.ceil(n / self.frame_step) if n > 0 else None
+        if self.max_frames is not None:
+            total = min(total, self.max_frames) if total is not None else self.max_frames
+        self.total = total
+
+    def __iter__(self):
+        if self.kind == "image":
+            yield _Item(self.path.stem, self.frame, str(self.path))
+        elif self.kind == "folder":
+            used: set = set()
+            for q in self.paths:
+                try:
+                    frame = self.sources.load_image(q)
+                except self.sources.SourceError as e:
+                    self._skip(q, _why(e, q))
+                    continue
+                yield _Item(_unique_stem(q, self.root, used), frame, str(q))
+        else:
+            yield from self._video_frames()
+
+    def _video_frames(self):
+        cap, index, done = self.cap, 0, 0
+        try:
+            while self.max_frames is None or done < self.max_frames:
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    break
+                if index % self.frame_step == 0:
+                    done += 1
+                    yield _Item(f"{self.path.stem}_f{index:06d}", self.sources.to_bgr8(frame),
+                                f"{self.path}#{index}")
+                index += 1
+        finally:
+            cap.release()
+        if done == 0:
+            raise UsageError(f"--input: video '{self.path}' has no frames OpenCV can decode")
+
+
+def _has_image_reader(p: Path) -> bool:
+    import cv2
+
+    try:
+        return bool(cv2.haveImageReader(str(p)))
+    except cv2.error:
+        return False
+
+
+def _why(e: Exception, path: Path) -> str:
+    """The reason in a SourceError's message, without the file name it starts with."""
+    s = str(e)
+    for lead in (f"'{path.name}' ", f"'{path}': ", f"'{path}' "):
+        if s.startswith(lead):
+            return s[len(lead):]
+    return s
+
+
+def _unique_stem(path: Path, root: Path, used: set) -> str:
+    rel = path.relative_to(root).with_suffix("")
+    stem = "__".join(rel.parts)
+    stem = re.sub(r"[^A-Za-z0-9_.+=@-]", "_", stem) or "image"
+    cand = stem
+    if cand in used:
+        cand = f"{stem}_{path.suffix.lstrip('.').lower()}"
+    n = 2
+    while cand in used:
+        cand = f"{stem}_{n}"
+        n += 1
+    used.add(cand)
+    return cand
+
+
+def _write_png(path: Path, rgb: np.ndarray, zoom: int) -> None:
+    import cv2
+
+    img = np.ascontiguousarray(rgb)
+    if zoom > 1:
+        img = cv2.resize(img, (img.shape[1] * zoom, img.shape[0] * zoom), interpolation=cv2.INTER_NEAREST)
+    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", bgr)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    path.write_bytes(buf.tobytes())
+
+
+def _top_units(acts, k: int) -> list:
+    a = acts.float().reshape(acts.shape[0], -1)
+    score = a.amax(dim=1)
+    import torch
+
+    k = max(0, min(int(k), score.numel()))
+    return [int(i) for i in torch.topk(score, k).indices]
+
+
+# ============================================================================ export
+def cmd_export(args) -> int:
+    """``cnnvis export``: PNGs (and optionally a .npz) per image, unit and method."""
+    import torch
+    from cnnvis_gui.core import Visualizer, ActivationMosaic, saliency_to_image, overlay, heatmap, CnnvisError
+
+    t0 = time.perf_counter()
+    methods = parse_methods(args.method) or ["guided"]
+    units_arg = parse_units(args.units)
+    if args.top is not None and args.top < 1:
+        raise UsageError(f"--top must be at least 1, got {args.top}")
+    top = args.top if args.top is not None else (DEFAULT_TOP if units_arg is None else None)
+    objective = _parse_objective(args.objective)
+    if args.zoom < 1:
+        raise UsageError(f"--zoom must be at least 1, got {args.zoom}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames must be at least 1, got {args.max_frames}")
+    if not 0.0 <= args.cam_alpha <= 1.0:
+        raise UsageError(f"--cam-alpha must be in [0, 1], got {args.cam_alpha}")
+
+    quiet = args.quiet
+    bar = None
+    show_bar = (not quiet) and sys.stderr.isatty()
+
+    def warn(msg):
+        text = f"{PROG}: warning: {msg}"
+        if bar is not None:
+            bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    lm = model_from_args(args)
+    spec = lm.spec
+    vis = Visualizer(lm.model, spec)
+    mm = vis.model_map()
+    info = mm[args.layer]          # CnnvisError naming the nearest valid layers
+    layer = info.name
+    if not info.visualizable:
+        raise UsageError(f"layer {info.display_name!r} ({info.type}) cannot be visualized: {info.reason}")
+    n_units = info.units
+    if units_arg == "all":
+        fixed_units = list(range(n_units))
+    elif units_arg is not None:
+        bad = [u for u in units_arg if u >= n_units]
+        if bad:
+            raise UsageError(f"unit {bad[0]} is out of range for layer {layer or 'output'!r}: it has {n_units} "
+                             f"units (0..{n_units - 1})")
+        fixed_units = units_arg
+    else:
+        fixed_units = None
+    cam_methods = {"gradcam", "guided-gradcam"} & set(methods)
+    if args.cam_layer is not None:
+        cinfo = mm[args.cam_layer]
+        if not cinfo.visualizable or cinfo.shape is None or len(cinfo.shape) != 3:
+            raise UsageError(f"--cam-layer {cinfo.display_name!r} needs a C x H x W output; it has "
+                             f"{'x'.join(map(str, cinfo.shape)) if cinfo.shape else cinfo.reason}")
+        cam_layer = cinfo.name
+    else:
+        cam_layer = None
+
+    inputs = _Inputs(args.input, args.recursive, args.max_frames, args.frame_step, warn)
+    out_dir = Path(args.out).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lname = safe_name(layer)
+
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        tqdm = None
+    if show_bar and tqdm is not None:
+        bar = tqdm(total=inputs.total, unit="img", desc=PROG + " export", file=sys.stderr, dynamic_ncols=True)
+
+    n_images = n_files = n_requests = 0
+    notices_shown: set = set()
+    resolved_cam = {"name": cam_layer}
+
+    def flush(batch):
+        nonlocal n_images, n_files, n_requests
+        x = torch.cat([spec.to_tensor(it.frame) for it in batch])
+        frame = vis.forward(x)
+        try:
+            for n in frame.notices:
+                if n not in notices_shown:
+                    notices_shown.add(n)
+                    warn(n)
+            acts = frame.activations(layer)
+            per_item = [fixed_units if fixed_units is not None else _top_units(acts[i], top)
+                        for i in range(len(batch))]
+            if cam_methods and resolved_cam["name"] is None:
+                c = frame.default_cam_layer(layer)
+                if c is None:
+                    raise UsageError(f"no convolutional layer runs before {layer or 'output'!r}, so Grad-CAM has "
+                                     f"nowhere to look; choose one with --cam-layer")
+                resolved_cam["name"] = c
+            cl = resolved_cam["name"]
+            # one backward per (unit, method) for the whole batch; each sample keeps its own units
+            sal: dict = {}   # (unit, method) -> tensor N x C x H x W (or N x H x W for gradcam)
+            for u in dict.fromkeys(u for us in per_item for u in us):
+                for m in methods:
+                    if m == "gradcam":
+                        v = frame.grad_cam(layer, u, cl, objective)
+                    elif m == "guided-gradcam":
+                        v = frame.guided_grad_cam(layer, u, cl, objective)
+                    else:
+                        v = frame.saliency(layer, u, m, objective)
+                    sal[(u, m)] = v.detach().cpu()
+                    n_requests += 1
+            inp = frame.input.cpu()
+            acts_np = acts.cpu().numpy()
+            for i, it in enumerate(batch):
+                d = out_dir / it.stem
+                d.mkdir(parents=True, exist_ok=True)
+                shown = spec.to_image(inp[i])
+                _write_png(d / "input.png", shown, args.zoom)
+                _write_png(d / f"{lname}_mosaic.png", ActivationMosaic(acts_np[i]).image, args.zoom)
+                n_files += 2
+                for u in per_item[i]:
+                    for m in methods:
+                        v = sal[(u, m)][i]
+                        if m == "gradcam":
+                            cam = v.numpy()
+                            img = heatmap(cam, args.cmap) if args.cam_style == "heatmap" else \
+                                overlay(shown, cam, alpha=args.cam_alpha, cmap=args.cmap)
+                        else:
+                            img = saliency_to_image(v.numpy(), filter=args.filter)
+                        _write_png(d / f"{lname}_u{u:04d}_{m}.png", img, args.zoom)
+                        n_files += 1
+                if args.raw:
+                    arrays = {"input": inp[i:i + 1].numpy(), "image": shown,
+                              "activations": acts_np[i:i + 1], "units": np.asarray(per_item[i], dtype=np.int64),
+                              "layer": np.asarray(layer), "methods": np.asarray(methods),
+                              "objective": np.asarray(str(objective)), "source": np.asarray(it.origin)}
+                    if cam_methods:
+                        arrays["cam_layer"] = np.asarray(cl)
+                    for m in methods:
+                        key = "gradcam" if m == "gradcam" else "saliency_" + m.replace("-", "_")
+                        stack = [sal[(u, m)][i].numpy() for u in per_item[i]]
+                        arrays[key] = np.stack(stack) if stack else np.zeros((0,))
+                    np.savez_compressed(d / "raw.npz", **arrays)
+                    n_files += 1
+                n_images += 1
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            frame.close()
+
+    try:
+        batch = []
+        for item in inputs:
+            batch.append(item)
+            if len(batch) >= args.batch_size:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+    finally:
+        if bar is not None:
+            bar.close()
+    if n_images == 0:
+        raise UsageError(f"--input: none of the images in '{inputs.path}' could be read "
+                         f"({len(inputs.skipped)} skipped)")
+    secs = time.perf_counter() - t0
+    if not quiet:
+        units_text = ("all " + str(n_units) if units_arg == "all" else
+                      f"top {top}" if fixed_units is None else ",".join(map(str, fixed_units)))
+        skipped = f" ({len(inputs.skipped)} skipped)" if inputs.skipped else ""
+        print(f"{PROG}: exported {n_images} image{'s' if n_images != 1 else ''}{skipped}, layer "
+              f"{layer or 'output'!r}, units {units_text}, methods {','.join(methods)}: {n_requests} backward "
+              f"pass{'es' if n_requests != 1 else ''}, {n_files} files written to {out_dir} in {secs:.1f} s")
+    return EXIT_OK
+
+
+# ============================================================================ parser and main
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so main() prints one message."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Inspect PyTorch CNNs and export activations and saliency maps "
+                                       "without a display (the headless side of cnnvis-gui).")
+    p.add_argument("--traceback", action="store_true", help="show the full traceback of an error (debugging)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    pi = sub.add_parser("info", help="print a model's layers (type, output shape, units, calls) and input spec",
+                        description="Print the module map of a model: every module's name, type, output shape, "
+                                    "units and calls per forward (non-visualizable ones with the reason), the "
+                                    "input spec in use and the loader's notes.")
+    add_model_arguments(pi)
+    pi.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    pi.set_defaults(func=cmd_info)
+
+    pe = sub.add_parser(
+        "export", help="write activation mosaics and saliency PNGs (and raw arrays) for images, folders, videos",
+        description="For every image: one forward, then one backward per (unit, method). Writes "
+                    "DIR/<image>/input.png, DIR/<image>/<layer>_mosaic.png, DIR/<image>/<layer>_u<unit:04d>_<method>.png "
+                    "and with --raw DIR/<image>/raw.npz. Video frames are named <video>_f<frame:06d>.")
+    add_model_arguments(pe)
+    io = pe.add_argument_group("what to export")
+    io.add_argument("--input", "-i", required=True, metavar="IMAGE|FOLDER|VIDEO",
+                    help="an image file, a folder of images (unreadable files are skipped) or a video file")
+    io.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (created if needed)")
+    io.add_argument("--layer", "-l", required=True, metavar="L",
+                    help="layer name from 'cnnvis info' (dotted module name; 'output' = the model output)")
+    units = io.add_mutually_exclusive_group()
+    units.add_argument("--units", "-u", metavar="0,5,7|all",
+                       help="units (channels) to export: numbers and ranges (0,5,10-15) or 'all'")
+    units.add_argument("--top", type=int, metavar="N",
+                       help=f"the N most active units of the layer, per image (default when --units is not given: "
+                            f"--top {DEFAULT_TOP})")
+    io.add_argument("--method", action="append", metavar="M[,M...]",
+                    help=f"saliency method(s), comma-separated or repeated: {', '.join(EXPORT_METHODS)} or 'all' "
+                         f"(default guided)")
+    io.add_argument("--objective", default="sum", metavar="sum|activation|max|Y,X",
+                    help="what is maximized for a unit: the sum over positions (default), 1/2 sum of squares, the "
+                         "strongest position, or one position Y,X of the unit's map")
+    io.add_argument("--filter", default="raw", choices=("raw", "gray", "norm", "normblur"),
+                    help="how gradients become pictures (default raw: signed, 0 = mid grey)")
+    io.add_argument("--cam-layer", metavar="L",
+                    help="Grad-CAM layer (default: the last convolution that runs before --layer)")
+    io.add_argument("--cam-style", default="overlay", choices=("overlay", "heatmap"),
+                    help="gradcam PNGs: the map over the input (default) or the colour map alone")
+    io.add_argument("--cam-alpha", type=float, default=0.5, metavar="A", help="overlay opacity (default 0.5)")
+    io.add_argument("--cmap", default="inferno", help="colour map for Grad-CAM (default inferno)")
+    io.add_argument("--raw", action="store_true",
+                    help="also write raw.npz per image: input tensor, activations, saliency per unit and method")
+    io.add_argument("--zoom", type=int, default=1, metavar="K",
+                    help="enlarge every PNG K times (nearest neighbour); default 1 = model input resolution")
+    io.add_argument("--batch-size", type=int, default=1, metavar="B",
+                    help="images per forward pass (default 1)")
+    io.add_argument("--recursive", action="store_true", help="folders: include sub-folders")
+    io.add_argument("--max-frames", type=int, metavar="N", help="videos: export at most N frames")
+    io.add_argument("--frame-step", type=int, default=1, metavar="K", help="videos: every K-th frame (default 1)")
+    io.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    pe.set_defaults(func=cmd_export)
+
+    _register_extensions(sub)
+    return p
+
+
+def _register_extensions(sub) -> None:
+    """Let ``cnnvis_gui.atlas.commands`` add its sub-commands (only skipped when it does not exist)."""
+    try:
+        from cnnvis_gui.atlas.commands import register
+    except ModuleNotFoundError as e:
+        if e.name in ("cnnvis_gui.atlas", "cnnvis_gui.atlas.commands"):
+            return
+        raise
+    register(sub, add_model_arguments, model_from_args)
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``cnnvis`` console script; returns the exit code."""
+    from cnnvis_gui.core import CnnvisError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_tb = "--traceback" in argv   # accepted anywhere on the line
+    argv = [a for a in argv if a != "--traceback"]
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "func", None) is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return int(args.func(args) or 0)
+    except (UsageError, CnnvisError) as e:
+        if show_tb:
+            raise
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `cnnvis info | head`: the reader went away; not an error of ours
+        import os
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return EXIT_OK
+    except (ValueError, OSError, RuntimeError) as e:
+        if show_tb:
+            raise
+        print(f"{PROG}: error: {type(e).__name__}: {e} (run with --traceback for details)", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
