@@ -357,6 +357,7 @@ class ModuleTree(QtWidgets.QTreeWidget):
         self.expandAll()
         for c in range(4):
             self.resizeColumnToContents(c)
+        self.setColumnWidth(0, min(self.columnWidth(0), 150))
         self._syncing = False
         self._select(self.state.layer)
 

@@ -134,6 +134,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status_timer.setInterval(500)
         self.status_timer.timeout.connect(self._update_rates)
         self.status_timer.start()
+        self._resize_timer = QtCore.QTimer(self)     # re-tile the grid to the new shape, once settled
+        self._resize_timer.setSingleShot(True)
+        self._resize_timer.setInterval(200)
+        self._resize_timer.timeout.connect(self._on_resized)
         self._keys = _KeyFilter(self)
         QtWidgets.QApplication.instance().installEventFilter(self._keys)
         self._apply_zoom()
@@ -148,7 +152,7 @@ class MainWindow(QtWidgets.QMainWindow):
         dock.setWidget(self.tree)
         dock.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable | QtWidgets.QDockWidget.DockWidgetFloatable)
         self.addDockWidget(QtCore.Qt.LeftDockWidgetArea, dock)
-        self.resizeDocks([dock], [330], QtCore.Qt.Horizontal)
+        self.resizeDocks([dock], [300], QtCore.Qt.Horizontal)
         self.tree.setMinimumWidth(220)
         self.tree_dock = dock
 
@@ -434,10 +438,21 @@ class MainWindow(QtWidgets.QMainWindow):
             layer=s.layer, unit=s.unit, grid_mode=s.grid_mode, methods=methods,
             bp_layer=bp_layer, bp_unit=bp_unit, filter=s.filter, overlay=s.overlay,
             cam_layer=s.cam_layer, objective=s.objective,
-            normalize="unit" if s.per_unit else "layer", gamma=s.gamma,
+            normalize="unit" if s.per_unit else "layer", gamma=s.gamma, aspect=self._grid_aspect(),
             labels=tuple(labels) if labels else None, output_layer=getattr(self.mm, "output_name", ""))
         self.worker.submit(req)
         return True
+
+    def _on_resized(self):
+        res = self.last_result
+        if res is not None and abs(self._grid_aspect() / max(res.mosaic.image.shape[1] / res.mosaic.image.shape[0],
+                                                           1e-3) - 1) > 0.25:
+            self.request_render()
+
+    def _grid_aspect(self) -> float:
+        v = self.grid.view
+        w, h = v.width(), v.height()
+        return float(min(4.0, max(0.25, w / h))) if w > 10 and h > 10 else 1.0
 
     def _on_rendered(self, res):
         if res.gen != self.gen or self._closed:
@@ -464,7 +479,8 @@ class MainWindow(QtWidgets.QMainWindow):
                 where = f"unit {res.bp[1]} of {res.bp[0] or 'output'}"
                 if bp.cam_layer:
                     where += f" · CAM at {bp.cam_layer}"
-                pane.info.setText(where)
+                pane.info.setText(where if len(where) < 34 else f"unit {res.bp[1]}")
+                pane.info.setToolTip(where)
             elif i == 0:
                 pane.clear()
                 pane.info.setText("off")
@@ -529,7 +545,12 @@ class MainWindow(QtWidgets.QMainWindow):
         return self.sb_msg.text()
 
     def _update_rates(self):
-        self.sb_capture.setText(f"capture {self.capture_rate.rate():.1f} fps")
+        src = self.active_source()
+        live = bool(getattr(src, "is_live", False))
+        cap = f"capture {self.capture_rate.rate():.1f} fps" if live else "capture still"
+        if self.state.frozen_frame:
+            cap = "capture frozen"
+        self.sb_capture.setText(cap)
         self.sb_proc.setText(f"processing {self.process_rate.rate():.1f} fps")
 
     # ================================================================== view modes
@@ -556,6 +577,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def resizeEvent(self, ev):
         super().resizeEvent(ev)
+        if hasattr(self, "_resize_timer"):
+            self._resize_timer.start()
         if self.help_overlay.isVisible():
             self.help_overlay.setGeometry(self.centralWidget().geometry())
 

@@ -48,6 +48,7 @@ class RenderRequest:
     objective: str = "sum"
     normalize: str = "layer"
     gamma: float = 1.0
+    aspect: float = 1.0               # width / height of the grid view (the mosaic fills it)
     labels: Optional[tuple] = None
     output_layer: str = ""
 
@@ -295,6 +296,7 @@ class RenderWorker(QtCore.QThread):
                                 and len(req.labels) == n_units and grid.ndim == 1) else None
         mosaic_src = np.abs(grid) if req.grid_mode == "gradients" else grid
         mosaic = ActivationMosaic(mosaic_src, normalize=req.normalize, gamma=req.gamma, min_tile=8,
+                                  aspect=req.aspect,
                                   labels=list(labels) if labels else None)
         unit = max(0, min(req.unit, n_units - 1))
         umap = flat[unit].reshape(grid.shape[1:]) if grid.ndim == 3 else flat[unit].reshape(1, 1)

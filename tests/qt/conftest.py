@@ -86,5 +86,8 @@ def window(qtbot):
     with qtbot.waitSignal(win.frameDrawn, timeout=10000):
         win.set_source(src)
     win.test_source = src
+    qtbot.wait(300)        # let a pending re-tile (grid follows the view's shape) settle
+    qtbot.waitUntil(lambda: not win.worker.busy() and win.last_result.seq == win.seq, timeout=10000)
+    qtbot.wait(30)
     yield win
     win.close()
