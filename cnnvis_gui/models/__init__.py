@@ -6,9 +6,10 @@
 >>> demo("shapes")                                                           # doctest: +SKIP
 """
 from .loader import (CHECKPOINT_META_KEY, STATE_DICT_KEYS, STRIP_PREFIXES, LoadedModel, ModelLoadError,
+                     UntrustedPickleError,
                      build_arch, load, load_labels, read_weights)
 from .demos import DEMO_NAMES, assets_dir, demo, demo_checkpoint, demo_samples
 
-__all__ = ["load", "LoadedModel", "ModelLoadError", "load_labels", "read_weights", "build_arch",
+__all__ = ["load", "LoadedModel", "ModelLoadError", "UntrustedPickleError", "load_labels", "read_weights", "build_arch",
            "CHECKPOINT_META_KEY", "STATE_DICT_KEYS", "STRIP_PREFIXES",
            "DEMO_NAMES", "assets_dir", "demo", "demo_checkpoint", "demo_samples"]

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..core import CnnvisError, InputSpec, IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["load", "LoadedModel", "ModelLoadError", "load_labels", "read_weights", "CHECKPOINT_META_KEY",
+__all__ = ["load", "LoadedModel", "ModelLoadError", "UntrustedPickleError", "load_labels", "read_weights", "CHECKPOINT_META_KEY",
            "STATE_DICT_KEYS", "STRIP_PREFIXES"]
 
 #: Key of the metadata dict inside a checkpoint (and the layout of a sidecar JSON):
@@ -55,6 +55,19 @@ _GUESS_SIZES = (224, 64, 32, 28, 96, 128, 256, 299, 160, 48, 16)
 
 class ModelLoadError(CnnvisError):
     """A model or weight file could not be opened; the message says why and what to do."""
+
+
+class UntrustedPickleError(ModelLoadError):
+    """The file holds pickled Python objects and ``trust_pickle`` was not given.
+
+    The GUI catches this one to ask "Do you trust this file?" and retries with
+    ``trust_pickle=True``; ``.path`` is the file and ``.globals`` the names it refers to.
+    """
+
+    def __init__(self, msg: str, path=None, globals_=()):
+        super().__init__(msg)
+        self.path = path
+        self.globals = tuple(globals_)
 
 
 @dataclass
@@ -288,9 +301,9 @@ def read_weights(path, trust_pickle: bool = False):
     if kind == "objects" or "Unsupported global" in str(err):
         names = ", ".join(sorted(globals_)[:6]) or _unsupported_global(str(err)) or "Python classes"
         if not trust_pickle:
-            raise ModelLoadError(f"{path.name} contains pickled Python objects (it refers to {names}), e.g. a whole "
-                                 f"model rather than a state dict; it cannot be read as plain weights. "
-                                 + _PICKLE_HINT) from None
+            raise UntrustedPickleError(f"{path.name} contains pickled Python objects (it refers to {names}), e.g. a "
+                                       f"whole model rather than a state dict; it cannot be read as plain weights. "
+                                       + _PICKLE_HINT, path=path, globals_=sorted(globals_)) from None
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except (AttributeError, ModuleNotFoundError, ImportError) as e:
@@ -323,9 +336,18 @@ def _read_safetensors(path: Path) -> dict:
         raise ModelLoadError(f"{path.name} is a .safetensors file but the 'safetensors' package is not installed: "
                              f"pip install safetensors") from None
     try:
-        return dict(load_file(str(path), device="cpu"))
+        from safetensors import safe_open
+        out = dict(load_file(str(path), device="cpu"))
+        with safe_open(str(path), framework="pt") as f:
+            extra = f.metadata() or {}
     except Exception as e:
         raise ModelLoadError(f"{path.name} is not a valid .safetensors file or is truncated/corrupt ({e}).") from None
+    if CHECKPOINT_META_KEY in extra:   # metadata stored as a JSON string in the safetensors header
+        try:
+            out[CHECKPOINT_META_KEY] = json.loads(extra[CHECKPOINT_META_KEY])
+        except json.JSONDecodeError as e:
+            raise ModelLoadError(f"{path.name}: the '{CHECKPOINT_META_KEY}' metadata is not valid JSON: {e}") from None
+    return out
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -365,21 +387,16 @@ def _classify_pickle(path: Path):
         return "broken", set()
     stream = io.BytesIO(data)
     found: set = set()
-    code_ops = False
-    parsed_any = False
     for _ in range(6):  # legacy torch files hold several pickles back to back
         strings: list = []
         try:
             for op, arg, _pos in pickletools.genops(stream):
-                parsed_any = True
                 if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
                     strings.append(arg)
                 elif op.name == "GLOBAL":
                     found.add(str(arg).replace(" ", "."))
                 elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
                     found.add(f"{strings[-2]}.{strings[-1]}")
-                elif op.name in ("REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"):
-                    code_ops = True
         except Exception:
             break
         if stream.tell() >= len(data):
@@ -391,8 +408,6 @@ def _classify_pickle(path: Path):
     suspicious = {g for g in found if not g.startswith(safe_prefixes)}
     if suspicious:
         return "objects", suspicious
-    if parsed_any and code_ops and found:
-        return "broken", set()
     return "broken", set()
 
 
@@ -732,8 +747,6 @@ def _mismatch_report(fname, arch, target, sd, missing, unexpected, mismatched, k
             if len(stripped & set(missing)) >= 0.5 * len(missing):
                 hints.append(f"the checkpoint keys carry the prefix {pref!r}; strip it "
                              f"({{k.removeprefix({pref!r}): v for k, v in sd.items()}}) and save again.")
-        if not hints and missing and any(k.startswith(pref) for k in missing) and pref:
-            pass
     if not hints and matched <= 0.3 * len(target):
         hints.append(f"only {max(matched, 0)} of {len(target)} model tensors match by name and shape: the weights "
                      f"are probably for a different architecture; check arch= (and its constructor arguments)."
@@ -818,8 +831,6 @@ def _resolve_spec(model, given, meta_spec, arch_name, notes, dev):
     if tv and "mean" not in known and "mean" not in guessed and ch == 3:
         guessed.update(mean=IMAGENET_MEAN, std=IMAGENET_STD)
         notes.append("guessed ImageNet mean/std (torchvision architecture)")
-    if "std" in known and "mean" not in known and "mean" in guessed:
-        pass
     size_guessed = "height" not in known and "width" not in known and "height" not in guessed
     if "height" in known and "width" not in known:
         guessed["width"] = known["height"]

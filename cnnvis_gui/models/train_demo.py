@@ -173,10 +173,10 @@ def make_glyph(label: int, rng: np.random.Generator) -> np.ndarray:
 DEMOS = {
     "shapes": dict(net=ShapesNet, make=make_shape, spec=SHAPES_SPEC, labels=SHAPES_LABELS,
                    title="Shapes (RGB 64x64, 10 classes)", arch="cnnvis_gui.models.demo_nets:ShapesNet",
-                   n_train=12000, n_test=2000, epochs=5, lr=3e-3, batch=64),
+                   n_train=10000, n_test=2000, epochs=4, lr=3e-3, batch=64),
     "glyphs": dict(net=GlyphsNet, make=make_glyph, spec=GLYPHS_SPEC, labels=GLYPHS_LABELS,
                    title="Glyphs (gray 28x28, digits 0-9)", arch="cnnvis_gui.models.demo_nets:GlyphsNet",
-                   n_train=15000, n_test=2000, epochs=4, lr=3e-3, batch=64),
+                   n_train=10000, n_test=2000, epochs=2, lr=3e-3, batch=64),
 }
 
 

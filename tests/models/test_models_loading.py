@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cnnvis_gui.core import CnnvisError, InputSpec
-from cnnvis_gui.models import ModelLoadError, load, load_labels, read_weights
+from cnnvis_gui.models import ModelLoadError, UntrustedPickleError, load, load_labels, read_weights
 from cnnvis_gui.models.demo_nets import GlyphsNet
 
 ARCH = "cnnvis_gui.models.demo_nets:GlyphsNet"          # 1 x 28 x 28 -> 10, tiny and fast
@@ -91,6 +91,10 @@ def test_safetensors(tmp_path, net):
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "w.safetensors"))
     lm = load(tmp_path / "w.safetensors", arch=ARCH)
     assert same_weights(lm.model, net)
+    meta = {"arch": ARCH, "spec": SPEC.to_dict(), "labels": list("abcdefghij"), "name": "st"}
+    save_file(net.state_dict(), str(tmp_path / "m.safetensors"), metadata={"cnnvis": json.dumps(meta)})
+    lm = load(tmp_path / "m.safetensors")
+    assert same_weights(lm.model, net) and lm.spec == SPEC and lm.labels[0] == "a" and lm.name == "st"
 
 
 def test_checkpoint_metadata_key(tmp_path, net):
@@ -182,9 +186,10 @@ def test_python_file_arch(tmp_path):
 
 def test_whole_pickled_model_needs_trust(tmp_path, net):
     torch.save(net, tmp_path / "whole.pth")
-    with pytest.raises(ModelLoadError) as ei:
+    with pytest.raises(UntrustedPickleError) as ei:   # the GUI catches this to ask for confirmation
         load(tmp_path / "whole.pth")
     msg = str(ei.value)
+    assert ei.value.path.name == "whole.pth"
     assert "pickled Python objects" in msg and "GlyphsNet" in msg
     assert "arbitrary code" in msg and "trust_pickle=True" in msg and "--trust-pickle" in msg and "GUI" in msg
     lm = load(tmp_path / "whole.pth", trust_pickle=True)
