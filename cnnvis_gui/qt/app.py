@@ -41,6 +41,9 @@ def _fail(msg: str) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    import os
+    if args.screenshot and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")   # automation on a headless machine
     from PyQt5 import QtCore, QtWidgets
     from .window import MainWindow
 

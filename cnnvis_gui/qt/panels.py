@@ -357,7 +357,8 @@ class ModuleTree(QtWidgets.QTreeWidget):
         self.expandAll()
         for c in range(4):
             self.resizeColumnToContents(c)
-        self.setColumnWidth(0, min(self.columnWidth(0), 150))
+        self.setColumnWidth(0, min(self.columnWidth(0), 140))
+        self.setColumnWidth(1, min(self.columnWidth(1), 120))
         self._syncing = False
         self._select(self.state.layer)
 

@@ -153,7 +153,7 @@ class MainWindow(QtWidgets.QMainWindow):
         dock.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable | QtWidgets.QDockWidget.DockWidgetFloatable)
         self.addDockWidget(QtCore.Qt.LeftDockWidgetArea, dock)
         self.resizeDocks([dock], [300], QtCore.Qt.Horizontal)
-        self.tree.setMinimumWidth(220)
+        self.tree.setMinimumWidth(330)
         self.tree_dock = dock
 
         self.input_pane = ImagePane("Input (as the model sees it)")
@@ -461,7 +461,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.last_result = res
         self.process_rate.tick()
         src = self.active_source()
-        desc = getattr(src, "description", None) or ("still frame" if src is None else type(src).__name__)
+        desc = (getattr(src, "status", None) or getattr(src, "description", None)
+                or ("still frame" if src is None else type(src).__name__))
+        desc = str(desc)
+        self.input_pane.info.setToolTip(desc)
+        if len(desc) > 38:
+            desc = desc[:36] + "…"
         self.input_pane.set_rgb(res.input_rgb)
         h, w = res.input_rgb.shape[:2]
         self.input_pane.info.setText(f"{desc} · {w}×{h}")

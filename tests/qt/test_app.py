@@ -1,0 +1,41 @@
+"""The ``cnnvis-gui --screenshot`` automation path, run as a real subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+models = pytest.importorskip("cnnvis_gui.models")
+if not hasattr(models, "demo"):
+    pytest.skip("demo models not available", allow_module_level=True)
+
+
+def run_gui(tmp_path, *args, timeout=120):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CNNVIS_GUI_SETTINGS=str(tmp_path / "s.ini"),
+               OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(ROOT / "run_gui.py"), *args], env=env, cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_screenshot_of_the_demo_model(tmp_path):
+    out = tmp_path / "win.png"
+    sample = str(models.demo_samples("shapes")[0])
+    p = run_gui(tmp_path, "--model", "shapes", "--input", sample, "--layer", "features.14", "--unit", "3",
+                "--method", "gradcam", "--screenshot", str(out))
+    assert p.returncode == 0, p.stderr
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
+
+
+def test_screenshot_fails_with_a_message(tmp_path):
+    p = run_gui(tmp_path, "--layer", "no.such.layer", "--screenshot", str(tmp_path / "x.png"))
+    assert p.returncode != 0
+    assert "no.such.layer" in p.stderr
+    p = run_gui(tmp_path, "--input", str(tmp_path / "missing.png"), "--screenshot", str(tmp_path / "x.png"))
+    assert p.returncode != 0 and "missing.png" in p.stderr
+    assert not (tmp_path / "x.png").exists()
