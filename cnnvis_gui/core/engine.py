@@ -22,7 +22,7 @@ from a per-frame box at *backward* time.  So one recorded forward answers any nu
 
 Activations are recorded with forward hooks; when a later in-place op (``out += identity``,
 an in-place ReLU) would overwrite a recorded output, the mode clones it first, and the
-gradient edge taken at record time keeps gradients *at* that layer exact.
+autograd edge it had just before the overwrite keeps gradients *at* that layer exact.
 """
 from __future__ import annotations
 
@@ -135,15 +135,25 @@ _INPLACE_DUNDERS = {"__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloo
                     "__ilshift__", "__irshift__", "__imatmul__", "__setitem__"}
 
 
+_INPLACE_BY_NAME: dict = {}
+
+
 def _inplace_target(func, args, kwargs):
     """The tensor an in-place call would overwrite, or None."""
-    out = kwargs.get("out") if kwargs else None
-    if isinstance(out, torch.Tensor):
-        return out
-    name = getattr(func, "__name__", "")
-    inplace = (name.endswith("_") and not name.startswith("__")) or name in _INPLACE_DUNDERS
-    if not inplace and kwargs and kwargs.get("inplace") is True:
-        inplace = True
+    if kwargs:
+        out = kwargs.get("out")
+        if isinstance(out, torch.Tensor):
+            return out
+        if kwargs.get("inplace") is True and args and isinstance(args[0], torch.Tensor):
+            return args[0]
+    inplace = _INPLACE_BY_NAME.get(func)
+    if inplace is None:
+        name = getattr(func, "__name__", "")
+        inplace = (name.endswith("_") and not name.startswith("__")) or name in _INPLACE_DUNDERS
+        try:
+            _INPLACE_BY_NAME[func] = inplace
+        except TypeError:  # unhashable callable
+            pass
     if inplace and args and isinstance(args[0], torch.Tensor):
         return args[0]
     return None
@@ -188,7 +198,8 @@ class _Call:
     """One call of one module during the recorded forward."""
 
     value: object          # output tensor (possibly a pre-in-place clone), or None
-    edge: object           # GradientEdge of the output at record time, or None
+    edge: object           # what autograd.grad takes for "this output": the tensor itself, or the
+                           # GradientEdge it had before a later in-place op overwrote it; None if no grad
     start: int             # order of the call's start
     done: int              # order of the call's end
     reason: str | None     # why not visualizable, or None
@@ -277,8 +288,7 @@ class _Recorder:
                     call.reason = None
                 if call.reason is None and self.keep_values:
                     call.value = output
-                    if output.requires_grad:
-                        call.edge = get_gradient_edge(output)
+                    call.edge = output if output.requires_grad else None
                     self.watched.setdefault(id(output), []).append(call)
                 elif call.reason is None:
                     call.value = _ShapeOnly(tuple(output.shape))
@@ -293,9 +303,12 @@ class _Recorder:
     def before_inplace(self, target: torch.Tensor):
         calls = self.watched.pop(id(target), None)
         if calls:
+            # Keep the values and the autograd edge of the output as it was before the overwrite.
+            edge = get_gradient_edge(target) if target.requires_grad else None
             keep = target.clone()
             for c in calls:
                 c.value = keep
+                c.edge = edge
 
 
 class _ShapeOnly:
