@@ -90,9 +90,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _floats(text: str, what: str) -> list:
+    def num(v):
+        a, sep, b = v.partition("/")          # 1/255 is accepted as a number
+        return float(ast.literal_eval(a.strip())) / (float(ast.literal_eval(b.strip())) if sep else 1.0)
+
     try:
-        vals = [float(ast.literal_eval(v.strip())) for v in str(text).split(",") if v.strip()]
-    except (ValueError, SyntaxError, TypeError):
+        vals = [num(v) for v in str(text).split(",") if v.strip()]
+    except (ValueError, SyntaxError, TypeError, ZeroDivisionError):
         raise UsageError(f"{what} must be numbers separated by commas, got {text!r}") from None
     if not vals:
         raise UsageError(f"{what} needs at least one number")
@@ -464,7 +468,7 @@ def _top_units(acts, k: int) -> list:
 def cmd_export(args) -> int:
     """``cnnvis export``: PNGs (and optionally a .npz) per image, unit and method."""
     import torch
-    from cnnvis_gui.core import Visualizer, ActivationMosaic, saliency_to_image, overlay, heatmap, CnnvisError
+    from cnnvis_gui.core import Visualizer, ActivationMosaic, saliency_to_image, overlay, heatmap, colormap_lut
 
     t0 = time.perf_counter()
     methods = parse_methods(args.method) or ["guided"]
@@ -481,6 +485,7 @@ def cmd_export(args) -> int:
         raise UsageError(f"--max-frames must be at least 1, got {args.max_frames}")
     if not 0.0 <= args.cam_alpha <= 1.0:
         raise UsageError(f"--cam-alpha must be in [0, 1], got {args.cam_alpha}")
+    colormap_lut(args.cmap)        # an unknown colour map fails now, naming the known ones
 
     quiet = args.quiet
     bar = None
@@ -493,6 +498,8 @@ def cmd_export(args) -> int:
         else:
             print(text, file=sys.stderr)
 
+    if not Path(args.input).expanduser().exists():   # before the (slower) model load
+        raise UsageError(f"--input: no such file or folder: '{Path(args.input).expanduser()}'")
     lm = model_from_args(args)
     spec = lm.spec
     vis = Visualizer(lm.model, spec)

@@ -265,3 +265,25 @@ def test_argument_parsers():
                                      "channel_order": "BGR", "fit": "letterbox"}
     assert cli._arch_kwargs(["num_classes=10", "name=abc", "t=(1, 2)"]) == {
         "num_classes": 10, "name": "abc", "t": (1, 2)}
+
+
+def test_gray_model_all_units_all_methods_in_process(tmp_path, capsys):
+    (tmp_path / "gnet.py").write_text(
+        "import torch.nn as nn\n"
+        "def make(num_classes=10):\n"
+        "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, num_classes))\n")
+    img = tmp_path / "digit.png"
+    canvas = np.zeros((40, 30), np.uint8)
+    cv2.putText(canvas, "7", (5, 32), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 255, 3)
+    cv2.imwrite(str(img), canvas)
+    out = tmp_path / "out"
+    rc = cli.main(["export", "--model", f"{tmp_path / 'gnet.py'}:make", "--input-size", "28", "--fit", "letterbox",
+                   "--device", "cpu", "--input", str(img), "--layer", "0", "--units", "all", "--method", "all",
+                   "--raw", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert "exported 1 image" in capsys.readouterr().out
+    files = {p.name for p in (out / "digit").iterdir()}
+    assert len(files) == 3 + 4 * len(cli.EXPORT_METHODS)
+    assert _png(out / "digit" / "0_u0003_guided-gradcam.png").shape == (28, 28, 3)
+    raw = np.load(out / "digit" / "raw.npz")
+    assert raw["input"].shape == (1, 1, 28, 28) and raw["saliency_guided"].shape == (4, 1, 28, 28)
