@@ -124,7 +124,7 @@ def main(argv=None) -> int:
 
     if shot:
         def on_drawn(res):
-            if win.worker.busy() or res.seq != win.seq:
+            if win.worker.busy() or res.seq != win.seq or res.frame_id != win.frame_id:
                 return  # a newer request is on its way: wait for it
             if win.state.backprop_on and not res.backprops:
                 return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,18 @@ def make_settings() -> QtCore.QSettings:
     if path:
         return QtCore.QSettings(path, QtCore.QSettings.IniFormat)
     return QtCore.QSettings(ORG, APP)
+
+
+def calm_gc() -> None:
+    """Move everything alive now (torch, Qt, the model) out of the cyclic GC's sight.
+
+    A full collection over torch's and pyqtgraph's millions of objects took 80-200 ms on the
+    GUI thread during live runs -- the longest stall by far.  ``gc.freeze`` after a collect
+    makes later full collections scan only objects created since.
+    """
+    import gc
+    gc.collect()
+    gc.freeze()
 
 
 class Rate:
@@ -120,6 +133,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build_status()
         self._restore_settings()
 
+        # The worker runs Python-heavy hook code: hand the GIL over more often (default 5 ms)
+        # so the GUI thread never waits long for it.
+        if sys.getswitchinterval() > 0.001:
+            sys.setswitchinterval(0.001)
         self.worker = RenderWorker()
         self.worker.rendered.connect(self._on_rendered)
         self.worker.failed.connect(self._on_failed)
@@ -142,6 +159,7 @@ class MainWindow(QtWidgets.QMainWindow):
         QtWidgets.QApplication.instance().installEventFilter(self._keys)
         self._apply_zoom()
         self._apply_compare()
+        calm_gc()
 
     # ================================================================== layout
     def _build_panels(self):
@@ -323,6 +341,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._model_notices:
             msg += " — " + "; ".join(self._model_notices)
         self.show_message(msg)
+        calm_gc()
         self.modelChanged.emit()
         self.request_render()
 

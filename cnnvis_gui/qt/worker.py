@@ -13,6 +13,7 @@ passes only.  Results leave the thread only through Qt signals, as a frozen
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import traceback
@@ -104,6 +105,12 @@ class RenderFailure:
     detail: str = ""
 
 
+def _choice(req: RenderRequest) -> tuple:
+    """What the user chose in a request, leaving out the frame."""
+    return tuple(getattr(req, f.name) for f in dataclasses.fields(req)
+                 if f.name not in ("seq", "frame_id", "frame"))
+
+
 def _frozen(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a)
     a.setflags(write=False)
@@ -145,6 +152,7 @@ class RenderWorker(QtCore.QThread):
         self._predictions = ()
         self._forward_ms = 0.0
         self._forward_notices = []
+        self._last_choice = None
 
     # ------------------------------------------------------------------ GUI-thread API
     def set_model(self, gen: int, model, spec) -> None:
@@ -197,19 +205,37 @@ class RenderWorker(QtCore.QThread):
                 continue
             if req is None or req.gen != self._gen:
                 continue
-            try:
-                res = self._render(req)
-            except Exception as e:  # noqa: BLE001 - every failure is shown, the thread lives on
-                msg = str(e) if isinstance(e, CnnvisError) else f"{type(e).__name__}: {e}"
-                self.failed.emit(RenderFailure(req.seq, req.gen, msg, traceback.format_exc()))
-                if not isinstance(e, CnnvisError) or "forward" in msg.lower():
-                    # a broken forward leaves no usable frame
-                    self._drop_frame()
-            else:
-                self.computed += 1
-                self.rendered.emit(res)
+            quick = self._quick_request(req)
+            if quick is not None:
+                # the user changed something while a new frame waits: answer on the frame we
+                # already have (backward only, a few ms), then run the forward for the new one.
+                self._run_one(quick)
+                with self._cond:
+                    if self._pending is not None or self._stopping:
+                        continue          # newer work already waits; the full render would be stale
+            self._run_one(req)
         self._drop_frame()
         self._vis = None
+
+    def _quick_request(self, req: RenderRequest):
+        last = self._last_choice
+        if (self._frame is None or last is None or self._frame_key[0] != req.gen
+                or self._frame_key[1] == req.frame_id or _choice(req) == last):
+            return None
+        return dataclasses.replace(req, frame_id=self._frame_key[1], frame=None)
+
+    def _run_one(self, req: RenderRequest):
+        self._last_choice = _choice(req)
+        try:
+            res = self._render(req)
+        except Exception as e:  # noqa: BLE001 - every failure is shown, the thread lives on
+            msg = str(e) if isinstance(e, CnnvisError) else f"{type(e).__name__}: {e}"
+            self.failed.emit(RenderFailure(req.seq, req.gen, msg, traceback.format_exc()))
+            if not isinstance(e, CnnvisError) or "forward" in msg.lower():
+                self._drop_frame()      # a broken forward leaves no usable frame
+        else:
+            self.computed += 1
+            self.rendered.emit(res)
 
     # ------------------------------------------------------------------ worker-thread helpers
     def _drop_frame(self):
@@ -266,7 +292,7 @@ class RenderWorker(QtCore.QThread):
     def _render(self, req: RenderRequest) -> RenderResult:
         from ..core import ActivationMosaic, saliency_to_image, heatmap, overlay
         t_start = time.perf_counter()
-        if req.frame is None:
+        if req.frame is None and self._frame_key != (req.gen, req.frame_id):
             raise CnnvisError("no input frame yet: open an image, a folder, a video or a camera (File menu).")
         forwarded = False
         if self._frame is None or self._frame_key != (req.gen, req.frame_id):

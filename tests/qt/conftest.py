@@ -87,7 +87,8 @@ def window(qtbot):
         win.set_source(src)
     win.test_source = src
     qtbot.wait(300)        # let a pending re-tile (grid follows the view's shape) settle
-    qtbot.waitUntil(lambda: not win.worker.busy() and win.last_result.seq == win.seq, timeout=10000)
+    qtbot.waitUntil(lambda: not win.worker.busy() and win.last_result.seq == win.seq
+                    and win.last_result.frame_id == win.frame_id, timeout=10000)
     qtbot.wait(30)
     yield win
     win.close()

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def wait_idle(qtbot, win, timeout=10000):
     """Wait until the worker has nothing pending and the newest request is drawn."""
     qtbot.waitUntil(lambda: not win.worker.busy() and win.last_result is not None
-                    and win.last_result.seq == win.seq, timeout=timeout)
+                    and win.last_result.seq == win.seq and win.last_result.frame_id == win.frame_id,
+                    timeout=timeout)
     return win.last_result
 
 
