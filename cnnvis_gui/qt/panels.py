@@ -109,6 +109,7 @@ class ActivationGrid(ImagePane):
         self.unit_max = None
         self.unit_mean = None
         self.hover_text = ""
+        self._label_items = []
         self.sel_rect = QtWidgets.QGraphicsRectItem(self.item)
         self.frozen_rect = QtWidgets.QGraphicsRectItem(self.item)
         for r, c, w in ((self.sel_rect, SELECTED_COLOR, 2.5), (self.frozen_rect, FROZEN_COLOR, 2.5)):
@@ -123,9 +124,30 @@ class ActivationGrid(ImagePane):
         state.connect(self._on_state)
 
     def set_mosaic(self, mosaic, unit_max, unit_mean) -> None:
+        old = self.mosaic
         self.mosaic, self.unit_max, self.unit_mean = mosaic, unit_max, unit_mean
         self.set_rgb(mosaic.image)
+        if old is None or old.image.shape != mosaic.image.shape or _labels(old) != _labels(mosaic):
+            self._place_labels()
         self.update_outlines()
+
+    def _place_labels(self):
+        """Class names under the tiles of a labelled linear layer (few units only)."""
+        for t in self._label_items:
+            t.setParentItem(None)
+            if t.scene() is not None:
+                t.scene().removeItem(t)
+        self._label_items = []
+        m = self.mosaic
+        names = _labels(m)
+        if not names or m.n_units > 64:
+            return
+        for u, name in enumerate(names):
+            x0, y0, w, h = m.tile_rect(u)
+            t = pg.TextItem(str(name), color=(230, 230, 230), anchor=(0.5, 1.0), fill=(0, 0, 0, 140))
+            t.setParentItem(self.item)
+            t.setPos(x0 + w / 2, y0 + h)
+            self._label_items.append(t)
 
     def unit_at(self, x: float, y: float):
         if self.mosaic is None:
@@ -145,7 +167,9 @@ class ActivationGrid(ImagePane):
         if u is None or self.unit_max is None or u >= len(self.unit_max):
             self.hover_text = ""
         else:
-            self.hover_text = (f"unit {u}   max {self.unit_max[u]:.3g}   mean {self.unit_mean[u]:.3g}")
+            names = _labels(self.mosaic)
+            name = f" ({names[u]})" if names and u < len(names) else ""
+            self.hover_text = (f"unit {u}{name}   max {self.unit_max[u]:.3g}   mean {self.unit_mean[u]:.3g}")
         self.info.setText(self.hover_text or self._default_info())
 
     def _default_info(self):
@@ -177,6 +201,10 @@ class ActivationGrid(ImagePane):
             self.frozen_rect.hide()
         if not self.hover_text:
             self.info.setText(self._default_info())
+
+
+def _labels(mosaic):
+    return list(getattr(mosaic, "labels", None) or []) if mosaic is not None else []
 
 
 class UnitPane(ImagePane):

@@ -195,6 +195,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.filter_box.setToolTip("display filter for gradients (m cycles)")
         self.filter_box.currentIndexChanged.connect(lambda i: self.state.update(filter=self.filter_box.itemData(i)))
         self.overlay_box = QtWidgets.QCheckBox("overlay on input")
+        self.overlay_box.setToolTip("show gradient magnitude over the input (Grad-CAM is always overlaid)")
         self.overlay_box.toggled.connect(lambda on: self.state.update(overlay=on))
 
         left = QtWidgets.QSplitter(QtCore.Qt.Vertical)

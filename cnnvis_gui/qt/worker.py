@@ -290,7 +290,7 @@ class RenderWorker(QtCore.QThread):
                 for v, i in zip(top.values.tolist(), top.indices.tolist()))
 
     def _render(self, req: RenderRequest) -> RenderResult:
-        from ..core import ActivationMosaic, saliency_to_image, heatmap, overlay
+        from ..core import ActivationMosaic, saliency_to_image, overlay
         t_start = time.perf_counter()
         if req.frame is None and self._frame_key != (req.gen, req.frame_id):
             raise CnnvisError("no input frame yet: open an image, a folder, a video or a camera (File menu).")
@@ -364,7 +364,8 @@ class RenderWorker(QtCore.QThread):
                 raw = np.nan_to_num(raw, nan=0.0)
                 if not np.any(raw):
                     note = f"Grad-CAM of unit {req.bp_unit} is all zero at '{cam_layer}' for this input"
-                img = overlay(self._input_rgb, raw, alpha=0.5) if req.overlay else heatmap(raw)
+                # Grad-CAM is coarse: it reads best on top of the input (as in Selvaraju et al.)
+                img = overlay(self._input_rgb, raw, alpha=0.5)
             else:
                 raise CnnvisError(f"unknown backprop method {method!r}")
             bw_ms += (time.perf_counter() - t0) * 1000

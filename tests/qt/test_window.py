@@ -271,3 +271,12 @@ def test_help_overlay_and_readme_list_the_same_keys():
     html = keytable.html_table()
     for _names, shown, _action, desc in keytable.KEYS:
         assert shown in html and desc in html
+
+
+def test_output_layer_grid_shows_class_labels(qtbot, window):
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.layer == ""):
+        window.tree.setCurrentItem(window.tree.items[""])
+    assert [t.toPlainText() for t in window.grid._label_items] == ["a", "b", "c", "d"]
+    x0, y0, w, h = window.grid.mosaic.tile_rect(2)
+    window.grid.item.hovered.emit(x0 + 1.0, y0 + 1.0)
+    assert "unit 2 (c)" in window.grid.info.text()
