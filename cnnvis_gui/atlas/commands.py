@@ -1,0 +1,239 @@
+"""``cnnvis atlas`` and ``cnnvis optimize``: the unit atlas from the command line.
+
+    cnnvis atlas    [model options] --images FOLDER --layer L [--top 9] --out DIR
+    cnnvis optimize [model options] --layer L --unit U [--preset N] --out FILE.png
+
+Registered by :mod:`cnnvis_gui.cli` through :func:`register`, which receives the CLI's
+shared ``add_model_arguments(parser)`` / ``model_from_args(args)`` so that model loading
+is the same as for ``cnnvis info`` / ``cnnvis export``.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..core import CnnvisError
+
+__all__ = ["register", "cmd_atlas", "cmd_optimize"]
+
+
+def register(subparsers, add_model_arguments, model_from_args) -> None:
+    """Add the ``atlas`` and ``optimize`` sub-commands to the ``cnnvis`` parser."""
+    pa = subparsers.add_parser(
+        "atlas", help="top-k images per unit from a folder, with receptive-field and deconv crops",
+        description="Scan a folder of images (recursively) and write, for every unit of the layer(s), a "
+                    "montage DIR/<layer>/unit_<U>.png (the k top crops, then their deconv crops) and "
+                    "DIR/atlas.json (every unit's hits: image path, position, activation, highest first). "
+                    "The scan is cached and resumes after an interruption.")
+    add_model_arguments(pa)
+    g = pa.add_argument_group("atlas")
+    g.add_argument("--images", "-i", required=True, metavar="FOLDER", help="folder of images (searched recursively)")
+    g.add_argument("--layer", "-l", required=True, action="append", metavar="L[,L...]",
+                   help="layer name(s) from 'cnnvis info' ('output' = model output); repeat or comma-separate")
+    g.add_argument("--top", "-k", type=int, default=9, metavar="K", help="images per unit (default 9)")
+    g.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (created if needed)")
+    g.add_argument("--units", metavar="0,5,10-15", help="montages only for these units (default: all)")
+    g.add_argument("--method", default="guided", choices=("guided", "deconvnet"),
+                   help="backprop rule for the deconv crops (default guided)")
+    g.add_argument("--filter", default="raw", choices=("raw", "gray", "norm", "normblur"),
+                   help="how the deconv images are drawn (default raw)")
+    g.add_argument("--probes", type=int, default=4, metavar="N",
+                   help="random probe inputs united with the hit image for the receptive field (default 4)")
+    g.add_argument("--tile", type=int, default=64, metavar="PX", help="montage cell size in pixels (default 64)")
+    g.add_argument("--no-montage", action="store_true", help="only write atlas.json")
+    g.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per forward (default 64)")
+    g.add_argument("--workers", type=int, metavar="N", help="decode threads (default: up to 4)")
+    g.add_argument("--cache-dir", metavar="DIR", help="cache folder (default $CNNVIS_CACHE_DIR or "
+                                                      "~/.cache/cnnvis-gui/atlas)")
+    g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    pa.set_defaults(func=lambda args: cmd_atlas(args, model_from_args))
+
+    po = subparsers.add_parser(
+        "optimize", help="synthesize an image that maximizes a unit (Yosinski et al. 2015 regularizers)",
+        description="Regularized gradient ascent from a small random image (L2 decay, Gaussian blur, clipping of "
+                    "pixels with small norm / small contribution, jitter). Writes the image and prints the unit's "
+                    "activation for it next to that of a random input.")
+    add_model_arguments(po)
+    g = po.add_argument_group("optimize")
+    g.add_argument("--layer", "-l", required=True, metavar="L", help="layer name ('output' = class scores)")
+    g.add_argument("--unit", "-u", required=True, type=int, metavar="U", help="unit (channel / class) index")
+    g.add_argument("--preset", type=int, default=3, choices=(1, 2, 3, 4),
+                   help="hyper-parameter set of the paper's Table 1 (default 3)")
+    g.add_argument("--target", default="center", metavar="center|channel|Y,X",
+                   help="conv layers: the centre position (default), the whole channel, or position Y,X")
+    g.add_argument("--iterations", type=int, metavar="N", help="override the preset's iteration count")
+    g.add_argument("--lr", type=float, metavar="LR", help="override the preset's step size (pixel units)")
+    g.add_argument("--seed", type=int, default=0, help="random start (default 0)")
+    g.add_argument("--zoom", type=int, default=1, metavar="K", help="enlarge the PNG K times (nearest neighbour)")
+    g.add_argument("--out", "-o", required=True, metavar="FILE.png", help="output image")
+    g.add_argument("--cache-dir", metavar="DIR", help="cache folder")
+    g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    po.set_defaults(func=lambda args: cmd_optimize(args, model_from_args))
+
+
+# ============================================================================ helpers
+def _bar(total, desc, quiet):
+    if quiet or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+def _layers(values) -> list:
+    out = []
+    for v in values:
+        out += [s.strip() for s in str(v).split(",") if s.strip()]
+    return out
+
+
+def _units(text, n: int) -> list:
+    if not text or text == "all":
+        return list(range(n))
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise CnnvisError(f"--units: cannot read {part!r}; use numbers and ranges like 0,5,10-15.")
+        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+        out += list(range(a, b + 1))
+    bad = [u for u in out if not 0 <= u < n]
+    if bad:
+        raise CnnvisError(f"--units: unit {bad[0]} is out of range (0..{n - 1}).")
+    return sorted(set(out))
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name or "output")
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok = cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise OSError(f"could not write '{path}'")
+
+
+# ============================================================================ atlas
+def cmd_atlas(args, model_from_args) -> int:
+    from .scan import TopKScan
+    from .crops import ReceptiveFields
+    from .montage import unit_montage
+
+    if args.top < 1:
+        raise CnnvisError("--top must be at least 1.")
+    folder = Path(args.images).expanduser()
+    if not folder.is_dir():
+        raise CnnvisError(f"--images: '{folder}' is not a folder.")
+    lm = model_from_args(args)
+    model, spec = lm.model, lm.spec
+    out = Path(args.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    scan = TopKScan(model, spec, folder, _layers(args.layer), k=args.top, batch_size=args.batch_size,
+                    cache_dir=args.cache_dir, use_cache=not args.no_cache, workers=args.workers)
+    bar = _bar(scan.total, "cnnvis atlas: scan", args.quiet)
+    try:
+        for p in scan.run():
+            if bar is not None:
+                bar.n = p.done
+                bar.set_postfix_str(f"{p.images_per_s:.0f} img/s" + (f", {p.skipped} skipped" if p.skipped else ""))
+                bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+    res = scan.result
+    doc = res.to_dict()
+    doc["model"] = getattr(lm, "name", type(model).__name__)
+    doc["from_cache"] = res.from_cache
+    n_png = 0
+    if not args.no_montage:
+        todo = [(name, u) for name in res.layers for u in _units(args.units, res.layer(name).units)]
+        bar = _bar(len(todo), "cnnvis atlas: crops", args.quiet)
+        try:
+            for name in res.layers:
+                rf = ReceptiveFields(model, spec, probes=args.probes, method=args.method, filter=args.filter)
+                units_doc = doc["layers"][name or "output"]["units"]
+                try:
+                    for u in _units(args.units, res.layer(name).units):
+                        crops = [rf.crops(name, u, h) for h in res.hits(name, u)]
+                        rel = Path(_safe(name)) / f"unit_{u:04d}.png"
+                        _write_png(out / rel, unit_montage(crops, args.top, tile=args.tile))
+                        n_png += 1
+                        units_doc[u]["montage"] = rel.as_posix()
+                        for hd, c in zip(units_doc[u]["hits"], crops):
+                            hd["box"] = c.box.to_list()
+                        if bar is not None:
+                            bar.update(1)
+                finally:
+                    rf.close()
+        finally:
+            if bar is not None:
+                bar.close()
+    (out / "atlas.json").write_text(json.dumps(doc, indent=1))
+    if not args.quiet:
+        cached = " (scan from cache)" if res.from_cache else ""
+        print(f"cnnvis atlas: {len(res.paths)} images ({len(res.skipped)} skipped), "
+              f"{', '.join(n or 'output' for n in res.layers)}: {n_png} montages and atlas.json written to {out} "
+              f"in {time.perf_counter() - t0:.1f} s{cached}")
+    return 0
+
+
+# ============================================================================ optimize
+def _target(text):
+    if text in ("center", "channel"):
+        return text
+    m = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", str(text))
+    if not m:
+        raise CnnvisError(f"--target: use 'center', 'channel' or Y,X (e.g. 3,4); got {text!r}.")
+    return int(m.group(1)), int(m.group(2))
+
+
+def cmd_optimize(args, model_from_args) -> int:
+    import torch
+    from .optimize import ActivationMaximizer, random_input, unit_activation
+
+    target = _target(args.target)
+    if args.zoom < 1:
+        raise CnnvisError("--zoom must be at least 1.")
+    lm = model_from_args(args)
+    model, spec = lm.model, lm.spec
+    opt = ActivationMaximizer(model, spec, args.layer, args.unit, target, args.preset, cache_dir=args.cache_dir,
+                              use_cache=not args.no_cache, max_iter=args.iterations, lr=args.lr, seed=args.seed)
+    bar = _bar(opt.params.max_iter, f"cnnvis optimize: {args.layer} unit {args.unit}", args.quiet)
+    t0 = time.perf_counter()
+    try:
+        for step in opt.run(every=10):
+            if bar is not None:
+                bar.n = step.iteration
+                bar.set_postfix_str(f"activation {step.activation:.3g}")
+                bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+    res = opt.result
+    img = res.image
+    if args.zoom > 1:
+        img = cv2.resize(img, (img.shape[1] * args.zoom, img.shape[0] * args.zoom), interpolation=cv2.INTER_NEAREST)
+    out = Path(args.out).expanduser()
+    _write_png(out, img)
+    rnd = float(unit_activation(model, spec, opt.layer, opt.unit, random_input(spec, 1, seed=args.seed + 1),
+                                target)[0])
+    label = ""
+    if opt.layer == "" and getattr(lm, "labels", None) and opt.unit < len(lm.labels):
+        label = f" ({lm.labels[opt.unit]})"
+    print(f"layer {opt.layer or 'output'} unit {opt.unit}{label}: activation {res.activation:.4g} for the optimized "
+          f"image, {rnd:.4g} for a random input (preset {args.preset}, {res.iterations} iterations"
+          f"{', from cache' if res.from_cache else ''}, {time.perf_counter() - t0:.1f} s) -> {out}")
+    return 0
