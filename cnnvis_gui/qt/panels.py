@@ -40,6 +40,25 @@ class ClickableImageItem(pg.ImageItem):
         self.hovered.emit(p.x(), p.y())
 
 
+class ElidedLabel(QtWidgets.QLabel):
+    """A one-line label that never widens its pane: long text ends in "…" (full text as tooltip)."""
+
+    def __init__(self, text="", parent=None):
+        super().__init__(text, parent)
+        self.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)
+        self.setMinimumWidth(30)
+
+    def setText(self, text):
+        super().setText(text)
+        self.setToolTip(text)
+
+    def paintEvent(self, ev):
+        p = QtGui.QPainter(self)
+        p.setPen(self.palette().color(QtGui.QPalette.WindowText))
+        text = self.fontMetrics().elidedText(self.text(), QtCore.Qt.ElideMiddle, self.width())
+        p.drawText(self.rect(), int(self.alignment()), text)
+
+
 def _title(text: str) -> QtWidgets.QLabel:
     lab = QtWidgets.QLabel(text)
     lab.setTextFormat(QtCore.Qt.RichText)
@@ -58,11 +77,11 @@ class ImagePane(QtWidgets.QFrame):
         lay.setSpacing(2)
         self.header = QtWidgets.QHBoxLayout()
         self.title = _title(title)
-        self.info = QtWidgets.QLabel("")
+        self.info = ElidedLabel("")
         self.info.setStyleSheet("QLabel { color: #888; }")
+        self.info.setAlignment(QtCore.Qt.AlignRight | QtCore.Qt.AlignVCenter)
         self.header.addWidget(self.title)
-        self.header.addStretch(1)
-        self.header.addWidget(self.info)
+        self.header.addWidget(self.info, 1)
         lay.addLayout(self.header)
         self.view = pg.GraphicsLayoutWidget()
         self.view.setBackground((24, 24, 28))
@@ -240,7 +259,7 @@ class BackpropPane(ImagePane):
         self.method_box.setToolTip("backprop method (n cycles, b toggles off/gradient/deconvnet/guided)")
         self.cam_box = QtWidgets.QComboBox()
         self.cam_box.setToolTip("layer whose feature maps Grad-CAM weighs (default: last conv before the unit)")
-        self.cam_box.setMinimumContentsLength(8)
+        self.cam_box.setMinimumContentsLength(6)
         self.cam_box.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
         row = QtWidgets.QHBoxLayout()
         row.setSpacing(3)
@@ -257,7 +276,7 @@ class BackpropPane(ImagePane):
     def set_cam_layers(self, names):
         self.cam_box.blockSignals(True)
         self.cam_box.clear()
-        self.cam_box.addItem("default (last conv before unit)", None)
+        self.cam_box.addItem("default", None)
         for n in names:
             self.cam_box.addItem(n, n)
         self.cam_box.blockSignals(False)
@@ -385,8 +404,9 @@ class ModuleTree(QtWidgets.QTreeWidget):
         self.expandAll()
         for c in range(4):
             self.resizeColumnToContents(c)
-        self.setColumnWidth(0, min(self.columnWidth(0), 140))
-        self.setColumnWidth(1, min(self.columnWidth(1), 120))
+        self.setColumnWidth(0, min(self.columnWidth(0), 115))
+        self.setColumnWidth(1, min(self.columnWidth(1), 100))
+        self.setColumnWidth(2, min(self.columnWidth(2), 80))
         self._syncing = False
         self._select(self.state.layer)
 

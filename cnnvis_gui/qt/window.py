@@ -171,10 +171,11 @@ class MainWindow(QtWidgets.QMainWindow):
         dock.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable | QtWidgets.QDockWidget.DockWidgetFloatable)
         self.addDockWidget(QtCore.Qt.LeftDockWidgetArea, dock)
         self.resizeDocks([dock], [300], QtCore.Qt.Horizontal)
-        self.tree.setMinimumWidth(330)
+        self.tree.setMinimumWidth(320)
         self.tree_dock = dock
 
-        self.input_pane = ImagePane("Input (as the model sees it)")
+        self.input_pane = ImagePane("Model input")
+        self.input_pane.title.setToolTip("the frame as the model sees it: after crop / stretch / letterbox to the input spec")
         self.unit_pane = UnitPane(lut=self._lut)
         self.predictions = Predictions()
         self.grid = ActivationGrid(s)
@@ -187,7 +188,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.center.addWidget(w)
         self.bp1 = BackpropPane(s, "method")
         self.bp2 = BackpropPane(s, "method2")
-        self.compare_box = QtWidgets.QCheckBox("compare two methods side by side")
+        self.compare_box = QtWidgets.QCheckBox("compare two methods")
         self.compare_box.toggled.connect(lambda on: self.state.update(compare=on))
         self.filter_box = QtWidgets.QComboBox()
         for f in ("raw", "gray", "norm", "normblur"):
@@ -230,6 +231,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.splitter.setStretchFactor(1, 5)
         self.splitter.setStretchFactor(2, 2)
         self.splitter.setSizes([300, 700, 320])
+        for w in (left, self.center, right):
+            w.setMinimumWidth(200)
         self.setCentralWidget(self.splitter)
 
         self.help_overlay = QtWidgets.QLabel(self)
@@ -283,8 +286,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _build_status(self):
         sb = self.statusBar()
-        self.sb_msg = QtWidgets.QLabel("starting…")
-        self.sb_msg.setTextFormat(QtCore.Qt.PlainText)
+        from .panels import ElidedLabel
+        self.sb_msg = ElidedLabel("starting…")
         self.sb_capture = QtWidgets.QLabel("capture — fps")
         self.sb_proc = QtWidgets.QLabel("processing — fps")
         self.sb_times = QtWidgets.QLabel("fwd — ms  bwd — ms")
@@ -481,12 +484,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.last_result = res
         self.process_rate.tick()
         src = self.active_source()
-        desc = (getattr(src, "status", None) or getattr(src, "description", None)
-                or ("still frame" if src is None else type(src).__name__))
+        path = getattr(src, "current_path", None)
+        if path is not None and getattr(src, "count", None):
+            desc = f"{Path(path).name} ({getattr(src, 'index', 0) + 1}/{src.count})"
+        else:
+            desc = (getattr(src, "description", None) or getattr(src, "status", None)
+                    or ("still frame" if src is None else type(src).__name__))
         desc = str(desc)
         self.input_pane.info.setToolTip(desc)
-        if len(desc) > 38:
-            desc = desc[:36] + "…"
         self.input_pane.set_rgb(res.input_rgb)
         h, w = res.input_rgb.shape[:2]
         self.input_pane.info.setText(f"{desc} · {w}×{h}")
@@ -501,10 +506,10 @@ class MainWindow(QtWidgets.QMainWindow):
             if i < len(res.backprops):
                 bp = res.backprops[i]
                 pane.set_rgb(bp.image)
-                where = f"unit {res.bp[1]} of {res.bp[0] or 'output'}"
+                where = f"{res.bp[0] or 'output'} #{res.bp[1]}"
                 if bp.cam_layer:
-                    where += f" · CAM at {bp.cam_layer}"
-                pane.info.setText(where if len(where) < 34 else f"unit {res.bp[1]}")
+                    where += f" · CAM {bp.cam_layer}"
+                pane.info.setText(where)
                 pane.info.setToolTip(where)
             elif i == 0:
                 pane.clear()
