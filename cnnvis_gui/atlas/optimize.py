@@ -30,8 +30,10 @@ in pixel units, the same for every model.  The toolbox policies remain available
 
 Also unlike the toolbox, the image is clamped after every step to the values that real
 images map to through the spec, and (as in Lucid/lucent) the input is randomly jittered by
-a few pixels each step.  For a ReLU layer the ReLU's *input* is maximized (the same
-maximizer, but its gradient does not vanish while the unit is off at the start).
+a few pixels each step.  For a ReLU layer the objective is computed on a leaky ReLU
+(slope 0.01) of the ReLU's input: the same maximizer, but its gradient does not vanish
+while the unit is off (as it is at the start for many units); steps are normalized, so
+the small slope only matters where the ReLU is off.
 
 Objectives: a conv channel at the centre position (``target="center"``, the toolbox's
 ``push_spatial``), at any ``(y, x)``, or the whole channel (``"channel"``: mean over
@@ -165,7 +167,8 @@ class _Grab:
 
     def __init__(self, module: nn.Module, pre_relu: bool = False):
         self.value = None
-        if pre_relu and isinstance(module, _RELUS):
+        self.pre = pre_relu and isinstance(module, _RELUS)
+        if self.pre:
             self.handle = module.register_forward_pre_hook(self._pre)
         else:
             self.handle = module.register_forward_hook(self._hook)
@@ -337,7 +340,10 @@ class ActivationMaximizer:
                 ur = u.detach().requires_grad_(True)
                 x = torch.roll(ur, (dy, dx), dims=(1, 2)) * to_x
                 model(x[None].to(dtype))
-                obj = _objective(grab.value.float(), self.unit, self.target, self.layer)[0]
+                a = grab.value.float()
+                if grab.pre:
+                    a = F.leaky_relu(a, 0.01)
+                obj = _objective(a, self.unit, self.target, self.layer)[0]
                 (grad,) = torch.autograd.grad(obj, ur)
                 val = float(obj.detach())
                 history.append(val)

@@ -1,0 +1,68 @@
+"""``cnnvis atlas`` / ``cnnvis optimize`` end to end in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from .helpers import make_images
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli_available():
+    if not (ROOT / "cnnvis_gui" / "cli.py").is_file():
+        pytest.skip("cnnvis_gui/cli.py (issue 7) is not in the tree yet")
+    if not (ROOT / "assets" / "models" / "shapes.pth").is_file():
+        pytest.skip("the shapes demo checkpoint (assets/models/shapes.pth) is not in the tree yet")
+
+
+def _run(args, tmp_path):
+    env = dict(os.environ, CNNVIS_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="2")
+    return subprocess.run([sys.executable, "-m", "cnnvis_gui", *args], capture_output=True, text=True,
+                          cwd=str(ROOT), env=env, timeout=240)
+
+
+def test_atlas_command(tmp_path):
+    _cli_available()
+    make_images(tmp_path / "im", n=14, size=(64, 64))
+    out = tmp_path / "out"
+    r = _run(["atlas", "--model", "shapes", "--device", "cpu", "--images", str(tmp_path / "im"),
+              "--layer", "features.14", "--top", "4", "--units", "0-2", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "1 skipped" in r.stdout
+    doc = json.loads((out / "atlas.json").read_text())
+    units = doc["layers"]["features.14"]["units"]
+    assert len(units) == 64 and doc["images"] == 15
+    for u in units:
+        vals = [h["value"] for h in u["hits"]]
+        assert len(vals) == 4 and vals == sorted(vals, reverse=True)
+        assert len({h["path"] for h in u["hits"]}) == 4
+        assert all(Path(h["path"]).is_file() for h in u["hits"])
+    for u in range(3):
+        img = cv2.imread(str(out / units[u]["montage"]))
+        assert img is not None and img.shape[1] > img.shape[0]
+        assert all(len(h["box"]) == 4 for h in units[u]["hits"])
+    assert "montage" not in units[3]
+    # second run: the scan comes from the cache
+    r2 = _run(["atlas", "--model", "shapes", "--device", "cpu", "--images", str(tmp_path / "im"),
+               "--layer", "features.14", "--top", "4", "--no-montage", "--out", str(tmp_path / "out2")], tmp_path)
+    assert r2.returncode == 0, r2.stderr
+    assert "from cache" in r2.stdout
+
+
+def test_optimize_command(tmp_path):
+    _cli_available()
+    out = tmp_path / "opt.png"
+    r = _run(["optimize", "--model", "shapes", "--device", "cpu", "--layer", "features.10", "--unit", "5",
+              "--preset", "1", "--iterations", "40", "--zoom", "2", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert cv2.imread(str(out)).shape == (128, 128, 3)
+    line = r.stdout.strip().splitlines()[-1]
+    assert "optimized" in line and "random input" in line
+    r = _run(["optimize", "--model", "shapes", "--device", "cpu", "--layer", "nope", "--unit", "5",
+              "--out", str(out)], tmp_path)
+    assert r.returncode == 2 and "nope" in r.stderr
