@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,6 +99,7 @@ class MainWindow(QtWidgets.QMainWindow):
     frameDrawn = QtCore.pyqtSignal(object)
     renderFailed = QtCore.pyqtSignal(str)
     modelChanged = QtCore.pyqtSignal()
+    _cameraOpened = QtCore.pyqtSignal(object, str)     # from the camera-opening thread
 
     def __init__(self, state: ViewerState | None = None, settings: QtCore.QSettings | None = None,
                  parent=None):
@@ -144,6 +146,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.worker.start()
 
         self.state.connect(self._on_state)
+        self._cameraOpened.connect(self._on_camera_opened)
         self.capture_timer = QtCore.QTimer(self)
         self.capture_timer.setInterval(8)
         self.capture_timer.timeout.connect(self._poll_source)
@@ -396,7 +399,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if status != self._source_status:
             self._source_status = status
             low = status.lower()
-            if any(w in low for w in ("lost", "error", "cannot", "can't", "fail", "unreadable")):
+            if getattr(src, "state", "") in ("error", "retrying") or any(
+                    w in low for w in ("lost", "error", "cannot", "can't", "fail", "unreadable")):
                 self.show_error(f"input: {status}")
         if f is None or f is self._last_raw:
             return
@@ -717,21 +721,43 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _switch_source(self):
         if self.state.use_camera and self.camera is None:
-            try:
-                from .. import sources
-                cams = sources.cameras()
-                if not cams:
-                    raise RuntimeError("no camera found")
-                self.camera = sources.open(cams[0])
-            except Exception as e:  # noqa: BLE001
-                self.show_error(f"camera: {e}")
-                self.state.update(use_camera=False)
-                return
+            self.open_camera_async()
+            return
         self._last_raw = None
         self._source_status = ""
         if self.active_source() is not None:
             self.capture_timer.start()
         self.show_message("camera" if self.state.use_camera else "files")
+
+    def open_camera_async(self, index=None) -> None:
+        """Find and open a camera off the GUI thread (probing can take seconds)."""
+        self.show_message("looking for a camera…")
+
+        def work():
+            try:
+                from .. import sources
+                idx = index
+                if idx is None:
+                    cams = sources.cameras()
+                    if not cams:
+                        raise RuntimeError("no camera found on this computer")
+                    idx = cams[0]
+                self._cameraOpened.emit(sources.open(idx), "")
+            except Exception as e:  # noqa: BLE001
+                self._cameraOpened.emit(None, str(e))
+        threading.Thread(target=work, name="cnnvis-camera-open", daemon=True).start()
+
+    def _on_camera_opened(self, src, error):
+        if self._closed:
+            if src is not None:
+                src.close()
+            return
+        if src is None:
+            self.state.update(use_camera=False)
+            self.show_error(f"camera: {error}")
+            return
+        self.set_source(src, camera=True)
+        self.show_message(f"camera: {getattr(src, 'status', '')}")
 
     # ================================================================== dialogs (see dialogs.py)
     def open_path(self, path, **options) -> bool:

@@ -280,3 +280,26 @@ def test_output_layer_grid_shows_class_labels(qtbot, window):
     x0, y0, w, h = window.grid.mosaic.tile_rect(2)
     window.grid.item.hovered.emit(x0 + 1.0, y0 + 1.0)
     assert "unit 2 (c)" in window.grid.info.text()
+
+
+def test_camera_key_without_a_camera_reports_and_keeps_files(qtbot, window, monkeypatch):
+    from cnnvis_gui import sources
+    monkeypatch.setattr(sources, "cameras", lambda *a, **k: [])
+    with qtbot.waitSignal(window.renderFailed, timeout=10000):
+        qtbot.keyClick(window, "c")
+    assert "no camera" in window.status_text()
+    assert not window.state.use_camera and window.active_source() is window.test_source
+
+
+def test_lost_camera_shows_in_status_bar(qtbot, window):
+    class Lost(StillSource):
+        state = "live"
+
+        def read(self):
+            return None
+    cam = Lost()
+    window.set_source(cam, camera=True)
+    assert window.state.use_camera
+    cam.state, cam.status = "retrying", "camera 0 lost; retrying in 2 s"
+    qtbot.waitUntil(lambda: "lost" in window.status_text(), timeout=3000)
+    assert window.input_pane.last_image is not None      # the last good image stays
