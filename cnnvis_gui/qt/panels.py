@@ -227,23 +227,23 @@ def _labels(mosaic):
 
 
 class UnitPane(ImagePane):
-    """The selected unit's activation map, enlarged, with a colour scale."""
+    """The selected unit's activation map, enlarged, with a colour scale.
+
+    The worker sends the map already coloured (uint8 RGB); the colour bar only shows the scale.
+    """
 
     def __init__(self, parent=None, lut=None):
         super().__init__("Unit", None, parent, (160, 140))
+        self.bar = None
         if lut is not None:
             cmap = pg.ColorMap(np.linspace(0, 1, len(lut)), np.asarray(lut, dtype=np.ubyte))
-            self.item.setLookupTable(cmap.getLookupTable(nPts=256, alpha=False))
             self.bar = pg.ColorBarItem(values=(0, 1), colorMap=cmap, interactive=False, width=12)
-            self.bar.setImageItem(self.item)
             self.view.addItem(self.bar)
-        else:
-            self.bar = None
 
-    def set_map(self, arr, levels):
+    def set_unit(self, rgb, levels):
         if self.bar is not None:
             self.bar.setLevels(levels)
-        super().set_map(arr, levels)
+        self.set_rgb(rgb)
 
 
 class BackpropPane(ImagePane):

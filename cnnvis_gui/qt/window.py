@@ -127,6 +127,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._closed = False
         self._last_forward_ms = 0.0
         self.last_draw_ms = 0.0
+        self._last_draw_t = 0.0
+        self._last_drawn_key = None
+        self._held_result = None
 
         from ..core import colormap_lut
         self._lut = colormap_lut("inferno")
@@ -154,6 +157,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status_timer.setInterval(500)
         self.status_timer.timeout.connect(self._update_rates)
         self.status_timer.start()
+        self._draw_timer = QtCore.QTimer(self)
+        self._draw_timer.setSingleShot(True)
+        self._draw_timer.timeout.connect(self._draw_held)
         self._resize_timer = QtCore.QTimer(self)     # re-tile the grid to the new shape, once settled
         self._resize_timer.setSingleShot(True)
         self._resize_timer.setInterval(200)
@@ -481,12 +487,34 @@ class MainWindow(QtWidgets.QMainWindow):
         w, h = v.width(), v.height()
         return float(min(4.0, max(0.25, w / h))) if w > 10 and h > 10 else 1.0
 
+    #: live frames are drawn at most this often (s); answers to the user's own changes at once
+    MIN_DRAW_INTERVAL = 0.025
+
     def _on_rendered(self, res):
         if res.gen != self.gen or self._closed:
             return
-        t0 = time.perf_counter()
-        self.last_result = res
         self.process_rate.tick()
+        key = (res.layer, res.unit, res.bp, res.grid_mode, tuple(b.method for b in res.backprops))
+        wait = self._last_draw_t + self.MIN_DRAW_INTERVAL - time.perf_counter()
+        if key == self._last_drawn_key and wait > 0:
+            self._held_result = res           # a newer frame of the same view: draw it a bit later
+            if not self._draw_timer.isActive():
+                self._draw_timer.start(max(1, int(wait * 1000)))
+            return
+        self._draw(res)
+
+    def _draw_held(self):
+        res, self._held_result = self._held_result, None
+        if res is not None and res.gen == self.gen and not self._closed:
+            self._draw(res)
+
+    def _draw(self, res):
+        t0 = time.perf_counter()
+        self._draw_timer.stop()
+        self._held_result = None
+        self._last_draw_t = t0
+        self._last_drawn_key = (res.layer, res.unit, res.bp, res.grid_mode, tuple(b.method for b in res.backprops))
+        self.last_result = res
         src = self.active_source()
         path = getattr(src, "current_path", None)
         if path is not None and getattr(src, "count", None):
@@ -501,9 +529,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.input_pane.info.setText(f"{desc} · {w}×{h}")
         self.grid.set_mosaic(res.mosaic, res.unit_max, res.unit_mean)
         self.state.update(grid_cols=int(res.mosaic.cols))
-        self.unit_pane.set_map(res.unit_map, res.unit_levels)
+        self.unit_pane.set_unit(res.unit_rgb, res.unit_levels)
         lo, hi = res.unit_levels
-        self.unit_pane.title.setText(f"Unit {res.unit} <span style='color:#888'>of {res.layer or 'output'}</span>")
+        what = "gradient at " if res.grid_mode == "gradients" else "of "
+        self.unit_pane.title.setText(f"Unit {res.unit} <span style='color:#888'>{what}{res.layer or 'output'}</span>")
         self.unit_pane.info.setText(f"{lo:.3g} … {hi:.3g}")
         panes = (self.bp1, self.bp2)
         for i, pane in enumerate(panes):
@@ -519,7 +548,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 pane.clear()
                 pane.info.setText("off")
         if self.state.zoom == "unit":
-            self.zoom_unit.set_map(res.unit_map, res.unit_levels)
+            self.zoom_unit.set_unit(res.unit_rgb, res.unit_levels)
         elif self.state.zoom == "backprop" and res.backprops:
             self.zoom_bp.set_rgb(res.backprops[0].image)
         self.predictions.set_predictions(res.predictions)
@@ -594,7 +623,7 @@ class MainWindow(QtWidgets.QMainWindow):
         res = self.last_result
         if res is not None:
             if z == "unit":
-                self.zoom_unit.set_map(res.unit_map, res.unit_levels)
+                self.zoom_unit.set_unit(res.unit_rgb, res.unit_levels)
             elif z == "backprop" and res.backprops:
                 self.zoom_bp.set_rgb(res.backprops[0].image)
 
@@ -882,10 +911,6 @@ class MainWindow(QtWidgets.QMainWindow):
             img = pane.last_image
             if img is None or (tag == "backprop2" and not self.state.compare):
                 continue
-            if img.dtype != np.uint8 or img.ndim == 2:
-                lo, hi = self.last_result.unit_levels if self.last_result else (float(img.min()), float(img.max()))
-                v = np.clip((img - lo) / max(hi - lo, 1e-12), 0, 1)
-                img = self._lut[(v * 255).astype(np.uint8)]
             p = folder / f"{stem}_{tag}.png"
             cv2.imwrite(str(p), np.ascontiguousarray(img[..., ::-1]))
             out.append(p)
@@ -1016,6 +1041,7 @@ class MainWindow(QtWidgets.QMainWindow):
             pass
         self.capture_timer.stop()
         self.status_timer.stop()
+        self._draw_timer.stop()
         app = QtWidgets.QApplication.instance()
         if app is not None:
             app.removeEventFilter(self._keys)

@@ -77,8 +77,9 @@ class RenderResult:
     mosaic: object                    # core.ActivationMosaic (read-only use on the GUI thread)
     unit_max: np.ndarray
     unit_mean: np.ndarray
-    unit_map: np.ndarray              # float32 h x w of the selected unit
+    unit_map: np.ndarray              # float32 h x w of the selected unit (raw values)
     unit_levels: tuple
+    unit_rgb: np.ndarray              # the same through the inferno colour map, H x W x 3 uint8
     backprops: tuple                  # of BackpropImage
     predictions: tuple                # of (label, probability)
     forward_ms: float
@@ -290,7 +291,7 @@ class RenderWorker(QtCore.QThread):
                 for v, i in zip(top.values.tolist(), top.indices.tolist()))
 
     def _render(self, req: RenderRequest) -> RenderResult:
-        from ..core import ActivationMosaic, saliency_to_image, overlay
+        from ..core import ActivationMosaic, saliency_to_image, overlay, heatmap
         t_start = time.perf_counter()
         if req.frame is None and self._frame_key != (req.gen, req.frame_id):
             raise CnnvisError("no input frame yet: open an image, a folder, a video or a camera (File menu).")
@@ -379,7 +380,9 @@ class RenderWorker(QtCore.QThread):
             layer=req.layer, unit=unit, bp=(req.bp_layer, req.bp_unit), grid_mode=req.grid_mode,
             input_rgb=self._input_rgb, mosaic=mosaic,
             unit_max=_frozen(flat.max(axis=1)), unit_mean=_frozen(flat.mean(axis=1)),
-            unit_map=_frozen(umap), unit_levels=(lo, hi), backprops=tuple(bps),
+            unit_map=_frozen(umap), unit_levels=(lo, hi),
+            unit_rgb=_frozen(heatmap(np.clip((umap - lo) / (hi - lo), 0, 1), cmap="inferno")),
+            backprops=tuple(bps),
             predictions=self._predictions, forward_ms=self._forward_ms if forwarded else 0.0,
             backward_ms=bw_ms, total_ms=(time.perf_counter() - t_start) * 1000,
             notices=tuple(dict.fromkeys(notices)), raw_input=self._raw_input, raw_grid=_frozen(grid))

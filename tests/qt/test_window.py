@@ -31,7 +31,7 @@ def test_first_frame_shows_everything(qtbot, window):
     assert window.input_pane.last_image.shape == (32, 32, 3)
     assert window.bp1.last_image is not None and window.bp1.last_image.dtype == np.uint8
     assert len(window.predictions.rows) == 4 and window.predictions.rows[0][0] in "abcd"
-    assert window.unit_pane.last_image.shape == (16, 16)
+    assert window.unit_pane.last_image.shape == (16, 16, 3)
 
 
 def test_tree_selection_updates_grid(qtbot, window):
