@@ -350,6 +350,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.show_error(f"unit {init['unit']} is out of range for layer {layer!r} (0..{n - 1})")
         self.state.update(**upd)
         self.tree._select(layer)
+        self._update_grid_title()
         msg = f"model {getattr(self.loaded, 'name', '')}: {len(names)} visualizable layers"
         if self._model_notices:
             msg += " — " + "; ".join(self._model_notices)
@@ -430,16 +431,8 @@ class MainWindow(QtWidgets.QMainWindow):
             if self.state.unit >= n:
                 upd["unit"] = max(0, n - 1)
             self.state.update(**upd)
-            info = self.mm[self.state.layer] if self.mm is not None and self.state.layer in self.mm.names() else None
-            if info is not None:
-                shape = "×".join(str(x) for x in info.shape) if info.shape else ""
-                self.grid.title.setText(f"Activations — <b>{info.name or 'output'}</b> "
-                                        f"<span style='color:#888'>({info.type}, {shape})</span>")
         if "grid_mode" in names or "layer" in names:
-            if self.state.grid_mode == "gradients":
-                self.grid.title.setText(self.grid.title.text().replace("Activations", "Gradients"))
-            else:
-                self.grid.title.setText(self.grid.title.text().replace("Gradients", "Activations"))
+            self._update_grid_title()
         if "zoom" in names:
             self._apply_zoom()
         if "compare" in names:
@@ -454,6 +447,17 @@ class MainWindow(QtWidgets.QMainWindow):
             self.show_message("frame frozen (f to resume)" if self.state.frozen_frame else "live input")
         if names & RENDER_FIELDS:
             self.request_render()
+
+    def _update_grid_title(self):
+        s = self.state
+        info = self.mm[s.layer] if self.mm is not None and s.layer in self.mm.names() else None
+        what = "Gradients" if s.grid_mode == "gradients" else "Activations"
+        if info is None:
+            self.grid.title.setText(what)
+            return
+        shape = "×".join(str(x) for x in info.shape) if info.shape else ""
+        self.grid.title.setText(f"{what} — <b>{info.name or 'output'}</b> "
+                                f"<span style='color:#888'>({info.type}, {shape})</span>")
 
     def request_render(self) -> bool:
         """Snapshot the state into a request and hand it to the worker (which keeps only the newest)."""
