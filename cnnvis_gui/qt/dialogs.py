@@ -167,14 +167,24 @@ def open_checkpoint_interactive(window) -> bool:
     kw = {"arch": None, "spec": None, "trust_pickle": False}
     for _attempt in range(4):
         try:
-            window.open_checkpoint(weights=p, **kw)
-            return True
+            lm = window.open_checkpoint(weights=p, **kw)
         except Exception as e:  # noqa: BLE001 - show the loader's message and ask
             d = CheckpointDialog(p, str(e), kw.get("spec"), window)
             if kw["arch"]:
                 d.arch.setText(kw["arch"])
+            if "pickle" in str(e).lower():
+                d.trust.setFocus()
             if d.exec_() != QtWidgets.QDialog.Accepted:
                 window.show_error(f"not opened: {e}")
                 return False
             kw.update(d.values())
+            continue
+        notes = " ".join(str(n) for n in (getattr(lm, "notes", None) or []))
+        if kw["spec"] is None and ("guess" in notes or "no normalization" in notes):
+            # the file does not say what input the model expects: let the user check the guess
+            d = SpecDialog(lm.spec, window)
+            d.setWindowTitle("Input spec (guessed — please check)")
+            if d.exec_() == QtWidgets.QDialog.Accepted and d.spec() != lm.spec:
+                window._replace_loaded(spec=d.spec())
+        return True
     return False

@@ -303,3 +303,32 @@ def test_lost_camera_shows_in_status_bar(qtbot, window):
     cam.state, cam.status = "retrying", "camera 0 lost; retrying in 2 s"
     qtbot.waitUntil(lambda: "lost" in window.status_text(), timeout=3000)
     assert window.input_pane.last_image is not None      # the last good image stays
+
+
+def test_open_checkpoint_dialog_asks_for_architecture_and_spec(qtbot, window, tmp_path, monkeypatch):
+    import torch
+    from PyQt5 import QtWidgets
+    from cnnvis_gui.qt import dialogs
+    models = pytest.importorskip("cnnvis_gui.models")
+    if not hasattr(models, "load"):
+        pytest.skip("model loading not available")
+    path = tmp_path / "tiny.pt"
+    torch.save(TinyNet().state_dict(), path)
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    asked = []
+
+    def fill_checkpoint(self):
+        asked.append(self.findChild(QtWidgets.QLabel).text())
+        self.arch.setText(f"{Path(__file__).with_name('conftest.py')}:TinyNet")
+        return QtWidgets.QDialog.Accepted
+
+    def fill_spec(self):
+        self.height_.setValue(32)
+        self.width_.setValue(32)
+        return QtWidgets.QDialog.Accepted
+    monkeypatch.setattr(dialogs.CheckpointDialog, "exec_", fill_checkpoint)
+    monkeypatch.setattr(dialogs.SpecDialog, "exec_", fill_spec)
+    with qtbot.waitSignal(window.frameDrawn, timeout=20000):
+        assert dialogs.open_checkpoint_interactive(window)
+    assert asked and "architecture" in asked[0]
+    assert window.loaded.spec.height == 32 and window.mm is not None
