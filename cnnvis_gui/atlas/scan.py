@@ -344,6 +344,8 @@ class TopKScan:
         self.fit = fit
         self.result: AtlasScan | None = None
         self.other_files = 0
+        self.wait_s = 0.0          # time the model spent waiting for decoded batches (last run)
+        self.forward_s = 0.0       # time in forward + top-k merge (last run)
         self._cancel = threading.Event()
         self._files = None
         self._key = None
@@ -504,6 +506,7 @@ class TopKScan:
         leaving the loop or calling :meth:`cancel`; the state is checkpointed for a resume.
         """
         self._cancel.clear()
+        self.wait_s = self.forward_s = 0.0
         files = self._prepare()
         total = len(files)
         hit = self.cached()
@@ -533,7 +536,10 @@ class TopKScan:
                     pending.append((stop, pool.submit(self._decode, next_submit, stop)))
                     next_submit = stop
                 stop, fut = pending.popleft()
+                tw = time.perf_counter()
                 arr, ok, bad = fut.result()
+                tf = time.perf_counter()
+                self.wait_s += tf - tw
                 skipped.extend(bad)
                 if ok:
                     x = torch.from_numpy(arr)
@@ -543,6 +549,9 @@ class TopKScan:
                     with torch.no_grad():
                         found = self._forward(x)
                     self._merge(state, shapes, found, torch.tensor(ok, dtype=torch.int64))
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                self.forward_s += time.perf_counter() - tf
                 done = stop
                 el = time.perf_counter() - t0
                 rate = (done - start) / el if el > 0 else 0.0
