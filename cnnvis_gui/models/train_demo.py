@@ -90,14 +90,12 @@ def _shape_mask(label: int, rng: np.random.Generator) -> np.ndarray:
         h = r * 0.85
         period = 2 * h / rng.choice([3, 4, 5]) if name != "checkerboard" else 2 * h / rng.choice([3, 4])
         inside = (np.abs(u) < h) & (np.abs(v) < h)
-        bu = np.floor((u + h) / (period / 2)).astype(int) % 2 == 0 if name == "checkerboard" else None
         if name == "hstripes":
             on = np.floor((v + h) / (period / 2)).astype(int) % 2 == 0
         elif name == "vstripes":
             on = np.floor((u + h) / (period / 2)).astype(int) % 2 == 0
         else:
             on = np.floor((u + h) / period).astype(int) % 2 == np.floor((v + h) / period).astype(int) % 2
-            del bu
         mask = (inside & on).astype(np.uint8) * 255
     return cv2.resize(mask, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 

@@ -66,3 +66,13 @@ def test_generators_are_deterministic():
     assert all((x == y).all() for x, y in zip(a, b))
     g, _ = train_demo.make_dataset("glyphs", 3, seed=1)
     assert g[0].shape == (28, 28) and a[0].shape == (64, 64, 3)
+
+
+def test_models_package_is_qt_free():
+    import subprocess
+    import sys
+    code = ("import sys, cnnvis_gui.models, cnnvis_gui.models.train_demo; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('PyQt5', 'pyqtgraph', 'PySide2', 'PySide6')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
