@@ -167,6 +167,7 @@ class _Grab:
 
     def __init__(self, module: nn.Module, pre_relu: bool = False):
         self.value = None
+        self.thread = threading.get_ident()   # forwards run by other threads are left alone
         self.pre = pre_relu and isinstance(module, _RELUS)
         if self.pre:
             self.handle = module.register_forward_pre_hook(self._pre)
@@ -174,10 +175,14 @@ class _Grab:
             self.handle = module.register_forward_hook(self._hook)
 
     def _pre(self, module, args):
+        if threading.get_ident() != self.thread:
+            return None
         self.value = args[0]
         return (args[0].clone(),) + tuple(args[1:])
 
     def _hook(self, module, args, output):
+        if threading.get_ident() != self.thread:
+            return None
         if not isinstance(output, torch.Tensor):
             raise CnnvisError(f"{type(module).__name__} does not output a tensor; choose another layer.")
         self.value = output

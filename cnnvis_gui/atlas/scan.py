@@ -241,6 +241,7 @@ class _Capture:
         self.layers = list(layers)
         self.handles = []
         self.found: dict = {}
+        self.thread = threading.get_ident()   # hooks ignore forwards run by other threads
 
     def __enter__(self):
         modules = dict(self.model.named_modules())
@@ -263,6 +264,8 @@ class _Capture:
 
     def _hook(self, name):
         def hook(module, args, output):
+            if threading.get_ident() != self.thread:
+                return None
             if not isinstance(output, torch.Tensor) or output.ndim < 2:
                 raise CnnvisError(f"layer {name or 'output'!r} ({type(module).__name__}) does not output an "
                                   f"N x C (x H x W) tensor; choose another layer to scan.")

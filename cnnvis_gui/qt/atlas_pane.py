@@ -1,0 +1,290 @@
+"""Atlas pane for the selected unit: its top-k images, their backprop crops, its optimized image.
+
+Usage (main window)::
+
+    pane = AtlasPane(model, spec)                      # a QWidget for a dock or splitter
+    dialog.scanFinished.connect(pane.set_scan)         # an AtlasScan (see atlas_dialog.py)
+    pane.show_unit(layer, unit)                        # whenever the selected unit changes
+    pane.set_model(model, spec)                        # after loading another model (clears the scan)
+    pane.close_worker()                                # on window close
+
+All computation (crops: one forward + two backward per hit; optimization) runs in one
+:class:`AtlasWorker` thread on a private copy of the model.  Like the render worker, it
+keeps a single pending slot: selecting another unit replaces the waiting request and stops
+a running optimization, so it always works on the newest choice.  Results arrive as
+signals carrying fresh arrays.
+"""
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+from PyQt5 import QtCore, QtGui, QtWidgets
+
+from ..atlas import ActivationMaximizer, PRESETS, ReceptiveFields
+from .atlas_dialog import private_model
+
+__all__ = ["AtlasRequest", "AtlasCrops", "AtlasWorker", "AtlasPane"]
+
+
+@dataclass(frozen=True)
+class AtlasRequest:
+    seq: int
+    layer: str
+    unit: int
+    scan: object = None          # AtlasScan or None
+    optimize: bool = False       # run the optimization (a cached optimized image is shown anyway)
+    preset: int = 3
+    method: str = "guided"
+
+
+@dataclass(frozen=True)
+class AtlasCrops:
+    seq: int
+    layer: str
+    unit: int
+    images: tuple                # H x W x 3 uint8 RGB crops, best first
+    deconvs: tuple
+    captions: tuple              # "value @ (y, x)  file"
+
+
+class AtlasWorker(QtCore.QThread):
+    cropsReady = QtCore.pyqtSignal(object)       # AtlasCrops
+    optimized = QtCore.pyqtSignal(object, object)  # (AtlasRequest, OptStep): image + activation
+    status = QtCore.pyqtSignal(object, str)      # (AtlasRequest, text)
+    failed = QtCore.pyqtSignal(object, str)
+
+    def __init__(self, model, spec, parent=None):
+        super().__init__(parent)
+        self.model, self.spec = private_model(model), spec
+        self._cond = threading.Condition()
+        self._pending: AtlasRequest | None = None
+        self._quit = False
+        self._rf = {}
+
+    def submit(self, req: AtlasRequest):
+        with self._cond:
+            self._pending = req
+            self._cond.notify()
+
+    def stop(self):
+        with self._cond:
+            self._quit = True
+            self._cond.notify()
+
+    def _newer(self) -> bool:
+        with self._cond:
+            return self._pending is not None or self._quit
+
+    def run(self):
+        while True:
+            with self._cond:
+                while self._pending is None and not self._quit:
+                    self._cond.wait()
+                if self._quit:
+                    break
+                req, self._pending = self._pending, None
+            try:
+                self._work(req)
+            except Exception as e:
+                self.failed.emit(req, f"{e}" or traceback.format_exc(limit=1))
+        for rf in self._rf.values():
+            rf.close()
+
+    def _work(self, req: AtlasRequest):
+        scan = req.scan
+        if scan is not None and req.layer in scan.layers:
+            key = (id(scan), req.method)
+            rf = self._rf.get(key)
+            if rf is None:
+                for old in self._rf.values():
+                    old.close()
+                self._rf = {key: ReceptiveFields(self.model, self.spec, method=req.method, fit=None)}
+                rf = self._rf[key]
+            imgs, decs, caps = [], [], []
+            for hit in scan.hits(req.layer, req.unit):
+                if self._newer():
+                    return
+                c = rf.crops(req.layer, req.unit, hit)
+                imgs.append(c.image)
+                decs.append(c.deconv)
+                caps.append(f"{hit.value:.3g} @ ({hit.y}, {hit.x})  {hit.path.name}")
+            self.cropsReady.emit(AtlasCrops(req.seq, req.layer, req.unit, tuple(imgs), tuple(decs), tuple(caps)))
+        opt = ActivationMaximizer(self.model, self.spec, req.layer, req.unit, preset=req.preset)
+        cached = opt.cached()
+        if cached is None and not req.optimize:
+            self.status.emit(req, "not optimized yet")
+            return
+        for step in opt.run(every=10):
+            self.optimized.emit(req, step)
+            if self._newer():
+                opt.stop()
+        if opt.result is not None and not self._newer():
+            self.status.emit(req, f"activation {opt.result.activation:.4g}"
+                                  f"{' (cached)' if opt.result.from_cache else ''}")
+
+
+def _pixmap(rgb: np.ndarray, size: int) -> QtGui.QPixmap:
+    rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    img = QtGui.QImage(rgb.data, w, h, 3 * w, QtGui.QImage.Format_RGB888).copy()
+    return QtGui.QPixmap.fromImage(img).scaled(size, size, QtCore.Qt.KeepAspectRatio, QtCore.Qt.FastTransformation)
+
+
+class AtlasPane(QtWidgets.QWidget):
+    """Top-k crops (left), their backprop crops (middle) and the optimized image (right) of one unit."""
+
+    def __init__(self, model, spec, k: int = 9, tile: int = 72, parent=None):
+        super().__init__(parent)
+        self.tile = tile
+        self.scan = None
+        self.layer, self.unit = None, None
+        self._seq = 0
+        self.title = QtWidgets.QLabel("No unit selected")
+        self.image_grid, self.image_cells = self._grid(k)
+        self.deconv_grid, self.deconv_cells = self._grid(k)
+        self.opt_label = QtWidgets.QLabel()
+        self.opt_label.setFixedSize(2 * tile, 2 * tile)
+        self.opt_label.setAlignment(QtCore.Qt.AlignCenter)
+        self.opt_label.setStyleSheet("background: #202020")
+        self.preset = QtWidgets.QComboBox()
+        for i in sorted(PRESETS):
+            self.preset.addItem(f"preset {i}", i)
+        self.preset.setCurrentIndex(2)
+        self.optimize_button = QtWidgets.QPushButton("Optimize")
+        self.optimize_button.clicked.connect(self.optimize)
+        self.method = QtWidgets.QComboBox()
+        self.method.addItems(["guided", "deconvnet"])
+        self.method.currentTextChanged.connect(lambda _: self._submit(False))
+        self.status = QtWidgets.QLabel("")
+        self.status.setWordWrap(True)
+
+        right = QtWidgets.QVBoxLayout()
+        right.addWidget(QtWidgets.QLabel("Optimized"))
+        right.addWidget(self.opt_label)
+        right.addWidget(self.preset)
+        right.addWidget(self.optimize_button)
+        right.addStretch(1)
+        grids = QtWidgets.QHBoxLayout()
+        for title, g in (("Top images", self.image_grid), ("Backprop", self.deconv_grid)):
+            col = QtWidgets.QVBoxLayout()
+            head = QtWidgets.QHBoxLayout()
+            head.addWidget(QtWidgets.QLabel(title))
+            if title == "Backprop":
+                head.addWidget(self.method)
+            head.addStretch(1)
+            col.addLayout(head)
+            col.addLayout(g)
+            col.addStretch(1)
+            grids.addLayout(col)
+        grids.addLayout(right)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.addWidget(self.title)
+        lay.addLayout(grids)
+        lay.addWidget(self.status)
+        self.worker = AtlasWorker(model, spec, self)
+        self._connect(self.worker)
+        self.worker.start()
+
+    # ------------------------------------------------------------------ public API
+    def set_model(self, model, spec):
+        """A new model: restart the worker on it and forget the scan (it belongs to the old model)."""
+        self.close_worker()
+        self.scan = None
+        self.worker = AtlasWorker(model, spec, self)
+        self._connect(self.worker)
+        self.worker.start()
+        self._clear()
+
+    def set_scan(self, scan):
+        """Show hits from this :class:`~cnnvis_gui.atlas.AtlasScan` (or None)."""
+        self.scan = scan
+        if self.layer is not None:
+            self._submit(False)
+
+    def show_unit(self, layer: str, unit: int):
+        """Select the unit to show (crops are computed in the worker; a cached optimized image is shown)."""
+        self.layer, self.unit = layer, int(unit)
+        self._submit(False)
+
+    def optimize(self):
+        """Run (or show the cached) activation maximization of the current unit with the chosen preset."""
+        if self.layer is not None:
+            self._submit(True)
+
+    def close_worker(self):
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker.wait(10000)
+            self.worker = None
+
+    def closeEvent(self, ev):
+        self.close_worker()
+        super().closeEvent(ev)
+
+    # ------------------------------------------------------------------ internals
+    def _grid(self, k):
+        g = QtWidgets.QGridLayout()
+        g.setSpacing(2)
+        cols = int(np.ceil(np.sqrt(k)))
+        cells = []
+        for i in range(k):
+            lab = QtWidgets.QLabel()
+            lab.setFixedSize(self.tile, self.tile)
+            lab.setAlignment(QtCore.Qt.AlignCenter)
+            lab.setStyleSheet("background: #202020")
+            g.addWidget(lab, i // cols, i % cols)
+            cells.append(lab)
+        return g, cells
+
+    def _connect(self, w: AtlasWorker):
+        w.cropsReady.connect(self._on_crops)
+        w.optimized.connect(self._on_step)
+        w.status.connect(self._on_status)
+        w.failed.connect(self._on_failed)
+
+    def _clear(self):
+        for lab in self.image_cells + self.deconv_cells:
+            lab.clear()
+            lab.setToolTip("")
+        self.opt_label.clear()
+
+    def _submit(self, optimize: bool):
+        if self.worker is None or self.layer is None:
+            return
+        self._seq += 1
+        self._clear()
+        name = self.layer or "output"
+        has = self.scan is not None and self.layer in self.scan.layers
+        self.title.setText(f"{name} unit {self.unit}" + ("" if has else "  (no scan for this layer: Atlas → Scan)"))
+        self.status.setText("optimizing…" if optimize else ("computing crops…" if has else ""))
+        self.worker.submit(AtlasRequest(self._seq, self.layer, self.unit, self.scan, optimize,
+                                        int(self.preset.currentData()), self.method.currentText()))
+
+    def _on_crops(self, c: AtlasCrops):
+        if c.seq != self._seq:
+            return
+        for lab, img, cap in zip(self.image_cells, c.images, c.captions):
+            lab.setPixmap(_pixmap(img, self.tile))
+            lab.setToolTip(cap)
+        for lab, img, cap in zip(self.deconv_cells, c.deconvs, c.captions):
+            lab.setPixmap(_pixmap(img, self.tile))
+            lab.setToolTip(cap)
+        self.status.setText(f"{len(c.images)} top images")
+
+    def _on_step(self, req: AtlasRequest, step):
+        if req.seq != self._seq:
+            return
+        self.opt_label.setPixmap(_pixmap(step.image, 2 * self.tile))
+        self.opt_label.setToolTip(f"activation {step.activation:.4g}")
+        self.status.setText(f"optimizing: step {step.iteration}/{step.max_iter}, activation {step.activation:.4g}")
+
+    def _on_status(self, req: AtlasRequest, text: str):
+        if req.seq == self._seq:
+            self.status.setText(text)
+
+    def _on_failed(self, req: AtlasRequest, text: str):
+        if req.seq == self._seq:
+            self.status.setText(f"failed: {text}")
