@@ -199,3 +199,61 @@ def test_no_hooks_left(image_folder, cache):
     model = tiny_model()
     run(TopKScan(model, TINY_SPEC, image_folder, LAYERS, k=2))
     assert all(not m._forward_hooks for m in model.modules())
+
+
+class Crash(torch.nn.Module):
+    """Raises (or kills the process) on the n-th forward."""
+
+    def __init__(self, inner, at, kill=False):
+        super().__init__()
+        self.inner, self.at, self.kill, self.calls = inner, at, kill, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.at:
+            if self.kill:
+                os._exit(3)
+            raise RuntimeError("boom")
+        return self.inner(x)
+
+
+def test_error_mid_scan_leaves_no_hooks_and_resumes(image_folder, tmp_path):
+    model = Crash(tiny_model(), at=3)
+    s = TopKScan(model, TINY_SPEC, image_folder, ["inner.features.4", "output"], k=3, batch_size=6,
+                 cache_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(s)
+    assert all(not m._forward_hooks for m in model.modules())
+    s2 = TopKScan(model, TINY_SPEC, image_folder, ["inner.features.4", "output"], k=3, batch_size=6,
+                  cache_dir=tmp_path)
+    assert next(s2.run()).done == 18                       # 2 batches were done before the error
+
+
+def test_resume_after_kill(image_folder, tmp_path):
+    """A process killed mid-scan (no cleanup runs) resumes from its last atomic checkpoint."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys, torch\n"
+        "from tests.atlas.helpers import tiny_model, TINY_SPEC\n"
+        "from tests.atlas.test_scan import Crash\n"
+        "from cnnvis_gui.atlas import TopKScan\n"
+        f"s = TopKScan(Crash(tiny_model(), at=5, kill=True), TINY_SPEC, {str(image_folder)!r}, ['inner.features.4'],"
+        f" k=3, batch_size=6, cache_dir={str(tmp_path)!r}, checkpoint_every=0)\n"
+        "for p in s.run():\n"
+        "    pass\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=str(root), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, r.stderr
+    model = Crash(tiny_model(), at=-1)
+    s = TopKScan(model, TINY_SPEC, image_folder, ["inner.features.4"], k=3, batch_size=6, cache_dir=tmp_path)
+    assert list(s.cache_path.glob("*.tmp")) == []
+    steps = [p.done for p in s.run()]
+    assert steps[0] == 30                                   # 4 batches were checkpointed before the kill
+    ref = run(TopKScan(Crash(tiny_model(), at=-1), TINY_SPEC, image_folder, ["inner.features.4"], k=3,
+                       batch_size=6, use_cache=False))
+    for attr in ("values", "images", "ys", "xs"):
+        np.testing.assert_array_equal(getattr(s.result.layer("inner.features.4"), attr),
+                                      getattr(ref.layer("inner.features.4"), attr))
