@@ -39,6 +39,20 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _last_model(win, models, shot):
+    """The model of the previous session (settings), else the shapes demo."""
+    entry = "" if shot else str(win.settings.value("last_model", "") or "")
+    what, _, arch = entry.partition("|")
+    if what.startswith("demo:") and what[5:] in getattr(models, "DEMO_NAMES", ("shapes", "glyphs")):
+        return models.demo(what[5:]), what[5:]
+    if what:
+        try:
+            return models.load(weights=what, arch=arch or None), None
+        except Exception as e:  # noqa: BLE001 - fall back to the demo, say why
+            win.show_error(f"last model {what} did not open ({e}); showing the demo model")
+    return models.demo("shapes"), "shapes"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     import os
@@ -88,8 +102,7 @@ def main(argv=None) -> int:
                              device=args.device)
             demo_name = None
         else:
-            lm = models.demo("shapes")
-            demo_name = "shapes"
+            lm, demo_name = _last_model(win, models, shot)
     except Exception as e:  # noqa: BLE001
         if shot:
             win.close()
@@ -114,9 +127,9 @@ def main(argv=None) -> int:
             msg = win.last_error
             win.close()
             return _fail(msg)
-    elif demo_name:
+    elif lm is not None:
         try:
-            paths = [str(p) for p in models.demo_samples(demo_name)]
+            paths = [str(p) for p in models.demo_samples(demo_name or "shapes")]
             if paths:
                 win.open_path(paths)
         except Exception as e:  # noqa: BLE001
