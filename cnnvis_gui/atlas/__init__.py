@@ -15,10 +15,12 @@ from .crops import Box, HitCrops, ReceptiveFields, crop_hits, support_box, input
 from .optimize import (OptimizeParams, PRESETS, TOOLBOX_LR, OptStep, OptimizeResult, ActivationMaximizer, maximize,
                        unit_activation, random_input)
 from .montage import grid, unit_montage
+from .patterns import top1_crops, optimized_images
 
 __all__ = ["cache_dir", "weights_hash", "ENV_VAR",
            "Hit", "ScanProgress", "LayerTopK", "AtlasScan", "TopKScan", "scan_folder", "load_scan", "list_images",
            "resolve_layers",
            "Box", "HitCrops", "ReceptiveFields", "crop_hits", "support_box", "input_position", "fit_tile",
            "OptimizeParams", "PRESETS", "TOOLBOX_LR", "OptStep", "OptimizeResult", "ActivationMaximizer",
-           "maximize", "unit_activation", "random_input", "grid", "unit_montage"]
+           "maximize", "unit_activation", "random_input", "grid", "unit_montage", "top1_crops",
+           "optimized_images"]

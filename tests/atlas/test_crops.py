@@ -76,3 +76,13 @@ def test_flat_layer_uses_whole_input_and_montage(scanned):
     assert all(c.box == Box(0, 0, 32, 32) for c in crops)
     m = unit_montage(crops, k=9, tile=20)
     assert m.dtype == np.uint8 and m.shape[2] == 3 and m.shape[0] == 3 * 20 + 2 * 2
+
+
+def test_pattern_mode_images(scanned, tmp_path):
+    from cnnvis_gui.atlas import maximize, optimized_images, top1_crops
+    model, res = scanned
+    tiles = top1_crops(model, TINY_SPEC, res, "features.4")
+    assert len(tiles) == 12 and all(t is not None and t.dtype == np.uint8 for t in tiles)
+    maximize(model, TINY_SPEC, "features.4", 1, cache_dir=tmp_path, max_iter=5)
+    opt = optimized_images(model, TINY_SPEC, "features.4", 3, cache_dir=tmp_path, max_iter=5)
+    assert opt[0] is None and opt[1].shape == (32, 32, 3) and opt[2] is None
