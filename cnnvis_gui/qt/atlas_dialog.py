@@ -135,7 +135,7 @@ class AtlasScanDialog(QtWidgets.QDialog):
 
     # ------------------------------------------------------------------ scan
     def start(self):
-        """Start (or resume) the scan; a finished cached scan is shown at once."""
+        """Start (or resume) the scan in the worker; a finished cached scan comes back at once."""
         if self.worker is not None:
             return
         folder, layers = self.folder.text().strip(), self.chosen_layers()
@@ -148,15 +148,12 @@ class AtlasScanDialog(QtWidgets.QDialog):
         try:
             scan = TopKScan(private_model(self.model), self.spec, folder, layers, k=self.k.value(),
                             batch_size=self.batch.value(), cache_dir=self.cache_dir)
-            cached = scan.cached()
         except Exception as e:
             self.status.setText(str(e))
             return
-        if cached is not None:
-            self._done(cached)
-            return
+        # the folder listing, weights hash and cache lookup happen in the worker, not here
         self.bar.setValue(0)
-        self.status.setText(f"Scanning {scan.total} files…")
+        self.status.setText("Listing the folder…")
         self.worker = ScanWorker(scan, self)
         self.worker.progress.connect(self._progress)
         self.worker.finished_scan.connect(self._done)
