@@ -551,10 +551,7 @@ class MainWindow(QtWidgets.QMainWindow):
             elif i == 0:
                 pane.clear()
                 pane.info.setText("off")
-        if self.state.zoom == "unit":
-            self.zoom_unit.set_unit(res.unit_rgb, res.unit_levels)
-        elif self.state.zoom == "backprop" and res.backprops:
-            self.zoom_bp.set_rgb(res.backprops[0].image)
+        self._draw_zoom(res)
         self.predictions.set_predictions(res.predictions)
         if res.forwarded:
             self._last_forward_ms = res.forward_ms
@@ -624,12 +621,21 @@ class MainWindow(QtWidgets.QMainWindow):
     def _apply_zoom(self):
         z = self.state.zoom
         self.center.setCurrentIndex({"normal": 0, "unit": 1, "backprop": 2}[z])
-        res = self.last_result
-        if res is not None:
-            if z == "unit":
-                self.zoom_unit.set_unit(res.unit_rgb, res.unit_levels)
-            elif z == "backprop" and res.backprops:
-                self.zoom_bp.set_rgb(res.backprops[0].image)
+        if self.last_result is not None:
+            self._draw_zoom(self.last_result)
+
+    def _draw_zoom(self, res):
+        z = self.state.zoom
+        if z == "unit":
+            self.zoom_unit.set_unit(res.unit_rgb, res.unit_levels)
+            self.zoom_unit.title.setText(f"Unit {res.unit} <span style='color:#888'>of {res.layer or 'output'}"
+                                         f" — zoom (z: next, Esc: back)</span>")
+        elif z == "backprop" and res.backprops:
+            bp = res.backprops[0]
+            self.zoom_bp.set_rgb(bp.image)
+            self.zoom_bp.title.setText(f"Backprop — {METHOD_LABELS.get(bp.method, bp.method)} "
+                                       f"<span style='color:#888'>of {res.bp[0] or 'output'} #{res.bp[1]}"
+                                       f" — zoom (z: next, Esc: back)</span>")
 
     def _apply_compare(self):
         self.bp2.setVisible(self.state.compare)

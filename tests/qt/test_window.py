@@ -332,3 +332,10 @@ def test_open_checkpoint_dialog_asks_for_architecture_and_spec(qtbot, window, tm
         assert dialogs.open_checkpoint_interactive(window)
     assert asked and "architecture" in asked[0]
     assert window.loaded.spec.height == 32 and window.mm is not None
+
+
+def test_q_quits_cleanly(qtbot, window):
+    worker = window.worker
+    qtbot.keyClick(window, "q")
+    assert not window.isVisible() and not worker.isRunning()
+    assert window.test_source.closed
