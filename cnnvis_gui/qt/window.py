@@ -122,6 +122,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._model_notices = []
         self.last_result = None
         self.last_error = ""
+        self.atlas_pane = None          # created on first use (Atlas menu): its own worker thread
+        self.atlas_dock = None
         self.capture_rate = Rate()
         self.process_rate = Rate()
         self._closed = False
@@ -274,6 +276,9 @@ class MainWindow(QtWidgets.QMainWindow):
         mm = mb.addMenu("&Model")
         self._act(mm, "Edit input &spec…", self.edit_spec_dialog)
         self._act(mm, "Edit &labels…", self.edit_labels_dialog)
+        am = mb.addMenu("&Atlas")
+        self._act(am, "&Scan a folder for each unit's top images…", self.atlas_scan_dialog)
+        self._act(am, "Show the unit &atlas pane", self.show_atlas)
         vm = mb.addMenu("&View")
         vm.addAction(self.tree_dock.toggleViewAction())
         for _names, shown, action, desc in keytable.KEYS:
@@ -355,6 +360,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._model_notices:
             msg += " — " + "; ".join(self._model_notices)
         self.show_message(msg)
+        if self.atlas_pane is not None:
+            self.atlas_pane.set_model(self.loaded.model, self.loaded.spec)
         calm_gc()
         self.modelChanged.emit()
         self.request_render()
@@ -447,6 +454,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.show_message("frame frozen (f to resume)" if self.state.frozen_frame else "live input")
         if names & RENDER_FIELDS:
             self.request_render()
+        self._atlas_follow(names)
 
     def _update_grid_title(self):
         s = self.state
@@ -908,6 +916,38 @@ class MainWindow(QtWidgets.QMainWindow):
         s = self.state
         self.load_model(lm, layer=s.layer, unit=s.unit)
 
+    # ================================================================== unit atlas (cnnvis_gui.atlas)
+    def show_atlas(self):
+        """Open the atlas pane (top images, their backprop crops, optimized image of the unit) as a dock."""
+        if self.loaded is None:
+            self.show_error("open a model first")
+            return None
+        if self.atlas_pane is None:
+            from .atlas_pane import AtlasPane
+            self.atlas_pane = AtlasPane(self.loaded.model, self.loaded.spec)
+            self.atlas_dock = QtWidgets.QDockWidget("Unit atlas", self)
+            self.atlas_dock.setObjectName("atlas_dock")
+            self.atlas_dock.setWidget(self.atlas_pane)
+            self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.atlas_dock)
+        self.atlas_dock.show()
+        self.atlas_pane.show_unit(self.state.layer, self.state.unit)
+        return self.atlas_pane
+
+    def atlas_scan_dialog(self):
+        pane = self.show_atlas()
+        if pane is None or self.mm is None:
+            return
+        from .atlas_dialog import AtlasScanDialog
+        d = AtlasScanDialog(self.loaded.model, self.loaded.spec, layers=self.mm.visualizable_names(),
+                            selected=[self.state.layer], parent=self)
+        d.scanFinished.connect(pane.set_scan)
+        d.setAttribute(QtCore.Qt.WA_DeleteOnClose)
+        d.show()
+
+    def _atlas_follow(self, names):
+        if self.atlas_pane is not None and self.atlas_dock.isVisible() and names & {"layer", "unit"}:
+            self.atlas_pane.show_unit(self.state.layer, self.state.unit)
+
     # ================================================================== saving
     def save_pngs(self, folder) -> list:
         """Save each pane (and the whole window) as PNG into ``folder``; returns the paths."""
@@ -1056,6 +1096,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if app is not None:
             app.removeEventFilter(self._keys)
         self.worker.stop()
+        if self.atlas_pane is not None:
+            self.atlas_pane.close_worker()
         for src in (self.source, self.camera):
             if src is not None:
                 try:

@@ -339,3 +339,14 @@ def test_q_quits_cleanly(qtbot, window):
     qtbot.keyClick(window, "q")
     assert not window.isVisible() and not worker.isRunning()
     assert window.test_source.closed
+
+
+def test_atlas_pane_follows_the_selection_and_stops_on_close(qtbot, window):
+    pytest.importorskip("cnnvis_gui.qt.atlas_pane")
+    pane = window.show_atlas()
+    assert pane is not None and window.atlas_dock.isVisible()
+    window.state.select_unit(4)
+    assert (pane.layer, pane.unit) == (window.state.layer, 4)
+    worker = pane.worker
+    window.close()
+    assert worker is not None and not worker.isRunning()
