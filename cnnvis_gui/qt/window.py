@@ -535,7 +535,10 @@ class MainWindow(QtWidgets.QMainWindow):
             desc = (getattr(src, "description", None) or getattr(src, "status", None)
                     or ("still frame" if src is None else type(src).__name__))
         desc = str(desc)
-        self.input_pane.info.setToolTip(desc)
+        if getattr(src, "is_live", False):
+            desc += f" · {self.capture_rate.rate():.0f} fps"
+        elif self.state.frozen_frame:
+            desc += " · frozen"
         self.input_pane.set_rgb(res.input_rgb)
         h, w = res.input_rgb.shape[:2]
         self.input_pane.info.setText(f"{desc} · {w}×{h}")
