@@ -1,6 +1,6 @@
 """Engine speed against the bare-PyTorch floor, measured in one run.
 
-Rows (ResNet-18, random init, 1 x 3 x 224 x 224 by default, CPU):
+Rows (ResNet-18, random init, 1 x 3 x 224 x 224 by default, CPU; ``--model shapes`` for a demo model):
 
 * bare autograd      -- forward with parameters frozen + torch.autograd.grad to the input
 * ours: new frame    -- Visualizer.forward + one guided-backprop saliency
@@ -11,7 +11,7 @@ Rows (ResNet-18, random init, 1 x 3 x 224 x 224 by default, CPU):
 The cases are interleaved round-robin and each reports the median, so the shared,
 noisy machine affects them alike.  Compare the ratios, not the milliseconds.
 
-    python benchmarks/bench_engine.py [--size 224] [--repeats 15] [--layer fc] [--device cpu]
+    python benchmarks/bench_engine.py [--model resnet18|shapes|glyphs] [--size 224] [--repeats 15] [--layer fc] [--device cpu]
 """
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--layer", default="fc", help="target layer (default: the classifier output)")
+    ap.add_argument("--model", default="resnet18",
+                    help="'resnet18' (torchvision, random init) or a demo name ('shapes', 'glyphs')")
+    ap.add_argument("--layer", default=None, help="target layer (default: the classifier output)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--no-captum", action="store_true")
@@ -49,9 +51,20 @@ def main(argv=None):
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet18().eval().to(dev)
+    if args.model == "resnet18":
+        model = torchvision.models.resnet18().eval().to(dev)
+        shape = (3, args.size, args.size)
+        args.layer = args.layer or "fc"
+        title = f"ResNet-18, input 1x3x{args.size}x{args.size}"
+    else:
+        from cnnvis_gui.models import demo
+        lm = demo(args.model)
+        model = lm.model.to(dev)
+        shape = lm.spec.shape
+        args.layer = args.layer or [n for n, _ in model.named_modules()][-1]
+        title = f"demo '{args.model}', input 1x{'x'.join(map(str, shape))}"
     frozen = copy.deepcopy(model).requires_grad_(False)
-    x = torch.randn(1, 3, args.size, args.size, device=dev)
+    x = torch.randn((1,) + tuple(shape), device=dev)
     layer_mod = dict(model.named_modules())[args.layer]
     vis = Visualizer(model)
     units = [3, 7]
@@ -119,7 +132,7 @@ def main(argv=None):
 
     bare_ms = med["bare autograd (forward + grad)"]
     back_ms = med["bare backward-only (retained graph)"]
-    print(f"ResNet-18, input 1x3x{args.size}x{args.size}, target {args.layer!r}, device {dev}, "
+    print(f"{title}, target {args.layer!r}, device {dev}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
     print(f"{'case':42s} {'median ms':>10s} {'vs bare':>8s} {'vs bare bwd':>12s}")
     for k, v in med.items():

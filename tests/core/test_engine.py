@@ -505,3 +505,24 @@ def test_gradient_at_layer(resnet):
     _close(frame.gradient_at("layer2", "fc", 3, "gradient"), ref)
     # a layer after the target gets zeros, not an error
     assert torch.count_nonzero(frame.gradient_at("layer4", "layer2", 0)) == 0
+
+
+def test_parameter_gradients_are_never_computed(resnet):
+    """Backward passes go to the input (or a layer) only: no parameter gradient is ever formed."""
+    model = copy.deepcopy(resnet)
+    fired = []
+    handles = [p.register_hook(lambda g, n=n: fired.append(n)) for n, p in model.named_parameters()]
+    try:
+        frame = Visualizer(model).forward(torch.randn(1, 3, 64, 64))
+        for m in ("gradient", "deconvnet", "guided"):
+            frame.saliency("fc", 1, m)
+        frame.grad_cam("fc", 1)
+        frame.gradient_at("layer2", "layer3", 0)
+        # control: a plain backward to the loss would have reached them
+        out = model(torch.randn(1, 3, 64, 64))
+        assert not fired
+        out.sum().backward()
+        assert fired
+    finally:
+        for h in handles:
+            h.remove()
