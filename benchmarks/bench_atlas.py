@@ -2,7 +2,8 @@
 
     python benchmarks/bench_atlas.py [--device cpu|cuda] [--repeats 3] [--shapes-images 512] [--resnet-images 128]
 
-For each model, the same run measures (median over repeats):
+For each model, the same run measures, alternating the two so both see the same machine load
+(median over repeats, after one warm-up run of each):
 
 * forward: ``model(x)`` under ``torch.no_grad`` on batches already in memory (no decode);
 * scan: :class:`cnnvis_gui.atlas.TopKScan` over a folder of generated images (PNG for the
@@ -50,7 +51,6 @@ def bench_forward(model, spec, n, batch, device, repeats):
     x = torch.randn((batch,) + spec.shape, device=device)
     rates = []
     with torch.no_grad():
-        model(x)
         for _ in range(repeats):
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -82,6 +82,20 @@ def bench_scan(model, spec, folder, layers, batch, repeats, workers):
     return statistics.median(rates), n, statistics.median(waits)
 
 
+def interleaved(model, spec, folder, layers, batch, device, repeats, workers):
+    """Alternate forward and scan runs (after one warm-up of each) so both see the same machine load."""
+    n = TopKScan(model, spec, folder, layers, batch_size=batch, use_cache=False).total
+    bench_forward(model, spec, batch, batch, device, 1)
+    bench_scan(model, spec, folder, layers, batch, 1, workers)
+    fwd, scan, wait = [], [], []
+    for _ in range(repeats):
+        fwd.append(bench_forward(model, spec, n, batch, device, 1))
+        r, _, w = bench_scan(model, spec, folder, layers, batch, 1, workers)
+        scan.append(r)
+        wait.append(w)
+    return statistics.median(fwd), statistics.median(scan), n, statistics.median(wait)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -108,8 +122,8 @@ def main(argv=None):
             name = "ShapesNet (random init) 64x64"
         make_folder(tmp / "shapes", args.shapes_images, 64, ".png")
         layers = ["features.10", "features.14", "output"]
-        fwd = bench_forward(model, spec, args.shapes_images, args.batch, device, args.repeats)
-        scan, n, wait = bench_scan(model, spec, tmp / "shapes", layers, args.batch, args.repeats, args.workers)
+        fwd, scan, n, wait = interleaved(model, spec, tmp / "shapes", layers, args.batch, device, args.repeats,
+                                         args.workers)
         rows.append((name, n, args.batch, fwd, scan, wait))
         if not args.skip_resnet:
             import torchvision
@@ -118,9 +132,8 @@ def main(argv=None):
             spec = InputSpec(3, 224, 224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
             make_folder(tmp / "resnet", args.resnet_images, 256, ".jpg")
             b = min(args.batch, 32)
-            fwd = bench_forward(model, spec, args.resnet_images, b, device, args.repeats)
-            scan, n, wait = bench_scan(model, spec, tmp / "resnet", ["layer3", "layer4", "output"], b,
-                                       args.repeats, args.workers)
+            fwd, scan, n, wait = interleaved(model, spec, tmp / "resnet", ["layer3", "layer4", "output"], b, device,
+                                             args.repeats, args.workers)
             rows.append(("ResNet-18 (random init) 224x224", n, b, fwd, scan, wait))
     print(f"\ndevice: {device} ({torch.get_num_threads()} torch threads, {args.repeats} repeats, median)")
     print(f"{'model':34s} {'images':>6s} {'batch':>5s} {'forward img/s':>14s} {'scan img/s':>11s} {'ratio':>6s} "

@@ -5,8 +5,9 @@ dataset images with the highest activation; it computed them with offline Caffe 
 Here a folder (recursive; an image-folder-per-class layout is fine) streams through the
 model in batches:
 
-* decoding (OpenCV) and ``InputSpec.to_array`` run in a thread pool a few batches ahead,
-  so the model does not wait on file reads;
+* decoding (OpenCV) and resizing (``InputSpec.fit_frame``) run in a thread pool a few batches
+  ahead, so the model does not wait on file reads; the normalization runs batched on the
+  model's device;
 * the forward runs under ``torch.no_grad`` on the model's own device; a forward hook on
   each chosen layer reduces its output at once to the per-channel maximum over positions
   and the position of that maximum (so no activation map is kept);
@@ -447,19 +448,39 @@ class TopKScan:
 
     # ------------------------------------------------------------------ the loop
     def _decode(self, start: int, stop: int):
-        """Decode files [start, stop) -> (N x C x H x W float32, their image indices, [(rel, why)])."""
+        """Decode files [start, stop) -> (batch array, their image indices, [(rel, why)]).
+
+        For 3-channel specs the batch is N x H x W x 3 uint8 BGR (geometry only); the
+        normalization runs batched in torch on the model's device (:meth:`_normalize`),
+        which is cheaper than per-image numpy and moves 4x fewer bytes to a GPU.  Other
+        specs get ``InputSpec.to_array`` here: N x C x H x W float32.
+        """
         files = self._files
         spec = self.spec
-        out = np.empty((stop - start,) + spec.shape, np.float32)
+        fast = spec.channels == 3
+        out = np.empty((stop - start, spec.height, spec.width, 3) if fast else (stop - start,) + spec.shape,
+                       np.uint8 if fast else np.float32)
         ok, bad = [], []
         for i in range(start, stop):
             rel = files[i][0]
             try:
-                out[len(ok)] = spec.to_array(load_image(self.folder / rel), self.fit)
+                img = load_image(self.folder / rel)
+                out[len(ok)] = spec.fit_frame(img, self.fit) if fast else spec.to_array(img, self.fit)
                 ok.append(i)
             except Exception as e:  # unreadable / not an image / odd shape: skip and count
                 bad.append((rel, str(e) or type(e).__name__))
         return out[:len(ok)], ok, bad
+
+    def _normalize(self, x: torch.Tensor, dtype) -> torch.Tensor:
+        """N x H x W x 3 uint8 BGR -> N x 3 x H x W normalized, exactly as ``InputSpec.to_array``."""
+        spec = self.spec
+        x = x.permute(0, 3, 1, 2)
+        if spec.channel_order == "RGB":
+            x = x.flip(1)
+        x = x.float() * spec.scale
+        mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device)[:, None, None]
+        std = torch.tensor(spec.std, dtype=torch.float32, device=x.device)[:, None, None]
+        return ((x - mean) / std).to(dtype).contiguous()
 
     def _forward(self, x: torch.Tensor) -> dict:
         """Reductions for a batch; on out-of-memory, halve the batch and retry (recursively)."""
@@ -548,7 +569,10 @@ class TopKScan:
                     x = torch.from_numpy(arr)
                     if pin:
                         x = x.pin_memory()
-                    x = x.to(device=device, dtype=dtype, non_blocking=pin)
+                    if x.dtype == torch.uint8:
+                        x = self._normalize(x.to(device=device, non_blocking=pin), dtype)
+                    else:
+                        x = x.to(device=device, dtype=dtype, non_blocking=pin)
                     with torch.no_grad():
                         found = self._forward(x)
                     self._merge(state, shapes, found, torch.tensor(ok, dtype=torch.int64))
