@@ -225,6 +225,8 @@ class _Recorder:
         self.other_activations: Counter = Counter()
         self._relu_depth = 0
         self.failed_in: tuple[str, str] | None = None
+        # Hooks live on the (shared) modules; forwards run by other threads are not ours.
+        self.thread = threading.get_ident()
 
     # hooks ------------------------------------------------------------------------
     def __enter__(self):
@@ -254,6 +256,8 @@ class _Recorder:
         is_relu = isinstance(module, nn.ReLU)
 
         def pre(mod, args):
+            if threading.get_ident() != self.thread:
+                return None
             shapes = ", ".join(_shape_str(a) for a in args if isinstance(a, torch.Tensor)) or "no tensor"
             self.stack.append((name, shapes))
             if is_relu:
@@ -267,6 +271,8 @@ class _Recorder:
         is_relu = isinstance(module, nn.ReLU)
 
         def post(mod, args, output):
+            if threading.get_ident() != self.thread:
+                return None
             if is_relu:
                 self._relu_depth -= 1
             if self.stack and self.stack[-1][0] == name:

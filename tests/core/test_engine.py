@@ -526,3 +526,33 @@ def test_parameter_gradients_are_never_computed(resnet):
     finally:
         for h in handles:
             h.remove()
+
+
+def test_forwards_in_other_threads_are_not_recorded():
+    """A scan thread running the same model while a frame records must not leak into the frame."""
+    import threading
+
+    model = _GrayNet().eval()
+    started, release = threading.Event(), threading.Event()
+
+    class _Gate(nn.Module):
+        def forward(self, x):
+            started.set()
+            assert release.wait(10)
+            return x
+
+    model.features.insert(0, _Gate())
+    x = torch.randn(1, 1, 28, 28)
+    result = {}
+    t = threading.Thread(target=lambda: result.__setitem__("frame", Visualizer(model).forward(x)))
+    t.start()
+    assert started.wait(10)
+    for _ in range(3):  # another thread's forwards while the frame is recording
+        with torch.no_grad():
+            model.features[1:](torch.randn(1, 1, 28, 28))
+    release.set()
+    t.join(10)
+    frame = result["frame"]
+    mm = frame.model_map
+    assert mm["features.1"].calls == 1 and mm["head"].calls == 1
+    _close(frame.saliency("head", 2, "guided"), saliency(model, x, "head", 2, "guided"))
