@@ -9,7 +9,10 @@ Rows (ResNet-18, random init, 1 x 3 x 224 x 224 by default, CPU; ``--model shape
 * captum             -- captum's NeuronGuidedBackprop (forward + backward each call)
 
 The cases are interleaved round-robin and each reports the median, so the shared,
-noisy machine affects them alike.  Compare the ratios, not the milliseconds.
+noisy machine affects them alike.  Two clocks: wall time, and the process's CPU time
+(all its threads), which other processes on a shared machine disturb much less; the
+ratios are computed on CPU time on the CPU device.  Compare the ratios, not the
+milliseconds.
 
     python benchmarks/bench_engine.py [--model resnet18|shapes|glyphs] [--size 224] [--repeats 15] [--layer fc] [--device cpu]
 """
@@ -28,10 +31,11 @@ from cnnvis_gui.core import Visualizer
 
 
 def _timeit(fn, sync):
-    t0 = time.perf_counter()
+    """(wall ms, process CPU ms) of one call."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
     sync()
-    return (time.perf_counter() - t0) * 1000.0
+    return (time.perf_counter() - t0) * 1000.0, (time.process_time() - c0) * 1000.0
 
 
 def main(argv=None):
@@ -125,27 +129,38 @@ def main(argv=None):
         fn()
     sync()
     times = {k: [] for k in cases}
+    cpu = {k: [] for k in cases}
     for _ in range(args.repeats):
         for k, fn in cases.items():
-            times[k].append(_timeit(fn, sync))
-    med = {k: statistics.median(v) for k, v in times.items()}
+            w, c = _timeit(fn, sync)
+            times[k].append(w)
+            cpu[k].append(c)
+    wall = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in cpu.items()} if dev.type == "cpu" else wall
+    clock = "CPU ms" if dev.type == "cpu" else "wall ms"
 
     bare_ms = med["bare autograd (forward + grad)"]
     back_ms = med["bare backward-only (retained graph)"]
-    print(f"{title}, target {args.layer!r}, device {dev}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
-    print(f"{'case':42s} {'median ms':>10s} {'vs bare':>8s} {'vs bare bwd':>12s}")
-    for k, v in med.items():
-        print(f"{k:42s} {v:10.2f} {v / bare_ms:7.2f}x {v / back_ms:11.2f}x")
+    load = ""
+    try:
+        import os
+        load = f", load average {os.getloadavg()[0]:.1f}"
+    except (OSError, AttributeError):
+        pass
+    print(f"{title}, target {args.layer!r}, device {dev}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats}{load}")
+    print(f"{'case':40s} {'wall ms':>9s} {'CPU ms':>9s} {'vs bare':>8s} {'vs bare bwd':>12s}")
+    for k in cases:
+        c = cpu[k] and statistics.median(cpu[k])
+        print(f"{k:40s} {wall[k]:9.2f} {c:9.2f} {med[k] / bare_ms:7.2f}x {med[k] / back_ms:11.2f}x")
     new_ratio = med["ours: new frame (forward + guided)"] / bare_ms
     sw_ratio = med["ours: unit switch (guided, same frame)"] / back_ms
-    print(f"\nnew frame / bare = {new_ratio:.2f}x (target <= 1.10x); "
+    print(f"\nratios on {clock}: new frame / bare = {new_ratio:.2f}x (target <= 1.10x); "
           f"unit switch / bare backward-only = {sw_ratio:.2f}x (target <= 1.10x)")
     if "captum NeuronGuidedBackprop" in med:
         c = med["captum NeuronGuidedBackprop"]
         print(f"captum / ours new frame = {c / med['ours: new frame (forward + guided)']:.2f}x; "
               f"captum / ours unit switch = {c / med['ours: unit switch (guided, same frame)']:.2f}x")
-
 
 if __name__ == "__main__":
     main()

@@ -26,6 +26,7 @@ autograd edge it had just before the overwrite keeps gradients *at* that layer e
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import threading
 import time
@@ -216,7 +217,7 @@ class _Recorder:
         self.types: dict[str, str] = {}
         self.conv: dict[str, bool] = {}
         self.calls: dict[str, list[_Call]] = {}
-        self.stack: list[tuple[str, str]] = []  # (name, input shapes) of running modules
+        self.stack: list[tuple[str, tuple]] = []  # (name, input args) of the modules running now
         self.watched: dict[int, list[_Call]] = {}
         self.handles: list = []
         self.counter = 0
@@ -224,7 +225,7 @@ class _Recorder:
         self.functional_relu_calls = 0
         self.other_activations: Counter = Counter()
         self._relu_depth = 0
-        self.failed_in: tuple[str, str] | None = None
+        self.failed_in: tuple[str, tuple] | None = None
         # Hooks live on the (shared) modules; forwards run by other threads are not ours.
         self.thread = threading.get_ident()
 
@@ -258,8 +259,7 @@ class _Recorder:
         def pre(mod, args):
             if threading.get_ident() != self.thread:
                 return None
-            shapes = ", ".join(_shape_str(a) for a in args if isinstance(a, torch.Tensor)) or "no tensor"
-            self.stack.append((name, shapes))
+            self.stack.append((name, args))  # shapes are formatted only if the forward fails
             if is_relu:
                 self._relu_depth += 1
             self.counter += 1
@@ -286,22 +286,26 @@ class _Recorder:
             self.counter += 1
             call.done = self.counter
             if isinstance(output, torch.Tensor):
-                if output.ndim < 2:
-                    call.reason = f"output is a {output.ndim}-D tensor; units need a batch and a channel/feature axis"
-                elif not output.is_floating_point():
-                    call.reason = f"output dtype {output.dtype} is not floating point"
-                else:
-                    call.reason = None
-                if call.reason is None and self.keep_values:
-                    call.value = output
-                    call.edge = output if output.requires_grad else None
-                    self.watched.setdefault(id(output), []).append(call)
-                elif call.reason is None:
-                    call.value = _ShapeOnly(tuple(output.shape))
+                with _no_torch_function():  # our own bookkeeping need not go through the mode
+                    self._record(call, output)
             elif output is not None:
                 call.reason = f"returns a {type(output).__name__}, not a tensor"
             return None
         return post
+
+    def _record(self, call: "_Call", output: torch.Tensor):
+        if output.ndim < 2:
+            call.reason = f"output is a {output.ndim}-D tensor; units need a batch and a channel/feature axis"
+        elif not output.is_floating_point():
+            call.reason = f"output dtype {output.dtype} is not floating point"
+        else:
+            call.reason = None
+        if call.reason is None and self.keep_values:
+            call.value = output
+            call.edge = output if output.requires_grad else None
+            self.watched.setdefault(id(output), []).append(call)
+        elif call.reason is None:
+            call.value = _ShapeOnly(tuple(output.shape))
 
     def inside_relu_module(self) -> bool:
         return self._relu_depth > 0
@@ -325,6 +329,12 @@ class _ShapeOnly:
         self.ndim = len(shape)
 
 
+def _no_torch_function():
+    """Context in which torch functions skip every __torch_function__ mode (our own bookkeeping)."""
+    ctx = getattr(torch._C, "DisableTorchFunction", None)
+    return ctx() if ctx is not None else contextlib.nullcontext()
+
+
 def _shape_str(t) -> str:
     return "x".join(str(s) for s in t.shape) if hasattr(t, "shape") else type(t).__name__
 
@@ -339,9 +349,10 @@ def _model_device_dtype(model: nn.Module):
 
 def _run_recorded(model, x_in, recorder: _Recorder, grad: bool):
     """Forward ``x_in`` with hooks + mode; eval mode during the call, flags restored after."""
-    training = [(m, m.training) for m in model.modules()]
+    training = [m for m in model.modules() if m.training]
     try:
-        model.eval()
+        for m in training:
+            m.training = False
         with recorder, _RecordingMode(recorder), torch.set_grad_enabled(grad):
             try:
                 return model(x_in)
@@ -350,15 +361,16 @@ def _run_recorded(model, x_in, recorder: _Recorder, grad: bool):
             except Exception as e:  # the user's model raised: name the layer and shapes
                 raise ModelForwardError(_forward_failure_message(recorder, x_in, e)) from e
     finally:
-        for m, t in training:
-            m.training = t
+        for m in training:
+            m.training = True
 
 
 def _forward_failure_message(recorder: _Recorder, x_in, e: Exception) -> str:
     where = recorder.failed_in or (recorder.stack[-1] if recorder.stack else None)
     msg = f"the model's forward pass failed"
     if where is not None and where[0] != "":
-        msg += f" in module '{where[0]}' ({recorder.types.get(where[0], '?')}) on input {where[1]}"
+        shapes = ", ".join(_shape_str(a) for a in where[1] if isinstance(a, torch.Tensor)) or "no tensor"
+        msg += f" in module '{where[0]}' ({recorder.types.get(where[0], '?')}) on input {shapes}"
     msg += f": {type(e).__name__}: {e}. The model was given an input of shape {_shape_str(x_in)}"
     msg += "; check the input spec (channels, height, width) against what the model was trained on."
     return msg
