@@ -281,6 +281,59 @@ class ActivationMosaic:
             self._outline(img, self.highlight, HIGHLIGHT_COLOR)
         self.image = img
 
+    @classmethod
+    def from_tiles(cls, tiles, grid: tuple[int, int] | None = None, aspect: float | None = None,
+                   separator: int = 1, labels: Sequence[str] | None = None) -> "ActivationMosaic":
+        """Lay out ready-made RGB tiles, one per unit, with the mosaic's geometry.
+
+        For pictures *of* units (pattern mode: each unit's optimized image or best top-1
+        crop) shown in place of their activations: ``tile_rect``, ``unit_at`` and
+        ``position_at`` work exactly as for an activation mosaic.
+
+        Parameters
+        ----------
+        tiles : ndarray, n x th x tw x 3 uint8 RGB
+        grid : (rows, cols), optional
+            Use this grid (e.g. ``(m.rows, m.cols)`` of the activation mosaic of the same
+            layer, so every unit keeps its cell); default: chosen like the constructor's.
+        aspect, separator, labels : as for the constructor.
+        """
+        t = np.asarray(tiles)
+        if t.ndim != 4 or t.shape[3] != 3 or t.dtype != np.uint8 or 0 in t.shape:
+            raise CnnvisError(f"ActivationMosaic.from_tiles: expected n x h x w x 3 uint8 RGB tiles, "
+                              f"got shape {tuple(t.shape)} of {t.dtype}.")
+        n, th, tw = t.shape[:3]
+        sep = int(separator)
+        if sep < 0:
+            raise CnnvisError(f"ActivationMosaic: separator must be >= 0 pixels, got {separator!r}.")
+        if labels is not None:
+            labels = tuple(str(s) for s in labels)
+            if len(labels) != n:
+                raise CnnvisError(f"ActivationMosaic: {len(labels)} labels for {n} units; give one per unit.")
+        if grid is not None:
+            rows, cols = (int(v) for v in grid)
+            if rows < 1 or cols < 1 or rows * cols < n:
+                raise CnnvisError(f"ActivationMosaic.from_tiles: a {rows} x {cols} grid cannot hold {n} tiles.")
+        else:
+            a = 1.0 if aspect is None else float(aspect)
+            if not (math.isfinite(a) and a > 0):
+                raise CnnvisError(f"ActivationMosaic: aspect (width / height) must be > 0, got {aspect!r}.")
+            rows, cols = _choose_grid(n, th, tw, sep, a)
+        self = cls.__new__(cls)
+        self.is_linear = False
+        self.n_units = n
+        self.tile_shape = (th, tw)
+        self.scale = 1
+        self.separator = sep
+        self.normalize = None
+        self.labels = labels
+        self.highlight = self.frozen = None
+        self._th, self._tw = th, tw
+        self.rows, self.cols = rows, cols
+        self.image = np.ascontiguousarray(
+            np.stack([self._assemble(np.ascontiguousarray(t[..., c])) for c in range(3)], axis=-1))
+        return self
+
     # -- building -------------------------------------------------------------------
     def _tiles_uint8(self, a: np.ndarray, normalize: str, gain: float, gamma: float) -> np.ndarray:
         """n x h x w float -> n x h x w uint8 with the chosen scale, gain, clip and gamma."""

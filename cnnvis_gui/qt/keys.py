@@ -28,6 +28,8 @@ KEYS = [
     (("t",), "t", "cycle_gamma", "boost: gamma 1 → 0.7 → 0.5 → 0.35"),
     (("T",), "T", "toggle_per_unit", "boost: scale every unit on its own (per-unit gain)"),
     (("a",), "a", "toggle_grid_mode", "grid shows activations ↔ gradients at this layer"),
+    (("s",), "s", "toggle_patterns",
+     "grid shows activations ↔ patterns: each unit's optimized image, else its top-1 crop (needs an atlas scan)"),
     (("h", "F1"), "h / F1", "toggle_help", "show / hide this help"),
     (("Esc",), "Esc", "reset", "reset zoom, boosts, freezes; close help"),
     (("q",), "q", "quit", "quit"),

@@ -52,6 +52,7 @@ class ViewerState:
     gamma: float = 1.0
     per_unit: bool = False           # T: normalize every tile on its own
     grid_mode: str = "activations"
+    patterns: bool = False           # s: grid shows each unit's optimized image / top-1 crop (atlas)
     frozen_unit: Optional[tuple] = None   # (layer, unit) whose backprop stays shown
     frozen_frame: bool = False
     use_camera: bool = False
@@ -144,6 +145,6 @@ class ViewerState:
 
     def reset(self) -> None:
         """Esc: back to the plain view (keeps layer, unit and source)."""
-        self.update(zoom="normal", gamma=1.0, per_unit=False, grid_mode="activations",
+        self.update(zoom="normal", gamma=1.0, per_unit=False, grid_mode="activations", patterns=False,
                     frozen_unit=None, frozen_frame=False, show_help=False, backprop_on=True,
                     overlay=False)

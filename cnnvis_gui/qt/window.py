@@ -8,6 +8,8 @@ the input source.  Every state change or new frame is snapshotted into a
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import os
 import sys
 import threading
@@ -99,7 +101,10 @@ class MainWindow(QtWidgets.QMainWindow):
     frameDrawn = QtCore.pyqtSignal(object)
     renderFailed = QtCore.pyqtSignal(str)
     modelChanged = QtCore.pyqtSignal()
+    atlasRestored = QtCore.pyqtSignal(object)          # the AtlasScan reopened from the cache at model load
+    patternsReady = QtCore.pyqtSignal(object)          # PatternTiles of a layer, computed (s: pattern mode)
     _cameraOpened = QtCore.pyqtSignal(object, str)     # from the camera-opening thread
+    _atlasLookedUp = QtCore.pyqtSignal(int, object)    # (model gen, AtlasScan or None) from the cache lookup
 
     def __init__(self, state: ViewerState | None = None, settings: QtCore.QSettings | None = None,
                  parent=None):
@@ -124,6 +129,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.last_error = ""
         self.atlas_pane = None          # created on first use (Atlas menu): its own worker thread
         self.atlas_dock = None
+        self.atlas_scan = None          # the AtlasScan shown (dialog or reopened from the cache)
+        self._atlas_dock_restored = False
+        self._pattern_worker = None     # PatternWorker, created on the first s with a scan
+        self._pattern_tiles = {}        # (scan key, layer, preset) -> PatternTiles
+        self._pattern_pending = None    # key being computed
+        self._pattern_progress = (0, 0)
+        self._pattern_mosaic = None     # (tiles key, rows, cols, n) , ActivationMosaic
         self.capture_rate = Rate()
         self.process_rate = Rate()
         self._closed = False
@@ -152,6 +164,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self.state.connect(self._on_state)
         self._cameraOpened.connect(self._on_camera_opened)
+        self._atlasLookedUp.connect(self._on_atlas_looked_up)
         self.capture_timer = QtCore.QTimer(self)
         self.capture_timer.setInterval(8)
         self.capture_timer.timeout.connect(self._poll_source)
@@ -317,6 +330,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.loaded = loaded
         self.gen += 1
         self.mm = None
+        self._reset_atlas()
         self._initial = {k: v for k, v in (("layer", layer), ("unit", unit), ("method", method)) if v is not None}
         self._model_notices = [str(n) for n in (getattr(loaded, "notes", None) or [])]
         name = getattr(loaded, "name", "model")
@@ -362,6 +376,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.show_message(msg)
         if self.atlas_pane is not None:
             self.atlas_pane.set_model(self.loaded.model, self.loaded.spec)
+        self._restore_atlas()
         calm_gc()
         self.modelChanged.emit()
         self.request_render()
@@ -438,7 +453,9 @@ class MainWindow(QtWidgets.QMainWindow):
             if self.state.unit >= n:
                 upd["unit"] = max(0, n - 1)
             self.state.update(**upd)
-        if "grid_mode" in names or "layer" in names:
+        if names & {"patterns", "layer"}:
+            self._apply_patterns()
+        if names & {"grid_mode", "layer", "patterns"}:
             self._update_grid_title()
         if "zoom" in names:
             self._apply_zoom()
@@ -463,8 +480,22 @@ class MainWindow(QtWidgets.QMainWindow):
         if info is None:
             self.grid.title.setText(what)
             return
+        name = info.name or "output"
+        if s.patterns and self._atlas_has(s.layer):
+            tiles = self._pattern_tiles.get(self._pattern_key(s.layer))
+            if tiles is not None:
+                self.grid.title.setText(f"Patterns — <b>{name}</b> <span style='color:#888'>({tiles.describe()})"
+                                        f"</span>")
+                self.grid.title.setToolTip("each unit's optimized image where one is cached (atlas pane: Optimize),"
+                                           " else the crop of its best image in the atlas scan; s: activations")
+                return
+            done, n = self._pattern_progress
+            self.grid.title.setText(f"{what} — <b>{name}</b> <span style='color:#888'>(patterns: computing top-1"
+                                    f" crops {done}/{n or '?'}…)</span>")
+            return
+        self.grid.title.setToolTip("")
         shape = "×".join(str(x) for x in info.shape) if info.shape else ""
-        self.grid.title.setText(f"{what} — <b>{info.name or 'output'}</b> "
+        self.grid.title.setText(f"{what} — <b>{name}</b> "
                                 f"<span style='color:#888'>({info.type}, {shape})</span>")
 
     def request_render(self) -> bool:
@@ -542,7 +573,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.input_pane.set_rgb(res.input_rgb)
         h, w = res.input_rgb.shape[:2]
         self.input_pane.info.setText(f"{desc} · {w}×{h}")
-        self.grid.set_mosaic(res.mosaic, res.unit_max, res.unit_mean)
+        self.grid.set_mosaic(self._grid_mosaic(res), res.unit_max, res.unit_mean)
         self.state.update(grid_cols=int(res.mosaic.cols))
         self.unit_pane.set_unit(res.unit_rgb, res.unit_levels)
         lo, hi = res.unit_levels
@@ -732,6 +763,8 @@ class MainWindow(QtWidgets.QMainWindow):
             s.toggle("per_unit")
         elif action == "toggle_grid_mode":
             s.toggle_grid_mode()
+        elif action == "toggle_patterns":
+            self.toggle_patterns()
         elif action == "toggle_help":
             s.toggle("show_help")
         elif action == "reset":
@@ -931,21 +964,210 @@ class MainWindow(QtWidgets.QMainWindow):
             self.atlas_dock = QtWidgets.QDockWidget("Unit atlas", self)
             self.atlas_dock.setObjectName("atlas_dock")
             self.atlas_dock.setWidget(self.atlas_pane)
-            self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.atlas_dock)
+            if not self.restoreDockWidget(self.atlas_dock):      # where it was last time, if anywhere
+                self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.atlas_dock)
+            if self.atlas_scan is not None:
+                self.atlas_pane.set_scan(self.atlas_scan)
         self.atlas_dock.show()
         self.atlas_pane.show_unit(self.state.layer, self.state.unit)
         return self.atlas_pane
 
     def atlas_scan_dialog(self):
+        """Open the scan dialog (last folder and k of this model filled in); returns it."""
         pane = self.show_atlas()
         if pane is None or self.mm is None:
-            return
+            return None
         from .atlas_dialog import AtlasScanDialog
+        last = self._atlas_remembered() or {}
+        selected = set(last.get("layers", [])) | {self.state.layer}
         d = AtlasScanDialog(self.loaded.model, self.loaded.spec, layers=self.mm.visualizable_names(),
-                            selected=[self.state.layer], parent=self)
-        d.scanFinished.connect(pane.set_scan)
+                            folder=last.get("folder"), k=last.get("k", 9), selected=selected, parent=self)
+        d.scanFinished.connect(self._on_atlas_scan)
         d.setAttribute(QtCore.Qt.WA_DeleteOnClose)
         d.show()
+        return d
+
+    def _on_atlas_scan(self, scan):
+        """A scan finished (or came from the cache) in the dialog: show it, remember it for next time."""
+        self._set_atlas_scan(scan)
+        self._remember_atlas(scan)
+
+    def _set_atlas_scan(self, scan):
+        self.atlas_scan = scan
+        self._pattern_tiles.clear()
+        self._pattern_mosaic = None
+        self._pattern_pending = None
+        if self.atlas_pane is not None:
+            self.atlas_pane.set_scan(scan)
+        self._apply_patterns()
+        self._update_grid_title()
+
+    def _reset_atlas(self):
+        """Another model: its scan, patterns and pattern worker belong to the old one."""
+        self.atlas_scan = None
+        self._pattern_tiles.clear()
+        self._pattern_mosaic = None
+        self._pattern_pending = None
+        if self._pattern_worker is not None:
+            self._pattern_worker.stop()
+            self._pattern_worker = None
+        if self.state.patterns:
+            self.state.update(patterns=False)
+
+    # ---- reopening: the last scan of this model comes back from the cache at once
+    def _atlas_settings_key(self) -> str:
+        lm = self.loaded
+        ident = str(getattr(lm, "source", None) or getattr(lm, "name", None) or type(lm.model).__name__)
+        return "atlas/model_" + hashlib.blake2b(ident.encode("utf-8"), digest_size=8).hexdigest()
+
+    def _remember_atlas(self, scan):
+        base = self._atlas_settings_key()
+        self.settings.setValue(base + "/folder", str(scan.folder))
+        self.settings.setValue(base + "/k", int(scan.k))
+        self.settings.setValue(base + "/layers", json.dumps(list(scan.layers)))
+        self.settings.sync()
+
+    def _atlas_remembered(self) -> dict | None:
+        """{folder, k, layers} of this model's last scan from the settings, or None."""
+        if self.loaded is None:
+            return None
+        base = self._atlas_settings_key()
+        folder = self.settings.value(base + "/folder")
+        if not folder:
+            return None
+        try:
+            layers = [str(x) for x in json.loads(self.settings.value(base + "/layers", "[]"))]
+            return {"folder": str(folder), "k": int(self.settings.value(base + "/k", 9)), "layers": layers}
+        except (TypeError, ValueError):
+            return None
+
+    def _restore_atlas(self):
+        """Show the dock if it was open last time; look the last scan of this model up in the cache.
+
+        The lookup (folder listing, weights hash, reading the result) runs in a thread; it never
+        scans: a changed folder or other weights give another cache key, i.e. nothing is shown.
+        """
+        if not self._atlas_dock_restored:
+            self._atlas_dock_restored = True
+            if self.settings.value("atlas/dock_visible") in (True, "true", "1", 1):
+                self.show_atlas()
+        last = self._atlas_remembered()
+        if last is None or not last["layers"] or not Path(last["folder"]).is_dir():
+            return
+        model, spec, gen = self.loaded.model, self.loaded.spec, self.gen
+        modules = dict(model.named_modules())
+        if any(name not in modules for name in last["layers"]):
+            return      # another architecture under the same name: nothing to reopen
+
+        def work():
+            try:
+                from ..atlas import TopKScan
+                scan = TopKScan(model, spec, last["folder"], last["layers"], k=last["k"]).cached()
+            except Exception:  # noqa: BLE001 - an unreadable cache is no cache
+                scan = None
+            self._atlasLookedUp.emit(gen, scan)
+        threading.Thread(target=work, name="cnnvis-atlas-reopen", daemon=True).start()
+
+    def _on_atlas_looked_up(self, gen, scan):
+        if gen != self.gen or self._closed or scan is None:
+            return
+        self._set_atlas_scan(scan)
+        layers = ", ".join(n or "output" for n in scan.layers)
+        self.show_message(f"unit atlas reopened from the cache: {len(scan.paths)} images of {scan.folder},"
+                          f" layers {layers}, top {scan.k}")
+        self.atlasRestored.emit(scan)
+
+    # ---- pattern mode (s): the grid shows each unit's optimized image or best top-1 crop
+    def _atlas_has(self, layer) -> bool:
+        return self.atlas_scan is not None and layer in self.atlas_scan.layers
+
+    def _pattern_key(self, layer) -> tuple:
+        from ..atlas.optimize import DEFAULT_PRESET
+        pane = self.atlas_pane
+        preset = int(pane.preset.currentData()) if pane is not None else int(DEFAULT_PRESET)
+        return (self.atlas_scan.key or str(id(self.atlas_scan)), layer, preset)
+
+    def toggle_patterns(self) -> None:
+        """s: activations <-> patterns; needs an atlas scan of the current layer (else a message)."""
+        s = self.state
+        if s.patterns:
+            s.update(patterns=False)
+        elif not self._atlas_has(s.layer):
+            self.show_error(f"no atlas for layer {s.layer or 'output'} yet: Atlas → Scan a folder… "
+                            f"(the grid stays on activations)")
+        else:
+            s.update(patterns=True)
+
+    def _apply_patterns(self):
+        s = self.state
+        if s.patterns and not self._atlas_has(s.layer):
+            self.show_error(f"no atlas for layer {s.layer or 'output'} yet: Atlas → Scan a folder… "
+                            f"(back to activations)")
+            s.update(patterns=False)
+            return
+        if s.patterns:
+            key = self._pattern_key(s.layer)
+            if key not in self._pattern_tiles and key != self._pattern_pending:
+                self._request_patterns(key)
+        self._redraw_grid()
+
+    def _request_patterns(self, key):
+        from .patterns import PatternRequest, PatternWorker
+        if self._pattern_worker is None:
+            self._pattern_worker = PatternWorker(self.loaded.model, self.loaded.spec, self)
+            self._pattern_worker.ready.connect(self._on_pattern_tiles)
+            self._pattern_worker.progress.connect(self._on_pattern_progress)
+            self._pattern_worker.failed.connect(self._on_pattern_failed)
+            self._pattern_worker.start()
+        self._pattern_pending = key
+        self._pattern_progress = (0, self.atlas_scan.layer(key[1]).units)
+        self._pattern_worker.submit(PatternRequest(key, self.atlas_scan, key[1], key[2]))
+        self.show_message(f"computing the patterns of layer {key[1] or 'output'} (top-1 crops) in the background…")
+
+    def _on_pattern_tiles(self, tiles):
+        if self._closed or self.atlas_scan is None or tiles.key[0] != self._pattern_key(tiles.layer)[0]:
+            return
+        self._pattern_tiles[tiles.key] = tiles
+        while len(self._pattern_tiles) > 16:
+            self._pattern_tiles.pop(next(iter(self._pattern_tiles)))
+        if self._pattern_pending == tiles.key:
+            self._pattern_pending = None
+        if self.state.patterns and self._pattern_key(self.state.layer) == tiles.key:
+            self._update_grid_title()
+            self._redraw_grid()
+            self.show_message(f"patterns of layer {tiles.layer or 'output'}: {tiles.describe()} "
+                              f"(s: back to activations)")
+        self.patternsReady.emit(tiles)
+
+    def _on_pattern_progress(self, key, done, n):
+        if key == self._pattern_pending:
+            self._pattern_progress = (done, n)
+            self._update_grid_title()
+
+    def _on_pattern_failed(self, key, message):
+        if key != self._pattern_pending:
+            return
+        self._pattern_pending = None
+        self.show_error(f"patterns of layer {key[1] or 'output'}: {message}")
+        self.state.update(patterns=False)
+
+    def _grid_mosaic(self, res):
+        """What the grid shows for a render result: its mosaic, or the patterns in the same grid."""
+        if not self.state.patterns or not self._atlas_has(res.layer):
+            return res.mosaic
+        tiles = self._pattern_tiles.get(self._pattern_key(res.layer))
+        if tiles is None:
+            return res.mosaic
+        m = res.mosaic
+        ck = (tiles.key, m.rows, m.cols, m.n_units)
+        if self._pattern_mosaic is None or self._pattern_mosaic[0] != ck:
+            self._pattern_mosaic = (ck, tiles.mosaic(m))
+        return self._pattern_mosaic[1]
+
+    def _redraw_grid(self):
+        res = self.last_result
+        if res is not None and res.gen == self.gen and not self._closed:
+            self.grid.set_mosaic(self._grid_mosaic(res), res.unit_max, res.unit_mean)
 
     def _atlas_follow(self, names):
         if self.atlas_pane is not None and self.atlas_dock.isVisible() and names & {"layer", "unit"}:
@@ -1075,6 +1297,8 @@ class MainWindow(QtWidgets.QMainWindow):
         st.setValue("window_state", self.saveState())
         for k in PERSISTED:
             st.setValue(f"view/{k}", getattr(self.state, k))
+        if self.atlas_dock is not None:
+            st.setValue("atlas/dock_visible", not self.atlas_dock.isHidden())
         st.sync()
 
     def _about(self):
@@ -1101,6 +1325,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.worker.stop()
         if self.atlas_pane is not None:
             self.atlas_pane.close_worker()
+        if self._pattern_worker is not None:
+            self._pattern_worker.stop()
+            self._pattern_worker = None
         for src in (self.source, self.camera):
             if src is not None:
                 try:

@@ -99,6 +99,37 @@ def test_min_tile_upscales_and_maps_back():
         assert m.unit_at(*_centre(m.tile_rect(u))) == u
 
 
+def test_from_tiles_places_rgb_tiles_in_the_given_grid():
+    acts = np.random.default_rng(0).random((10, 4, 4)).astype(np.float32)
+    m = ActivationMosaic(acts, min_tile=8, aspect=1.5)
+    tiles = np.random.default_rng(1).integers(0, 255, (10, 12, 12, 3), dtype=np.uint8)
+    p = ActivationMosaic.from_tiles(tiles, grid=(m.rows, m.cols))
+    _check_image(p.image)
+    assert (p.rows, p.cols, p.n_units) == (m.rows, m.cols, 10)
+    for u in range(10):
+        x0, y0, w, h = p.tile_rect(u)
+        assert (w, h) == (12, 12)
+        assert np.array_equal(p.image[y0:y0 + h, x0:x0 + w], tiles[u])
+        assert p.unit_at(*_centre(p.tile_rect(u))) == u
+    assert p.unit_at(0, 0) is None                                # separator
+    assert np.array_equal(p.image[0, 0], SEP)
+    if m.rows * m.cols > 10:                                       # empty trailing cell
+        r, c = divmod(10, m.cols)
+        assert p.unit_at(1 + c * 13 + 6, 1 + r * 13 + 6) is None
+
+
+def test_from_tiles_chooses_a_grid_and_checks_input():
+    tiles = np.zeros((6, 5, 10, 3), np.uint8)
+    p = ActivationMosaic.from_tiles(tiles, labels=list("abcdef"), separator=0)
+    assert p.rows * p.cols >= 6 and p.label(2) == "2: c" and p.tile_rect(0) == (0, 0, 10, 5)
+    with pytest.raises(CnnvisError):
+        ActivationMosaic.from_tiles(np.zeros((6, 5, 5), np.uint8))
+    with pytest.raises(CnnvisError):
+        ActivationMosaic.from_tiles(tiles.astype(np.float32))
+    with pytest.raises(CnnvisError, match="cannot hold"):
+        ActivationMosaic.from_tiles(tiles, grid=(2, 2))
+
+
 def test_linear_layer_tiles():
     feats = np.array([0.0, 1.0, 2.0, 4.0, -1.0, 3.0, 0.5], np.float32)
     m = ActivationMosaic(feats, min_tile=3, labels=list("abcdefg"))

@@ -1,0 +1,153 @@
+"""Pattern mode (``s``): every unit of a layer shown by a picture of what it likes, not its activation.
+
+Usage (main window)::
+
+    worker = PatternWorker(model, spec)                 # a thread with a private copy of the model
+    worker.ready.connect(on_tiles)                      # PatternTiles, computed once per (scan, layer, preset)
+    worker.submit(PatternRequest(key, scan, layer, preset))
+    mosaic = tiles.mosaic(activation_mosaic)            # same rows / cols: a click selects the same unit
+
+Each unit's tile is its **optimized image when one is cached** (the atlas pane's
+*Optimize*, or ``cnnvis optimize``, with the pane's preset) and otherwise the **best top-1
+crop** of the current atlas scan (the receptive-field crop of the unit's best image), each
+fitted into a square tile.  Nothing is optimized here: optimization takes seconds per unit,
+a crop one forward and backward.  The worker keeps one pending request (the newest wins)
+and stops a running one when a newer request arrives; finished tiles are cached by the
+window per (scan, layer, preset), so toggling ``s`` again is instant.
+"""
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+from PyQt5 import QtCore
+
+from ..atlas import ActivationMaximizer, ReceptiveFields, cache_dir, fit_tile
+from ..core import ActivationMosaic
+from .atlas_dialog import private_model
+
+__all__ = ["PATTERN_TILE", "PatternRequest", "PatternTiles", "PatternWorker"]
+
+#: side of one pattern tile in pixels (crops and optimized images are fitted into it, aspect kept)
+PATTERN_TILE = 64
+
+
+@dataclass(frozen=True)
+class PatternRequest:
+    key: tuple                   # (scan key, layer, preset): the cache key of the result
+    scan: object                 # AtlasScan
+    layer: str
+    preset: int = 3
+    tile: int = PATTERN_TILE
+
+
+@dataclass(frozen=True)
+class PatternTiles:
+    """One picture per unit of a layer (n x tile x tile x 3 uint8 RGB, read-only)."""
+
+    key: tuple
+    layer: str
+    tiles: np.ndarray
+    kinds: tuple                 # per unit: "optimized", "crop" or "" (no hit)
+
+    @property
+    def n_optimized(self) -> int:
+        return sum(k == "optimized" for k in self.kinds)
+
+    @property
+    def n_crops(self) -> int:
+        return sum(k == "crop" for k in self.kinds)
+
+    def describe(self) -> str:
+        """"top-1 crops", "optimized images" or "3 optimized images, 61 top-1 crops"."""
+        o, c = self.n_optimized, self.n_crops
+        if o and c:
+            return f"{o} optimized image{'s' * (o != 1)}, {c} top-1 crop{'s' * (c != 1)}"
+        return "optimized images" if o else "top-1 crops"
+
+    def mosaic(self, like: ActivationMosaic | None = None) -> ActivationMosaic:
+        """The tiles laid out in ``like``'s grid (rows, cols, labels), or a grid of their own."""
+        if like is not None and like.n_units == len(self.kinds):
+            return ActivationMosaic.from_tiles(self.tiles, grid=(like.rows, like.cols), separator=like.separator,
+                                               labels=like.labels)
+        return ActivationMosaic.from_tiles(self.tiles)
+
+
+class PatternWorker(QtCore.QThread):
+    """Builds :class:`PatternTiles` off the GUI thread, on a private copy of the model."""
+
+    ready = QtCore.pyqtSignal(object)               # PatternTiles
+    progress = QtCore.pyqtSignal(object, int, int)  # (key, units done, units)
+    failed = QtCore.pyqtSignal(object, str)         # (key, message)
+
+    def __init__(self, model, spec, parent=None):
+        super().__init__(parent)
+        self.model, self.spec = private_model(model), spec
+        self._cond = threading.Condition()
+        self._pending: PatternRequest | None = None
+        self._quit = False
+
+    def submit(self, req: PatternRequest) -> None:
+        with self._cond:
+            self._pending = req
+            self._cond.notify()
+
+    def stop(self, timeout_ms: int = 10000) -> None:
+        with self._cond:
+            self._quit = True
+            self._cond.notify()
+        self.wait(timeout_ms)
+
+    def _newer(self) -> bool:
+        with self._cond:
+            return self._pending is not None or self._quit
+
+    def run(self):
+        while True:
+            with self._cond:
+                while self._pending is None and not self._quit:
+                    self._cond.wait()
+                if self._quit:
+                    return
+                req, self._pending = self._pending, None
+            try:
+                tiles = self._build(req)
+                if tiles is not None:
+                    self.ready.emit(tiles)
+            except Exception as e:  # reported in the status bar, never raised in the thread
+                self.failed.emit(req.key, str(e) or traceback.format_exc(limit=1))
+
+    def _build(self, req: PatternRequest) -> PatternTiles | None:
+        scan, layer, size = req.scan, req.layer, int(req.tile)
+        n = scan.layer(layer).units
+        tiles = np.full((n, size, size, 3), 32, np.uint8)
+        kinds = [""] * n
+        # cached optimized images first (never computed here; skipped when none was ever cached)
+        if any(cache_dir().glob("optimize-*.npz")):
+            for u in range(n):
+                if self._newer():
+                    return None
+                res = ActivationMaximizer(self.model, self.spec, layer, u, preset=req.preset).cached()
+                if res is not None:
+                    tiles[u] = fit_tile(res.image, size)
+                    kinds[u] = "optimized"
+        rf = ReceptiveFields(self.model, self.spec)        # the atlas pane's crops (same fit, probes)
+        try:
+            for u in range(n):
+                if self._newer():
+                    return None
+                if kinds[u]:
+                    continue
+                hits = scan.hits(layer, u)
+                if hits:
+                    tiles[u] = fit_tile(rf.crops(layer, u, hits[0]).image, size)
+                    kinds[u] = "crop"
+                if u % 4 == 3:
+                    self.progress.emit(req.key, u + 1, n)
+        finally:
+            rf.close()
+        tiles.setflags(write=False)
+        return PatternTiles(req.key, layer, tiles, tuple(kinds))
+
