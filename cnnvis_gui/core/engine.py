@@ -218,7 +218,9 @@ class _Recorder:
         self.conv: dict[str, bool] = {}
         self.calls: dict[str, list[_Call]] = {}
         self.stack: list[tuple[str, tuple]] = []  # (name, input args) of the modules running now
-        self.watched: dict[int, list[_Call]] = {}
+        # recorded outputs by storage, so an in-place write through a view is noticed too:
+        # storage key -> {id(tensor): (tensor, [calls])}
+        self.watched: dict[int, dict[int, tuple]] = {}
         self.handles: list = []
         self.counter = 0
         self.relu_calls = 0
@@ -303,7 +305,8 @@ class _Recorder:
         if call.reason is None and self.keep_values:
             call.value = output
             call.edge = output if output.requires_grad else None
-            self.watched.setdefault(id(output), []).append(call)
+            entry = self.watched.setdefault(_storage_key(output), {}).setdefault(id(output), (output, []))
+            entry[1].append(call)
         elif call.reason is None:
             call.value = _ShapeOnly(tuple(output.shape))
 
@@ -311,14 +314,17 @@ class _Recorder:
         return self._relu_depth > 0
 
     def before_inplace(self, target: torch.Tensor):
-        calls = self.watched.pop(id(target), None)
-        if calls:
-            # Keep the values and the autograd edge of the output as it was before the overwrite.
-            edge = get_gradient_edge(target) if target.requires_grad else None
-            keep = target.clone()
-            for c in calls:
-                c.value = keep
-                c.edge = edge
+        """``target`` (or a view sharing its storage) is about to be overwritten in place."""
+        entries = self.watched.pop(_storage_key(target), None)
+        if entries:
+            # Keep the values and the autograd edge of each recorded output as they were
+            # before the overwrite.
+            for tensor, calls in entries.values():
+                edge = get_gradient_edge(tensor) if tensor.requires_grad else None
+                keep = tensor.clone()
+                for c in calls:
+                    c.value = keep
+                    c.edge = edge
 
 
 class _ShapeOnly:
@@ -327,6 +333,13 @@ class _ShapeOnly:
     def __init__(self, shape):
         self.shape = shape
         self.ndim = len(shape)
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    try:
+        return t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError, AttributeError):  # no storage (sparse, some subclasses)
+        return id(t)
 
 
 def _no_torch_function():

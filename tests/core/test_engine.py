@@ -556,3 +556,49 @@ def test_forwards_in_other_threads_are_not_recorded():
     mm = frame.model_map
     assert mm["features.1"].calls == 1 and mm["head"].calls == 1
     _close(frame.saliency("head", 2, "guided"), saliency(model, x, "head", 2, "guided"))
+
+
+class _ViewThenInplace(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.how = how
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.how == "flatten_relu_":
+            z = torch.flatten(y, 1).relu_()
+        elif self.how == "view_iadd":
+            z = y.view(1, -1)
+            z += 1.0
+            z = F.relu(z)
+        else:  # slice assignment
+            y[:, :2] = 0
+            z = torch.flatten(y, 1)
+        return self.fc(z)
+
+
+@pytest.mark.parametrize("how", ["flatten_relu_", "view_iadd", "setitem"])
+def test_inplace_write_through_a_view_keeps_the_recorded_layer(how):
+    torch.manual_seed(5)
+    model = _ViewThenInplace(how).eval()
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        true_conv = model.conv(x)
+    frame = Visualizer(model).forward(x)
+    assert torch.allclose(frame.activations("conv"), true_conv)
+    # gradient at the conv layer equals autograd's on the pre-overwrite tensor
+    xr = x.clone().requires_grad_(True)
+    store = {}
+    h = model.conv.register_forward_hook(lambda m, a, o: store.__setitem__("A", o.clone()))
+    try:
+        y = model.conv(xr)
+        A = y.clone()
+        out = model.fc(torch.flatten(F.relu(A), 1) if how == "flatten_relu_" else
+                       (F.relu(A.view(1, -1) + 1.0) if how == "view_iadd" else
+                        torch.flatten(torch.cat([torch.zeros_like(A[:, :2]), A[:, 2:]], 1), 1)))
+    finally:
+        h.remove()
+    (ref,) = torch.autograd.grad(out[0, 2], A)
+    _close(frame.gradient_at("conv", "output", 2), ref)
