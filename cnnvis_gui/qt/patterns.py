@@ -94,11 +94,13 @@ class PatternWorker(QtCore.QThread):
             self._pending = req
             self._cond.notify()
 
-    def stop(self, timeout_ms: int = 10000) -> None:
+    def stop(self, timeout_ms: int = 10000) -> bool:
+        """Ask the loop to end; wait for it (past ``timeout_ms`` too: see ``worker.stop_thread``)."""
         with self._cond:
             self._quit = True
             self._cond.notify()
-        self.wait(timeout_ms)
+        from .worker import stop_thread
+        return stop_thread(self, timeout_ms)
 
     def _newer(self) -> bool:
         with self._cond:

@@ -95,6 +95,28 @@ class _KeyFilter(QtCore.QObject):
         return self.window.handle_key_event(ev)
 
 
+class _Loaded:
+    """What an input thread hands back: an opened source, or the image a folder stepped to."""
+
+    __slots__ = ("kind", "token", "source", "raw", "frame", "error", "what", "camera")
+
+    def __init__(self, kind, token, source=None, raw=None, frame=None, error=None, what=None, camera=False):
+        self.kind, self.token, self.source, self.raw, self.frame = kind, token, source, raw, frame
+        self.error, self.what, self.camera = error, what, camera
+
+
+def _still_frame(src):
+    """(frame object as read, a frozen copy) of a still source, or (None, None) for a live one."""
+    if getattr(src, "is_live", False):
+        return None, None
+    raw = src.read()
+    if raw is None:
+        return None, None
+    frame = np.array(raw, copy=True)
+    frame.setflags(write=False)
+    return raw, frame
+
+
 class MainWindow(QtWidgets.QMainWindow):
     """The viewer.  ``frameDrawn`` fires after each finished render is on screen."""
 
@@ -104,6 +126,8 @@ class MainWindow(QtWidgets.QMainWindow):
     atlasRestored = QtCore.pyqtSignal(object)          # the AtlasScan reopened from the cache at model load
     patternsReady = QtCore.pyqtSignal(object)          # PatternTiles of a layer, computed (s: pattern mode)
     _cameraOpened = QtCore.pyqtSignal(object, str)     # from the camera-opening thread
+    _inputLoaded = QtCore.pyqtSignal(object)           # _Loaded, from an input-opening / image-decoding thread
+    sourceOpened = QtCore.pyqtSignal(object)           # a source opened by open_path is in use
     _atlasLookedUp = QtCore.pyqtSignal(int, object)    # (model gen, AtlasScan or None) from the cache lookup
 
     def __init__(self, state: ViewerState | None = None, settings: QtCore.QSettings | None = None,
@@ -144,6 +168,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self._last_draw_t = 0.0
         self._last_drawn_key = None
         self._held_result = None
+        # input threads (opening a source, decoding the next image of a folder): see open_path, step_image
+        self._io_token = 0              # bumped by every open / new source; older results are dropped
+        self._io_lock = threading.Lock()
+        self._nav_steps = 0             # image steps asked for and not yet decoded (coalesced)
+        self._nav_thread = None
+        self._nav_undelivered = 0       # decoded images whose signal has not reached the GUI thread yet
+        self._io_threads = set()
 
         from ..core import colormap_lut
         self._lut = colormap_lut("inferno")
@@ -164,6 +195,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self.state.connect(self._on_state)
         self._cameraOpened.connect(self._on_camera_opened)
+        self._inputLoaded.connect(self._on_input_loaded)
         self._atlasLookedUp.connect(self._on_atlas_looked_up)
         self.capture_timer = QtCore.QTimer(self)
         self.capture_timer.setInterval(8)
@@ -391,8 +423,15 @@ class MainWindow(QtWidgets.QMainWindow):
         return int(u or 0)
 
     # ================================================================== input
-    def set_source(self, source, camera=False) -> None:
-        """Take a sources.Source-like object (.read(), .status, .close()); closes the old one."""
+    def set_source(self, source, camera=False, first=None) -> None:
+        """Take a sources.Source-like object (.read(), .status, .close()); closes the old one.
+
+        ``first``: (frame as read, frozen copy) already decoded off the GUI thread, or None.
+        """
+        if not camera:
+            with self._io_lock:
+                self._io_token += 1         # image steps still decoding belong to the old source
+                self._nav_steps = 0
         if camera:
             old, self.camera = self.camera, source
             if source is not None:
@@ -408,6 +447,9 @@ class MainWindow(QtWidgets.QMainWindow):
                 pass
         self._last_raw = None
         self._source_status = ""
+        if first is not None and first[1] is not None and self.active_source() is source:
+            self._last_raw = first[0]
+            self._use_frame(first[1])
         if self.active_source() is not None:
             self.capture_timer.start()
             self._poll_source()
@@ -419,6 +461,8 @@ class MainWindow(QtWidgets.QMainWindow):
         src = self.active_source()
         if src is None or self.state.frozen_frame:
             return
+        if src is self.source and (self._nav_thread is not None or self._nav_undelivered):
+            return          # the next image is being decoded in its thread: it arrives as a signal
         try:
             f = src.read()
         except Exception as e:  # noqa: BLE001
@@ -440,7 +484,11 @@ class MainWindow(QtWidgets.QMainWindow):
         """Use a new H x W x 3 uint8 BGR frame (copied and frozen before it leaves this thread)."""
         a = np.array(bgr, copy=True)
         a.setflags(write=False)
-        self.frame = a
+        self._use_frame(a)
+
+    def _use_frame(self, frozen: np.ndarray) -> None:
+        """Use a frame that is already a private read-only copy (made off the GUI thread)."""
+        self.frame = frozen
         self.frame_id += 1
         self.capture_rate.tick()
         self.request_render()
@@ -782,25 +830,98 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state.update(layer=names[max(0, min(len(names) - 1, i + d))])
 
     def step_image(self, d: int) -> None:
+        """Go ``d`` images on in the folder; the decode runs in a thread, rapid steps coalesce.
+
+        A 12 MP JPEG takes ~180 ms to decode: on the GUI thread that would freeze the window.
+        Steps asked for while one decodes add up, and only the newest image is decoded next.
+        """
         src = self.source
         if src is None or not hasattr(src, "next"):
             self.show_message("the current input has no previous/next image")
             return
-        try:
-            src.next() if d > 0 else src.prev()
-        except Exception as e:  # noqa: BLE001
-            self.show_error(f"input: {e}")
-            return
-        self._last_raw = None
         if self.state.use_camera:
             self.state.update(use_camera=False)
-        was_frozen = self.state.frozen_frame
-        if was_frozen:
+        if self.state.frozen_frame:
             self.state.update(frozen_frame=False)
-        self._poll_source()
-        path = getattr(src, "current_path", None)
+        with self._io_lock:
+            self._nav_steps += int(d)
+            token = self._io_token
+            start = self._nav_thread is None
+            if start:
+                t = threading.Thread(target=self._nav_work, args=(src, token), name="cnnvis-image-load",
+                                     daemon=True)
+                self._nav_thread = t
+        if start:
+            self._io_threads.add(t)
+            t.start()
+        self.show_message("loading…")
+
+    @staticmethod
+    def _step_source(src, steps: int) -> None:
+        if abs(steps) == 1 or not (hasattr(src, "seek") and getattr(src, "count", 0)):
+            for _ in range(abs(steps)):
+                src.next() if steps > 0 else src.prev()
+            return
+        n, t = int(src.count), int(src.index) + steps
+        t = t % n if getattr(src, "wrap", True) else min(max(t, 0), n - 1)
+        src.seek(t)
+
+    def _nav_work(self, src, token):
+        """Image-step thread: decode the newest asked-for image, hand it over as a signal."""
+        while True:
+            with self._io_lock:
+                steps, self._nav_steps = self._nav_steps, 0
+                if steps == 0 or token != self._io_token or self._closed:
+                    self._nav_thread = None
+                    return
+            raw = frame = error = None
+            try:
+                self._step_source(src, steps)
+                raw, frame = _still_frame(src)
+            except Exception as e:  # noqa: BLE001 - shown in the status bar
+                error = str(e) or type(e).__name__
+            with self._io_lock:
+                newer = self._nav_steps != 0
+                if not newer:
+                    self._nav_undelivered += 1
+            if not newer:
+                self._emit_loaded(_Loaded("step", token, src, raw, frame, error))
+
+    def _emit_loaded(self, loaded):
+        try:
+            self._inputLoaded.emit(loaded)
+        except RuntimeError:        # the window is gone (deleted while this thread worked)
+            if loaded.kind == "open" and loaded.source is not None:
+                loaded.source.close()
+
+    def _on_input_loaded(self, ld):
+        if ld.kind == "open":
+            self._io_threads = {t for t in self._io_threads if t.is_alive()}
+            if self._closed or ld.token != self._io_token:
+                if ld.source is not None:
+                    ld.source.close()       # superseded by a newer open, or the window closed
+                return
+            if ld.error is not None:
+                self.show_error(f"cannot open {ld.what}: {ld.error}")
+                return
+            self.set_source(ld.source, camera=ld.camera, first=(ld.raw, ld.frame))
+            self.sourceOpened.emit(ld.source)
+            return
+        # an image step
+        with self._io_lock:
+            self._nav_undelivered = max(0, self._nav_undelivered - 1)
+        if self._closed or ld.token != self._io_token or ld.source is not self.source:
+            return
+        if ld.error is not None:
+            self.show_error(f"input: {ld.error}")
+            return
+        if ld.frame is not None and not self.state.use_camera:
+            self._last_raw = ld.raw
+            self._use_frame(ld.frame)
+        path = getattr(ld.source, "current_path", None)
         if path:
-            self.show_message(f"image {getattr(src, 'index', 0) + 1}/{getattr(src, 'count', '?')}: {path}")
+            self.show_message(f"image {getattr(ld.source, 'index', 0) + 1}/{getattr(ld.source, 'count', '?')}:"
+                              f" {path}")
 
     def _switch_source(self):
         if self.state.use_camera and self.camera is None:
@@ -844,15 +965,37 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ================================================================== dialogs (see dialogs.py)
     def open_path(self, path, **options) -> bool:
-        """Open an image, a folder, a video or a camera index as the file input."""
-        from .. import sources
-        try:
-            src = sources.open(path, **options)
-        except Exception as e:  # noqa: BLE001
-            self.show_error(f"cannot open {path}: {e}")
-            return False
+        """Open an image, a folder, a video, a stream URL or a camera index as the input.
+
+        Opening runs in a thread (decoding a big image, OpenCV's network timeouts): this
+        returns at once; the source is used when :attr:`sourceOpened` fires, a failure shows
+        in the status bar (:attr:`renderFailed`).  A newer open supersedes an older one.
+        """
         is_cam = isinstance(path, int) or (isinstance(path, str) and path.isdigit())
-        self.set_source(src, camera=is_cam)
+        with self._io_lock:
+            self._io_token += 1
+            self._nav_steps = 0
+            token = self._io_token
+        name = path if isinstance(path, (int, str)) else (f"{len(path)} images" if isinstance(path, (list, tuple))
+                                                           else str(path))
+
+        def work():
+            from .. import sources
+            src = raw = frame = error = None
+            try:
+                src = sources.open(path, **options)
+                if not is_cam:
+                    raw, frame = _still_frame(src)
+            except Exception as e:  # noqa: BLE001 - shown in the status bar
+                error = str(e) or type(e).__name__
+            if src is not None and (self._closed or token != self._io_token):
+                src.close()
+                return
+            self._emit_loaded(_Loaded("open", token, src, raw, frame, error, what=path, camera=is_cam))
+        t = threading.Thread(target=work, name="cnnvis-input-open", daemon=True)
+        self._io_threads = {x for x in self._io_threads if x.is_alive()} | {t}
+        t.start()
+        self.show_message(f"loading {Path(name).name if isinstance(name, str) and '://' not in name else name}…")
         return True
 
     def open_demo(self, name="shapes", images=True) -> bool:
@@ -1307,6 +1450,11 @@ class MainWindow(QtWidgets.QMainWindow):
                                     "backprop, Grad-CAM, live.\nPress h for the keys.")
 
     # ================================================================== shutdown
+    #: how long close waits for the render worker's step before it says so (it still waits it out)
+    STOP_TIMEOUT_MS = 10000
+    #: how long close waits for an input thread (a stream open may hang in OpenCV: it is a daemon)
+    IO_JOIN_TIMEOUT_S = 2.0
+
     def shutdown(self) -> None:
         """Stop the worker and the capture cleanly (idempotent)."""
         if self._closed:
@@ -1322,11 +1470,16 @@ class MainWindow(QtWidgets.QMainWindow):
         app = QtWidgets.QApplication.instance()
         if app is not None:
             app.removeEventFilter(self._keys)
-        self.worker.stop()
+        with self._io_lock:
+            self._io_token += 1
+            self._nav_steps = 0
+        for t in list(self._io_threads):        # an image decode ends soon; an open closes what it got
+            t.join(self.IO_JOIN_TIMEOUT_S)
+        self.worker.stop(self.STOP_TIMEOUT_MS)
         if self.atlas_pane is not None:
             self.atlas_pane.close_worker()
         if self._pattern_worker is not None:
-            self._pattern_worker.stop()
+            self._pattern_worker.stop(self.STOP_TIMEOUT_MS)
             self._pattern_worker = None
         for src in (self.source, self.camera):
             if src is not None:

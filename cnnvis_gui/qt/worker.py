@@ -98,6 +98,14 @@ class ModelReady:
     notices: tuple = ()
 
 
+class _ForwardFailed(Exception):
+    """The forward of a new frame raised (``__cause__``): only then is the kept frame dropped."""
+
+    def __init__(self, detail: str):
+        super().__init__("forward failed")
+        self.detail = detail
+
+
 @dataclass(frozen=True)
 class RenderFailure:
     seq: int
@@ -118,11 +126,48 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _unit_map(grid: np.ndarray, unit: int) -> np.ndarray:
+    """One unit's values as a 2-D map: h x w (C x h x w), 1 x L (C x L) or 1 x 1 (features F)."""
+    per_unit = grid[unit]
+    if per_unit.ndim == 2:
+        return per_unit
+    if per_unit.ndim <= 1:
+        return per_unit.reshape(1, -1)
+    raise CnnvisError(f"layer activations of shape {tuple(grid.shape)} per sample cannot be shown as unit maps "
+                      f"(expected C x h x w, C x L or F)")
+
+
 def _model_device(model) -> str:
     try:
         return str(next(model.parameters()).device)
     except StopIteration:
         return "cpu"
+
+
+#: threads that outlived their stop timeout: referenced here until they finish, so that
+#: neither Python nor Qt destroys a running QThread ("QThread: Destroyed while thread is
+#: still running" aborts the process)
+_LINGERING: set = set()
+
+
+def stop_thread(thread: QtCore.QThread, timeout_ms: int = 10000) -> bool:
+    """Wait for ``thread`` (already asked to stop) to end; never give up on a running one.
+
+    Each step of our workers (one forward, one backward, one tile) ends in bounded time, so
+    after ``timeout_ms`` the thread is kept referenced and waited for without a timeout,
+    and ``thread.overran`` is set (the caller may tell the user why closing took long).
+    Returns True once the thread has ended.
+    """
+    if not thread.isRunning() or thread.wait(max(0, int(timeout_ms))):
+        return True
+    thread.overran = True
+    _LINGERING.add(thread)
+    try:
+        thread.wait()               # no timeout: the step in progress finishes, then the loop ends
+    finally:
+        if not thread.isRunning():
+            _LINGERING.discard(thread)
+    return not thread.isRunning()
 
 
 class RenderWorker(QtCore.QThread):
@@ -142,6 +187,7 @@ class RenderWorker(QtCore.QThread):
         self.computed = 0
         self.dropped = 0
         self.forwards = 0
+        self.overran = False                 # True when stop() had to wait past its timeout
         # worker-thread-only state
         self._vis = None
         self._spec = None
@@ -179,14 +225,17 @@ class RenderWorker(QtCore.QThread):
             return self._pending is not None or self._pending_model is not None
 
     def stop(self, timeout_ms: int = 10000) -> bool:
-        """Ask the loop to end and wait for it (the current computation finishes first)."""
+        """Ask the loop to end and wait for it (the current computation finishes first).
+
+        See :func:`stop_thread`: a forward still running after ``timeout_ms`` is waited for
+        to its end (:attr:`overran` is then True) -- the thread is never left running.
+        """
         with self._cond:
             self._stopping = True
             self._pending = None
             self._pending_model = None
             self._cond.notify()
-        ok = self.wait(timeout_ms) if self.isRunning() else True
-        return ok
+        return stop_thread(self, timeout_ms)
 
     # ------------------------------------------------------------------ thread
     def run(self):  # noqa: D401 - Qt API
@@ -229,11 +278,16 @@ class RenderWorker(QtCore.QThread):
         self._last_choice = _choice(req)
         try:
             res = self._render(req)
+        except _ForwardFailed as e:
+            cause = e.__cause__ or e
+            msg = str(cause) if isinstance(cause, CnnvisError) else f"{type(cause).__name__}: {cause}"
+            self.failed.emit(RenderFailure(req.seq, req.gen, msg, e.detail))
+            self._drop_frame()          # a broken forward leaves no usable frame
         except Exception as e:  # noqa: BLE001 - every failure is shown, the thread lives on
+            # a per-request failure (layer, unit, backward, display): the frame stays, so the next
+            # choice on it needs no new forward
             msg = str(e) if isinstance(e, CnnvisError) else f"{type(e).__name__}: {e}"
             self.failed.emit(RenderFailure(req.seq, req.gen, msg, traceback.format_exc()))
-            if not isinstance(e, CnnvisError) or "forward" in msg.lower():
-                self._drop_frame()      # a broken forward leaves no usable frame
         else:
             self.computed += 1
             self.rendered.emit(res)
@@ -297,7 +351,10 @@ class RenderWorker(QtCore.QThread):
             raise CnnvisError("no input frame yet: open an image, a folder, a video or a camera (File menu).")
         forwarded = False
         if self._frame is None or self._frame_key != (req.gen, req.frame_id):
-            self._forward(req)
+            try:
+                self._forward(req)
+            except Exception as e:  # noqa: BLE001 - re-raised, marked as a forward failure
+                raise _ForwardFailed(traceback.format_exc()) from e
             forwarded = True
         frame = self._frame
         notices = [str(n) for n in (getattr(frame, "notices", None) or [])] + list(self._forward_notices)
@@ -326,8 +383,7 @@ class RenderWorker(QtCore.QThread):
                                   aspect=req.aspect,
                                   labels=list(labels) if labels else None)
         unit = max(0, min(req.unit, n_units - 1))
-        umap = flat[unit].reshape(grid.shape[1:]) if grid.ndim == 3 else flat[unit].reshape(1, 1)
-        umap = np.ascontiguousarray(umap, dtype=np.float32)
+        umap = np.ascontiguousarray(_unit_map(grid, unit), dtype=np.float32)
         lo, hi = float(umap.min()), float(umap.max())
         if hi <= lo:
             hi = lo + 1e-6

@@ -78,10 +78,26 @@ def test_click_handler_maps_through_scene(qtbot, window):
 
 
 def test_hover_shows_unit_stats(qtbot, window):
+    import re
+    import torch
+    res = wait_idle(qtbot, window)
     x0, y0, w, h = window.grid.mosaic.tile_rect(3)
     window.grid.item.hovered.emit(x0 + 1.0, y0 + 1.0)
     text = window.grid.info.text()
     assert "unit 3" in text and "max" in text and "mean" in text
+    shown = dict((k, float(v)) for k, v in re.findall(r"(max|mean)\s+(\S+)", text))
+    # the numbers are the activation's own: conv2 of the input the model saw, unit 3
+    seen = {}
+    model = window.loaded.model
+    h = model.conv2.register_forward_hook(lambda m, i, o: seen.setdefault("a", o.detach()))
+    try:
+        with torch.no_grad():
+            model(torch.from_numpy(np.array(res.raw_input))[None])
+    finally:
+        h.remove()
+    act = seen["a"][0, 3]
+    assert shown["max"] == pytest.approx(float(act.max()), rel=2e-3, abs=1e-4)
+    assert shown["mean"] == pytest.approx(float(act.mean()), rel=2e-3, abs=1e-4)
 
 
 def test_keys_move_selection_and_change_modes(qtbot, window):
@@ -154,12 +170,14 @@ def test_next_previous_image_runs_a_new_forward(qtbot, window):
     src = window.test_source
     wait_idle(qtbot, window)
     f0 = window.worker.forwards
-    qtbot.keyClick(window, "e")
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.forwarded):
+        qtbot.keyClick(window, "e")             # the image is read in a thread: wait for it
     assert src.index == 1
     res = wait_idle(qtbot, window)
     assert res.forwarded and window.worker.forwards == f0 + 1
     qtbot.keyClick(window, QtCore.Qt.Key_PageUp)
-    assert src.index == 0
+    qtbot.waitUntil(lambda: src.index == 0 and window.frame is src.frames[0] or
+                    (src.index == 0 and np.array_equal(window.frame, src.frames[0])), timeout=10000)
     # unit / method / filter changes on the same frame: backward only, no new forward
     wait_idle(qtbot, window)
     f1 = window.worker.forwards
