@@ -139,11 +139,12 @@ def cmd_atlas(args, model_from_args) -> int:
     lm = model_from_args(args)
     model, spec = lm.model, lm.spec
     out = Path(args.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     scan = TopKScan(model, spec, folder, _layers(args.layer), k=args.top, batch_size=args.batch_size,
                     cache_dir=args.cache_dir, use_cache=not args.no_cache, workers=args.workers)
-    bar = _bar(scan.total, "cnnvis atlas: scan", args.quiet)
+    total = scan.total             # lists the folder: a folder without images is an error here
+    out.mkdir(parents=True, exist_ok=True)
+    bar = _bar(total, "cnnvis atlas: scan", args.quiet)
     try:
         for p in scan.run():
             if bar is not None:

@@ -8,7 +8,7 @@ hit position (``Frame.saliency(layer, unit, "gradient", objective=(y, x))``).
 A single image's gradient support can be smaller than the region that *can* influence
 the position (a ReLU that is off, a max-pool that picked one pixel), so the support is the
 union over the hit image itself and a few random probe inputs (``probes``, N(0, 1) in the
-model's normalized space, fixed seed, one batched forward per layer).  Every pixel outside
+model's normalized space, fixed seed, one batched forward shared by all layers).  Every pixel outside
 the box has a zero gradient for all of them, and every border row and column of the box
 holds at least one pixel with a non-zero gradient (the box is tight).  When nothing has a
 non-zero gradient (a unit that is off everywhere), the box is the whole input.
@@ -130,14 +130,31 @@ class ReceptiveFields:
         self.model, self.spec = model, spec
         self.vis = Visualizer(model, spec)
         self.probes, self.method, self.filter, self.seed, self.fit = int(probes), method, filter, seed, fit
-        self._probe_frames: dict = {}
+        self._probe_frame = None       # ONE forward of the probe batch answers every layer
         self._probe_support: dict = {}
 
-    def _objective(self, frame, layer, y, x):
+    @staticmethod
+    def _objective(frame, layer, y, x):
+        """(objective, positional?) of a hit: its position for N x C x ... maps, "sum" for N x F features.
+
+        The scan stores a 4-D hit as (y, x), an N x C x L hit as (0, x) and an N x C x D x H x W
+        hit as (0, flat index); each is turned back into a position in the unit's map.
+        """
         a = frame.activations(layer)
         if a.ndim == 4:
-            return (int(y), int(x)), tuple(a.shape[2:])
-        return "sum", None
+            return (int(y), int(x)), True
+        if a.ndim == 3:
+            return (int(x),), True
+        if a.ndim > 4:
+            return tuple(int(i) for i in np.unravel_index(int(x), tuple(a.shape[2:]))), True
+        return "sum", False
+
+    def _probes(self):
+        if self._probe_frame is None:
+            g = torch.Generator().manual_seed(self.seed)
+            x0 = torch.randn((self.probes,) + self.spec.shape, generator=g)
+            self._probe_frame = self.vis.forward(x0)
+        return self._probe_frame
 
     def probe_support(self, layer: str, unit: int, y: int, x: int) -> np.ndarray:
         """H x W bool: pixels with a non-zero gradient at (y, x) for at least one random probe."""
@@ -147,11 +164,7 @@ class ReceptiveFields:
             if self.probes <= 0:
                 self._probe_support[key] = np.zeros((H, W), bool)
                 return self._probe_support[key]
-            frame = self._probe_frames.get(layer)
-            if frame is None:
-                g = torch.Generator().manual_seed(self.seed)
-                x0 = torch.randn((self.probes,) + self.spec.shape, generator=g)
-                frame = self._probe_frames[layer] = self.vis.forward(x0)
+            frame = self._probes()
             obj, _ = self._objective(frame, layer, y, x)
             grad = frame.saliency(layer, int(unit), "gradient", objective=obj)
             self._probe_support[key] = (grad != 0).any(dim=1).any(dim=0).cpu().numpy()
@@ -161,11 +174,11 @@ class ReceptiveFields:
         """Box, image crop and deconv crop of one hit (one forward, two backward passes)."""
         x, rgb = input_image(self.spec, hit.path, self.fit)
         with self.vis.forward(x) as frame:
-            obj, hw = self._objective(frame, layer, hit.y, hit.x)
+            obj, positional = self._objective(frame, layer, hit.y, hit.x)
             grad = frame.saliency(layer, int(unit), "gradient", objective=obj)
             dec = frame.saliency(layer, int(unit), self.method, objective=obj) if self.method != "gradient" else grad
         support = (grad[0] != 0).any(dim=0).cpu().numpy()
-        if hw is not None:
+        if positional:
             support = support | self.probe_support(layer, unit, hit.y, hit.x)
         box = support_box(support) or Box(0, 0, self.spec.height, self.spec.width)
         d = dec[0].detach().cpu().numpy()
@@ -175,9 +188,9 @@ class ReceptiveFields:
         return HitCrops(hit, box, box.crop(rgb), box.crop(deconv), rgb, deconv, support)
 
     def close(self):
-        for f in self._probe_frames.values():
-            f.close()
-        self._probe_frames.clear()
+        if self._probe_frame is not None:
+            self._probe_frame.close()
+            self._probe_frame = None
 
 
 def crop_hits(model: nn.Module, spec: InputSpec, layer: str, unit: int, hits, probes: int = 4,

@@ -357,12 +357,24 @@ class TopKScan:
     # ------------------------------------------------------------------ keys & files
     def _prepare(self):
         if self._files is None:
-            self._files, self.other_files = list_images(self.folder, self.recursive)
+            files, self.other_files = list_images(self.folder, self.recursive)
+            if not files:
+                raise CnnvisError(self._empty_message())
+            self._files = files
             key = {"kind": "scan", "weights": _cache.weights_hash(self.model), "spec": self.spec.to_dict(),
                    "fit": self.fit, "layers": self.layers, "k": self.k, "recursive": self.recursive,
                    "folder": str(self.folder.resolve()), "files": folder_fingerprint(self._files)}
             self._key = _cache.digest(key)
         return self._files
+
+    def _empty_message(self) -> str:
+        where = f"folder '{self.folder}'" + (" or its sub-folders" if self.recursive else "")
+        shown = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".webp")
+        exts = ", ".join(e for e in shown if e in IMAGE_EXTENSIONS)
+        msg = f"no images in {where} (looked for {exts}...)"
+        if self.other_files:
+            msg += f"; found {self.other_files} other file{'s' if self.other_files != 1 else ''}"
+        return msg + "."
 
     @property
     def key(self) -> str:
@@ -544,7 +556,7 @@ class TopKScan:
         if resumed is not None and resumed[0] <= total:
             start, state, shapes, skipped = resumed
         pin = device.type == "cuda"
-        was_training = self.model.training
+        training = [(m, m.training) for m in self.model.modules()]   # each module's own flag
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="atlas-decode")
         pending: deque = deque()
         next_submit = start
@@ -592,9 +604,10 @@ class TopKScan:
                     break
             if done >= total:
                 finished = True
-                if total and not state:  # every file was unreadable: empty hits of the right size
-                    raise CnnvisError(f"none of the {total} image files in '{self.folder}' could be decoded "
-                                      f"({skipped[0][1] if skipped else ''}).")
+                if not state:  # every file was unreadable: no hits at all
+                    first = f": {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+                    raise CnnvisError(f"none of the {total} image file{'s' if total != 1 else ''} in "
+                                      f"'{self.folder}' could be decoded{first}.")
                 arrays = self._state_arrays(state, total, skipped, shapes)
                 self.result = self._result_from(arrays, files)
                 if self.use_cache:
@@ -611,7 +624,8 @@ class TopKScan:
             for _, f in pending:
                 f.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
-            self.model.train(was_training)
+            for m, flag in training:
+                m.training = flag
             if not finished and done > start:
                 try:
                     self._checkpoint(state, done, skipped, shapes)

@@ -13,21 +13,103 @@ hooks are global to a module).  Results cross threads only as signals.
 from __future__ import annotations
 
 import copy
+import threading
+import time
 from pathlib import Path
 
 from PyQt5 import QtCore, QtWidgets
 
 from ..atlas import TopKScan, ScanProgress
+from ..core import CnnvisError
 
-__all__ = ["ScanWorker", "AtlasScanDialog", "private_model"]
+__all__ = ["ScanWorker", "AtlasScanDialog", "private_model", "strip_recording_hooks", "stop_worker"]
 
 
-def private_model(model):
-    """A copy of ``model`` for a worker thread (same weights, so the same cache keys)."""
-    try:
-        return copy.deepcopy(model)
-    except Exception:  # a model that cannot be copied: share it (hooks are thread-filtered)
-        return model
+_FORWARD_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks")
+_HOOK_ID_DICTS = {"_forward_hooks": ("_forward_hooks_with_kwargs", "_forward_hooks_always_called"),
+                  "_forward_pre_hooks": ("_forward_pre_hooks_with_kwargs",)}
+
+
+def _is_our_hook(hook) -> bool:
+    """A recording hook of this package (engine, scan, optimizer): never meant to outlive its forward."""
+    fn = getattr(hook, "func", hook)          # functools.partial
+    fn = getattr(fn, "__func__", fn)          # bound method
+    return str(getattr(fn, "__module__", "") or "").startswith("cnnvis_gui.")
+
+
+def strip_recording_hooks(model) -> int:
+    """Remove this package's forward (pre-)hooks from every module of ``model``; returns how many.
+
+    A deep copy taken while another thread runs a recorded forward on the original holds
+    the engine's hooks of that forward; their handles point at the original, so they would
+    never be removed from the copy (they keep that forward's frame alive and fire on every
+    call).  The user's own hooks stay.
+    """
+    removed = 0
+    for m in model.modules():
+        for attr in _FORWARD_HOOK_DICTS:
+            hooks = getattr(m, attr, None)
+            if not hooks:
+                continue
+            ids = [i for i, h in list(hooks.items()) if _is_our_hook(h)]
+            for i in ids:
+                hooks.pop(i, None)
+                for other in _HOOK_ID_DICTS[attr]:
+                    d = getattr(m, other, None)
+                    if d is not None:
+                        d.pop(i, None)
+            removed += len(ids)
+    return removed
+
+
+def private_model(model, attempts: int = 20):
+    """A hook-free copy of ``model`` for a worker thread (same weights, so the same cache keys).
+
+    The copy may be taken while the render worker runs a recorded forward on ``model`` (its
+    hook dicts change meanwhile): a copy that fails with ``RuntimeError`` ("dictionary changed
+    size during iteration") is retried, and the recording hooks a copy caught are removed.
+    The model is never shared: when no copy can be made, :class:`~cnnvis_gui.core.CnnvisError`
+    says why (callers show it in the UI).
+    """
+    last = None
+    for i in range(max(1, int(attempts))):
+        try:
+            copy_ = copy.deepcopy(model)
+        except RuntimeError as e:          # a dict of the model changed while it was copied: retry
+            last = e
+            time.sleep(0.002 * min(i + 1, 10))
+            continue
+        except Exception as e:  # noqa: BLE001 - a model that cannot be copied at all
+            raise CnnvisError(f"cannot make a private copy of the model for the background worker "
+                              f"({type(e).__name__}: {e}); the model must support copy.deepcopy.") from e
+        strip_recording_hooks(copy_)
+        return copy_
+    raise CnnvisError(f"cannot make a private copy of the model for the background worker: it kept changing "
+                      f"while being copied ({last}); try again.")
+
+
+# Running scan workers, so that a QThread is never destroyed while it runs (that aborts the
+# process): a worker has no Qt parent and stays referenced here until its thread has finished.
+_RUNNING: set = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def _forget(worker) -> None:
+    with _RUNNING_LOCK:
+        _RUNNING.discard(worker)
+
+
+def stop_worker(worker) -> None:
+    """Cancel a :class:`ScanWorker` and wait until its thread has ended.
+
+    The scan checks for cancel between batches, so this returns after at most one batch;
+    there is deliberately no timeout (destroying a running ``QThread`` aborts the process).
+    """
+    if worker is None:
+        return
+    worker.cancel()
+    worker.wait()
+    _forget(worker)
 
 
 class ScanWorker(QtCore.QThread):
@@ -40,6 +122,10 @@ class ScanWorker(QtCore.QThread):
     def __init__(self, scan: TopKScan, parent=None):
         super().__init__(parent)
         self.scan = scan
+        with _RUNNING_LOCK:
+            for w in [w for w in _RUNNING if w.isFinished()]:
+                _RUNNING.discard(w)
+            _RUNNING.add(self)
 
     def cancel(self):
         self.scan.cancel()
@@ -49,6 +135,8 @@ class ScanWorker(QtCore.QThread):
             for p in self.scan.run():
                 self.progress.emit(p)
             self.finished_scan.emit(self.scan.result)
+        except CnnvisError as e:  # a message for the user (no images in the folder, bad layer...)
+            self.failed.emit(str(e))
         except Exception as e:  # reported in the dialog, never raised in the thread
             self.failed.emit(f"{type(e).__name__}: {e}" if not str(e).startswith(type(e).__name__) else str(e))
 
@@ -70,6 +158,10 @@ class AtlasScanDialog(QtWidgets.QDialog):
         self.model, self.spec, self.cache_dir = model, spec, cache_dir
         self.worker: ScanWorker | None = None
         self.result = None
+        # the dialog may be deleted (WA_DeleteOnClose, its parent window closing) without a closeEvent:
+        # then too cancel the scan and wait for it (a lambda that holds no reference to the dialog)
+        self._live = {"worker": None}
+        self.destroyed.connect(lambda _=None, live=self._live: stop_worker(live.pop("worker", None)))
 
         self.folder = QtWidgets.QLineEdit(str(folder or ""))
         self.folder.setPlaceholderText("folder of images (searched recursively)")
@@ -149,12 +241,13 @@ class AtlasScanDialog(QtWidgets.QDialog):
             scan = TopKScan(private_model(self.model), self.spec, folder, layers, k=self.k.value(),
                             batch_size=self.batch.value(), cache_dir=self.cache_dir)
         except Exception as e:
-            self.status.setText(str(e))
+            self.status.setText(f"Scan failed: {e}")
             return
         # the folder listing, weights hash and cache lookup happen in the worker, not here
         self.bar.setValue(0)
         self.status.setText("Listing the folder…")
-        self.worker = ScanWorker(scan, self)
+        self.worker = ScanWorker(scan)    # no Qt parent: never destroyed with the dialog while it runs
+        self._live["worker"] = self.worker
         self.worker.progress.connect(self._progress)
         self.worker.finished_scan.connect(self._done)
         self.worker.failed.connect(self._failed)
@@ -187,12 +280,25 @@ class AtlasScanDialog(QtWidgets.QDialog):
         self.status.setText(f"Scan failed: {message}")
 
     def _worker_gone(self):
-        self.worker = None
+        w = self.sender()
+        _forget(w)
+        if w is not None and w is not self.worker:   # an earlier scan, already stopped by shutdown()
+            return
+        self.worker = self._live["worker"] = None
+        self.start_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def shutdown(self):
+        """Cancel a running scan and wait for its thread to end (the partial scan is checkpointed)."""
+        w, self.worker, self._live["worker"] = self.worker, None, None
+        stop_worker(w)
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
     def closeEvent(self, ev):
-        if self.worker is not None:
-            self.worker.cancel()
-            self.worker.wait(10000)
+        self.shutdown()
         super().closeEvent(ev)
+
+    def reject(self):   # Escape: like Close
+        self.shutdown()
+        super().reject()

@@ -58,7 +58,11 @@ class AtlasWorker(QtCore.QThread):
 
     def __init__(self, model, spec, parent=None):
         super().__init__(parent)
-        self.model, self.spec = private_model(model), spec
+        self.spec, self.copy_error = spec, None
+        try:
+            self.model = private_model(model)
+        except Exception as e:  # never share the window's model: say so for every request instead
+            self.model, self.copy_error = None, str(e)
         self._cond = threading.Condition()
         self._pending: AtlasRequest | None = None
         self._quit = False
@@ -94,6 +98,9 @@ class AtlasWorker(QtCore.QThread):
             rf.close()
 
     def _work(self, req: AtlasRequest):
+        if self.model is None:
+            self.failed.emit(req, self.copy_error)
+            return
         scan = req.scan
         if scan is not None and req.layer in scan.layers:
             key = (id(scan), req.method)
@@ -217,7 +224,9 @@ class AtlasPane(QtWidgets.QWidget):
     def close_worker(self):
         if self.worker is not None:
             self.worker.stop()
-            self.worker.wait(10000)
+            # no timeout: a running QThread must not be destroyed (that aborts the process); the
+            # crops loop and the optimizer check for the stop between hits / every few steps
+            self.worker.wait()
             self.worker = None
 
     def closeEvent(self, ev):
