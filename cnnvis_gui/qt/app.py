@@ -1,6 +1,10 @@
 """``cnnvis-gui``: start the main window (``python run_gui.py`` does the same).
 
-Without ``--model``/``--weights`` it opens the demo model ("shapes") and its sample images.
+The model options are the ``cnnvis`` command line's (:func:`cnnvis_gui.cli.add_model_arguments`,
+:func:`cnnvis_gui.cli.model_from_args`): ``--model``, ``--weights``, ``--trust-pickle``,
+``--arch-kwarg``, ``--labels``, ``--device`` and the input-spec overrides mean the same in both.
+Without ``--model``/``--weights`` it opens the last model (else the "shapes" demo) and its sample images.
+A ``--layer`` or ``--unit`` the model does not have exits non-zero with the nearest names.
 ``--screenshot out.png`` waits for the first complete render (activations and backprop
 drawn), saves a PNG of the whole window and exits 0; any failure exits non-zero with
 the message on stderr.
@@ -9,16 +13,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from types import SimpleNamespace
 
+from ..cli import UsageError, add_model_arguments, model_from_args, spec_overrides
 from .state import BACKPROP_METHODS, DISPLAY_FILTERS
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cnnvis-gui", description="See inside a PyTorch CNN, live.")
-    p.add_argument("--model", help="architecture (torchvision name, file.py:Class, module:Class) "
-                                   "or a demo name (shapes, glyphs)")
-    p.add_argument("--weights", help="checkpoint file (.pt/.pth/.safetensors)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow full pickles (runs code from the file)")
+    add_model_arguments(p)          # the same model options as `cnnvis info/export`
     p.add_argument("--input", help="image, folder, video file or camera index")
     p.add_argument("--camera", type=int, help="camera index to start with")
     p.add_argument("--layer", help="layer to show first (dotted module name, 'output' for the output)")
@@ -27,7 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", choices=DISPLAY_FILTERS, help="display filter for gradients")
     p.add_argument("--compare", metavar="METHOD", choices=BACKPROP_METHODS,
                    help="show a second backprop method side by side")
-    p.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda, cuda:1, mps)")
     p.add_argument("--screenshot", metavar="PNG", help="save a window PNG after the first complete frame, exit")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for --screenshot (default 120)")
     p.add_argument("--size", default=None, help="window size WxH (e.g. 1500x920)")
@@ -39,22 +41,87 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def _last_model(win, models, shot):
-    """The model of the previous session (settings), else the shapes demo."""
-    entry = "" if shot else str(win.settings.value("last_model", "") or "")
+def model_from_entry(what: str, arch: str = "", device="auto"):
+    """Load a remembered model (``what|arch`` as in the settings) the way the command line would."""
+    if what.startswith("demo:"):
+        what = what[5:]
+    if arch:
+        return model_from_args(SimpleNamespace(model=arch, weights=what, device=device))
+    return model_from_args(SimpleNamespace(model=what, weights=None, device=device))
+
+
+def model_entry(args, demo_name=None) -> tuple:
+    """(what, arch) to remember for the model the command line chose."""
+    if demo_name:
+        return f"demo:{demo_name}", None
+    if args.weights:
+        return args.weights, args.model
+    return args.model, None
+
+
+def _last_model(settings, models, shot, notes):
+    """The model of the previous session (settings), else the shapes demo -> (LoadedModel, demo name)."""
+    entry = "" if shot else str(settings.value("last_model", "") or "")
     what, _, arch = entry.partition("|")
     if what.startswith("demo:") and what[5:] in getattr(models, "DEMO_NAMES", ("shapes", "glyphs")):
         return models.demo(what[5:]), what[5:]
     if what:
         try:
-            return models.load(weights=what, arch=arch or None), None
+            return model_from_entry(what, arch), None
         except Exception as e:  # noqa: BLE001 - fall back to the demo, say why
-            win.show_error(f"last model {what} did not open ({e}); showing the demo model")
+            notes.append(f"last model {what} did not open ({e}); showing the demo model")
     return models.demo("shapes"), "shapes"
+
+
+def check_layer_and_unit(lm, layer, unit):
+    """Resolve ``--layer`` / ``--unit`` on the model's map -> the layer's name, or raise CnnvisError.
+
+    The message is the core's (nearest layer names, the unit range), so ``cnnvis-gui --layer
+    typo`` says what ``cnnvis info`` would, before any window opens.
+    """
+    from ..core import CnnvisError, Visualizer
+    mm = Visualizer(lm.model, lm.spec).model_map()
+    info = mm[layer] if layer is not None else mm[mm.default_layer]
+    if not info.visualizable:
+        raise CnnvisError(f"layer {layer!r} cannot be shown: {info.reason}; visualizable layers: "
+                          + ", ".join(n or "output" for n in mm.visualizable_names()[:12]))
+    if unit is not None:
+        n = int(info.units or 0)
+        if not 0 <= unit < n:
+            raise CnnvisError(f"unit {unit} is out of range for layer {info.name or 'output'!r}: "
+                              f"it has {n} units (0..{n - 1})")
+    return info.name
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from .. import models
+    from ..core import CnnvisError
+
+    from .window import make_settings
+
+    # ---- model, read from the same options as `cnnvis` (before any window: a usage error just exits)
+    lm, demo_name, load_error, notes = None, None, None, []
+    try:
+        if args.model or args.weights or args.arch_kwarg or args.labels or spec_overrides(args):
+            if not args.weights and (args.model is None or args.model in models.DEMO_NAMES):
+                demo_name = args.model or "shapes"
+            lm = model_from_args(args)
+        else:
+            lm, demo_name = _last_model(make_settings(), models, args.screenshot, notes)
+    except UsageError as e:
+        return _fail(str(e))
+    except Exception as e:  # noqa: BLE001 - shown below (dialog), or the exit message with --screenshot
+        if args.screenshot:
+            return _fail(f"cannot load the model: {e}")
+        load_error = e
+    if lm is not None and (args.layer is not None or args.unit is not None):
+        try:
+            layer = check_layer_and_unit(lm, args.layer, args.unit)
+        except CnnvisError as e:
+            return _fail(str(e))
+        if args.layer is not None:
+            args.layer = layer          # "output" -> "", as the core resolved it
     import os
     if args.screenshot and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")   # automation on a headless machine
@@ -92,22 +159,13 @@ def main(argv=None) -> int:
 
     # ---- model
     init = dict(layer=args.layer, unit=args.unit, method=args.method)
-    from .. import models
-    try:
-        if args.model in ("shapes", "glyphs") and not args.weights:
-            lm = models.demo(args.model)
-            demo_name = args.model
-        elif args.model or args.weights:
-            lm = models.load(weights=args.weights, arch=args.model, trust_pickle=args.trust_pickle,
-                             device=args.device)
-            demo_name = None
-        else:
-            lm, demo_name = _last_model(win, models, shot)
-    except Exception as e:  # noqa: BLE001
+    for note in notes:
+        win.show_error(note)
+    if load_error is not None:
         if shot:
             win.close()
-            return _fail(f"cannot load the model: {e}")
-        QtWidgets.QMessageBox.critical(None, "cnnvis-gui", f"Cannot load the model:\n{e}")
+            return _fail(f"cannot load the model: {load_error}")
+        QtWidgets.QMessageBox.critical(None, "cnnvis-gui", f"Cannot load the model:\n{load_error}")
         lm, demo_name = None, None
     if args.filter:
         win.state.update(filter=args.filter)
@@ -115,18 +173,15 @@ def main(argv=None) -> int:
         win.state.update(compare=True, method2=args.compare)
     if lm is not None:
         win.load_model(lm, **init)
-        win._remember_model(f"demo:{demo_name}" if demo_name else (args.weights or args.model),
-                            arch=None if demo_name else args.model)
+        what, arch = model_entry(args, demo_name)
+        win._remember_model(what, arch=arch)
 
     # ---- input
     what = args.camera if args.camera is not None else args.input
     if what is not None:
         if isinstance(what, str) and what.isdigit():
             what = int(what)
-        if not win.open_path(what) and shot:
-            msg = win.last_error
-            win.close()
-            return _fail(msg)
+        win.open_path(what)             # opens in a thread; a failure arrives as renderFailed
     elif lm is not None:
         try:
             paths = [str(p) for p in models.demo_samples(demo_name or "shapes")]

@@ -379,12 +379,18 @@ class MainWindow(QtWidgets.QMainWindow):
         names = list(self.mm.visualizable_names())
         init = self._initial
         layer = init.get("layer")
-        if layer is not None and layer == "output" and "output" not in names:
-            layer = ""
-        if layer is not None and layer not in names:
-            self.show_error(f"layer {layer!r} is not a visualizable layer; choose one of: "
-                            + ", ".join(n or "output" for n in names[:20]))
-            layer = None
+        if layer is not None:
+            from ..core import CnnvisError
+            try:
+                info = self.mm[layer]            # the core's message: nearest names, valid choices
+            except CnnvisError as e:
+                self.show_error(str(e))
+                layer = None
+            else:
+                layer = info.name
+                if layer not in names:
+                    self.show_error(f"layer {info.name or 'output'!r} cannot be shown: {info.reason}")
+                    layer = None
         if layer is None:
             layer = self.mm.default_layer if self.mm.default_layer in names else (names[-1] if names else "")
         self.tree.set_model_map(self.mm)
@@ -1404,10 +1410,14 @@ class MainWindow(QtWidgets.QMainWindow):
         if what.startswith("demo:"):
             self.open_demo(what[5:], images=self.source is None)
             return
+        from .app import model_from_entry
         try:
-            self.open_checkpoint(weights=what or None, arch=arch or None)
+            lm = model_from_entry(what, arch)       # as `cnnvis --model/--weights` would read it
         except Exception as e:  # noqa: BLE001
             self.show_error(f"cannot open {what}: {e}")
+            return
+        self.load_model(lm)
+        self._remember_model(what, arch=arch or None)
 
     def _restore_settings(self):
         st = self.settings

@@ -39,3 +39,29 @@ def test_screenshot_fails_with_a_message(tmp_path):
     p = run_gui(tmp_path, "--input", str(tmp_path / "missing.png"), "--screenshot", str(tmp_path / "x.png"))
     assert p.returncode != 0 and "missing.png" in p.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_model_options_mean_what_they_mean_in_cnnvis(tmp_path):
+    """--model FILE.pth (a checkpoint naming its architecture) and the spec overrides, as `cnnvis info`."""
+    ckpt = ROOT / "assets" / "models" / "shapes.pth"
+    if not ckpt.is_file():
+        pytest.skip("the shapes demo checkpoint is not built")
+    sample = str(models.demo_samples("shapes")[0])
+    out = tmp_path / "ckpt.png"
+    p = run_gui(tmp_path, "--model", str(ckpt), "--input", sample, "--layer", "output", "--unit", "1",
+                "--screenshot", str(out))
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    p = run_gui(tmp_path, "--model", str(ckpt), "--input-size", "0x5", "--screenshot", str(tmp_path / "x.png"))
+    assert p.returncode != 0 and "--input-size must be HxW" in p.stderr
+    p = run_gui(tmp_path, "--weights", str(tmp_path / "nope.pth"))
+    assert p.returncode != 0 and "no such file" in p.stderr
+
+
+def test_unknown_layer_or_unit_exits_with_the_nearest_names(tmp_path):
+    # no --screenshot: it must still exit (before any window opens) rather than start the GUI
+    p = run_gui(tmp_path, "--model", "shapes", "--layer", "features.1x", timeout=60)
+    assert p.returncode != 0
+    assert "Did you mean" in p.stderr and "'features.1'" in p.stderr
+    p = run_gui(tmp_path, "--model", "shapes", "--layer", "features.0", "--unit", "999", timeout=60)
+    assert p.returncode != 0 and "out of range" in p.stderr
