@@ -90,6 +90,19 @@ def test_layers_with_c_by_l_outputs_show_and_keep_the_frame(qtbot, monkeypatch):
         win.close()
 
 
+def test_a_pure_1d_model_is_reported_not_crashed(qtbot):
+    """The input spec is an image (C x H x W): a model that wants N x C x L says so in the status bar."""
+    win = make_window(qtbot, loaded(TinyNet()), StillSource())
+    try:
+        with qtbot.waitSignal(win.renderFailed, timeout=10000):
+            win.load_model(loaded(nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU()), name="1d"))
+        assert "Conv1d" in win.status_text() and "input spec" in win.status_text()
+        with qtbot.waitSignal(win.frameDrawn, timeout=10000):
+            win.load_model(loaded())
+    finally:
+        win.close()
+
+
 def _big_images(folder, n=3, size=(3000, 4000)):
     h, w = size
     ramp = np.linspace(0, 60, w, dtype=np.float32)[None, :, None]
