@@ -1026,7 +1026,7 @@ class MainWindow(QtWidgets.QMainWindow):
         from .. import models
         lm = models.load(weights=weights, arch=arch, spec=spec, trust_pickle=trust_pickle, labels=labels)
         self.load_model(lm)
-        self._remember_model(weights or arch, arch=arch)
+        self._remember_model(weights or arch, arch=arch if weights else None)
         return lm
 
     def open_checkpoint_dialog(self):
