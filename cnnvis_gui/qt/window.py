@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from ..core import CnnvisError
 from . import keys as keytable
 from .panels import ActivationGrid, BackpropPane, ImagePane, ModuleTree, Predictions, UnitPane
 from .state import METHOD_LABELS, ViewerState
@@ -1263,7 +1264,12 @@ class MainWindow(QtWidgets.QMainWindow):
     def _request_patterns(self, key):
         from .patterns import PatternRequest, PatternWorker
         if self._pattern_worker is None:
-            self._pattern_worker = PatternWorker(self.loaded.model, self.loaded.spec, self)
+            try:
+                self._pattern_worker = PatternWorker(self.loaded.model, self.loaded.spec, self)
+            except CnnvisError as e:  # the model could not be copied for the background thread
+                self.show_error(f"pattern mode is not available: {e}")
+                self.state.update(patterns=False)
+                return
             self._pattern_worker.ready.connect(self._on_pattern_tiles)
             self._pattern_worker.progress.connect(self._on_pattern_progress)
             self._pattern_worker.failed.connect(self._on_pattern_failed)

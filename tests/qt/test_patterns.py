@@ -137,3 +137,21 @@ def test_another_model_does_not_get_the_cached_atlas(qtbot, tmp_path):
     qtbot.waitUntil(lambda: bool(looked), timeout=20000)
     assert looked == [None] and win.atlas_scan is None
     win.close()
+
+
+def test_s_when_the_model_cannot_be_copied_says_so(qtbot, window, tmp_path, monkeypatch):
+    import cnnvis_gui.qt.patterns as patterns
+    from cnnvis_gui.core import CnnvisError
+
+    make_images(tmp_path / "im", n=6, bad=False)
+    window._on_atlas_scan(_scan(window, tmp_path / "im", ["conv2"]))
+
+    def no_copy(model):
+        raise CnnvisError("the model could not be copied for a background thread: boom")
+
+    monkeypatch.setattr(patterns, "private_model", no_copy)
+    qtbot.keyClick(window, "s")
+    assert not window.state.patterns
+    assert "pattern mode is not available" in window.status_text() and "boom" in window.status_text()
+    assert window.grid.title.text().startswith("Activations")
+    qtbot.keyClick(window, "j")  # the window keeps working
