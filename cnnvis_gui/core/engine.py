@@ -93,7 +93,7 @@ class _RuleReLU(torch.autograd.Function):
         elif rule == "deconvnet":
             gi = g.clamp(min=0)
         else:  # guided
-            gi = _threshold_backward(g.clamp(min=0), y, 0)
+            gi = _threshold_backward(g, y, 0).clamp_(min=0)
         return gi, None, None
 
 
