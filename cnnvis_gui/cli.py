@@ -73,6 +73,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--arch-kwarg", action="append", default=[], metavar="KEY=VALUE",
                    help="constructor argument for the architecture, VALUE read as a Python literal "
                         "(num_classes=10, pretrained=False, name='x'); repeatable")
+    g.add_argument("--weights-key", metavar="KEY",
+                   help="which entry of a checkpoint dict holds the weights to load, e.g. ema, "
+                        "state_dict_ema, model_ema (default: the first usual key that fits)")
     g.add_argument("--labels", metavar="FILE",
                    help="class labels: one per line, a JSON list or a JSON {index: label} object")
     g.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
@@ -161,7 +164,7 @@ def model_from_args(args):
     spec = spec_overrides(args) or None
     common = dict(trust_pickle=getattr(args, "trust_pickle", False), strict=getattr(args, "strict", True),
                   device=getattr(args, "device", "auto") or "auto", spec=spec,
-                  labels=getattr(args, "labels", None))
+                  labels=getattr(args, "labels", None), state_dict_key=getattr(args, "weights_key", None))
     if common["labels"] is not None and not Path(common["labels"]).is_file():
         raise UsageError(f"--labels: no such file: '{common['labels']}'")
     if weights is not None and not Path(weights).expanduser().is_file():

@@ -25,7 +25,9 @@ import importlib.util
 import io
 import json
 import pickletools
+import re
 import sys
+import threading
 import uuid
 import warnings
 import zipfile
@@ -101,7 +103,7 @@ class LoadedModel:
 
 # ============================================================================ public entry point
 def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = True, device="cpu",
-         spec=None, labels=None, **arch_kwargs) -> LoadedModel:
+         spec=None, labels=None, state_dict_key=None, **arch_kwargs) -> LoadedModel:
     """Build a model from an architecture source and/or a weight file.
 
     Parameters
@@ -122,7 +124,12 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
     spec : InputSpec or dict, optional
         Input spec; a dict may give only some fields (the rest are read or guessed).
     labels : list, dict, str or Path, optional
-        Class names, or a labels file (see :func:`load_labels`).
+        Class names, or a labels file (see :func:`load_labels`).  A relative file name in the
+        checkpoint's or sidecar's metadata is relative to the checkpoint's folder.
+    state_dict_key : str, optional
+        Which entry of a checkpoint dict holds the weights to use, e.g. ``"ema"``,
+        ``"state_dict_ema"`` or ``"model_ema"`` (nested: ``"model.ema"``); default: the first of
+        :data:`STATE_DICT_KEYS` that fits.  CLI: ``--weights-key``.
     **arch_kwargs
         Passed to the architecture constructor (e.g. ``num_classes=10``).
     """
@@ -135,15 +142,17 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
     meta: dict = {}
     obj = None
     if path is not None:
-        obj = read_weights(path, trust_pickle=trust_pickle)
+        obj = read_weights(path, trust_pickle=trust_pickle, notes=notes)
         if isinstance(obj, dict) and isinstance(obj.get(CHECKPOINT_META_KEY), dict):
             meta.update(obj[CHECKPOINT_META_KEY])
-        side = _read_sidecar(path)
+        side = _read_sidecar(path, notes)
         if side:
             meta.update(side["meta"])
             notes.append(f"metadata read from {side['path'].name}")
 
     arch_src = arch if arch is not None else meta.get("arch")
+    if arch is None and isinstance(arch_src, str) and path is not None:
+        arch_src = _resolve_meta_arch(arch_src, path)
     kwargs = dict(meta.get("arch_kwargs") or {}) if arch is None or arch == meta.get("arch") else {}
     kwargs.update(arch_kwargs)
     arch_name = arch_src if isinstance(arch_src, str) else getattr(arch_src, "__name__", None)
@@ -151,7 +160,10 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
     if arch_src is not None:
         model = build_arch(arch_src, **kwargs)
         if obj is not None:
-            sd_candidates = _state_dict_candidates(obj, trust_pickle)
+            if state_dict_key is not None:
+                sd_candidates = _chosen_state_dict(obj, str(state_dict_key), path.name)
+            else:
+                sd_candidates = _state_dict_candidates(obj, trust_pickle)
             if not sd_candidates:
                 raise ModelLoadError(f"{path.name}: found no weights in it (no tensors at the top level nor under "
                                      f"any of {', '.join(STATE_DICT_KEYS)}); top-level keys: "
@@ -184,9 +196,9 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
     # ---------------------------------------------------------------- metadata
     lab = labels if labels is not None else meta.get("labels")
     if isinstance(lab, (str, Path)):
-        lp = Path(lab)
+        lp = Path(lab).expanduser()
         if not lp.is_absolute() and path is not None and labels is None:
-            lp = path.parent / lp
+            lp = path.parent / lp   # metadata names a file next to the checkpoint (joined once, here)
         lab = load_labels(lp)
     elif isinstance(lab, dict):
         lab = _labels_from_mapping(lab, "labels")
@@ -247,11 +259,14 @@ _PICKLE_HINT = ("Loading it runs the Python code the file names, which can execu
                 "just the weights (torch.save(model.state_dict(), path)) and give the architecture separately.")
 
 
-def read_weights(path, trust_pickle: bool = False):
+def read_weights(path, trust_pickle: bool = False, notes: list | None = None):
     """Read a weight file without running code: a state dict, a checkpoint dict, or (trusted) a module.
 
+    Checkpoint extras that need more than tensors (``argparse.Namespace`` args, numpy
+    scalars, paths, dates, objects of unknown classes) are read without running code; what was
+    skipped goes into ``notes`` when a list is given.
     Raises ModelLoadError with a specific reason for empty, truncated, text, random,
-    TorchScript and pickled-object files.
+    TorchScript and pickled-object files (:class:`UntrustedPickleError` for the latter).
     """
     path = Path(path)
     if not path.exists():
@@ -299,11 +314,13 @@ def read_weights(path, trust_pickle: bool = False):
     # weights_only refused or failed: is it pickled Python objects, or just broken?
     kind, globals_ = _classify_pickle(path)
     if kind == "objects" or "Unsupported global" in str(err):
-        names = ", ".join(sorted(globals_)[:6]) or _unsupported_global(str(err)) or "Python classes"
+        if not globals_ and _unsupported_global(str(err)):
+            globals_ = {_unsupported_global(str(err))}
         if not trust_pickle:
-            raise UntrustedPickleError(f"{path.name} contains pickled Python objects (it refers to {names}), e.g. a "
-                                       f"whole model rather than a state dict; it cannot be read as plain weights. "
-                                       + _PICKLE_HINT, path=path, globals_=sorted(globals_)) from None
+            obj = _load_with_extras(path, globals_, notes)
+            if obj is not None:
+                return obj
+            raise _untrusted(path, globals_) from None
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except (AttributeError, ModuleNotFoundError, ImportError) as e:
@@ -320,6 +337,144 @@ def read_weights(path, trust_pickle: bool = False):
     raise ModelLoadError(f"{path.name} is not a PyTorch checkpoint or is corrupt (could not read it as a state dict, "
                          f"checkpoint dict or .safetensors file; first bytes {head[:8]!r}). "
                          f"Supported: .pt/.pth/.bin/.ckpt saved with torch.save, and .safetensors.") from None
+
+
+def _inert_globals() -> dict:
+    """Names a checkpoint's extras may refer to that are safe to rebuild: plain data, no code runs.
+
+    ``{"full.name": object}``: argparse namespaces (timm/DeiT/MAE ``args``), dates, paths and
+    numpy scalars/dtypes/arrays (Lightning ``hyper_parameters``, ``best_acc`` numbers).
+    """
+    import argparse
+    import collections
+    import datetime
+    import pathlib
+    out: dict = {"argparse.Namespace": argparse.Namespace, "collections.OrderedDict": collections.OrderedDict}
+    for n in ("datetime", "date", "time", "timedelta", "timezone"):
+        out[f"datetime.{n}"] = getattr(datetime, n)
+    for n in ("PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath"):
+        for m in ("pathlib", "pathlib._local"):
+            out[f"{m}.{n}"] = getattr(pathlib, n)
+    for m in ("pathlib", "pathlib._local"):   # a Windows path cannot be built here: keep its text
+        out[f"{m}.WindowsPath"] = pathlib.PureWindowsPath
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        return out
+    mod_core = getattr(np, "_core", None) or getattr(np, "core")
+    ma = mod_core.multiarray
+    for m in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out[f"{m}.scalar"] = ma.scalar
+        out[f"{m}._reconstruct"] = ma._reconstruct
+    out["numpy.dtype"] = np.dtype
+    out["numpy.ndarray"] = np.ndarray
+    dts = getattr(np, "dtypes", None)
+    if dts is not None:
+        for n in dir(dts):
+            v = getattr(dts, n)
+            if isinstance(v, type) and issubclass(v, np.dtype):
+                out[f"numpy.dtypes.{n}"] = v
+    return out
+
+
+class _Stub:
+    """Stands in for a class or function the safe loader does not know: records, never runs."""
+
+    _cnnvis_global = "?"
+
+    def __new__(cls, *args, **kwargs):
+        self = object.__new__(cls)
+        self.__dict__["_stub_args"] = args
+        self.__dict__["_stub_state"] = None
+        return self
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.__dict__["_stub_state"] = state
+
+    def looks_like_module(self) -> bool:
+        st = self._stub_state
+        st = st[0] if isinstance(st, tuple) and st else st
+        return isinstance(st, dict) and ("_modules" in st or "_parameters" in st)
+
+    def __repr__(self):
+        return f"<not loaded: {self._cnnvis_global}>"
+
+
+def _make_stub(name: str) -> type:
+    return type(name.rsplit(".", 1)[-1], (_Stub,), {"_cnnvis_global": name, "__module__": "cnnvis_gui.models._stubs"})
+
+
+def _find_stubs(obj, where: str = "", depth: int = 0, out=None) -> list:
+    out = [] if out is None else out
+    if depth > 6 or len(out) > 50:
+        return out
+    if isinstance(obj, _Stub):
+        out.append((where or "the file", obj))
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _find_stubs(v, f"{where}[{k!r}]", depth + 1, out)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _find_stubs(v, f"{where}[{i}]", depth + 1, out)
+    return out
+
+
+def _untrusted(path: Path, globals_, whole=None) -> UntrustedPickleError:
+    names = ", ".join(sorted(globals_)[:6]) or "Python classes"
+    if whole:
+        what = (f"{path.name} is a whole pickled model ({whole}): pickled Python objects, not a state dict, so it "
+                f"cannot be read as plain weights. ")
+    else:
+        what = (f"{path.name} contains pickled Python objects that the safe loader does not accept (it refers to "
+                f"{names}); it cannot be read as plain weights. ")
+    return UntrustedPickleError(what + _PICKLE_HINT, path=path, globals_=sorted(globals_))
+
+
+def _load_with_extras(path: Path, globals_: set, notes):
+    """``weights_only`` load of a checkpoint whose extras need more than tensors and plain containers.
+
+    Inert types (:func:`_inert_globals`) are rebuilt for real; any other class or function from
+    outside the standard library is replaced by an inert :class:`_Stub` (its code is neither
+    imported nor run). Standard-library callables (``os.system``, ``builtins.exec``...) or a
+    whole pickled model refuse the file with :class:`UntrustedPickleError`.
+    """
+    try:
+        default = set(torch._weights_only_unpickler._get_allowed_globals())
+    except Exception:  # pragma: no cover - private API moved
+        default = set()
+    inert = _inert_globals()
+    needed = {g for g in globals_ if g not in default}
+    std = set(getattr(sys, "stdlib_module_names", ())) | {"__builtin__", "copy_reg", "builtins"}
+    risky = {g for g in needed if g not in inert and g.split(".", 1)[0] in std}
+    if not needed or risky:
+        return None
+    stubs = {g: _make_stub(g) for g in needed if g not in inert}
+    # all inert types, not only the names the pickle mentions: BUILD checks the type of the object
+    # built (numpy.dtype("f8") is a numpy.dtypes.Float64DType)
+    entries = [(o, g) for g, o in inert.items()] + [(c, g) for g, c in stubs.items()]
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(entries):
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    found = _find_stubs(obj)
+    whole = [s for _, s in found if s.looks_like_module()]
+    if whole or isinstance(obj, _Stub) or (found and not _state_dict_candidates(obj, False)):
+        raise _untrusted(path, globals_, whole=", ".join(sorted({s._cnnvis_global for s in whole}))[:200] or None)
+    if notes is not None:
+        kept = sorted(g for g in needed if g in inert)
+        msg = f"{path.name}: non-tensor extras were read with the safe loader and are not used"
+        if kept:
+            msg += f" (plain data: {_short(kept, 6)})"
+        if found:
+            msg += (f"; {len(found)} object(s) of unknown classes were skipped without importing them: "
+                    + _short(sorted({f'{s._cnnvis_global} at checkpoint{w}' for w, s in found}), 4))
+        notes.append(msg)
+    return obj
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
@@ -411,21 +566,140 @@ def _classify_pickle(path: Path):
     return "broken", set()
 
 
-def _read_sidecar(path: Path):
+_META_KEYS = ("spec", "labels", "name", "arch", "arch_kwargs")
+
+
+def _read_sidecar(path: Path, notes: list | None = None):
+    """The sidecar JSON next to a checkpoint, if it is one of ours.
+
+    A JSON file there may just as well be somebody's training config: a file that is not JSON,
+    not an object, or has none of our keys (``spec``, ``labels``, ``arch``, ``name``) is ignored
+    with a note; of a bare sidecar only the keys we understand and that are valid are used. A
+    sidecar that wraps its metadata in a ``"cnnvis"`` object is explicitly ours, and invalid
+    values there are errors.
+    """
     for cand in (path.with_suffix(".json"), path.with_name(path.name + ".json")):
-        if cand.is_file() and cand != path:
-            try:
-                d = json.loads(cand.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ModelLoadError(f"sidecar metadata {cand.name} is not valid JSON: {e}") from None
-            if not isinstance(d, dict):
-                raise ModelLoadError(f"sidecar metadata {cand.name} must be a JSON object like "
-                                     f'{{"spec": {{...}}, "labels": [...], "name": "..."}}.')
-            d = d.get(CHECKPOINT_META_KEY, d) if isinstance(d.get(CHECKPOINT_META_KEY), dict) else d
-            if isinstance(d.get("labels"), str):
-                d = dict(d, labels=str(cand.parent / d["labels"]))
-            return {"path": cand, "meta": d}
+        if not cand.is_file() or cand == path:
+            continue
+        ignored = f"{cand.name} next to the weights was ignored: "
+        try:
+            d = json.loads(cand.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+            if notes is not None:
+                notes.append(ignored + f"it is not valid JSON ({e})")
+            return None
+        if not isinstance(d, dict):
+            if notes is not None:
+                notes.append(ignored + "it is not a JSON object")
+            return None
+        explicit = isinstance(d.get(CHECKPOINT_META_KEY), dict)
+        if explicit:
+            return {"path": cand, "meta": d[CHECKPOINT_META_KEY]}
+        if not any(k in d for k in ("spec", "labels", "arch", "name")):
+            if notes is not None:
+                notes.append(ignored + f"none of the metadata keys {', '.join(_META_KEYS)} in it (a training config?)")
+            return None
+        meta, bad = {}, []
+        for k in _META_KEYS:
+            if k not in d:
+                continue
+            problem = _meta_problem(k, d[k], cand.parent)
+            if problem:
+                bad.append(f"{k!r} ({problem})")
+            else:
+                meta[k] = d[k]
+        if bad and notes is not None:
+            notes.append(f"{cand.name}: ignored {', '.join(bad)}")
+        if not meta:
+            return None
+        return {"path": cand, "meta": meta}
     return None
+
+
+def _meta_problem(key: str, value, folder: Path) -> str | None:
+    """Why a bare sidecar's value cannot be used (None: it can)."""
+    if key == "spec":
+        if not isinstance(value, dict):
+            return "not an object"
+        try:
+            s = _spec_dict(value, "spec")
+            InputSpec(**{"height": 224, "width": 224, **s})
+        except CnnvisError as e:
+            return str(e)
+        except TypeError as e:
+            return str(e)
+        return None
+    if key == "labels":
+        if isinstance(value, str):
+            p = Path(value).expanduser()
+            p = p if p.is_absolute() else folder / p
+            return None if p.is_file() else f"no labels file {p}"
+        if isinstance(value, list):
+            return None
+        if isinstance(value, dict):
+            try:
+                _labels_from_mapping(value, "labels")
+            except ModelLoadError as e:
+                return str(e)
+            return None
+        return "not a list, mapping or file name"
+    if key in ("name", "arch"):
+        return None if isinstance(value, str) and value.strip() else "not a non-empty string"
+    if key == "arch_kwargs":
+        return None if isinstance(value, dict) else "not an object"
+    return None
+
+
+def _is_file_arch(head: str) -> bool:
+    return head.endswith(".py") or "/" in head or "\\" in head
+
+
+def _resolve_meta_arch(arch: str, path: Path) -> str:
+    """A file architecture named in a checkpoint's metadata is relative to the checkpoint's folder
+    (then the current folder)."""
+    head, sep, name = arch.strip().rpartition(":")
+    if not sep or not head or not _is_file_arch(head) or head.startswith(("torchvision", "timm")):
+        return arch
+    f = Path(head).expanduser()
+    if f.is_absolute():
+        return arch
+    tried = [path.parent / f, Path.cwd() / f]
+    for cand in tried:
+        if cand.is_file():
+            return f"{cand}:{name}"
+    raise ModelLoadError(f"{path.name}: its metadata names the architecture {arch!r}, but {head} was not found; "
+                         f"tried {tried[0]} (next to the checkpoint) and {tried[1]} (current folder). Give the "
+                         f"architecture explicitly (arch=..., CLI: --model path/to/net.py:Class).")
+
+
+def _chosen_state_dict(obj, key: str, fname: str) -> list:
+    """The state dict under the key the caller named (``state_dict_key`` / ``--weights-key``)."""
+    where = "checkpoint"
+    v = obj
+    if isinstance(obj, dict) and key in obj:
+        v, where = obj[key], f"checkpoint[{key!r}]"
+    else:
+        for part in key.split("."):
+            if not isinstance(v, dict) or part not in v:
+                avail = [w for w, _ in _state_dict_candidates(obj, False)]
+                keys = _short(list(obj)[:20]) if isinstance(obj, dict) else type(obj).__name__
+                raise ModelLoadError(f"{fname}: no entry {key!r} (state_dict_key / --weights-key) in the checkpoint; "
+                                     f"entries holding weights: {', '.join(avail) or 'none'}; top-level keys: {keys}.")
+            v, where = v[part], f"{where}[{part!r}]"
+    if isinstance(v, nn.Module):
+        v = v.state_dict()
+    if _is_state_dict(v):
+        return [(where, _tensors_only(v))]
+    nested = [(where if w == "the file" else where + w[len("checkpoint"):], sd)
+              for w, sd in _state_dict_candidates(v, False)]
+    if nested:
+        return nested[:1]
+    raise ModelLoadError(f"{fname}: {where} holds no weights (a {type(v).__name__}); choose another "
+                         f"state_dict_key / --weights-key.")
+
+
+def _key_of(where: str) -> str:
+    return ".".join(re.findall(r"\['([^']*)'\]", where))
 
 
 # ============================================================================ labels
@@ -551,39 +825,128 @@ def _from_module(modname: str, attr: str, kwargs: dict, arch: str) -> nn.Module:
     return _call_factory(_get_attr(mod, attr, arch), kwargs, arch)
 
 
+_IMPORT_LOCK = threading.RLock()
+
+
+def _local_module_names(folder: Path) -> set:
+    """Top-level module names a folder on sys.path provides: ``x.py`` files and ``x/`` packages."""
+    names = set()
+    try:
+        for p in folder.iterdir():
+            if p.suffix == ".py" and p.stem.isidentifier():
+                names.add(p.stem)
+            elif p.is_dir() and p.name.isidentifier() and (p / "__init__.py").is_file():
+                names.add(p.name)
+    except OSError:
+        pass
+    std = getattr(sys, "stdlib_module_names", ())
+    return {n for n in names if n not in std and n not in sys.builtin_module_names}
+
+
+def _package_root(folder: Path):
+    """For a file in a package (its folder has ``__init__.py``), the outermost package folder, else None."""
+    if not (folder / "__init__.py").is_file():
+        return None
+    root = folder
+    while (root.parent / "__init__.py").is_file() and root.parent != root and root.parent.name.isidentifier():
+        root = root.parent
+    return root
+
+
 def _from_file(file: Path, attr: str, kwargs: dict, arch: str) -> nn.Module:
+    """Import an architecture file in isolation and build it.
+
+    The file's folder (for a file inside a package: the folder above the package root) goes
+    first on ``sys.path`` for the duration of the load; modules of other projects that carry
+    the name of one of that folder's modules (``blocks``, ``utils``...) are set aside first and
+    put back after, and the modules this load imported from the folder are dropped again, so two
+    projects with the same helper names never see each other's code.
+    """
     if not file.is_file():
         raise ModelLoadError(f"architecture {arch!r}: file {file} not found.")
-    modname = f"_cnnvis_user_{file.stem}_{uuid.uuid4().hex[:8]}"
-    spec = importlib.util.spec_from_file_location(modname, file)
-    if spec is None or spec.loader is None:
-        raise ModelLoadError(f"architecture {arch!r}: {file} cannot be imported as Python.")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[modname] = mod   # dataclasses / pickling look the module up by name
-    added = str(file.resolve().parent)
-    path_added = added not in sys.path
-    if path_added:
-        sys.path.insert(0, added)   # let the file import its siblings
-    ok = False
-    try:
-        try:
-            spec.loader.exec_module(mod)
-        except SyntaxError as e:
-            raise ModelLoadError(_syntax_msg(arch, e)) from None
-        except Exception as e:
-            raise ModelLoadError(f"architecture {arch!r}: running {file.name} failed: {type(e).__name__}: {e}"
-                                 ) from None
-        model = _call_factory(_get_attr(mod, attr, arch), kwargs, arch)
-        ok = True
-        return model
-    finally:
-        if path_added:
+    file = file.resolve()
+    root = _package_root(file.parent)
+    if root is not None:   # proj/pkg/model.py with proj/pkg/__init__.py: import "pkg.model" from proj/
+        base = root.parent
+        parts = list(file.relative_to(base).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        if not all(p.isidentifier() for p in parts):
+            root = None
+    if root is None:
+        base = file.parent
+    local = _local_module_names(base)
+    if root is not None:
+        local.add(root.name)
+
+    def ours(name: str) -> bool:
+        return name.split(".", 1)[0] in local
+
+    def elsewhere(top: str) -> bool:   # a module of that name, but not from this folder
+        m = sys.modules.get(top)
+        if m is None:
+            return True
+        locs = [getattr(m, "__file__", None)] + list(getattr(m, "__path__", None) or [])
+        for loc in locs:
+            if not loc:
+                continue
             try:
-                sys.path.remove(added)
+                p = Path(loc).resolve()
+            except (OSError, RuntimeError):
+                continue
+            if p in (base / f"{top}.py", base / top / "__init__.py", base / top):
+                return False
+        return True
+
+    with _IMPORT_LOCK:
+        foreign = {t for t in local if t in sys.modules and elsewhere(t)}
+        set_aside = {n: m for n, m in sys.modules.items() if n.split(".", 1)[0] in foreign}
+        for n in set_aside:
+            del sys.modules[n]
+        before = set(sys.modules)
+        sys.path.insert(0, str(base))
+        importlib.invalidate_caches()
+        modname = None
+        ok = False
+        try:
+            if root is not None:
+                modname = ".".join(parts)
+                try:
+                    mod = importlib.import_module(modname)
+                except SyntaxError as e:
+                    raise ModelLoadError(_syntax_msg(arch, e)) from None
+                except Exception as e:
+                    raise ModelLoadError(f"architecture {arch!r}: importing {file.name} as {modname} (package root "
+                                         f"{root}) failed: {type(e).__name__}: {e}") from None
+            else:
+                modname = f"_cnnvis_user_{file.stem}_{uuid.uuid4().hex[:8]}"
+                spec = importlib.util.spec_from_file_location(modname, file)
+                if spec is None or spec.loader is None:
+                    raise ModelLoadError(f"architecture {arch!r}: {file} cannot be imported as Python.")
+                mod = importlib.util.module_from_spec(spec)
+                sys.modules[modname] = mod   # dataclasses / pickling look the module up by name
+                try:
+                    spec.loader.exec_module(mod)
+                except SyntaxError as e:
+                    raise ModelLoadError(_syntax_msg(arch, e)) from None
+                except Exception as e:
+                    raise ModelLoadError(f"architecture {arch!r}: running {file.name} failed: "
+                                         f"{type(e).__name__}: {e}") from None
+            model = _call_factory(_get_attr(mod, attr, arch), kwargs, arch)
+            ok = True
+            return model
+        finally:
+            try:
+                if sys.path and sys.path[0] == str(base):
+                    del sys.path[0]
+                else:
+                    sys.path.remove(str(base))
             except ValueError:
                 pass
-        if not ok:
-            sys.modules.pop(modname, None)
+            for n in [n for n in sys.modules if n not in before and (ours(n) or (n == modname and not ok))]:
+                sys.modules.pop(n, None)
+            for n, m in set_aside.items():
+                sys.modules.setdefault(n, m)
 
 
 def _syntax_msg(arch: str, e: SyntaxError) -> str:
@@ -700,7 +1063,10 @@ def _fit_state_dict(model: nn.Module, candidates: list, strict: bool, notes: lis
         notes.append(f"state dict read from {where}")
     others = [w for w, _ in candidates if w != where]
     if others:
-        notes.append(f"the checkpoint also holds {', '.join(others)} (not used)")
+        k = _key_of(others[0])
+        notes.append(f"the checkpoint also holds {', '.join(others)} (not used; to load "
+                     f"{'it' if len(others) == 1 else 'one of them'} instead: state_dict_key={k!r}, command line "
+                     f"--weights-key {k})" if k else f"the checkpoint also holds {', '.join(others)} (not used)")
     if strip:
         notes.append(f"stripped key prefix{'es' if len(strip) > 1 else ''} {' + '.join(repr(p) for p in strip)} "
                      f"so the keys fit the architecture")
@@ -738,7 +1104,8 @@ def _mismatch_report(fname, arch, target, sd, missing, unexpected, mismatched, k
         if len(ks) == 1 and len(ms) == 1:
             k, m = ks.pop(), ms.pop()
             hints.append(f"only the classifier's output size differs: the checkpoint has {k} classes, the model "
-                         f"{m}; pass num_classes={k} (load(..., num_classes={k})).")
+                         f"{m}; pass num_classes={k} (Python: load(..., num_classes={k}); command line: "
+                         f"--arch-kwarg num_classes={k}).")
     matched = len(sd) - len(unexpected) - len(mismatched)
     if not hints:
         pref = _common_prefix(unexpected)
