@@ -14,7 +14,12 @@ Other packages add sub-commands through :func:`add_model_arguments` /
 add_model_arguments, model_from_args)`` is called when that module exists.  A sub-command
 parser sets ``set_defaults(func=handler)`` where ``handler(args) -> int`` is the exit code;
 a :class:`~cnnvis_gui.core.CnnvisError` it raises becomes ``cnnvis: error: <message>``
-with exit code 2 (no traceback).
+with exit code 2 (no traceback), except :class:`~cnnvis_gui.core.ModelForwardError` (the
+model's own forward raised), which gives exit code 1.
+
+``cnnvis export`` skips an image on which the model's forward raises (a failing batch is
+retried image by image), names it in a warning and in the summary, and exits with 1 when
+any image was skipped that way.
 """
 from __future__ import annotations
 
@@ -455,7 +460,25 @@ def _write_png(path: Path, rgb: np.ndarray, zoom: int) -> None:
     ok, buf = cv2.imencode(".png", bgr)
     if not ok:
         raise OSError(f"could not encode {path}")
-    path.write_bytes(buf.tobytes())
+    _atomic_write(path, buf.tobytes())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and ``os.replace``: never a torn file."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _top_units(acts, k: int) -> list:
@@ -471,7 +494,8 @@ def _top_units(acts, k: int) -> list:
 def cmd_export(args) -> int:
     """``cnnvis export``: PNGs (and optionally a .npz) per image, unit and method."""
     import torch
-    from cnnvis_gui.core import Visualizer, ActivationMosaic, saliency_to_image, overlay, heatmap, colormap_lut
+    from cnnvis_gui.core import (Visualizer, ActivationMosaic, ModelForwardError, saliency_to_image, overlay,
+                                 heatmap, colormap_lut)
 
     t0 = time.perf_counter()
     methods = parse_methods(args.method) or ["guided"]
@@ -547,74 +571,104 @@ def cmd_export(args) -> int:
     n_images = n_files = n_requests = 0
     notices_shown: set = set()
     resolved_cam = {"name": cam_layer}
+    model_failed: list = []      # (origin, message) of the images the model's forward raised on
+
+    def export_batch(batch, frame):
+        """Write every file of a recorded batch; each unit's PNGs as soon as they are computed."""
+        nonlocal n_images, n_files, n_requests
+        for n in frame.notices:
+            if n not in notices_shown:
+                notices_shown.add(n)
+                warn(n)
+        acts = frame.activations(layer)
+        per_item = [fixed_units if fixed_units is not None else _top_units(acts[i], top)
+                    for i in range(len(batch))]
+        if cam_methods and resolved_cam["name"] is None:
+            c = frame.default_cam_layer(layer)
+            if c is None:
+                raise UsageError(f"no convolutional layer runs before {layer or 'output'!r}, so Grad-CAM has "
+                                 f"nowhere to look; choose one with --cam-layer")
+            resolved_cam["name"] = c
+        cl = resolved_cam["name"]
+        inp = frame.input.cpu()
+        acts_np = acts.cpu().numpy()
+        dirs, shown = [], []
+        for i, it in enumerate(batch):
+            d = out_dir / it.stem
+            d.mkdir(parents=True, exist_ok=True)
+            dirs.append(d)
+            shown.append(spec.to_image(inp[i]))
+            _write_png(d / "input.png", shown[i], args.zoom)
+            _write_png(d / f"{lname}_mosaic.png", ActivationMosaic(acts_np[i]).image, args.zoom)
+            n_files += 2
+        # one backward per (unit, method) for the whole batch; each sample keeps its own units.  The
+        # PNGs are written at once and the map dropped, so memory does not grow with the number of
+        # units; only --raw keeps the float32 maps (of one batch) until raw.npz is written.
+        raw = [{m: [] for m in methods} for _ in batch] if args.raw else None
+        wanted = [set(us) for us in per_item]
+        for u in dict.fromkeys(u for us in per_item for u in us):
+            for m in methods:
+                if m == "gradcam":
+                    v = frame.grad_cam(layer, u, cl, objective)
+                elif m == "guided-gradcam":
+                    v = frame.guided_grad_cam(layer, u, cl, objective)
+                else:
+                    v = frame.saliency(layer, u, m, objective)
+                v = v.detach().cpu()
+                n_requests += 1
+                for i in range(len(batch)):
+                    if u not in wanted[i]:
+                        continue
+                    a = v[i].numpy()
+                    if m == "gradcam":
+                        img = heatmap(a, args.cmap) if args.cam_style == "heatmap" else \
+                            overlay(shown[i], a, alpha=args.cam_alpha, cmap=args.cmap)
+                    else:
+                        img = saliency_to_image(a, filter=args.filter)
+                    _write_png(dirs[i] / f"{lname}_u{u:04d}_{m}.png", img, args.zoom)
+                    n_files += 1
+                    if raw is not None:
+                        raw[i][m].append((u, a.copy()))
+                del v
+        for i, it in enumerate(batch):
+            if raw is not None:
+                arrays = {"input": inp[i:i + 1].numpy(), "image": shown[i],
+                          "activations": acts_np[i:i + 1], "units": np.asarray(per_item[i], dtype=np.int64),
+                          "layer": np.asarray(layer), "methods": np.asarray(methods),
+                          "objective": np.asarray(str(objective)), "source": np.asarray(it.origin)}
+                if cam_methods:
+                    arrays["cam_layer"] = np.asarray(cl)
+                for m in methods:
+                    key = "gradcam" if m == "gradcam" else "saliency_" + m.replace("-", "_")
+                    by_unit = dict(raw[i][m])
+                    stack = [by_unit[u] for u in per_item[i]]
+                    arrays[key] = np.stack(stack) if stack else np.zeros((0,))
+                raw[i] = None
+                import io
+                buf = io.BytesIO()
+                np.savez_compressed(buf, **arrays)
+                _atomic_write(dirs[i] / "raw.npz", buf.getvalue())
+                n_files += 1
+            n_images += 1
+            if bar is not None:
+                bar.update(1)
 
     def flush(batch):
-        nonlocal n_images, n_files, n_requests
-        x = torch.cat([spec.to_tensor(it.frame) for it in batch])
-        frame = vis.forward(x)
+        """Forward a batch; when the model raises, retry its images one by one and skip the failing ones."""
         try:
-            for n in frame.notices:
-                if n not in notices_shown:
-                    notices_shown.add(n)
-                    warn(n)
-            acts = frame.activations(layer)
-            per_item = [fixed_units if fixed_units is not None else _top_units(acts[i], top)
-                        for i in range(len(batch))]
-            if cam_methods and resolved_cam["name"] is None:
-                c = frame.default_cam_layer(layer)
-                if c is None:
-                    raise UsageError(f"no convolutional layer runs before {layer or 'output'!r}, so Grad-CAM has "
-                                     f"nowhere to look; choose one with --cam-layer")
-                resolved_cam["name"] = c
-            cl = resolved_cam["name"]
-            # one backward per (unit, method) for the whole batch; each sample keeps its own units
-            sal: dict = {}   # (unit, method) -> tensor N x C x H x W (or N x H x W for gradcam)
-            for u in dict.fromkeys(u for us in per_item for u in us):
-                for m in methods:
-                    if m == "gradcam":
-                        v = frame.grad_cam(layer, u, cl, objective)
-                    elif m == "guided-gradcam":
-                        v = frame.guided_grad_cam(layer, u, cl, objective)
-                    else:
-                        v = frame.saliency(layer, u, m, objective)
-                    sal[(u, m)] = v.detach().cpu()
-                    n_requests += 1
-            inp = frame.input.cpu()
-            acts_np = acts.cpu().numpy()
-            for i, it in enumerate(batch):
-                d = out_dir / it.stem
-                d.mkdir(parents=True, exist_ok=True)
-                shown = spec.to_image(inp[i])
-                _write_png(d / "input.png", shown, args.zoom)
-                _write_png(d / f"{lname}_mosaic.png", ActivationMosaic(acts_np[i]).image, args.zoom)
-                n_files += 2
-                for u in per_item[i]:
-                    for m in methods:
-                        v = sal[(u, m)][i]
-                        if m == "gradcam":
-                            cam = v.numpy()
-                            img = heatmap(cam, args.cmap) if args.cam_style == "heatmap" else \
-                                overlay(shown, cam, alpha=args.cam_alpha, cmap=args.cmap)
-                        else:
-                            img = saliency_to_image(v.numpy(), filter=args.filter)
-                        _write_png(d / f"{lname}_u{u:04d}_{m}.png", img, args.zoom)
-                        n_files += 1
-                if args.raw:
-                    arrays = {"input": inp[i:i + 1].numpy(), "image": shown,
-                              "activations": acts_np[i:i + 1], "units": np.asarray(per_item[i], dtype=np.int64),
-                              "layer": np.asarray(layer), "methods": np.asarray(methods),
-                              "objective": np.asarray(str(objective)), "source": np.asarray(it.origin)}
-                    if cam_methods:
-                        arrays["cam_layer"] = np.asarray(cl)
-                    for m in methods:
-                        key = "gradcam" if m == "gradcam" else "saliency_" + m.replace("-", "_")
-                        stack = [sal[(u, m)][i].numpy() for u in per_item[i]]
-                        arrays[key] = np.stack(stack) if stack else np.zeros((0,))
-                    np.savez_compressed(d / "raw.npz", **arrays)
-                    n_files += 1
-                n_images += 1
-                if bar is not None:
-                    bar.update(1)
+            frame = vis.forward(torch.cat([spec.to_tensor(it.frame) for it in batch]))
+        except ModelForwardError as e:
+            if len(batch) > 1:
+                for it in batch:
+                    flush([it])
+                return
+            model_failed.append((batch[0].origin, str(e)))
+            warn(f"skipped '{batch[0].origin}': {e}")
+            if bar is not None:
+                bar.update(1)
+            return
+        try:
+            export_batch(batch, frame)
         finally:
             frame.close()
 
@@ -630,6 +684,10 @@ def cmd_export(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if n_images == 0 and model_failed:
+        print(f"{PROG}: error: the model's forward raised on every image ({len(model_failed)}); first: "
+              f"'{model_failed[0][0]}': {model_failed[0][1]}", file=sys.stderr)
+        return EXIT_FAILURE
     if n_images == 0:
         raise UsageError(f"--input: none of the images in '{inputs.path}' could be read "
                          f"({len(inputs.skipped)} skipped)")
@@ -637,10 +695,16 @@ def cmd_export(args) -> int:
     if not quiet:
         units_text = ("all " + str(n_units) if units_arg == "all" else
                       f"top {top}" if fixed_units is None else ",".join(map(str, fixed_units)))
-        skipped = f" ({len(inputs.skipped)} skipped)" if inputs.skipped else ""
+        n_skipped = len(inputs.skipped) + len(model_failed)
+        skipped = f" ({n_skipped} skipped)" if n_skipped else ""
         print(f"{PROG}: exported {n_images} image{'s' if n_images != 1 else ''}{skipped}, layer "
               f"{layer or 'output'!r}, units {units_text}, methods {','.join(methods)}: {n_requests} backward "
               f"pass{'es' if n_requests != 1 else ''}, {n_files} files written to {out_dir} in {secs:.1f} s")
+    if model_failed:
+        print(f"{PROG}: the model's forward raised on {len(model_failed)} image"
+              f"{'s' if len(model_failed) != 1 else ''} (skipped, exit code {EXIT_FAILURE}): "
+              + ", ".join(f"'{o}'" for o, _ in model_failed), file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 
@@ -727,7 +791,7 @@ def _register_extensions(sub) -> None:
 
 def main(argv=None) -> int:
     """Entry point of the ``cnnvis`` console script; returns the exit code."""
-    from cnnvis_gui.core import CnnvisError
+    from cnnvis_gui.core import CnnvisError, ModelForwardError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     show_tb = "--traceback" in argv   # accepted anywhere on the line
@@ -739,6 +803,11 @@ def main(argv=None) -> int:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
         return int(args.func(args) or 0)
+    except ModelForwardError as e:   # the run started, the model itself raised: not a bad argument
+        if show_tb:
+            raise
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
     except (UsageError, CnnvisError) as e:
         if show_tb:
             raise

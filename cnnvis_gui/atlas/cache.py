@@ -2,7 +2,8 @@
 
 Every cached result lives under ``cache_dir()/<kind>-<key>/`` where ``key`` is a hash of
 everything the result depends on -- the model's weights (every tensor of its
-``state_dict``: names, dtypes, shapes and bytes), the architecture's class, the input
+``state_dict``: names, dtypes, shapes and bytes), the architecture's class (its qualname and
+the hash of its source file -- never the random module name a ``net.py:Net`` file gets), the input
 spec, the layer(s), and for scans the folder's contents (relative paths, sizes and
 modification times of its image files).  A changed weight file, spec or folder gives a
 new key, so a result computed for another model or another folder is never shown.
@@ -13,10 +14,13 @@ so a crash or kill mid-write leaves the previous file intact, never a torn one.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import os
+import re
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +32,7 @@ from ..core import InputSpec
 ENV_VAR = "CNNVIS_CACHE_DIR"
 CACHE_VERSION = 1
 
-__all__ = ["ENV_VAR", "cache_dir", "weights_hash", "spec_key", "digest", "atomic_write_bytes",
+__all__ = ["ENV_VAR", "cache_dir", "weights_hash", "class_key", "spec_key", "digest", "atomic_write_bytes",
            "atomic_write_json", "atomic_save_npz", "load_npz", "read_json"]
 
 
@@ -46,10 +50,46 @@ def cache_dir(override=None) -> Path:
     return Path.home() / ".cache" / "cnnvis-gui" / "atlas"
 
 
+_CLASS_KEYS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_USER_MODULE = re.compile(r"^(_cnnvis_user_.*)_[0-9a-f]{8}$")
+
+
+def class_key(cls) -> str:
+    """A stable name for a model class: its qualname plus where it comes from.
+
+    Architectures loaded from a file (``path/to/net.py:Net``) live in a module with a random
+    name (``_cnnvis_user_<stem>_<uuid>``) on every load, so the module name cannot be part of a
+    cache key: the hash of the class's source file is used instead (the same file gives the
+    same key; an edited file a new one).  Without a readable source file: the module name,
+    with such a random suffix removed.
+    """
+    try:
+        return _CLASS_KEYS[cls]
+    except (KeyError, TypeError):
+        pass
+    module = getattr(cls, "__module__", "") or ""
+    src = None
+    try:
+        f = inspect.getsourcefile(cls)
+        if f and os.path.isfile(f):
+            src = hashlib.blake2b(Path(f).read_bytes(), digest_size=16).hexdigest()
+    except (TypeError, OSError):
+        src = None
+    m = _USER_MODULE.match(module)
+    if m:
+        module = m.group(1)
+    key = f"{module if src is None or not m else 'file'}.{cls.__qualname__}" + (f"@{src}" if src else "")
+    try:
+        _CLASS_KEYS[cls] = key      # the file as it was when first hashed (normally: when loaded)
+    except TypeError:
+        pass
+    return key
+
+
 def weights_hash(model: nn.Module) -> str:
-    """Hash of the model's class and every ``state_dict`` tensor (name, dtype, shape, bytes)."""
+    """Hash of the model's class (:func:`class_key`) and every ``state_dict`` tensor (name, dtype, shape, bytes)."""
     h = hashlib.blake2b(digest_size=20)
-    h.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+    h.update(class_key(type(model)).encode())
     for name, t in model.state_dict().items():
         h.update(name.encode())
         if not isinstance(t, torch.Tensor):

@@ -9,7 +9,9 @@ is the same as for ``cnnvis info`` / ``cnnvis export``.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -21,6 +23,21 @@ import numpy as np
 from ..core import CnnvisError
 
 __all__ = ["register", "cmd_atlas", "cmd_optimize"]
+
+
+def _ranged(kind, minimum, strict: bool, what: str):
+    """An argparse ``type``: ``kind(text)`` that must be > minimum (``strict``) or >= minimum."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{what} must be {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if v != v or (v <= minimum if strict else v < minimum):
+            raise argparse.ArgumentTypeError(f"{what} must be {'>' if strict else '>='} {minimum}, got {text!r}")
+        return v
+    parse.__name__ = kind.__name__      # argparse names the type in its messages
+    return parse
 
 
 def register(subparsers, add_model_arguments, model_from_args) -> None:
@@ -36,19 +53,19 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     g.add_argument("--images", "-i", required=True, metavar="FOLDER", help="folder of images (searched recursively)")
     g.add_argument("--layer", "-l", required=True, action="append", metavar="L[,L...]",
                    help="layer name(s) from 'cnnvis info' ('output' = model output); repeat or comma-separate")
-    g.add_argument("--top", "-k", type=int, default=9, metavar="K", help="images per unit (default 9)")
+    g.add_argument("--top", "-k", type=_ranged(int, 0, True, "--top"), default=9, metavar="K", help="images per unit (default 9)")
     g.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (created if needed)")
     g.add_argument("--units", metavar="0,5,10-15", help="montages only for these units (default: all)")
     g.add_argument("--method", default="guided", choices=("guided", "deconvnet"),
                    help="backprop rule for the deconv crops (default guided)")
     g.add_argument("--filter", default="raw", choices=("raw", "gray", "norm", "normblur"),
                    help="how the deconv images are drawn (default raw)")
-    g.add_argument("--probes", type=int, default=4, metavar="N",
+    g.add_argument("--probes", type=_ranged(int, 0, False, "--probes"), default=4, metavar="N",
                    help="random probe inputs united with the hit image for the receptive field (default 4)")
-    g.add_argument("--tile", type=int, default=64, metavar="PX", help="montage cell size in pixels (default 64)")
+    g.add_argument("--tile", type=_ranged(int, 0, True, "--tile"), default=64, metavar="PX", help="montage cell size in pixels (default 64)")
     g.add_argument("--no-montage", action="store_true", help="only write atlas.json")
-    g.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per forward (default 64)")
-    g.add_argument("--workers", type=int, metavar="N", help="decode threads (default: up to 4)")
+    g.add_argument("--batch-size", type=_ranged(int, 0, True, "--batch-size"), default=64, metavar="B", help="images per forward (default 64)")
+    g.add_argument("--workers", type=_ranged(int, 0, True, "--workers"), metavar="N", help="decode threads (default: up to 4)")
     g.add_argument("--cache-dir", metavar="DIR", help="cache folder (default $CNNVIS_CACHE_DIR or "
                                                       "~/.cache/cnnvis-gui/atlas)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
@@ -67,12 +84,14 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     g.add_argument("--preset", type=int, default=3, choices=(1, 2, 3, 4),
                    help="hyper-parameter set of the paper's Table 1 (default 3)")
     g.add_argument("--target", default="center", metavar="center|channel|Y,X",
-                   help="conv layers: the centre position (default), the whole channel, or position Y,X")
-    g.add_argument("--iterations", type=int, metavar="N", help="override the preset's iteration count")
-    g.add_argument("--lr", type=float, metavar="LR", help="override the preset's step size (pixel units)")
+                   help="conv layers: the centre position (default), the whole channel, or position Y,X "
+                        "(a flat layer such as fc/output has no positions: Y,X is refused there)")
+    g.add_argument("--iterations", type=_ranged(int, 0, True, "--iterations"), metavar="N", help="override the preset's iteration count")
+    g.add_argument("--lr", type=_ranged(float, 0, True, "--lr"), metavar="LR", help="override the preset's step size (pixel units)")
     g.add_argument("--seed", type=int, default=0, help="random start (default 0)")
-    g.add_argument("--zoom", type=int, default=1, metavar="K", help="enlarge the PNG K times (nearest neighbour)")
-    g.add_argument("--out", "-o", required=True, metavar="FILE.png", help="output image")
+    g.add_argument("--zoom", type=_ranged(int, 0, True, "--zoom"), default=1, metavar="K", help="enlarge the PNG K times (nearest neighbour)")
+    g.add_argument("--out", "-o", required=True, metavar="FILE.png",
+                   help="output image; the extension picks the format (.png, .jpg, ... as OpenCV can write)")
     g.add_argument("--cache-dir", metavar="DIR", help="cache folder")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -119,10 +138,25 @@ def _safe(name: str) -> str:
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok = cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
+    """Encode by the file's extension and write atomically (temporary file + ``os.replace``)."""
+    from .cache import atomic_write_bytes
+
+    ext = path.suffix or ".png"
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:
-        raise OSError(f"could not write '{path}'")
+        raise OSError(f"could not encode '{path}'")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+#: the "coordinates" note of atlas.json: what a hit's path, y/x and box mean
+COORDINATES = {
+    "path": "absolute path of the image file (folder is absolute too; the scan lists it recursively)",
+    "y_x": "row, column of the unit's maximum in the layer's output map ((0, 0) for a flat layer)",
+    "box": "[y0, x0, y1, x1] (end-exclusive) in model-input pixels, i.e. on the image after it was fitted to "
+           "spec.height x spec.width by spec.fit (crop: centre crop after scaling the short side; letterbox: "
+           "scaled to fit, then padded; stretch: resized), not in the original file's pixels",
+    "skipped": "paths relative to folder; reason starts with \"the model's forward raised\" for model failures",
+}
 
 
 # ============================================================================ atlas
@@ -133,7 +167,7 @@ def cmd_atlas(args, model_from_args) -> int:
 
     if args.top < 1:
         raise CnnvisError("--top must be at least 1.")
-    folder = Path(args.images).expanduser()
+    folder = Path(args.images).expanduser().resolve()
     if not folder.is_dir():
         raise CnnvisError(f"--images: '{folder}' is not a folder.")
     lm = model_from_args(args)
@@ -158,6 +192,7 @@ def cmd_atlas(args, model_from_args) -> int:
     doc = res.to_dict()
     doc["model"] = getattr(lm, "name", type(model).__name__)
     doc["from_cache"] = res.from_cache
+    doc["coordinates"] = dict(COORDINATES, fit=spec.fit, input_size=[spec.height, spec.width])
     n_png = 0
     if not args.no_montage:
         todo = [(name, u) for name in res.layers for u in _units(args.units, res.layer(name).units)]
@@ -182,12 +217,21 @@ def cmd_atlas(args, model_from_args) -> int:
         finally:
             if bar is not None:
                 bar.close()
-    (out / "atlas.json").write_text(json.dumps(doc, indent=1))
+    from .cache import atomic_write_json
+    atomic_write_json(out / "atlas.json", doc)
+    failed = res.model_failures
     if not args.quiet:
         cached = " (scan from cache)" if res.from_cache else ""
-        print(f"cnnvis atlas: {len(res.paths)} images ({len(res.skipped)} skipped), "
+        why = f", {len(failed)} because the model's forward raised" if failed else ""
+        print(f"cnnvis atlas: {len(res.paths)} images ({len(res.skipped)} skipped{why}), "
               f"{', '.join(n or 'output' for n in res.layers)}: {n_png} montages and atlas.json written to {out} "
               f"in {time.perf_counter() - t0:.1f} s{cached}")
+    if failed:
+        for rel, reason in failed:
+            print(f"cnnvis: warning: skipped '{folder / rel}': {reason}", file=sys.stderr)
+        print(f"cnnvis: the model's forward raised on {len(failed)} image{'s' if len(failed) != 1 else ''} "
+              f"(skipped, listed in atlas.json; exit code 1)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -205,13 +249,31 @@ def cmd_optimize(args, model_from_args) -> int:
     import torch
     from .optimize import ActivationMaximizer, random_input, unit_activation
 
+    from ..core import model_map
+
     target = _target(args.target)
     if args.zoom < 1:
         raise CnnvisError("--zoom must be at least 1.")
+    out = Path(args.out).expanduser()
+    if not cv2.haveImageWriter(str(out)):   # checked now, not after the whole optimization
+        raise CnnvisError(f"--out: cannot write an image called '{out}': "
+                          f"{'give it an extension' if not out.suffix else f'unknown image format {out.suffix!r}'}"
+                          f" such as .png or .jpg.")
+    if out.is_dir():
+        raise CnnvisError(f"--out: '{out}' is a folder; give an image file name such as {out / 'unit.png'}.")
     lm = model_from_args(args)
     model, spec = lm.model, lm.spec
     opt = ActivationMaximizer(model, spec, args.layer, args.unit, target, args.preset, cache_dir=args.cache_dir,
                               use_cache=not args.no_cache, max_iter=args.iterations, lr=args.lr, seed=args.seed)
+    if isinstance(target, tuple):
+        info = model_map(model, spec)[opt.layer]
+        if info.shape is None or len(info.shape) < 2:
+            raise CnnvisError(f"--target {args.target}: layer {info.display_name!r} ({info.type}) is flat (shape "
+                              f"{'x'.join(map(str, info.shape)) if info.shape else '?'}), it has no positions; "
+                              f"drop --target (a flat layer's unit is a single number).")
+        if len(info.shape) != len(target) + 1 or any(not 0 <= t < n for t, n in zip(target, info.shape[1:])):
+            raise CnnvisError(f"--target {args.target} is outside layer {info.display_name!r}'s "
+                              f"{'x'.join(map(str, info.shape[1:]))} map.")
     bar = _bar(opt.params.max_iter, f"cnnvis optimize: {args.layer} unit {args.unit}", args.quiet)
     t0 = time.perf_counter()
     try:
@@ -227,7 +289,6 @@ def cmd_optimize(args, model_from_args) -> int:
     img = res.image
     if args.zoom > 1:
         img = cv2.resize(img, (img.shape[1] * args.zoom, img.shape[0] * args.zoom), interpolation=cv2.INTER_NEAREST)
-    out = Path(args.out).expanduser()
     _write_png(out, img)
     rnd = float(unit_activation(model, spec, opt.layer, opt.unit, random_input(spec, 1, seed=args.seed + 1),
                                 target)[0])

@@ -20,7 +20,9 @@ model in batches:
 stop between batches.  The partial state is checkpointed atomically every few seconds and
 on stop, and a later run with the same key resumes from it.  A finished scan is cached
 (see :mod:`cnnvis_gui.atlas.cache`), so reopening it costs a folder listing and a weights
-hash, and never runs the model.  Unreadable or non-image files are skipped and counted.
+hash, and never runs the model.  Unreadable or non-image files are skipped and counted, and
+so are images on which the model's own forward raises (the failing batch is retried image by
+image; see :attr:`AtlasScan.model_failures`).
 A CUDA out-of-memory error on a batch halves the batch size and retries.
 """
 from __future__ import annotations
@@ -38,12 +40,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import CnnvisError, InputSpec, model_map
+from ..core import CnnvisError, InputSpec, ModelForwardError, model_map
 from ..sources import IMAGE_EXTENSIONS, load_image, natural_key
 from . import cache as _cache
 
 __all__ = ["Hit", "ScanProgress", "LayerTopK", "AtlasScan", "TopKScan", "scan_folder", "load_scan",
-           "list_images", "folder_fingerprint", "resolve_layers", "model_device"]
+           "list_images", "folder_fingerprint", "resolve_layers", "model_device", "MODEL_FAILED"]
 
 
 # ============================================================================ values
@@ -117,6 +119,11 @@ class AtlasScan:
     key: str = ""
     from_cache: bool = False
 
+    @property
+    def model_failures(self) -> list:
+        """The skipped images on which the model's own forward raised: [(relative path, reason)]."""
+        return [(p, r) for p, r in self.skipped if r.startswith(MODEL_FAILED)]
+
     def layer(self, name: str) -> LayerTopK:
         if name == "output" and "output" not in self.layers and "" in self.layers:
             name = ""
@@ -153,7 +160,7 @@ class AtlasScan:
             }
         return {"folder": str(self.folder), "images": len(self.paths), "k": self.k,
                 "spec": self.spec.to_dict(), "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-                "layers": layers}
+                "model_failed": len(self.model_failures), "layers": layers}
 
 
 # ============================================================================ folder & model helpers
@@ -290,6 +297,20 @@ class _Capture:
 
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+
+
+def _is_fatal(e: BaseException) -> bool:
+    """Errors that are no fault of one image: never skipped image by image (OOM, a broken CUDA context)."""
+    return _is_oom(e) or (isinstance(e, RuntimeError) and "CUDA error" in str(e))
+
+
+#: reason prefix of a skipped image on which the model's own forward raised (see AtlasScan.model_failures)
+MODEL_FAILED = "the model's forward raised"
+
+
+def _model_failed(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{MODEL_FAILED} {type(e).__name__}" + (f": {text}" if text else "")
 
 
 # ============================================================================ the scan
@@ -515,6 +536,39 @@ class TopKScan:
         return {n: (torch.cat([a[n][0], b[n][0]]), torch.cat([a[n][1], b[n][1]]),
                     torch.cat([a[n][2], b[n][2]]), a[n][3]) for n in self.layers}
 
+    def _forward_or_skip(self, x: torch.Tensor, ok: list) -> tuple:
+        """:meth:`_forward` a batch; when the model raises, retry its images one by one.
+
+        Returns (found or None, image indices that went through, [(relative path, reason)] of the
+        images the model's forward raised on).  Our own errors (CnnvisError: a layer without a
+        tensor output...) and out-of-memory on a single image still propagate.
+        """
+        try:
+            return self._forward(x), list(ok), []
+        except CnnvisError:
+            raise
+        except Exception as e:
+            if _is_fatal(e):
+                raise
+            if len(ok) == 1:
+                return None, [], [(self._files[ok[0]][0], _model_failed(e))]
+        parts, good, bad = [], [], []
+        for j, i in enumerate(ok):
+            try:
+                parts.append(self._forward(x[j:j + 1]))
+                good.append(i)
+            except CnnvisError:
+                raise
+            except Exception as e:
+                if _is_fatal(e):
+                    raise
+                bad.append((self._files[i][0], _model_failed(e)))
+        if not parts:
+            return None, [], bad
+        found = {n: (torch.cat([p[n][0] for p in parts]), torch.cat([p[n][1] for p in parts]),
+                     torch.cat([p[n][2] for p in parts]), parts[0][n][3]) for n in self.layers}
+        return found, good, bad
+
     def _merge(self, state, shapes, found, index: torch.Tensor):
         k = self.k
         for name in self.layers:
@@ -586,8 +640,10 @@ class TopKScan:
                     else:
                         x = x.to(device=device, dtype=dtype, non_blocking=pin)
                     with torch.no_grad():
-                        found = self._forward(x)
-                    self._merge(state, shapes, found, torch.tensor(ok, dtype=torch.int64))
+                        found, ok, failed = self._forward_or_skip(x, ok)
+                    skipped.extend(failed)
+                    if ok:
+                        self._merge(state, shapes, found, torch.tensor(ok, dtype=torch.int64))
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                 self.forward_s += time.perf_counter() - tf
@@ -604,7 +660,13 @@ class TopKScan:
                     break
             if done >= total:
                 finished = True
-                if not state:  # every file was unreadable: no hits at all
+                if not state:  # every file was unreadable (or made the model raise): no hits at all
+                    failed = [t for t in skipped if t[1].startswith(MODEL_FAILED)]
+                    if failed:
+                        raise ModelForwardError(
+                            f"the model's forward raised on all {len(failed)} decodable image"
+                            f"{'s' if len(failed) != 1 else ''} of '{self.folder}' (first: {failed[0][0]}: "
+                            f"{failed[0][1]}); check the input spec against what the model was trained on.")
                     first = f": {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
                     raise CnnvisError(f"none of the {total} image file{'s' if total != 1 else ''} in "
                                       f"'{self.folder}' could be decoded{first}.")

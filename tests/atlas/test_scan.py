@@ -202,31 +202,43 @@ def test_no_hooks_left(image_folder, cache):
 
 
 class Crash(torch.nn.Module):
-    """Raises (or kills the process) on the n-th forward."""
+    """Raises ``exc`` (or kills the process) on the n-th forward."""
 
-    def __init__(self, inner, at, kill=False):
+    def __init__(self, inner, at, kill=False, exc=RuntimeError):
         super().__init__()
-        self.inner, self.at, self.kill, self.calls = inner, at, kill, 0
+        self.inner, self.at, self.kill, self.exc, self.calls = inner, at, kill, exc, 0
 
     def forward(self, x):
         self.calls += 1
         if self.calls == self.at:
             if self.kill:
                 os._exit(3)
-            raise RuntimeError("boom")
+            raise self.exc("boom")
         return self.inner(x)
 
 
 def test_error_mid_scan_leaves_no_hooks_and_resumes(image_folder, tmp_path):
-    model = Crash(tiny_model(), at=3)
+    # an interrupt (not an exception of the model's forward, whose images are skipped instead; see
+    # test_atlas_keys_faults.py) stops the scan
+    model = Crash(tiny_model(), at=3, exc=KeyboardInterrupt)
     s = TopKScan(model, TINY_SPEC, image_folder, ["inner.features.4", "output"], k=3, batch_size=6,
                  cache_dir=tmp_path)
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(KeyboardInterrupt, match="boom"):
         run(s)
     assert all(not m._forward_hooks for m in model.modules())
     s2 = TopKScan(model, TINY_SPEC, image_folder, ["inner.features.4", "output"], k=3, batch_size=6,
                   cache_dir=tmp_path)
     assert next(s2.run()).done == 18                       # 2 batches were done before the error
+
+
+def test_one_failing_forward_mid_scan_skips_nothing_it_can_retry(image_folder, tmp_path):
+    """A batch whose forward raises once is retried image by image: every image goes through."""
+    model = Crash(tiny_model(), at=3)
+    res = run(TopKScan(model, TINY_SPEC, image_folder, ["inner.features.4"], k=3, batch_size=6, cache_dir=tmp_path))
+    assert res.model_failures == []
+    ref = run(TopKScan(Crash(tiny_model(), at=-1), TINY_SPEC, image_folder, ["inner.features.4"], k=3,
+                       batch_size=6, use_cache=False))
+    np.testing.assert_array_equal(res.layer("inner.features.4").images, ref.layer("inner.features.4").images)
 
 
 def test_resume_after_kill(image_folder, tmp_path):
