@@ -183,7 +183,7 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
     else:
         raise ModelLoadError(f"{path.name} holds only weights (a state dict), not the network's structure: give the "
                              f"architecture too, e.g. arch='torchvision:resnet18', 'mypackage.nets:make_net' or "
-                             f"'path/to/net.py:Net' (CLI: --arch), plus any constructor arguments "
+                             f"'path/to/net.py:Net' (command line: --model ARCH --weights FILE), plus any constructor arguments "
                              f"(num_classes=...).")
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"the loaded object is a {type(model).__name__}, not a torch.nn.Module.")
@@ -240,7 +240,7 @@ def _resolve_device(device) -> torch.device:
         if not torch.cuda.is_available():
             raise ModelLoadError(f"device {device!r} was asked for but CUDA is not available "
                                  f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}, no usable "
-                                 f"GPU found); use device='cpu' or 'auto'.")
+                                 f"GPU found); use device='cpu' or 'auto' (command line: --device cpu|auto).")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ModelLoadError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present.")
     elif dev.type == "mps":

@@ -19,6 +19,11 @@ from ..cli import UsageError, add_model_arguments, model_from_args, spec_overrid
 from .state import BACKPROP_METHODS, DISPLAY_FILTERS
 
 
+def _method_name(text: str) -> str:
+    """Accept the command line's spelling (guided-gradcam) as well as the window's (guided_gradcam)."""
+    return text.strip().lower().replace("-", "_")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cnnvis-gui", description="See inside a PyTorch CNN, live.")
     add_model_arguments(p)          # the same model options as `cnnvis info/export`
@@ -26,9 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", type=int, help="camera index to start with")
     p.add_argument("--layer", help="layer to show first (dotted module name, 'output' for the output)")
     p.add_argument("--unit", type=int, help="unit to select first")
-    p.add_argument("--method", choices=BACKPROP_METHODS, help="backprop method")
+    p.add_argument("--method", type=_method_name, choices=BACKPROP_METHODS,
+                   help="backprop method (guided-gradcam and guided_gradcam both work, as in cnnvis export)")
     p.add_argument("--filter", choices=DISPLAY_FILTERS, help="display filter for gradients")
-    p.add_argument("--compare", metavar="METHOD", choices=BACKPROP_METHODS,
+    p.add_argument("--compare", metavar="METHOD", type=_method_name, choices=BACKPROP_METHODS,
                    help="show a second backprop method side by side")
     p.add_argument("--screenshot", metavar="PNG", help="save a window PNG after the first complete frame, exit")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for --screenshot (default 120)")
@@ -210,10 +216,25 @@ def main(argv=None) -> int:
                                                 + (f" ({errors[-1]})" if errors else "")))
     win.show()
     app.exec_()
+    _teardown(win, app)
     if not shot:
-        win.shutdown()
         return 0
     return result["rc"] if result["rc"] is not None else 1
+
+
+def _teardown(win, app) -> None:
+    """Stop every thread, then destroy the window while the QApplication still exists.
+
+    Left to the interpreter's exit, the window (kept alive by the closures connected to its
+    signals) can outlive the QApplication and crash the process on the way out.
+    """
+    from PyQt5 import sip
+    try:
+        win.shutdown()
+    finally:
+        if not sip.isdeleted(win):
+            sip.delete(win)
+        app.processEvents()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -362,6 +362,7 @@ class ModuleTree(QtWidgets.QTreeWidget):
         self.setUniformRowHeights(True)
         self.setAlternatingRowColors(True)
         self.setRootIsDecorated(True)
+        self.setIndentation(12)   # deep trees (ResNet blocks) keep their names readable
         self.items = {}
         self.visualizable = {}
         self._syncing = False
@@ -404,8 +405,8 @@ class ModuleTree(QtWidgets.QTreeWidget):
         self.expandAll()
         for c in range(4):
             self.resizeColumnToContents(c)
-        self.setColumnWidth(0, min(self.columnWidth(0), 115))
-        self.setColumnWidth(1, min(self.columnWidth(1), 100))
+        self.setColumnWidth(0, min(self.columnWidth(0), 150))
+        self.setColumnWidth(1, min(self.columnWidth(1), 95))
         self.setColumnWidth(2, min(self.columnWidth(2), 80))
         self._syncing = False
         self._select(self.state.layer)

@@ -227,7 +227,7 @@ class MainWindow(QtWidgets.QMainWindow):
         dock.setWidget(self.tree)
         dock.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable | QtWidgets.QDockWidget.DockWidgetFloatable)
         self.addDockWidget(QtCore.Qt.LeftDockWidgetArea, dock)
-        self.resizeDocks([dock], [300], QtCore.Qt.Horizontal)
+        self.resizeDocks([dock], [340], QtCore.Qt.Horizontal)
         self.tree.setMinimumWidth(320)
         self.tree_dock = dock
 
@@ -712,7 +712,10 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.state.frozen_frame:
             cap = "capture frozen"
         self.sb_capture.setText(cap)
-        self.sb_proc.setText(f"processing {self.process_rate.rate():.1f} fps")
+        if live or self.process_rate.rate() >= 0.5:
+            self.sb_proc.setText(f"processing {self.process_rate.rate():.1f} fps")
+        else:  # a still image is processed once: a rate near 0 would read as a stall
+            self.sb_proc.setText("processing on demand")
 
     # ================================================================== view modes
     def _apply_zoom(self):

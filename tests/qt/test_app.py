@@ -17,7 +17,7 @@ if not hasattr(models, "demo"):
 
 def run_gui(tmp_path, *args, timeout=120):
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CNNVIS_GUI_SETTINGS=str(tmp_path / "s.ini"),
-               OMP_NUM_THREADS="1")
+               OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")  # a crash shows its Python stack in stderr
     return subprocess.run([sys.executable, str(ROOT / "run_gui.py"), *args], env=env, cwd=str(tmp_path),
                           capture_output=True, text=True, timeout=timeout)
 
@@ -65,3 +65,12 @@ def test_unknown_layer_or_unit_exits_with_the_nearest_names(tmp_path):
     assert "Did you mean" in p.stderr and "'features.1'" in p.stderr
     p = run_gui(tmp_path, "--model", "shapes", "--layer", "features.0", "--unit", "999", timeout=60)
     assert p.returncode != 0 and "out of range" in p.stderr
+
+
+def test_method_spellings_match_the_command_line():
+    from cnnvis_gui.qt.app import build_parser
+
+    args = build_parser().parse_args(["--method", "guided-gradcam", "--compare", "gradcam"])
+    assert (args.method, args.compare) == ("guided_gradcam", "gradcam")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--method", "lrp"])
