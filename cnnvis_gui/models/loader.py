@@ -1276,6 +1276,8 @@ def _guess_labels(arch_name, out_shape, notes):
     if not (isinstance(arch_name, str) and arch_name.startswith("torchvision:")):
         return None
     if out_shape != (1000,):
+        notes.append(f"labels: none (the output has shape {out_shape}, not the 1000 ImageNet classes); "
+                     f"give a labels file to name the classes")
         return None
     try:
         import torchvision.models as tvm
