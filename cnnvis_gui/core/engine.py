@@ -385,7 +385,8 @@ def _forward_failure_message(recorder: _Recorder, x_in, e: Exception) -> str:
         shapes = ", ".join(_shape_str(a) for a in where[1] if isinstance(a, torch.Tensor)) or "no tensor"
         msg += f" in module '{where[0]}' ({recorder.types.get(where[0], '?')}) on input {shapes}"
     msg += f": {type(e).__name__}: {e}. The model was given an input of shape {_shape_str(x_in)}"
-    msg += "; check the input spec (channels, height, width) against what the model was trained on."
+    msg += ("; if that shape is not what the model was trained on, fix the input spec (channels, height, "
+            "width); if it is, the model's own code failed on this input.")
     return msg
 
 
