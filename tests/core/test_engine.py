@@ -602,3 +602,66 @@ def test_inplace_write_through_a_view_keeps_the_recorded_layer(how):
         h.remove()
     (ref,) = torch.autograd.grad(out[0, 2], A)
     _close(frame.gradient_at("conv", "output", 2), ref)
+
+
+class _UsesTheOldTensor(nn.Module):
+    """Relies on in-place side effects: results only right if in-place ops really write in place."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(4, 3)
+        self.how = how
+        self.forwards = 0
+
+    def forward(self, x):
+        self.forwards += 1
+        y = self.bn(self.conv(x))
+        if self.how == "module_result_ignored":
+            self.relu(y)                 # y itself is expected to be rectified
+        elif self.how == "alias_after_iadd":
+            alias = y
+            y += 1.0                     # alias must see the +1
+            y = alias
+        else:                            # a view taken before the in-place op
+            v = y[:, :2]
+            y = torch.relu_(y)
+            y = torch.cat([v, y[:, 2:]], 1)
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("how", ["module_result_ignored", "alias_after_iadd", "view_before"])
+def test_code_relying_on_inplace_side_effects_is_still_exact(how):
+    torch.manual_seed(6)
+    model = _UsesTheOldTensor(how).eval()
+    with torch.no_grad():
+        model.bn.running_mean.normal_()
+    x = torch.randn(1, 3, 10, 10)
+    with torch.no_grad():
+        true_out = model(x)
+        true_bn = model.bn(model.conv(x))
+    vis = Visualizer(model)
+    model.forwards = 0
+    frame = vis.forward(x)
+    assert model.forwards == 1
+    assert torch.allclose(frame.output, true_out, atol=1e-6)
+    assert torch.allclose(frame.activations("bn"), true_bn, atol=1e-6)  # recorded before the overwrite
+    # gradients still exact (plain rule = autograd on the eager model)
+    xr = x.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(model(xr)[0, 1], xr)
+    _close(frame.saliency("output", 1, "gradient"), ref)
+
+
+def test_resnet_records_pre_relu_values_of_in_place_relus(resnet):
+    model = _Counting(resnet)
+    vis = Visualizer(model)
+    x = torch.randn(1, 3, 64, 64)
+    frame = vis.forward(x)
+    assert model.forwards == 1
+    with torch.no_grad():
+        assert torch.allclose(frame.output, resnet(x), atol=1e-5)
+        bn1 = resnet.layer1[0].bn1(resnet.layer1[0].conv1(resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))))
+    assert float(bn1.min()) < 0
+    assert torch.allclose(frame.activations("inner.layer1.0.bn1"), bn1, atol=1e-5)
