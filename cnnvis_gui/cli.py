@@ -465,20 +465,8 @@ def _write_png(path: Path, rgb: np.ndarray, zoom: int) -> None:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder and ``os.replace``: never a torn file."""
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from .atlas.cache import atomic_write_bytes
+    atomic_write_bytes(path, data, durable=False)
 
 
 def _top_units(acts, k: int) -> list:

@@ -10,8 +10,6 @@ is the same as for ``cnnvis info`` / ``cnnvis export``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import sys
 import time
@@ -246,7 +244,6 @@ def _target(text):
 
 
 def cmd_optimize(args, model_from_args) -> int:
-    import torch
     from .optimize import ActivationMaximizer, random_input, unit_activation
 
     from ..core import model_map

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from dataclasses import dataclass, asdict, replace
 from typing import Iterator
 

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -380,7 +380,7 @@ def _run_recorded(model, x_in, recorder: _Recorder, grad: bool):
 
 def _forward_failure_message(recorder: _Recorder, x_in, e: Exception) -> str:
     where = recorder.failed_in or (recorder.stack[-1] if recorder.stack else None)
-    msg = f"the model's forward pass failed"
+    msg = "the model's forward pass failed"
     if where is not None and where[0] != "":
         shapes = ", ".join(_shape_str(a) for a in where[1] if isinstance(a, torch.Tensor)) or "no tensor"
         msg += f" in module '{where[0]}' ({recorder.types.get(where[0], '?')}) on input {shapes}"

@@ -7,8 +7,7 @@ turns an input-shaped tensor back into a displayable RGB uint8 image.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict, replace
-from typing import Sequence
+from dataclasses import dataclass, asdict, replace
 
 import numpy as np
 import cv2

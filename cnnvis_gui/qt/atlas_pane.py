@@ -16,7 +16,6 @@ signals carrying fresh arrays.
 """
 from __future__ import annotations
 
-import threading
 import traceback
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from PyQt5 import QtCore, QtGui, QtWidgets
 
 from ..atlas import ActivationMaximizer, PRESETS, ReceptiveFields
 from .atlas_dialog import private_model
+from .worker import NewestRequestThread
 
 __all__ = ["AtlasRequest", "AtlasCrops", "AtlasWorker", "AtlasPane"]
 
@@ -50,7 +50,7 @@ class AtlasCrops:
     captions: tuple              # "value @ (y, x)  file"
 
 
-class AtlasWorker(QtCore.QThread):
+class AtlasWorker(NewestRequestThread):
     cropsReady = QtCore.pyqtSignal(object)       # AtlasCrops
     optimized = QtCore.pyqtSignal(object, object)  # (AtlasRequest, OptStep): image + activation
     status = QtCore.pyqtSignal(object, str)      # (AtlasRequest, text)
@@ -63,37 +63,18 @@ class AtlasWorker(QtCore.QThread):
             self.model = private_model(model)
         except Exception as e:  # never share the window's model: say so for every request instead
             self.model, self.copy_error = None, str(e)
-        self._cond = threading.Condition()
-        self._pending: AtlasRequest | None = None
-        self._quit = False
         self._rf = {}
 
-    def submit(self, req: AtlasRequest):
-        with self._cond:
-            self._pending = req
-            self._cond.notify()
-
     def stop(self):
-        with self._cond:
-            self._quit = True
-            self._cond.notify()
+        self.request_stop()
 
-    def _newer(self) -> bool:
-        with self._cond:
-            return self._pending is not None or self._quit
+    def handle(self, req: AtlasRequest):
+        self._work(req)
 
-    def run(self):
-        while True:
-            with self._cond:
-                while self._pending is None and not self._quit:
-                    self._cond.wait()
-                if self._quit:
-                    break
-                req, self._pending = self._pending, None
-            try:
-                self._work(req)
-            except Exception as e:
-                self.failed.emit(req, f"{e}" or traceback.format_exc(limit=1))
+    def handle_error(self, req, e):
+        self.failed.emit(req, f"{e}" or traceback.format_exc(limit=1))
+
+    def finish(self):
         for rf in self._rf.values():
             rf.close()
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from .state import BACKPROP_METHODS, DISPLAY_FILTERS, METHOD_LABELS, ViewerState
+from .state import BACKPROP_METHODS, METHOD_LABELS, ViewerState
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 

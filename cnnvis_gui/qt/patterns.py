@@ -17,7 +17,6 @@ window per (scan, layer, preset), so toggling ``s`` again is instant.
 """
 from __future__ import annotations
 
-import threading
 import traceback
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from PyQt5 import QtCore
 from ..atlas import ActivationMaximizer, ReceptiveFields, cache_dir, fit_tile
 from ..core import ActivationMosaic
 from .atlas_dialog import private_model
+from .worker import NewestRequestThread, stop_thread
 
 __all__ = ["PATTERN_TILE", "PatternRequest", "PatternTiles", "PatternWorker"]
 
@@ -75,7 +75,7 @@ class PatternTiles:
         return ActivationMosaic.from_tiles(self.tiles)
 
 
-class PatternWorker(QtCore.QThread):
+class PatternWorker(NewestRequestThread):
     """Builds :class:`PatternTiles` off the GUI thread, on a private copy of the model."""
 
     ready = QtCore.pyqtSignal(object)               # PatternTiles
@@ -85,41 +85,19 @@ class PatternWorker(QtCore.QThread):
     def __init__(self, model, spec, parent=None):
         super().__init__(parent)
         self.model, self.spec = private_model(model), spec
-        self._cond = threading.Condition()
-        self._pending: PatternRequest | None = None
-        self._quit = False
-
-    def submit(self, req: PatternRequest) -> None:
-        with self._cond:
-            self._pending = req
-            self._cond.notify()
 
     def stop(self, timeout_ms: int = 10000) -> bool:
         """Ask the loop to end; wait for it (past ``timeout_ms`` too: see ``worker.stop_thread``)."""
-        with self._cond:
-            self._quit = True
-            self._cond.notify()
-        from .worker import stop_thread
+        self.request_stop()
         return stop_thread(self, timeout_ms)
 
-    def _newer(self) -> bool:
-        with self._cond:
-            return self._pending is not None or self._quit
+    def handle(self, req: PatternRequest) -> None:
+        tiles = self._build(req)
+        if tiles is not None:
+            self.ready.emit(tiles)
 
-    def run(self):
-        while True:
-            with self._cond:
-                while self._pending is None and not self._quit:
-                    self._cond.wait()
-                if self._quit:
-                    return
-                req, self._pending = self._pending, None
-            try:
-                tiles = self._build(req)
-                if tiles is not None:
-                    self.ready.emit(tiles)
-            except Exception as e:  # reported in the status bar, never raised in the thread
-                self.failed.emit(req.key, str(e) or traceback.format_exc(limit=1))
+    def handle_error(self, req, e) -> None:  # reported in the status bar, never raised in the thread
+        self.failed.emit(req.key, str(e) or traceback.format_exc(limit=1))
 
     def _build(self, req: PatternRequest) -> PatternTiles | None:
         scan, layer, size = req.scan, req.layer, int(req.tile)

@@ -170,6 +170,57 @@ def stop_thread(thread: QtCore.QThread, timeout_ms: int = 10000) -> bool:
     return not thread.isRunning()
 
 
+class NewestRequestThread(QtCore.QThread):
+    """A thread that computes only the newest submitted request; superseded ones are dropped.
+
+    Subclasses implement :meth:`handle` (and may override :meth:`handle_error` and
+    :meth:`finish`); long handlers poll :meth:`_newer` between steps and return early.
+    """
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._cond = threading.Condition()
+        self._pending = None
+        self._quit = False
+
+    def submit(self, req) -> None:
+        with self._cond:
+            self._pending = req
+            self._cond.notify()
+
+    def request_stop(self) -> None:
+        with self._cond:
+            self._quit = True
+            self._cond.notify()
+
+    def _newer(self) -> bool:
+        with self._cond:
+            return self._pending is not None or self._quit
+
+    def run(self):
+        while True:
+            with self._cond:
+                while self._pending is None and not self._quit:
+                    self._cond.wait()
+                if self._quit:
+                    break
+                req, self._pending = self._pending, None
+            try:
+                self.handle(req)
+            except Exception as e:  # reported through the subclass's signal, never raised in the thread
+                self.handle_error(req, e)
+        self.finish()
+
+    def handle(self, req) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def handle_error(self, req, e: Exception) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
 class RenderWorker(QtCore.QThread):
     """Background renderer: newest request only, forward once per frame, backward per choice."""
 
