@@ -821,6 +821,9 @@ class MainWindow(QtWidgets.QMainWindow):
             s.toggle("per_unit")
         elif action == "toggle_grid_mode":
             s.toggle_grid_mode()
+            if s.grid_mode == "gradients" and s.frozen_unit is None:
+                self.show_message("gradients of the selected unit at its own layer are zero except its own tile: "
+                                  "press d to freeze the unit, then u to look at gradients in lower layers")
         elif action == "toggle_patterns":
             self.toggle_patterns()
         elif action == "toggle_help":

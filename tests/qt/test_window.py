@@ -368,3 +368,14 @@ def test_atlas_pane_follows_the_selection_and_stops_on_close(qtbot, window):
     worker = pane.worker
     window.close()
     assert worker is not None and not worker.isRunning()
+
+
+def test_a_without_a_frozen_unit_explains_what_to_do(qtbot, window):
+    qtbot.keyClick(window, "a")
+    assert window.state.grid_mode == "gradients"
+    assert "press d to freeze" in window.status_text()
+    qtbot.keyClick(window, "a")
+    qtbot.keyClick(window, "d")
+    window.show_message("")
+    qtbot.keyClick(window, "a")     # a frozen unit: gradients at other layers are the point, no hint
+    assert window.state.grid_mode == "gradients" and "press d to freeze" not in window.status_text()
