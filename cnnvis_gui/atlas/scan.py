@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ..core import CnnvisError, InputSpec, ModelForwardError, model_map
+from ..core.hooks import HookSet
 from ..sources import IMAGE_EXTENSIONS, load_image, natural_key
 from . import cache as _cache
 
@@ -241,34 +242,19 @@ def resolve_layers(model: nn.Module, spec: InputSpec, layers) -> list:
     return out
 
 
-class _Capture:
+class _Capture(HookSet):
     """Forward hooks that reduce each chosen layer's output to per-channel max + argmax at once."""
 
     def __init__(self, model: nn.Module, layers: Sequence[str]):
+        super().__init__()                    # hooks ignore forwards run by other threads
         self.model = model
         self.layers = list(layers)
-        self.handles = []
         self.found: dict = {}
-        self.thread = threading.get_ident()   # hooks ignore forwards run by other threads
 
-    def __enter__(self):
+    def register(self):
         modules = dict(self.model.named_modules())
-        try:
-            for name in self.layers:
-                self.handles.append(modules[name].register_forward_hook(self._hook(name)))
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def close(self):
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
+        for name in self.layers:
+            self.handles.append(modules[name].register_forward_hook(self._hook(name)))
 
     def _hook(self, name):
         def hook(module, args, output):

@@ -41,6 +41,7 @@ from torch.autograd.graph import get_gradient_edge
 from torch.overrides import TorchFunctionMode
 
 from .errors import CnnvisError
+from .hooks import HookSet
 from .spec import InputSpec
 
 METHODS = ("gradient", "deconvnet", "guided")
@@ -206,10 +207,11 @@ class _Call:
     reason: str | None     # why not visualizable, or None
 
 
-class _Recorder:
+class _Recorder(HookSet):
     """Registers hooks on every module for one forward; removes them all in ``close``."""
 
     def __init__(self, model: nn.Module, box: _RuleBox, keep_values: bool = True):
+        super().__init__()
         self.model = model
         self.box = box
         self.keep_values = keep_values
@@ -221,39 +223,22 @@ class _Recorder:
         # recorded outputs by storage, so an in-place write through a view is noticed too:
         # storage key -> {id(tensor): (tensor, [calls])}
         self.watched: dict[int, dict[int, tuple]] = {}
-        self.handles: list = []
         self.counter = 0
         self.relu_calls = 0
         self.functional_relu_calls = 0
         self.other_activations: Counter = Counter()
         self._relu_depth = 0
         self.failed_in: tuple[str, tuple] | None = None
-        # Hooks live on the (shared) modules; forwards run by other threads are not ours.
-        self.thread = threading.get_ident()
 
     # hooks ------------------------------------------------------------------------
-    def __enter__(self):
-        try:
-            for name, m in self.model.named_modules():
-                self.names[id(m)] = name
-                self.types[name] = type(m).__name__
-                self.conv[name] = isinstance(m, nn.modules.conv._ConvNd)
-                self.calls[name] = []
-                self.handles.append(m.register_forward_pre_hook(self._pre(name, m)))
-                self.handles.append(m.register_forward_hook(self._post(name, m), always_call=True))
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def close(self):
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
+    def register(self):
+        for name, m in self.model.named_modules():
+            self.names[id(m)] = name
+            self.types[name] = type(m).__name__
+            self.conv[name] = isinstance(m, nn.modules.conv._ConvNd)
+            self.calls[name] = []
+            self.handles.append(m.register_forward_pre_hook(self._pre(name, m)))
+            self.handles.append(m.register_forward_hook(self._post(name, m), always_call=True))
 
     def _pre(self, name, module):
         is_relu = isinstance(module, nn.ReLU)
