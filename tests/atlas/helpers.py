@@ -1,10 +1,8 @@
 """Helpers for the atlas tests: a tiny fixed-seed CNN and generated image folders."""
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
@@ -62,3 +60,10 @@ def make_images(folder: Path, n: int = 40, seed: int = 0, size=(40, 36), bad: bo
         (folder / "b" / "broken.png").write_bytes(b"not an image at all")
         (folder / "notes.txt").write_text("hello")
     return paths
+
+
+def run_scan(scan):
+    """Run a TopKScan to the end (ignoring progress) and return its result."""
+    for _ in scan.run():
+        pass
+    return scan.result

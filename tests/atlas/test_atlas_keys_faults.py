@@ -13,7 +13,7 @@ from cnnvis_gui.atlas import TopKScan
 from cnnvis_gui.atlas.cache import class_key, weights_hash
 from cnnvis_gui.core import ModelForwardError
 
-from .helpers import TINY_SPEC, make_images, tiny_model
+from .helpers import TINY_SPEC, make_images, tiny_model, run_scan
 
 
 class Picky(nn.Module):
@@ -29,17 +29,11 @@ class Picky(nn.Module):
         return self.net(x)
 
 
-def _run(scan):
-    for _ in scan.run():
-        pass
-    return scan.result
-
-
 def test_scan_skips_images_the_model_raises_on(tmp_path, cache):
     folder = tmp_path / "im"
     make_images(folder, n=12, bad=False)
     cv2.imwrite(str(folder / "a" / "bright.png"), np.full((40, 36, 3), 250, np.uint8))
-    res = _run(TopKScan(Picky(), TINY_SPEC, folder, ["net.features.4"], k=3, batch_size=8))
+    res = run_scan(TopKScan(Picky(), TINY_SPEC, folder, ["net.features.4"], k=3, batch_size=8))
     assert res.model_failures == [(p, r) for p, r in res.skipped] and len(res.skipped) == 1
     rel, why = res.skipped[0]
     assert rel == "a/bright.png" and "ValueError: too bright" in why
@@ -53,7 +47,7 @@ def test_scan_skips_images_the_model_raises_on(tmp_path, cache):
     # the other images of the failing batch were retried one by one: the same top-k values as the
     # plain net on the folder without the bright image
     (folder / "a" / "bright.png").unlink()
-    ref = _run(TopKScan(tiny_model(), TINY_SPEC, folder, ["features.4"], k=3, batch_size=8, use_cache=False))
+    ref = run_scan(TopKScan(tiny_model(), TINY_SPEC, folder, ["features.4"], k=3, batch_size=8, use_cache=False))
     np.testing.assert_allclose(t.values, ref.layer("features.4").values, rtol=1e-5, atol=1e-6)
 
 
@@ -63,7 +57,7 @@ def test_scan_where_every_image_fails_is_a_model_error(tmp_path, cache):
     for i in range(3):
         cv2.imwrite(str(d / f"{i}.png"), np.full((40, 40, 3), 250, np.uint8))
     with pytest.raises(ModelForwardError, match=r"raised on all 3 decodable images.*0\.png.*too bright"):
-        _run(TopKScan(Picky(), TINY_SPEC, d, ["net.features.4"], batch_size=2))
+        run_scan(TopKScan(Picky(), TINY_SPEC, d, ["net.features.4"], batch_size=2))
 
 
 NET = '''

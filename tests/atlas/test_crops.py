@@ -1,7 +1,6 @@
 """Receptive-field crops: contain the hit position, exclude zero-gradient pixels, tight boxes."""
 import numpy as np
 import pytest
-import torch
 
 from cnnvis_gui.atlas import TopKScan
 from cnnvis_gui.atlas.crops import ReceptiveFields, crop_hits, input_image, input_position, support_box, Box

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnvis_gui.atlas.optimize import (PRESETS, ActivationMaximizer, OptimizeParams, maximize, random_input,
+from cnnvis_gui.atlas.optimize import (PRESETS, ActivationMaximizer, maximize, random_input,
                                        unit_activation)
 from cnnvis_gui.core import CnnvisError, InputSpec
 from cnnvis_gui.sources import load_image

@@ -5,26 +5,20 @@ from torch import nn
 from cnnvis_gui.atlas import TopKScan, load_scan
 from cnnvis_gui.core import CnnvisError
 
-from .helpers import TINY_SPEC, make_images, tiny_model
-
-
-def _run(scan):
-    for _ in scan.run():
-        pass
-    return scan.result
+from .helpers import TINY_SPEC, make_images, tiny_model, run_scan
 
 
 def test_empty_folder_is_a_clear_error(tmp_path, cache):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CnnvisError, match=r"no images in folder '.*empty'.*looked for \.png, \.jpg") as e:
-        _run(TopKScan(tiny_model(), TINY_SPEC, empty, ["features.4"]))
+        run_scan(TopKScan(tiny_model(), TINY_SPEC, empty, ["features.4"]))
     assert "other file" not in str(e.value)
     (empty / "notes.txt").write_text("x")
     (empty / "sub").mkdir()
     (empty / "sub" / "data.csv").write_text("1,2")
     with pytest.raises(CnnvisError, match="found 2 other files"):
-        _run(TopKScan(tiny_model(), TINY_SPEC, empty, ["features.4"]))
+        run_scan(TopKScan(tiny_model(), TINY_SPEC, empty, ["features.4"]))
     with pytest.raises(CnnvisError, match="no images"):
         load_scan(tiny_model(), TINY_SPEC, empty, ["features.4"])
 
@@ -35,7 +29,7 @@ def test_all_files_unreadable_is_a_clear_error(tmp_path, cache):
     (d / "a.png").write_bytes(b"zzz")
     (d / "b.jpg").write_bytes(b"")
     with pytest.raises(CnnvisError, match=r"none of the 2 image files in '.*bad' could be decoded: a\.png"):
-        _run(TopKScan(tiny_model(), TINY_SPEC, d, ["features.4"], batch_size=1))
+        run_scan(TopKScan(tiny_model(), TINY_SPEC, d, ["features.4"], batch_size=1))
 
 
 def test_mixed_training_flags_are_restored(tmp_path, cache):
@@ -48,7 +42,7 @@ def test_mixed_training_flags_are_restored(tmp_path, cache):
     before = {n: m.training for n, m in model.named_modules()}
     running = bn.running_mean.clone()
     assert any(before.values()) and not all(before.values())
-    _run(TopKScan(model, TINY_SPEC, tmp_path / "im", ["features.4"], k=2, batch_size=4))
+    run_scan(TopKScan(model, TINY_SPEC, tmp_path / "im", ["features.4"], k=2, batch_size=4))
     assert {n: m.training for n, m in model.named_modules()} == before
     assert (bn.running_mean == running).all()     # the scan ran it in eval mode
 

@@ -5,7 +5,6 @@ import types
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
 from cnnvis_gui.core import InputSpec

@@ -6,12 +6,8 @@ import time
 
 import cv2
 import numpy as np
-import pytest
-import torch
-from PyQt5 import QtCore
 from torch import nn
 
-from cnnvis_gui.core import InputSpec
 from cnnvis_gui.qt.window import MainWindow
 
 from .conftest import StillSource, TinyNet, loaded
