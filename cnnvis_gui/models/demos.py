@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .loader import LoadedModel, ModelLoadError, load
+from .errors import ModelLoadError
+from .loader import LoadedModel, load
 
 __all__ = ["DEMO_NAMES", "assets_dir", "demo", "demo_checkpoint", "demo_samples"]
 

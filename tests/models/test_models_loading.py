@@ -331,7 +331,7 @@ def test_forward_fails_on_declared_shape(tmp_path, net):
     assert "(1, 1, 64, 64)" in msg
     assert "layer 'classifier.1' (Linear)" in msg and "(1, 4096)" in msg
     # no hook left behind on a model whose probe failed
-    from cnnvis_gui.models.loader import _probe
+    from cnnvis_gui.models.probe import _probe
     with pytest.raises(ModelLoadError):
         _probe(net, SPEC.replace(height=64, width=64), torch.device("cpu"))
     assert all(not m._forward_pre_hooks and not m._forward_hooks for m in net.modules())
