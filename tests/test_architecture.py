@@ -2,7 +2,8 @@
 import subprocess
 import sys
 
-QT_FREE = ["cnnvis_gui.core", "cnnvis_gui.models", "cnnvis_gui.sources", "cnnvis_gui.atlas", "cnnvis_gui.cli"]
+QT_FREE = ["cnnvis_gui.core", "cnnvis_gui.models", "cnnvis_gui.sources", "cnnvis_gui.atlas", "cnnvis_gui.cli",
+           "cnnvis_gui.options"]
 
 
 def test_qt_free_packages_import_no_qt():

@@ -1,7 +1,7 @@
 """``cnnvis-gui``: start the main window (``python run_gui.py`` does the same).
 
-The model options are the ``cnnvis`` command line's (:func:`cnnvis_gui.cli.add_model_arguments`,
-:func:`cnnvis_gui.cli.model_from_args`): ``--model``, ``--weights``, ``--trust-pickle``,
+The model options are the ``cnnvis`` command line's (:func:`cnnvis_gui.options.add_model_arguments`,
+:func:`cnnvis_gui.options.model_from_args`): ``--model``, ``--weights``, ``--trust-pickle``,
 ``--arch-kwarg``, ``--labels``, ``--device`` and the input-spec overrides mean the same in both.
 Without ``--model``/``--weights`` it opens the last model (else the "shapes" demo) and its sample images.
 A ``--layer`` or ``--unit`` the model does not have exits non-zero with the nearest names.
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from types import SimpleNamespace
 
-from ..cli import UsageError, add_model_arguments, model_from_args, spec_overrides
+from ..options import (UsageError, add_model_arguments, model_entry, model_from_args, model_from_entry,
+                       spec_overrides)
 from .state import BACKPROP_METHODS, DISPLAY_FILTERS
 
 
@@ -45,24 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _fail(msg: str) -> int:
     print(f"cnnvis-gui: {msg}", file=sys.stderr)
     return 2
-
-
-def model_from_entry(what: str, arch: str = "", device="auto"):
-    """Load a remembered model (``what|arch`` as in the settings) the way the command line would."""
-    if what.startswith("demo:"):
-        what = what[5:]
-    if arch:
-        return model_from_args(SimpleNamespace(model=arch, weights=what, device=device))
-    return model_from_args(SimpleNamespace(model=what, weights=None, device=device))
-
-
-def model_entry(args, demo_name=None) -> tuple:
-    """(what, arch) to remember for the model the command line chose."""
-    if demo_name:
-        return f"demo:{demo_name}", None
-    if args.weights:
-        return args.weights, args.model
-    return args.model, None
 
 
 def _last_model(settings, models, shot, notes):
@@ -104,7 +86,7 @@ def main(argv=None) -> int:
     from .. import models
     from ..core import CnnvisError
 
-    from .window import make_settings
+    from .settings import make_settings
 
     # ---- model, read from the same options as `cnnvis` (before any window: a usage error just exits)
     lm, demo_name, load_error, notes = None, None, None, []
@@ -180,7 +162,7 @@ def main(argv=None) -> int:
     if lm is not None:
         win.load_model(lm, **init)
         what, arch = model_entry(args, demo_name)
-        win._remember_model(what, arch=arch)
+        win.persistence.remember_model(what, arch=arch)
 
     # ---- input
     what = args.camera if args.camera is not None else args.input

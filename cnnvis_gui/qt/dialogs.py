@@ -159,11 +159,11 @@ class CheckpointDialog(QtWidgets.QDialog):
 def open_checkpoint_interactive(window) -> bool:
     """File dialog -> try to load -> ask for what is missing (arch / spec / pickle trust) -> retry."""
     p, _ = QtWidgets.QFileDialog.getOpenFileName(
-        window, "Open checkpoint", window._last_dir(),
+        window, "Open checkpoint", window.persistence.last_dir(),
         "Checkpoints (*.pt *.pth *.ckpt *.bin *.safetensors *.pkl);;All (*)")
     if not p:
         return False
-    window._set_last_dir(p)
+    window.persistence.set_last_dir(p)
     kw = {"arch": None, "spec": None, "trust_pickle": False}
     for _attempt in range(4):
         try:
@@ -185,6 +185,6 @@ def open_checkpoint_interactive(window) -> bool:
             d = SpecDialog(lm.spec, window)
             d.setWindowTitle("Input spec (guessed — please check)")
             if d.exec_() == QtWidgets.QDialog.Accepted and d.spec() != lm.spec:
-                window._replace_loaded(spec=d.spec())
+                window.session.replace_loaded(spec=d.spec())
         return True
     return False

@@ -261,9 +261,10 @@ def test_argument_parsers():
     p = argparse.ArgumentParser()
     cli.add_model_arguments(p)
     a = p.parse_args(["--input-size", "32x48", "--mean", "0.1,0.2,0.3", "--bgr", "--fit", "letterbox"])
-    assert cli.spec_overrides(a) == {"height": 32, "width": 48, "mean": (0.1, 0.2, 0.3),
+    from cnnvis_gui import options
+    assert options.spec_overrides(a) == {"height": 32, "width": 48, "mean": (0.1, 0.2, 0.3),
                                      "channel_order": "BGR", "fit": "letterbox"}
-    assert cli._arch_kwargs(["num_classes=10", "name=abc", "t=(1, 2)"]) == {
+    assert options._arch_kwargs(["num_classes=10", "name=abc", "t=(1, 2)"]) == {
         "num_classes": 10, "name": "abc", "t": (1, 2)}
 
 

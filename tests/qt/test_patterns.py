@@ -43,7 +43,7 @@ def test_s_without_a_scan_says_so_and_stays_on_activations(qtbot, window):
 def test_s_shows_top1_crops_in_the_grid_and_clicks_still_select(qtbot, window, tmp_path):
     make_images(tmp_path / "im", n=10, bad=False)
     scan = _scan(window, tmp_path / "im", ["conv2"])
-    window._on_atlas_scan(scan)
+    window.atlas.on_scan(scan)
     with qtbot.waitSignal(window.patternsReady, timeout=30000):
         qtbot.keyClick(window, "s")
     assert window.state.patterns
@@ -68,7 +68,7 @@ def test_s_shows_top1_crops_in_the_grid_and_clicks_still_select(qtbot, window, t
     qtbot.keyClick(window, "s")
     assert not window.state.patterns and window.grid.mosaic is window.last_result.mosaic
     qtbot.keyClick(window, "s")
-    assert window.state.patterns and window.grid.mosaic is m and window._pattern_pending is None
+    assert window.state.patterns and window.grid.mosaic is m and window.atlas._pattern_pending is None
     # a layer without a scan: message, back to activations
     window.state.update(layer="conv1")
     assert not window.state.patterns and "no atlas for layer conv1 yet" in window.status_text()
@@ -123,7 +123,7 @@ def test_another_model_does_not_get_the_cached_atlas(qtbot, tmp_path):
     qtbot.addWidget(win)
     with qtbot.waitSignal(win.modelChanged, timeout=20000):
         win.open_demo("shapes", images=False)
-    win._on_atlas_scan(_scan(win, tmp_path / "im", [win.state.layer]))
+    win.atlas.on_scan(_scan(win, tmp_path / "im", [win.state.layer]))
     import copy
     import torch
     other = copy.copy(win.loaded)
@@ -131,7 +131,7 @@ def test_another_model_does_not_get_the_cached_atlas(qtbot, tmp_path):
     with torch.no_grad():
         next(other.model.parameters()).add_(1.0)            # same name and source, other weights
     looked = []
-    win._atlasLookedUp.connect(lambda gen, scan: looked.append(scan))
+    win.atlas._atlasLookedUp.connect(lambda gen, scan: looked.append(scan))
     with qtbot.waitSignal(win.modelChanged, timeout=20000):
         win.load_model(other)
     qtbot.waitUntil(lambda: bool(looked), timeout=20000)
@@ -144,7 +144,7 @@ def test_s_when_the_model_cannot_be_copied_says_so(qtbot, window, tmp_path, monk
     from cnnvis_gui.core import CnnvisError
 
     make_images(tmp_path / "im", n=6, bad=False)
-    window._on_atlas_scan(_scan(window, tmp_path / "im", ["conv2"]))
+    window.atlas.on_scan(_scan(window, tmp_path / "im", ["conv2"]))
 
     def no_copy(model):
         raise CnnvisError("the model could not be copied for a background thread: boom")

@@ -130,7 +130,7 @@ def test_next_image_decodes_off_the_gui_thread(qtbot, tmp_path):
         assert "loading" in win.status_text()
         print("key handler ms", times)
         assert max(times) < 30, times                     # one decode alone takes ~180 ms
-        qtbot.waitUntil(lambda: win._nav_thread is None and not win._nav_undelivered, timeout=20000)
+        qtbot.waitUntil(lambda: not win.inputs.nav_busy(), timeout=20000)
         res = wait_idle(qtbot, win, 20000)
         assert src.index == 0                             # 3 steps from 0 of 3 images (wrapping)
         assert res.forwarded
@@ -163,9 +163,9 @@ def test_closing_with_a_video_leaves_no_thread_running(qtbot, tmp_path):
     assert src.is_live
     qtbot.waitUntil(lambda: win.worker.forwards >= 2, timeout=20000)      # frames flow
     pane = win.show_atlas()
-    win._pattern_worker = PatternWorker(win.loaded.model, win.loaded.spec, win)
-    win._pattern_worker.start()
-    qthreads = [win.worker, win._pattern_worker] + ([pane.worker] if pane is not None else [])
+    win.atlas._pattern_worker = PatternWorker(win.loaded.model, win.loaded.spec, win)
+    win.atlas._pattern_worker.start()
+    qthreads = [win.worker, win.atlas._pattern_worker] + ([pane.worker] if pane is not None else [])
     assert any(t.name.startswith("cnnvis-capture") for t in threading.enumerate())
     assert all(t.isRunning() for t in qthreads)
     win.close()

@@ -1,0 +1,189 @@
+"""Model options shared by both front ends (``cnnvis`` and ``cnnvis-gui``).
+
+:func:`add_model_arguments` adds ``--model``, ``--weights``, ``--trust-pickle``,
+``--arch-kwarg``, ``--labels``, ``--device`` and the input-spec overrides to an argparse
+parser; :func:`model_from_args` turns the parsed namespace into a ``LoadedModel``.  The
+window's "Recent models" entries (``what|arch``) are read the same way
+(:func:`model_from_entry`), so a model means the same thing wherever it is named.
+
+Qt-free: imports :mod:`cnnvis_gui.models` only, lazily.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+__all__ = ["UsageError", "add_model_arguments", "model_from_args", "spec_overrides", "model_from_entry",
+           "model_entry", "WEIGHT_SUFFIXES"]
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".tar")
+
+
+class UsageError(Exception):
+    """A command-line argument the user must fix (exit code 2)."""
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that choose and load a model (shared by every sub-command).
+
+    ``--model``, ``--weights``, ``--trust-pickle``, ``--no-strict``, ``--arch-kwarg``,
+    ``--labels``, ``--device`` and the input-spec overrides ``--input-size``,
+    ``--channels``, ``--mean``, ``--std``, ``--scale``, ``--bgr``, ``--fit``.
+    Turn the parsed namespace into a model with :func:`model_from_args`.
+    """
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", "-m", metavar="MODEL",
+                   help="a demo name (shapes, glyphs), an architecture source "
+                        "(torchvision:resnet18, package.module:factory, path/to/net.py:Net) or a weight "
+                        "file whose checkpoint names its architecture. Without --model and --weights the "
+                        "'shapes' demo model is used.")
+    g.add_argument("--weights", "-w", metavar="FILE",
+                   help="weight file (.pt/.pth/.bin/.ckpt state dict or checkpoint, .safetensors); with "
+                        "--model as the architecture, or alone when the checkpoint names its architecture")
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="allow full unpickling of the weight file (runs code from the file: only for files "
+                        "you trust)")
+    g.add_argument("--no-strict", dest="strict", action="store_false",
+                   help="load the parameters that fit and leave the rest at their initial values "
+                        "(listed in the notes)")
+    g.add_argument("--arch-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                   help="constructor argument for the architecture, VALUE read as a Python literal "
+                        "(num_classes=10, pretrained=False, name='x'); repeatable")
+    g.add_argument("--weights-key", metavar="KEY",
+                   help="which entry of a checkpoint dict holds the weights to load, e.g. ema, "
+                        "state_dict_ema, model_ema (default: the first usual key that fits)")
+    g.add_argument("--labels", metavar="FILE",
+                   help="class labels: one per line, a JSON list or a JSON {index: label} object")
+    g.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
+                   help="where the model runs (default: auto = cuda when available, else cpu)")
+    s = parser.add_argument_group("input spec overrides (default: the checkpoint's metadata, else guessed)")
+    s.add_argument("--input-size", metavar="HxW", help="model input height x width, e.g. 224x224 (or 64)")
+    s.add_argument("--channels", type=int, metavar="C", help="input channels (1 gray, 3 colour, ...)")
+    s.add_argument("--mean", metavar="M[,M,M]", help="per-channel mean subtracted after scaling")
+    s.add_argument("--std", metavar="S[,S,S]", help="per-channel std divided after subtracting the mean")
+    s.add_argument("--scale", metavar="F",
+                   help="multiplies 8-bit pixel values first (default 1/255; 1 keeps 0..255)")
+    s.add_argument("--bgr", action="store_true", help="the model was trained on BGR (not RGB) channel order")
+    s.add_argument("--fit", choices=("crop", "stretch", "letterbox"),
+                   help="how an image of another aspect ratio becomes the input size")
+
+
+def _floats(text: str, what: str) -> list:
+    def num(v):
+        a, sep, b = v.partition("/")          # 1/255 is accepted as a number
+        return float(ast.literal_eval(a.strip())) / (float(ast.literal_eval(b.strip())) if sep else 1.0)
+
+    try:
+        vals = [num(v) for v in str(text).split(",") if v.strip()]
+    except (ValueError, SyntaxError, TypeError, ZeroDivisionError):
+        raise UsageError(f"{what} must be numbers separated by commas, got {text!r}") from None
+    if not vals:
+        raise UsageError(f"{what} needs at least one number")
+    return vals
+
+
+def spec_overrides(args) -> dict:
+    """The input-spec fields given on the command line, as a (possibly empty) dict."""
+    d: dict = {}
+    size = getattr(args, "input_size", None)
+    if size:
+        m = re.fullmatch(r"\s*(\d+)\s*(?:[xX*,]\s*(\d+))?\s*", size)
+        if not m or int(m.group(1)) < 1 or (m.group(2) and int(m.group(2)) < 1):
+            raise UsageError(f"--input-size must be HxW (e.g. 224x224) or one number, got {size!r}")
+        d["height"] = int(m.group(1))
+        d["width"] = int(m.group(2) or m.group(1))
+    if getattr(args, "channels", None) is not None:
+        if args.channels < 1:
+            raise UsageError(f"--channels must be a positive integer, got {args.channels}")
+        d["channels"] = args.channels
+    if getattr(args, "mean", None):
+        d["mean"] = tuple(_floats(args.mean, "--mean"))
+    if getattr(args, "std", None):
+        d["std"] = tuple(_floats(args.std, "--std"))
+    if getattr(args, "scale", None):
+        s = _floats(args.scale, "--scale")
+        if len(s) != 1 or s[0] <= 0:
+            raise UsageError(f"--scale must be one positive number (e.g. 1/255 = 0.00392), got {args.scale!r}")
+        d["scale"] = s[0]
+    if getattr(args, "bgr", False):
+        d["channel_order"] = "BGR"
+    if getattr(args, "fit", None):
+        d["fit"] = args.fit
+    return d
+
+
+def _arch_kwargs(items) -> dict:
+    out = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--arch-kwarg must be KEY=VALUE with a Python identifier as KEY, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key] = value.strip()  # a bare word: keep it as a string
+    return out
+
+
+def model_from_args(args):
+    """Load the model the parsed :func:`add_model_arguments` options describe -> ``LoadedModel``.
+
+    Raises :class:`~cnnvis_gui.models.ModelLoadError` (a CnnvisError) with a message for
+    the user when the model cannot be loaded.
+    """
+    from cnnvis_gui import models
+
+    model = getattr(args, "model", None)
+    weights = getattr(args, "weights", None)
+    kwargs = _arch_kwargs(getattr(args, "arch_kwarg", None))
+    spec = spec_overrides(args) or None
+    common = dict(trust_pickle=getattr(args, "trust_pickle", False), strict=getattr(args, "strict", True),
+                  device=getattr(args, "device", "auto") or "auto", spec=spec,
+                  labels=getattr(args, "labels", None), state_dict_key=getattr(args, "weights_key", None))
+    if common["labels"] is not None and not Path(common["labels"]).is_file():
+        raise UsageError(f"--labels: no such file: '{common['labels']}'")
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise UsageError(f"--weights: no such file: '{weights}'")
+    if model is None and weights is None:
+        model = "shapes"
+    if model in models.DEMO_NAMES:
+        if weights is not None:
+            raise UsageError(f"--model {model} is a demo model that ships with its weights; drop --weights, or "
+                             f"give the architecture of your weight file with --model")
+        if kwargs:
+            raise UsageError(f"--arch-kwarg does not apply to the demo model {model!r}")
+        path = models.demo_checkpoint(model)
+        if not path.is_file():
+            return models.demo(model)  # raises ModelLoadError saying how to recreate it
+        return models.load(path, **common)
+    if model is not None and weights is None and ":" not in model and Path(model).suffix.lower() in WEIGHT_SUFFIXES:
+        # --model path/to/checkpoint.pth: a weight file that names its own architecture
+        if not Path(model).expanduser().is_file():
+            raise UsageError(f"--model: no such file: '{model}'")
+        return models.load(model, **common, **kwargs)
+    if model is not None and ":" not in model:
+        raise UsageError(f"--model {model!r} is neither a demo ({', '.join(models.DEMO_NAMES)}) nor an architecture "
+                         f"source (torchvision:NAME, package.module:factory, path/to/net.py:Class) nor a weight file")
+    return models.load(weights, arch=model, **common, **kwargs)
+
+
+def model_from_entry(what: str, arch: str = "", device="auto"):
+    """Load a remembered model (``what|arch`` as in the window's settings) the way the command line would."""
+    if what.startswith("demo:"):
+        what = what[5:]
+    if arch:
+        return model_from_args(SimpleNamespace(model=arch, weights=what, device=device))
+    return model_from_args(SimpleNamespace(model=what, weights=None, device=device))
+
+
+def model_entry(args, demo_name=None) -> tuple:
+    """(what, arch) to remember for the model the command line chose."""
+    if demo_name:
+        return f"demo:{demo_name}", None
+    if args.weights:
+        return args.weights, args.model
+    return args.model, None

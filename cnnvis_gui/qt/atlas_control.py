@@ -1,0 +1,298 @@
+"""The unit atlas in the window: the atlas dock, scans, and pattern mode (``s``).
+
+:class:`AtlasController` owns the atlas pane (top images, their backprop crops, the
+optimized image of the selected unit), the scan shown, the reopening of the last scan of a
+model from the cache, and the pattern tiles the grid shows in pattern mode.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+from PyQt5 import QtCore, QtWidgets
+
+from ..core import CnnvisError
+
+
+class AtlasController(QtCore.QObject):
+    """The atlas dock and pattern mode of one window."""
+
+    _atlasLookedUp = QtCore.pyqtSignal(int, object)    # (model gen, AtlasScan or None) from the cache lookup
+
+    def __init__(self, win):
+        super().__init__(win)
+        self.win = win
+        self.state = win.state
+        self.pane = None            # created on first use (Atlas menu): its own worker thread
+        self.dock = None
+        self.scan = None            # the AtlasScan shown (dialog or reopened from the cache)
+        self._dock_restored = False
+        self._pattern_worker = None     # PatternWorker, created on the first s with a scan
+        self._pattern_tiles = {}        # (scan key, layer, preset) -> PatternTiles
+        self._pattern_pending = None    # key being computed
+        self._pattern_progress = (0, 0)
+        self._pattern_mosaic = None     # (tiles key, rows, cols, n) , ActivationMosaic
+        self._atlasLookedUp.connect(self._on_looked_up)
+
+    # ------------------------------------------------------------------ the dock and scans
+    def show_atlas(self):
+        """Open the atlas pane (top images, their backprop crops, optimized image of the unit) as a dock."""
+        win = self.win
+        loaded = win.session.loaded
+        if loaded is None:
+            win.show_error("open a model first")
+            return None
+        if self.pane is None:
+            from .atlas_pane import AtlasPane
+            self.pane = AtlasPane(loaded.model, loaded.spec)
+            self.dock = QtWidgets.QDockWidget("Unit atlas", win)
+            self.dock.setObjectName("atlas_dock")
+            self.dock.setWidget(self.pane)
+            if not win.restoreDockWidget(self.dock):      # where it was last time, if anywhere
+                win.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.dock)
+            if self.scan is not None:
+                self.pane.set_scan(self.scan)
+        self.dock.show()
+        self.pane.show_unit(self.state.layer, self.state.unit)
+        return self.pane
+
+    def scan_dialog(self):
+        """Open the scan dialog (last folder and k of this model filled in); returns it."""
+        win = self.win
+        pane = self.show_atlas()
+        if pane is None or win.session.mm is None:
+            return None
+        from .atlas_dialog import AtlasScanDialog
+        last = self.remembered() or {}
+        selected = set(last.get("layers", [])) | {self.state.layer}
+        loaded = win.session.loaded
+        d = AtlasScanDialog(loaded.model, loaded.spec, layers=win.session.mm.visualizable_names(),
+                            folder=last.get("folder"), k=last.get("k", 9), selected=selected, parent=win)
+        d.scanFinished.connect(self.on_scan)
+        d.setAttribute(QtCore.Qt.WA_DeleteOnClose)
+        d.show()
+        return d
+
+    def on_scan(self, scan) -> None:
+        """A scan finished (or came from the cache) in the dialog: show it, remember it for next time."""
+        self.set_scan(scan)
+        self.remember(scan)
+
+    def set_scan(self, scan) -> None:
+        self.scan = scan
+        self._pattern_tiles.clear()
+        self._pattern_mosaic = None
+        self._pattern_pending = None
+        if self.pane is not None:
+            self.pane.set_scan(scan)
+        self.apply_patterns()
+        self.win.render.update_grid_title()
+
+    def reset(self) -> None:
+        """Another model: its scan, patterns and pattern worker belong to the old one."""
+        self.scan = None
+        self._pattern_tiles.clear()
+        self._pattern_mosaic = None
+        self._pattern_pending = None
+        if self._pattern_worker is not None:
+            self._pattern_worker.stop()
+            self._pattern_worker = None
+        if self.state.patterns:
+            self.state.update(patterns=False)
+
+    def on_model_ready(self) -> None:
+        loaded = self.win.session.loaded
+        if self.pane is not None:
+            self.pane.set_model(loaded.model, loaded.spec)
+        self.restore()
+
+    def follow(self, names) -> None:
+        """The selection moved: the dock shows the new unit."""
+        if self.pane is not None and self.dock.isVisible() and names & {"layer", "unit"}:
+            self.pane.show_unit(self.state.layer, self.state.unit)
+
+    # ---- reopening: the last scan of this model comes back from the cache at once
+    def _settings_key(self) -> str:
+        lm = self.win.session.loaded
+        ident = str(getattr(lm, "source", None) or getattr(lm, "name", None) or type(lm.model).__name__)
+        return "atlas/model_" + hashlib.blake2b(ident.encode("utf-8"), digest_size=8).hexdigest()
+
+    def remember(self, scan) -> None:
+        p = self.win.persistence
+        base = self._settings_key()
+        p.set(base + "/folder", str(scan.folder))
+        p.set(base + "/k", int(scan.k))
+        p.set(base + "/layers", json.dumps(list(scan.layers)))
+        p.sync()
+
+    def remembered(self) -> dict | None:
+        """{folder, k, layers} of this model's last scan from the settings, or None."""
+        if self.win.session.loaded is None:
+            return None
+        st = self.win.persistence.settings
+        base = self._settings_key()
+        folder = st.value(base + "/folder")
+        if not folder:
+            return None
+        try:
+            layers = [str(x) for x in json.loads(st.value(base + "/layers", "[]"))]
+            return {"folder": str(folder), "k": int(st.value(base + "/k", 9)), "layers": layers}
+        except (TypeError, ValueError):
+            return None
+
+    def restore(self) -> None:
+        """Show the dock if it was open last time; look the last scan of this model up in the cache.
+
+        The lookup (folder listing, weights hash, reading the result) runs in a thread; it never
+        scans: a changed folder or other weights give another cache key, i.e. nothing is shown.
+        """
+        win = self.win
+        if not self._dock_restored:
+            self._dock_restored = True
+            if win.persistence.settings.value("atlas/dock_visible") in (True, "true", "1", 1):
+                self.show_atlas()
+        last = self.remembered()
+        if last is None or not last["layers"] or not Path(last["folder"]).is_dir():
+            return
+        model, spec, gen = win.session.loaded.model, win.session.loaded.spec, win.session.gen
+        modules = dict(model.named_modules())
+        if any(name not in modules for name in last["layers"]):
+            return      # another architecture under the same name: nothing to reopen
+
+        def work():
+            try:
+                from ..atlas import TopKScan
+                scan = TopKScan(model, spec, last["folder"], last["layers"], k=last["k"]).cached()
+            except Exception:  # noqa: BLE001 - an unreadable cache is no cache
+                scan = None
+            self._atlasLookedUp.emit(gen, scan)
+        threading.Thread(target=work, name="cnnvis-atlas-reopen", daemon=True).start()
+
+    def _on_looked_up(self, gen, scan):
+        win = self.win
+        if gen != win.session.gen or win.closed or scan is None:
+            return
+        self.set_scan(scan)
+        layers = ", ".join(n or "output" for n in scan.layers)
+        win.show_message(f"unit atlas reopened from the cache: {len(scan.paths)} images of {scan.folder},"
+                         f" layers {layers}, top {scan.k}")
+        win.atlasRestored.emit(scan)
+
+    # ------------------------------------------------------------------ pattern mode (s)
+    def has(self, layer) -> bool:
+        return self.scan is not None and layer in self.scan.layers
+
+    def _pattern_key(self, layer) -> tuple:
+        from ..atlas.optimize import DEFAULT_PRESET
+        preset = int(self.pane.preset.currentData()) if self.pane is not None else int(DEFAULT_PRESET)
+        return (self.scan.key or str(id(self.scan)), layer, preset)
+
+    def toggle_patterns(self) -> None:
+        """s: activations <-> patterns; needs an atlas scan of the current layer (else a message)."""
+        s = self.state
+        if s.patterns:
+            s.update(patterns=False)
+        elif not self.has(s.layer):
+            self.win.show_error(f"no atlas for layer {s.layer or 'output'} yet: Atlas → Scan a folder… "
+                                f"(the grid stays on activations)")
+        else:
+            s.update(patterns=True)
+
+    def apply_patterns(self) -> None:
+        s = self.state
+        if s.patterns and not self.has(s.layer):
+            self.win.show_error(f"no atlas for layer {s.layer or 'output'} yet: Atlas → Scan a folder… "
+                                f"(back to activations)")
+            s.update(patterns=False)
+            return
+        if s.patterns:
+            key = self._pattern_key(s.layer)
+            if key not in self._pattern_tiles and key != self._pattern_pending:
+                self._request_patterns(key)
+        self.win.render.redraw_grid()
+
+    def _request_patterns(self, key):
+        from .patterns import PatternRequest, PatternWorker
+        win = self.win
+        if self._pattern_worker is None:
+            try:
+                self._pattern_worker = PatternWorker(win.session.loaded.model, win.session.loaded.spec, win)
+            except CnnvisError as e:  # the model could not be copied for the background thread
+                win.show_error(f"pattern mode is not available: {e}")
+                self.state.update(patterns=False)
+                return
+            self._pattern_worker.ready.connect(self._on_pattern_tiles)
+            self._pattern_worker.progress.connect(self._on_pattern_progress)
+            self._pattern_worker.failed.connect(self._on_pattern_failed)
+            self._pattern_worker.start()
+        self._pattern_pending = key
+        self._pattern_progress = (0, self.scan.layer(key[1]).units)
+        self._pattern_worker.submit(PatternRequest(key, self.scan, key[1], key[2]))
+        win.show_message(f"computing the patterns of layer {key[1] or 'output'} (top-1 crops) in the background…")
+
+    def _on_pattern_tiles(self, tiles):
+        win = self.win
+        if win.closed or self.scan is None or tiles.key[0] != self._pattern_key(tiles.layer)[0]:
+            return
+        self._pattern_tiles[tiles.key] = tiles
+        while len(self._pattern_tiles) > 16:
+            self._pattern_tiles.pop(next(iter(self._pattern_tiles)))
+        if self._pattern_pending == tiles.key:
+            self._pattern_pending = None
+        if self.state.patterns and self._pattern_key(self.state.layer) == tiles.key:
+            win.render.update_grid_title()
+            win.render.redraw_grid()
+            win.show_message(f"patterns of layer {tiles.layer or 'output'}: {tiles.describe()} "
+                             f"(s: back to activations)")
+        win.patternsReady.emit(tiles)
+
+    def _on_pattern_progress(self, key, done, n):
+        if key == self._pattern_pending:
+            self._pattern_progress = (done, n)
+            self.win.render.update_grid_title()
+
+    def _on_pattern_failed(self, key, message):
+        if key != self._pattern_pending:
+            return
+        self._pattern_pending = None
+        self.win.show_error(f"patterns of layer {key[1] or 'output'}: {message}")
+        self.state.update(patterns=False)
+
+    def pattern_title(self, what, name) -> bool:
+        """Set the grid's title for pattern mode; False when the grid shows activations."""
+        s, grid = self.state, self.win.grid
+        if not (s.patterns and self.has(s.layer)):
+            return False
+        tiles = self._pattern_tiles.get(self._pattern_key(s.layer))
+        if tiles is not None:
+            grid.title.setText(f"Patterns — <b>{name}</b> <span style='color:#888'>({tiles.describe()})"
+                               f"</span>")
+            grid.title.setToolTip("each unit's optimized image where one is cached (atlas pane: Optimize),"
+                                  " else the crop of its best image in the atlas scan; s: activations")
+            return True
+        done, n = self._pattern_progress
+        grid.title.setText(f"{what} — <b>{name}</b> <span style='color:#888'>(patterns: computing top-1"
+                           f" crops {done}/{n or '?'}…)</span>")
+        return True
+
+    def grid_mosaic(self, res):
+        """What the grid shows for a render result: its mosaic, or the patterns in the same grid."""
+        if not self.state.patterns or not self.has(res.layer):
+            return res.mosaic
+        tiles = self._pattern_tiles.get(self._pattern_key(res.layer))
+        if tiles is None:
+            return res.mosaic
+        m = res.mosaic
+        ck = (tiles.key, m.rows, m.cols, m.n_units)
+        if self._pattern_mosaic is None or self._pattern_mosaic[0] != ck:
+            self._pattern_mosaic = (ck, tiles.mosaic(m))
+        return self._pattern_mosaic[1]
+
+    def shutdown(self, timeout_ms) -> None:
+        if self.pane is not None:
+            self.pane.close_worker()
+        if self._pattern_worker is not None:
+            self._pattern_worker.stop(timeout_ms)
+            self._pattern_worker = None

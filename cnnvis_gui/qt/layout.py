@@ -1,0 +1,148 @@
+"""The window's widgets and menus, built once: where every pane sits.
+
+:func:`build_panels` creates the module tree dock, the input / unit / predictions column,
+the centre (activation grid and the two zoom views), the backprop column and the help
+overlay, and sets them as attributes of the window (``win.grid``, ``win.bp1`` ...).
+:func:`build_menus` wires the menu bar to the controllers: a new menu entry calls the
+controller that owns its concern.
+"""
+from __future__ import annotations
+
+from PyQt5 import QtCore, QtGui, QtWidgets
+
+from . import keys as keytable
+from .panels import ActivationGrid, BackpropPane, ImagePane, ModuleTree, Predictions, UnitPane
+
+
+def build_panels(win) -> None:
+    s = win.state
+    win.tree = ModuleTree(s)
+    dock = QtWidgets.QDockWidget("Modules", win)
+    dock.setObjectName("modules_dock")
+    dock.setWidget(win.tree)
+    dock.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable | QtWidgets.QDockWidget.DockWidgetFloatable)
+    win.addDockWidget(QtCore.Qt.LeftDockWidgetArea, dock)
+    win.resizeDocks([dock], [340], QtCore.Qt.Horizontal)
+    win.tree.setMinimumWidth(320)
+    win.tree_dock = dock
+
+    win.input_pane = ImagePane("Model input")
+    win.input_pane.title.setToolTip("the frame as the model sees it: after crop / stretch / letterbox to the input spec")
+    win.unit_pane = UnitPane(lut=win.lut)
+    win.predictions = Predictions()
+    win.grid = ActivationGrid(s)
+    win.grid.unitClicked.connect(s.select_unit)
+    win.zoom_unit = UnitPane(lut=win.lut)
+    win.zoom_unit.title.setText("Unit (zoom, z)")
+    win.zoom_bp = ImagePane("Backprop (zoom, z)")
+    win.center = QtWidgets.QStackedWidget()
+    for w in (win.grid, win.zoom_unit, win.zoom_bp):
+        win.center.addWidget(w)
+    win.bp1 = BackpropPane(s, "method")
+    win.bp2 = BackpropPane(s, "method2")
+    win.compare_box = QtWidgets.QCheckBox("compare two methods")
+    win.compare_box.toggled.connect(lambda on: s.update(compare=on))
+    win.filter_box = QtWidgets.QComboBox()
+    for f in ("raw", "gray", "norm", "normblur"):
+        win.filter_box.addItem(f, f)
+    win.filter_box.setToolTip("display filter for gradients (m cycles)")
+    win.filter_box.currentIndexChanged.connect(lambda i: s.update(filter=win.filter_box.itemData(i)))
+    win.overlay_box = QtWidgets.QCheckBox("overlay on input")
+    win.overlay_box.setToolTip("show gradient magnitude over the input (Grad-CAM is always overlaid)")
+    win.overlay_box.toggled.connect(lambda on: s.update(overlay=on))
+
+    left = QtWidgets.QSplitter(QtCore.Qt.Vertical)
+    left.addWidget(win.input_pane)
+    left.addWidget(win.unit_pane)
+    left.addWidget(win.predictions)
+    left.setStretchFactor(0, 3)
+    left.setStretchFactor(1, 3)
+    left.setStretchFactor(2, 1)
+
+    right = QtWidgets.QWidget()
+    rl = QtWidgets.QVBoxLayout(right)
+    rl.setContentsMargins(0, 0, 0, 0)
+    rl.setSpacing(3)
+    opts = QtWidgets.QHBoxLayout()
+    opts.addWidget(QtWidgets.QLabel("filter"))
+    opts.addWidget(win.filter_box)
+    opts.addWidget(win.overlay_box)
+    opts.addStretch(1)
+    rl.addLayout(opts)
+    rl.addWidget(win.compare_box)
+    win.bp_split = QtWidgets.QSplitter(QtCore.Qt.Vertical)
+    win.bp_split.addWidget(win.bp1)
+    win.bp_split.addWidget(win.bp2)
+    rl.addWidget(win.bp_split, 1)
+
+    win.splitter = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
+    win.splitter.addWidget(left)
+    win.splitter.addWidget(win.center)
+    win.splitter.addWidget(right)
+    win.splitter.setStretchFactor(0, 2)
+    win.splitter.setStretchFactor(1, 5)
+    win.splitter.setStretchFactor(2, 2)
+    win.splitter.setSizes([300, 700, 320])
+    for w in (left, win.center, right):
+        w.setMinimumWidth(200)
+    win.setCentralWidget(win.splitter)
+
+    win.help_overlay = QtWidgets.QLabel(win)
+    win.help_overlay.setTextFormat(QtCore.Qt.RichText)
+    win.help_overlay.setText(keytable.html_table())
+    win.help_overlay.setAlignment(QtCore.Qt.AlignTop | QtCore.Qt.AlignLeft)
+    win.help_overlay.setStyleSheet("QLabel { background: rgba(10,10,20,225); color: #eee; padding: 24px;"
+                                   " font-size: 13px; border: 1px solid #555; }")
+    win.help_overlay.hide()
+
+
+def _act(menu, text, slot, shortcut=None):
+    a = menu.addAction(text)
+    a.triggered.connect(lambda _=False: slot())
+    if shortcut:
+        a.setShortcut(QtGui.QKeySequence(shortcut))
+    return a
+
+
+def build_menus(win) -> None:
+    session, inputs, atlas, saver = win.session, win.inputs, win.atlas, win.saver
+    mb = win.menuBar()
+    fm = mb.addMenu("&File")
+    _act(fm, "Open &checkpoint…", session.open_checkpoint_dialog, "Ctrl+O")
+    win.recent_menu = fm.addMenu("&Recent models")
+    demo = fm.addMenu("&Demo models")
+    for name in ("shapes", "glyphs"):
+        _act(demo, name, lambda _=False, n=name: session.open_demo(n))
+    fm.addSeparator()
+    _act(fm, "Open &image…", inputs.open_image_dialog, "Ctrl+I")
+    _act(fm, "Open &folder…", inputs.open_folder_dialog, "Ctrl+D")
+    _act(fm, "Open &video…", inputs.open_video_dialog)
+    _act(fm, "Choose c&amera…", inputs.choose_camera_dialog)
+    fm.addSeparator()
+    _act(fm, "&Save panes as PNG…", saver.save_pngs_dialog, "Ctrl+S")
+    _act(fm, "Save raw arrays (.&npz)…", saver.save_npz_dialog, "Ctrl+Shift+S")
+    fm.addSeparator()
+    _act(fm, "&Quit", win.close, "Ctrl+Q")
+    win.model_menu = mm = mb.addMenu("&Model")
+    _act(mm, "Edit input &spec…", session.edit_spec_dialog)
+    _act(mm, "Edit &labels…", session.edit_labels_dialog)
+    am = mb.addMenu("&Atlas")
+    _act(am, "&Scan a folder for each unit's top images…", atlas.scan_dialog)
+    _act(am, "Show the unit &atlas pane", atlas.show_atlas)
+    vm = mb.addMenu("&View")
+    vm.addAction(win.tree_dock.toggleViewAction())
+    for _names, shown, action, desc in keytable.KEYS:
+        if action.startswith("move") or action in ("quit",):
+            continue
+        a = vm.addAction(f"{desc}\t{shown}")
+        a.triggered.connect(lambda _=False, act=action: win.run_action(act))
+    hm = mb.addMenu("&Help")
+    _act(hm, "&Keys (h, F1)", lambda: win.run_action("toggle_help"))
+    _act(hm, "&About", lambda: about(win))
+    win.persistence.fill_recent()
+
+
+def about(win) -> None:
+    QtWidgets.QMessageBox.about(win, "cnnvis-gui",
+                                "cnnvis-gui — see inside PyTorch CNNs: activations, deconvnet, guided "
+                                "backprop, Grad-CAM, live.\nPress h for the keys.")

@@ -1,0 +1,121 @@
+"""Keys and navigation: the viewer's keys work whichever panel has focus.
+
+:class:`KeyFilter` is an application-wide event filter that turns a key press into an
+action name (:mod:`cnnvis_gui.qt.keys`); :class:`Navigator` runs the action on the state,
+the input or the atlas.  A new key gets its row in ``keys.KEYS`` and its branch in
+:meth:`Navigator.run_action`.
+"""
+from __future__ import annotations
+
+from PyQt5 import QtCore, QtWidgets
+
+from . import keys as keytable
+
+SPECIAL = {QtCore.Qt.Key_Left: "Left", QtCore.Qt.Key_Right: "Right", QtCore.Qt.Key_Up: "Up",
+           QtCore.Qt.Key_Down: "Down", QtCore.Qt.Key_PageUp: "PgUp", QtCore.Qt.Key_PageDown: "PgDown",
+           QtCore.Qt.Key_F1: "F1", QtCore.Qt.Key_Escape: "Esc"}
+
+
+class KeyFilter(QtCore.QObject):
+    """Application-wide key filter: the viewer's keys work whichever panel has focus."""
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.window = window
+
+    def eventFilter(self, obj, ev):
+        if ev.type() != QtCore.QEvent.KeyPress:
+            return False
+        w = obj if isinstance(obj, QtWidgets.QWidget) else None
+        if w is None or w.window() is not self.window:
+            return False
+        if isinstance(w, (QtWidgets.QLineEdit, QtWidgets.QAbstractSpinBox, QtWidgets.QPlainTextEdit,
+                          QtWidgets.QTextEdit)) or isinstance(QtWidgets.QApplication.activePopupWidget(),
+                                                              QtWidgets.QWidget):
+            return False
+        return self.window.handle_key_event(ev)
+
+
+class Navigator:
+    """Key names -> actions on the state, the input source and the atlas."""
+
+    _MOVES = {"Left": (-1, 0), "Right": (1, 0), "Up": (0, -1), "Down": (0, 1),
+              "j": (-1, 0), "l": (1, 0), "i": (0, -1), "k": (0, 1)}
+
+    def __init__(self, win):
+        self.win = win
+        self.state = win.state
+
+    def handle_key_event(self, ev) -> bool:
+        mods = ev.modifiers() & ~QtCore.Qt.KeypadModifier
+        if mods & (QtCore.Qt.ControlModifier | QtCore.Qt.AltModifier | QtCore.Qt.MetaModifier):
+            return False
+        name = SPECIAL.get(ev.key())
+        if name is not None:
+            if mods & QtCore.Qt.ShiftModifier and name in ("Left", "Right", "Up", "Down"):
+                name = "shift+" + name
+        else:
+            name = ev.text()
+            if len(name) != 1 or not name.isprintable():
+                return False
+        action = keytable.action_for(name)
+        if action is None:
+            return False
+        self.run_action(action, name)
+        return True
+
+    def run_action(self, action: str, key: str = "") -> None:
+        s, win = self.state, self.win
+        if action.startswith("move"):
+            if action == "move3":
+                k = key.replace("shift+", "")
+                dx, dy = self._MOVES.get(k.lower() if len(k) == 1 else k, (0, 0))
+                s.move(dx * 3, dy * 3)
+            else:
+                s.move(*{"move_left": (-1, 0), "move_right": (1, 0), "move_up": (0, -1),
+                         "move_down": (0, 1)}[action])
+        elif action in ("prev_layer", "next_layer"):
+            self.step_layer(-1 if action == "prev_layer" else 1)
+        elif action in ("prev_image", "next_image"):
+            win.inputs.step_image(-1 if action == "prev_image" else 1)
+        elif action == "toggle_camera":
+            s.toggle("use_camera")
+        elif action == "freeze_frame":
+            s.toggle("frozen_frame")
+        elif action == "freeze_unit":
+            s.toggle_frozen_unit()
+        elif action == "cycle_backprop":
+            s.cycle_backprop()
+        elif action == "cycle_method":
+            s.cycle_method()
+        elif action == "cycle_filter":
+            s.cycle_filter()
+        elif action == "cycle_zoom":
+            s.cycle_zoom()
+        elif action == "cycle_gamma":
+            s.cycle_gamma()
+        elif action == "toggle_per_unit":
+            s.toggle("per_unit")
+        elif action == "toggle_grid_mode":
+            s.toggle_grid_mode()
+            if s.grid_mode == "gradients" and s.frozen_unit is None:
+                win.show_message("gradients of the selected unit at its own layer are zero except its own tile: "
+                                 "press d to freeze the unit, then u to look at gradients in lower layers")
+        elif action == "toggle_patterns":
+            win.atlas.toggle_patterns()
+        elif action == "toggle_help":
+            s.toggle("show_help")
+        elif action == "reset":
+            s.reset()
+        elif action == "quit":
+            win.close()
+
+    def step_layer(self, d: int) -> None:
+        mm = self.win.session.mm
+        if mm is None:
+            return
+        names = list(mm.visualizable_names())
+        if not names:
+            return
+        i = names.index(self.state.layer) if self.state.layer in names else 0
+        self.state.update(layer=names[max(0, min(len(names) - 1, i + d))])

@@ -1,0 +1,223 @@
+"""The render loop: snapshot the state into requests, draw the worker's results.
+
+Snapshot, then compute (napari ``_layer_slicer``): :meth:`RenderLoop.request_render`
+freezes the user's choices and the current frame into a :class:`RenderRequest`; the one
+:class:`RenderWorker` thread keeps only the newest.  Finished :class:`RenderResult` arrays
+come back through a signal and are only *drawn* here, at most every ``MIN_DRAW_INTERVAL``
+for live frames of an unchanged view.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PyQt5 import QtCore
+
+from .state import METHOD_LABELS
+from .timing import Rate
+from .worker import RenderRequest, RenderWorker
+
+
+class RenderLoop(QtCore.QObject):
+    """Owns the render worker; turns the state into requests and results into pixels."""
+
+    #: live frames are drawn at most this often (s); answers to the user's own changes at once
+    MIN_DRAW_INTERVAL = 0.025
+
+    def __init__(self, win):
+        super().__init__(win)
+        self.win = win
+        self.state = win.state
+        self.seq = 0
+        self.last_result = None
+        self.process_rate = Rate()
+        self.last_forward_ms = 0.0
+        self.last_draw_ms = 0.0
+        self._last_draw_t = 0.0
+        self._last_drawn_key = None
+        self._held_result = None
+        self.worker = RenderWorker()
+        self.worker.rendered.connect(self._on_rendered)
+        self.worker.failed.connect(self._on_failed)
+        self.worker.modelReady.connect(win.session.on_model_ready)
+        self._draw_timer = QtCore.QTimer(self)
+        self._draw_timer.setSingleShot(True)
+        self._draw_timer.timeout.connect(self._draw_held)
+
+    def start(self) -> None:
+        self.worker.start()
+
+    # ------------------------------------------------------------------ requests
+    def request_render(self) -> bool:
+        """Snapshot the state into a request and hand it to the worker (which keeps only the newest)."""
+        win, session, inputs = self.win, self.win.session, self.win.inputs
+        if win.closed or session.mm is None or inputs.frame is None or session.loaded is None:
+            return False
+        s = self.state
+        methods = ()
+        if s.backprop_on:
+            methods = (s.method,) + ((s.method2,) if s.compare else ())
+        bp_layer, bp_unit = s.backprop_unit
+        labels = getattr(session.loaded, "labels", None)
+        self.seq += 1
+        req = RenderRequest(
+            seq=self.seq, gen=session.gen, frame_id=inputs.frame_id, frame=inputs.frame,
+            layer=s.layer, unit=s.unit, grid_mode=s.grid_mode, methods=methods,
+            bp_layer=bp_layer, bp_unit=bp_unit, filter=s.filter, overlay=s.overlay,
+            cam_layer=s.cam_layer, objective=s.objective,
+            normalize="unit" if s.per_unit else "layer", gamma=s.gamma, aspect=self.grid_aspect(),
+            labels=tuple(labels) if labels else None, output_layer=getattr(session.mm, "output_name", ""))
+        self.worker.submit(req)
+        return True
+
+    def on_resized(self) -> None:
+        """The window settled at a new size: re-tile the grid when its shape changed a lot."""
+        res = self.last_result
+        if res is not None and abs(self.grid_aspect() / max(res.mosaic.image.shape[1] / res.mosaic.image.shape[0],
+                                                          1e-3) - 1) > 0.25:
+            self.request_render()
+
+    def grid_aspect(self) -> float:
+        v = self.win.grid.view
+        w, h = v.width(), v.height()
+        return float(min(4.0, max(0.25, w / h))) if w > 10 and h > 10 else 1.0
+
+    # ------------------------------------------------------------------ results
+    def _on_rendered(self, res):
+        if res.gen != self.win.session.gen or self.win.closed:
+            return
+        self.process_rate.tick()
+        key = (res.layer, res.unit, res.bp, res.grid_mode, tuple(b.method for b in res.backprops))
+        wait = self._last_draw_t + self.MIN_DRAW_INTERVAL - time.perf_counter()
+        if key == self._last_drawn_key and wait > 0:
+            self._held_result = res           # a newer frame of the same view: draw it a bit later
+            if not self._draw_timer.isActive():
+                self._draw_timer.start(max(1, int(wait * 1000)))
+            return
+        self.draw(res)
+
+    def _draw_held(self):
+        res, self._held_result = self._held_result, None
+        if res is not None and res.gen == self.win.session.gen and not self.win.closed:
+            self.draw(res)
+
+    def draw(self, res) -> None:
+        """Put a finished result on screen (GUI thread); emits the window's ``frameDrawn``."""
+        win = self.win
+        t0 = time.perf_counter()
+        self._draw_timer.stop()
+        self._held_result = None
+        self._last_draw_t = t0
+        self._last_drawn_key = (res.layer, res.unit, res.bp, res.grid_mode, tuple(b.method for b in res.backprops))
+        self.last_result = res
+        src = win.inputs.active_source()
+        path = getattr(src, "current_path", None)
+        if path is not None and getattr(src, "count", None):
+            desc = f"{Path(path).name} ({getattr(src, 'index', 0) + 1}/{src.count})"
+        else:
+            desc = (getattr(src, "description", None) or getattr(src, "status", None)
+                    or ("still frame" if src is None else type(src).__name__))
+        desc = str(desc)
+        if getattr(src, "is_live", False):
+            desc += f" · {win.inputs.capture_rate.rate():.0f} fps"
+        elif self.state.frozen_frame:
+            desc += " · frozen"
+        win.input_pane.set_rgb(res.input_rgb)
+        h, w = res.input_rgb.shape[:2]
+        win.input_pane.info.setText(f"{desc} · {w}×{h}")
+        win.grid.set_mosaic(win.atlas.grid_mosaic(res), res.unit_max, res.unit_mean)
+        self.state.update(grid_cols=int(res.mosaic.cols))
+        win.unit_pane.set_unit(res.unit_rgb, res.unit_levels)
+        lo, hi = res.unit_levels
+        what = "gradient at " if res.grid_mode == "gradients" else "of "
+        win.unit_pane.title.setText(f"Unit {res.unit} <span style='color:#888'>{what}{res.layer or 'output'}</span>")
+        win.unit_pane.info.setText(f"{lo:.3g} … {hi:.3g}")
+        for i, pane in enumerate((win.bp1, win.bp2)):
+            if i < len(res.backprops):
+                bp = res.backprops[i]
+                pane.set_rgb(bp.image)
+                where = f"{res.bp[0] or 'output'} #{res.bp[1]}"
+                if bp.cam_layer:
+                    where += f" · CAM {bp.cam_layer}"
+                pane.info.setText(where)
+                pane.info.setToolTip(where)
+            elif i == 0:
+                pane.clear()
+                pane.info.setText("off")
+        self.draw_zoom(res)
+        win.predictions.set_predictions(res.predictions)
+        if res.forwarded:
+            self.last_forward_ms = res.forward_ms
+        win.status.set_times(self.last_forward_ms, res.backward_ms)
+        notices = list(res.notices)
+        if notices:
+            win.show_message(" · ".join(notices), warn=True)
+        elif not win.status.error_is_fresh():
+            win.show_message(self.describe(res))
+            win.status.last_error = ""
+        self.last_draw_ms = (time.perf_counter() - t0) * 1000
+        win.frameDrawn.emit(res)
+
+    def describe(self, res) -> str:
+        """The status line for a drawn result: layer, unit, method, filter and the active boosts."""
+        s = self.state
+        bp = "backprop off" if not s.backprop_on else METHOD_LABELS.get(s.method, s.method)
+        extra = []
+        if s.frozen_unit:
+            extra.append(f"backprop frozen on unit {s.frozen_unit[1]} of {s.frozen_unit[0] or 'output'}")
+        if s.frozen_frame:
+            extra.append("frame frozen")
+        if s.gamma != 1.0:
+            extra.append(f"gamma {s.gamma}")
+        if s.per_unit:
+            extra.append("per-unit scaling")
+        return " · ".join([f"layer {res.layer or 'output'}, unit {res.unit}", bp, s.filter] + extra) + \
+            "   (h: keys)"
+
+    def _on_failed(self, f):
+        if f.gen != self.win.session.gen or self.win.closed:
+            return
+        self.win.show_error(f.message)
+        if f.seq == -1:
+            self.win.session.forget_map()
+
+    def redraw_grid(self) -> None:
+        """Draw the last result's grid again (the patterns came or went)."""
+        res = self.last_result
+        if res is not None and res.gen == self.win.session.gen and not self.win.closed:
+            self.win.grid.set_mosaic(self.win.atlas.grid_mosaic(res), res.unit_max, res.unit_mean)
+
+    # ------------------------------------------------------------------ zoom and the grid's title
+    def draw_zoom(self, res) -> None:
+        win = self.win
+        z = self.state.zoom
+        if z == "unit":
+            win.zoom_unit.set_unit(res.unit_rgb, res.unit_levels)
+            win.zoom_unit.title.setText(f"Unit {res.unit} <span style='color:#888'>of {res.layer or 'output'}"
+                                        f" — zoom (z: next, Esc: back)</span>")
+        elif z == "backprop" and res.backprops:
+            bp = res.backprops[0]
+            win.zoom_bp.set_rgb(bp.image)
+            win.zoom_bp.title.setText(f"Backprop — {METHOD_LABELS.get(bp.method, bp.method)} "
+                                      f"<span style='color:#888'>of {res.bp[0] or 'output'} #{res.bp[1]}"
+                                      f" — zoom (z: next, Esc: back)</span>")
+
+    def update_grid_title(self) -> None:
+        win, s = self.win, self.state
+        mm = win.session.mm
+        info = mm[s.layer] if mm is not None and s.layer in mm.names() else None
+        what = "Gradients" if s.grid_mode == "gradients" else "Activations"
+        if info is None:
+            win.grid.title.setText(what)
+            return
+        name = info.name or "output"
+        if win.atlas.pattern_title(what, name):
+            return
+        win.grid.title.setToolTip("")
+        shape = "×".join(str(x) for x in info.shape) if info.shape else ""
+        win.grid.title.setText(f"{what} — <b>{name}</b> "
+                               f"<span style='color:#888'>({info.type}, {shape})</span>")
+
+    def shutdown(self, timeout_ms) -> None:
+        self._draw_timer.stop()
+        self.worker.stop(timeout_ms)

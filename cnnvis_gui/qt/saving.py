@@ -1,0 +1,70 @@
+"""Saving what the window shows: each pane as PNG, the raw arrays as .npz."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PyQt5 import QtWidgets
+
+
+class Saver:
+    """File → Save panes / Save raw arrays of one window."""
+
+    def __init__(self, win):
+        self.win = win
+
+    def save_pngs(self, folder) -> list:
+        """Save each pane (and the whole window) as PNG into ``folder``; returns the paths."""
+        import cv2
+        win, state = self.win, self.win.state
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        stem = f"{(state.layer or 'output').replace('.', '_')}_u{state.unit}"
+        for tag, pane in (("input", win.input_pane), ("grid", win.grid), ("unit", win.unit_pane),
+                          ("backprop", win.bp1), ("backprop2", win.bp2)):
+            img = pane.last_image
+            if img is None or (tag == "backprop2" and not state.compare):
+                continue
+            p = folder / f"{stem}_{tag}.png"
+            cv2.imwrite(str(p), np.ascontiguousarray(img[..., ::-1]))
+            out.append(p)
+        p = folder / f"{stem}_window.png"
+        win.grab().save(str(p))
+        out.append(p)
+        return out
+
+    def save_npz(self, path) -> Path:
+        res = self.win.render.last_result
+        if res is None:
+            raise RuntimeError("nothing computed yet")
+        arrays = {"input": res.raw_input, "grid": res.raw_grid, "unit_map": res.unit_map,
+                  "unit_max": res.unit_max, "unit_mean": res.unit_mean,
+                  "layer": np.array(res.layer), "unit": np.array(res.unit),
+                  "grid_mode": np.array(res.grid_mode)}
+        for bp in res.backprops:
+            arrays[f"backprop_{bp.method}"] = bp.raw
+        path = Path(path)
+        np.savez_compressed(path, **arrays)
+        return path
+
+    def save_pngs_dialog(self):
+        win = self.win
+        d = QtWidgets.QFileDialog.getExistingDirectory(win, "Save panes as PNG into…", win.persistence.last_dir())
+        if d:
+            try:
+                paths = self.save_pngs(d)
+                win.show_message(f"saved {len(paths)} PNGs in {d}")
+            except Exception as e:  # noqa: BLE001
+                win.show_error(f"save: {e}")
+
+    def save_npz_dialog(self):
+        win = self.win
+        p, _ = QtWidgets.QFileDialog.getSaveFileName(win, "Save raw arrays", win.persistence.last_dir(),
+                                                     "NumPy (*.npz)")
+        if p:
+            try:
+                self.save_npz(p)
+                win.show_message(f"saved {p}")
+            except Exception as e:  # noqa: BLE001
+                win.show_error(f"save: {e}")

@@ -1,0 +1,183 @@
+"""The model session: which model the window shows, loading it, and the model dialogs.
+
+:class:`ModelSession` owns the loaded model (``loaded``), its generation number ``gen``
+(bumped by every model or input-spec change, so results of an older model are dropped)
+and its :class:`~cnnvis_gui.core.ModelMap` once the render worker has it ready.  A new way
+to open a model (a dialog, a menu entry) lives here and ends in :meth:`load_model`.
+"""
+from __future__ import annotations
+
+from PyQt5 import QtWidgets
+
+from ..core import CnnvisError
+from .timing import calm_gc
+
+
+class ModelSession:
+    """Load models into the render worker and set the window up for the model map it returns."""
+
+    def __init__(self, win):
+        self.win = win
+        self.gen = 0
+        self.loaded = None
+        self.mm = None
+        self.device = "—"
+        self._initial = {}
+        self._notices = []
+
+    # ------------------------------------------------------------------ loading
+    def load_model(self, loaded, layer=None, unit=None, method=None) -> None:
+        """Show ``loaded`` (models.LoadedModel-like: .model, .spec, .labels, .name, .notes)."""
+        win = self.win
+        self.loaded = loaded
+        self.gen += 1
+        self.mm = None
+        win.atlas.reset()
+        self._initial = {k: v for k, v in (("layer", layer), ("unit", unit), ("method", method)) if v is not None}
+        self._notices = [str(n) for n in (getattr(loaded, "notes", None) or [])]
+        name = getattr(loaded, "name", "model")
+        win.setWindowTitle(f"cnnvis-gui — {name}")
+        win.show_message(f"loading {name} …")
+        win.render.worker.set_model(self.gen, loaded.model, loaded.spec)
+
+    def on_model_ready(self, ready) -> None:
+        """The worker has the model and its map: choose the first layer/unit, fill the panes."""
+        win = self.win
+        if ready.gen != self.gen or win.closed:
+            return
+        self.mm = ready.model_map
+        self.device = ready.device
+        win.status.set_device(ready.device)
+        names = list(self.mm.visualizable_names())
+        init = self._initial
+        layer = init.get("layer")
+        if layer is not None:
+            try:
+                info = self.mm[layer]            # the core's message: nearest names, valid choices
+            except CnnvisError as e:
+                win.show_error(str(e))
+                layer = None
+            else:
+                layer = info.name
+                if layer not in names:
+                    win.show_error(f"layer {info.name or 'output'!r} cannot be shown: {info.reason}")
+                    layer = None
+        if layer is None:
+            layer = self.mm.default_layer if self.mm.default_layer in names else (names[-1] if names else "")
+        win.tree.set_model_map(self.mm)
+        cams = [i.name for i in self.mm if getattr(i, "is_conv", False)]
+        win.bp1.set_cam_layers(cams)
+        win.bp2.set_cam_layers(cams)
+        upd = dict(layer=layer, frozen_unit=None, cam_layer=None)
+        if "method" in init:
+            upd.update(method=init["method"], backprop_on=True)
+        n = self.units(layer)
+        upd["n_units"] = n
+        upd["unit"] = max(0, min(int(init.get("unit", 0)), n - 1)) if n else 0
+        if "unit" in init and n and not (0 <= int(init["unit"]) < n):
+            win.show_error(f"unit {init['unit']} is out of range for layer {layer!r} (0..{n - 1})")
+        win.state.update(**upd)
+        win.tree._select(layer)
+        win.render.update_grid_title()
+        msg = f"model {getattr(self.loaded, 'name', '')}: {len(names)} visualizable layers"
+        if self._notices:
+            msg += " — " + "; ".join(self._notices)
+        win.show_message(msg)
+        win.atlas.on_model_ready()
+        calm_gc()
+        win.modelChanged.emit()
+        win.render.request_render()
+
+    def units(self, layer) -> int:
+        """Number of units of ``layer`` on the current model map (0 before it is ready)."""
+        if self.mm is None:
+            return 0
+        try:
+            u = self.mm[layer].units
+        except Exception:  # noqa: BLE001
+            return 0
+        return int(u or 0)
+
+    def forget_map(self) -> None:
+        """The model failed to load in the worker: nothing can be rendered until another one."""
+        self.mm = None
+
+    # ------------------------------------------------------------------ ways to open a model
+    def open_demo(self, name="shapes", images=True) -> bool:
+        from .. import models
+        win = self.win
+        try:
+            lm = models.demo(name)
+        except Exception as e:  # noqa: BLE001
+            win.show_error(f"demo model {name}: {e}")
+            return False
+        self.load_model(lm)
+        win.persistence.remember_model(f"demo:{name}")
+        if images:
+            try:
+                paths = [str(p) for p in models.demo_samples(name)]
+                if paths:
+                    win.inputs.open_path(paths if len(paths) > 1 else paths[0])
+            except Exception as e:  # noqa: BLE001
+                win.show_error(f"demo images: {e}")
+        return True
+
+    def open_checkpoint(self, weights=None, arch=None, spec=None, trust_pickle=False, labels=None):
+        from .. import models
+        lm = models.load(weights=weights, arch=arch, spec=spec, trust_pickle=trust_pickle, labels=labels)
+        self.load_model(lm)
+        self.win.persistence.remember_model(weights or arch, arch=arch if weights else None)
+        return lm
+
+    def open_checkpoint_dialog(self) -> None:
+        from .dialogs import open_checkpoint_interactive
+        open_checkpoint_interactive(self.win)
+
+    def open_recent(self, what, arch) -> None:
+        win = self.win
+        if what.startswith("demo:"):
+            self.open_demo(what[5:], images=win.inputs.source is None)
+            return
+        from ..options import model_from_entry
+        try:
+            lm = model_from_entry(what, arch)       # as `cnnvis --model/--weights` would read it
+        except Exception as e:  # noqa: BLE001
+            win.show_error(f"cannot open {what}: {e}")
+            return
+        self.load_model(lm)
+        win.persistence.remember_model(what, arch=arch or None)
+
+    # ------------------------------------------------------------------ editing the loaded model
+    def edit_spec_dialog(self) -> None:
+        if self.loaded is None:
+            return
+        from .dialogs import SpecDialog
+        d = SpecDialog(self.loaded.spec, self.win)
+        if d.exec_() == QtWidgets.QDialog.Accepted:
+            try:
+                spec = d.spec()
+            except Exception as e:  # noqa: BLE001
+                self.win.show_error(str(e))
+                return
+            self.replace_loaded(spec=spec)
+
+    def edit_labels_dialog(self) -> None:
+        if self.loaded is None:
+            return
+        from .dialogs import LabelsDialog
+        d = LabelsDialog(getattr(self.loaded, "labels", None), self.win)
+        if d.exec_() == QtWidgets.QDialog.Accepted:
+            self.replace_loaded(labels=d.labels())
+
+    def replace_loaded(self, **kw) -> None:
+        """The same model with other fields (spec, labels): reloaded, on the same layer and unit."""
+        import copy
+        lm = copy.copy(self.loaded)
+        for k, v in kw.items():
+            try:
+                setattr(lm, k, v)
+            except Exception:  # noqa: BLE001 - frozen dataclass
+                import dataclasses
+                lm = dataclasses.replace(lm, **{k: v})
+        s = self.win.state
+        self.load_model(lm, layer=s.layer, unit=s.unit)

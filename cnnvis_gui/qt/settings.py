@@ -1,0 +1,117 @@
+"""The user's saved settings: window geometry, view choices, recent models, the last folder.
+
+One :class:`Persistence` per window reads and writes its ``QSettings``.  Everything the
+window remembers between sessions goes through here, so an automation run (``--screenshot``,
+``--quit-after``) that must leave the user's settings alone has one switch to turn off
+(:attr:`Persistence.writable`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PyQt5 import QtCore
+
+ORG, APP = "cnnvis-gui", "cnnvis-gui"
+SETTINGS_ENV = "CNNVIS_GUI_SETTINGS"
+#: view choices that come back at the next start
+PERSISTED = ("method", "compare", "method2", "filter", "overlay")
+#: the window's size when the settings do not say otherwise
+DEFAULT_SIZE = (1500, 920)
+
+
+def make_settings() -> QtCore.QSettings:
+    """QSettings of the app; ``$CNNVIS_GUI_SETTINGS`` (an .ini path) redirects them (tests)."""
+    path = os.environ.get(SETTINGS_ENV)
+    if path:
+        return QtCore.QSettings(path, QtCore.QSettings.IniFormat)
+    return QtCore.QSettings(ORG, APP)
+
+
+class Persistence:
+    """Reads the window's settings at start, writes them back at close (``writable``)."""
+
+    def __init__(self, win, settings: QtCore.QSettings):
+        self.win = win
+        self.settings = settings
+        self.writable = True
+
+    # ---- the last folder of a file dialog
+    def last_dir(self) -> str:
+        return str(self.settings.value("last_dir", str(Path.home())))
+
+    def set_last_dir(self, p) -> None:
+        self.set("last_dir", str(Path(p).parent))
+
+    def set(self, key, value) -> None:
+        """Write one value (nothing when this run must not touch the user's settings)."""
+        if self.writable:
+            self.settings.setValue(key, value)
+
+    def sync(self) -> None:
+        if self.writable:
+            self.settings.sync()
+
+    # ---- recent models ("what|arch" entries, newest first)
+    def remember_model(self, what, arch=None) -> None:
+        if not what:
+            return
+        entry = f"{what}|{arch or ''}"
+        recent = [r for r in self.recent() if r != entry]
+        recent.insert(0, entry)
+        self.set("recent_models", recent[:8])
+        self.set("last_model", entry)
+        self.fill_recent()
+
+    def recent(self) -> list:
+        v = self.settings.value("recent_models", [])
+        if isinstance(v, str):
+            v = [v]
+        return list(v or [])
+
+    def fill_recent(self) -> None:
+        menu = self.win.recent_menu
+        menu.clear()
+        for entry in self.recent():
+            what, _, arch = entry.partition("|")
+            a = menu.addAction(what + (f"  ({arch})" if arch else ""))
+            a.triggered.connect(lambda _=False, w=what, ar=arch: self.win.session.open_recent(w, ar))
+        menu.setEnabled(bool(self.recent()))
+
+    # ---- the window: geometry, docks, view choices
+    def restore(self) -> None:
+        win, st = self.win, self.settings
+        g = st.value("geometry")
+        if g is not None:
+            win.restoreGeometry(g)
+        else:
+            win.resize(*DEFAULT_SIZE)
+        ws = st.value("window_state")
+        if ws is not None:
+            win.restoreState(ws)
+        upd = {}
+        for k in PERSISTED:
+            v = st.value(f"view/{k}")
+            if v is None:
+                continue
+            cur = getattr(win.state, k)
+            if isinstance(cur, bool):
+                v = v in (True, "true", "1", 1)
+            upd[k] = v
+        try:
+            win.state.update(**upd)
+        except Exception:  # noqa: BLE001
+            pass
+        win.sync_controls()
+
+    def save(self) -> None:
+        if not self.writable:
+            return
+        win, st = self.win, self.settings
+        st.setValue("geometry", win.saveGeometry())
+        st.setValue("window_state", win.saveState())
+        for k in PERSISTED:
+            st.setValue(f"view/{k}", getattr(win.state, k))
+        if win.atlas.dock is not None:
+            st.setValue("atlas/dock_visible", not win.atlas.dock.isHidden())
+        st.sync()

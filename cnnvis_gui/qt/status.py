@@ -1,0 +1,75 @@
+"""The status bar: one message line (notes in orange, errors in red) and the live rates."""
+from __future__ import annotations
+
+import time
+
+from PyQt5 import QtCore, QtWidgets
+
+from .panels import ElidedLabel
+
+
+class StatusLine(QtCore.QObject):
+    """The window's status bar; an error stays visible for ``ERROR_HOLD_S`` over routine messages."""
+
+    #: seconds an error is kept over the per-frame description
+    ERROR_HOLD_S = 4.0
+
+    def __init__(self, win):
+        super().__init__(win)
+        self.win = win
+        self.last_error = ""
+        self._error_time = 0.0
+        sb = win.statusBar()
+        self.msg = ElidedLabel("starting…")
+        self.capture = QtWidgets.QLabel("capture — fps")
+        self.proc = QtWidgets.QLabel("processing — fps")
+        self.times = QtWidgets.QLabel("fwd — ms  bwd — ms")
+        self.device = QtWidgets.QLabel("device —")
+        sb.addWidget(self.msg, 1)
+        for w in (self.capture, self.proc, self.times, self.device):
+            w.setStyleSheet("QLabel { padding: 0 6px; }")
+            sb.addPermanentWidget(w)
+        self.timer = QtCore.QTimer(self)
+        self.timer.setInterval(500)
+        self.timer.timeout.connect(self.update_rates)
+        self.timer.start()
+
+    def show_message(self, text, warn=False) -> None:
+        self.msg.setStyleSheet("QLabel { color: #d08000; }" if warn else "")
+        self.msg.setText(text)
+        self.msg.setToolTip(text)
+
+    def show_error(self, text) -> None:
+        self.last_error = text
+        self._error_time = time.perf_counter()
+        self.msg.setStyleSheet("QLabel { color: #e03030; font-weight: 600; }")
+        self.msg.setText("⚠ " + text)
+        self.msg.setToolTip(text)
+        self.win.renderFailed.emit(text)
+
+    def error_is_fresh(self) -> bool:
+        """An error was shown less than ``ERROR_HOLD_S`` ago (routine messages wait)."""
+        return bool(self.last_error) and time.perf_counter() - self._error_time < self.ERROR_HOLD_S
+
+    def text(self) -> str:
+        return self.msg.text()
+
+    def set_device(self, device) -> None:
+        self.device.setText(f"device {device}")
+
+    def set_times(self, forward_ms, backward_ms) -> None:
+        self.times.setText(f"fwd {forward_ms:.1f} ms  bwd {backward_ms:.1f} ms")
+
+    def update_rates(self) -> None:
+        win = self.win
+        src = win.inputs.active_source()
+        live = bool(getattr(src, "is_live", False))
+        cap = f"capture {win.inputs.capture_rate.rate():.1f} fps" if live else "capture still"
+        if win.state.frozen_frame:
+            cap = "capture frozen"
+        self.capture.setText(cap)
+        rate = win.render.process_rate.rate()
+        if live or rate >= 0.5:
+            self.proc.setText(f"processing {rate:.1f} fps")
+        else:  # a still image is processed once: a rate near 0 would read as a stall
+            self.proc.setText("processing on demand")
