@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from .loader import ModelLoadError
+from .errors import ModelLoadError
 
 __all__ = ["OFFLINE_ENV", "CONNECT_TIMEOUT_S", "READ_TIMEOUT_S", "DownloadCancelled", "offline", "unreachable",
            "download", "missing_message", "hash_prefix", "terminal_progress"]
@@ -160,6 +160,8 @@ def download(url: str, dest, progress: Progress | None = None, cancel: threading
                                  f"does not start with {want}); nothing was saved, try again.")
         os.replace(tmp, dest)
         return dest
+    except ModelLoadError:
+        raise
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
         raise ModelLoadError(missing_message(what, url, dest, f"{type(e).__name__}: {reason}")) from None

@@ -60,6 +60,7 @@ class LoadedModel:
     arch: str | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     output_shape: tuple | None = None
+    pretrained: str | None = None       # the pretrained weights' name ("IMAGENET1K_V2", "a1_in1k"), if any
 
     def __repr__(self) -> str:
         n = f", {len(self.labels)} labels" if self.labels else ""
@@ -68,7 +69,8 @@ class LoadedModel:
 
 # ============================================================================ public entry point
 def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = True, device="cpu",
-         spec=None, labels=None, state_dict_key=None, **arch_kwargs) -> LoadedModel:
+         spec=None, labels=None, state_dict_key=None, pretrained=None, download_progress=None,
+         **arch_kwargs) -> LoadedModel:
     """Build a model from an architecture source and/or a weight file.
 
     Parameters
@@ -95,6 +97,14 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
         Which entry of a checkpoint dict holds the weights to use, e.g. ``"ema"``,
         ``"state_dict_ema"`` or ``"model_ema"`` (nested: ``"model.ema"``); default: the first of
         :data:`STATE_DICT_KEYS` that fits.  CLI: ``--weights-key``.
+    pretrained : bool or str, optional
+        With ``arch="torchvision:NAME"`` or ``"timm:NAME"``: ``True`` builds it with the library's
+        default pretrained weights, a name (``"IMAGENET1K_V2"``, timm tag ``"a1_in1k"``) picks a
+        variant.  Labels and input spec then come from the weights' own metadata; the file comes
+        from the hub cache or is downloaded (see :mod:`cnnvis_gui.models.pretrained`).  CLI:
+        ``--pretrained [NAME]``.
+    download_progress : callable, optional
+        ``download_progress(done_bytes, total_or_None)`` while a pretrained file downloads.
     **arch_kwargs
         Passed to the architecture constructor (e.g. ``num_classes=10``).
     """
@@ -122,7 +132,16 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
     kwargs.update(arch_kwargs)
     arch_name = arch_src if isinstance(arch_src, str) else getattr(arch_src, "__name__", None)
 
-    if arch_src is not None:
+    used = None
+    if pretrained is not None and pretrained is not False:
+        if path is not None:
+            raise ModelLoadError("give either pretrained weights by name or a weight file, not both.")
+        from .pretrained import build as build_pretrained
+        pre = build_pretrained(arch_src, pretrained, progress=download_progress, **kwargs)
+        model, used = pre.model, pre.ref.variant
+        meta.update(spec=pre.spec, labels=pre.labels, name=pre.name)
+        notes.extend(pre.notes)
+    elif arch_src is not None:
         model = build_arch(arch_src, **kwargs)
         if obj is not None:
             if state_dict_key is not None:
@@ -183,7 +202,7 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
     source = " + ".join(s for s in (str(path) if path else None, arch_name if isinstance(arch_name, str) else None)
                         if s)
     return LoadedModel(model=model, spec=final_spec, labels=lab, name=str(name), source=source or name,
-                       notes=notes, arch=arch_name, device=dev, output_shape=out_shape)
+                       notes=notes, arch=arch_name, device=dev, output_shape=out_shape, pretrained=used)
 
 
 # ============================================================================ device

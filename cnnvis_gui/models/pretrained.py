@@ -32,7 +32,8 @@ from urllib.parse import urlparse
 from torch import nn
 
 from . import download as _dl
-from .loader import ModelLoadError, read_weights
+from .errors import ModelLoadError
+from .weights import read_weights
 
 __all__ = ["WeightsRef", "Pretrained", "CatalogEntry", "resolve", "fetch", "build", "catalog", "hub_checkpoints",
            "hf_cache_dir", "LIBRARIES"]
@@ -222,9 +223,11 @@ def _timm_ref(name: str, want: str | None) -> WeightsRef:
     if not tags:
         raise ModelLoadError(f"timm:{base} has no pretrained weights.")
     cfg = get_cfg(full, allow_unregistered=False) if (not tag or tag in tags) else None
+    default = get_cfg(base, allow_unregistered=False)
+    default_tag = default.tag if default is not None else tags[0]
     if cfg is None:
         raise ModelLoadError(f"timm:{base} has no weights tagged {tag!r}; choose one of {', '.join(tags)} "
-                             f"(or pretrained=True / --pretrained for the default, {tags[0]}).")
+                             f"(or pretrained=True / --pretrained for the default, {default_tag}).")
     hf = None
     if cfg.hf_hub_id:
         hf = (cfg.hf_hub_id, (cfg.hf_hub_filename,) if cfg.hf_hub_filename else _HF_FILES)
@@ -237,7 +240,7 @@ def _timm_ref(name: str, want: str | None) -> WeightsRef:
     if url is None:
         raise ModelLoadError(f"timm:{base}.{cfg.tag}: its pretrained config names no file to download.")
     return WeightsRef("timm", f"timm:{base}", f"{base}.{cfg.tag}", cfg.tag, url, path, hf=hf,
-                      is_default=cfg.tag == tags[0], detail=f"{cfg.input_size[1]}x{cfg.input_size[2]}")
+                      is_default=cfg.tag == default_tag, detail=f"{cfg.input_size[1]}x{cfg.input_size[2]}")
 
 
 # ============================================================================ fetch
