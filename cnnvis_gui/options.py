@@ -17,9 +17,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 __all__ = ["UsageError", "add_model_arguments", "model_from_args", "spec_overrides", "model_from_entry",
-           "model_entry", "WEIGHT_SUFFIXES"]
+           "model_entry", "pretrained_entry", "WEIGHT_SUFFIXES", "PRETRAINED_ENTRY"]
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".tar")
+#: "what" of a remembered model built with pretrained weights: ``pretrained:VARIANT`` (arch = the architecture)
+PRETRAINED_ENTRY = "pretrained:"
 
 
 class UsageError(Exception):
@@ -29,7 +31,7 @@ class UsageError(Exception):
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options that choose and load a model (shared by every sub-command).
 
-    ``--model``, ``--weights``, ``--trust-pickle``, ``--no-strict``, ``--arch-kwarg``,
+    ``--model``, ``--pretrained``, ``--weights``, ``--trust-pickle``, ``--no-strict``, ``--arch-kwarg``,
     ``--labels``, ``--device`` and the input-spec overrides ``--input-size``,
     ``--channels``, ``--mean``, ``--std``, ``--scale``, ``--bgr``, ``--fit``.
     Turn the parsed namespace into a model with :func:`model_from_args`.
@@ -40,6 +42,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "(torchvision:resnet18, package.module:factory, path/to/net.py:Net) or a weight "
                         "file whose checkpoint names its architecture. Without --model and --weights the "
                         "'shapes' demo model is used.")
+    g.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="NAME",
+                   help="with --model torchvision:NAME or timm:NAME: load the library's pretrained weights "
+                        "(the default ones, or the variant NAME, e.g. IMAGENET1K_V2 or the timm tag a1_in1k) with "
+                        "their class names and input spec; the file comes from the hub cache ($TORCH_HOME, "
+                        "$HF_HOME) or is downloaded once")
     g.add_argument("--weights", "-w", metavar="FILE",
                    help="weight file (.pt/.pth/.bin/.ckpt state dict or checkpoint, .safetensors); with "
                         "--model as the architecture, or alone when the checkpoint names its architecture")
@@ -148,6 +155,9 @@ def model_from_args(args):
         raise UsageError(f"--labels: no such file: '{common['labels']}'")
     if weights is not None and not Path(weights).expanduser().is_file():
         raise UsageError(f"--weights: no such file: '{weights}'")
+    pretrained = getattr(args, "pretrained", None)
+    if pretrained is not None:
+        return _pretrained(models, model, weights, pretrained, common, kwargs)
     if model is None and weights is None:
         model = "shapes"
     if model in models.DEMO_NAMES:
@@ -171,10 +181,25 @@ def model_from_args(args):
     return models.load(weights, arch=model, **common, **kwargs)
 
 
+def _pretrained(models, model, weights, pretrained, common, kwargs):
+    """``--model torchvision:NAME --pretrained [VARIANT]`` (a bar on the terminal while a file downloads)."""
+    if model is None or not str(model).startswith(("torchvision:", "timm:")):
+        raise UsageError(f"--pretrained needs an architecture by name, --model torchvision:NAME or timm:NAME "
+                         f"(e.g. --model torchvision:resnet50 --pretrained), not {model!r}")
+    if weights is not None:
+        raise UsageError("--pretrained and --weights both name the weights: drop one of them")
+    from cnnvis_gui.models.download import terminal_progress
+    return models.load(arch=model, pretrained=pretrained, download_progress=terminal_progress(f"{model} weights"),
+                       **common, **kwargs)
+
+
 def model_from_entry(what: str, arch: str = "", device="auto"):
     """Load a remembered model (``what|arch`` as in the window's settings) the way the command line would."""
     if what.startswith("demo:"):
         what = what[5:]
+    if what.startswith(PRETRAINED_ENTRY) and arch:
+        return model_from_args(SimpleNamespace(model=arch, weights=None, pretrained=what[len(PRETRAINED_ENTRY):],
+                                               device=device))
     if arch:
         return model_from_args(SimpleNamespace(model=arch, weights=what, device=device))
     return model_from_args(SimpleNamespace(model=what, weights=None, device=device))
@@ -184,6 +209,13 @@ def model_entry(args, demo_name=None) -> tuple:
     """(what, arch) to remember for the model the command line chose."""
     if demo_name:
         return f"demo:{demo_name}", None
+    if getattr(args, "pretrained", None) is not None:
+        return pretrained_entry(args.model, args.pretrained)
     if args.weights:
         return args.weights, args.model
     return args.model, None
+
+
+def pretrained_entry(arch: str, variant=True) -> tuple:
+    """(what, arch) to remember for ``arch`` with pretrained weights ``variant`` (True: the default ones)."""
+    return f"{PRETRAINED_ENTRY}{'DEFAULT' if variant is True else variant}", arch

@@ -1,7 +1,7 @@
 """``cnnvis-gui``: start the main window (``python run_gui.py`` does the same).
 
 The model options are the ``cnnvis`` command line's (:func:`cnnvis_gui.options.add_model_arguments`,
-:func:`cnnvis_gui.options.model_from_args`): ``--model``, ``--weights``, ``--trust-pickle``,
+:func:`cnnvis_gui.options.model_from_args`): ``--model``, ``--pretrained``, ``--weights``, ``--trust-pickle``,
 ``--arch-kwarg``, ``--labels``, ``--device`` and the input-spec overrides mean the same in both.
 Without ``--model``/``--weights`` it opens the last model (else the "shapes" demo) and its sample images.
 A ``--layer`` or ``--unit`` the model does not have exits non-zero with the nearest names.
@@ -91,8 +91,9 @@ def main(argv=None) -> int:
     # ---- model, read from the same options as `cnnvis` (before any window: a usage error just exits)
     lm, demo_name, load_error, notes = None, None, None, []
     try:
-        if args.model or args.weights or args.arch_kwarg or args.labels or spec_overrides(args):
-            if not args.weights and (args.model is None or args.model in models.DEMO_NAMES):
+        if args.model or args.weights or args.pretrained or args.arch_kwarg or args.labels or spec_overrides(args):
+            if not args.weights and args.pretrained is None and (args.model is None
+                                                                  or args.model in models.DEMO_NAMES):
                 demo_name = args.model or "shapes"
             lm = model_from_args(args)
         else:
