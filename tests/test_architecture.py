@@ -1,6 +1,10 @@
 """The Qt-free packages must stay Qt-free (STYLE.md: imports point one way)."""
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 QT_FREE = ["cnnvis_gui.core", "cnnvis_gui.models", "cnnvis_gui.sources", "cnnvis_gui.atlas", "cnnvis_gui.cli",
            "cnnvis_gui.options"]
@@ -27,3 +31,16 @@ def test_core_does_not_import_other_project_packages():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ""
+
+
+def test_import_contracts_hold():
+    """The import-linter contracts in pyproject.toml: layers qt > cli > atlas > models | sources > core,
+    core imports nothing of ours above it and no Qt, nothing but qt imports PyQt5/pyqtgraph or qt, no cycles."""
+    code = ("import sys\n"
+            "from importlinter.cli import lint_imports\n"
+            f"sys.exit(lint_imports(config_filename={str(ROOT / 'pyproject.toml')!r}, no_cache=True))\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(ROOT),
+                       env=env)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "4 kept, 0 broken" in r.stdout, r.stdout[-4000:]

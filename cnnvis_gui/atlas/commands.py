@@ -186,6 +186,8 @@ def cmd_atlas(args, model_from_args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    for note in scan.notices:
+        print(f"cnnvis: note: {note}", file=sys.stderr)
     res = scan.result
     doc = res.to_dict()
     doc["model"] = getattr(lm, "name", type(model).__name__)

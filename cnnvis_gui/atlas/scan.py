@@ -299,6 +299,37 @@ def _model_failed(e: BaseException) -> str:
     return f"{MODEL_FAILED} {type(e).__name__}" + (f": {text}" if text else "")
 
 
+def _check_state(z: dict, n_layers: int, k: int, n_files: int, finished: bool) -> None:
+    """Raise ValueError/KeyError unless ``z`` holds a top-k state that fits this scan.
+
+    A finished result covers all ``n_files`` and every layer; a partial state covers
+    ``0 <= next_index <= n_files`` and either every layer or none (no image decoded yet).
+    """
+    nxt = int(np.asarray(z["next_index"]).reshape(()))
+    if finished and nxt != n_files:
+        raise ValueError(f"it covers {nxt} of {n_files} images")
+    if not 0 <= nxt <= n_files:
+        raise ValueError(f"it stopped at image {nxt} of {n_files}")
+    if len(z["skipped_paths"]) != len(z["skipped_reasons"]):
+        raise ValueError("its list of skipped files is inconsistent")
+    present = [i for i in range(n_layers) if f"v{i}" in z]
+    if present and len(present) != n_layers or (finished and not present):
+        raise ValueError(f"it has {len(present)} of {n_layers} layers")
+    for i in present:
+        v, im, y, x, shape = z[f"v{i}"], z[f"i{i}"], z[f"y{i}"], z[f"x{i}"], z[f"s{i}"]
+        if v.ndim != 2 or v.shape[1] != k or any(a.shape != v.shape for a in (im, y, x)):
+            raise ValueError(f"layer {i}: arrays of shape {v.shape} for k={k}")
+        if not all(np.issubdtype(a.dtype, np.integer) for a in (im, y, x, shape)) \
+                or not np.issubdtype(v.dtype, np.floating):
+            raise ValueError(f"layer {i}: wrong array types")
+        if shape.ndim != 1 or len(shape) < 1 or int(shape[0]) != v.shape[0]:
+            raise ValueError(f"layer {i}: shape {shape.tolist()} for {v.shape[0]} units")
+        if im.size and (int(im.min()) < -1 or int(im.max()) >= n_files):
+            raise ValueError(f"layer {i}: image indices outside the {n_files} images")
+        if y.size and (int(y.min()) < 0 or int(x.min()) < 0):
+            raise ValueError(f"layer {i}: negative positions")
+
+
 # ============================================================================ the scan
 class TopKScan:
     """A resumable, cancellable, cached top-k scan of one folder for one or more layers.
@@ -360,6 +391,7 @@ class TopKScan:
         self._cancel = threading.Event()
         self._files = None
         self._key = None
+        self.notices: list = []    # one line per damaged cache file found (and ignored) by the last run
 
     # ------------------------------------------------------------------ keys & files
     def _prepare(self):
@@ -410,15 +442,39 @@ class TopKScan:
         if not self.use_cache:
             return None
         files = self._prepare()
-        z = _cache.load_npz(self.cache_path / "result.npz")
-        if z is None or int(z.get("next_index", -1)) != len(files):
+        path = self.cache_path / "result.npz"
+        z = self._load_checked(path, len(files), finished=True)
+        if z is None:
             return None
         try:
             res = self._result_from(z, files)
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, TypeError) as e:
+            self._damaged(path, e)
             return None
         res.from_cache = True
         return res
+
+    def _damaged(self, path: Path, why) -> None:
+        what = "scanning again" if path.name == "result.npz" else "the scan starts over"
+        self.notices.append(f"the atlas cache file '{path}' is damaged ({why}); {what}.")
+
+    def _load_checked(self, path: Path, n_files: int, finished: bool) -> dict | None:
+        """The arrays of a cache file, or None when it is missing, or damaged (with a notice).
+
+        Damaged: unreadable, or arrays that do not fit this scan (layers, k, shapes, image
+        indices, how far it got); such a file is no cache, never a crash or a wrong atlas.
+        """
+        z = _cache.load_npz(path)
+        if z is None:
+            if path.exists():
+                self._damaged(path, "not a readable .npz file")
+            return None
+        try:
+            _check_state(z, len(self.layers), self.k, n_files, finished)
+        except (KeyError, ValueError, TypeError, IndexError) as e:
+            self._damaged(path, e)
+            return None
+        return z
 
     def _state_arrays(self, state, next_index, skipped, shapes) -> dict:
         arrays = {"next_index": np.array(next_index, np.int64),
@@ -444,7 +500,7 @@ class TopKScan:
     def _load_partial(self, device):
         if not self.use_cache:
             return None
-        z = _cache.load_npz(self.cache_path / "partial.npz")
+        z = self._load_checked(self.cache_path / "partial.npz", len(self._files), finished=False)
         if z is None:
             return None
         try:
@@ -584,6 +640,7 @@ class TopKScan:
         """
         self._cancel.clear()
         self.wait_s = self.forward_s = 0.0
+        self.notices = []
         files = self._prepare()
         total = len(files)
         hit = self.cached()

@@ -273,7 +273,8 @@ class AtlasScanDialog(QtWidgets.QDialog):
         self.bar.setValue(100)
         src = "from the cache" if result.from_cache else "done"
         sk = f", {len(result.skipped)} files skipped" if result.skipped else ""
-        self.status.setText(f"{len(result.paths)} images, {src}{sk}.")
+        notes = list(getattr(getattr(self.sender(), "scan", None), "notices", None) or [])
+        self.status.setText(" ".join([f"{len(result.paths)} images, {src}{sk}."] + notes))
         self.scanFinished.emit(result)
 
     def _failed(self, message: str):

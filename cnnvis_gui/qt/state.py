@@ -102,12 +102,13 @@ class ViewerState:
         if self.n_units <= 0:
             return
         cols = max(1, self.grid_cols)
+        rows = -(-self.n_units // cols)
         row, col = divmod(self.unit, cols)
         col = max(0, min(cols - 1, col + dx))
-        row = max(0, row + dy)
+        row = max(0, min(rows - 1, row + dy))
         u = row * cols + col
-        if u >= self.n_units:
-            u = self.unit if dy > 0 else self.n_units - 1
+        if u >= self.n_units:       # an empty cell of the partial last row
+            u = u - cols if dy > 0 else self.n_units - 1
         self.update(unit=max(0, u))
 
     def cycle_backprop(self) -> None:

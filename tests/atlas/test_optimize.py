@@ -10,6 +10,34 @@ from cnnvis_gui.core import CnnvisError, InputSpec
 from cnnvis_gui.sources import load_image
 
 
+def measured(model, layer, unit, x, target="center"):
+    """The unit's activation for each input of ``x``, read here with a plain forward hook.
+
+    Independent of the optimizer's own objective: a wrong unit, position or layer there makes
+    the optimized image excite something else, and this baseline then fails the test.
+    """
+    seen = {}
+    mod = model if layer in ("", "output") else dict(model.named_modules())[layer]
+    h = mod.register_forward_hook(lambda m, a, o: seen.__setitem__("a", o.detach().clone()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    a = seen["a"][:, unit]
+    if a.ndim == 1:
+        return a
+    if target == "channel":
+        return a.flatten(1).mean(1)
+    y, x_ = (a.shape[1] // 2, a.shape[2] // 2) if target == "center" else target
+    return a[:, y, x_]
+
+
+def as_saved(spec, image):
+    """The optimized image as the user saves it (8-bit RGB), back through the spec: 1 x C x H x W."""
+    return torch.from_numpy(spec.to_array(np.ascontiguousarray(image[..., ::-1])))[None]
+
+
 def _demo():
     try:
         from cnnvis_gui.models import demo, demo_samples
@@ -31,10 +59,16 @@ def test_conv_unit_far_above_random_and_samples(preset, tmp_path):
     lm, samples = _demo()
     layer, unit = "features.10", 5
     res = maximize(lm.model, lm.spec, layer, unit, preset=preset, cache_dir=tmp_path, max_iter=60)
-    rnd = unit_activation(lm.model, lm.spec, layer, unit, random_input(lm.spec, 8))
-    smp = unit_activation(lm.model, lm.spec, layer, unit, samples)
+    rnd = measured(lm.model, layer, unit, random_input(lm.spec, 8))
+    smp = measured(lm.model, layer, unit, samples)
     ref = max(float(rnd.max()), float(smp.max()))
-    assert res.activation > 3 * ref and res.activation > 0
+    got = float(measured(lm.model, layer, unit, res.x)[0])
+    assert got == pytest.approx(res.activation, rel=1e-4, abs=1e-5)      # the reported number is the unit's
+    assert got > 3 * ref and got > 0
+    assert float(measured(lm.model, layer, unit, as_saved(lm.spec, res.image))[0]) > 3 * ref
+    # the optimizer's own measure agrees with the hook on every input
+    np.testing.assert_allclose(unit_activation(lm.model, lm.spec, layer, unit, samples).numpy(), smp.numpy(),
+                               rtol=1e-5, atol=1e-6)
     # the pixels stay what real images map to: the image round-trips through the spec
     back = torch.from_numpy(lm.spec.to_array(res.image[..., ::-1].copy()))
     assert torch.allclose(back, res.x[0], atol=0.5 / 255 / 0.25 + 1e-4)
@@ -43,9 +77,11 @@ def test_conv_unit_far_above_random_and_samples(preset, tmp_path):
 def test_output_class_far_above_random_and_samples(tmp_path):
     lm, samples = _demo()
     res = maximize(lm.model, lm.spec, "output", 3, preset=1, cache_dir=tmp_path, max_iter=80)
-    rnd = unit_activation(lm.model, lm.spec, "output", 3, random_input(lm.spec, 8))
-    smp = unit_activation(lm.model, lm.spec, "output", 3, samples)
-    assert res.activation > 3 * max(float(rnd.max()), float(smp.max()), 1.0)
+    rnd = measured(lm.model, "output", 3, random_input(lm.spec, 8))
+    smp = measured(lm.model, "output", 3, samples)
+    got = float(measured(lm.model, "output", 3, res.x)[0])
+    assert got == pytest.approx(res.activation, rel=1e-4, abs=1e-5)
+    assert got > 3 * max(float(rnd.max()), float(smp.max()), 1.0)
 
 
 class Gray(nn.Module):
@@ -68,11 +104,13 @@ def test_any_channels_and_size_and_targets(tmp_path):
     # preset 2 has no blur: a 1-pixel blur would wipe out a 3 x 3 receptive field
     for layer, target in [("relu", "center"), ("relu", "channel"), ("relu", (2, 11)), ("output", "center")]:
         res = maximize(m, spec, layer, 2, target=target, preset=2, use_cache=False, max_iter=40)
-        rnd = unit_activation(m, spec, layer, 2, random_input(spec, 8), target)
+        rnd = measured(m, layer, 2, random_input(spec, 8), target)
+        got = float(measured(m, layer, 2, res.x, target)[0])
+        assert got == pytest.approx(res.activation, rel=1e-4, abs=1e-5), (layer, target)
         assert res.x.shape == (1, 1, 10, 14) and res.image.shape == (10, 14, 3)
         assert res.history[-1] > res.history[0]
         if target != "channel":     # the channel mean of one random conv: noise is hard to beat here
-            assert res.activation > float(rnd.max())
+            assert got > float(rnd.max())
     with pytest.raises(CnnvisError, match="out of range"):
         maximize(m, spec, "relu", 6, use_cache=False, max_iter=2)
     with pytest.raises(CnnvisError, match="outside"):

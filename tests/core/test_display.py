@@ -421,3 +421,57 @@ def test_overlay_blends_and_resizes_non_square():
     np.testing.assert_array_equal(overlay(rgb, np.ones((40, 60)), alpha=1.0)[0, 0], hot)
     with pytest.raises(CnnvisError):
         overlay(rgb, cam, alpha=1.5)
+
+
+# ----------------------------------------------------------------------------- issue 16: edges a user can hit
+
+def test_position_at_floors_fractions_left_of_and_above_the_image():
+    """A click half a pixel left of (or above) a separator-free mosaic is outside it, not in unit 0.
+
+    pyqtgraph maps a click to float image coordinates; ``int(-0.5)`` would be 0 (truncation
+    toward zero) and select the first tile, ``floor(-0.5)`` is -1: outside.
+    """
+    acts = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    m = ActivationMosaic(acts, separator=0, aspect=4.0)
+    assert (m.rows, m.cols) == (1, 2)
+    for x, y in [(-0.5, 1.0), (1.0, -0.5), (-0.01, -0.99), (-0.99, 2.5)]:
+        assert m.position_at(x, y) is None, (x, y)
+        assert m.unit_at(x, y) is None, (x, y)
+    # fractions inside floor to the pixel they are in
+    assert m.position_at(0.0, 0.0) == (0, 0, 0)
+    assert m.position_at(3.99, 2.99) == (0, 2, 3)
+    assert m.position_at(4.0, 0.5) == (1, 0, 0)
+    assert m.position_at(7.99, 2.99) == (1, 2, 3)
+    assert m.position_at(8.0, 1.0) is None and m.position_at(1.0, 3.0) is None
+    # with separators and an upscale: a fraction inside the separator stays on it
+    m2 = ActivationMosaic(acts, separator=2, min_tile=8, aspect=4.0)
+    x0, y0, w, h = m2.tile_rect(1)
+    assert m2.position_at(x0 - 0.01, y0 + 1) is None
+    assert m2.position_at(x0 + w - 0.01, y0 + h - 0.01) == (1, 2, 3)
+    assert m2.position_at(x0 + 0.5, y0 + 0.5) == (1, 0, 0)
+
+
+def _blur_sigma_of_impulse(img: np.ndarray, y: int, x: int) -> float:
+    """Standard deviation (pixels) of the blurred impulse's profile along its row and column."""
+    v = img[..., 0].astype(np.float64)
+    est = []
+    for prof, c in ((v[y, :], x), (v[:, x], y)):
+        d = np.arange(prof.size) - c
+        est.append(np.sqrt((prof * d * d).sum() / prof.sum()))
+    return float(np.mean(est))
+
+
+@pytest.mark.parametrize("hw, sigma", [((120, 200), 2.4), ((300, 250), 5.0), ((40, 40), 1.0)])
+def test_normblur_default_sigma_is_the_documented_value(hw, sigma):
+    """Default blur = max(1, min(H, W) / 50) pixels (the docstring), measured on a blurred impulse."""
+    h, w = hw
+    g = np.zeros((3, h, w), np.float32)
+    g[:, h // 2, w // 2] = 1.0
+    img = saliency_to_image(g, "normblur")
+    measured = _blur_sigma_of_impulse(img, h // 2, w // 2)
+    assert measured == pytest.approx(sigma, rel=0.08), measured
+    # and the default is exactly what passing that sigma gives
+    np.testing.assert_array_equal(img, saliency_to_image(g, "normblur", sigma=sigma))
+    # the measurement itself tells sigmas apart
+    other = _blur_sigma_of_impulse(saliency_to_image(g, "normblur", sigma=sigma * 1.3), h // 2, w // 2)
+    assert other == pytest.approx(sigma * 1.3, rel=0.08)

@@ -154,15 +154,24 @@ def test_torchvision_arch_guesses_imagenet():
         load(arch="torchvision:resnet181")
 
 
-def test_timm_missing_or_present():
-    try:
-        import timm  # noqa: F401
-    except ImportError:
-        with pytest.raises(ModelLoadError, match="pip install timm"):
-            load(arch="timm:resnet18")
-    else:
-        lm = load(arch="timm:resnet18", num_classes=3)
-        assert lm.output_shape == (3,)
+def test_timm_arch_builds_timms_model():
+    """timm is in the test extra: the real branch runs (the model is timm's own, same parameters)."""
+    import timm
+    lm = load(arch="timm:resnet18", num_classes=3)
+    assert lm.output_shape == (3,)
+    assert type(lm.model).__module__.startswith("timm.")
+    ref = timm.create_model("resnet18", pretrained=False, num_classes=3)
+    assert {k: tuple(v.shape) for k, v in lm.model.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    with pytest.raises(ModelLoadError, match="did you mean.*resnet18"):
+        load(arch="timm:resnet181")
+
+
+def test_timm_missing_says_how_to_install(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "timm", None)        # import timm now raises ImportError
+    with pytest.raises(ModelLoadError, match="pip install timm"):
+        load(arch="timm:resnet18")
 
 
 def test_python_file_arch(tmp_path):
