@@ -34,7 +34,7 @@ def test_core_does_not_import_other_project_packages():
 
 
 def test_import_contracts_hold():
-    """The import-linter contracts in pyproject.toml: layers qt > cli > atlas > models | sources > core,
+    """The import-linter contracts in pyproject.toml: layers qt > cli > atlas | options > models | sources > core,
     core imports nothing of ours above it and no Qt, nothing but qt imports PyQt5/pyqtgraph or qt, no cycles."""
     code = ("import sys\n"
             "from importlinter.cli import lint_imports\n"
