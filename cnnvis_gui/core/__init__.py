@@ -4,14 +4,14 @@ Imports torch, numpy and OpenCV only -- never Qt.
 """
 from .errors import CnnvisError
 from .spec import InputSpec, FIT_MODES, IMAGENET_MEAN, IMAGENET_STD
-from .engine import (METHODS, OBJECTIVES, Visualizer, Frame, ModelMap, LayerInfo, ModelForwardError,
-                     saliency, grad_cam, model_map)
+from .engine import (METHODS, SALIENCY_METHODS, CAM_METHODS, OBJECTIVES, Visualizer, Frame, ModelMap,
+                     LayerInfo, ModelForwardError, saliency, grad_cam, cam, model_map)
 from .display import (ActivationMosaic, normalize_unit, saliency_to_image, FILTERS, colormap_lut, heatmap,
                       overlay)
 
 __all__ = [
     "CnnvisError", "InputSpec", "FIT_MODES", "IMAGENET_MEAN", "IMAGENET_STD",
-    "METHODS", "OBJECTIVES", "Visualizer", "Frame", "ModelMap", "LayerInfo", "ModelForwardError",
-    "saliency", "grad_cam", "model_map",
+    "METHODS", "SALIENCY_METHODS", "CAM_METHODS", "OBJECTIVES", "Visualizer", "Frame", "ModelMap",
+    "LayerInfo", "ModelForwardError", "saliency", "grad_cam", "cam", "model_map",
     "ActivationMosaic", "normalize_unit", "saliency_to_image", "FILTERS", "colormap_lut", "heatmap", "overlay",
 ]

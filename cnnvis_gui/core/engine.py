@@ -40,16 +40,20 @@ import torch.nn.functional as F
 from torch.autograd.graph import get_gradient_edge
 from torch.overrides import TorchFunctionMode
 
+from . import attribution as _attribution
+from . import cams as _cams
 from .errors import CnnvisError
 from .hooks import HookSet
 from .spec import InputSpec
 
 METHODS = ("gradient", "deconvnet", "guided")
+SALIENCY_METHODS = METHODS + _attribution.ATTRIBUTION_METHODS   # everything Frame.saliency answers
+CAM_METHODS = _cams.CAM_METHODS
 OBJECTIVES = ("sum", "activation", "max")
 
 __all__ = [
-    "METHODS", "OBJECTIVES", "Visualizer", "Frame", "ModelMap", "LayerInfo",
-    "ModelForwardError", "saliency", "grad_cam", "model_map",
+    "METHODS", "SALIENCY_METHODS", "CAM_METHODS", "OBJECTIVES", "Visualizer", "Frame", "ModelMap",
+    "LayerInfo", "ModelForwardError", "saliency", "grad_cam", "cam", "model_map",
 ]
 
 
@@ -553,7 +557,9 @@ class Visualizer:
         out = _run_recorded(self.model, x_in, rec, grad=True)
         ms = (time.perf_counter() - t0) * 1000.0
         rec.watched.clear()
-        return Frame(x_leaf, out, rec, box, ms)
+        frame = Frame(x_leaf, out, rec, box, ms)
+        frame.visualizer = self  # integrated gradients, SmoothGrad and Score-CAM run batched forwards
+        return frame
 
 
 class Frame:
@@ -578,6 +584,7 @@ class Frame:
         self.other_activations = dict(rec.other_activations)
         self.notices = _activation_notices(rec.relu_calls, rec.functional_relu_calls, rec.other_activations)
         self._map = _build_map(rec)
+        self.visualizer: Visualizer | None = None  # set by Visualizer.forward
 
     # ------------------------------------------------------------------ inspection
     @property
@@ -683,12 +690,18 @@ class Frame:
         return list(grads)
 
     def saliency(self, layer: str, unit: int, method: str = "guided", objective="sum",
-                 call: int = -1) -> torch.Tensor:
+                 call: int = -1, *, smoothgrad: int = 0, noise: float = 0.15, steps: int = 32,
+                 baseline=None, seed: int | None = None) -> torch.Tensor:
         """Gradient of the unit's objective w.r.t. the input under ``method``'s ReLU rule.
 
         Returns a tensor shaped like the input (N x C x H x W).  For N > 1 each sample's
-        gradient is that of its own objective.
+        gradient is that of its own objective.  ``"input-x-gradient"``,
+        ``"integrated-gradients"`` and ``smoothgrad=N`` are in :mod:`cnnvis_gui.core.attribution`
+        (integrated gradients and SmoothGrad run their extra forwards batched).
         """
+        if method not in METHODS or (smoothgrad and noise):
+            return _attribution.attribute(self, layer, unit, method, objective, call, smoothgrad=smoothgrad,
+                                          noise=noise, steps=steps, baseline=baseline, seed=seed)
         (g,) = self._grad(layer, unit, method, objective, call, [self._x])
         return torch.zeros_like(self._x) if g is None else g.detach()
 
@@ -707,30 +720,19 @@ class Frame:
 
         weights = spatial mean of the *plain* gradient w.r.t. the cam layer's activations;
         map = relu(sum_k weights_k * A_k), upsampled bilinearly to the input size and
-        divided by its maximum (an all-zero map stays zero).
+        divided by its maximum (an all-zero map stays zero).  Same as ``cam(method="gradcam")``.
         """
-        if cam_layer is None:
-            cam_layer = self.default_cam_layer(layer, call)
-            if cam_layer is None:
-                raise CnnvisError(f"no convolutional layer runs before {layer!r}; choose a Grad-CAM layer.")
-        cam_name, cam = self._call(cam_layer)
-        A = cam.value.detach()
-        if A.ndim != 4:
-            raise CnnvisError(f"Grad-CAM needs a layer with N x C x H x W output; {cam_name!r} has shape "
-                              f"{tuple(A.shape)}.")
-        if cam.edge is None:
-            g = None
-        else:
-            (g,) = self._grad(layer, unit, "gradient", objective, call, [cam.edge])
-        H, W = self._x.shape[-2:]
-        if g is None:
-            return torch.zeros((A.shape[0], H, W), device=A.device, dtype=A.dtype)
-        weights = g.mean(dim=(2, 3), keepdim=True)
-        cam_map = torch.relu((weights * A).sum(dim=1, keepdim=True))
-        cam_map = F.interpolate(cam_map, size=(H, W), mode="bilinear", align_corners=False)[:, 0]
-        peak = cam_map.amax(dim=(1, 2), keepdim=True)
-        return torch.where(peak > 0, cam_map / peak.clamp_min(torch.finfo(cam_map.dtype).tiny),
-                           torch.zeros_like(cam_map))
+        return _cams.frame_cam(self, layer, unit, cam_layer, "gradcam", objective, call)
+
+    def cam(self, layer: str, unit: int, cam_layer: str | None = None, method: str = "gradcam",
+            objective="sum", call: int = -1) -> torch.Tensor:
+        """A CAM of the unit at ``cam_layer`` (:data:`CAM_METHODS`), N x H x W in [0, 1].
+
+        The gradient-based methods and Eigen-CAM are answered from this frame (one backward, no
+        new forward); Score-CAM runs its masked forwards batched.  Formulas and papers:
+        :mod:`cnnvis_gui.core.cams`.
+        """
+        return _cams.frame_cam(self, layer, unit, cam_layer, method, objective, call)
 
     def guided_grad_cam(self, layer: str, unit: int, cam_layer: str | None = None, objective="sum",
                         call: int = -1) -> torch.Tensor:
@@ -752,18 +754,22 @@ class Frame:
 
 
 def saliency(model: nn.Module, x: torch.Tensor, layer: str, unit: int, method: str = "guided",
-             objective="sum") -> torch.Tensor:
-    """Gradient of a unit's objective w.r.t. ``x`` (1 x C x H x W) under a backprop rule.
+             objective="sum", smoothgrad: int = 0, noise: float = 0.15, steps: int = 32, baseline=None,
+             seed: int | None = None) -> torch.Tensor:
+    """Attribution of a unit's objective to ``x`` (1 x C x H x W); a tensor shaped like ``x``.
 
     ``method``: ``"gradient"``, ``"deconvnet"`` (Zeiler & Fergus 2014) or ``"guided"``
-    (Springenberg et al. 2015); the rule is applied at every ReLU the forward runs,
-    modules and functional calls alike.  ``objective``: ``"sum"`` over the channel's
-    positions, ``"activation"`` (gradient of 1/2 sum a^2, the deep visualization toolbox's
-    seed), ``"max"`` (strongest position) or a ``(y, x)`` position.  Returns a tensor
-    shaped like ``x``.
+    (Springenberg et al. 2015) -- the rule is applied at every ReLU the forward runs,
+    modules and functional calls alike -- or ``"input-x-gradient"`` / ``"integrated-gradients"``
+    (``steps`` Gauss-Legendre points from ``baseline``, zeros by default).  ``smoothgrad=N``
+    averages any method over N noisy copies (std ``noise`` x the input's range; ``seed``).
+    ``objective``: ``"sum"`` over the channel's positions, ``"activation"`` (gradient of
+    1/2 sum a^2, the deep visualization toolbox's seed), ``"max"`` (strongest position) or a
+    ``(y, x)`` position.  See :mod:`cnnvis_gui.core.attribution`.
     """
     with Visualizer(model).forward(x) as frame:
-        return frame.saliency(layer, unit, method, objective)
+        return frame.saliency(layer, unit, method, objective, smoothgrad=smoothgrad, noise=noise,
+                              steps=steps, baseline=baseline, seed=seed)
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, layer: str, unit: int, cam_layer: str | None = None,
@@ -771,6 +777,16 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: str, unit: int, cam_layer
     """Grad-CAM map of ``unit`` of ``layer`` at ``cam_layer`` for a 1 x C x H x W input: H x W in [0, 1]."""
     with Visualizer(model).forward(x) as frame:
         return frame.grad_cam(layer, unit, cam_layer, objective)[0]
+
+
+def cam(model: nn.Module, x: torch.Tensor, layer: str, unit: int, cam_layer: str | None = None,
+        method: str = "gradcam", objective="sum") -> torch.Tensor:
+    """CAM map (:data:`CAM_METHODS`) of ``unit`` of ``layer`` at ``cam_layer`` for a 1 x C x H x W input.
+
+    H x W in [0, 1]; ``method="gradcam"`` equals :func:`grad_cam`.  Formulas: :mod:`cnnvis_gui.core.cams`.
+    """
+    with Visualizer(model).forward(x) as frame:
+        return frame.cam(layer, unit, cam_layer, method, objective)[0]
 
 
 def model_map(model: nn.Module, spec: InputSpec) -> ModelMap:

@@ -1,0 +1,177 @@
+"""The class-activation-map family on one recorded frame.
+
+Notation: ``A_k`` is channel k (h x w) of the CAM layer's activations, ``g_k = dS/dA_k`` the
+*plain* gradient of the unit's objective S w.r.t. it (the engine's ``"gradient"`` rule), sums
+over ``ij`` run over the h x w positions.  Every method builds an h x w map ``L``, then -- as
+:meth:`Frame.grad_cam` always did -- ``relu``, bilinear upsampling to the input's H x W
+(``align_corners=False``) and division by the maximum (an all-zero map stays zero).
+
+========== ======================================================== ==============================
+method     map before relu / upsampling                             paper
+========== ======================================================== ==============================
+gradcam    ``sum_k w_k A_k``, ``w_k = mean_ij g_k,ij``              Selvaraju et al. 2017,
+                                                                    "Grad-CAM"
+hirescam   ``sum_k g_k * A_k`` (element-wise, no averaging)         Draelos & Carin 2020,
+                                                                    "Use HiResCAM instead of
+                                                                    Grad-CAM"
+xgradcam   ``sum_k w_k A_k``, ``w_k = sum_ij A_k,ij g_k,ij /        Fu et al. 2020, "Axiom-based
+           sum_ij A_k,ij`` (0 where ``sum_ij A_k,ij = 0``)          Grad-CAM" (XGrad-CAM)
+layercam   ``sum_k relu(g_k) * A_k`` (element-wise)                 Jiang et al. 2021, "LayerCAM"
+gradcam++  ``sum_k w_k A_k``, ``w_k = sum_ij a_k,ij relu(g_k,ij)``, Chattopadhay et al. 2018,
+           ``a = g^2 / (2 g^2 + (sum_ab A_k,ab) g^3)`` (0 where     "Grad-CAM++" (eq. 19, with
+           the denominator is 0)                                    Y = exp(S))
+scorecam   ``sum_k a_k A_k``, ``a = softmax_k(S(x * H_k))``, where  Wang et al. 2020, "Score-CAM"
+           ``H_k`` is ``A_k`` upsampled to H x W and min-max        (Algorithm 1)
+           scaled to [0, 1]; one masked forward per channel,
+           batched; channels constant over the map carry no
+           location and get weight 0 (no forward)
+eigencam   ``A V_1``: the (h w) x K matrix of activations times     Muhammad & Yeasin 2020,
+           its first right singular vector, sign chosen so that     "Eigen-CAM"
+           the map sums to >= 0.  Class-agnostic: ignores the unit
+========== ======================================================== ==============================
+
+Grad-CAM++ note: the paper takes the class score as ``Y = exp(S)``, so that its second and third
+derivatives are powers of ``g``; the positive factor ``exp(S)`` in ``relu(dY/dA)`` cancels in
+the final division by the maximum.  Score-CAM note: the paper's ``S(x * H_k) - S(x_b)`` baseline
+term cancels inside the softmax, so it is not computed.
+
+All gradient-based methods are answered from the recorded frame with one backward and no new
+forward; Eigen-CAM needs no backward; Score-CAM runs the masked copies through the model in
+batches of :data:`SCORECAM_BATCH`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import CnnvisError
+
+CAM_METHODS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam")
+GRADIENT_CAMS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++")
+SCORECAM_BATCH = 16   # masked inputs per Score-CAM forward
+
+__all__ = ["CAM_METHODS", "GRADIENT_CAMS", "SCORECAM_BATCH", "frame_cam", "cam_from_gradients",
+           "eigen_cam", "unit_scores"]
+
+
+def cam_from_gradients(method: str, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The N x 1 x h x w map of a gradient-based CAM (before relu) from activations and gradients."""
+    if method == "gradcam":
+        weights = g.mean(dim=(2, 3), keepdim=True)
+        return (weights * A).sum(dim=1, keepdim=True)
+    if method == "hirescam":
+        return (g * A).sum(dim=1, keepdim=True)
+    if method == "layercam":
+        return (g.clamp(min=0) * A).sum(dim=1, keepdim=True)
+    sum_a = A.sum(dim=(2, 3), keepdim=True)
+    if method == "xgradcam":
+        num = (A * g).sum(dim=(2, 3), keepdim=True)
+        weights = torch.where(sum_a != 0, num / torch.where(sum_a != 0, sum_a, torch.ones_like(sum_a)),
+                              torch.zeros_like(num))
+        return (weights * A).sum(dim=1, keepdim=True)
+    if method == "gradcam++":
+        g2 = g * g
+        denom = 2 * g2 + sum_a * g2 * g
+        alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
+                            torch.zeros_like(g2))
+        weights = (alpha * g.clamp(min=0)).sum(dim=(2, 3), keepdim=True)
+        return (weights * A).sum(dim=1, keepdim=True)
+    raise CnnvisError(f"{method!r} is not a gradient-based CAM; choose one of {', '.join(GRADIENT_CAMS)}.")
+
+
+def eigen_cam(A: torch.Tensor) -> torch.Tensor:
+    """Eigen-CAM's N x 1 x h x w projection on the first principal direction (no centering)."""
+    N, K, h, w = A.shape
+    out = torch.zeros((N, 1, h, w), device=A.device, dtype=A.dtype)
+    for n in range(N):
+        M = A[n].reshape(K, h * w).T                     # (h w) x K
+        if not torch.isfinite(M).all() or not M.any():
+            continue
+        _, _, vh = torch.linalg.svd(M.double(), full_matrices=False)
+        p = (M.double() @ vh[0]).to(A.dtype)
+        if p.sum() < 0:
+            p = -p
+        out[n, 0] = p.reshape(h, w)
+    return out
+
+
+def unit_scores(a: torch.Tensor, unit: int, objective="sum") -> torch.Tensor:
+    """Per-sample value of the unit's objective (what :meth:`Frame.saliency` differentiates)."""
+    sel = a[:, unit]
+    if objective == "sum":
+        return sel.reshape(sel.shape[0], -1).sum(dim=1)
+    if objective == "activation":
+        return 0.5 * (sel * sel).reshape(sel.shape[0], -1).sum(dim=1)
+    if objective == "max":
+        return sel.reshape(sel.shape[0], -1).amax(dim=1)
+    pos = tuple(int(p) for p in objective)
+    return sel[(slice(None),) + pos]
+
+
+def _score_cam(frame, layer, unit, A, objective, call) -> torch.Tensor:
+    vis = frame.visualizer
+    if vis is None:
+        raise CnnvisError("Score-CAM needs a frame recorded by a Visualizer (it runs masked forwards).")
+    x = frame.input
+    N, K = A.shape[:2]
+    H, W = x.shape[-2:]
+    up = F.interpolate(A, size=(H, W), mode="bilinear", align_corners=False)   # N x K x H x W
+    lo = up.amin(dim=(2, 3), keepdim=True)
+    hi = up.amax(dim=(2, 3), keepdim=True)
+    varies = (hi > lo)[:, :, 0, 0]                                              # N x K
+    masks = torch.where(hi > lo, (up - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi)),
+                        torch.zeros_like(up))
+    channels = torch.nonzero(varies.any(dim=0)).flatten().tolist()
+    scores = torch.full((N, K), float("-inf"), device=A.device, dtype=torch.float64)
+    per = max(1, SCORECAM_BATCH // N)
+    for i in range(0, len(channels), per):
+        ks = channels[i:i + per]
+        xs = (x.unsqueeze(0) * masks[:, ks].transpose(0, 1).unsqueeze(2))        # k x N x C x H x W
+        with vis.forward(xs.reshape((-1,) + tuple(x.shape[1:]))) as f:
+            s = unit_scores(f.activations(layer, call), unit, objective)
+        scores[:, ks] = s.reshape(len(ks), N).T.double()
+    scores = torch.where(varies, scores, torch.full_like(scores, float("-inf")))
+    alive = varies.any(dim=1, keepdim=True)
+    weights = torch.where(alive, torch.softmax(torch.where(alive, scores, torch.zeros_like(scores)), dim=1),
+                          torch.zeros_like(scores)).to(A.dtype)
+    return (weights[:, :, None, None] * A).sum(dim=1, keepdim=True)
+
+
+def _finish(cam_map: torch.Tensor, size) -> torch.Tensor:
+    """relu, bilinear upsampling to ``size`` and division by the maximum: N x H x W in [0, 1]."""
+    cam_map = torch.relu(cam_map)
+    cam_map = F.interpolate(cam_map, size=size, mode="bilinear", align_corners=False)[:, 0]
+    peak = cam_map.amax(dim=(1, 2), keepdim=True)
+    return torch.where(peak > 0, cam_map / peak.clamp_min(torch.finfo(cam_map.dtype).tiny),
+                       torch.zeros_like(cam_map))
+
+
+def frame_cam(frame, layer: str, unit: int, cam_layer: str | None = None, method: str = "gradcam",
+              objective="sum", call: int = -1) -> torch.Tensor:
+    """CAM ``method`` of the unit (its objective S) at ``cam_layer``: N x H x W in [0, 1].
+
+    ``cam_layer`` defaults to the last convolutional layer that finishes before ``layer``
+    (:meth:`Frame.default_cam_layer`).  See the module docstring for each method's formula.
+    """
+    if method not in CAM_METHODS:
+        raise CnnvisError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}.")
+    if cam_layer is None:
+        cam_layer = frame.default_cam_layer(layer, call)
+        if cam_layer is None:
+            raise CnnvisError(f"no convolutional layer runs before {layer!r}; choose a CAM layer.")
+    A = frame.activations(cam_layer)
+    if A.ndim != 4:
+        raise CnnvisError(f"a CAM needs a layer with N x C x H x W output; {cam_layer!r} has shape "
+                          f"{tuple(A.shape)}.")
+    if method in GRADIENT_CAMS:
+        g = frame.gradient_at(cam_layer, layer, unit, "gradient", objective, call)
+        cam_map = cam_from_gradients(method, A, g)
+    elif method == "eigencam":
+        frame.activations(layer, call)   # the unit is not used, but a wrong layer still says so
+        cam_map = eigen_cam(A)
+    else:
+        # the gradient of the objective at the unit's own layer: a backward through one op that
+        # checks unit and objective with the engine's own messages before any masked forward
+        frame.gradient_at(layer, layer, unit, "gradient", objective, call, at_call=call)
+        cam_map = _score_cam(frame, layer, unit, A, objective, call)
+    return _finish(cam_map, tuple(frame.input.shape[-2:]))
