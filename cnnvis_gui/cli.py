@@ -2,7 +2,7 @@
 
     cnnvis info   [model options] [--json]
     cnnvis export [model options] --input IMAGE|FOLDER|VIDEO --layer L [--units ...|--top N]
-                  --method guided,gradcam --out DIR [--raw]
+                  --method guided,gradcam --out DIR [--raw] [--smoothgrad N --noise S --steps K]
 
 Qt-free: imports the core, ``cnnvis_gui.models`` and ``cnnvis_gui.sources`` only, so it
 runs on a server with no display.  Every image costs **one** recorded forward
@@ -42,7 +42,16 @@ PROG = "cnnvis"
 EXIT_OK = 0
 EXIT_FAILURE = 1      #: the run started but failed (model forward raised, disk full...)
 EXIT_USAGE = 2        #: a bad argument: unknown layer, unit out of range, missing file...
-EXPORT_METHODS = ("gradient", "deconvnet", "guided", "gradcam", "guided-gradcam")
+# the saliency methods (core.SALIENCY_METHODS), the CAM family (core.CAM_METHODS), guided Grad-CAM
+EXPORT_METHODS = ("gradient", "deconvnet", "guided", "input-x-gradient", "integrated-gradients", "gradcam",
+                  "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam", "guided-gradcam")
+_CAM_EXPORTS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam")
+_METHOD_ALIASES = {"guidedgradcam": "guided-gradcam", "guided-grad-cam": "guided-gradcam", "grad-cam": "gradcam",
+                   "ig": "integrated-gradients", "integrated-gradient": "integrated-gradients",
+                   "inputxgradient": "input-x-gradient", "input-x-grad": "input-x-gradient",
+                   "grad-cam++": "gradcam++", "gradcampp": "gradcam++", "gradcamplusplus": "gradcam++",
+                   "hires-cam": "hirescam", "xgrad-cam": "xgradcam", "layer-cam": "layercam",
+                   "score-cam": "scorecam", "eigen-cam": "eigencam"}
 DEFAULT_TOP = 9
 
 
@@ -114,10 +123,7 @@ def parse_methods(values) -> list:
             if m == "all":
                 out.extend(EXPORT_METHODS)
                 continue
-            if m in ("guidedgradcam", "guided-grad-cam"):
-                m = "guided-gradcam"
-            if m in ("grad-cam",):
-                m = "gradcam"
+            m = _METHOD_ALIASES.get(m, m)
             if m not in EXPORT_METHODS:
                 raise UsageError(f"unknown method {m!r}; choose from {', '.join(EXPORT_METHODS)} "
                                  f"(comma-separated, or 'all')")
@@ -331,8 +337,9 @@ def _top_units(acts, k: int) -> list:
 def cmd_export(args) -> int:
     """``cnnvis export``: PNGs (and optionally a .npz) per image, unit and method."""
     import torch
-    from cnnvis_gui.core import (Visualizer, ActivationMosaic, ModelForwardError, saliency_to_image, overlay,
-                                 heatmap, colormap_lut)
+    from cnnvis_gui.core import (Visualizer, ActivationMosaic, CnnvisError, ModelForwardError, saliency_to_image,
+                                 overlay, heatmap, colormap_lut)
+    from cnnvis_gui.core.attribution import check_options as check_attribution_options
 
     t0 = time.perf_counter()
     methods = parse_methods(args.method) or ["guided"]
@@ -349,6 +356,11 @@ def cmd_export(args) -> int:
         raise UsageError(f"--max-frames must be at least 1, got {args.max_frames}")
     if not 0.0 <= args.cam_alpha <= 1.0:
         raise UsageError(f"--cam-alpha must be in [0, 1], got {args.cam_alpha}")
+    try:
+        check_attribution_options(args.smoothgrad, args.noise, args.steps, args.seed)
+    except CnnvisError as e:
+        raise UsageError(f"--{e}") from None
+    smooth = dict(smoothgrad=args.smoothgrad, noise=args.noise, steps=args.steps, seed=args.seed)
     colormap_lut(args.cmap)        # an unknown colour map fails now, naming the known ones
 
     quiet = args.quiet
@@ -383,7 +395,7 @@ def cmd_export(args) -> int:
         fixed_units = units_arg
     else:
         fixed_units = None
-    cam_methods = {"gradcam", "guided-gradcam"} & set(methods)
+    cam_methods = set(_CAM_EXPORTS + ("guided-gradcam",)) & set(methods)
     if args.cam_layer is not None:
         cinfo = mm[args.cam_layer]
         if not cinfo.visualizable or cinfo.shape is None or len(cinfo.shape) != 3:
@@ -423,7 +435,7 @@ def cmd_export(args) -> int:
         if cam_methods and resolved_cam["name"] is None:
             c = frame.default_cam_layer(layer)
             if c is None:
-                raise UsageError(f"no convolutional layer runs before {layer or 'output'!r}, so Grad-CAM has "
+                raise UsageError(f"no convolutional layer runs before {layer or 'output'!r}, so a CAM has "
                                  f"nowhere to look; choose one with --cam-layer")
             resolved_cam["name"] = c
         cl = resolved_cam["name"]
@@ -445,19 +457,19 @@ def cmd_export(args) -> int:
         wanted = [set(us) for us in per_item]
         for u in dict.fromkeys(u for us in per_item for u in us):
             for m in methods:
-                if m == "gradcam":
-                    v = frame.grad_cam(layer, u, cl, objective)
+                if m in _CAM_EXPORTS:
+                    v = frame.cam(layer, u, cl, m, objective)
                 elif m == "guided-gradcam":
                     v = frame.guided_grad_cam(layer, u, cl, objective)
                 else:
-                    v = frame.saliency(layer, u, m, objective)
+                    v = frame.saliency(layer, u, m, objective, **smooth)
                 v = v.detach().cpu()
                 n_requests += 1
                 for i in range(len(batch)):
                     if u not in wanted[i]:
                         continue
                     a = v[i].numpy()
-                    if m == "gradcam":
+                    if m in _CAM_EXPORTS:
                         img = heatmap(a, args.cmap) if args.cam_style == "heatmap" else \
                             overlay(shown[i], a, alpha=args.cam_alpha, cmap=args.cmap)
                     else:
@@ -476,7 +488,8 @@ def cmd_export(args) -> int:
                 if cam_methods:
                     arrays["cam_layer"] = np.asarray(cl)
                 for m in methods:
-                    key = "gradcam" if m == "gradcam" else "saliency_" + m.replace("-", "_")
+                    key = (m.replace("++", "pp") if m in _CAM_EXPORTS else
+                           "saliency_" + m.replace("-", "_"))
                     by_unit = dict(raw[i][m])
                     stack = [by_unit[u] for u in per_item[i]]
                     arrays[key] = np.stack(stack) if stack else np.zeros((0,))
@@ -588,17 +601,25 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--method", action="append", metavar="M[,M...]",
                     help=f"saliency method(s), comma-separated or repeated: {', '.join(EXPORT_METHODS)} or 'all' "
                          f"(default guided)")
+    io.add_argument("--smoothgrad", type=int, default=0, metavar="N",
+                    help="average the saliency methods over N noisy copies of each image (SmoothGrad; default 0: off)")
+    io.add_argument("--noise", type=float, default=0.15, metavar="S",
+                    help="SmoothGrad noise: standard deviation as a fraction of the image's value range (default 0.15)")
+    io.add_argument("--steps", type=int, default=32, metavar="K",
+                    help="integrated-gradients points from the all-zero baseline (Gauss-Legendre; default 32)")
+    io.add_argument("--seed", type=int, default=0, metavar="SEED",
+                    help="seed of the SmoothGrad noise, so that a rerun writes the same files (default 0)")
     io.add_argument("--objective", default="sum", metavar="sum|activation|max|Y,X",
                     help="what is maximized for a unit: the sum over positions (default), 1/2 sum of squares, the "
                          "strongest position, or one position Y,X of the unit's map")
     io.add_argument("--filter", default="raw", choices=("raw", "gray", "norm", "normblur"),
                     help="how gradients become pictures (default raw: signed, 0 = mid grey)")
     io.add_argument("--cam-layer", metavar="L",
-                    help="Grad-CAM layer (default: the last convolution that runs before --layer)")
+                    help="the CAM methods' layer (default: the last convolution that runs before --layer)")
     io.add_argument("--cam-style", default="overlay", choices=("overlay", "heatmap"),
-                    help="gradcam PNGs: the map over the input (default) or the colour map alone")
+                    help="CAM PNGs: the map over the input (default) or the colour map alone")
     io.add_argument("--cam-alpha", type=float, default=0.5, metavar="A", help="overlay opacity (default 0.5)")
-    io.add_argument("--cmap", default="inferno", help="colour map for Grad-CAM (default inferno)")
+    io.add_argument("--cmap", default="inferno", help="colour map for the CAM methods (default inferno)")
     io.add_argument("--raw", action="store_true",
                     help="also write raw.npz per image: input tensor, activations, saliency per unit and method")
     io.add_argument("--zoom", type=int, default=1, metavar="K",

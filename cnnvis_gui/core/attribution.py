@@ -34,7 +34,8 @@ COPIES_PER_FORWARD = 8     # copies of the input per batched forward (memory sta
 MAX_SMOOTHGRAD = 1024
 MAX_STEPS = 1024
 
-__all__ = ["ATTRIBUTION_METHODS", "COPIES_PER_FORWARD", "gauss_legendre", "attribute", "needs_extra_forwards"]
+__all__ = ["ATTRIBUTION_METHODS", "COPIES_PER_FORWARD", "gauss_legendre", "attribute", "check_options",
+           "needs_extra_forwards"]
 
 
 def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +53,8 @@ def needs_extra_forwards(method: str, smoothgrad: int = 0, noise: float = 0.15) 
     return method == "integrated-gradients" or (bool(smoothgrad) and noise > 0)
 
 
-def _check_options(method, smoothgrad, noise, steps, seed):
+def check_options(smoothgrad: int = 0, noise: float = 0.15, steps: int = 32, seed=None) -> None:
+    """Raise a :class:`CnnvisError` naming the first bad SmoothGrad / integrated-gradients option."""
     if isinstance(smoothgrad, bool) or not isinstance(smoothgrad, numbers.Integral) or not \
             0 <= smoothgrad <= MAX_SMOOTHGRAD:
         raise CnnvisError(f"smoothgrad is the number of noisy copies, an integer in 0..{MAX_SMOOTHGRAD} "
@@ -144,7 +146,7 @@ def attribute(frame, layer: str, unit: int, method: str, objective="sum", call: 
     if method not in RULE_METHODS + ATTRIBUTION_METHODS:
         raise CnnvisError(f"unknown method {method!r}; choose one of "
                           f"{', '.join(RULE_METHODS + ATTRIBUTION_METHODS)}.")
-    _check_options(method, smoothgrad, noise, steps, seed)
+    check_options(smoothgrad, noise, steps, seed)
     x = frame.input
     # the gradient at the unit's own layer is a backward through one op: it checks layer, call,
     # unit and objective with the engine's own messages before any extra forward runs
