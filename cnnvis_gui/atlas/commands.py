@@ -1,11 +1,16 @@
 """``cnnvis atlas`` and ``cnnvis optimize``: the unit atlas from the command line.
 
     cnnvis atlas    [model options] --images FOLDER --layer L [--top 9] --out DIR
+    cnnvis atlas    [model options] --images FOLDER --layer L --shard I/N --out DIR_I
+    cnnvis atlas merge [model options] DIR_0 ... DIR_N-1 --out DIR
+    torchrun --nproc_per_node N -m cnnvis_gui atlas [model options] --images FOLDER --layer L --out DIR
     cnnvis optimize [model options] --layer L --unit U [--preset N] --out FILE.png
 
 Registered by :mod:`cnnvis_gui.cli` through :func:`register`, which receives the CLI's
 shared ``add_model_arguments(parser)`` / ``model_from_args(args)`` so that model loading
-is the same as for ``cnnvis info`` / ``cnnvis export``.
+is the same as for ``cnnvis info`` / ``cnnvis export``.  The shard, merge and torchrun
+variants live in :mod:`cnnvis_gui.atlas.shard_commands`; all of them write the atlas through
+:func:`write_atlas`.
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ import numpy as np
 
 from ..core import CnnvisError
 
-__all__ = ["register", "cmd_atlas", "cmd_optimize"]
+__all__ = ["register", "cmd_atlas", "cmd_optimize", "write_atlas", "model_options_text",
+           "report_model_failures", "run_scan_with_bar"]
 
 
 def _ranged(kind, minimum, strict: bool, what: str):
@@ -42,33 +48,50 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     """Add the ``atlas`` and ``optimize`` sub-commands to the ``cnnvis`` parser."""
     pa = subparsers.add_parser(
         "atlas", help="top-k images per unit from a folder, with receptive-field and deconv crops",
+        usage="%(prog)s [model options] --images FOLDER --layer L [--top K] [--shard I/N] --out DIR [options]\n"
+              "       %(prog)s merge [model options] DIR_0 ... DIR_N-1 --out DIR [options]\n"
+              "       torchrun --nproc_per_node N -m cnnvis_gui atlas [same options as the first form]",
         description="Scan a folder of images (recursively) and write, for every unit of the layer(s), a "
                     "montage DIR/<layer>/unit_<U>.png (the k top crops, then their deconv crops) and "
                     "DIR/atlas.json (every unit's hits: image path, position, activation, highest first). "
-                    "The scan is cached and resumes after an interruption.")
+                    "The scan is cached and resumes after an interruption. Under torchrun every rank scans "
+                    "a slice and rank 0 writes DIR; --shard I/N scans slice I only and 'atlas merge' joins "
+                    "the N parts.")
     add_model_arguments(pa)
     g = pa.add_argument_group("atlas")
-    g.add_argument("--images", "-i", required=True, metavar="FOLDER", help="folder of images (searched recursively)")
-    g.add_argument("--layer", "-l", required=True, action="append", metavar="L[,L...]",
-                   help="layer name(s) from 'cnnvis info' ('output' = model output); repeat or comma-separate")
+    g.add_argument("--images", "-i", metavar="FOLDER", help="folder of images (searched recursively; required)")
+    g.add_argument("--layer", "-l", action="append", metavar="L[,L...]",
+                   help="layer name(s) from 'cnnvis info' ('output' = model output); repeat or comma-separate "
+                        "(required)")
     g.add_argument("--top", "-k", type=_ranged(int, 0, True, "--top"), default=9, metavar="K", help="images per unit (default 9)")
-    g.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (created if needed)")
-    g.add_argument("--units", metavar="0,5,10-15", help="montages only for these units (default: all)")
-    g.add_argument("--method", default="guided", choices=("guided", "deconvnet"),
-                   help="backprop rule for the deconv crops (default guided)")
-    g.add_argument("--filter", default="raw", choices=("raw", "gray", "norm", "normblur"),
-                   help="how the deconv images are drawn (default raw)")
-    g.add_argument("--probes", type=_ranged(int, 0, False, "--probes"), default=4, metavar="N",
-                   help="random probe inputs united with the hit image for the receptive field (default 4)")
-    g.add_argument("--tile", type=_ranged(int, 0, True, "--tile"), default=64, metavar="PX", help="montage cell size in pixels (default 64)")
-    g.add_argument("--no-montage", action="store_true", help="only write atlas.json")
+    g.add_argument("--out", "-o", metavar="DIR", help="output folder (created if needed; required)")
+    _add_output_arguments(g)
     g.add_argument("--batch-size", type=_ranged(int, 0, True, "--batch-size"), default=64, metavar="B", help="images per forward (default 64)")
     g.add_argument("--workers", type=_ranged(int, 0, True, "--workers"), metavar="N", help="decode threads (default: up to 4)")
     g.add_argument("--cache-dir", metavar="DIR", help="cache folder (default $CNNVIS_CACHE_DIR or "
                                                       "~/.cache/cnnvis-gui/atlas)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    g.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
-    pa.set_defaults(func=lambda args: cmd_atlas(args, model_from_args))
+    d = pa.add_argument_group("bigger than one machine")
+    d.add_argument("--shard", metavar="I/N", help="scan only slice I of N (0 <= I < N) and write a part to --out "
+                                                  "(atlas-part.json/.npz) for 'cnnvis atlas merge'")
+    d.add_argument("--dist-timeout", type=_ranged(float, 0, True, "--dist-timeout"), default=60.0, metavar="MIN",
+                   help="under torchrun: minutes a rank waits for the others in a collective (default 60)")
+    options = _model_option_actions(add_model_arguments)
+    pa.set_defaults(func=lambda args: cmd_atlas(args, model_from_args, pa, options))
+
+    sub = pa.add_subparsers(dest="atlas_command", metavar="merge", required=False)
+    pm = sub.add_parser("merge", help="merge the parts of 'cnnvis atlas --shard I/N' runs into one atlas",
+                        description="Check that the parts come from one scan (same model weights, input spec, "
+                                    "layers, k, folder and image listing; every slice once), merge their top-k "
+                                    "exactly, then compute the crops and write the atlas as 'cnnvis atlas' does. "
+                                    "The montages need the model: give the model options the parts were scanned "
+                                    "with (not needed with --no-montage).")
+    add_model_arguments(pm)
+    g = pm.add_argument_group("merge")
+    g.add_argument("parts", nargs="+", metavar="DIR_I", help="the --out folders of the shards")
+    g.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (created if needed)")
+    _add_output_arguments(g)
+    pm.set_defaults(func=lambda args: _merge(args, model_from_args, options))
 
     po = subparsers.add_parser(
         "optimize", help="synthesize an image that maximizes a unit (Yosinski et al. 2015 regularizers)",
@@ -94,6 +117,48 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     po.set_defaults(func=lambda args: cmd_optimize(args, model_from_args))
+
+
+def _add_output_arguments(g) -> None:
+    """What ``atlas`` and ``atlas merge`` write: which montages, how crops are drawn."""
+    g.add_argument("--units", metavar="0,5,10-15", help="montages only for these units (default: all)")
+    g.add_argument("--method", default="guided", choices=("guided", "deconvnet"),
+                   help="backprop rule for the deconv crops (default guided)")
+    g.add_argument("--filter", default="raw", choices=("raw", "gray", "norm", "normblur"),
+                   help="how the deconv images are drawn (default raw)")
+    g.add_argument("--probes", type=_ranged(int, 0, False, "--probes"), default=4, metavar="N",
+                   help="random probe inputs united with the hit image for the receptive field (default 4)")
+    g.add_argument("--tile", type=_ranged(int, 0, True, "--tile"), default=64, metavar="PX", help="montage cell size in pixels (default 64)")
+    g.add_argument("--no-montage", action="store_true", help="only write atlas.json")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+
+
+def _model_option_actions(add_model_arguments) -> list:
+    """[(option string, dest, default, takes a value)] of the shared model options."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_model_arguments(p)
+    return [(a.option_strings[-1] if a.option_strings[-1].startswith("--") else a.option_strings[0], a.dest,
+             a.default, a.nargs != 0) for a in p._actions if a.option_strings]
+
+
+def model_options_text(args, actions) -> str:
+    """The model options given on this command line, as they would be typed ("--model shapes --device cpu")."""
+    out = []
+    for opt, dest, default, takes in actions:
+        v = getattr(args, dest, default)
+        if v == default or v is None:
+            continue
+        if not takes:
+            out.append(opt)
+        else:
+            for item in (v if isinstance(v, list) else [v]):
+                out.append(f"{opt} {item}")
+    return " ".join(out)
+
+
+def _merge(args, model_from_args, options) -> int:
+    from .shard_commands import cmd_atlas_merge
+    return cmd_atlas_merge(args, model_from_args, options)
 
 
 # ============================================================================ helpers
@@ -158,16 +223,23 @@ COORDINATES = {
 
 
 # ============================================================================ atlas
-def cmd_atlas(args, model_from_args) -> int:
+def cmd_atlas(args, model_from_args, parser=None, options=()) -> int:
     from .scan import TopKScan
-    from .crops import ReceptiveFields
-    from .montage import unit_montage
 
+    missing = [o for o, v in (("--images/-i", args.images), ("--layer/-l", args.layer), ("--out/-o", args.out))
+               if not v]
+    if missing:
+        if parser is not None:
+            parser.error(f"the following arguments are required: {', '.join(missing)}")
+        raise CnnvisError(f"missing {', '.join(missing)}.")
     if args.top < 1:
         raise CnnvisError("--top must be at least 1.")
     folder = Path(args.images).expanduser().resolve()
     if not folder.is_dir():
         raise CnnvisError(f"--images: '{folder}' is not a folder.")
+    if getattr(args, "shard", None) or _torchrun_world() is not None:
+        from . import shard_commands
+        return shard_commands.cmd_atlas_split(args, model_from_args, folder, options)
     lm = model_from_args(args)
     model, spec = lm.model, lm.spec
     out = Path(args.out).expanduser()
@@ -176,7 +248,22 @@ def cmd_atlas(args, model_from_args) -> int:
                     cache_dir=args.cache_dir, use_cache=not args.no_cache, workers=args.workers)
     total = scan.total             # lists the folder: a folder without images is an error here
     out.mkdir(parents=True, exist_ok=True)
-    bar = _bar(total, "cnnvis atlas: scan", args.quiet)
+    run_scan_with_bar(scan, total, "cnnvis atlas: scan", args.quiet)
+    return write_atlas(args, model, spec, getattr(lm, "name", type(model).__name__), scan.result, out, t0)
+
+
+def _torchrun_world():
+    """The torchrun job of this process (imports torch.distributed only when torchrun started us)."""
+    import os
+    if "WORLD_SIZE" not in os.environ:
+        return None
+    from .distributed import world_from_env
+    return world_from_env()
+
+
+def run_scan_with_bar(scan, total: int, desc: str, quiet: bool) -> None:
+    """Run a TopKScan to the end with a progress bar on a terminal."""
+    bar = _bar(total, desc, quiet)
     try:
         for p in scan.run():
             if bar is not None:
@@ -188,9 +275,20 @@ def cmd_atlas(args, model_from_args) -> int:
             bar.close()
     for note in scan.notices:
         print(f"cnnvis: note: {note}", file=sys.stderr)
-    res = scan.result
+
+
+def write_atlas(args, model, spec, model_name: str, res, out: Path, t0: float, note: str = "") -> int:
+    """Crops, montages and ``atlas.json`` of a finished scan; the summary line; the exit code.
+
+    ``model`` may be None with ``args.no_montage`` (nothing runs the model then).  Returns 1
+    when the model's forward raised on some images (they are named on stderr), else 0.
+    """
+    from .crops import ReceptiveFields
+    from .montage import unit_montage
+
+    out.mkdir(parents=True, exist_ok=True)
     doc = res.to_dict()
-    doc["model"] = getattr(lm, "name", type(model).__name__)
+    doc["model"] = model_name
     doc["from_cache"] = res.from_cache
     doc["coordinates"] = dict(COORDINATES, fit=spec.fit, input_size=[spec.height, spec.width])
     n_png = 0
@@ -205,7 +303,7 @@ def cmd_atlas(args, model_from_args) -> int:
                     for u in _units(args.units, res.layer(name).units):
                         crops = [rf.crops(name, u, h) for h in res.hits(name, u)]
                         rel = Path(_safe(name)) / f"unit_{u:04d}.png"
-                        _write_png(out / rel, unit_montage(crops, args.top, tile=args.tile))
+                        _write_png(out / rel, unit_montage(crops, res.k, tile=args.tile))
                         n_png += 1
                         units_doc[u]["montage"] = rel.as_posix()
                         for hd, c in zip(units_doc[u]["hits"], crops):
@@ -225,14 +323,19 @@ def cmd_atlas(args, model_from_args) -> int:
         why = f", {len(failed)} because the model's forward raised" if failed else ""
         print(f"cnnvis atlas: {len(res.paths)} images ({len(res.skipped)} skipped{why}), "
               f"{', '.join(n or 'output' for n in res.layers)}: {n_png} montages and atlas.json written to {out} "
-              f"in {time.perf_counter() - t0:.1f} s{cached}")
+              f"in {time.perf_counter() - t0:.1f} s{cached}{note}")
+    return report_model_failures(res, "atlas.json")
+
+
+def report_model_failures(res, where: str) -> int:
+    """Name on stderr the images the model's forward raised on; the exit code (1 when there were any)."""
+    failed = res.model_failures
+    for rel, reason in failed:
+        print(f"cnnvis: warning: skipped '{res.folder / rel}': {reason}", file=sys.stderr)
     if failed:
-        for rel, reason in failed:
-            print(f"cnnvis: warning: skipped '{folder / rel}': {reason}", file=sys.stderr)
         print(f"cnnvis: the model's forward raised on {len(failed)} image{'s' if len(failed) != 1 else ''} "
-              f"(skipped, listed in atlas.json; exit code 1)", file=sys.stderr)
-        return 1
-    return 0
+              f"(skipped, listed in {where}; exit code 1)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 # ============================================================================ optimize

@@ -13,7 +13,12 @@ model in batches:
   and the position of that maximum (so no activation map is kept);
 * every unit keeps its k best (value, image, y, x); each image enters a unit's list at most
   once (its own maximum), so a unit's k images are distinct.  Ties go to the image listed
-  first (stable merge), so the result does not depend on batch boundaries.
+  first (stable merge: by the image's place in the sorted listing, then by position, the first
+  maximum in row-major order), so the result does not depend on batch boundaries.
+
+``shard=(I, N)`` scans only slice I of N of the listing (whole batches; see :func:`shard_range`)
+with global image indices; :mod:`cnnvis_gui.atlas.merge` merges such parts exactly, and
+:mod:`cnnvis_gui.atlas.distributed` runs them as torch.distributed ranks.
 
 :meth:`TopKScan.run` is a generator that yields :class:`ScanProgress` after every batch
 (superqt ``GeneratorWorker`` style): stop iterating, or call :meth:`TopKScan.cancel`, to
@@ -46,7 +51,8 @@ from ..sources import IMAGE_EXTENSIONS, load_image, natural_key
 from . import cache as _cache
 
 __all__ = ["Hit", "ScanProgress", "LayerTopK", "AtlasScan", "TopKScan", "scan_folder", "load_scan",
-           "list_images", "folder_fingerprint", "resolve_layers", "model_device", "MODEL_FAILED"]
+           "list_images", "folder_fingerprint", "resolve_layers", "model_device", "MODEL_FAILED", "shard_range",
+           "nothing_decoded_error"]
 
 
 # ============================================================================ values
@@ -119,6 +125,17 @@ class AtlasScan:
     skipped: list = field(default_factory=list)   # [(relative path, reason)]
     key: str = ""
     from_cache: bool = False
+    ranges: list = field(default_factory=list)    # [(start, stop)] scanned by each rank/shard; [] = one process
+
+    @property
+    def world_size(self) -> int:
+        """How many processes (torchrun ranks or shards) scanned the listing (1 for one process)."""
+        return max(1, len(self.ranges))
+
+    @property
+    def images_per_rank(self) -> list:
+        """Image files each rank or shard scanned (skipped ones included), in rank order."""
+        return [b - a for a, b in self.ranges] if self.ranges else [len(self.paths)]
 
     @property
     def model_failures(self) -> list:
@@ -161,7 +178,8 @@ class AtlasScan:
             }
         return {"folder": str(self.folder), "images": len(self.paths), "k": self.k,
                 "spec": self.spec.to_dict(), "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-                "model_failed": len(self.model_failures), "layers": layers}
+                "model_failed": len(self.model_failures), "world_size": self.world_size,
+                "images_per_rank": self.images_per_rank, "layers": layers}
 
 
 # ============================================================================ folder & model helpers
@@ -299,21 +317,24 @@ def _model_failed(e: BaseException) -> str:
     return f"{MODEL_FAILED} {type(e).__name__}" + (f": {text}" if text else "")
 
 
-def _check_state(z: dict, n_layers: int, k: int, n_files: int, finished: bool) -> None:
+def _check_state(z: dict, n_layers: int, k: int, n_files: int, finished: bool, span: tuple | None = None) -> None:
     """Raise ValueError/KeyError unless ``z`` holds a top-k state that fits this scan.
 
     A finished result covers all ``n_files`` and every layer; a partial state covers
     ``0 <= next_index <= n_files`` and either every layer or none (no image decoded yet).
+    A shard's state (``span`` = its [start, stop) of the listing) covers its slice instead, and
+    may have no layer even when finished (nothing in the slice could be decoded).
     """
+    lo, hi = (0, n_files) if span is None else span
     nxt = int(np.asarray(z["next_index"]).reshape(()))
-    if finished and nxt != n_files:
-        raise ValueError(f"it covers {nxt} of {n_files} images")
-    if not 0 <= nxt <= n_files:
-        raise ValueError(f"it stopped at image {nxt} of {n_files}")
+    if finished and nxt != hi:
+        raise ValueError(f"it covers {nxt - lo} of {hi - lo} images")
+    if not lo <= nxt <= hi:
+        raise ValueError(f"it stopped at image {nxt} outside {lo}..{hi}")
     if len(z["skipped_paths"]) != len(z["skipped_reasons"]):
         raise ValueError("its list of skipped files is inconsistent")
     present = [i for i in range(n_layers) if f"v{i}" in z]
-    if present and len(present) != n_layers or (finished and not present):
+    if present and len(present) != n_layers or (finished and not present and span is None):
         raise ValueError(f"it has {len(present)} of {n_layers} layers")
     for i in present:
         v, im, y, x, shape = z[f"v{i}"], z[f"i{i}"], z[f"y{i}"], z[f"x{i}"], z[f"s{i}"]
@@ -328,6 +349,35 @@ def _check_state(z: dict, n_layers: int, k: int, n_files: int, finished: bool) -
             raise ValueError(f"layer {i}: image indices outside the {n_files} images")
         if y.size and (int(y.min()) < 0 or int(x.min()) < 0):
             raise ValueError(f"layer {i}: negative positions")
+
+
+def nothing_decoded_error(folder, total: int, skipped) -> CnnvisError:
+    """The error for a scan in which no image went through the model (all unreadable, or the model raised)."""
+    failed = [t for t in skipped if t[1].startswith(MODEL_FAILED)]
+    if failed:
+        return ModelForwardError(
+            f"the model's forward raised on all {len(failed)} decodable image"
+            f"{'s' if len(failed) != 1 else ''} of '{folder}' (first: {failed[0][0]}: "
+            f"{failed[0][1]}); check the input spec against what the model was trained on.")
+    first = f": {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+    return CnnvisError(f"none of the {total} image file{'s' if total != 1 else ''} in "
+                       f"'{folder}' could be decoded{first}.")
+
+
+def shard_range(total: int, index: int, count: int, batch_size: int) -> tuple:
+    """Images [start, stop) of slice ``index`` of ``count`` of a listing of ``total`` images.
+
+    The slices are disjoint, cover the listing in order, and are made of whole batches of
+    ``batch_size`` (the listing's batches are dealt out as evenly as possible), so every image
+    goes through the model in the same batch as in a one-process scan with that batch size and
+    the activations are the same to the bit (a forward's float result can depend on the batch
+    it runs in).  A slice is empty when there are fewer batches than slices.
+    """
+    if not 0 <= index < count:
+        raise CnnvisError(f"shard {index}/{count}: the index must be 0..{count - 1}.")
+    blocks = -(-total // batch_size)
+    a, b = blocks * index // count, blocks * (index + 1) // count
+    return min(total, a * batch_size), min(total, b * batch_size)
 
 
 # ============================================================================ the scan
@@ -356,6 +406,11 @@ class TopKScan:
         Decode threads (default: up to 4, at most the CPU count).
     checkpoint_every : float
         Seconds between checkpoints of the partial state (also written on stop).
+    shard : (int, int), optional
+        ``(I, N)``: scan only slice I of N of the listing (:func:`shard_range`, whole batches of
+        ``batch_size``); the result keeps global image indices and the whole listing in
+        :attr:`AtlasScan.paths`, with the slice in :attr:`AtlasScan.ranges`.  A slice in which
+        no image could be decoded gives a result without layers instead of an error.
 
     Example
     -------
@@ -367,7 +422,8 @@ class TopKScan:
 
     def __init__(self, model: nn.Module, spec: InputSpec, folder, layers, k: int = 9, batch_size: int = 64,
                  cache_dir=None, use_cache: bool = True, workers: int | None = None,
-                 checkpoint_every: float = 5.0, recursive: bool = True, fit: str | None = None):
+                 checkpoint_every: float = 5.0, recursive: bool = True, fit: str | None = None,
+                 shard: tuple | None = None):
         if int(k) < 1:
             raise CnnvisError(f"k must be at least 1, got {k}.")
         if int(batch_size) < 1:
@@ -392,6 +448,12 @@ class TopKScan:
         self._files = None
         self._key = None
         self.notices: list = []    # one line per damaged cache file found (and ignored) by the last run
+        self.identity: dict = {}   # what the result depends on (hashed into the key); set by _prepare
+        self.shard = None if shard is None else (int(shard[0]), int(shard[1]))
+        if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
+            raise CnnvisError(f"shard {shard[0]}/{shard[1]}: use I/N with N >= 1 and 0 <= I < N.")
+        self._range = (0, 0)
+        self.shard_batch_size = self.batch_size   # the slices are whole batches of this size
 
     # ------------------------------------------------------------------ keys & files
     def _prepare(self):
@@ -399,11 +461,16 @@ class TopKScan:
             files, self.other_files = list_images(self.folder, self.recursive)
             if not files:
                 raise CnnvisError(self._empty_message())
-            self._files = files
             key = {"kind": "scan", "weights": _cache.weights_hash(self.model), "spec": self.spec.to_dict(),
                    "fit": self.fit, "layers": self.layers, "k": self.k, "recursive": self.recursive,
-                   "folder": str(self.folder.resolve()), "files": folder_fingerprint(self._files)}
+                   "folder": str(self.folder.resolve()), "files": folder_fingerprint(files)}
+            self._range = (0, len(files))
+            if self.shard is not None:
+                self._range = shard_range(len(files), self.shard[0], self.shard[1], self.shard_batch_size)
+                key["shard"] = list(self._range)        # a one-process scan keeps its old key
+            self.identity = key
             self._key = _cache.digest(key)
+            self._files = files
         return self._files
 
     def _empty_message(self) -> str:
@@ -426,7 +493,20 @@ class TopKScan:
 
     @property
     def total(self) -> int:
+        """Images this scan covers: the whole listing, or its slice for a shard."""
+        self._prepare()
+        return self._range[1] - self._range[0]
+
+    @property
+    def listing_size(self) -> int:
+        """Image files in the whole listing (a shard scans only :attr:`range` of them)."""
         return len(self._prepare())
+
+    @property
+    def range(self) -> tuple:
+        """(start, stop): the listing indices this scan covers."""
+        self._prepare()
+        return self._range
 
     def cancel(self) -> None:
         """Stop after the current batch (thread-safe); the partial state is checkpointed."""
@@ -470,7 +550,8 @@ class TopKScan:
                 self._damaged(path, "not a readable .npz file")
             return None
         try:
-            _check_state(z, len(self.layers), self.k, n_files, finished)
+            _check_state(z, len(self.layers), self.k, n_files, finished,
+                         span=self._range if self.shard is not None else None)
         except (KeyError, ValueError, TypeError, IndexError) as e:
             self._damaged(path, e)
             return None
@@ -491,11 +572,15 @@ class TopKScan:
     def _result_from(self, z: dict, files) -> AtlasScan:
         layers = {}
         for i, name in enumerate(self.layers):
+            if f"v{i}" not in z:           # a shard in which no image was decoded
+                continue
             layers[name] = LayerTopK(name, z[f"v{i}"].astype(np.float32), z[f"i{i}"].astype(np.int64),
                                      z[f"y{i}"].astype(np.int32), z[f"x{i}"].astype(np.int32),
                                      tuple(int(s) for s in z[f"s{i}"]))
         skipped = list(zip([str(s) for s in z["skipped_paths"]], [str(s) for s in z["skipped_reasons"]]))
-        return AtlasScan(self.folder, [f[0] for f in files], layers, self.k, self.spec, skipped, self._key)
+        ranges = [self._range] if self.shard is not None else []
+        return AtlasScan(self.folder, [f[0] for f in files], layers, self.k, self.spec, skipped, self._key,
+                         ranges=ranges)
 
     def _load_partial(self, device):
         if not self.use_cache:
@@ -642,16 +727,17 @@ class TopKScan:
         self.wait_s = self.forward_s = 0.0
         self.notices = []
         files = self._prepare()
-        total = len(files)
+        first, total = self._range          # [first, total): the listing indices to scan
+        size = total - first
         hit = self.cached()
         if hit is not None:
             self.result = hit
-            yield ScanProgress(total, total, 0.0, 0.0, len(hit.skipped), self.batch_size, from_cache=True)
+            yield ScanProgress(size, size, 0.0, 0.0, len(hit.skipped), self.batch_size, from_cache=True)
             return
         device, dtype = model_device(self.model)
-        start, state, shapes, skipped = 0, {}, {}, []
+        start, state, shapes, skipped = first, {}, {}, []
         resumed = self._load_partial(device)
-        if resumed is not None and resumed[0] <= total:
+        if resumed is not None and first <= resumed[0] <= total:
             start, state, shapes, skipped = resumed
         pin = device.type == "cuda"
         training = [(m, m.training) for m in self.model.modules()]   # each module's own flag
@@ -699,27 +785,19 @@ class TopKScan:
                 if done < total and now - last_ckpt >= self.checkpoint_every:
                     self._checkpoint(state, done, skipped, shapes)
                     last_ckpt = now
-                yield ScanProgress(done, total, rate, eta, len(skipped), self.batch_size)
+                yield ScanProgress(done - first, size, rate, eta, len(skipped), self.batch_size)
                 if self._cancel.is_set():
                     break
             if done >= total:
                 finished = True
-                if not state:  # every file was unreadable (or made the model raise): no hits at all
-                    failed = [t for t in skipped if t[1].startswith(MODEL_FAILED)]
-                    if failed:
-                        raise ModelForwardError(
-                            f"the model's forward raised on all {len(failed)} decodable image"
-                            f"{'s' if len(failed) != 1 else ''} of '{self.folder}' (first: {failed[0][0]}: "
-                            f"{failed[0][1]}); check the input spec against what the model was trained on.")
-                    first = f": {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
-                    raise CnnvisError(f"none of the {total} image file{'s' if total != 1 else ''} in "
-                                      f"'{self.folder}' could be decoded{first}.")
+                if not state and self.shard is None:  # every file unreadable (or the model raised): no hits
+                    raise nothing_decoded_error(self.folder, total, skipped)
                 arrays = self._state_arrays(state, total, skipped, shapes)
                 self.result = self._result_from(arrays, files)
                 if self.use_cache:
                     _cache.atomic_save_npz(self.cache_path / "result.npz", **arrays)
                     _cache.atomic_write_json(self.cache_path / "meta.json", {
-                        "folder": str(self.folder), "layers": self.layers, "k": self.k, "images": total,
+                        "folder": str(self.folder), "layers": self.layers, "k": self.k, "images": size,
                         "skipped": len(skipped), "spec": self.spec.to_dict(), "model": type(self.model).__name__,
                         "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
                     try:

@@ -1,0 +1,282 @@
+"""Parts of one top-k scan and their exact merge: shards on disk and torchrun ranks alike.
+
+A *part* is the top-k state of one slice of an image listing (:func:`~cnnvis_gui.atlas.scan.shard_range`):
+for every unit of every scanned layer its k best (value, image, y, x), with image indices into
+the whole listing.  ``cnnvis atlas --shard I/N`` writes one to its ``--out`` folder
+(:func:`write_part`: ``atlas-part.json`` + ``atlas-part.npz``), torchrun ranks send theirs to
+rank 0 (:mod:`cnnvis_gui.atlas.distributed`), and :func:`merge_parts` turns parts into one
+:class:`~cnnvis_gui.atlas.scan.AtlasScan`.
+
+Exactness: a one-process scan keeps, per unit, the k best images under the order *value
+descending, then place in the listing ascending* (each image enters once, at the first maximum
+of its map in row-major order, so the position tie is settled inside the image).  Every hit of
+the global top-k is in the top-k of its own slice under the same order, so sorting the union of
+the parts' lists by that order and keeping k gives the one-process result, entry for entry.
+Empty entries (image -1, value -inf) sort before any real image of value -inf, as in the scan.
+
+Before merging, :func:`check_parts` refuses parts of different scans (model weights, input
+spec, layers, k, folder, image listing, batch size, number of slices) with a message that names
+the difference, and parts that do not tile the listing (a slice missing or given twice).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core import CnnvisError
+from . import cache as _cache
+from .scan import LayerTopK, nothing_decoded_error
+
+__all__ = ["AtlasPart", "PART_JSON", "PART_NPZ", "PART_VERSION", "part_meta", "part_from_scan", "write_part", "read_part",
+           "check_parts", "first_difference", "merge_topk", "merge_parts", "parse_shard"]
+
+PART_VERSION = 1
+PART_JSON = "atlas-part.json"
+PART_NPZ = "atlas-part.npz"
+
+#: identity fields that must be equal in every part: (meta key, what the user reads)
+_SAME = (("weights", "model weights"), ("spec", "input spec"), ("fit", "input fit"), ("layers", "layers"),
+         ("k", "k (--top)"), ("recursive", "recursive listing"), ("folder", "image folder"),
+         ("images", "number of images"), ("files", "image listing"), ("batch_size", "batch size"),
+         ("count", "number of shards (N of --shard I/N)"))
+
+
+@dataclass
+class AtlasPart:
+    """The top-k state of one slice of a listing.
+
+    ``meta`` holds the scan's identity (:attr:`TopKScan.identity`: weights hash, spec, fit,
+    layers, k, recursive, folder, files fingerprint) plus ``images`` (listing length),
+    ``batch_size``, ``index``/``count`` (slice I of N), ``range`` ([start, stop)), ``model``
+    (a display name) and ``options`` (the model options, to quote in messages).  ``layers``
+    maps layer name -> :class:`LayerTopK` with global image indices (a slice in which nothing
+    was decoded has none); ``skipped`` is [(relative path, reason)] of the slice.
+    """
+
+    meta: dict
+    layers: dict
+    skipped: list = field(default_factory=list)
+    label: str = ""          # where it came from, for messages ("DIR_1", "rank 1")
+
+    @property
+    def index(self) -> int:
+        return int(self.meta["index"])
+
+    @property
+    def range(self) -> tuple:
+        a, b = self.meta["range"]
+        return int(a), int(b)
+
+    def to_payload(self) -> dict:
+        """Plain types and CPU tensors only (what ``weights_only`` unpickling accepts)."""
+        return {"meta": json.loads(json.dumps(self.meta, default=str)), "label": self.label,
+                "skipped": [[str(p), str(r)] for p, r in self.skipped],
+                "layers": {n: {"shape": [int(s) for s in t.shape],
+                               **{a: torch.from_numpy(np.ascontiguousarray(getattr(t, a)))
+                                  for a in ("values", "images", "ys", "xs")}}
+                           for n, t in self.layers.items()}}
+
+    @classmethod
+    def from_payload(cls, d: dict) -> "AtlasPart":
+        layers = {n: LayerTopK(n, v["values"].numpy().astype(np.float32), v["images"].numpy().astype(np.int64),
+                               v["ys"].numpy().astype(np.int32), v["xs"].numpy().astype(np.int32),
+                               tuple(v["shape"]))
+                  for n, v in d["layers"].items()}
+        return cls(dict(d["meta"]), layers, [tuple(s) for s in d["skipped"]], d.get("label", ""))
+
+
+def parse_shard(text) -> tuple:
+    """``"I/N"`` -> (I, N) with 0 <= I < N (as ``--shard`` takes it)."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise CnnvisError(f"--shard: use I/N (slice I of N, counted from 0), e.g. 0/4; got {text!r}.") from None
+    if n < 1 or not 0 <= i < n:
+        raise CnnvisError(f"--shard {text}: N must be at least 1 and I one of 0..{max(n, 1) - 1}.")
+    return i, n
+
+
+def part_meta(scan, model_name: str = "", options: str = "") -> dict:
+    """The meta of the part a :class:`~cnnvis_gui.atlas.scan.TopKScan` computes (known before it runs)."""
+    index, count = scan.shard if scan.shard is not None else (0, 1)
+    images = scan.listing_size                  # lists the folder, hashes the weights
+    meta = dict(scan.identity, version=PART_VERSION, images=images, batch_size=scan.shard_batch_size,
+                index=index, count=count, range=list(scan.range), model=model_name, options=options)
+    meta.pop("kind", None)
+    meta.pop("shard", None)
+    return meta
+
+
+def part_from_scan(scan, model_name: str = "", options: str = "") -> AtlasPart:
+    """The part a finished :class:`~cnnvis_gui.atlas.scan.TopKScan` (usually with ``shard=(I, N)``) computed."""
+    res = scan.result
+    if res is None:
+        raise CnnvisError("the scan has not finished; run it to the end before taking its part.")
+    meta = dict(part_meta(scan, model_name, options), from_cache=bool(res.from_cache),
+                shapes={n: list(t.shape) for n, t in res.layers.items()})
+    return AtlasPart(meta, dict(res.layers), list(res.skipped))
+
+
+# ============================================================================ files
+def write_part(folder, part: AtlasPart) -> None:
+    """``folder/atlas-part.npz`` (the arrays) then ``folder/atlas-part.json`` (the meta), both atomically."""
+    folder = Path(folder)
+    arrays = {"skipped_paths": np.array([p for p, _ in part.skipped], dtype=str),
+              "skipped_reasons": np.array([r for _, r in part.skipped], dtype=str)}
+    names = list(part.layers)
+    for i, n in enumerate(names):
+        t = part.layers[n]
+        arrays[f"v{i}"], arrays[f"i{i}"], arrays[f"y{i}"], arrays[f"x{i}"] = t.values, t.images, t.ys, t.xs
+    _cache.atomic_save_npz(folder / PART_NPZ, **arrays)
+    _cache.atomic_write_json(folder / PART_JSON, dict(part.meta, part_layers=names))
+
+
+def read_part(folder) -> AtlasPart:
+    """The part written to ``folder`` by ``cnnvis atlas --shard I/N``; a clear error when there is none."""
+    folder = Path(folder).expanduser()
+    meta = _cache.read_json(folder / PART_JSON)
+    if not isinstance(meta, dict):
+        what = "is not a folder" if not folder.is_dir() else f"has no readable {PART_JSON}"
+        raise CnnvisError(f"'{folder}' {what}: give the --out folders of 'cnnvis atlas --shard I/N' runs "
+                          f"that finished.")
+    if meta.get("version") != PART_VERSION:
+        raise CnnvisError(f"'{folder / PART_JSON}' has format version {meta.get('version')!r}, this cnnvis "
+                          f"reads version {PART_VERSION}; rescan that shard with this version.")
+    z = _cache.load_npz(folder / PART_NPZ)
+    try:
+        names = list(meta.pop("part_layers"))
+        shapes = meta["shapes"]
+        layers = {n: LayerTopK(n, z[f"v{i}"].astype(np.float32), z[f"i{i}"].astype(np.int64),
+                               z[f"y{i}"].astype(np.int32), z[f"x{i}"].astype(np.int32), tuple(shapes[n]))
+                  for i, n in enumerate(names)}
+        skipped = list(zip([str(s) for s in z["skipped_paths"]], [str(s) for s in z["skipped_reasons"]]))
+        for key in ("index", "count", "range", "images", "k", "layers", "weights", "files"):
+            meta[key]
+    except (KeyError, TypeError, ValueError):
+        raise CnnvisError(f"'{folder}' holds a damaged or incomplete part ({PART_NPZ} / {PART_JSON}); "
+                          f"rerun that shard (it resumes from its cache).") from None
+    return AtlasPart(meta, layers, skipped, str(folder))
+
+
+# ============================================================================ checks
+def _short(v) -> str:
+    if isinstance(v, str) and len(v) > 16 and v.isalnum():
+        return v[:12] + "…"
+    text = json.dumps(v, default=str) if not isinstance(v, str) else repr(v)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _describe(part: AtlasPart, key: str) -> str:
+    v = part.meta.get(key)
+    if key == "weights":
+        return f"{part.meta.get('model') or 'a model'} (weights {_short(v)})"
+    if key == "files":
+        return f"{part.meta.get('images')} images, listing {_short(v)}"
+    if key == "spec" and isinstance(v, dict):
+        return ", ".join(f"{k}={v[k]}" for k in sorted(v))
+    return _short(v)
+
+
+def first_difference(a: dict, b: dict) -> str | None:
+    """What differs between two parts' meta ("different k (--top): 9 vs 5"), or None when they agree."""
+    pa, pb = AtlasPart(a, {}), AtlasPart(b, {})
+    for key, what in _SAME:
+        if a.get(key) == b.get(key):
+            continue
+        if key == "spec":
+            x, y = a.get(key) or {}, b.get(key) or {}
+            diff = [k for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)]
+            detail = "; ".join(f"{k}: {_short(x.get(k))} vs {_short(y.get(k))}" for k in diff)
+        else:
+            detail = f"{_describe(pa, key)} vs {_describe(pb, key)}"
+        hint = ""
+        if key == "files":
+            hint = " (files were added, removed or changed between the scans)"
+        elif key == "weights" and a.get("options") != b.get("options"):
+            hint = f" (model options {a.get('options')!r} vs {b.get('options')!r})"
+        return f"different {what}: {detail}{hint}"
+    return None
+
+
+def check_parts(parts) -> list:
+    """Parts of one scan, sorted by slice; raises CnnvisError naming the first difference.
+
+    The parts must share the model weights, input spec, layers, k, folder, image listing,
+    batch size and number of slices, and be exactly the slices 0..N-1 once each.
+    """
+    parts = list(parts)
+    if not parts:
+        raise CnnvisError("no parts to merge.")
+    ref = parts[0]
+    for p in parts[1:]:
+        diff = first_difference(ref.meta, p.meta)
+        if diff is not None:
+            raise CnnvisError(f"cannot merge {ref.label or 'part ' + str(ref.index)} and "
+                              f"{p.label or 'part ' + str(p.index)}: {diff}.")
+    count = int(ref.meta["count"])
+    by_index: dict = {}
+    for p in parts:
+        if p.index in by_index:
+            raise CnnvisError(f"{by_index[p.index].label} and {p.label} are both shard {p.index}/{count}; "
+                              f"give each shard once.")
+        by_index[p.index] = p
+    missing = [i for i in range(count) if i not in by_index]
+    if missing:
+        raise CnnvisError(f"shard{'s' if len(missing) > 1 else ''} {', '.join(f'{i}/{count}' for i in missing)} "
+                          f"missing: the merge needs all {count} parts of the scan.")
+    ordered = [by_index[i] for i in range(count)]
+    pos = 0
+    for p in ordered:
+        a, b = p.range
+        if a != pos or b < a:
+            raise CnnvisError(f"{p.label}: its slice {a}..{b} does not continue the previous one (ends at {pos}).")
+        pos = b
+    if pos != int(ref.meta["images"]):
+        raise CnnvisError(f"the parts cover images 0..{pos} of {ref.meta['images']}.")
+    return ordered
+
+
+# ============================================================================ merge
+def merge_topk(tables, k: int) -> tuple:
+    """Exact top-k of the union of several units x k tables (values, images, ys, xs).
+
+    Order: value descending, then image index ascending (empty entries, image -1, before real
+    images of the same value), the order a one-process scan keeps; the first k per unit.
+    """
+    v = torch.from_numpy(np.concatenate([t[0] for t in tables], 1).astype(np.float32))
+    im = torch.from_numpy(np.concatenate([t[1] for t in tables], 1).astype(np.int64))
+    y = torch.from_numpy(np.concatenate([t[2] for t in tables], 1).astype(np.int32))
+    x = torch.from_numpy(np.concatenate([t[3] for t in tables], 1).astype(np.int32))
+    order = torch.sort(im, dim=1, stable=True).indices                       # secondary key first
+    order = order.gather(1, torch.sort(v.gather(1, order), dim=1, descending=True, stable=True).indices)[:, :k]
+    return (v.gather(1, order).numpy(), im.gather(1, order).numpy(), y.gather(1, order).numpy(),
+            x.gather(1, order).numpy())
+
+
+def merge_parts(parts) -> tuple:
+    """Check and merge parts -> (layers {name: LayerTopK}, skipped, ranges, meta of the first part).
+
+    ``skipped`` is in listing order; ``ranges`` is each slice's [start, stop) in slice order.
+    Raises the scan's own error when no image of any part went through the model.
+    """
+    ordered = check_parts(parts)
+    meta = ordered[0].meta
+    k = int(meta["k"])
+    skipped = [s for p in ordered for s in p.skipped]
+    layers = {}
+    for name in meta["layers"]:
+        have = [p.layers[name] for p in ordered if name in p.layers]
+        if not have:
+            continue
+        shapes = {tuple(t.shape) for t in have}
+        if len(shapes) > 1:
+            raise CnnvisError(f"layer {name or 'output'!r} has different shapes in the parts: {sorted(shapes)}.")
+        v, im, y, x = merge_topk([(t.values, t.images, t.ys, t.xs) for t in have], k)
+        layers[name] = LayerTopK(name, v, im, y, x, have[0].shape)
+    if not layers:
+        raise nothing_decoded_error(meta.get("folder", "?"), int(meta["images"]), skipped)
+    return layers, skipped, [p.range for p in ordered], meta
