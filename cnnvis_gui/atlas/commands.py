@@ -8,9 +8,15 @@
 
 Registered by :mod:`cnnvis_gui.cli` through :func:`register`, which receives the CLI's
 shared ``add_model_arguments(parser)`` / ``model_from_args(args)`` so that model loading
-is the same as for ``cnnvis info`` / ``cnnvis export``.  The shard, merge and torchrun
-variants live in :mod:`cnnvis_gui.atlas.shard_commands`; all of them write the atlas through
-:func:`write_atlas`.
+is the same as for ``cnnvis info`` / ``cnnvis export``.
+
+Past one process (the README's "bigger than one machine"): under torchrun every rank scans a
+slice of whole batches (:func:`~cnnvis_gui.atlas.scan.shard_range`) and rank 0 merges
+(:mod:`cnnvis_gui.atlas.distributed`); ``--shard I/N`` writes one part and ``atlas merge`` joins
+them (:mod:`cnnvis_gui.atlas.merge`).  All of them write through :func:`write_atlas`, so their
+``atlas.json`` equals a one-process run's, plus ``world_size`` and ``images_per_rank``.  Each
+slice is a cached, resumable scan of its own: a killed shard or rank continues where it stopped
+when started again with the same command.
 """
 from __future__ import annotations
 
@@ -23,9 +29,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core import CnnvisError
+from ..core import CnnvisError, InputSpec
 
-__all__ = ["register", "cmd_atlas", "cmd_optimize", "write_atlas", "model_options_text",
+__all__ = ["register", "cmd_atlas", "cmd_atlas_split", "cmd_atlas_merge", "cmd_optimize", "write_atlas",
+           "model_options_text",
            "report_model_failures", "run_scan_with_bar"]
 
 
@@ -91,7 +98,7 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     g.add_argument("parts", nargs="+", metavar="DIR_I", help="the --out folders of the shards")
     g.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (created if needed)")
     _add_output_arguments(g)
-    pm.set_defaults(func=lambda args: _merge(args, model_from_args, options))
+    pm.set_defaults(func=lambda args: cmd_atlas_merge(args, model_from_args, options))
 
     po = subparsers.add_parser(
         "optimize", help="synthesize an image that maximizes a unit (Yosinski et al. 2015 regularizers)",
@@ -154,11 +161,6 @@ def model_options_text(args, actions) -> str:
             for item in (v if isinstance(v, list) else [v]):
                 out.append(f"{opt} {item}")
     return " ".join(out)
-
-
-def _merge(args, model_from_args, options) -> int:
-    from .shard_commands import cmd_atlas_merge
-    return cmd_atlas_merge(args, model_from_args, options)
 
 
 # ============================================================================ helpers
@@ -238,8 +240,7 @@ def cmd_atlas(args, model_from_args, parser=None, options=()) -> int:
     if not folder.is_dir():
         raise CnnvisError(f"--images: '{folder}' is not a folder.")
     if getattr(args, "shard", None) or _torchrun_world() is not None:
-        from . import shard_commands
-        return shard_commands.cmd_atlas_split(args, model_from_args, folder, options)
+        return cmd_atlas_split(args, model_from_args, folder, options)
     lm = model_from_args(args)
     model, spec = lm.model, lm.spec
     out = Path(args.out).expanduser()
@@ -336,6 +337,116 @@ def report_model_failures(res, where: str) -> int:
         print(f"cnnvis: the model's forward raised on {len(failed)} image{'s' if len(failed) != 1 else ''} "
               f"(skipped, listed in {where}; exit code 1)", file=sys.stderr)
     return 1 if failed else 0
+
+
+# ============================================================================ bigger than one machine
+def cmd_atlas_split(args, model_from_args, folder: Path, options) -> int:
+    """``cnnvis atlas --shard I/N`` or ``cnnvis atlas`` under torchrun (WORLD_SIZE > 1)."""
+    world = _torchrun_world()
+    if world is not None and args.shard:
+        raise CnnvisError("--shard I/N and torchrun both split the scan: use one of them (under torchrun every "
+                          "rank already scans its own slice).")
+    if world is not None:
+        return _torchrun(args, model_from_args, folder, options, world)
+    return _shard(args, model_from_args, folder, options)
+
+
+def _scan(args, lm, folder, shard):
+    from .scan import TopKScan
+
+    return TopKScan(lm.model, lm.spec, folder, _layers(args.layer), k=args.top, batch_size=args.batch_size,
+                    cache_dir=args.cache_dir, use_cache=not args.no_cache, workers=args.workers, shard=shard)
+
+
+# ============================================================================ --shard I/N
+def _shard(args, model_from_args, folder: Path, options) -> int:
+    from .merge import PART_JSON, parse_shard, part_from_scan, write_part
+
+    index, count = parse_shard(args.shard)
+    lm = model_from_args(args)
+    t0 = time.perf_counter()
+    out = Path(args.out).expanduser()
+    scan = _scan(args, lm, folder, (index, count))
+    a, b = scan.range
+    out.mkdir(parents=True, exist_ok=True)
+    run_scan_with_bar(scan, scan.total, f"cnnvis atlas: shard {index}/{count}", args.quiet)
+    write_part(out, part_from_scan(scan, getattr(lm, "name", type(lm.model).__name__),
+                                   model_options_text(args, options)))
+    res = scan.result
+    if not args.quiet:
+        cached = " (from cache)" if res.from_cache else ""
+        print(f"cnnvis atlas: shard {index}/{count}: images {a}..{b} of {scan.listing_size} ({b - a} scanned, "
+              f"{len(res.skipped)} skipped) -> {out / PART_JSON} in {time.perf_counter() - t0:.1f} s{cached}. "
+              f"When all {count} shards are done: cnnvis atlas merge [model options] DIR_0 ... DIR_{count - 1} "
+              f"--out DIR")
+    return report_model_failures(res, "the part")
+
+
+# ============================================================================ torchrun
+def _torchrun(args, model_from_args, folder: Path, options, world) -> int:
+    from . import distributed as dist
+    from .merge import merge_parts, part_from_scan, part_meta
+    from .scan import AtlasScan, model_device
+
+    t0 = time.perf_counter()
+    try:
+        args.device = dist.rank_device(world, getattr(args, "device", "auto"))
+        lm = model_from_args(args)
+        name = getattr(lm, "name", type(lm.model).__name__)
+        text = model_options_text(args, options)
+        device, _ = model_device(lm.model)
+        with dist.process_group(world, dist.backend_for(device), args.dist_timeout * 60.0):
+            scan = _scan(args, lm, folder, (world.rank, world.size))
+            dist.agree(world, part_meta(scan, name, text))
+            run_scan_with_bar(scan, scan.total, f"cnnvis atlas: rank {world.rank}/{world.size}",
+                              args.quiet or not world.main)
+            parts = dist.gather_parts(world, part_from_scan(scan, name, text))
+    except dist.PeerLost:
+        raise
+    except Exception:
+        print(f"cnnvis atlas: {world} failed; torchrun stops the other ranks.", file=sys.stderr)
+        raise
+    if not world.main:
+        return 0
+    layers, skipped, ranges, _ = merge_parts(parts)
+    res = AtlasScan(folder, list(scan.result.paths), layers, args.top, lm.spec, skipped, ranges=ranges,
+                    from_cache=all(p.meta.get("from_cache") for p in parts))
+    note = f"; {world.size} ranks scanned {', '.join(map(str, res.images_per_rank))} images"
+    return write_atlas(args, lm.model, lm.spec, name, res, Path(args.out).expanduser(), t0, note)
+
+
+# ============================================================================ merge
+def cmd_atlas_merge(args, model_from_args, options) -> int:
+    """``cnnvis atlas merge DIR_0 ... DIR_N-1 --out DIR``: check, merge exactly, crop once, write."""
+    from .cache import weights_hash
+    from .merge import merge_parts, read_part
+    from .scan import AtlasScan, folder_fingerprint, list_images
+
+    t0 = time.perf_counter()
+    parts = [read_part(d) for d in args.parts]
+    layers, skipped, ranges, meta = merge_parts(parts)
+    folder = Path(meta["folder"])
+    if not folder.is_dir():
+        raise CnnvisError(f"the parts were scanned from '{folder}', which is not a folder on this machine; merge "
+                          f"where that folder is readable at the same path (atlas.json names its images).")
+    files, _ = list_images(folder, bool(meta.get("recursive", True)))
+    if folder_fingerprint(files) != meta["files"]:
+        raise CnnvisError(f"the images in '{folder}' changed since the parts were scanned ({len(files)} image files "
+                          f"now, {meta['images']} then, or some were rewritten); rescan the shards.")
+    spec = InputSpec.from_dict(meta["spec"])
+    model, name = None, meta.get("model") or "?"
+    if not args.no_montage:
+        lm = model_from_args(args)
+        got = weights_hash(lm.model)
+        if got != meta["weights"]:
+            scanned = meta.get("options") or "no model options"
+            raise CnnvisError(f"the model given to merge ({getattr(lm, 'name', '?')}, weights {got[:12]}…) is not the "
+                              f"one the parts were scanned with ({name}, weights {meta['weights'][:12]}…); give "
+                              f"merge the same model options as the shards ({scanned}), or --no-montage.")
+        model = lm.model
+    res = AtlasScan(folder, [f[0] for f in files], layers, int(meta["k"]), spec, skipped, ranges=ranges)
+    note = f"; merged {len(parts)} parts of {', '.join(map(str, res.images_per_rank))} images"
+    return write_atlas(args, model, spec, name, res, Path(args.out).expanduser(), t0, note)
 
 
 # ============================================================================ optimize
