@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .options import UsageError, add_model_arguments, model_from_args
+from .options import UsageError, add_model_arguments, apply_thread_option, model_from_args
 
 __all__ = ["main", "build_parser", "parse_units", "parse_methods", "safe_name", "EXPORT_METHODS", "EXIT_OK",
            "EXIT_FAILURE", "EXIT_USAGE"]
@@ -63,6 +63,15 @@ def _layer_dict(l) -> dict:
             "depth": l.depth}
 
 
+def _thread_policy(args):
+    """The torch thread policy of this run (set by main(); chosen here when a handler is called directly)."""
+    policy = getattr(args, "thread_policy", None)
+    if policy is None:
+        from cnnvis_gui.core.threads import current_policy
+        policy = current_policy()
+    return policy
+
+
 def cmd_info(args) -> int:
     """``cnnvis info``: print the model's module map and the input spec in use."""
     from cnnvis_gui.core import Visualizer
@@ -78,6 +87,7 @@ def cmd_info(args) -> int:
             "default_layer": mm.default_layer, "relu_calls": mm.relu_calls,
             "functional_relu_calls": mm.functional_relu_calls, "other_activations": mm.other_activations,
             "layers": [_layer_dict(l) for l in mm],
+            "threads": _thread_policy(args).threads, "threads_reason": _thread_policy(args).reason,
         }
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -86,6 +96,7 @@ def cmd_info(args) -> int:
     out.write(f"model:   {lm.name}  ({type(lm.model).__name__})\n")
     out.write(f"source:  {lm.source}\n")
     out.write(f"device:  {lm.device}\n")
+    out.write(f"threads: {_thread_policy(args).describe()}\n")
     out.write(f"input:   {lm.spec.describe()}\n")
     if lm.output_shape is not None:
         out.write(f"output:  {'x'.join(map(str, lm.output_shape))}\n")
@@ -660,6 +671,7 @@ def main(argv=None) -> int:
         if getattr(args, "func", None) is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
+        args.thread_policy = apply_thread_option(args)
         return int(args.func(args) or 0)
     except ModelForwardError as e:   # the run started, the model itself raised: not a bad argument
         if show_tb:

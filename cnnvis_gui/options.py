@@ -17,7 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 __all__ = ["UsageError", "add_model_arguments", "model_from_args", "spec_overrides", "model_from_entry",
-           "model_entry", "pretrained_entry", "WEIGHT_SUFFIXES", "PRETRAINED_ENTRY"]
+           "model_entry", "pretrained_entry", "apply_thread_option", "WEIGHT_SUFFIXES", "PRETRAINED_ENTRY"]
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".tar")
 #: "what" of a remembered model built with pretrained weights: ``pretrained:VARIANT`` (arch = the architecture)
@@ -66,6 +66,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help="class labels: one per line, a JSON list or a JSON {index: label} object")
     g.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
                    help="where the model runs (default: auto = cuda when available, else cpu)")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="torch CPU threads (default: $OMP_NUM_THREADS, else the physical cores; the window "
+                        "keeps one core for its own threads)")
     s = parser.add_argument_group("input spec overrides (default: the checkpoint's metadata, else guessed)")
     s.add_argument("--input-size", metavar="HxW", help="model input height x width, e.g. 224x224 (or 64)")
     s.add_argument("--channels", type=int, metavar="C", help="input channels (1 gray, 3 colour, ...)")
@@ -134,6 +137,19 @@ def _arch_kwargs(items) -> dict:
         except (ValueError, SyntaxError):
             out[key] = value.strip()  # a bare word: keep it as a string
     return out
+
+
+def apply_thread_option(args, reserve: int = 0):
+    """Set torch's thread count from ``--threads`` (else the policy of :mod:`cnnvis_gui.core.threads`).
+
+    ``reserve``: cores kept for threads that are not torch's (the window keeps 1).
+    Returns the :class:`~cnnvis_gui.core.threads.ThreadPolicy` applied.
+    """
+    from .core.threads import apply_threads
+    n = getattr(args, "threads", None)
+    if n is not None and n < 1:
+        raise UsageError(f"--threads must be at least 1, got {n}")
+    return apply_threads(n, reserve=reserve)
 
 
 def model_from_args(args):

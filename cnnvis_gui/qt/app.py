@@ -5,17 +5,21 @@ The model options are the ``cnnvis`` command line's (:func:`cnnvis_gui.options.a
 ``--arch-kwarg``, ``--labels``, ``--device`` and the input-spec overrides mean the same in both.
 Without ``--model``/``--weights`` it opens the last model (else the "shapes" demo) and its sample images.
 A ``--layer`` or ``--unit`` the model does not have exits non-zero with the nearest names.
-``--screenshot out.png`` waits for the first complete render (activations and backprop
-drawn), saves a PNG of the whole window and exits 0; any failure exits non-zero with
-the message on stderr.
+``--screenshot out.png`` holds the input at its first frame, waits for the first complete
+render (activations and backprop drawn), saves a PNG of the whole window and exits 0; any
+failure exits non-zero with the message on stderr.  ``--quit-after S [--stats FILE.json]``
+runs live for S seconds, writes the measured rates and exits 0 (:mod:`.automation`).
+Automation runs start at the window's default size and never read or write the user's
+saved settings.  ``--threads N`` sets torch's CPU threads (default: the physical cores
+minus one kept for the window's own threads, :mod:`cnnvis_gui.core.threads`).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..options import (UsageError, add_model_arguments, model_entry, model_from_args, model_from_entry,
-                       spec_overrides)
+from ..options import (UsageError, add_model_arguments, apply_thread_option, model_entry, model_from_args,
+                       model_from_entry, spec_overrides)
 from .state import BACKPROP_METHODS, DISPLAY_FILTERS
 
 
@@ -37,8 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", metavar="METHOD", type=_method_name, choices=BACKPROP_METHODS,
                    help="show a second backprop method side by side")
     p.add_argument("--screenshot", metavar="PNG", help="save a window PNG after the first complete frame, exit")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for --screenshot (default 120)")
-    p.add_argument("--size", default=None, help="window size WxH (e.g. 1500x920)")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds to wait for the first frame with --screenshot / --quit-after (default 120)")
+    p.add_argument("--quit-after", type=float, metavar="SECONDS",
+                   help="run live for SECONDS from the first drawn frame, then exit 0 (with --stats: write rates)")
+    p.add_argument("--stats", metavar="JSON",
+                   help="with --quit-after: write processed_fps, capture_fps, forward_ms, backward_ms, "
+                        "gui_stall_max_ms, dropped_frames (medians where it applies) to this file")
+    p.add_argument("--size", default=None, help="window size WxH (default: the last session's size; 1500x920 "
+                                                "for --screenshot / --quit-after runs)")
     return p
 
 
@@ -86,6 +97,16 @@ def main(argv=None) -> int:
     from .. import models
     from ..core import CnnvisError
 
+    automated = bool(args.screenshot or args.quit_after is not None)
+    if args.stats and args.quit_after is None:
+        return _fail("--stats needs --quit-after SECONDS (how long to measure)")
+    if args.quit_after is not None and args.quit_after <= 0:
+        return _fail(f"--quit-after must be a positive number of seconds, got {args.quit_after:g}")
+    try:
+        apply_thread_option(args, reserve=1)       # one core stays with the GUI and capture threads
+    except UsageError as e:
+        return _fail(str(e))
+
     from .settings import make_settings
 
     # ---- model, read from the same options as `cnnvis` (before any window: a usage error just exits)
@@ -97,11 +118,11 @@ def main(argv=None) -> int:
                 demo_name = args.model or "shapes"
             lm = model_from_args(args)
         else:
-            lm, demo_name = _last_model(make_settings(), models, args.screenshot, notes)
+            lm, demo_name = _last_model(make_settings(), models, automated, notes)
     except UsageError as e:
         return _fail(str(e))
     except Exception as e:  # noqa: BLE001 - shown below (dialog), or the exit message with --screenshot
-        if args.screenshot:
+        if automated:
             return _fail(f"cannot load the model: {e}")
         load_error = e
     if lm is not None and (args.layer is not None or args.unit is not None):
@@ -112,46 +133,34 @@ def main(argv=None) -> int:
         if args.layer is not None:
             args.layer = layer          # "output" -> "", as the core resolved it
     import os
-    if args.screenshot and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if automated and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")   # automation on a headless machine
     from PyQt5 import QtCore, QtWidgets
     from .window import MainWindow
 
+    _quiet_qt_messages()
     QtCore.QCoreApplication.setOrganizationName("cnnvis-gui")
     QtCore.QCoreApplication.setApplicationName("cnnvis-gui")
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["cnnvis-gui"])
-    win = MainWindow()
+    win = MainWindow(remember=not automated)
     if args.size:
         try:
             w, h = (int(v) for v in args.size.lower().split("x"))
             win.resize(w, h)
         except ValueError:
             return _fail(f"--size wants WxH, got {args.size!r}")
-    shot = args.screenshot
-    result = {"rc": None}
-    errors = []
-
-    def finish(rc, msg=None):
-        if result["rc"] is None:
-            result["rc"] = rc
-            if msg:
-                print(f"cnnvis-gui: {msg}", file=sys.stderr)
-            win.close()
-            app.quit()
-
-    if shot:
-        def on_error(msg):
-            errors.append(msg)
-            if win.mm is None or win.frame is None or "layer" in msg or "unit" in msg:
-                finish(1, msg)
-        win.renderFailed.connect(on_error)
+    run = None
+    if automated:
+        from .automation import AutomationRun
+        run = AutomationRun(win, app, screenshot=args.screenshot, quit_after=args.quit_after, stats=args.stats,
+                            timeout=args.timeout)
 
     # ---- model
     init = dict(layer=args.layer, unit=args.unit, method=args.method)
     for note in notes:
         win.show_error(note)
     if load_error is not None:
-        if shot:
+        if automated:
             win.close()
             return _fail(f"cannot load the model: {load_error}")
         QtWidgets.QMessageBox.critical(None, "cnnvis-gui", f"Cannot load the model:\n{load_error}")
@@ -179,30 +188,29 @@ def main(argv=None) -> int:
         except Exception as e:  # noqa: BLE001
             win.show_error(f"demo images: {e}")
 
-    if shot:
-        def on_drawn(res):
-            if win.worker.busy() or res.seq != win.seq or res.frame_id != win.frame_id:
-                return  # a newer request is on its way: wait for it
-            if win.state.backprop_on and not res.backprops:
-                return
-            QtCore.QTimer.singleShot(150, save)
-
-        def save():
-            if result["rc"] is not None:
-                return
-            app.processEvents()
-            ok = win.grab().save(shot)
-            finish(0 if ok else 1, None if ok else f"could not write {shot}")
-        win.frameDrawn.connect(on_drawn)
-        QtCore.QTimer.singleShot(int(args.timeout * 1000),
-                                 lambda: finish(1, "timed out waiting for the first frame"
-                                                + (f" ({errors[-1]})" if errors else "")))
     win.show()
+    if run is not None and run.rc is not None:      # failed before the loop started
+        _teardown(win, app)
+        return run.rc
     app.exec_()
     _teardown(win, app)
-    if not shot:
+    if run is None:
         return 0
-    return result["rc"] if result["rc"] is not None else 1
+    return run.rc if run.rc is not None else 1
+
+
+#: Qt messages that say nothing to a user (the offscreen platform cannot propagate size hints)
+QUIET_QT_MESSAGES = ("This plugin does not support propagateSizeHints()",)
+
+
+def _quiet_qt_messages() -> None:
+    """Drop Qt's known-harmless platform messages; every other message still reaches stderr."""
+    from PyQt5 import QtCore
+
+    def handler(_kind, _context, message):
+        if message not in QUIET_QT_MESSAGES:
+            sys.stderr.write(message + "\n")
+    QtCore.qInstallMessageHandler(handler)
 
 
 def _teardown(win, app) -> None:

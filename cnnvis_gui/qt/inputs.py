@@ -56,6 +56,8 @@ class InputController(QtCore.QObject):
         self._last_raw = None
         self._source_status = ""
         self.capture_rate = Rate()
+        self._hold_next = False         # hold_after_first_frame: stop reading once a frame is in use
+        self.held = False
         # input threads (opening a source, decoding the next image of a folder): see open_path, step_image
         self._io_token = 0              # bumped by every open / new source; older results are dropped
         self._io_lock = threading.Lock()
@@ -112,7 +114,7 @@ class InputController(QtCore.QObject):
         """Capture timer: read the active source, use the frame when it is a new one."""
         win = self.win
         src = self.active_source()
-        if src is None or self.state.frozen_frame:
+        if src is None or self.state.frozen_frame or self.held:
             return
         if src is self.source and self.nav_busy():
             return          # the next image is being decoded in its thread: it arrives as a signal
@@ -144,7 +146,22 @@ class InputController(QtCore.QObject):
         self.frame = frozen
         self.frame_id += 1
         self.capture_rate.tick()
+        if self._hold_next:
+            self._hold_next, self.held = False, True
         self.win.render.request_render()
+
+    def hold_after_first_frame(self, hold: bool = True) -> None:
+        """Keep the next frame that arrives (a live source is not read again) until called with False.
+
+        ``--screenshot`` of a video or a camera: without it every new frame supersedes the
+        render being waited for, and the first complete render never comes.  Unlike ``f``
+        (freeze) this changes nothing the user sees.
+        """
+        if hold:
+            self._hold_next = self.frame is None
+            self.held = self.frame is not None
+        else:
+            self._hold_next = self.held = False
 
     def switch_source(self) -> None:
         """``c``: the camera <-> the files (opens a camera the first time)."""

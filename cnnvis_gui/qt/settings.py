@@ -29,12 +29,17 @@ def make_settings() -> QtCore.QSettings:
 
 
 class Persistence:
-    """Reads the window's settings at start, writes them back at close (``writable``)."""
+    """Reads the window's settings at start, writes them back at close.
 
-    def __init__(self, win, settings: QtCore.QSettings):
+    ``remember=False`` (automation runs: ``--screenshot``, ``--quit-after``): the window
+    starts at its default size and view and writes nothing back, so such a run neither
+    depends on nor changes what the user's next normal start looks like.
+    """
+
+    def __init__(self, win, settings: QtCore.QSettings, remember: bool = True):
         self.win = win
         self.settings = settings
-        self.writable = True
+        self.writable = remember
 
     # ---- the last folder of a file dialog
     def last_dir(self) -> str:
@@ -81,6 +86,10 @@ class Persistence:
     # ---- the window: geometry, docks, view choices
     def restore(self) -> None:
         win, st = self.win, self.settings
+        if not self.writable:
+            win.resize(*DEFAULT_SIZE)
+            win.sync_controls()
+            return
         g = st.value("geometry")
         if g is not None:
             win.restoreGeometry(g)

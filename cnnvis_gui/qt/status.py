@@ -55,7 +55,16 @@ class StatusLine(QtCore.QObject):
         return self.msg.text()
 
     def set_device(self, device) -> None:
-        self.device.setText(f"device {device}")
+        """The device, and on a CPU the torch thread count in use (the policy in the tooltip)."""
+        text = f"device {device}"
+        tip = ""
+        if str(device).startswith("cpu"):
+            from ..core.threads import current_policy
+            policy = current_policy()
+            text += f" · {policy.threads} thread{'s' if policy.threads != 1 else ''}"
+            tip = policy.describe()
+        self.device.setText(text)
+        self.device.setToolTip(tip)
 
     def set_times(self, forward_ms, backward_ms) -> None:
         self.times.setText(f"fwd {forward_ms:.1f} ms  bwd {backward_ms:.1f} ms")

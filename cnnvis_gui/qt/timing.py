@@ -35,3 +35,42 @@ class Rate:
             return 0.0
         span = time.perf_counter() - self.times[0]
         return (len(self.times) - 1) / span if span > 0 else 0.0
+
+
+class StallMeter:
+    """A short GUI timer; the largest gap between its ticks is the longest GUI-thread stall.
+
+    :meth:`stop` returns (longest stall ms, GUI-thread CPU ms during it): a stall with little
+    CPU in it was the thread waiting (for a core, or for the GIL), not working.
+    """
+
+    def __init__(self, period_ms=2):
+        from PyQt5 import QtCore
+        self.period = period_ms / 1000
+        self.gaps = []
+        self.last = None
+        self.p99 = self.over30 = 0
+        self.timer = QtCore.QTimer()
+        self.timer.setTimerType(QtCore.Qt.PreciseTimer)
+        self.timer.setInterval(period_ms)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self):
+        t, c = time.perf_counter(), time.thread_time()
+        if self.last is not None:
+            self.gaps.append((t - self.last[0], c - self.last[1]))
+        self.last = (t, c)
+
+    def start(self):
+        self.gaps, self.last = [], None
+        self.timer.start()
+
+    def stop(self):
+        self.timer.stop()
+        if not self.gaps:
+            return float("nan"), float("nan")
+        wall, cpu = max(self.gaps)
+        walls = sorted(g[0] for g in self.gaps)
+        self.p99 = max(0.0, (walls[min(len(walls) - 1, int(0.99 * len(walls)))] - self.period) * 1000)
+        self.over30 = sum(1 for w in walls if w - self.period > 0.030)
+        return max(0.0, (wall - self.period) * 1000), cpu * 1000

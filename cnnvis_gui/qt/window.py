@@ -56,7 +56,7 @@ class MainWindow(QtWidgets.QMainWindow):
     STOP_TIMEOUT_MS = 10000
 
     def __init__(self, state: ViewerState | None = None, settings: QtCore.QSettings | None = None,
-                 parent=None):
+                 parent=None, remember: bool = True):
         super().__init__(parent)
         self.state = state or ViewerState()
         self.settings = settings if settings is not None else make_settings()
@@ -65,7 +65,7 @@ class MainWindow(QtWidgets.QMainWindow):
         from ..core import colormap_lut
         self.lut = colormap_lut("inferno")
 
-        self.persistence = Persistence(self, self.settings)
+        self.persistence = Persistence(self, self.settings, remember=remember)
         self.session = ModelSession(self)
         self.inputs = InputController(self)
         self.atlas = AtlasController(self)

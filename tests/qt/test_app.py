@@ -74,3 +74,59 @@ def test_method_spellings_match_the_command_line():
     assert (args.method, args.compare) == ("guided_gradcam", "gradcam")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--method", "lrp"])
+
+
+def _video(path, n=40, size=(96, 72)):
+    import cv2
+    import numpy as np
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, size)
+    assert w.isOpened()
+    for i in range(n):
+        f = np.full((size[1], size[0], 3), (i * 9) % 255, np.uint8)
+        cv2.circle(f, (10 + 2 * i, size[1] // 2), 8, (0, 255, 0), -1)
+        w.write(f)
+    w.release()
+    return path
+
+
+def test_live_screenshot_keeps_the_users_settings_and_uses_the_default_size(tmp_path, qapp):
+    """A video supersedes frames: the screenshot holds the first one; nothing is written to the settings."""
+    import cv2
+    from PyQt5 import QtCore
+    from cnnvis_gui.qt.settings import DEFAULT_SIZE
+    from cnnvis_gui.qt.window import MainWindow
+    ini = tmp_path / "s.ini"
+    settings = QtCore.QSettings(str(ini), QtCore.QSettings.IniFormat)
+    win = MainWindow(settings=settings)                  # a normal session at 900x600, method "gradient"
+    win.resize(900, 600)
+    win.state.update(method="gradient")
+    win.close()
+    del win
+    before = ini.read_bytes()
+    clip = _video(tmp_path / "clip.avi")
+    out = tmp_path / "live.png"
+    p = run_gui(tmp_path, "--model", "shapes", "--input", str(clip), "--layer", "features.14", "--unit", "3",
+                "--method", "deconvnet", "--filter", "raw", "--compare", "gradcam", "--screenshot", str(out))
+    assert p.returncode == 0, p.stderr
+    img = cv2.imread(str(out))
+    assert img is not None and (img.shape[1], img.shape[0]) == DEFAULT_SIZE
+    assert ini.read_bytes() == before                    # --method/--filter/--compare did not leak
+    assert "propagateSizeHints" not in p.stderr
+
+
+def test_quit_after_writes_the_stats(tmp_path):
+    import json
+    clip = _video(tmp_path / "clip.avi", n=90)
+    stats = tmp_path / "stats.json"
+    p = run_gui(tmp_path, "--model", "shapes", "--input", str(clip), "--quit-after", "2", "--stats", str(stats),
+                "--threads", "1")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(stats.read_text())
+    for k in ("processed_fps", "capture_fps", "forward_ms", "backward_ms", "gui_stall_max_ms", "dropped_frames"):
+        assert k in d, k
+    assert d["processed_fps"] > 0 and d["capture_fps"] > 0 and d["forward_ms"] > 0
+    assert d["frames_processed"] + d["dropped_frames"] == d["frames_captured"] and d["torch_threads"] == 1
+    assert 1.8 < d["seconds"] < 10
+    assert not (tmp_path / "s.ini").exists()
+    p = run_gui(tmp_path, "--model", "shapes", "--stats", str(stats), timeout=60)
+    assert p.returncode != 0 and "--stats needs --quit-after" in p.stderr

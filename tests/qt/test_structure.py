@@ -35,3 +35,9 @@ def test_each_concern_has_its_controller(window):
         assert isinstance(getattr(window, name), cls)
     assert window.loaded is window.session.loaded and window.frame is window.inputs.frame
     assert window.worker is window.render.worker
+
+
+def test_status_bar_shows_the_torch_threads(window):
+    import torch
+    assert f"{torch.get_num_threads()} thread" in window.status.device.text()
+    assert "torch thread" in window.status.device.toolTip()
