@@ -6,7 +6,7 @@ from pathlib import Path
 from .errors import ModelLoadError
 from .loader import LoadedModel, load
 
-__all__ = ["DEMO_NAMES", "assets_dir", "demo", "demo_checkpoint", "demo_samples"]
+__all__ = ["DEMO_NAMES", "assets_dir", "demo", "demo_checkpoint", "demo_samples", "demo_name_of"]
 
 DEMO_NAMES = ("shapes", "glyphs")
 
@@ -39,3 +39,17 @@ def demo(name: str = "shapes", device="cpu") -> LoadedModel:
 def demo_samples(name: str) -> list:
     """Sample images shipped for a demo model, ``assets/samples/<name>/NN_label.png``, sorted."""
     return sorted((assets_dir() / "samples" / _check(name)).glob("*.png"))
+
+
+def demo_name_of(loaded) -> str | None:
+    """Which shipped demo a ``LoadedModel`` is (its weights are the demo's checkpoint file), or None."""
+    first = str(getattr(loaded, "source", "") or "").split(" + ", 1)[0]
+    if not first:
+        return None
+    for name in DEMO_NAMES:
+        try:
+            if Path(first).resolve() == demo_checkpoint(name).resolve():
+                return name
+        except OSError:
+            continue
+    return None

@@ -178,14 +178,20 @@ DEMOS = {
 }
 
 
-def make_dataset(name: str, n: int, seed: int):
-    """``n`` images (uint8, as written to PNG) and labels, balanced over classes, seeded."""
+def iter_dataset(name: str, n: int, seed: int):
+    """Yield ``(image, label)`` ``n`` times: the images :func:`make_dataset` returns, one at a time."""
     d = DEMOS[name]
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % len(d["labels"])
     rng.shuffle(labels)
-    images = [d["make"](int(k), rng) for k in labels]
-    return images, labels
+    for k in labels:
+        yield d["make"](int(k), rng), k
+
+
+def make_dataset(name: str, n: int, seed: int):
+    """``n`` images (uint8, as written to PNG) and labels, balanced over classes, seeded."""
+    pairs = list(iter_dataset(name, n, seed))
+    return [im for im, _ in pairs], np.array([k for _, k in pairs], dtype=np.int64)
 
 
 def to_batch(spec: InputSpec, images) -> torch.Tensor:
