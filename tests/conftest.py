@@ -3,6 +3,8 @@ import os
 # Qt must never need a display in tests.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The window builds the demo models' atlas at first start; tests that want it turn it on.
+os.environ.setdefault("CNNVIS_DEMO_ATLAS", "0")
 
 import pytest
 import torch

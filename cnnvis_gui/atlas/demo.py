@@ -118,14 +118,16 @@ class DemoAtlas:
     layers : list of str, optional
         Layers to scan; default every visualizable layer of the model map.
     k, n, seed, cache_dir, batch_size
-        Top-k per unit, images drawn, generator seed, atlas cache override, scan batch size.
+        Top-k per unit, images drawn (default :data:`DEMO_IMAGES`), generator seed, atlas cache
+        override, scan batch size.
     """
 
     def __init__(self, model: nn.Module, spec: InputSpec, name: str, layers=None, k: int = 9,
-                 n: int = DEMO_IMAGES, seed: int = DEMO_SEED, cache_dir=None, batch_size: int = 128):
+                 n: int | None = None, seed: int = DEMO_SEED, cache_dir=None, batch_size: int = 128):
         self.model, self.spec, self.name = model, spec, name
         self.layers = list(layers) if layers is not None else None
-        self.k, self.n, self.seed, self.cache_dir, self.batch_size = int(k), int(n), int(seed), cache_dir, batch_size
+        self.n = int(DEMO_IMAGES if n is None else n)
+        self.k, self.seed, self.cache_dir, self.batch_size = int(k), int(seed), cache_dir, batch_size
         self.folder = demo_images_folder(name, self.n, self.seed, cache_dir)
         self.scan: TopKScan | None = None
         self.result: AtlasScan | None = None

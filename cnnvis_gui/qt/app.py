@@ -154,6 +154,7 @@ def main(argv=None) -> int:
         from .automation import AutomationRun
         run = AutomationRun(win, app, screenshot=args.screenshot, quit_after=args.quit_after, stats=args.stats,
                             timeout=args.timeout)
+        win.atlas.auto_demo = False     # an automated run measures/shoots the first frames: no background atlas
 
     # ---- model
     init = dict(layer=args.layer, unit=args.unit, method=args.method)

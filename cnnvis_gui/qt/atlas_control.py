@@ -2,15 +2,19 @@
 
 :class:`AtlasController` owns the atlas pane (top images, their backprop crops, the
 optimized image of the selected unit), the scan shown, the reopening of the last scan of a
-model from the cache, and the pattern tiles the grid shows in pattern mode.
+model from the cache, the demo models' atlas built in the background at first start
+(:mod:`cnnvis_gui.atlas.demo`; ``CNNVIS_DEMO_ATLAS=0`` turns it off), and the pattern tiles
+the grid shows in pattern mode.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from pathlib import Path
 
+import torch
 from PyQt5 import QtCore, QtWidgets
 
 from ..core import CnnvisError
@@ -35,6 +39,9 @@ class AtlasController(QtCore.QObject):
         self._pattern_progress = (0, 0)
         self._pattern_mosaic = None     # (tiles key, rows, cols, n) , ActivationMosaic
         self._atlasLookedUp.connect(self._on_looked_up)
+        #: build the demo models' atlas at first start (off: CNNVIS_DEMO_ATLAS=0, or cnnvis-gui --screenshot)
+        self.auto_demo = os.environ.get("CNNVIS_DEMO_ATLAS", "1").strip().lower() not in ("0", "false", "no", "off")
+        self.demo_worker = None         # ScanWorker running a DemoAtlas
 
     # ------------------------------------------------------------------ the dock and scans
     def show_atlas(self):
@@ -99,6 +106,7 @@ class AtlasController(QtCore.QObject):
         if self._pattern_worker is not None:
             self._pattern_worker.stop()
             self._pattern_worker = None
+        self._drop_demo_worker()
         if self.state.patterns:
             self.state.update(patterns=False)
 
@@ -155,6 +163,7 @@ class AtlasController(QtCore.QObject):
                 self.show_atlas()
         last = self.remembered()
         if last is None or not last["layers"] or not Path(last["folder"]).is_dir():
+            self.start_demo_atlas()
             return
         model, spec, gen = win.session.loaded.model, win.session.loaded.spec, win.session.gen
         modules = dict(model.named_modules())
@@ -172,13 +181,83 @@ class AtlasController(QtCore.QObject):
 
     def _on_looked_up(self, gen, scan):
         win = self.win
-        if gen != win.session.gen or win.closed or scan is None:
+        if gen != win.session.gen or win.closed:
+            return
+        if scan is None:              # the remembered scan is no longer cached: a demo builds its own again
+            self.start_demo_atlas()
             return
         self.set_scan(scan)
         layers = ", ".join(n or "output" for n in scan.layers)
         win.show_message(f"unit atlas reopened from the cache: {len(scan.paths)} images of {scan.folder},"
                          f" layers {layers}, top {scan.k}")
         win.atlasRestored.emit(scan)
+
+    # ---- the demo models' atlas: drawn by their generator and scanned in the background at first start
+    def start_demo_atlas(self) -> bool:
+        """For a shipped demo model, build (or read from the cache) its atlas in a thread; False otherwise.
+
+        The window stays usable meanwhile (the scan runs on a private copy of the model); the
+        status bar shows the progress, and the finished scan is shown and remembered like a
+        scan from the dialog, so the next start reopens it from the cache.
+        """
+        from ..models.demos import demo_name_of
+        win = self.win
+        loaded = win.session.loaded
+        name = demo_name_of(loaded) if loaded is not None else None
+        if not self.auto_demo or name is None or win.closed or self.demo_worker is not None:
+            return False
+        from ..atlas.demo import DemoAtlas
+        from .atlas_dialog import ScanWorker, private_model
+        try:
+            # channels-last: the same weights (and cache key), ~30 % less CPU per forward of the demo nets
+            model = private_model(loaded.model).to(memory_format=torch.channels_last)
+        except CnnvisError as e:
+            win.show_error(f"demo atlas: {e}")
+            return False
+        w = ScanWorker(DemoAtlas(model, loaded.spec, name))
+        w.progress.connect(self._on_demo_progress)
+        w.finished_scan.connect(self._on_demo_done)
+        w.failed.connect(self._on_demo_failed)
+        self.demo_worker = w
+        win.status.show_task(f"demo atlas: drawing {name} images…", 0, 1)
+        w.start()
+        return True
+
+    def _drop_demo_worker(self, wait: bool = False) -> None:
+        w, self.demo_worker = self.demo_worker, None
+        if w is None:
+            return
+        w.cancel()              # stops between images / batches; the worker keeps itself alive until then
+        if wait:
+            from .atlas_dialog import stop_worker
+            stop_worker(w)
+        if not self.win.closed:
+            self.win.status.hide_task()
+
+    def _on_demo_progress(self, p) -> None:
+        if self.sender() is self.demo_worker and not self.win.closed:
+            self.win.status.show_task(p.describe(), p.done, p.total)
+
+    def _on_demo_done(self, scan) -> None:
+        if self.sender() is not self.demo_worker or self.win.closed:
+            return
+        self.demo_worker = None
+        self.win.status.hide_task()
+        if scan is None:
+            return
+        self.set_scan(scan)
+        self.remember(scan)
+        how = "reopened from the cache" if getattr(scan, "from_cache", False) else "built"
+        self.win.show_message(f"demo atlas {how}: top {scan.k} of {len(scan.paths)} generated images for every "
+                              f"layer (Atlas → Show the unit atlas pane; s: patterns)")
+        self.win.atlasRestored.emit(scan)
+
+    def _on_demo_failed(self, message) -> None:
+        if self.sender() is not self.demo_worker or self.win.closed:
+            return
+        self.demo_worker = None
+        self.win.status.hide_task()
+        self.win.show_error(f"demo atlas: {message}")
 
     # ------------------------------------------------------------------ pattern mode (s)
     def has(self, layer) -> bool:
@@ -291,6 +370,7 @@ class AtlasController(QtCore.QObject):
         return self._pattern_mosaic[1]
 
     def shutdown(self, timeout_ms) -> None:
+        self._drop_demo_worker(wait=True)
         if self.pane is not None:
             self.pane.close_worker()
         if self._pattern_worker is not None:

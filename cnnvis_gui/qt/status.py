@@ -26,6 +26,12 @@ class StatusLine(QtCore.QObject):
         self.times = QtWidgets.QLabel("fwd — ms  bwd — ms")
         self.device = QtWidgets.QLabel("device —")
         sb.addWidget(self.msg, 1)
+        self.task = QtWidgets.QProgressBar()       # a background job (the demo atlas): hidden when none runs
+        self.task.setMinimumWidth(230)
+        self.task.setMaximumWidth(300)
+        self.task.setTextVisible(True)
+        self.task.hide()
+        sb.addPermanentWidget(self.task)
         for w in (self.capture, self.proc, self.times, self.device):
             w.setStyleSheet("QLabel { padding: 0 6px; }")
             sb.addPermanentWidget(w)
@@ -50,6 +56,17 @@ class StatusLine(QtCore.QObject):
     def error_is_fresh(self) -> bool:
         """An error was shown less than ``ERROR_HOLD_S`` ago (routine messages wait)."""
         return bool(self.last_error) and time.perf_counter() - self._error_time < self.ERROR_HOLD_S
+
+    def show_task(self, text: str, done: int, total: int) -> None:
+        """Show a background job's progress (``done`` of ``total``) beside the message line."""
+        self.task.setRange(0, max(1, int(total)))
+        self.task.setValue(max(0, min(int(done), int(total))))
+        self.task.setFormat(text)
+        self.task.setToolTip(text)
+        self.task.show()
+
+    def hide_task(self) -> None:
+        self.task.hide()
 
     def text(self) -> str:
         return self.msg.text()

@@ -1,0 +1,87 @@
+"""The demo model's atlas at first start: built in the background, shown, remembered, reopened."""
+from __future__ import annotations
+
+import pytest
+
+from cnnvis_gui.atlas import demo as D
+from cnnvis_gui.models import demo_checkpoint
+
+pytestmark = pytest.mark.skipif(not demo_checkpoint("glyphs").is_file(), reason="demo checkpoints not built")
+
+
+@pytest.fixture
+def demo_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNVIS_DEMO_ATLAS", "1")
+    monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "atlas-cache"))
+    monkeypatch.setattr(D, "DEMO_IMAGES", 120)          # a few batches: the mechanism, not the benchmark
+    return tmp_path / "atlas-cache"
+
+
+def new_window(qtbot):
+    from cnnvis_gui.qt.window import MainWindow
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    return win
+
+
+def test_first_start_builds_the_demo_atlas_in_the_background(qtbot, demo_env):
+    win = new_window(qtbot)
+    progress = []
+    with qtbot.waitSignal(win.atlasRestored, timeout=60000) as blocker:
+        assert win.open_demo("glyphs", images=True)
+        qtbot.waitUntil(lambda: win.atlas.demo_worker is not None, timeout=10000)
+        win.atlas.demo_worker.progress.connect(lambda p: progress.append(p))
+        # the window is usable meanwhile: a layer change renders while the atlas builds
+        with qtbot.waitSignal(win.frameDrawn, timeout=20000):
+            win.state.update(layer="features.4", unit=0)
+        assert win.atlas.demo_worker is not None or progress      # still building, or already reported
+    scan = blocker.args[0]
+    assert scan.folder == D.demo_images_folder("glyphs", 120, cache_dir=demo_env)
+    assert len(scan.paths) == 120 and "features.4" in scan.layers
+    assert win.atlas.scan is scan and win.atlas.demo_worker is None
+    assert not win.status.task.isVisible()
+    assert {p.phase for p in progress} <= {"drawing", "scanning"} and progress
+    assert win.atlas.remembered()["folder"] == str(scan.folder)
+    # pattern mode has what it needs now
+    win.atlas.toggle_patterns()
+    assert win.state.patterns
+    win.close()
+
+    # second start: the same model reopens the remembered scan from the cache; nothing is drawn or scanned
+    stamps = {f: f.stat().st_mtime_ns for f in scan.folder.iterdir()}
+    win2 = new_window(qtbot)
+    with qtbot.waitSignal(win2.atlasRestored, timeout=30000) as blocker2:
+        win2.open_demo("glyphs", images=False)
+    again = blocker2.args[0]
+    assert again.from_cache and again.key == scan.key and win2.atlas.demo_worker is None
+    assert {f: f.stat().st_mtime_ns for f in scan.folder.iterdir()} == stamps
+    win2.close()
+
+
+def test_another_model_cancels_the_build(qtbot, demo_env, monkeypatch):
+    from .conftest import loaded
+    monkey_n = 2000
+    monkeypatch.setattr(D, "DEMO_IMAGES", monkey_n)       # long enough to be cancelled
+    win = new_window(qtbot)
+    win.open_demo("glyphs", images=False)
+    qtbot.waitUntil(lambda: win.atlas.demo_worker is not None, timeout=10000)
+    worker = win.atlas.demo_worker
+    with qtbot.waitSignal(win.modelChanged, timeout=20000):
+        win.load_model(loaded())
+    assert win.atlas.demo_worker is None and win.atlas.scan is None
+    qtbot.waitUntil(worker.isFinished, timeout=20000)
+    assert not win.status.task.isVisible()
+    assert not D.demo_images_folder("glyphs", monkey_n, cache_dir=demo_env).exists()   # no partial folder kept
+    win.close()
+
+
+def test_off_switch(qtbot, demo_env, monkeypatch):
+    monkeypatch.setenv("CNNVIS_DEMO_ATLAS", "0")
+    win = new_window(qtbot)
+    with qtbot.waitSignal(win.modelChanged, timeout=20000):
+        win.open_demo("glyphs", images=False)
+    qtbot.wait(200)
+    assert win.atlas.demo_worker is None and win.atlas.scan is None
+    win.close()
