@@ -20,7 +20,7 @@ One file per concern (as torchvision's ``models/_api.py`` / ``_utils.py`` and ti
 >>> demo("shapes")                                                           # doctest: +SKIP
 """
 from .builders import build_arch
-from .errors import ModelLoadError, UntrustedPickleError
+from .errors import ModelLoadError, UntrustedCodeError, UntrustedPickleError
 from .labels import load_labels
 from .loader import LoadedModel, load
 from .metadata import CHECKPOINT_META_KEY
@@ -28,6 +28,6 @@ from .state_dicts import STATE_DICT_KEYS, STRIP_PREFIXES
 from .weights import read_weights
 from .demos import DEMO_NAMES, assets_dir, demo, demo_checkpoint, demo_samples
 
-__all__ = ["load", "LoadedModel", "ModelLoadError", "UntrustedPickleError", "load_labels", "read_weights", "build_arch",
+__all__ = ["load", "LoadedModel", "ModelLoadError", "UntrustedPickleError", "UntrustedCodeError", "load_labels", "read_weights", "build_arch",
            "CHECKPOINT_META_KEY", "STATE_DICT_KEYS", "STRIP_PREFIXES",
            "DEMO_NAMES", "assets_dir", "demo", "demo_checkpoint", "demo_samples"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..core import CnnvisError
 
-__all__ = ["ModelLoadError", "UntrustedPickleError"]
+__all__ = ["ModelLoadError", "UntrustedPickleError", "UntrustedCodeError"]
 
 _SHOW = 8
 
@@ -23,6 +23,21 @@ class UntrustedPickleError(ModelLoadError):
         super().__init__(msg)
         self.path = path
         self.globals = tuple(globals_)
+
+
+class UntrustedCodeError(ModelLoadError):
+    """A file names code to run (an architecture callable or ``.py`` file) and ``trust_code`` was not given.
+
+    The window catches this one to ask "Run the code this file names?" (default No) and
+    retries with ``trust_code=True``; ``.path`` is the file, ``.target`` what it asks to run
+    (``"os:system"``, ``"/abs/net.py:Net"``) and ``.origin`` where it was named.
+    """
+
+    def __init__(self, msg: str, path=None, target: str = "", origin: str = ""):
+        super().__init__(msg)
+        self.path = path
+        self.target = target
+        self.origin = origin
 
 
 def _short(items, n: int = _SHOW) -> str:

@@ -4,7 +4,8 @@
 
 1. builds the architecture (``torchvision:resnet18``, ``timm:name``, ``package.module:factory``,
    ``path/to/net.py:Net``) with the caller's keyword arguments, or takes a whole pickled model
-   (only with ``trust_pickle=True``);
+   (only with ``trust_pickle=True``); an architecture named by the file itself rather than by the
+   caller is built only if :mod:`.trust` allows it (``trust_code``);
 2. reads the weights with ``torch.load(..., weights_only=True)`` (or safetensors), so a
    crafted pickle never runs; TorchScript archives are refused (module hooks, which every
    visualization here relies on, cannot reach inside a TorchScript graph);
@@ -31,6 +32,7 @@ from .errors import ModelLoadError, _short
 from .labels import _labels_from_mapping, load_labels
 from .metadata import CHECKPOINT_META_KEY, _read_sidecar, _resolve_meta_arch
 from .probe import _guess_labels, _resolve_spec, _spec_dict
+from .trust import check_file_arch, check_file_kwargs
 from .state_dicts import STATE_DICT_KEYS, _chosen_state_dict, _fit_state_dict, _state_dict_candidates
 from .weights import read_weights
 
@@ -70,7 +72,7 @@ class LoadedModel:
 # ============================================================================ public entry point
 def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = True, device="cpu",
          spec=None, labels=None, state_dict_key=None, pretrained=None, download_progress=None,
-         **arch_kwargs) -> LoadedModel:
+         trust_code: bool = False, **arch_kwargs) -> LoadedModel:
     """Build a model from an architecture source and/or a weight file.
 
     Parameters
@@ -81,9 +83,15 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
     arch : str or callable, optional
         ``"torchvision:resnet18"``, ``"timm:resnet18"``, ``"package.module:factory"``,
         ``"path/to/net.py:Net"`` or a callable returning an ``nn.Module``.  Defaults to the
-        checkpoint's ``cnnvis.arch`` metadata.
+        checkpoint's ``cnnvis.arch`` metadata (see ``trust_code``).
     trust_pickle : bool
         Allow full unpickling (can run arbitrary code: only for files you trust).
+    trust_code : bool
+        Allow the file's own metadata (``"cnnvis"`` key, safetensors header, sidecar JSON) to
+        name an architecture outside the allowlist of :mod:`.trust` (torchvision and timm
+        models, the demo networks): a ``package.module:callable`` or a ``.py`` file, which then
+        runs.  Without it such a file raises :class:`UntrustedCodeError`.  An ``arch`` the caller
+        gives is the caller's own choice and needs no consent.
     strict : bool
         Require every parameter to be loaded; ``False`` loads what fits and lists the rest in notes.
     device : str or torch.device
@@ -115,20 +123,27 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
                              "'package.module:factory', 'path/to/net.py:Net'), or both.")
     path = Path(weights).expanduser() if weights is not None else None
     meta: dict = {}
+    origin: dict = {}   # metadata key -> where the file named it (for the trust check's message)
     obj = None
     if path is not None:
         obj = read_weights(path, trust_pickle=trust_pickle, notes=notes)
         if isinstance(obj, dict) and isinstance(obj.get(CHECKPOINT_META_KEY), dict):
             meta.update(obj[CHECKPOINT_META_KEY])
+            origin.update(dict.fromkeys(meta, f"{path.name}'s own '{CHECKPOINT_META_KEY}' metadata"))
         side = _read_sidecar(path, notes)
         if side:
             meta.update(side["meta"])
+            origin.update(dict.fromkeys(side["meta"], f"the sidecar file {side['path']}"))
             notes.append(f"metadata read from {side['path'].name}")
 
     arch_src = arch if arch is not None else meta.get("arch")
     if arch is None and isinstance(arch_src, str) and path is not None:
         arch_src = _resolve_meta_arch(arch_src, path)
-    kwargs = dict(meta.get("arch_kwargs") or {}) if arch is None or arch == meta.get("arch") else {}
+    if arch is None and arch_src is not None:   # named by the file, not by the user: data, not consent
+        check_file_arch(arch_src, origin["arch"], trust_code=trust_code, path=path)
+    kwargs = {}
+    if arch is None or arch == meta.get("arch"):
+        kwargs = check_file_kwargs(meta.get("arch_kwargs"), origin.get("arch_kwargs", ""), trust_code=trust_code)
     kwargs.update(arch_kwargs)
     arch_name = arch_src if isinstance(arch_src, str) else getattr(arch_src, "__name__", None)
 

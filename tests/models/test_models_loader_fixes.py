@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnvis_gui.models import ModelLoadError, UntrustedPickleError, load, read_weights
+from cnnvis_gui.models import ModelLoadError, UntrustedCodeError, UntrustedPickleError, load, read_weights
 from cnnvis_gui.models.demo_nets import GlyphsNet
 
 ARCH = "cnnvis_gui.models.demo_nets:GlyphsNet"
@@ -141,7 +141,9 @@ def test_file_arch_in_metadata_is_relative_to_checkpoint(tmp_path, monkeypatch):
     other = tmp_path / "elsewhere"
     other.mkdir()
     monkeypatch.chdir(other)
-    assert type(load(d / "m.pth").model).__name__ == "GlyphsNet"
+    with pytest.raises(UntrustedCodeError, match="nets.py"):   # a file naming code is not consent
+        load(d / "m.pth")
+    assert type(load(d / "m.pth", trust_code=True).model).__name__ == "GlyphsNet"
     torch.save({"state_dict": GlyphsNet().state_dict(), "cnnvis": {"arch": "nope.py:Mnist"}}, d / "n.pth")
     with pytest.raises(ModelLoadError, match=r"tried .*exp.nope\.py.*elsewhere.nope\.py"):
         load(d / "n.pth")
