@@ -11,7 +11,7 @@
 Imports numpy and OpenCV only (plus the core's InputSpec) -- never Qt.
 """
 from .base import (SourceError, Source, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, load_image, to_bgr8,
-                   natural_key, quiet_opencv)
+                   natural_key, quiet_opencv, opencv_name, have_image_reader, check_readable)
 from .pump import CapturePump
 from .live import CameraSource, VideoSource, cameras
 from .stills import ImageSource, ImageFolderSource
@@ -19,4 +19,4 @@ from .factory import open
 
 __all__ = ["open", "cameras", "SourceError", "Source", "CameraSource", "VideoSource", "ImageSource",
            "ImageFolderSource", "CapturePump", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "load_image",
-           "to_bgr8", "natural_key", "quiet_opencv"]
+           "to_bgr8", "natural_key", "quiet_opencv", "opencv_name", "have_image_reader", "check_readable"]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import os
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,10 @@ VIDEO_EXTENSIONS = frozenset({
 })
 
 MAX_NOTICES = 50
+
+# FFmpeg inside OpenCV prints its own complaints ("moov atom not found") on stderr next to our
+# one-line errors; quiet unless the user asked for its log.  Read when a capture first opens.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
 class SourceError(CnnvisError):
@@ -91,10 +97,86 @@ def load_image(path) -> np.ndarray:
         buf = np.fromfile(str(p), dtype=np.uint8)  # works with non-ASCII paths on Windows too
     except OSError as e:
         raise SourceError(f"cannot read image file '{p}': {e.strerror or e}") from None
+    bad_png = _png_problem(buf)
+    if bad_png:   # refused before libpng sees it: libpng prints its complaint straight to stderr
+        raise SourceError(f"'{p.name}' could not be decoded as an image (corrupt PNG: {bad_png})")
     img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if buf.size else None
     if img is None:
         raise SourceError(f"'{p.name}' could not be decoded as an image (corrupt or unsupported format)")
     return to_bgr8(img)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_problem(buf: np.ndarray) -> str | None:
+    """Why the bytes of a PNG file are broken (truncated, a chunk's checksum wrong), or None.
+
+    Walks the chunk list and checks every CRC (zlib's crc32, as the PNG spec defines it), so a
+    damaged file is refused with our message instead of libpng's line on stderr.
+    """
+    data = memoryview(buf)
+    if bytes(data[:8]) != _PNG_SIGNATURE:
+        return None
+    pos, n = 8, len(data)
+    while pos + 12 <= n:
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = bytes(data[pos + 4:pos + 8])
+        end = pos + 12 + length
+        if end > n:
+            break
+        if zlib.crc32(data[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            return f"bad checksum in its {kind.decode('latin-1')!s} chunk"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "the file is truncated (no IEND chunk)"
+
+
+def opencv_name(path) -> str | None:
+    """``path`` as a string OpenCV's path functions can take, or None when they cannot.
+
+    A file name that is not valid UTF-8 (``printf 'bad\\xff.png'``) reaches Python as a string
+    with surrogate escapes, and OpenCV's path functions (``haveImageReader``,
+    ``VideoCapture``) crash the process on it.  Such files are read through bytes instead
+    (:func:`load_image`) or refused by name (videos).
+    """
+    s = str(path)
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return s
+
+
+def have_image_reader(path) -> bool:
+    """Whether OpenCV recognizes the file's header as an image (cheap: reads the header only).
+
+    A name OpenCV cannot take (:func:`opencv_name`) is judged by its extension; its bytes are
+    decoded later by :func:`load_image`, which never hands OpenCV the name.
+    """
+    name = opencv_name(path)
+    if name is None:
+        return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    with quiet_opencv():
+        try:
+            return bool(cv2.haveImageReader(name))
+        except cv2.error:
+            return False
+
+
+def check_readable(path) -> None:
+    """Raise SourceError when the file cannot be opened for reading (permissions, I/O error)."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            f.read(1)
+    except PermissionError:
+        raise SourceError(f"cannot read '{p}': permission denied (check the file's permissions)") from None
+    except IsADirectoryError:
+        return
+    except OSError as e:
+        raise SourceError(f"cannot read '{p}': {e.strerror or e}") from None
 
 
 _log_lock = threading.Lock()

@@ -5,9 +5,8 @@ import inspect
 from pathlib import Path
 
 import numpy as np
-import cv2
 
-from .base import Source, SourceError, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from .base import Source, SourceError, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, check_readable, have_image_reader
 from .live import CameraSource, VideoSource
 from .stills import ImageSource, ImageFolderSource
 
@@ -65,7 +64,7 @@ def open(what, **options) -> Source:  # noqa: A001 - the public name is cnnvis_g
         text = str(what).strip()
         if not text:
             raise SourceError("no source given: name a camera index, a file, a folder or a URL")
-        if text.isdigit():
+        if text.isdigit() or (text[:1] == "-" and text[1:].isdigit()):   # "-1": CameraSource says why not
             return _make(CameraSource, int(text), options)
         if "://" in text and not text.startswith("file://"):
             return _make(VideoSource, text, options)
@@ -76,14 +75,17 @@ def open(what, **options) -> Source:  # noqa: A001 - the public name is cnnvis_g
             raise SourceError(f"no such file or folder: '{p}'")
         if p.is_dir():
             return _make(ImageFolderSource, p, options)
+        check_readable(p)
         ext = p.suffix.lower()
         if ext in VIDEO_EXTENSIONS:
             return _make(VideoSource, p, options)
-        if ext in IMAGE_EXTENSIONS or cv2.haveImageReader(str(p)):
+        if ext in IMAGE_EXTENSIONS or have_image_reader(p):
             return _make(ImageSource, p, options)
         try:
             return _make(VideoSource, p, options)
-        except SourceError:
+        except SourceError as e:
+            if "UTF-8" in str(e):
+                raise
             raise SourceError(f"'{p.name}' is neither an image nor a video OpenCV can read") from None
     raise SourceError(f"cannot open a {type(what).__name__}: give a camera index (int), a file or "
                       f"folder path, a URL or a list of image paths")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import cv2
 
-from .base import Source, SourceError, quiet_opencv
+from .base import Source, SourceError, check_readable, opencv_name, quiet_opencv
 from .pump import CapturePump
 
 
@@ -168,6 +168,9 @@ class CameraSource(_PumpSource):
                  fail_threshold: int = 5, stall_after: float = 2.0):
         super().__init__(mirror=mirror, spec=spec, fit=fit)
         self.index = int(index)
+        if self.index < 0:   # OpenCV's "any camera" index -1 (and below) crashes some builds
+            raise SourceError(f"camera index {self.index} is not valid: camera indices start at 0 "
+                              f"(0 = the first camera).")
         self.description = f"camera {self.index}"
         self._factory = capture_factory
         self._backend = backend
@@ -247,6 +250,11 @@ class VideoSource(_PumpSource):
             if not p.is_file():
                 raise SourceError(f"video file '{p}' does not exist" if not p.exists()
                                   else f"'{p}' is not a file")
+            if capture_factory is None and opencv_name(p) is None:
+                shown = str(p).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                raise SourceError(f"cannot open the video '{shown}': its file name is not valid UTF-8, which OpenCV "
+                                  f"cannot open; rename the file.")
+            check_readable(p)
             self.target = str(p)
             self.name = p.name
             self.description = f"video {p.name}"

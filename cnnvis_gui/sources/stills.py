@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import cv2
 
-from .base import Source, SourceError, IMAGE_EXTENSIONS, natural_key, load_image, to_bgr8
+from .base import (Source, SourceError, IMAGE_EXTENSIONS, check_readable, have_image_reader, natural_key,
+                   load_image, to_bgr8)
 
 
 class ImageSource(Source):
@@ -29,6 +29,7 @@ class ImageSource(Source):
                 raise SourceError(f"image file '{p}' does not exist")
             if not p.is_file():
                 raise SourceError(f"'{p}' is not a file")
+            check_readable(p)
             self.path = p
             self._frame = load_image(p)
             self.description = f"image {p.name}"
@@ -125,7 +126,7 @@ class ImageFolderSource(Source):
         self.ignored = others  #: non-image files found in the folder
         good = []
         for p in paths:
-            if cv2.haveImageReader(str(p)):  # reads the header only: cheap
+            if have_image_reader(p):  # reads the header only: cheap
                 good.append(p)
             else:
                 self._skip(p, "not a readable image")
