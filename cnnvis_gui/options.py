@@ -31,8 +31,8 @@ class UsageError(Exception):
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options that choose and load a model (shared by every sub-command).
 
-    ``--model``, ``--pretrained``, ``--weights``, ``--trust-pickle``, ``--no-strict``, ``--arch-kwarg``,
-    ``--labels``, ``--device`` and the input-spec overrides ``--input-size``,
+    ``--model``, ``--pretrained``, ``--weights``, ``--trust-pickle``, ``--trust-code``, ``--no-strict``,
+    ``--arch-kwarg``, ``--labels``, ``--device`` and the input-spec overrides ``--input-size``,
     ``--channels``, ``--mean``, ``--std``, ``--scale``, ``--bgr``, ``--fit``.
     Turn the parsed namespace into a model with :func:`model_from_args`.
     """
@@ -53,6 +53,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--trust-pickle", action="store_true",
                    help="allow full unpickling of the weight file (runs code from the file: only for files "
                         "you trust)")
+    g.add_argument("--trust-code", action="store_true",
+                   help="allow the weight file's own metadata (checkpoint 'cnnvis' key, .safetensors header, "
+                        "sidecar .json) to name an architecture that runs code: a package.module:callable or a "
+                        ".py file. Without it only torchvision, timm and the demo architectures are built from "
+                        "a file's metadata; an architecture you give with --model needs no such consent")
     g.add_argument("--no-strict", dest="strict", action="store_false",
                    help="load the parameters that fit and leave the rest at their initial values "
                         "(listed in the notes)")
@@ -164,13 +169,12 @@ def model_from_args(args):
     weights = getattr(args, "weights", None)
     kwargs = _arch_kwargs(getattr(args, "arch_kwarg", None))
     spec = spec_overrides(args) or None
-    common = dict(trust_pickle=getattr(args, "trust_pickle", False), strict=getattr(args, "strict", True),
+    common = dict(trust_pickle=getattr(args, "trust_pickle", False), trust_code=getattr(args, "trust_code", False),
+                  strict=getattr(args, "strict", True),
                   device=getattr(args, "device", "auto") or "auto", spec=spec,
                   labels=getattr(args, "labels", None), state_dict_key=getattr(args, "weights_key", None))
-    if common["labels"] is not None and not Path(common["labels"]).is_file():
-        raise UsageError(f"--labels: no such file: '{common['labels']}'")
-    if weights is not None and not Path(weights).expanduser().is_file():
-        raise UsageError(f"--weights: no such file: '{weights}'")
+    _check_file("--labels", common["labels"])
+    _check_file("--weights", weights)
     pretrained = getattr(args, "pretrained", None)
     if pretrained is not None:
         return _pretrained(models, model, weights, pretrained, common, kwargs)
@@ -188,8 +192,7 @@ def model_from_args(args):
         return models.load(path, **common)
     if model is not None and weights is None and ":" not in model and Path(model).suffix.lower() in WEIGHT_SUFFIXES:
         # --model path/to/checkpoint.pth: a weight file that names its own architecture
-        if not Path(model).expanduser().is_file():
-            raise UsageError(f"--model: no such file: '{model}'")
+        _check_file("--model", model)
         return models.load(model, **common, **kwargs)
     if model is not None and ":" not in model:
         raise UsageError(f"--model {model!r} is neither a demo ({', '.join(models.DEMO_NAMES)}) nor an architecture "
@@ -209,16 +212,30 @@ def _pretrained(models, model, weights, pretrained, common, kwargs):
                        **common, **kwargs)
 
 
-def model_from_entry(what: str, arch: str = "", device="auto"):
-    """Load a remembered model (``what|arch`` as in the window's settings) the way the command line would."""
+def _check_file(option: str, value) -> None:
+    """A file option names an existing file (not a folder), or UsageError says which it is."""
+    if value is None:
+        return
+    p = Path(value).expanduser()
+    if p.is_dir():
+        raise UsageError(f"{option}: '{value}' is a folder; give the file inside it")
+    if not p.is_file():
+        raise UsageError(f"{option}: no such file: '{value}'")
+
+
+def model_from_entry(what: str, arch: str = "", device="auto", trust_code: bool = False):
+    """Load a remembered model (``what|arch`` as in the window's settings) the way the command line would.
+
+    ``trust_code`` is never remembered: the window asks again each time (see ``qt/trust_dialog.py``).
+    """
     if what.startswith("demo:"):
         what = what[5:]
     if what.startswith(PRETRAINED_ENTRY) and arch:
         return model_from_args(SimpleNamespace(model=arch, weights=None, pretrained=what[len(PRETRAINED_ENTRY):],
                                                device=device))
     if arch:
-        return model_from_args(SimpleNamespace(model=arch, weights=what, device=device))
-    return model_from_args(SimpleNamespace(model=what, weights=None, device=device))
+        return model_from_args(SimpleNamespace(model=arch, weights=what, device=device, trust_code=trust_code))
+    return model_from_args(SimpleNamespace(model=what, weights=None, device=device, trust_code=trust_code))
 
 
 def model_entry(args, demo_name=None) -> tuple:

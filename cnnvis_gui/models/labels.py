@@ -15,12 +15,19 @@ def load_labels(path) -> list:
     Also accepts ImageNet-style ``{"0": ["n01440764", "tench"]}`` (the last string is used).
     """
     p = Path(path)
+    if p.is_dir():
+        raise ModelLoadError(f"labels file {p} is a folder; give the labels file inside it.")
     if not p.is_file():
         raise ModelLoadError(f"labels file not found: {p}")
     try:
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ModelLoadError(f"labels file {p.name} is not UTF-8 text.") from None
+    except PermissionError:
+        raise ModelLoadError(f"cannot read the labels file {p}: permission denied (check the file's "
+                             f"permissions).") from None
+    except OSError as e:
+        raise ModelLoadError(f"cannot read the labels file {p}: {e.strerror or e}.") from None
     s = text.strip()
     if p.suffix.lower() == ".json" or s[:1] in "[{":
         try:

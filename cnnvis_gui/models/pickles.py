@@ -168,15 +168,24 @@ def _unsupported_global(msg: str) -> str:
     return msg[i + 7:].split(" ")[0] if i >= 0 else ""
 
 
+#: How much of a pickle the opcode scan reads (zip entries are decompressed only that far).
+SCAN_BYTES = 1 << 22
+#: The largest ``data.pkl`` a zip checkpoint may declare: it holds the object structure only (the
+#: tensors are stored beside it), a few MB even for big models; more is a decompression bomb.
+MAX_ZIP_PICKLE_BYTES = 256 << 20
+
+
 def _pickle_bytes(path: Path) -> bytes:
+    """The first :data:`SCAN_BYTES` of the file's pickle (of ``data.pkl`` in a zip checkpoint)."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             for n in z.namelist():
                 if n.endswith("data.pkl"):
-                    return z.read(n)
+                    with z.open(n) as f:
+                        return f.read(SCAN_BYTES)
         return b""
     with open(path, "rb") as f:
-        return f.read(1 << 22)
+        return f.read(SCAN_BYTES)
 
 
 def _classify_pickle(path: Path):

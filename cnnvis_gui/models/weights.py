@@ -14,7 +14,7 @@ import torch
 
 from .errors import ModelLoadError, _short
 from .metadata import CHECKPOINT_META_KEY
-from .pickles import _classify_pickle, _load_with_extras, _unsupported_global, _untrusted
+from .pickles import MAX_ZIP_PICKLE_BYTES, _classify_pickle, _load_with_extras, _unsupported_global, _untrusted
 
 __all__ = ["read_weights"]
 
@@ -36,8 +36,14 @@ def read_weights(path, trust_pickle: bool = False, notes: list | None = None):
     size = path.stat().st_size
     if size == 0:
         raise ModelLoadError(f"{path.name} is empty (0 bytes): the save was interrupted or the download failed.")
-    with open(path, "rb") as f:
-        head = f.read(4096)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except PermissionError:
+        raise ModelLoadError(f"cannot read the weight file {path}: permission denied (check the file's "
+                             f"permissions).") from None
+    except OSError as e:
+        raise ModelLoadError(f"cannot read the weight file {path}: {e.strerror or e}.") from None
 
     if path.suffix.lower() == ".safetensors" or _looks_like_safetensors(head, size):
         return _read_safetensors(path)
@@ -45,7 +51,8 @@ def read_weights(path, trust_pickle: bool = False, notes: list | None = None):
     if head[:4] == b"PK\x03\x04" or zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as z:
-                names = z.namelist()
+                infos = z.infolist()
+                names = [i.filename for i in infos]
         except (zipfile.BadZipFile, OSError) as e:
             raise ModelLoadError(f"{path.name} is a truncated or corrupt zip archive ({e}): the checkpoint was not "
                                  f"saved completely or the copy/download was cut short; save or download it again."
@@ -59,6 +66,12 @@ def read_weights(path, trust_pickle: bool = False, notes: list | None = None):
         if not any(n.endswith("data.pkl") for n in names):
             raise ModelLoadError(f"{path.name} is a zip archive but not a PyTorch checkpoint (no data.pkl inside; "
                                  f"entries: {_short(names)}).")
+        big = [i for i in infos if i.filename.endswith("data.pkl") and i.file_size > MAX_ZIP_PICKLE_BYTES]
+        if big:
+            raise ModelLoadError(
+                f"{path.name}: its {big[0].filename} unpacks to {big[0].file_size / 2**20:,.0f} MB "
+                f"({big[0].compress_size / 2**20:,.1f} MB packed); a checkpoint's object pickle is a few MB (the "
+                f"tensors are stored beside it), so it was not unpacked (a decompression bomb or a damaged file).")
     elif _looks_like_text(head):
         first = head.decode("utf-8", "replace").strip().splitlines()[0][:60] if head.strip() else ""
         raise ModelLoadError(f"{path.name} is a text file, not a PyTorch checkpoint (it starts with {first!r}). "

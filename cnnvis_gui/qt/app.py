@@ -160,6 +160,16 @@ def main(argv=None) -> int:
     init = dict(layer=args.layer, unit=args.unit, method=args.method)
     for note in notes:
         win.show_error(note)
+    if load_error is not None and not shot and isinstance(load_error, models.UntrustedCodeError):
+        from .trust_dialog import confirm_untrusted_code
+        if confirm_untrusted_code(win, load_error):    # as --trust-code would: the user said Yes
+            args.trust_code = True
+            try:
+                lm, load_error = model_from_args(args), None
+            except Exception as e:  # noqa: BLE001
+                load_error = e
+        else:
+            load_error = f"{load_error.target}: not run (you answered No)."
     if load_error is not None:
         if automated:
             win.close()

@@ -157,17 +157,25 @@ class CheckpointDialog(QtWidgets.QDialog):
 
 
 def open_checkpoint_interactive(window) -> bool:
-    """File dialog -> try to load -> ask for what is missing (arch / spec / pickle trust) -> retry."""
+    """File dialog -> try to load -> ask for what is missing (arch / spec / pickle / code trust) -> retry."""
     p, _ = QtWidgets.QFileDialog.getOpenFileName(
         window, "Open checkpoint", window.persistence.last_dir(),
         "Checkpoints (*.pt *.pth *.ckpt *.bin *.safetensors *.pkl);;All (*)")
     if not p:
         return False
     window.persistence.set_last_dir(p)
-    kw = {"arch": None, "spec": None, "trust_pickle": False}
+    from ..models import UntrustedCodeError
+    from .trust_dialog import confirm_untrusted_code
+    kw = {"arch": None, "spec": None, "trust_pickle": False, "trust_code": False}
     for _attempt in range(4):
         try:
             lm = window.open_checkpoint(weights=p, **kw)
+        except UntrustedCodeError as e:   # the file names code to run: ask (default No), never guess
+            if not confirm_untrusted_code(window, e):
+                window.show_error(f"not opened: {e.target} was not run (you answered No)")
+                return False
+            kw["trust_code"] = True
+            continue
         except Exception as e:  # noqa: BLE001 - show the loader's message and ask
             d = CheckpointDialog(p, str(e), kw.get("spec"), window)
             if kw["arch"]:

@@ -122,9 +122,11 @@ class ModelSession:
                 win.show_error(f"demo images: {e}")
         return True
 
-    def open_checkpoint(self, weights=None, arch=None, spec=None, trust_pickle=False, labels=None):
+    def open_checkpoint(self, weights=None, arch=None, spec=None, trust_pickle=False, labels=None,
+                        trust_code=False):
         from .. import models
-        lm = models.load(weights=weights, arch=arch, spec=spec, trust_pickle=trust_pickle, labels=labels)
+        lm = models.load(weights=weights, arch=arch, spec=spec, trust_pickle=trust_pickle, labels=labels,
+                         trust_code=trust_code)
         self.load_model(lm)
         self.win.persistence.remember_model(weights or arch, arch=arch if weights else None)
         return lm
@@ -139,10 +141,14 @@ class ModelSession:
             self.open_demo(what[5:], images=win.inputs.source is None)
             return
         from ..options import model_from_entry
-        try:
-            lm = model_from_entry(what, arch)       # as `cnnvis --model/--weights` would read it
+        from .trust_dialog import load_with_consent
+        try:   # as `cnnvis --model/--weights` would read it; code the file names runs only after a Yes
+            lm = load_with_consent(win, lambda trust_code: model_from_entry(what, arch, trust_code=trust_code))
         except Exception as e:  # noqa: BLE001
             win.show_error(f"cannot open {what}: {e}")
+            return
+        if lm is None:
+            win.show_error(f"not opened: {what} names code to run and you answered No")
             return
         self.load_model(lm)
         win.persistence.remember_model(what, arch=arch or None)

@@ -165,9 +165,10 @@ class MainWindow(QtWidgets.QMainWindow):
     def open_demo(self, name="shapes", images=True) -> bool:
         return self.session.open_demo(name, images=images)
 
-    def open_checkpoint(self, weights=None, arch=None, spec=None, trust_pickle=False, labels=None):
+    def open_checkpoint(self, weights=None, arch=None, spec=None, trust_pickle=False, labels=None,
+                        trust_code=False):
         return self.session.open_checkpoint(weights=weights, arch=arch, spec=spec, trust_pickle=trust_pickle,
-                                            labels=labels)
+                                            labels=labels, trust_code=trust_code)
 
     def open_path(self, path, **options) -> bool:
         """Open an image, folder, video, stream URL or camera index as the input (in a thread)."""

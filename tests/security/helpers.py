@@ -46,4 +46,5 @@ def plain_with_sidecar(path: Path, meta: dict, wrap: bool = False) -> Path:
 def py_beside(folder: Path, marker: Path, name: str = "evil.py") -> Path:
     """A ``.py`` architecture whose top level writes ``marker``; returns the checkpoint naming it."""
     (folder / name).write_text(EVIL_PY.format(marker=str(marker)))
-    return pth_with_meta(folder / "with_py.pth", {"arch": f"{name}:Net"})
+    spec = torch.load(demo_checkpoint("shapes"), weights_only=True)["cnnvis"]["spec"]
+    return pth_with_meta(folder / "with_py.pth", {"arch": f"{name}:Net", "spec": spec})

@@ -1,0 +1,2 @@
+"""The Qt window fixtures of tests/qt, for the GUI consent tests."""
+from tests.qt.conftest import _isolated_settings, window  # noqa: F401
