@@ -1,4 +1,4 @@
-"""Module hooks as a context manager: every handle kept, all removed in ``finally``.
+"""Module hooks as context managers: every handle kept, all removed in ``finally``.
 
 Subclasses register their hooks in :meth:`HookSet.register` (appending each handle to
 ``self.handles``); leaving the ``with`` block, or a failure half-way through registering,
@@ -36,3 +36,36 @@ class HookSet:
         for h in self.handles:
             h.remove()
         self.handles.clear()
+
+
+class ModuleCallHook:
+    """One global forward hook (every module call, ``always_call``, with kwargs) for a ``with`` block.
+
+    ``torch.nn.modules.module.register_module_forward_hook`` costs one registration
+    however many modules the model has, where a hook per module costs one each (the
+    engine records every call of every module, so on a network of small modules the
+    registrations alone would be a measurable part of a forward).  It sees every
+    module call in the process, so :meth:`make_hook`'s hook must first compare
+    ``threading.get_ident()`` with ``self.thread`` and ignore modules it does not know.
+    """
+
+    def __init__(self):
+        self.handle = None
+        self.thread = threading.get_ident()   # the thread whose forwards the hook records
+
+    def make_hook(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __enter__(self):
+        from torch.nn.modules.module import register_module_forward_hook
+        self.handle = register_module_forward_hook(self.make_hook(), with_kwargs=True, always_call=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
