@@ -1,33 +1,47 @@
-"""Engine speed against the bare-PyTorch floor, measured in one run.
+"""Engine speed and memory against the bare-PyTorch floor, measured in one run.
 
-Rows (ResNet-18, random init, 1 x 3 x 224 x 224 by default, CPU; ``--model shapes`` for a demo model):
+For each network (random init, 1 x 3 x 224 x 224 by default, target: a unit of the
+classifier) six cases run interleaved round-robin, and each reports its median:
 
-* bare autograd      -- forward with parameters frozen + torch.autograd.grad to the input
-* ours: new frame    -- Visualizer.forward + one guided-backprop saliency
-* bare backward-only -- torch.autograd.grad on an already-built graph (retain_graph=True)
-* ours: unit switch  -- another unit's guided saliency on the same Frame (backward only)
-* captum             -- captum's NeuronGuidedBackprop (forward + backward each call)
+* bare forward        -- the same weights with parameters frozen, a forward hook on the
+                         target layer, the input requiring grad (the graph a backward needs)
+* ours: recorded fwd  -- ``Visualizer.forward`` (every module's output recorded)
+* bare fwd + grad     -- bare forward + ``torch.autograd.grad`` of the unit to the input
+* ours: new frame     -- ``Visualizer.forward`` + one guided-backprop saliency
+* bare backward       -- ``torch.autograd.grad`` on an already-built graph (retain_graph)
+* ours: unit switch   -- another unit's guided saliency on the same Frame (backward only)
 
-The cases are interleaved round-robin and each reports the median, so the shared,
-noisy machine affects them alike.  Two clocks: wall time, and the process's CPU time
-(all its threads), which other processes on a shared machine disturb much less; the
-ratios are computed on CPU time on the CPU device.  Compare the ratios, not the
-milliseconds.
+Two clocks: wall time, and the process's CPU time (all its threads), which other
+processes on a shared machine disturb much less; the ratios use CPU time on the CPU
+device.  Compare the ratios, not the milliseconds.  The load average is printed
+before and after.
 
-    python benchmarks/bench_engine.py [--model resnet18|shapes|glyphs] [--size 224] [--repeats 15] [--layer fc] [--device cpu]
+Memory: bytes of the distinct storages a frame keeps alive (its graph's saved tensors,
+every recorded output, the inputs kept to recompute overwritten outputs) against the
+bare graph's saved tensors plus the recorded outputs the graph does not hold anyway --
+"extra" is what the engine holds beyond those two.
+
+    python benchmarks/bench_engine.py [--models resnet50,mobilenet_v3_large,efficientnet_b0,resnet18]
+        [--size 224] [--repeats 9] [--threads 1] [--device cpu] [--captum]
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import time
 import warnings
 
 import torch
+import torch.nn as nn
 import torchvision
 
 from cnnvis_gui.core import Visualizer
+
+MODELS = ("resnet50", "mobilenet_v3_large", "efficientnet_b0", "resnet18")
+LABELS = {"resnet50": "ResNet-50", "mobilenet_v3_large": "MobileNetV3-Large",
+          "efficientnet_b0": "EfficientNet-B0", "resnet18": "ResNet-18"}
 
 
 def _timeit(fn, sync):
@@ -38,129 +52,185 @@ def _timeit(fn, sync):
     return (time.perf_counter() - t0) * 1000.0, (time.process_time() - c0) * 1000.0
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--model", default="resnet18",
-                    help="'resnet18' (torchvision, random init) or a demo name ('shapes', 'glyphs')")
-    ap.add_argument("--layer", default=None, help="target layer (default: the classifier output)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
-    ap.add_argument("--no-captum", action="store_true")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dev = torch.device(args.device)
-    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
+def _load():
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return float("nan")
 
+
+# ----------------------------------------------------------------------------- memory
+def _storages(tensors) -> dict:
+    out = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            try:
+                s = t.untyped_storage()
+                out[s.data_ptr()] = s.nbytes()
+            except (RuntimeError, NotImplementedError):
+                pass
+    return out
+
+
+def _saved_tensors(roots) -> list:
+    """Every tensor the graph under ``roots`` saved for its backward."""
+    seen, stack, found = set(), [r for r in roots if r is not None], []
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for attr in dir(node):
+            if attr.startswith("_saved_"):
+                try:
+                    v = getattr(node, attr)
+                except Exception:  # noqa: BLE001 - freed or unpackable saved values
+                    continue
+                found.extend(v if isinstance(v, (tuple, list)) else [v])
+        stack.extend(n for n, _ in node.next_functions if n is not None)
+    return found
+
+
+def _memory(model, frozen, x, layer):
+    """(bare graph, recorded outputs, frame total, extra) in MiB for one frame."""
+    store = {}
+    h = dict(frozen.named_modules())[layer].register_forward_hook(lambda m, a, o: store.__setitem__("o", o))
+    try:
+        out = frozen(x.clone().requires_grad_(True))
+    finally:
+        h.remove()
+    bare = _storages(_saved_tensors([out.grad_fn]) + [store["o"]])
+    frame = Visualizer(model).forward(x)
+    rec = frame._recording
+    rec.calls  # noqa: B018 - builds the index (drops the inputs no recompute needs)
+    graph = _storages(_saved_tensors([frame._out.grad_fn]))
+    recorded = _storages(r[4] for r in rec.records)
+    kept = _storages(a for r in rec.records if r[2] is not None for a in r[2])
+    total = {**graph, **recorded, **kept}
+    mib = 1 / 2 ** 20
+    beyond_graph = sum(n for p, n in recorded.items() if p not in graph)
+    frame.close()
+    bare_total = sum(bare.values())
+    return (bare_total * mib, beyond_graph * mib, sum(total.values()) * mib,
+            (sum(total.values()) - bare_total - beyond_graph) * mib)
+
+
+# ----------------------------------------------------------------------------- one network
+def bench(name, args, dev, sync):
     torch.manual_seed(0)
-    if args.model == "resnet18":
-        model = torchvision.models.resnet18().eval().to(dev)
-        shape = (3, args.size, args.size)
-        args.layer = args.layer or "fc"
-        title = f"ResNet-18, input 1x3x{args.size}x{args.size}"
-    else:
-        from cnnvis_gui.models import demo
-        lm = demo(args.model)
-        model = lm.model.to(dev)
-        shape = lm.spec.shape
-        args.layer = args.layer or [n for n, _ in model.named_modules()][-1]
-        title = f"demo '{args.model}', input 1x{'x'.join(map(str, shape))}"
+    model = getattr(torchvision.models, name)().eval().to(dev)
     frozen = copy.deepcopy(model).requires_grad_(False)
-    x = torch.randn((1,) + tuple(shape), device=dev)
-    layer_mod = dict(model.named_modules())[args.layer]
+    layer = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    x = torch.randn(1, 3, args.size, args.size, device=dev)
     vis = Visualizer(model)
     units = [3, 7]
+    hooked = dict(frozen.named_modules())[layer]
 
-    def unit_obj(o, u):
-        return o[:, u].sum()
-
-    # bare: forward (params frozen) + grad to the input
-    def bare():
+    def bare_forward():
         store = {}
-        h = dict(frozen.named_modules())[args.layer].register_forward_hook(lambda m, a, o: store.__setitem__("o", o))
+        h = hooked.register_forward_hook(lambda m, a, o: store.__setitem__("o", o))
         try:
             xr = x.clone().requires_grad_(True)
             frozen(xr)
-            torch.autograd.grad(unit_obj(store["o"], units[0]), xr)
         finally:
             h.remove()
+        return xr, store["o"]
 
-    # bare backward-only on a retained graph
-    store = {}
-    h = dict(frozen.named_modules())[args.layer].register_forward_hook(lambda m, a, o: store.__setitem__("o", o))
-    xr_kept = x.clone().requires_grad_(True)
-    frozen(xr_kept)
-    h.remove()
-    kept = store["o"]
+    def bare_grad():
+        xr, o = bare_forward()
+        torch.autograd.grad(o[:, units[0]].sum(), xr)
+
+    xr_kept, kept = bare_forward()
 
     def bare_backward():
-        torch.autograd.grad(unit_obj(kept, units[1]), xr_kept, retain_graph=True)
+        torch.autograd.grad(kept[:, units[1]].sum(), xr_kept, retain_graph=True)
+
+    def ours_forward():
+        vis.forward(x).close()
 
     def ours_new():
         f = vis.forward(x)
-        f.saliency(args.layer, units[0], "guided")
+        f.saliency(layer, units[0], "guided")
         f.close()
 
     frame = vis.forward(x)
 
     def ours_switch():
-        frame.saliency(args.layer, units[1], "guided")
+        frame.saliency(layer, units[1], "guided")
 
-    cases = {
-        "bare autograd (forward + grad)": bare,
-        "ours: new frame (forward + guided)": ours_new,
-        "bare backward-only (retained graph)": bare_backward,
-        "ours: unit switch (guided, same frame)": ours_switch,
-    }
-    if not args.no_captum:
+    cases = {"bare forward": bare_forward, "ours: recorded forward": ours_forward,
+             "bare forward + input grad": bare_grad, "ours: new guided frame": ours_new,
+             "bare backward (retained graph)": bare_backward, "ours: unit switch (guided)": ours_switch}
+    if args.captum:
         from captum.attr import NeuronGuidedBackprop
-        ngb = NeuronGuidedBackprop(model, layer_mod)
+        ngb = NeuronGuidedBackprop(model, dict(model.named_modules())[layer])
 
         def captum_gb():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ngb.attribute(x.clone(), neuron_selector=lambda o: o[:, units[0]].reshape(o.shape[0], -1).sum(1))
+                ngb.attribute(x.clone(), neuron_selector=units[0])
         cases["captum NeuronGuidedBackprop"] = captum_gb
 
     for fn in cases.values():  # warm-up
         fn()
         fn()
     sync()
-    times = {k: [] for k in cases}
+    wall = {k: [] for k in cases}
     cpu = {k: [] for k in cases}
+    load0 = _load()
     for _ in range(args.repeats):
         for k, fn in cases.items():
             w, c = _timeit(fn, sync)
-            times[k].append(w)
+            wall[k].append(w)
             cpu[k].append(c)
-    wall = {k: statistics.median(v) for k, v in times.items()}
-    med = {k: statistics.median(v) for k, v in cpu.items()} if dev.type == "cpu" else wall
-    clock = "CPU ms" if dev.type == "cpu" else "wall ms"
+    load1 = _load()
+    wmed = {k: statistics.median(v) for k, v in wall.items()}
+    med = {k: statistics.median(v) for k, v in cpu.items()} if dev.type == "cpu" else wmed
+    cmed = {k: statistics.median(v) for k, v in cpu.items()}
+    frame.close()
+    mem = _memory(model, frozen, x, layer) if dev.type == "cpu" else None
 
-    bare_ms = med["bare autograd (forward + grad)"]
-    back_ms = med["bare backward-only (retained graph)"]
-    load = ""
-    try:
-        import os
-        load = f", load average {os.getloadavg()[0]:.1f}"
-    except (OSError, AttributeError):
-        pass
-    print(f"{title}, target {args.layer!r}, device {dev}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}{load}")
-    print(f"{'case':40s} {'wall ms':>9s} {'CPU ms':>9s} {'vs bare':>8s} {'vs bare bwd':>12s}")
+    print(f"\n{LABELS.get(name, name)}, input 1x3x{args.size}x{args.size}, target {layer!r}, median of "
+          f"{args.repeats}, load average {load0:.1f} -> {load1:.1f}")
+    print(f"  {'case':34s} {'wall ms':>9s} {'CPU ms':>9s}")
     for k in cases:
-        c = cpu[k] and statistics.median(cpu[k])
-        print(f"{k:40s} {wall[k]:9.2f} {c:9.2f} {med[k] / bare_ms:7.2f}x {med[k] / back_ms:11.2f}x")
-    new_ratio = med["ours: new frame (forward + guided)"] / bare_ms
-    sw_ratio = med["ours: unit switch (guided, same frame)"] / back_ms
-    print(f"\nratios on {clock}: new frame / bare = {new_ratio:.2f}x (target <= 1.10x); "
-          f"unit switch / bare backward-only = {sw_ratio:.2f}x (target <= 1.10x)")
-    if "captum NeuronGuidedBackprop" in med:
-        c = med["captum NeuronGuidedBackprop"]
-        print(f"captum / ours new frame = {c / med['ours: new frame (forward + guided)']:.2f}x; "
-              f"captum / ours unit switch = {c / med['ours: unit switch (guided, same frame)']:.2f}x")
+        print(f"  {k:34s} {wmed[k]:9.2f} {cmed[k]:9.2f}")
+    r = (med["ours: recorded forward"] / med["bare forward"],
+         med["ours: new guided frame"] / med["bare forward + input grad"],
+         med["ours: unit switch (guided)"] / med["bare backward (retained graph)"])
+    if mem is not None:
+        print(f"  memory: bare graph {mem[0]:.1f} MiB + recorded outputs {mem[1]:.1f} MiB; "
+              f"frame holds {mem[2]:.1f} MiB, extra {mem[3]:.1f} MiB")
+    return r, mem
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    ap.add_argument("--captum", action="store_true", help="add captum's NeuronGuidedBackprop as a row")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
+    clock = "CPU time" if dev.type == "cpu" else "wall time"
+    print(f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
+          f"ratios on {clock}")
+    rows = []
+    for name in args.models.split(","):
+        rows.append((name,) + bench(name, args, dev, sync))
+    print(f"\n| network | recorded forward / bare forward | new guided frame / bare forward + input gradient "
+          f"| unit switch / bare backward | memory extra |")
+    print("|---|---|---|---|---|")
+    for name, r, mem in rows:
+        extra = f"{mem[3]:.1f} MiB" if mem is not None else "-"
+        print(f"| {LABELS.get(name, name)} | {r[0]:.2f}x | {r[1]:.2f}x | {r[2]:.2f}x | {extra} |")
+    print(f"(load average at the end {_load():.1f})")
+
 
 if __name__ == "__main__":
     main()

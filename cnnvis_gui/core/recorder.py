@@ -21,6 +21,7 @@ as close to bare PyTorch as possible:
 """
 from __future__ import annotations
 
+import gc
 import threading
 from dataclasses import dataclass
 
@@ -72,8 +73,21 @@ class _Recorder(ModuleCallHook):
         super().__init__()
         self.structure = structure
         self.records: list = []
-        self.failed: tuple | None = None   # (name, args) of the innermost module that raised
         self._copy = copy
+
+    @property
+    def failed(self) -> tuple | None:
+        """(name, args) of the innermost module that raised, or None.
+
+        With ``always_call`` the hook also runs for every module the exception leaves,
+        with no output: the innermost is the first of the trailing run of those.
+        """
+        where = None
+        for r in reversed(self.records):
+            if r[4] is not None:
+                break
+            where = (r[0], r[2])
+        return where
 
     def make_hook(self):
         names = self.structure.names
@@ -87,22 +101,17 @@ class _Recorder(ModuleCallHook):
             # (kwargs, out); torch passes no kwargs to a global hook when the forward raised
             if get_ident() != tid:
                 return None
-            out = kwargs_out[-1]
-            kwargs = kwargs_out[0] if len(kwargs_out) == 2 else None
             name = names.get(id(mod))
             if name is None:
                 return None
+            out = kwargs_out[-1]
+            kwargs = kwargs_out[0] if len(kwargs_out) == 2 else None
             if isinstance(out, _Tensor):
                 if copy and len(records) in copy:
                     out = out.detach().clone()
                 append((name, mod, args, kwargs, out, out._version, out.grad_fn, out.output_nr,
                         [a._version if isinstance(a, _Tensor) else -1 for a in args]))
-                self.failed = None
             else:
-                if out is None and self.failed is None:
-                    # always_call: the module raised (the innermost one is the first after
-                    # the last call that returned something)
-                    self.failed = (name, args)
                 append((name, mod, args, kwargs, out, -1, None, 0, None))
             return None
 
@@ -315,8 +324,16 @@ def run_recorded(structure: Structure, x_in, recorder: _Recorder, grad: bool = T
             m.training = False
         for p in trainable:
             p.requires_grad_(False)
-        with recorder, torch.set_grad_enabled(grad):
-            return model(x_in)
+        # The hook keeps every call's output, args and node alive until the frame goes: no
+        # garbage collection can free any of them, so none is run meanwhile.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            with recorder, torch.set_grad_enabled(grad):
+                return model(x_in)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
     finally:
         for p in trainable:
             p.requires_grad_(True)

@@ -665,3 +665,112 @@ def test_resnet_records_pre_relu_values_of_in_place_relus(resnet):
         bn1 = resnet.layer1[0].bn1(resnet.layer1[0].conv1(resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))))
     assert float(bn1.min()) < 0
     assert torch.allclose(frame.activations("inner.layer1.0.bn1"), bn1, atol=1e-5)
+
+
+# ----------------------------------------------------------------------- the recorder (references, recompute)
+def _global_hooks():
+    from torch.nn.modules import module as _m
+    return (len(_m._global_forward_hooks), len(_m._global_forward_pre_hooks),
+            len(_m._global_forward_hooks_always_called))
+
+
+def test_no_global_hook_left_and_gc_restored():
+    import gc as _gc
+    model = _Exploding()
+    before = _global_hooks()
+    assert _gc.isenabled()
+    with pytest.raises(ModelForwardError):
+        Visualizer(model).forward(torch.randn(1, 3, 10, 10))
+    assert _global_hooks() == before and _gc.isenabled()
+    Visualizer(_GrayNet().eval()).forward(torch.randn(1, 1, 28, 28)).saliency("head", 1)
+    assert _global_hooks() == before and _gc.isenabled()
+
+
+def _recorded_by_hooks(model, x, names):
+    """Reference: every named module's output, cloned when the module returns (hooks on a plain forward)."""
+    store = {}
+    mods = dict(model.named_modules())
+    hs = [mods[n].register_forward_hook(lambda m, a, o, n=n: store.setdefault(n, []).append(o.detach().clone()))
+          for n in names]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hs:
+            h.remove()
+    return store
+
+
+def test_overwritten_outputs_are_recomputed_bit_for_bit(resnet):
+    """bn1/bn2/bn3 of every block are overwritten by in-place ReLUs and ``out += identity``;
+    their values come back from their modules, exactly, without another model forward."""
+    model = _Counting(resnet)
+    x = torch.randn(1, 3, 64, 64)
+    frame = Visualizer(model).forward(x)
+    names = [n for n in frame._calls if n.startswith("inner.layer") and n.split(".")[-1] in ("bn1", "bn2", "bn3")]
+    over = [n for n in names if frame._calls[n][-1].overwritten]
+    assert len(over) == len(names) == 16
+    ref = _recorded_by_hooks(resnet, x, [n[len("inner."):] for n in names])
+    for n in names:
+        assert torch.equal(frame.activations(n), ref[n[len("inner."):]][0]), n
+    assert model.forwards == 1
+
+
+class _InplaceModuleOverwritten(nn.Module):
+    """An in-place module whose output a later op overwrites: its input is gone, so its value
+    must come from a second recorded forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.act = nn.Hardswish(inplace=True)
+        self.fc = nn.Linear(4, 3)
+        self.forwards = 0
+
+    def forward(self, x):
+        self.forwards += 1
+        y = self.act(self.conv(x))
+        y *= 2.0
+        y += 0.5
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("objective", ["sum", "activation", "max", (2, 3)])
+def test_overwritten_output_objectives_and_gradients_are_exact(objective):
+    torch.manual_seed(7)
+    model = _InplaceModuleOverwritten().eval()
+    x = torch.randn(1, 3, 10, 10)
+    frame = Visualizer(model).forward(x)
+    assert frame._calls["act"][0].overwritten and frame._calls["conv"][0].overwritten
+    # reference: the same computation without in-place ops
+    xr = x.clone().requires_grad_(True)
+    c = model.conv(xr)
+    a = F.hardswish(c)
+    out = model.fc((a * 2.0 + 0.5).mean((2, 3)))
+    assert torch.equal(frame.activations("conv"), c.detach())          # recomputed from its input
+    assert model.forwards == 1
+    assert torch.allclose(frame.activations("act"), a.detach())         # needs a second forward
+    assert model.forwards == 2
+    sel = a[:, 1]
+    if objective == "sum":
+        obj = sel.sum()
+    elif objective == "activation":
+        obj = 0.5 * (sel * sel).sum()
+    elif objective == "max":
+        obj = sel.reshape(1, -1).amax(1).sum()
+    else:
+        obj = sel[0, 2, 3]
+    (ref,) = torch.autograd.grad(obj, xr, retain_graph=True)
+    _close(frame.saliency("act", 1, "gradient", objective), ref)
+    (ref_at,) = torch.autograd.grad(out[0, 2], c)
+    _close(frame.gradient_at("conv", "output", 2), ref_at)
+
+
+def test_in_place_relu_on_a_view_is_counted_and_keeps_the_plain_gradient():
+    torch.manual_seed(5)
+    model = _ViewThenInplace("flatten_relu_").eval()
+    x = torch.randn(1, 3, 8, 8)
+    frame = Visualizer(model).forward(x)
+    assert frame.relu_calls == 1
+    assert any("view" in n for n in frame.notices)
+    _close(frame.saliency("output", 1, "guided"), frame.saliency("output", 1, "gradient"))
