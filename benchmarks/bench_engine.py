@@ -200,7 +200,7 @@ def bench(name, args, dev, sync):
          med["ours: unit switch (guided)"] / med["bare backward (retained graph)"])
     if mem is not None:
         print(f"  memory: bare graph {mem[0]:.1f} MiB + recorded outputs {mem[1]:.1f} MiB; "
-              f"frame holds {mem[2]:.1f} MiB, extra {mem[3]:.1f} MiB")
+              f"frame holds {mem[2]:.1f} MiB, extra {round(mem[3], 1) or 0.0:.1f} MiB")
     return r, mem
 
 
@@ -227,7 +227,7 @@ def main(argv=None):
           f"| unit switch / bare backward | memory extra |")
     print("|---|---|---|---|---|")
     for name, r, mem in rows:
-        extra = f"{mem[3]:.1f} MiB" if mem is not None else "-"
+        extra = f"{round(mem[3], 1) or 0.0:.1f} MiB" if mem is not None else "-"
         print(f"| {LABELS.get(name, name)} | {r[0]:.2f}x | {r[1]:.2f}x | {r[2]:.2f}x | {extra} |")
     print(f"(load average at the end {_load():.1f})")
 
