@@ -156,7 +156,11 @@ def normalize_unit(act2d, lo=None, hi=None, gain: float = 1.0, gamma: float = 1.
 # --------------------------------------------------------------------------- mosaic
 
 def _choose_grid(n: int, cell_h: int, cell_w: int, sep: int, aspect: float) -> tuple[int, int]:
-    """Rows, cols whose whole mosaic (cells plus separators) is closest to ``aspect`` (w / h)."""
+    """Rows, cols whose whole mosaic (cells plus separators) is closest to ``aspect`` (w / h).
+
+    Closeness is on a log scale; empty cells cost extra, and a last row holding less than a
+    quarter of the columns (a lone tile or two under a full grid) costs more.
+    """
     cols = np.arange(1, n + 1)
     rows = -(-n // cols)
     keep = cols == -(-n // rows)                   # no wholly empty column
@@ -164,7 +168,9 @@ def _choose_grid(n: int, cell_h: int, cell_w: int, sep: int, aspect: float) -> t
     width = cols * (cell_w + sep) + sep
     height = rows * (cell_h + sep) + sep
     score = np.abs(np.log(width / (height * aspect)))
-    score = score + 0.1 * (rows * cols - n) / n   # mild preference for few empty cells
+    empty = rows * cols - n
+    score = score + 0.6 * empty / n               # prefer few empty cells (64 units: 8 x 8, not 7 x 10) ...
+    score = score + 0.3 * ((cols - empty) * 4 < cols) * (rows > 1)   # ... and no last row of a few lone tiles
     best = np.lexsort((rows, np.round(score, 9)))[0]
     return int(rows[best]), int(cols[best])
 

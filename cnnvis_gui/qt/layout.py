@@ -22,8 +22,8 @@ def build_panels(win) -> None:
     dock.setWidget(win.tree)
     dock.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable | QtWidgets.QDockWidget.DockWidgetFloatable)
     win.addDockWidget(QtCore.Qt.LeftDockWidgetArea, dock)
-    win.resizeDocks([dock], [340], QtCore.Qt.Horizontal)
-    win.tree.setMinimumWidth(320)
+    win.resizeDocks([dock], [300], QtCore.Qt.Horizontal)
+    win.tree.setMinimumWidth(150)           # narrow it on a laptop: names keep their column, the rest scrolls
     win.tree_dock = dock
 
     win.input_pane = ImagePane("Model input")

@@ -41,7 +41,11 @@ class ClickableImageItem(pg.ImageItem):
 
 
 class ElidedLabel(QtWidgets.QLabel):
-    """A one-line label that never widens its pane: long text ends in "…" (full text as tooltip)."""
+    """A one-line label that never widens its pane: long text ends in "…" (full text as tooltip).
+
+    It cuts at the end, so texts put what matters first (``layer3 · #5``, ``224×224 · clip.avi``):
+    a middle cut made "featu…res.8" out of two names.
+    """
 
     def __init__(self, text="", parent=None):
         super().__init__(text, parent)
@@ -55,7 +59,7 @@ class ElidedLabel(QtWidgets.QLabel):
     def paintEvent(self, ev):
         p = QtGui.QPainter(self)
         p.setPen(self.palette().color(QtGui.QPalette.WindowText))
-        text = self.fontMetrics().elidedText(self.text(), QtCore.Qt.ElideMiddle, self.width())
+        text = self.fontMetrics().elidedText(self.text(), QtCore.Qt.ElideRight, self.width())
         p.drawText(self.rect(), int(self.alignment()), text)
 
 
@@ -239,11 +243,36 @@ class UnitPane(ImagePane):
             cmap = pg.ColorMap(np.linspace(0, 1, len(lut)), np.asarray(lut, dtype=np.ubyte))
             self.bar = pg.ColorBarItem(values=(0, 1), colorMap=cmap, interactive=False, width=12)
             self.view.addItem(self.bar)
+        # a unit with one value (fc layers, the output): the number and a bar, not a 1 x 1 image
+        self.value = QtWidgets.QLabel()
+        self.value.setTextFormat(QtCore.Qt.RichText)
+        self.value.setAlignment(QtCore.Qt.AlignCenter)
+        self.value.setMinimumSize(160, 140)
+        self.value.hide()
+        self.layout().insertWidget(self.layout().indexOf(self.view), self.value, 1)
 
-    def set_unit(self, rgb, levels):
+    def set_unit(self, rgb, levels, value=None, value_range=None):
+        """Show the unit's map; a 1 x 1 map with its ``value`` shows the number and where it lies
+        in ``value_range`` (the layer's lowest to highest unit value)."""
         if self.bar is not None:
             self.bar.setLevels(levels)
+        scalar = value is not None and rgb.shape[0] == 1 and rgb.shape[1] == 1
+        self.view.setVisible(not scalar)
+        self.value.setVisible(scalar)
+        if scalar:
+            self.value.setText(_value_html(float(value), value_range))
         self.set_rgb(rgb)
+
+
+def _value_html(v: float, value_range) -> str:
+    lo, hi = value_range if value_range is not None else (min(v, 0.0), max(v, 0.0))
+    frac = 0.0 if hi <= lo else min(1.0, max(0.0, (v - lo) / (hi - lo)))
+    w = max(1, int(round(frac * 200)))
+    return (f"<div style='font-size:26px; font-weight:600'>{v:.4g}</div>"
+            f"<table cellspacing='0' cellpadding='0' style='margin-top:6px'><tr>"
+            f"<td bgcolor='#e0a030' width='{w}' height='12'></td>"
+            f"<td bgcolor='#303038' width='{201 - w}' height='12'></td></tr></table>"
+            f"<div style='color:#888'>layer units range {lo:.3g} … {hi:.3g}</div>")
 
 
 class BackpropPane(ImagePane):
@@ -254,6 +283,8 @@ class BackpropPane(ImagePane):
         self.state = state
         self.which = which           # "method" or "method2" field of the state
         self.method_box = QtWidgets.QComboBox()
+        if which == "method":
+            self.method_box.addItem("off", None)          # as b cycles it: the pane's method says so too
         for m in BACKPROP_METHODS:
             self.method_box.addItem(METHOD_LABELS[m], m)
         self.method_box.setToolTip("backprop method (n cycles, b toggles off/gradient/deconvnet/guided)")
@@ -284,7 +315,9 @@ class BackpropPane(ImagePane):
 
     def _on_method(self, i):
         m = self.method_box.itemData(i)
-        if self.which == "method":
+        if m is None:
+            self.state.update(backprop_on=False)
+        elif self.which == "method":
             self.state.update(method=m, backprop_on=True)
         else:
             self.state.update(method2=m)
@@ -309,7 +342,12 @@ class BackpropPane(ImagePane):
         self.cam_box.setCurrentIndex(max(0, i))
         self.cam_box.blockSignals(False)
         off = self.which == "method" and not self.state.backprop_on
-        self.title.setText("Backprop — off (b)" if off else f"Backprop — {METHOD_LABELS.get(m, m)}")
+        if off:
+            self.method_box.blockSignals(True)
+            self.method_box.setCurrentIndex(self.method_box.findData(None))
+            self.method_box.blockSignals(False)
+        # the method alone: the pane's place says it is a backprop view, and a narrow column keeps it whole
+        self.title.setText("backprop off (b)" if off else METHOD_LABELS.get(m, m))
 
 
 class Predictions(QtWidgets.QFrame):

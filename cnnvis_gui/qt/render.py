@@ -124,10 +124,10 @@ class RenderLoop(QtCore.QObject):
             desc += " · frozen"
         win.input_pane.set_rgb(res.input_rgb)
         h, w = res.input_rgb.shape[:2]
-        win.input_pane.info.setText(f"{desc} · {w}×{h}")
+        win.input_pane.info.setText(f"{w}×{h} · {desc}")        # the size first: a narrow pane keeps it
         win.grid.set_mosaic(win.atlas.grid_mosaic(res), res.unit_max, res.unit_mean)
         self.state.update(grid_cols=int(res.mosaic.cols))
-        win.unit_pane.set_unit(res.unit_rgb, res.unit_levels)
+        win.unit_pane.set_unit(res.unit_rgb, res.unit_levels, *self._scalar(res))
         lo, hi = res.unit_levels
         what = "gradient at " if res.grid_mode == "gradients" else "of "
         win.unit_pane.title.setText(f"Unit {res.unit} <span style='color:#888'>{what}{res.layer or 'output'}</span>")
@@ -136,11 +136,13 @@ class RenderLoop(QtCore.QObject):
             if i < len(res.backprops):
                 bp = res.backprops[i]
                 pane.set_rgb(bp.image)
-                where = f"{res.bp[0] or 'output'} #{res.bp[1]}"
+                where = f"{res.bp[0] or 'output'} · #{res.bp[1]}"      # layer name first, then the unit
+                tip = f"{METHOD_LABELS.get(bp.method, bp.method)} of unit {res.bp[1]} of {res.bp[0] or 'output'}"
                 if bp.cam_layer:
-                    where += f" · CAM {bp.cam_layer}"
+                    where += f" · CAM {bp.cam_layer}"                  # cut first when the pane is narrow
+                    tip += f", Grad-CAM at {bp.cam_layer}"
                 pane.info.setText(where)
-                pane.info.setToolTip(where)
+                pane.info.setToolTip(tip)
             elif i == 0:
                 pane.clear()
                 pane.info.setText("off")
@@ -152,11 +154,18 @@ class RenderLoop(QtCore.QObject):
         notices = list(res.notices)
         if notices:
             win.show_message(" · ".join(notices), warn=True)
-        elif not win.status.error_is_fresh():
+        elif not win.status.error_is_fresh(res.seq):
             win.show_message(self.describe(res))
             win.status.last_error = ""
         self.last_draw_ms = (time.perf_counter() - t0) * 1000
         win.frameDrawn.emit(res)
+
+    @staticmethod
+    def _scalar(res) -> tuple:
+        """(value, the layer's range) when the unit is one number (fc layers, the output), else (None, None)."""
+        if res.unit_map.size != 1:
+            return None, None
+        return float(res.unit_map.flat[0]), (float(res.unit_max.min()), float(res.unit_max.max()))
 
     def describe(self, res) -> str:
         """The status line for a drawn result: layer, unit, method, filter and the active boosts."""
@@ -177,7 +186,7 @@ class RenderLoop(QtCore.QObject):
     def _on_failed(self, f):
         if f.gen != self.win.session.gen or self.win.closed:
             return
-        self.win.show_error(f.message)
+        self.win.status.show_error(f.message, seq=f.seq if f.seq >= 0 else None)
         if f.seq == -1:
             self.win.session.forget_map()
 
@@ -192,7 +201,7 @@ class RenderLoop(QtCore.QObject):
         win = self.win
         z = self.state.zoom
         if z == "unit":
-            win.zoom_unit.set_unit(res.unit_rgb, res.unit_levels)
+            win.zoom_unit.set_unit(res.unit_rgb, res.unit_levels, *self._scalar(res))
             win.zoom_unit.title.setText(f"Unit {res.unit} <span style='color:#888'>of {res.layer or 'output'}"
                                         f" — zoom (z: next, Esc: back)</span>")
         elif z == "backprop" and res.backprops:

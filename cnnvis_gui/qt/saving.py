@@ -1,10 +1,31 @@
-"""Saving what the window shows: each pane as PNG, the raw arrays as .npz."""
+"""Saving what the window shows: each pane as PNG, the raw arrays as .npz.
+
+Pane images are written at a readable scale: a 16 x 16 unit map or a 32 x 32 model input
+is enlarged by a whole factor (nearest neighbour, every pixel a square of the same value)
+until its shorter side is at least :data:`MIN_SAVED_SIDE` pixels.  The raw values are in the .npz.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 from PyQt5 import QtWidgets
+
+
+#: shorter side of a saved pane image, at least (pixels)
+MIN_SAVED_SIDE = 256
+#: but a saved image is never enlarged past this side
+MAX_SAVED_SIDE = 4096
+
+
+def readable(img: np.ndarray) -> np.ndarray:
+    """``img`` enlarged by a whole factor (nearest neighbour) to a readable size."""
+    h, w = img.shape[:2]
+    k = max(1, -(-MIN_SAVED_SIDE // max(1, min(h, w))))
+    k = max(1, min(k, MAX_SAVED_SIDE // max(1, h, w)))
+    if k == 1:
+        return img
+    return np.repeat(np.repeat(img, k, axis=0), k, axis=1)
 
 
 class Saver:
@@ -27,7 +48,7 @@ class Saver:
             if img is None or (tag == "backprop2" and not state.compare):
                 continue
             p = folder / f"{stem}_{tag}.png"
-            cv2.imwrite(str(p), np.ascontiguousarray(img[..., ::-1]))
+            cv2.imwrite(str(p), np.ascontiguousarray(readable(img)[..., ::-1]))
             out.append(p)
         p = folder / f"{stem}_window.png"
         win.grab().save(str(p))

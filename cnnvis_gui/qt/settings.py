@@ -20,6 +20,46 @@ PERSISTED = ("method", "compare", "method2", "filter", "overlay")
 DEFAULT_SIZE = (1500, 920)
 
 
+def default_size() -> tuple:
+    """The window's first size: :data:`DEFAULT_SIZE`, shrunk to fit the screen's free area.
+
+    The offscreen platform (automation, tests) has no real screen: there it is the default.
+    """
+    from PyQt5 import QtGui
+    w, h = DEFAULT_SIZE
+    app = QtGui.QGuiApplication.instance()
+    if app is None or app.platformName() == "offscreen":
+        return w, h
+    screen = app.primaryScreen()
+    if screen is None:
+        return w, h
+    avail = screen.availableGeometry()
+    return min(w, avail.width()), min(h, avail.height())
+
+
+def fit_on_screen(win) -> None:
+    """Shrink and move ``win`` so that it lies inside the free area of its screen (not offscreen)."""
+    from PyQt5 import QtGui
+    app = QtGui.QGuiApplication.instance()
+    if app is None or app.platformName() == "offscreen":
+        return
+    screen = app.screenAt(win.frameGeometry().center()) or app.primaryScreen()
+    if screen is None:
+        return
+    avail = screen.availableGeometry()
+    frame = win.frameGeometry()
+    extra_w, extra_h = frame.width() - win.width(), frame.height() - win.height()
+    w = min(win.width(), avail.width() - extra_w)
+    h = min(win.height(), avail.height() - extra_h)
+    if (w, h) != (win.width(), win.height()):
+        win.resize(w, h)
+    frame = win.frameGeometry()
+    x = min(max(frame.x(), avail.x()), avail.right() - frame.width() + 1)
+    y = min(max(frame.y(), avail.y()), avail.bottom() - frame.height() + 1)
+    if (x, y) != (frame.x(), frame.y()):
+        win.move(x, y)
+
+
 def make_settings() -> QtCore.QSettings:
     """QSettings of the app; ``$CNNVIS_GUI_SETTINGS`` (an .ini path) redirects them (tests)."""
     path = os.environ.get(SETTINGS_ENV)
@@ -87,14 +127,14 @@ class Persistence:
     def restore(self) -> None:
         win, st = self.win, self.settings
         if not self.writable:
-            win.resize(*DEFAULT_SIZE)
+            win.resize(*default_size())
             win.sync_controls()
             return
         g = st.value("geometry")
         if g is not None:
-            win.restoreGeometry(g)
+            win.restoreGeometry(g)         # a size saved on a bigger screen is fitted when shown
         else:
-            win.resize(*DEFAULT_SIZE)
+            win.resize(*default_size())
         ws = st.value("window_state")
         if ws is not None:
             win.restoreState(ws)

@@ -19,6 +19,7 @@ class StatusLine(QtCore.QObject):
         self.win = win
         self.last_error = ""
         self._error_time = 0.0
+        self._error_seq = None
         sb = win.statusBar()
         self.msg = ElidedLabel("starting…")
         self.capture = QtWidgets.QLabel("capture — fps")
@@ -45,17 +46,28 @@ class StatusLine(QtCore.QObject):
         self.msg.setText(text)
         self.msg.setToolTip(text)
 
-    def show_error(self, text) -> None:
+    def show_error(self, text, seq=None) -> None:
+        """Red, with the ⚠; ``seq``: the render request that failed (a newer drawn result clears it)."""
         self.last_error = text
+        self._error_seq = seq
         self._error_time = time.perf_counter()
         self.msg.setStyleSheet("QLabel { color: #e03030; font-weight: 600; }")
         self.msg.setText("⚠ " + text)
         self.msg.setToolTip(text)
         self.win.renderFailed.emit(text)
 
-    def error_is_fresh(self) -> bool:
-        """An error was shown less than ``ERROR_HOLD_S`` ago (routine messages wait)."""
-        return bool(self.last_error) and time.perf_counter() - self._error_time < self.ERROR_HOLD_S
+    def error_is_fresh(self, seq=None) -> bool:
+        """The error still applies to a result of request ``seq``: routine messages wait.
+
+        A failed render's error stops applying once a newer request's result is drawn (the
+        user moved to a layer or unit where it does not occur); any other error is held for
+        ``ERROR_HOLD_S``.
+        """
+        if not self.last_error:
+            return False
+        if self._error_seq is not None and seq is not None and seq > self._error_seq:
+            return False
+        return time.perf_counter() - self._error_time < self.ERROR_HOLD_S
 
     def show_task(self, text: str, done: int, total: int) -> None:
         """Show a background job's progress (``done`` of ``total``) beside the message line."""
@@ -95,7 +107,7 @@ class StatusLine(QtCore.QObject):
             cap = "capture frozen"
         self.capture.setText(cap)
         rate = win.render.process_rate.rate()
-        if live or rate >= 0.5:
+        if live and not win.state.frozen_frame:
             self.proc.setText(f"processing {rate:.1f} fps")
-        else:  # a still image is processed once: a rate near 0 would read as a stall
+        else:  # a still image is processed once per change: a rate would read as a stall, or as a loop
             self.proc.setText("processing on demand")

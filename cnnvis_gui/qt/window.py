@@ -139,6 +139,13 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self.help_overlay.hide()
 
+    def showEvent(self, ev):
+        super().showEvent(ev)
+        if not getattr(self, "_fitted", False):
+            self._fitted = True
+            from .settings import fit_on_screen
+            fit_on_screen(self)             # a laptop screen: nothing outside the screen
+
     def resizeEvent(self, ev):
         super().resizeEvent(ev)
         if hasattr(self, "_resize_timer"):

@@ -137,6 +137,14 @@ def _unit_map(grid: np.ndarray, unit: int) -> np.ndarray:
                       f"(expected C x h x w, C x L or F)")
 
 
+def _is_output(frame, grid: np.ndarray) -> bool:
+    """``grid`` (one sample's F values of a layer) is the model's output itself."""
+    out = getattr(frame, "output", None)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != grid.shape[0]:
+        return False
+    return bool(np.array_equal(out.detach()[0].float().cpu().numpy(), grid))
+
+
 def _model_device(model) -> str:
     try:
         return str(next(model.parameters()).device)
@@ -427,8 +435,10 @@ class RenderWorker(QtCore.QThread):
         grid = np.ascontiguousarray(grid, dtype=np.float32)
         n_units = grid.shape[0]
         flat = grid.reshape(n_units, -1) if grid.ndim > 1 else grid.reshape(n_units, 1)
-        labels = req.labels if (req.layer == req.output_layer and req.labels
-                                and len(req.labels) == n_units and grid.ndim == 1) else None
+        labels = None
+        if req.labels and len(req.labels) == n_units and grid.ndim == 1 and (
+                req.layer == req.output_layer or _is_output(frame, grid)):
+            labels = req.labels         # the output layer, or the module that computes it (fc2 = output)
         mosaic_src = np.abs(grid) if req.grid_mode == "gradients" else grid
         mosaic = ActivationMosaic(mosaic_src, normalize=req.normalize, gamma=req.gamma, min_tile=8,
                                   aspect=req.aspect,

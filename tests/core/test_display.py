@@ -475,3 +475,17 @@ def test_normblur_default_sigma_is_the_documented_value(hw, sigma):
     # the measurement itself tells sigmas apart
     other = _blur_sigma_of_impulse(saliency_to_image(g, "normblur", sigma=sigma * 1.3), h // 2, w // 2)
     assert other == pytest.approx(sigma * 1.3, rel=0.08)
+
+
+def test_grid_prefers_few_empty_cells_and_no_lone_last_row():
+    from cnnvis_gui.core.display import _choose_grid
+    for aspect in (0.9, 1.0, 1.2):
+        assert _choose_grid(64, 8, 8, 1, aspect) == (8, 8)
+    cases = lone = 0
+    for n in range(16, 2049, 7):
+        for aspect in (0.8, 1.0, 1.33, 1.78):
+            rows, cols = _choose_grid(n, 14, 14, 1, aspect)
+            assert rows * cols >= n and (rows - 1) * cols < n
+            cases += 1
+            lone += (n - (rows - 1) * cols) * 4 < cols
+    assert lone <= cases // 100, (lone, cases)

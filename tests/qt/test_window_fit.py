@@ -1,0 +1,119 @@
+"""The window on a laptop screen, and the small things seen while using it (issue 12)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PyQt5 import QtCore
+
+from .conftest import StillSource
+
+
+def wait_idle(qtbot, win, timeout=10000):
+    qtbot.waitUntil(lambda: not win.worker.busy() and win.last_result is not None
+                    and win.last_result.seq == win.seq and win.last_result.frame_id == win.frame_id,
+                    timeout=timeout)
+    return win.last_result
+
+
+def shown(label) -> str:
+    """The text a one-line label paints at its current width."""
+    return label.fontMetrics().elidedText(label.text(), QtCore.Qt.ElideRight, label.width())
+
+
+def select(qtbot, win, **kw):
+    with qtbot.waitSignal(win.frameDrawn, timeout=10000):
+        win.state.update(**kw)
+    return wait_idle(qtbot, win)
+
+
+def test_laptop_sizes_show_every_column_and_the_predictions(qtbot, window):
+    for size in ((1280, 720), (1366, 768)):
+        window.resize(*size)
+        qtbot.wait(50)
+        assert window.minimumSizeHint().width() <= size[0] and window.minimumSizeHint().height() <= size[1]
+        central = window.centralWidget().geometry()
+        for w in (window.bp1, window.predictions, window.grid, window.input_pane, window.unit_pane):
+            g = w.geometry()
+            top_left = w.mapTo(window, QtCore.QPoint(0, 0))
+            assert w.isVisible() and g.width() >= 150 and g.height() >= 60, (size, w, g)
+            assert top_left.x() + g.width() <= central.right() + 2, (size, w)
+            assert top_left.y() + g.height() <= central.bottom() + 2, (size, w)
+    assert window.tree.minimumWidth() <= 160                      # the module tree can be narrowed
+
+
+def test_headers_say_the_layer_first_and_keep_it_visible(qtbot, window):
+    res = select(qtbot, window, layer="conv2", unit=5)
+    window.resize(1280, 720)
+    qtbot.wait(50)
+    assert window.bp1.info.text().startswith("conv2 · #5")
+    assert shown(window.bp1.info).startswith("conv2")            # cut at the end, never "co…5"
+    h, w = res.input_rgb.shape[:2]
+    assert window.input_pane.info.text().startswith(f"{w}×{h}")
+    assert window.bp1.title.text() == "guided backprop"
+
+
+def test_backprop_off_shows_in_the_method_box(qtbot, window):
+    box = window.bp1.method_box
+    select(qtbot, window, backprop_on=False)
+    assert box.currentText() == "off" and "off" in window.bp1.title.text()
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
+        box.setCurrentIndex(box.findData("deconvnet"))            # what choosing it in the combo does
+    assert window.state.backprop_on and window.state.method == "deconvnet"
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
+        box.setCurrentIndex(box.findData(None))
+    assert not window.state.backprop_on and wait_idle(qtbot, window).backprops == ()
+
+
+def test_a_failed_render_error_goes_when_a_newer_result_is_drawn(qtbot, window, monkeypatch):
+    from cnnvis_gui import core
+
+    def broken(*a, **k):
+        raise ValueError("cannot draw this gradient")
+    monkeypatch.setattr(core, "saliency_to_image", broken)
+    with qtbot.waitSignal(window.renderFailed, timeout=10000):
+        window.state.select_unit(2)
+    assert "⚠" in window.status_text()
+    monkeypatch.undo()
+    select(qtbot, window, layer="conv1")
+    assert "⚠" not in window.status_text() and "conv1" in window.status_text()
+
+
+def test_a_one_value_unit_shows_its_number(qtbot, window):
+    res = select(qtbot, window, layer="fc", unit=2)
+    pane = window.unit_pane
+    assert res.unit_map.shape == (1, 1)
+    assert pane.value.isVisible() and not pane.view.isVisible()
+    assert f"{float(res.unit_map[0, 0]):.4g}" in pane.value.text()
+    select(qtbot, window, layer="conv2")
+    assert pane.view.isVisible() and not pane.value.isVisible()
+
+
+def test_the_module_computing_the_output_gets_the_class_labels(qtbot, window):
+    res = select(qtbot, window, layer="fc")                        # fc is the output of TinyNet
+    assert list(res.mosaic.labels) == ["a", "b", "c", "d"]
+    res = select(qtbot, window, layer="pool2")
+    assert not getattr(res.mosaic, "labels", None)
+
+
+def test_a_still_image_is_processed_on_demand(qtbot, window):
+    for u in (1, 2, 3):
+        select(qtbot, window, unit=u)
+    window.status.update_rates()
+    assert window.status.proc.text() == "processing on demand"
+
+
+def test_saved_panes_are_readable(qtbot, window, tmp_path):
+    select(qtbot, window, layer="conv2", unit=1)
+    paths = {p.name.split("_")[-1]: p for p in window.save_pngs(tmp_path)}
+    unit = cv2.imread(str(paths["unit.png"]))
+    native = window.unit_pane.last_image
+    assert min(unit.shape[:2]) >= 256 and unit.shape[0] % native.shape[0] == 0
+    k = unit.shape[0] // native.shape[0]
+    assert np.array_equal(unit[::k, ::k, ::-1], native)           # whole-pixel enlargement, same values
+
+
+def test_an_image_step_does_not_keep_an_old_input_error(qtbot, window):
+    window.show_error("input: something went wrong")
+    window.set_source(StillSource(2))
+    wait_idle(qtbot, window)
+    assert "something went wrong" in window.status_text()          # a non-render error is held a moment
