@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", choices=DISPLAY_FILTERS, help="display filter for gradients")
     p.add_argument("--compare", metavar="METHOD", type=_method_name, choices=BACKPROP_METHODS,
                    help="show a second backprop method side by side")
+    p.add_argument("--smoothgrad", type=int, metavar="N",
+                   help="SmoothGrad: average the gradient methods over N noisy copies (0: off)")
+    p.add_argument("--noise", type=float, metavar="S", help="SmoothGrad noise (fraction of the input's range)")
+    p.add_argument("--steps", type=int, metavar="K", help="integrated-gradients points")
     p.add_argument("--screenshot", metavar="PNG", help="save a window PNG after the first complete frame, exit")
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds to wait for the first frame with --screenshot / --quit-after (default 120)")
@@ -108,6 +112,13 @@ def main(argv=None) -> int:
         return _fail(str(e))
 
     from .settings import make_settings
+    from ..core.attribution import check_options
+
+    try:
+        check_options(args.smoothgrad or 0, 0.15 if args.noise is None else args.noise,
+                      32 if args.steps is None else args.steps)
+    except CnnvisError as e:
+        return _fail(f"--{e}")
 
     # ---- model, read from the same options as `cnnvis` (before any window: a usage error just exits)
     lm, demo_name, load_error, notes = None, None, None, []
@@ -180,6 +191,9 @@ def main(argv=None) -> int:
         win.state.update(filter=args.filter)
     if args.compare:
         win.state.update(compare=True, method2=args.compare)
+    for opt, field in (("smoothgrad", "smoothgrad"), ("noise", "noise"), ("steps", "ig_steps")):
+        if getattr(args, opt) is not None:
+            win.state.update(**{field: getattr(args, opt)})
     if lm is not None:
         win.load_model(lm, **init)
         what, arch = model_entry(args, demo_name)

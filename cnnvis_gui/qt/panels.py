@@ -11,7 +11,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from .state import BACKPROP_METHODS, METHOD_LABELS, ViewerState
+from .state import CAM_METHODS, METHOD_GROUPS, METHOD_LABELS, SMOOTHABLE_METHODS, ViewerState
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
@@ -275,8 +275,66 @@ def _value_html(v: float, value_range) -> str:
             f"<div style='color:#888'>layer units range {lo:.3g} … {hi:.3g}</div>")
 
 
+class MethodSettings(QtWidgets.QWidget):
+    """SmoothGrad copies and noise (a row under a pane's method) and integrated-gradients steps.
+
+    The values live in the :class:`ViewerState` (``smoothgrad``, ``noise``, ``ig_steps``), shared
+    by both backprop panes; :meth:`show_for` shows the controls that apply to a method.  The
+    steps box (:attr:`steps`) is placed by the pane beside the method chooser.
+    """
+
+    def __init__(self, state: ViewerState, parent=None):
+        super().__init__(parent)
+        self.state = state
+        row = QtWidgets.QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(3)
+        self.smooth = QtWidgets.QSpinBox()
+        self.smooth.setRange(0, 256)
+        self.smooth.setSpecialValueText("smooth off")
+        self.smooth.setPrefix("smooth ×")
+        self.smooth.setToolTip("SmoothGrad (Smilkov et al. 2017): average the map over N noisy copies of the "
+                               "input, run as batched forwards (off: the plain method)")
+        self.noise = QtWidgets.QDoubleSpinBox()
+        self.noise.setRange(0.0, 1.0)
+        self.noise.setSingleStep(0.05)
+        self.noise.setDecimals(2)
+        self.noise.setPrefix("σ ")
+        self.noise.setToolTip("SmoothGrad noise: standard deviation as a fraction of the input's value range")
+        self.steps = QtWidgets.QSpinBox()
+        self.steps.setRange(1, 256)
+        self.steps.setSuffix(" steps")
+        self.steps.setToolTip("integrated gradients (Sundararajan et al. 2017): points on the path from the "
+                              "all-zero baseline (Gauss-Legendre, as captum)")
+        for w in (self.smooth, self.noise):
+            row.addWidget(w)
+        row.addStretch(1)
+        self.smooth.valueChanged.connect(lambda v: self.state.update(smoothgrad=int(v)))
+        self.noise.valueChanged.connect(lambda v: self.state.update(noise=round(float(v), 4)))
+        self.steps.valueChanged.connect(lambda v: self.state.update(ig_steps=int(v)))
+        state.connect(self._on_state)
+        self._sync()
+
+    def show_for(self, method: str) -> None:
+        on = method in SMOOTHABLE_METHODS
+        self.setVisible(on)
+        self.steps.setVisible(method == "integrated_gradients")
+
+    def _on_state(self, names):
+        if names & {"smoothgrad", "noise", "ig_steps"}:
+            self._sync()
+
+    def _sync(self):
+        for box, v in ((self.smooth, self.state.smoothgrad), (self.noise, self.state.noise),
+                       (self.steps, self.state.ig_steps)):
+            box.blockSignals(True)
+            box.setValue(v)
+            box.blockSignals(False)
+        self.noise.setVisible(self.state.smoothgrad > 0)
+
+
 class BackpropPane(ImagePane):
-    """One saliency view with its method chooser (+ Grad-CAM layer)."""
+    """One saliency or CAM view with its method chooser (+ CAM layer, SmoothGrad / IG settings)."""
 
     def __init__(self, state: ViewerState, which: str = "method", parent=None):
         super().__init__("Backprop", None, parent, (160, 140))
@@ -285,9 +343,17 @@ class BackpropPane(ImagePane):
         self.method_box = QtWidgets.QComboBox()
         if which == "method":
             self.method_box.addItem("off", None)          # as b cycles it: the pane's method says so too
-        for m in BACKPROP_METHODS:
-            self.method_box.addItem(METHOD_LABELS[m], m)
-        self.method_box.setToolTip("backprop method (n cycles, b toggles off/gradient/deconvnet/guided)")
+        model = self.method_box.model()
+        for heading, methods in METHOD_GROUPS:
+            self.method_box.addItem(f"— {heading} —", "")
+            model.item(self.method_box.count() - 1).setEnabled(False)     # a heading, not a choice
+            for m in methods:
+                self.method_box.addItem("   " + METHOD_LABELS[m], m)
+        self.method_box.setMaxVisibleItems(self.method_box.count())
+        self.method_box.setMinimumContentsLength(13)
+        self.method_box.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.method_box.setToolTip("backprop method: gradients (input-sized maps) or CAMs (coarse maps over the "
+                                   "input); n cycles the classic five, b toggles off/gradient/deconvnet/guided")
         self.cam_box = QtWidgets.QComboBox()
         self.cam_box.setToolTip("layer whose feature maps Grad-CAM weighs (default: last conv before the unit)")
         self.cam_box.setMinimumContentsLength(6)
@@ -298,7 +364,10 @@ class BackpropPane(ImagePane):
         self.cam_label = QtWidgets.QLabel("CAM at")
         row.addWidget(self.cam_label)
         row.addWidget(self.cam_box, 1)
+        self.settings = MethodSettings(state)
+        row.addWidget(self.settings.steps)
         self.layout().insertLayout(1, row)
+        self.layout().insertWidget(2, self.settings)
         self.method_box.currentIndexChanged.connect(self._on_method)
         self.cam_box.currentIndexChanged.connect(self._on_cam)
         state.connect(self._on_state)
@@ -315,6 +384,8 @@ class BackpropPane(ImagePane):
 
     def _on_method(self, i):
         m = self.method_box.itemData(i)
+        if m == "":        # a heading
+            return
         if m is None:
             self.state.update(backprop_on=False)
         elif self.which == "method":
@@ -334,14 +405,16 @@ class BackpropPane(ImagePane):
         self.method_box.blockSignals(True)
         self.method_box.setCurrentIndex(max(0, self.method_box.findData(m)))
         self.method_box.blockSignals(False)
-        cam = m in ("gradcam", "guided_gradcam")
+        off = self.which == "method" and not self.state.backprop_on
+        cam = m in CAM_METHODS and not off
+        self.settings.show_for(None if off else m)
+        self.settings.steps.setVisible(m == "integrated_gradients" and not off)
         self.cam_box.setVisible(cam)
         self.cam_label.setVisible(cam)
         i = self.cam_box.findData(self.state.cam_layer)
         self.cam_box.blockSignals(True)
         self.cam_box.setCurrentIndex(max(0, i))
         self.cam_box.blockSignals(False)
-        off = self.which == "method" and not self.state.backprop_on
         if off:
             self.method_box.blockSignals(True)
             self.method_box.setCurrentIndex(self.method_box.findData(None))

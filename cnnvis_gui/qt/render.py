@@ -64,7 +64,7 @@ class RenderLoop(QtCore.QObject):
             seq=self.seq, gen=session.gen, frame_id=inputs.frame_id, frame=inputs.frame,
             layer=s.layer, unit=s.unit, grid_mode=s.grid_mode, methods=methods,
             bp_layer=bp_layer, bp_unit=bp_unit, filter=s.filter, overlay=s.overlay,
-            cam_layer=s.cam_layer, objective=s.objective,
+            cam_layer=s.cam_layer, objective=s.objective, smoothgrad=s.smoothgrad, noise=s.noise, steps=s.ig_steps,
             normalize="unit" if s.per_unit else "layer", gamma=s.gamma, aspect=self.grid_aspect(),
             labels=tuple(labels) if labels else None, output_layer=getattr(session.mm, "output_name", ""))
         self.worker.submit(req)

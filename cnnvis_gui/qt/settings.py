@@ -12,10 +12,12 @@ from pathlib import Path
 
 from PyQt5 import QtCore
 
+from .state import BACKPROP_METHODS
+
 ORG, APP = "cnnvis-gui", "cnnvis-gui"
 SETTINGS_ENV = "CNNVIS_GUI_SETTINGS"
 #: view choices that come back at the next start
-PERSISTED = ("method", "compare", "method2", "filter", "overlay")
+PERSISTED = ("method", "compare", "method2", "filter", "overlay", "smoothgrad", "noise", "ig_steps")
 #: the window's size when the settings do not say otherwise
 DEFAULT_SIZE = (1500, 920)
 
@@ -146,6 +148,13 @@ class Persistence:
             cur = getattr(win.state, k)
             if isinstance(cur, bool):
                 v = v in (True, "true", "1", 1)
+            elif isinstance(cur, (int, float)):   # an .ini file gives strings back
+                try:
+                    v = type(cur)(v)
+                except (TypeError, ValueError):
+                    continue
+            elif k in ("method", "method2") and v not in BACKPROP_METHODS:
+                continue                          # a method this version does not have
             upd[k] = v
         try:
             win.state.update(**upd)

@@ -12,13 +12,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Callable, Optional
 
-#: Backprop methods shown in the backprop panes, in the order ``n`` cycles them.
-BACKPROP_METHODS = ("gradient", "deconvnet", "guided", "gradcam", "guided_gradcam")
+#: Methods a backprop pane can show, by group (the pane's chooser lists them under these headings).
+#: Names are the core's with ``_`` for ``-`` (``integrated_gradients`` is ``"integrated-gradients"``).
+METHOD_GROUPS = (
+    ("gradients", ("gradient", "deconvnet", "guided", "input_x_gradient", "integrated_gradients")),
+    ("CAMs", ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam",
+              "guided_gradcam")),
+)
+BACKPROP_METHODS = tuple(m for _, group in METHOD_GROUPS for m in group)
+#: the CAM methods (a CAM layer applies); the others are input-shaped saliency maps
+CAM_METHODS = METHOD_GROUPS[1][1]
+#: the methods SmoothGrad applies to (every gradient method)
+SMOOTHABLE_METHODS = METHOD_GROUPS[0][1]
+#: the order ``n`` cycles (the classic, one-backward methods)
+N_CYCLE = ("gradient", "deconvnet", "guided", "gradcam", "guided_gradcam")
 METHOD_LABELS = {
     "gradient": "gradient",
     "deconvnet": "deconvnet",
     "guided": "guided backprop",
+    "input_x_gradient": "input × gradient",
+    "integrated_gradients": "integrated gradients",
     "gradcam": "Grad-CAM",
+    "hirescam": "HiResCAM",
+    "xgradcam": "XGrad-CAM",
+    "layercam": "LayerCAM",
+    "gradcam++": "Grad-CAM++",
+    "scorecam": "Score-CAM",
+    "eigencam": "Eigen-CAM",
     "guided_gradcam": "guided Grad-CAM",
 }
 #: ``b`` cycles off -> gradient -> deconvnet -> guided -> off (the deep visualization toolbox's order).
@@ -44,6 +64,9 @@ class ViewerState:
     backprop_on: bool = True
     compare: bool = False            # second backprop pane side by side
     method2: str = "gradcam"
+    smoothgrad: int = 0              # SmoothGrad copies for the gradient methods (0: off)
+    noise: float = 0.15              # SmoothGrad noise, std as a fraction of the input's range
+    ig_steps: int = 32               # integrated-gradients points
     filter: str = "normblur"
     overlay: bool = False
     cam_layer: Optional[str] = None  # None -> the engine's default (last conv before the unit)
@@ -121,8 +144,8 @@ class ViewerState:
             self.update(backprop_on=True, method=nxt)
 
     def cycle_method(self) -> None:
-        i = BACKPROP_METHODS.index(self.method) if self.method in BACKPROP_METHODS else -1
-        self.update(backprop_on=True, method=BACKPROP_METHODS[(i + 1) % len(BACKPROP_METHODS)])
+        i = N_CYCLE.index(self.method) if self.method in N_CYCLE else -1
+        self.update(backprop_on=True, method=N_CYCLE[(i + 1) % len(N_CYCLE)])
 
     def cycle_filter(self) -> None:
         i = DISPLAY_FILTERS.index(self.filter) if self.filter in DISPLAY_FILTERS else -1

@@ -39,7 +39,8 @@ __all__ = ["MainWindow", "make_settings", "RENDER_FIELDS"]
 
 #: state fields whose change needs a new render
 RENDER_FIELDS = {"layer", "unit", "method", "backprop_on", "compare", "method2", "filter", "overlay",
-                 "cam_layer", "objective", "gamma", "per_unit", "grid_mode", "frozen_unit"}
+                 "cam_layer", "objective", "gamma", "per_unit", "grid_mode", "frozen_unit", "smoothgrad", "noise",
+                 "ig_steps"}
 
 
 class MainWindow(QtWidgets.QMainWindow):

@@ -26,7 +26,12 @@ from PyQt5 import QtCore
 
 from ..core import CnnvisError
 
+#: the backprop rules (the grid's "gradients" mode uses one of them at the grid's layer)
 SALIENCY_METHODS = ("gradient", "deconvnet", "guided")
+#: the window's method names (``_`` for ``-``) -> the core's, for the input-shaped maps and the CAMs
+_SALIENCY = {"gradient": "gradient", "deconvnet": "deconvnet", "guided": "guided",
+             "input_x_gradient": "input-x-gradient", "integrated_gradients": "integrated-gradients"}
+_CAMS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,9 @@ class RenderRequest:
     overlay: bool = False
     cam_layer: Optional[str] = None
     objective: str = "sum"
+    smoothgrad: int = 0               # SmoothGrad copies for the gradient methods (0: off)
+    noise: float = 0.15
+    steps: int = 32                   # integrated-gradients points
     normalize: str = "layer"
     gamma: float = 1.0
     aspect: float = 1.0               # width / height of the grid view (the mosaic fills it)
@@ -455,13 +463,15 @@ class RenderWorker(QtCore.QThread):
             t0 = time.perf_counter()
             note = None
             cam_layer = None
-            if method in SALIENCY_METHODS or method == "guided_gradcam":
+            if method in _SALIENCY or method == "guided_gradcam":
                 if method == "guided_gradcam":
                     cam_layer = req.cam_layer or frame.default_cam_layer(req.bp_layer)
                     s = frame.guided_grad_cam(req.bp_layer, req.bp_unit, cam_layer=cam_layer,
                                               objective=req.objective)
                 else:
-                    s = frame.saliency(req.bp_layer, req.bp_unit, method=method, objective=req.objective)
+                    # a fixed seed: the same frame shows the same SmoothGrad map on every render
+                    s = frame.saliency(req.bp_layer, req.bp_unit, method=_SALIENCY[method], objective=req.objective,
+                                       smoothgrad=req.smoothgrad, noise=req.noise, steps=req.steps, seed=0)
                 raw = s.detach().float().cpu()[0].numpy()
                 if not np.all(np.isfinite(raw)):
                     note = "NaN in the gradient (shown as 0)"
@@ -475,14 +485,15 @@ class RenderWorker(QtCore.QThread):
                     img = overlay(self._input_rgb, mag / top if top > 0 else mag, alpha=0.6)
                 else:
                     img = saliency_to_image(raw, filter=req.filter)
-            elif method == "gradcam":
+            elif method in _CAMS:
                 cam_layer = req.cam_layer or frame.default_cam_layer(req.bp_layer)
-                cam = frame.grad_cam(req.bp_layer, req.bp_unit, cam_layer=cam_layer, objective=req.objective)
+                cam = frame.cam(req.bp_layer, req.bp_unit, cam_layer=cam_layer, method=method,
+                                objective=req.objective)
                 raw = cam.detach().float().cpu()[0].numpy()
                 raw = np.nan_to_num(raw, nan=0.0)
                 if not np.any(raw):
-                    note = f"Grad-CAM of unit {req.bp_unit} is all zero at '{cam_layer}' for this input"
-                # Grad-CAM is coarse: it reads best on top of the input (as in Selvaraju et al.)
+                    note = f"the {method} map of unit {req.bp_unit} is all zero at '{cam_layer}' for this input"
+                # a CAM is coarse: it reads best on top of the input (as in Selvaraju et al.)
                 img = overlay(self._input_rgb, raw, alpha=0.5)
             else:
                 raise CnnvisError(f"unknown backprop method {method!r}")
