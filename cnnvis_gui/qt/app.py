@@ -152,6 +152,7 @@ def main(argv=None) -> int:
     _quiet_qt_messages()
     QtCore.QCoreApplication.setOrganizationName("cnnvis-gui")
     QtCore.QCoreApplication.setApplicationName("cnnvis-gui")
+    _preload_native_libraries()
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["cnnvis-gui"])
     win = MainWindow(remember=not automated)
     if args.size:
@@ -226,6 +227,23 @@ def main(argv=None) -> int:
 
 #: Qt messages that say nothing to a user (the offscreen platform cannot propagate size hints)
 QUIET_QT_MESSAGES = ("This plugin does not support propagateSizeHints()",)
+
+
+def _preload_native_libraries() -> None:
+    """Load triton (when installed) before Qt's window system is up.
+
+    torchvision and timm import ``torch._dynamo``, which imports triton to see whether it is
+    there; loading triton's bundled LLVM after Qt's xcb platform (and Mesa's own LLVM) are in
+    the process crashes it with a segmentation fault.  Opening a torchvision/timm model from
+    the window (Model → Open pretrained…) is the first such import, so load it now (~0.5 s).
+    """
+    import importlib.util
+    if "triton" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    try:
+        import triton  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken triton install: torch treats it as absent as well
+        pass
 
 
 def _quiet_qt_messages() -> None:

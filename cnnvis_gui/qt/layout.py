@@ -124,6 +124,8 @@ def build_menus(win) -> None:
     fm.addSeparator()
     _act(fm, "&Quit", win.close, "Ctrl+Q")
     win.model_menu = mm = mb.addMenu("&Model")
+    _act(mm, "Open &pretrained…", session.open_pretrained_dialog, "Ctrl+Shift+O")
+    mm.addSeparator()
     _act(mm, "Edit input &spec…", session.edit_spec_dialog)
     _act(mm, "Edit &labels…", session.edit_labels_dialog)
     am = mb.addMenu("&Atlas")

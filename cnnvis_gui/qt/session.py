@@ -7,7 +7,7 @@ to open a model (a dialog, a menu entry) lives here and ends in :meth:`load_mode
 """
 from __future__ import annotations
 
-from PyQt5 import QtWidgets
+from PyQt5 import QtCore, QtWidgets
 
 from ..core import CnnvisError
 from .timing import calm_gc
@@ -134,6 +134,21 @@ class ModelSession:
     def open_checkpoint_dialog(self) -> None:
         from .dialogs import open_checkpoint_interactive
         open_checkpoint_interactive(self.win)
+
+    def open_pretrained_dialog(self):
+        """Model → Open pretrained…: the searchable list of torchvision/timm weights; returns the dialog."""
+        from .pretrained_dialog import PretrainedDialog
+        d = PretrainedDialog(self.win)
+        d.modelLoaded.connect(self.on_pretrained)
+        d.setAttribute(QtCore.Qt.WA_DeleteOnClose)
+        d.show()
+        return d
+
+    def on_pretrained(self, lm, arch, variant) -> None:
+        """A pretrained model came from the dialog: show it, remember it (Recent, next start)."""
+        from ..options import pretrained_entry
+        self.load_model(lm)
+        self.win.persistence.remember_model(*pretrained_entry(arch, variant))
 
     def open_recent(self, what, arch) -> None:
         win = self.win
