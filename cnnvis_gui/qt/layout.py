@@ -11,7 +11,11 @@ from __future__ import annotations
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from . import keys as keytable
-from .panels import ActivationGrid, BackpropPane, ImagePane, ModuleTree, Predictions, UnitPane
+from .panels import ActivationGrid, BackpropPane, ClickableImageItem, ImagePane, ModuleTree, Predictions, UnitPane
+
+#: the objective box: (shown, ViewerState.objective; "position" = the point clicked in the unit map)
+OBJECTIVE_CHOICES = (("sum", "sum"), ("activation", "activation"), ("max", "max"),
+                     ("position (click the unit)", "position"))
 
 
 def build_panels(win) -> None:
@@ -28,7 +32,7 @@ def build_panels(win) -> None:
 
     win.input_pane = ImagePane("Model input")
     win.input_pane.title.setToolTip("the frame as the model sees it: after crop / stretch / letterbox to the input spec")
-    win.unit_pane = UnitPane(lut=win.lut)
+    win.unit_pane = UnitPane(lut=win.lut, item=ClickableImageItem(axisOrder="row-major"))
     win.predictions = Predictions()
     win.grid = ActivationGrid(s)
     win.grid.unitClicked.connect(s.select_unit)
@@ -40,16 +44,26 @@ def build_panels(win) -> None:
         win.center.addWidget(w)
     win.bp1 = BackpropPane(s, "method")
     win.bp2 = BackpropPane(s, "method2")
-    win.compare_box = QtWidgets.QCheckBox("compare two methods")
+    win.compare_box = QtWidgets.QCheckBox("compare")
+    win.compare_box.setToolTip("a second backprop pane with another method, side by side")
     win.compare_box.toggled.connect(lambda on: s.update(compare=on))
     win.filter_box = QtWidgets.QComboBox()
     for f in ("raw", "gray", "norm", "normblur"):
         win.filter_box.addItem(f, f)
     win.filter_box.setToolTip("display filter for gradients (m cycles)")
     win.filter_box.currentIndexChanged.connect(lambda i: s.update(filter=win.filter_box.itemData(i)))
-    win.overlay_box = QtWidgets.QCheckBox("overlay on input")
-    win.overlay_box.setToolTip("show gradient magnitude over the input (Grad-CAM is always overlaid)")
+    win.overlay_box = QtWidgets.QCheckBox("overlay")
+    win.overlay_box.setToolTip("show the gradient magnitude over the input (Grad-CAM is always overlaid)")
     win.overlay_box.toggled.connect(lambda on: s.update(overlay=on))
+    win.objective_box = QtWidgets.QComboBox()
+    for text, data in OBJECTIVE_CHOICES:
+        win.objective_box.addItem(text, data)
+    win.objective_box.setToolTip("what the backprop pushes back from the unit: the sum of its map, its value at "
+                                 "its most active position (activation), its maximum, or one position you "
+                                 "click in the unit map")
+    win.objective_box.currentIndexChanged.connect(lambda i: win.navigator.choose_objective(
+        win.objective_box.itemData(i)))
+    win.unit_pane.item.clicked.connect(win.navigator.click_unit_map)
 
     left = QtWidgets.QSplitter(QtCore.Qt.Vertical)
     left.addWidget(win.input_pane)
@@ -69,7 +83,12 @@ def build_panels(win) -> None:
     opts.addWidget(win.overlay_box)
     opts.addStretch(1)
     rl.addLayout(opts)
-    rl.addWidget(win.compare_box)
+    opts2 = QtWidgets.QHBoxLayout()
+    opts2.addWidget(win.compare_box)
+    opts2.addStretch(1)
+    opts2.addWidget(QtWidgets.QLabel("objective"))
+    opts2.addWidget(win.objective_box)
+    rl.addLayout(opts2)
     win.bp_split = QtWidgets.QSplitter(QtCore.Qt.Vertical)
     win.bp_split.addWidget(win.bp1)
     win.bp_split.addWidget(win.bp2)

@@ -110,6 +110,52 @@ class Navigator:
         elif action == "quit":
             win.close()
 
+    # ------------------------------------------------------------------ the backprop objective
+    def choose_objective(self, choice) -> None:
+        """The objective box: sum / activation / max, or "position" (the centre until a click)."""
+        if choice != "position":
+            self.state.update(objective=choice)
+            return
+        if not isinstance(self.state.objective, tuple):
+            shape = self._unit_map_shape()
+            if shape is None:
+                self.win.show_message("a position objective needs a unit with a spatial map (h x w)")
+                self.win.sync_controls()
+                return
+            self.state.update(objective=(shape[0] // 2, shape[1] // 2))
+        self.win.show_message("click a position in the unit map: backprop pushes back from that point")
+
+    def click_unit_map(self, x: float, y: float) -> None:
+        """A click on the unit pane: with the position objective, backprop from that point."""
+        if not isinstance(self.state.objective, tuple):
+            return
+        shape = self._unit_map_shape()
+        if shape is None:
+            return
+        r, c = int(y), int(x)
+        if 0 <= r < shape[0] and 0 <= c < shape[1]:
+            self.state.update(objective=(r, c))
+
+    def _unit_map_shape(self):
+        """(h, w) of the backprop unit's map, or None when its units are not 2-D maps."""
+        mm = self.win.session.mm
+        layer = self.state.backprop_unit[0]
+        if mm is None or layer not in mm.names():
+            return None
+        shape = tuple(mm[layer].shape or ())
+        return shape[-2:] if len(shape) == 3 else None
+
+    def fit_objective(self) -> None:
+        """The backprop unit moved to another layer: a clicked position is kept inside its map."""
+        pos = self.state.objective
+        if not isinstance(pos, tuple):
+            return
+        shape = self._unit_map_shape()
+        if shape is None:
+            self.state.update(objective="sum")
+        else:
+            self.state.update(objective=(min(pos[0], shape[0] - 1), min(pos[1], shape[1] - 1)))
+
     def step_layer(self, d: int) -> None:
         mm = self.win.session.mm
         if mm is None:

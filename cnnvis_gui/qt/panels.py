@@ -236,8 +236,8 @@ class UnitPane(ImagePane):
     The worker sends the map already coloured (uint8 RGB); the colour bar only shows the scale.
     """
 
-    def __init__(self, parent=None, lut=None):
-        super().__init__("Unit", None, parent, (160, 140))
+    def __init__(self, parent=None, lut=None, item=None):
+        super().__init__("Unit", item, parent, (160, 140))
         self.bar = None
         if lut is not None:
             cmap = pg.ColorMap(np.linspace(0, 1, len(lut)), np.asarray(lut, dtype=np.ubyte))
@@ -361,7 +361,8 @@ class BackpropPane(ImagePane):
         row = QtWidgets.QHBoxLayout()
         row.setSpacing(3)
         row.addWidget(self.method_box, 1)
-        self.cam_label = QtWidgets.QLabel("CAM at")
+        self.cam_label = QtWidgets.QLabel("at")
+        self.cam_label.setToolTip("Grad-CAM at this layer")
         row.addWidget(self.cam_label)
         row.addWidget(self.cam_box, 1)
         self.settings = MethodSettings(state)
@@ -447,12 +448,12 @@ class Predictions(QtWidgets.QFrame):
             self.text.setText("<span style='color:#888'>the output is not a class score vector</span>")
             return
         html = ["<table cellspacing='0' cellpadding='1'>"]
-        for label, p in rows:
-            w = max(1, int(round(p * 120)))
+        for label, p in rows:       # label, percentage, bar: a narrow pane cuts the bar, never the number
+            w = max(1, int(round(p * 100)))
             html.append(f"<tr><td style='padding-right:6px'>{_esc(label)}</td>"
+                        f"<td style='padding-right:6px' align='right'>{p * 100:.1f}%</td>"
                         f"<td><table cellspacing='0' cellpadding='0'><tr><td bgcolor='#3a8ee6' width='{w}'"
-                        f" height='10'></td></tr></table></td>"
-                        f"<td style='padding-left:6px' align='right'>{p * 100:.1f}%</td></tr>")
+                        f" height='10'></td></tr></table></td></tr>")
         html.append("</table>")
         self.text.setText("".join(html))
 

@@ -131,7 +131,9 @@ class RenderLoop(QtCore.QObject):
         lo, hi = res.unit_levels
         what = "gradient at " if res.grid_mode == "gradients" else "of "
         win.unit_pane.title.setText(f"Unit {res.unit} <span style='color:#888'>{what}{res.layer or 'output'}</span>")
-        win.unit_pane.info.setText(f"{lo:.3g} … {hi:.3g}")
+        scalar = res.unit_map.size == 1                                   # the number is shown instead
+        win.unit_pane.info.setText("" if scalar else f"{lo:.2g} … {hi:.2g}")   # the colour bar has the scale
+        win.unit_pane.info.setToolTip(f"values of unit {res.unit}: {lo:.6g} … {hi:.6g}")
         for i, pane in enumerate((win.bp1, win.bp2)):
             if i < len(res.backprops):
                 bp = res.backprops[i]
@@ -176,6 +178,9 @@ class RenderLoop(QtCore.QObject):
             extra.append(f"backprop frozen on unit {s.frozen_unit[1]} of {s.frozen_unit[0] or 'output'}")
         if s.frozen_frame:
             extra.append("frame frozen")
+        if s.objective != "sum":
+            extra.append(f"objective {s.objective}" if isinstance(s.objective, str)
+                         else "objective at y={}, x={}".format(*s.objective))
         if s.gamma != 1.0:
             extra.append(f"gamma {s.gamma}")
         if s.per_unit:

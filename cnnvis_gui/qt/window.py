@@ -103,6 +103,8 @@ class MainWindow(QtWidgets.QMainWindow):
             if self.state.unit >= n:
                 upd["unit"] = max(0, n - 1)
             self.state.update(**upd)
+        if names & {"layer", "frozen_unit"}:
+            self.navigator.fit_objective()
         if names & {"patterns", "layer"}:
             self.atlas.apply_patterns()
         if names & {"grid_mode", "layer", "patterns"}:
@@ -115,7 +117,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._apply_help()
         if "use_camera" in names:
             self.inputs.switch_source()
-        if names & {"filter", "overlay", "compare"}:
+        if names & {"filter", "overlay", "compare", "objective"}:
             self.sync_controls()
         if "frozen_frame" in names:
             self.show_message("frame frozen (f to resume)" if self.state.frozen_frame else "live input")
@@ -160,7 +162,10 @@ class MainWindow(QtWidgets.QMainWindow):
         for w, fn in ((self.compare_box, lambda: self.compare_box.setChecked(s.compare)),
                       (self.overlay_box, lambda: self.overlay_box.setChecked(s.overlay)),
                       (self.filter_box, lambda: self.filter_box.setCurrentIndex(
-                          max(0, self.filter_box.findData(s.filter))))):
+                          max(0, self.filter_box.findData(s.filter)))),
+                      (self.objective_box, lambda: self.objective_box.setCurrentIndex(
+                          max(0, self.objective_box.findData(
+                              "position" if isinstance(s.objective, tuple) else s.objective))))):
             w.blockSignals(True)
             fn()
             w.blockSignals(False)

@@ -117,3 +117,34 @@ def test_an_image_step_does_not_keep_an_old_input_error(qtbot, window):
     window.set_source(StillSource(2))
     wait_idle(qtbot, window)
     assert "something went wrong" in window.status_text()          # a non-render error is held a moment
+
+
+def test_the_backprop_objective_is_chosen_in_the_window(qtbot, window):
+    import torch
+    from cnnvis_gui.core import Visualizer
+    box = window.objective_box
+    select(qtbot, window, layer="conv2", unit=3)
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
+        box.setCurrentIndex(box.findData("max"))
+    assert window.state.objective == "max"
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
+        box.setCurrentIndex(box.findData("position"))
+    assert window.state.objective == (8, 8)                         # the centre of conv2's 16 x 16 maps
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
+        window.unit_pane.item.clicked.emit(3.5, 4.2)                # what a click on the unit map emits (x, y)
+    res = wait_idle(qtbot, window)
+    assert window.state.objective == (4, 3) and "objective at y=4, x=3" in window.status_text()
+    vis = Visualizer(window.loaded.model, window.loaded.spec)
+    frame = vis.forward(torch.from_numpy(np.array(res.raw_input))[None])
+    want = frame.saliency("conv2", 3, method="guided", objective=(4, 3))[0].numpy()
+    assert np.allclose(res.backprops[0].raw, want, atol=1e-6)
+    select(qtbot, window, layer="fc")                               # no 2-D maps there: back to the sum
+    assert window.state.objective == "sum" and box.currentData() == "sum"
+
+
+def test_prediction_percentages_come_before_their_bars(qtbot, window):
+    window.resize(1280, 720)
+    window.predictions.set_predictions([("Greater Swiss Mountain dog", 0.999), ("tench", 0.001)])
+    html = window.predictions.text.text()
+    assert html.index("99.9%") < html.index("bgcolor")                # a narrow pane cuts the bar, not the number
+    assert window.bp1.method_box.minimumContentsLength() >= len("Grad-CAM")
