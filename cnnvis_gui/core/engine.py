@@ -39,7 +39,7 @@ from . import attribution as _attribution
 from . import cams as _cams
 from .errors import CnnvisError
 from .recorder import Recording, Structure, _Recorder, model_device_dtype, run_recorded
-from .rules import GraphRules, RuleBox, activation_notices
+from .rules import ACTIVATIONS, GraphRules, RuleBox, activation_notices
 from .spec import InputSpec
 
 METHODS = ("gradient", "deconvnet", "guided")
@@ -107,7 +107,9 @@ class _Census:
         self.relu_calls = rules.relu_calls
         self.functional_relu_calls = max(0, rules.relu_calls - module_relus)
         self.other_activations = dict(rules.others)
-        self.notices = activation_notices(rules.relu_calls, rules.others, rules.relu_on_views)
+        self.generalized_activations = dict(rules.generalized)
+        self.notices = activation_notices(rules.relu_calls, rules.others, rules.relu_on_views, rules.generalized,
+                                          "all" if rules.generalize else "relu-only")
 
 
 # --------------------------------------------------------------------------- model map
@@ -135,12 +137,13 @@ class ModelMap:
     """Every module by its dotted name, in ``named_modules()`` order."""
 
     def __init__(self, layers: Sequence[LayerInfo], relu_calls=0, functional_relu_calls=0,
-                 other_activations=None):
+                 other_activations=None, generalized_activations=None):
         self.layers = list(layers)
         self._by_name = {l.name: l for l in self.layers}
         self.relu_calls = relu_calls
         self.functional_relu_calls = functional_relu_calls
-        self.other_activations = dict(other_activations or {})
+        self.other_activations = dict(other_activations or {})         # those keeping the plain gradient
+        self.generalized_activations = dict(generalized_activations or {})  # those with the generalized rule
 
     def __iter__(self):
         return iter(self.layers)
@@ -211,7 +214,8 @@ def _build_map(structure: Structure, calls: dict, census: "_Census") -> ModelMap
         vis = last.reason is None
         layers.append(LayerInfo(name, structure.types[name], shape, (shape[0] if vis and shape else None),
                                 len(cs), vis, last.reason, structure.conv[name], cs[0].start, depth))
-    return ModelMap(layers, census.relu_calls, census.functional_relu_calls, census.other_activations)
+    return ModelMap(layers, census.relu_calls, census.functional_relu_calls, census.other_activations,
+                    census.generalized_activations)
 
 
 # --------------------------------------------------------------------------- the public API
@@ -227,16 +231,24 @@ class Visualizer:
         (``model_map(refresh=True)`` lists them again after the model was changed).
     spec : InputSpec, optional
         The input the model expects; needed for :meth:`model_map` and used to check inputs.
+    activations : {"all", "relu-only"}
+        Where ``deconvnet`` and ``guided`` apply their rule: at ReLUs and, generalized, at
+        every other rectifying activation (SiLU, GELU, LeakyReLU, PReLU, ELU, SELU, CELU,
+        Mish, Hardswish, ReLU6/Hardtanh, Softplus) -- the default -- or at ReLUs only, the
+        plain gradient elsewhere (what every other library does).  See :mod:`.rules`.
     """
 
-    def __init__(self, model: nn.Module, spec: InputSpec | None = None):
+    def __init__(self, model: nn.Module, spec: InputSpec | None = None, activations: str = "all"):
         if not isinstance(model, nn.Module):
             raise CnnvisError(f"Visualizer needs a torch.nn.Module, got {type(model).__name__}")
         if isinstance(model, torch.jit.ScriptModule):
             raise CnnvisError("TorchScript models cannot be visualized: hooks and the backprop rules "
                               "cannot reach inside a scripted graph. Load the eager model instead.")
+        if activations not in ACTIVATIONS:
+            raise CnnvisError(f"activations must be one of {', '.join(map(repr, ACTIVATIONS))}, got {activations!r}")
         self.model = model
         self.spec = spec
+        self.activations = activations
         self._map: ModelMap | None = None
         self._structure: Structure | None = None
 
@@ -262,7 +274,8 @@ class Visualizer:
             rec = _Recorder(structure)
             out = _run(structure, x.clone(), rec)
             recording = Recording(structure, rec.records)
-            self._map = _build_map(structure, recording.calls, _Census(recording, out, GraphRules(RuleBox())))
+            census = _Census(recording, out, GraphRules(RuleBox(), self.activations))
+            self._map = _build_map(structure, recording.calls, census)
         return self._map
 
     def _prepare(self, x) -> torch.Tensor:
@@ -294,7 +307,9 @@ class Visualizer:
             _run(structure, x_leaf.clone(), again)
             return again.records
 
-        frame = Frame(x_leaf, out, Recording(structure, rec.records, reforward), ms)
+        recording = Recording(structure, rec.records, reforward)
+        recording.activations = self.activations
+        frame = Frame(x_leaf, out, recording, ms)
         frame.visualizer = self  # integrated gradients, SmoothGrad and Score-CAM run batched forwards
         return frame
 
@@ -313,7 +328,7 @@ class Frame:
         self._types = recording.structure.types
         self._conv = recording.structure.conv
         self._box = RuleBox()
-        self._rules = GraphRules(self._box)
+        self._rules = GraphRules(self._box, recording.activations)
         self._census: _Census | None = None
         self._map: ModelMap | None = None
         self._lock = threading.Lock()
@@ -346,8 +361,13 @@ class Frame:
 
     @property
     def other_activations(self) -> dict:
-        """Other activations in the recorded graph by name, with their call counts."""
+        """Activations in the recorded graph that keep the plain gradient, by name, with their call counts."""
         return self._counts().other_activations
+
+    @property
+    def generalized_activations(self) -> dict:
+        """The other activations that got the generalized deconvnet/guided rule, with their call counts."""
+        return self._counts().generalized_activations
 
     @property
     def notices(self) -> list[str]:
@@ -560,7 +580,7 @@ class Frame:
 
 def saliency(model: nn.Module, x: torch.Tensor, layer: str, unit: int, method: str = "guided",
              objective="sum", smoothgrad: int = 0, noise: float = 0.15, steps: int = 32, baseline=None,
-             seed: int | None = None) -> torch.Tensor:
+             seed: int | None = None, activations: str = "all") -> torch.Tensor:
     """Attribution of a unit's objective to ``x`` (1 x C x H x W); a tensor shaped like ``x``.
 
     ``method``: ``"gradient"``, ``"deconvnet"`` (Zeiler & Fergus 2014) or ``"guided"``
@@ -570,9 +590,10 @@ def saliency(model: nn.Module, x: torch.Tensor, layer: str, unit: int, method: s
     averages any method over N noisy copies (std ``noise`` x the input's range; ``seed``).
     ``objective``: ``"sum"`` over the channel's positions, ``"activation"`` (gradient of
     1/2 sum a^2, the deep visualization toolbox's seed), ``"max"`` (strongest position) or a
-    ``(y, x)`` position.  See :mod:`cnnvis_gui.core.attribution`.
+    ``(y, x)`` position.  See :mod:`cnnvis_gui.core.attribution`.  ``activations="relu-only"``
+    applies the deconvnet/guided rules at ReLUs only (see :class:`Visualizer`).
     """
-    with Visualizer(model).forward(x) as frame:
+    with Visualizer(model, activations=activations).forward(x) as frame:
         return frame.saliency(layer, unit, method, objective, smoothgrad=smoothgrad, noise=noise,
                               steps=steps, baseline=baseline, seed=seed)
 

@@ -190,6 +190,7 @@ class Recording:
         self.structure = structure
         self.records = records
         self._reforward = reforward
+        self.activations = "all"        # where the frame's rules apply (rules.ACTIVATIONS)
         self._calls: dict | None = None
         self._producers: dict[int, list[int]] = {}
         self._cache: dict = {}

@@ -21,8 +21,26 @@ node hook on every ReLU node.  The hook reads the rule from a :class:`RuleBox` a
 backward each.  The hooks live on the graph's nodes and die with the graph; nothing on
 the model is touched.
 
-The same walk counts the other activations (``SiLU``, ``GELU``, ...) for the frame's
-notices: they keep the plain gradient.
+Rules past ReLU
+---------------
+Guided backprop and deconvnet are rules for rectifiers; every other library (and this
+one before) falls back to the plain gradient at SiLU, GELU, Hardswish, ..., so on
+EfficientNet, MobileNetV3 or ConvNeXt "guided" meant nothing.  The natural
+generalization, applied by default at every pointwise activation ``f`` the forward
+runs -- SiLU, GELU, LeakyReLU, PReLU, ELU, SELU, CELU, Mish, Hardswish, ReLU6/Hardtanh,
+Softplus, module or functional, in place or not:
+
+* ``deconvnet`` passes ``relu(g)`` (the forward is ignored, as at a ReLU);
+* ``guided`` passes ``relu(g) * f'(x)`` where the forward input ``x > 0`` and 0 elsewhere --
+  autograd's ``g * f'(x)`` with the negative gradients and the negative inputs masked.
+  Every ``f`` above has ``f'(x) >= 0`` for ``x > 0``, so that is ``relu(g * f'(x)) * [x > 0]``;
+* ``gradient`` stays plain autograd.
+
+For ReLU (``f'(x) = [x > 0]``) this is exactly the rule above, computed exactly as before.
+``activations="relu-only"`` (:class:`~cnnvis_gui.core.Visualizer`, :func:`~cnnvis_gui.core.saliency`)
+restores the old behaviour: the rules at ReLUs only, the plain gradient elsewhere.  Gates
+(Sigmoid, Hardsigmoid, Tanh, GLU) are not rectifiers and always keep the plain gradient.
+The same walk counts every activation for the frame's notices.
 """
 from __future__ import annotations
 
@@ -30,7 +48,9 @@ from collections import Counter
 
 import torch
 
-__all__ = ["RuleBox", "GraphRules", "activation_label"]
+__all__ = ["RuleBox", "GraphRules", "activation_label", "activation_notices", "ACTIVATIONS"]
+
+ACTIVATIONS = ("all", "relu-only")   # where the deconvnet/guided rules apply
 
 
 class RuleBox:
@@ -54,6 +74,17 @@ _OTHER_NODES = {
     "RreluWithNoiseBackward0": "RReLU", "RreluWithNoiseBackward1": "RReLU",
     "GluBackward0": "GLU", "LogSigmoidBackward0": "LogSigmoid", "ThresholdBackward0": "Threshold",
     "ThresholdBackward1": "Threshold", "SigmoidBackward0": "Sigmoid", "TanhBackward0": "Tanh",
+}
+
+
+# activations that get the generalized rule: node class name -> the saved tensor whose sign is
+# the forward input's (the input itself, or the output of an in-place variant: same sign)
+_RECTIFIER_INPUT = {
+    "SiluBackward0": "_saved_self", "GeluBackward0": "_saved_self", "MishBackward0": "_saved_self",
+    "LeakyReluBackward0": "_saved_self", "LeakyReluBackward1": "_saved_result",
+    "PreluKernelBackward0": "_saved_self", "EluBackward0": "_saved_self", "EluBackward1": "_saved_result",
+    "CeluBackward0": "_saved_self", "CeluBackward1": "_saved_result", "HardswishBackward0": "_saved_self",
+    "HardtanhBackward0": "_saved_self", "HardtanhBackward1": "_saved_result", "SoftplusBackward0": "_saved_self",
 }
 
 
@@ -86,6 +117,27 @@ def _relu_hook(box: RuleBox):
     return hook
 
 
+def _rectifier_hook(box: RuleBox, x: torch.Tensor):
+    """Node hook for another activation: deconvnet ``relu(g)``, guided ``relu(g f'(x)) [x > 0]``.
+
+    ``x`` is the forward input (or an output with its sign), detached so that the hook holds
+    no reference back to its own node.
+    """
+
+    def hook(grad_inputs, grad_outputs):
+        rule = box.rule
+        if rule == "gradient" or grad_inputs[0] is None:
+            return None
+        if rule == "deconvnet":
+            new = grad_outputs[0].clamp(min=0)
+        else:  # guided
+            gi = grad_inputs[0]
+            new = torch.where(x > 0, gi.clamp(min=0), torch.zeros((), dtype=gi.dtype, device=gi.device))
+        return (new,) + tuple(grad_inputs[1:])
+
+    return hook
+
+
 class GraphRules:
     """Hooks the rule onto every ReLU node reachable from the roots it is given; counts activations.
 
@@ -94,13 +146,15 @@ class GraphRules:
     which the frame keeps anyway).
     """
 
-    def __init__(self, box: RuleBox):
+    def __init__(self, box: RuleBox, activations: str = "all"):
         self.box = box
+        self.generalize = activations == "all"
         self._seen: set = set()
         self._hook = _relu_hook(box)
         self.relu_nodes = 0
         self.relu_on_views = 0        # in-place ReLUs on a view: wrapped in CopySlices, rule unreachable
-        self.others: Counter = Counter()
+        self.generalized: Counter = Counter()   # activations that got the generalized rule
+        self.others: Counter = Counter()        # activations that keep the plain gradient
 
     def visit(self, roots) -> None:
         """Walk the graph from ``roots`` (autograd nodes, None allowed) and hook new ReLU nodes."""
@@ -123,7 +177,14 @@ class GraphRules:
                 elif label is not None:
                     self.others[label] += 1
             elif name in _OTHER_NODES:
-                self.others[activation_label(node)] += 1
+                label = activation_label(node)
+                attr = _RECTIFIER_INPUT.get(name) if self.generalize else None
+                x = getattr(node, attr, None) if attr is not None else None
+                if isinstance(x, torch.Tensor):
+                    node.register_hook(_rectifier_hook(self.box, x.detach()))
+                    self.generalized[label] += 1
+                else:
+                    self.others[label] += 1
             for nxt, _ in node.next_functions:
                 if nxt is not None and nxt not in seen:
                     stack.append(nxt)
@@ -133,17 +194,28 @@ class GraphRules:
         return self.relu_nodes + self.relu_on_views
 
 
-def activation_notices(relu_calls: int, others, relu_on_views: int = 0) -> list[str]:
+def activation_notices(relu_calls: int, others, relu_on_views: int = 0, generalized=None,
+                       activations: str = "all") -> list[str]:
     """One line per fact the user should know about how the rules met this model's activations."""
+    def listing(counts):
+        total = sum(counts.values())
+        return (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) +
+                f" activation call{'s' if total != 1 else ''}", total)
+
     notes = []
+    if generalized:
+        text, total = listing(generalized)
+        notes.append(f"{text} get{'s' if total == 1 else ''} the generalized rule: deconvnet relu(g), "
+                     f"guided relu(g)·f'(x) where the input x > 0 (activations='relu-only' for the plain "
+                     f"gradient there)")
     if others:
-        parts = ", ".join(f"{n} {k}" for k, n in sorted(others.items()))
-        total = sum(others.values())
-        notes.append(f"{parts} activation call{'s' if total != 1 else ''} use{'s' if total == 1 else ''} "
-                     f"the plain gradient (deconvnet/guided rules apply to ReLUs only)")
+        text, total = listing(others)
+        why = ("deconvnet/guided rules apply to ReLUs only" if activations == "relu-only"
+               else "gates, not rectifiers: no deconvnet/guided rule")
+        notes.append(f"{text} use{'s' if total == 1 else ''} the plain gradient ({why})")
     if relu_on_views:
         notes.append(f"{relu_on_views} in-place ReLU call{'s' if relu_on_views != 1 else ''} on a view of "
                      f"another tensor keep{'s' if relu_on_views == 1 else ''} the plain gradient")
-    if relu_calls == 0:
+    if relu_calls == 0 and not generalized:
         notes.append("the model runs no ReLU: deconvnet and guided backprop equal the plain gradient")
     return notes

@@ -201,7 +201,9 @@ def test_every_relu_spelling_gets_the_rule(method, fn):
     torch.manual_seed(4)
     model = _EveryReLU().eval()
     x = torch.randn(1, 1, 28, 28)
-    vis = Visualizer(model, InputSpec(1, 28, 28))
+    # the reference keeps GELU's plain gradient: the rules at ReLUs only (the generalized rules
+    # past ReLU are checked in test_rules_past_relu_*)
+    vis = Visualizer(model, InputSpec(1, 28, 28), activations="relu-only")
     frame = vis.forward(x)
     ours = frame.saliency("fc", 2, method)
     ref = _every_relu_reference(model, x, 2, fn)
@@ -774,3 +776,138 @@ def test_in_place_relu_on_a_view_is_counted_and_keeps_the_plain_gradient():
     assert frame.relu_calls == 1
     assert any("view" in n for n in frame.notices)
     _close(frame.saliency("output", 1, "guided"), frame.saliency("output", 1, "gradient"))
+
+
+# ----------------------------------------------------------------------- rules past ReLU (issue 13)
+class _RefActivation(torch.autograd.Function):
+    """Reference rule at an activation f: deconvnet relu(g); guided relu(g) * f'(x) * [x > 0];
+    gradient g * f'(x).  f'(x) is autograd's derivative of f at x (f is pointwise)."""
+
+    @staticmethod
+    def forward(ctx, x, f, rule):
+        ctx.save_for_backward(x)
+        ctx.f, ctx.rule = f, rule
+        return f(x.clone())
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        if ctx.rule == "deconvnet":
+            return g.clamp(min=0), None, None
+        with torch.enable_grad():
+            xx = x.detach().requires_grad_(True)
+            (df,) = torch.autograd.grad(ctx.f(xx).sum(), xx)
+        if ctx.rule == "gradient":
+            return g * df, None, None
+        return g.clamp(min=0) * df * (x > 0).to(g.dtype), None, None
+
+
+class _MixedActivations(nn.Module):
+    """SiLU, GELU, LeakyReLU, PReLU and ELU, each as a module and as a function, some in place, and a ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv2d(2 if i == 0 else 6, 6, 3, padding=1) for i in range(8)])
+        self.silu = nn.SiLU()
+        self.gelu = nn.GELU()
+        self.leaky = nn.LeakyReLU(0.1, inplace=True)
+        self.prelu = nn.PReLU(6, init=0.3)
+        self.elu = nn.ELU(inplace=True)
+        self.prelu_w = nn.Parameter(torch.full((6,), 0.2))
+        self.fc = nn.Linear(6 * 7 * 7, 5)
+
+    def acts(self):
+        """name -> (what the forward calls, the out-of-place f the reference differentiates)."""
+        return {
+            "silu_m": (self.silu, F.silu), "gelu_f": (F.gelu, F.gelu),
+            "leaky_m": (self.leaky, lambda t: F.leaky_relu(t, 0.1)),
+            "prelu_f": (lambda t: F.prelu(t, self.prelu_w), lambda t: F.prelu(t, self.prelu_w)),
+            "elu_m": (self.elu, F.elu), "silu_f": (F.silu, F.silu), "gelu_m": (self.gelu, F.gelu),
+            "leaky_f": (lambda t: F.leaky_relu(t, 0.2, inplace=True), lambda t: F.leaky_relu(t, 0.2)),
+            "prelu_m": (self.prelu, lambda t: F.prelu(t, self.prelu.weight)),
+            "elu_f": (lambda t: F.elu(t, 0.5), lambda t: F.elu(t, 0.5)), "relu": (F.relu, F.relu),
+        }
+
+    def forward(self, x, ref=None):
+        acts = self.acts()
+
+        def act(name, t):
+            call, f = acts[name]
+            return call(t) if ref is None else _RefActivation.apply(t, f, ref(name))
+
+        c = self.convs
+        h = act("silu_m", c[0](x))
+        h = act("gelu_f", c[1](h))
+        h = act("leaky_m", c[2](h))
+        h = act("prelu_f", c[3](h))
+        h = act("elu_m", c[4](h))
+        h = F.max_pool2d(h, 2)
+        h = act("silu_f", c[5](h)) + act("gelu_m", c[6](h))
+        h = act("leaky_f", h)
+        h = act("prelu_m", h)
+        h = act("relu", act("elu_f", c[7](h)))
+        return self.fc(torch.flatten(h, 1))
+
+
+@pytest.mark.parametrize("method", ["guided", "deconvnet", "gradient"])
+@pytest.mark.parametrize("activations", ["all", "relu-only"])
+def test_rules_past_relu_match_the_reference(method, activations):
+    torch.manual_seed(11)
+    model = _MixedActivations().eval()
+    with torch.no_grad():
+        model.prelu.weight.uniform_(0.05, 0.5)
+    x = torch.randn(2, 2, 14, 14)
+    frame = Visualizer(model, activations=activations).forward(x)
+
+    def rule(name):
+        return method if (activations == "all" or name == "relu") else "gradient"
+
+    for layer, unit, objective in [("fc", 3, "sum"), ("convs.4", 2, "sum"), ("convs.7", 5, (2, 3))]:
+        xr = x.clone().requires_grad_(True)
+        store = {}
+        mod = dict(model.named_modules())[layer]
+        h = mod.register_forward_hook(lambda m, a, o: store.__setitem__("o", o))
+        try:
+            model(xr, ref=rule)
+        finally:
+            h.remove()
+        sel = store["o"][:, unit]
+        obj = sel.sum() if objective == "sum" else sel[(slice(None),) + objective].sum()
+        (ref,) = torch.autograd.grad(obj, xr)
+        assert float(ref.abs().max()) > 0
+        _close(frame.saliency(layer, unit, method, objective), ref)
+    if activations == "all":
+        assert frame.generalized_activations == {"SiLU": 2, "GELU": 2, "LeakyReLU": 2, "PReLU": 2, "ELU": 2}
+        assert any("generalized rule" in n and "SiLU" in n for n in frame.notices)
+        assert frame.other_activations == {}
+    else:
+        assert frame.generalized_activations == {}
+        assert frame.other_activations == {"SiLU": 2, "GELU": 2, "LeakyReLU": 2, "PReLU": 2, "ELU": 2}
+        assert any("plain gradient" in n and "ReLUs only" in n for n in frame.notices)
+    assert frame.relu_calls == 1
+
+
+def test_rules_past_relu_really_change_guided_and_keep_gates_plain():
+    torch.manual_seed(12)
+    model = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    general = Visualizer(model).forward(x)
+    old = Visualizer(model, activations="relu-only").forward(x)
+    assert general.generalized_activations.get("Hardswish", 0) > 0
+    assert set(general.other_activations) == {"Hardsigmoid"}        # SE gates keep the plain gradient
+    for m in ("guided", "deconvnet"):
+        a, b = general.saliency("classifier.3", 1, m), old.saliency("classifier.3", 1, m)
+        assert float((a - b).abs().max()) > 1e-3 * float(b.abs().max())
+    assert torch.equal(general.saliency("classifier.3", 1, "gradient"), old.saliency("classifier.3", 1, "gradient"))
+    mm = Visualizer(model, InputSpec(3, 64, 64)).model_map()
+    assert mm.generalized_activations == general.generalized_activations
+
+
+@pytest.mark.parametrize("method", ["gradient", "deconvnet", "guided"])
+def test_relu_nets_are_bit_identical_under_both_switches(resnet, method):
+    x = torch.randn(1, 3, 64, 64)
+    a = Visualizer(resnet).forward(x).saliency("layer3", 4, method)
+    b = saliency(resnet, x, "layer3", 4, method, activations="relu-only")
+    assert torch.equal(a, b)
+    with pytest.raises(CnnvisError, match="activations must be"):
+        Visualizer(resnet, activations="everything")
