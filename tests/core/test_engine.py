@@ -911,3 +911,40 @@ def test_relu_nets_are_bit_identical_under_both_switches(resnet, method):
     assert torch.equal(a, b)
     with pytest.raises(CnnvisError, match="activations must be"):
         Visualizer(resnet, activations="everything")
+
+
+_MORE_ACTIVATIONS = {
+    "SELU": (nn.SELU(), F.selu), "CELU": (nn.CELU(0.7), lambda t: F.celu(t, 0.7)), "Mish": (nn.Mish(), F.mish),
+    "Hardswish": (nn.Hardswish(), F.hardswish), "ReLU6": (nn.ReLU6(inplace=True), F.relu6),
+    "Hardtanh": (lambda t: F.hardtanh(t, -1.0, 0.5), lambda t: F.hardtanh(t, -1.0, 0.5)),
+    "Softplus": (nn.Softplus(beta=2.0), lambda t: F.softplus(t, beta=2.0)),
+    "ELU": (lambda t: F.elu(t, inplace=True), F.elu), "Sigmoid": (torch.sigmoid, torch.sigmoid),
+}
+
+
+@pytest.mark.parametrize("label", sorted(_MORE_ACTIVATIONS))
+@pytest.mark.parametrize("method", ["guided", "deconvnet"])
+def test_rules_past_relu_for_every_listed_activation(label, method):
+    torch.manual_seed(13)
+    conv, fc = nn.Conv2d(1, 4, 3), nn.Linear(4 * 6 * 6, 3)
+    call, f = _MORE_ACTIVATIONS[label]
+    model = nn.Sequential(conv, _Lambda(call), nn.Flatten(), fc).eval()
+    x = torch.randn(1, 1, 8, 8)
+    frame = Visualizer(model).forward(x)
+    gate = label == "Sigmoid"
+    xr = x.clone().requires_grad_(True)
+    out = fc(torch.flatten(_RefActivation.apply(conv(xr), f, "gradient" if gate else method), 1))
+    (ref,) = torch.autograd.grad(out[:, 1].sum(), xr)
+    assert float(ref.abs().max()) > 0
+    _close(frame.saliency("3", 1, method), ref)
+    counts = frame.other_activations if gate else frame.generalized_activations
+    assert sum(counts.values()) == 1
+
+
+class _Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
