@@ -88,6 +88,7 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
 
     sub = pa.add_subparsers(dest="atlas_command", metavar="merge", required=False)
     pm = sub.add_parser("merge", help="merge the parts of 'cnnvis atlas --shard I/N' runs into one atlas",
+                        prog=pa.prog + " merge", usage="%(prog)s [model options] DIR_0 ... DIR_N-1 --out DIR [options]",
                         description="Check that the parts come from one scan (same model weights, input spec, "
                                     "layers, k, folder and image listing; every slice once), merge their top-k "
                                     "exactly, then compute the crops and write the atlas as 'cnnvis atlas' does. "
@@ -422,6 +423,8 @@ def cmd_atlas_merge(args, model_from_args, options) -> int:
     from .merge import merge_parts, read_part
     from .scan import AtlasScan, folder_fingerprint, list_images
 
+    if _torchrun_world() is not None:
+        raise CnnvisError("'cnnvis atlas merge' runs as one process: start it without torchrun.")
     t0 = time.perf_counter()
     parts = [read_part(d) for d in args.parts]
     layers, skipped, ranges, meta = merge_parts(parts)

@@ -108,7 +108,7 @@ def part_meta(scan, model_name: str = "", options: str = "") -> dict:
                 index=index, count=count, range=list(scan.range), model=model_name, options=options)
     meta.pop("kind", None)
     meta.pop("shard", None)
-    return meta
+    return json.loads(json.dumps(meta, default=str))     # as it reads back from atlas-part.json
 
 
 def part_from_scan(scan, model_name: str = "", options: str = "") -> AtlasPart:
