@@ -147,13 +147,14 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
     kwargs.update(arch_kwargs)
     arch_name = arch_src if isinstance(arch_src, str) else getattr(arch_src, "__name__", None)
 
-    used = None
+    used = weights_file = None
+    from .pretrained import build as build_pretrained, pretrained_in_kwargs
+    pretrained = pretrained_in_kwargs(arch_src, kwargs, pretrained, path is not None, notes)
     if pretrained is not None and pretrained is not False:
         if path is not None:
             raise ModelLoadError("give either pretrained weights by name or a weight file, not both.")
-        from .pretrained import build as build_pretrained
         pre = build_pretrained(arch_src, pretrained, progress=download_progress, **kwargs)
-        model, used = pre.model, pre.ref.variant
+        model, used, weights_file = pre.model, pre.ref.variant, pre.path
         meta.update(spec=pre.spec, labels=pre.labels, name=pre.name)
         notes.extend(pre.notes)
     elif arch_src is not None:
@@ -214,7 +215,7 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
         notes.append(f"{len(lab)} labels given but the model has {out_shape[0]} outputs")
 
     name = meta.get("name") or (path.stem if path is not None else (arch_name or type(model).__name__))
-    source = " + ".join(s for s in (str(path) if path else None, arch_name if isinstance(arch_name, str) else None)
+    source = " + ".join(s for s in (str(path or weights_file or "") or None, arch_name if isinstance(arch_name, str) else None)
                         if s)
     return LoadedModel(model=model, spec=final_spec, labels=lab, name=str(name), source=source or name,
                        notes=notes, arch=arch_name, device=dev, output_shape=out_shape, pretrained=used)

@@ -36,6 +36,7 @@ from .errors import ModelLoadError
 from .weights import read_weights
 
 __all__ = ["WeightsRef", "Pretrained", "CatalogEntry", "resolve", "fetch", "build", "catalog", "hub_checkpoints",
+           "pretrained_in_kwargs",
            "hf_cache_dir", "LIBRARIES"]
 
 LIBRARIES = ("torchvision", "timm")
@@ -141,6 +142,28 @@ def _wanted(pretrained) -> str | None:
         return None
     s = str(pretrained).strip()
     return None if s.upper() in ("", "DEFAULT", "TRUE") else s
+
+
+def pretrained_in_kwargs(arch, kwargs: dict, pretrained, has_file: bool, notes: list):
+    """timm's own switch, ``pretrained=True`` (``--arch-kwarg pretrained=True``), taken out of the
+    constructor arguments (in place) and answered here -- cache first, a deadline on the network --
+    instead of by timm's unbounded download.  Returns the ``pretrained`` to use.
+
+    With a weight file it is dropped (the file gives the weights) and ``notes`` says so.
+    (torchvision's ``weights=`` cannot reach the constructor: it is ``load()``'s weight file.)
+    """
+    key = "pretrained"
+    if not (isinstance(arch, str) and arch.startswith("timm:")) or key not in kwargs:
+        return pretrained
+    value = kwargs.pop(key)
+    if value is None or value is False:
+        return pretrained
+    if has_file:
+        notes.append(f"{key}={value!r} ignored: the weight file gives the weights")
+        return pretrained
+    if pretrained is not None and pretrained is not False:
+        return pretrained
+    return True if value is True else str(value)
 
 
 def resolve(arch: str, pretrained=True) -> WeightsRef:

@@ -261,3 +261,57 @@ def test_offline_switch(monkeypatch):
     monkeypatch.setenv("CNNVIS_OFFLINE", "yes")
     assert dl.offline()
     assert dl.hash_prefix("resnet18-f37072fd.pth") == "f37072fd" and dl.hash_prefix("model.safetensors") is None
+
+
+def test_timms_own_pretrained_switch_goes_through_the_cache_first(caches, tmp_path):
+    """``--arch-kwarg pretrained=True`` / metadata ``arch_kwargs`` never reach timm's unbounded download."""
+    pytest.importorskip("timm")
+    from types import SimpleNamespace
+    from cnnvis_gui.options import model_from_args
+    _, sd = seed_timm(caches[1])
+    lm = model_from_args(SimpleNamespace(model=TIMM_ARCH, arch_kwarg=["pretrained=True"], device="cpu"))
+    assert same(lm.model, sd) and lm.pretrained == "a1_in1k"
+    t0 = time.monotonic()
+    with pytest.raises(ModelLoadError, match="not in the cache"):
+        model_from_args(SimpleNamespace(model="timm:resnet50", arch_kwarg=["pretrained=True"], device="cpu"))
+    assert time.monotonic() - t0 < 5
+    # a checkpoint whose metadata asks timm for pretrained weights (allowed: trust_code): the file's
+    # weights, nothing fetched
+    import timm
+    torch.manual_seed(9)
+    own = timm.create_model("resnet34").state_dict()
+    f = tmp_path / "mine.pth"
+    torch.save({"state_dict": own, "cnnvis": {"arch": "timm:resnet34", "arch_kwargs": {"pretrained": True}}}, f)
+    lm = load(f, device="cpu", trust_code=True)
+    assert same(lm.model, own) and lm.pretrained is None
+    assert any("pretrained=True ignored" in n for n in lm.notes)
+
+
+def test_the_source_names_the_weights_file(caches):
+    path, _ = seed_torchvision(caches[0])
+    lm = load(arch=TV_ARCH, pretrained=True)
+    assert lm.source == f"{path} + {TV_ARCH}"
+
+
+class _Tty:
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_terminal_progress_draws_a_bar_on_a_terminal_only():
+    tty = _Tty()
+    cb = dl.terminal_progress("resnet50 weights", stream=tty)
+    for done in (1 << 20, 50 << 20, 100 << 20):
+        cb(done, 100 << 20)
+    assert "resnet50 weights" in tty.text and "100%" in tty.text
+    import io
+    assert dl.terminal_progress("x", stream=io.StringIO()) is None
