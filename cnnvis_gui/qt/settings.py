@@ -121,7 +121,7 @@ class Persistence:
         menu.clear()
         for entry in self.recent():
             what, _, arch = entry.partition("|")
-            a = menu.addAction(what + (f"  ({arch})" if arch else ""))
+            a = menu.addAction(_recent_label(what, arch))
             a.triggered.connect(lambda _=False, w=what, ar=arch: self.win.session.open_recent(w, ar))
         menu.setEnabled(bool(self.recent()))
 
@@ -173,3 +173,11 @@ class Persistence:
         if win.atlas.dock is not None:
             st.setValue("atlas/dock_visible", not win.atlas.dock.isHidden())
         st.sync()
+
+
+def _recent_label(what: str, arch: str) -> str:
+    """A Recent-menu entry: ``resnet50 · IMAGENET1K_V2 (pretrained)``, ``file.pth  (arch)``, ``demo:shapes``."""
+    from ..options import PRETRAINED_ENTRY
+    if what.startswith(PRETRAINED_ENTRY) and arch:
+        return f"{arch} · {what[len(PRETRAINED_ENTRY):]} (pretrained)"
+    return what + (f"  ({arch})" if arch else "")

@@ -57,6 +57,12 @@ def test_opening_a_cached_model_shows_it_with_its_labels_and_spec(qtbot, window,
     assert torch.equal(lm.model.state_dict()["conv1.weight"].cpu(), sd["conv1.weight"])
     assert "resnet18 · IMAGENET1K_V1" in window.windowTitle()
     assert window.settings.value("last_model") == f"pretrained:IMAGENET1K_V1|{TV_ARCH}"
+    labels = [a.text() for a in window.recent_menu.actions()]
+    assert labels[0] == f"{TV_ARCH} · IMAGENET1K_V1 (pretrained)"
+    # Recent reopens it the way the command line would (from the cache, with its labels)
+    with qtbot.waitSignal(window.modelChanged, timeout=60000):
+        window.recent_menu.actions()[0].trigger()
+    assert window.session.loaded is not lm and window.session.loaded.labels[0] == "tench"
 
 
 def test_a_missing_file_offline_says_where_to_put_it(qtbot, window, caches):
