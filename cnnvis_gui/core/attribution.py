@@ -86,18 +86,40 @@ def _baseline(baseline, x: torch.Tensor) -> torch.Tensor:
                           f"{tuple(x.shape)}") from None
 
 
-def _noise(x: torch.Tensor, copies: int, level: float, seed) -> torch.Tensor:
-    """``copies`` x N x ... Gaussian noise, std ``level * (max - min)`` of each sample of ``x``."""
-    gen = torch.Generator(device="cpu")
-    if seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(int(seed))
-    eps = torch.randn((copies,) + tuple(x.shape), generator=gen, dtype=torch.float32)
-    eps = eps.to(device=x.device, dtype=x.dtype)
-    flat = x.reshape(x.shape[0], -1)
-    sigma = level * (flat.amax(dim=1) - flat.amin(dim=1))
-    return eps * sigma.reshape((1, -1) + (1,) * (x.ndim - 1))
+class _NoisyCopies:
+    """Copy ``s`` of the input with SmoothGrad noise, drawn in order, one copy at a time.
+
+    Copy s is ``x + sigma * e_s``, ``e_s`` the s-th ``torch.randn(x.shape)`` draw of a CPU
+    generator seeded with ``seed`` (random when None), ``sigma = level * (max - min)`` of each
+    sample; without noise every copy is ``x``.  Only the copies still in use are kept, so memory
+    does not grow with the number of copies.
+    """
+
+    def __init__(self, x: torch.Tensor, level: float, seed):
+        self.x = x
+        self.gen = None
+        if level > 0:
+            self.gen = torch.Generator(device="cpu")
+            if seed is None:
+                self.gen.seed()
+            else:
+                self.gen.manual_seed(int(seed))
+            flat = x.reshape(x.shape[0], -1)
+            self.sigma = (level * (flat.amax(dim=1) - flat.amin(dim=1))).reshape((-1,) + (1,) * (x.ndim - 1))
+        self.kept: dict = {}
+        self.drawn = 0
+
+    def __getitem__(self, s: int) -> torch.Tensor:
+        if self.gen is None:
+            return self.x
+        while self.drawn <= s:
+            e = torch.randn(tuple(self.x.shape), generator=self.gen, dtype=torch.float32)
+            self.kept[self.drawn] = self.x + e.to(device=self.x.device, dtype=self.x.dtype) * self.sigma
+            self.drawn += 1
+        return self.kept[s]
+
+    def release(self, s: int) -> None:
+        self.kept.pop(s, None)
 
 
 def _batched_gradients(frame, make_copies, copies: int, layer, unit, rule, objective, call):
@@ -159,37 +181,39 @@ def attribute(frame, layer: str, unit: int, method: str, objective="sum", call: 
         if method == "input-x-gradient":
             return x * frame.saliency(layer, unit, "gradient", objective, call)
 
-    eps = _noise(x, smoothgrad, float(noise), seed) if smooth else torch.zeros((1,) + tuple(x.shape),
-                                                                                device=x.device, dtype=x.dtype)
-    starts = x.unsqueeze(0) + eps if smooth else x.unsqueeze(0)          # S x N x ...
-    S = starts.shape[0]
+    S = smoothgrad if smooth else 1
+    copies = _NoisyCopies(x, float(noise) if smooth else 0.0, seed)
 
     if method != "integrated-gradients":
         rule = "gradient" if method == "input-x-gradient" else method
         total = torch.zeros_like(x)
-        for i0, g in _batched_gradients(frame, lambda i0, i1: starts[i0:i1], S, layer, unit, rule,
-                                        objective, call):
-            if method == "input-x-gradient":
-                g = g * starts[i0:i0 + g.shape[0]]
-            total += g.sum(dim=0)
+
+        def make(i0, i1):
+            return torch.stack([copies[s] for s in range(i0, i1)])
+
+        for i0, g in _batched_gradients(frame, make, S, layer, unit, rule, objective, call):
+            for j in range(g.shape[0]):
+                total += g[j] * copies[i0 + j] if method == "input-x-gradient" else g[j]
+                copies.release(i0 + j)
         return total / S
 
-    # integrated gradients, possibly inside SmoothGrad: copy c = s * K + k
+    # integrated gradients, possibly inside SmoothGrad: copy c = s * K + k is point a_k on the
+    # path from the baseline to noisy copy s; path[s] collects sum_k w_k grad_k as captum does
     b = _baseline(baseline, x)
     alphas, weights = gauss_legendre(steps)
     K = len(alphas)
-    alpha_t = torch.tensor(alphas, dtype=x.dtype, device=x.device)
-    weight_t = torch.tensor(weights, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
-    deltas = starts - b.unsqueeze(0)                                     # S x N x ...
-    shape1 = (-1,) + (1,) * x.ndim
 
     def make(i0, i1):
-        c = torch.arange(i0, i1, device=x.device)
-        s, k = c // K, c % K
-        return b.unsqueeze(0) + alpha_t[k].reshape(shape1) * deltas[s]
+        return torch.stack([b + float(alphas[c % K]) * (copies[c // K] - b) for c in range(i0, i1)])
 
-    path = torch.zeros_like(deltas)
+    weight_t = torch.tensor(weights, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+    total = torch.zeros_like(x)
+    path: dict = {}
     for i0, g in _batched_gradients(frame, make, S * K, layer, unit, "gradient", objective, call):
-        c = torch.arange(i0, i0 + g.shape[0], device=x.device)
-        path.index_add_(0, c // K, g * weight_t[c % K].reshape(shape1))
-    return (deltas * path).sum(dim=0) / S
+        for j in range(g.shape[0]):
+            s_, k = divmod(i0 + j, K)
+            path[s_] = path.get(s_, 0) + g[j] * weight_t[k]
+            if k == K - 1:
+                total += path.pop(s_) * (copies[s_] - b)
+                copies.release(s_)
+    return total / S

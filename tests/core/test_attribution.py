@@ -120,12 +120,12 @@ def test_smoothgrad_noise_zero_is_the_plain_method_exactly(resnet, method):
 
 
 def test_smoothgrad_is_the_mean_over_seeded_noisy_copies(resnet):
-    """Written out: the same seeded noise, one batch-1 saliency per copy, averaged."""
+    """Written out: copy i's noise is the i-th seeded draw; one batch-1 saliency per copy, averaged."""
     x = torch.randn(1, 3, 64, 64)
     n, level, seed = 5, 0.2, 123
     ours = saliency(resnet, x, "layer3", 4, "guided", smoothgrad=n, noise=level, seed=seed)
     gen = torch.Generator().manual_seed(seed)
-    eps = torch.randn((n,) + tuple(x.shape), generator=gen) * level * float(x.max() - x.min())
+    eps = torch.stack([torch.randn(x.shape, generator=gen) for _ in range(n)]) * level * float(x.max() - x.min())
     ref = sum(saliency(resnet, x + eps[i], "layer3", 4, "guided") for i in range(n)) / n
     _close(ours, ref, rel=1e-4)
     again = saliency(resnet, x, "layer3", 4, "guided", smoothgrad=n, noise=level, seed=seed)
@@ -151,7 +151,7 @@ def test_smoothgrad_wraps_integrated_gradients(resnet):
     """Each noisy copy gets its own integrated gradients from the same baseline."""
     x = torch.randn(1, 3, 64, 64)
     gen = torch.Generator().manual_seed(7)
-    eps = torch.randn((2,) + tuple(x.shape), generator=gen) * 0.1 * float(x.max() - x.min())
+    eps = torch.stack([torch.randn(x.shape, generator=gen) for _ in range(2)]) * 0.1 * float(x.max() - x.min())
     ours = saliency(resnet, x, "fc", 2, "integrated-gradients", smoothgrad=2, noise=0.1, steps=5, seed=7)
     ref = sum(_quiet(IntegratedGradients(resnet).attribute, x + eps[i], target=2, n_steps=5) for i in range(2)) / 2
     _close(ours, ref, rel=1e-4)
