@@ -34,8 +34,7 @@ COPIES_PER_FORWARD = 8     # copies of the input per batched forward (memory sta
 MAX_SMOOTHGRAD = 1024
 MAX_STEPS = 1024
 
-__all__ = ["ATTRIBUTION_METHODS", "COPIES_PER_FORWARD", "gauss_legendre", "attribute", "check_options",
-           "needs_extra_forwards"]
+__all__ = ["ATTRIBUTION_METHODS", "COPIES_PER_FORWARD", "gauss_legendre", "attribute", "check_options"]
 
 
 def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,11 +45,6 @@ def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
     """
     nodes, weights = np.polynomial.legendre.leggauss(int(steps))
     return 0.5 * (nodes + 1.0), 0.5 * weights
-
-
-def needs_extra_forwards(method: str, smoothgrad: int = 0, noise: float = 0.15) -> bool:
-    """True when the answer takes new (batched) forwards rather than the recorded one."""
-    return method == "integrated-gradients" or (bool(smoothgrad) and noise > 0)
 
 
 def check_options(smoothgrad: int = 0, noise: float = 0.15, steps: int = 32, seed=None) -> None:

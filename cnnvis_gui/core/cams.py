@@ -115,18 +115,26 @@ def _score_cam(frame, layer, unit, A, objective, call) -> torch.Tensor:
     x = frame.input
     N, K = A.shape[:2]
     H, W = x.shape[-2:]
-    up = F.interpolate(A, size=(H, W), mode="bilinear", align_corners=False)   # N x K x H x W
-    lo = up.amin(dim=(2, 3), keepdim=True)
-    hi = up.amax(dim=(2, 3), keepdim=True)
-    varies = (hi > lo)[:, :, 0, 0]                                              # N x K
-    masks = torch.where(hi > lo, (up - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi)),
-                        torch.zeros_like(up))
+    per = max(1, SCORECAM_BATCH // N)
+
+    def upsampled(ks):   # N x k x H x W, made per batch of channels so memory stays one batch
+        return F.interpolate(A[:, ks], size=(H, W), mode="bilinear", align_corners=False)
+
+    lo = torch.empty((N, K), device=A.device, dtype=A.dtype)
+    hi = torch.empty_like(lo)
+    for i in range(0, K, per):
+        up = upsampled(list(range(i, min(K, i + per))))
+        lo[:, i:i + per] = up.amin(dim=(2, 3))
+        hi[:, i:i + per] = up.amax(dim=(2, 3))
+    varies = hi > lo                                                             # N x K
     channels = torch.nonzero(varies.any(dim=0)).flatten().tolist()
     scores = torch.full((N, K), float("-inf"), device=A.device, dtype=torch.float64)
-    per = max(1, SCORECAM_BATCH // N)
     for i in range(0, len(channels), per):
         ks = channels[i:i + per]
-        xs = (x.unsqueeze(0) * masks[:, ks].transpose(0, 1).unsqueeze(2))        # k x N x C x H x W
+        l, h = lo[:, ks, None, None], hi[:, ks, None, None]
+        masks = torch.where(h > l, (upsampled(ks) - l) / torch.where(h > l, h - l, torch.ones_like(h)),
+                            torch.zeros((), device=A.device, dtype=A.dtype))  # N x k x H x W in [0, 1]
+        xs = x.unsqueeze(0) * masks.transpose(0, 1).unsqueeze(2)                 # k x N x C x H x W
         with vis.forward(xs.reshape((-1,) + tuple(x.shape[1:]))) as f:
             s = unit_scores(f.activations(layer, call), unit, objective)
         scores[:, ks] = s.reshape(len(ks), N).T.double()
