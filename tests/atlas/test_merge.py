@@ -3,7 +3,11 @@
 The reference for the merge is a brute force written out here: per unit, every image's value,
 sorted by value descending then listing index ascending, first k.
 """
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +18,8 @@ from cnnvis_gui.atlas.scan import TopKScan, shard_range
 from cnnvis_gui.core import CnnvisError
 
 from .helpers import TINY_SPEC, make_images, run_scan, tiny_model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def brute_topk(values: np.ndarray, images: np.ndarray, k: int):
@@ -173,6 +179,34 @@ def test_a_stopped_shard_resumes_from_its_checkpoint(tmp_path):
                               use_cache=False))
     assert np.array_equal(s2.result.layers["features.3"].images, fresh.layers["features.3"].images)
     assert s2.result.ranges == [(20, 40)] and s2.result.images_per_rank == [20]
+
+
+KILLED_SHARD = """
+import os, sys
+from tests.atlas.helpers import TINY_SPEC, tiny_model
+from cnnvis_gui.atlas.scan import TopKScan
+s = TopKScan(tiny_model(), TINY_SPEC, sys.argv[1], ["features.3"], k=3, batch_size=4, cache_dir=sys.argv[2],
+             shard=(1, 2), checkpoint_every=0.0)
+for p in s.run():
+    if p.done == 8:
+        os._exit(9)                  # killed: no finally, no checkpoint on the way out
+"""
+
+
+def test_a_killed_shard_resumes_from_its_last_checkpoint(tmp_path):
+    folder = tmp_path / "im"
+    make_images(folder, n=40, bad=False)
+    r = subprocess.run([sys.executable, "-c", KILLED_SHARD, str(folder), str(tmp_path / "c")], cwd=str(ROOT),
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 9, r.stderr
+    s = TopKScan(tiny_model(), TINY_SPEC, folder, ["features.3"], k=3, batch_size=4, cache_dir=tmp_path / "c",
+                 shard=(1, 2))
+    progress = [p.done for p in s.run()]
+    assert progress[0] == 12 and progress[-1] == 20      # from the checkpoint written before progress 8
+    fresh = run_scan(TopKScan(tiny_model(), TINY_SPEC, folder, ["features.3"], k=3, batch_size=4,
+                              use_cache=False, shard=(1, 2)))
+    for a in ("values", "images", "ys", "xs"):
+        assert np.array_equal(getattr(s.result.layers["features.3"], a), getattr(fresh.layers["features.3"], a))
 
 
 def test_world_from_env():
