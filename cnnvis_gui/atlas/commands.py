@@ -99,6 +99,10 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     g.add_argument("parts", nargs="+", metavar="DIR_I", help="the --out folders of the shards")
     g.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (created if needed)")
     _add_output_arguments(g)
+    g.add_argument("--cache-dir", metavar="DIR", help="where to keep the merged scan, so that the app and "
+                                                      "'cnnvis atlas' open it without scanning (default "
+                                                      "$CNNVIS_CACHE_DIR or ~/.cache/cnnvis-gui/atlas)")
+    g.add_argument("--no-cache", action="store_true", help="do not keep the merged scan in the cache")
     pm.set_defaults(func=lambda args: cmd_atlas_merge(args, model_from_args, options))
 
     po = subparsers.add_parser(
@@ -386,7 +390,7 @@ def _shard(args, model_from_args, folder: Path, options) -> int:
 # ============================================================================ torchrun
 def _torchrun(args, model_from_args, folder: Path, options, world) -> int:
     from . import distributed as dist
-    from .merge import merge_parts, part_from_scan, part_meta
+    from .merge import cache_merged, merge_parts, part_from_scan, part_meta
     from .scan import AtlasScan, model_device
 
     t0 = time.perf_counter()
@@ -409,7 +413,9 @@ def _torchrun(args, model_from_args, folder: Path, options, world) -> int:
         raise
     if not world.main:
         return 0
-    layers, skipped, ranges, _ = merge_parts(parts)
+    layers, skipped, ranges, meta = merge_parts(parts)
+    if not args.no_cache:
+        cache_merged(args.cache_dir, layers, skipped, meta)
     res = AtlasScan(folder, list(scan.result.paths), layers, args.top, lm.spec, skipped, ranges=ranges,
                     from_cache=all(p.meta.get("from_cache") for p in parts))
     note = f"; {world.size} ranks scanned {', '.join(map(str, res.images_per_rank))} images"
@@ -420,7 +426,7 @@ def _torchrun(args, model_from_args, folder: Path, options, world) -> int:
 def cmd_atlas_merge(args, model_from_args, options) -> int:
     """``cnnvis atlas merge DIR_0 ... DIR_N-1 --out DIR``: check, merge exactly, crop once, write."""
     from .cache import weights_hash
-    from .merge import merge_parts, read_part
+    from .merge import cache_merged, merge_parts, read_part
     from .scan import AtlasScan, folder_fingerprint, list_images
 
     if _torchrun_world() is not None:
@@ -443,10 +449,12 @@ def cmd_atlas_merge(args, model_from_args, options) -> int:
         got = weights_hash(lm.model)
         if got != meta["weights"]:
             scanned = meta.get("options") or "no model options"
-            raise CnnvisError(f"the model given to merge ({getattr(lm, 'name', '?')}, weights {got[:12]}…) is not the "
-                              f"one the parts were scanned with ({name}, weights {meta['weights'][:12]}…); give "
+            raise CnnvisError(f"the model given to merge ({getattr(lm, 'name', '?')}, weights {got[:12]}…) is "
+                              f"not the one the parts were scanned with ({name}, weights {meta['weights'][:12]}…); give "
                               f"merge the same model options as the shards ({scanned}), or --no-montage.")
         model = lm.model
+    if not args.no_cache:
+        cache_merged(args.cache_dir, layers, skipped, meta)
     res = AtlasScan(folder, [f[0] for f in files], layers, int(meta["k"]), spec, skipped, ranges=ranges)
     note = f"; merged {len(parts)} parts of {', '.join(map(str, res.images_per_rank))} images"
     return write_atlas(args, model, spec, name, res, Path(args.out).expanduser(), t0, note)

@@ -29,10 +29,10 @@ import torch
 
 from ..core import CnnvisError
 from . import cache as _cache
-from .scan import LayerTopK, nothing_decoded_error
+from .scan import LayerTopK, nothing_decoded_error, store_result
 
-__all__ = ["AtlasPart", "PART_JSON", "PART_NPZ", "PART_VERSION", "part_meta", "part_from_scan", "write_part", "read_part",
-           "check_parts", "first_difference", "merge_topk", "merge_parts", "parse_shard"]
+__all__ = ["AtlasPart", "PART_JSON", "PART_NPZ", "PART_VERSION", "part_meta", "part_from_scan", "write_part",
+           "read_part", "check_parts", "first_difference", "merge_topk", "cache_merged", "merge_parts", "parse_shard"]
 
 PART_VERSION = 1
 PART_JSON = "atlas-part.json"
@@ -104,8 +104,10 @@ def part_meta(scan, model_name: str = "", options: str = "") -> dict:
     """The meta of the part a :class:`~cnnvis_gui.atlas.scan.TopKScan` computes (known before it runs)."""
     index, count = scan.shard if scan.shard is not None else (0, 1)
     images = scan.listing_size                  # lists the folder, hashes the weights
+    whole = {k: v for k, v in scan.identity.items() if k != "shard"}     # the one-process scan's key fields
     meta = dict(scan.identity, version=PART_VERSION, images=images, batch_size=scan.shard_batch_size,
-                index=index, count=count, range=list(scan.range), model=model_name, options=options)
+                index=index, count=count, range=list(scan.range), model=model_name, options=options,
+                scan_key=_cache.digest(whole))
     meta.pop("kind", None)
     meta.pop("shard", None)
     return json.loads(json.dumps(meta, default=str))     # as it reads back from atlas-part.json
@@ -255,6 +257,17 @@ def merge_topk(tables, k: int) -> tuple:
     order = order.gather(1, torch.sort(v.gather(1, order), dim=1, descending=True, stable=True).indices)[:, :k]
     return (v.gather(1, order).numpy(), im.gather(1, order).numpy(), y.gather(1, order).numpy(),
             x.gather(1, order).numpy())
+
+
+def cache_merged(cache_root, layers: dict, skipped, meta: dict):
+    """Keep a merged result in the scan cache under the one-process key (``meta["scan_key"]``).
+
+    The app, ``load_scan`` and a later ``cnnvis atlas`` of the same model, spec, folder, layers
+    and k then open it from the cache instead of scanning again on one machine.
+    """
+    info = {k: meta.get(k) for k in ("folder", "layers", "k", "images", "spec", "model")}
+    return store_result(cache_root, meta["scan_key"], meta["layers"], layers, int(meta["images"]), skipped,
+                        dict(info, skipped=len(skipped), merged_from=int(meta["count"])))
 
 
 def merge_parts(parts) -> tuple:

@@ -52,7 +52,7 @@ from . import cache as _cache
 
 __all__ = ["Hit", "ScanProgress", "LayerTopK", "AtlasScan", "TopKScan", "scan_folder", "load_scan",
            "list_images", "folder_fingerprint", "resolve_layers", "model_device", "MODEL_FAILED", "shard_range",
-           "nothing_decoded_error"]
+           "nothing_decoded_error", "scan_arrays", "store_result"]
 
 
 # ============================================================================ values
@@ -364,6 +364,36 @@ def nothing_decoded_error(folder, total: int, skipped) -> CnnvisError:
                        f"'{folder}' could be decoded{first}.")
 
 
+def scan_arrays(layer_names, tables: dict, next_index: int, skipped) -> dict:
+    """The arrays of a top-k state as the cache stores them (``result.npz`` / ``partial.npz``).
+
+    ``tables``: layer name -> (values, images, ys, xs, shape), numpy, units x k; a layer without
+    a table (nothing decoded yet) is left out.
+    """
+    arrays = {"next_index": np.array(next_index, np.int64),
+              "skipped_paths": np.array([p for p, _ in skipped], dtype=str),
+              "skipped_reasons": np.array([r for _, r in skipped], dtype=str)}
+    for i, name in enumerate(layer_names):
+        if name not in tables:
+            continue
+        v, im, y, x, shape = tables[name]
+        arrays[f"v{i}"], arrays[f"i{i}"], arrays[f"y{i}"], arrays[f"x{i}"] = v, im, y, x
+        arrays[f"s{i}"] = np.array(shape, np.int64)
+    return arrays
+
+
+def store_result(cache_root, key: str, layer_names, layers: dict, n_files: int, skipped, info: dict) -> Path:
+    """Write a finished result (e.g. merged from parts) where a one-process scan with ``key`` finds it.
+
+    ``layers``: name -> :class:`LayerTopK`; ``info`` goes into ``meta.json``.  Returns the folder.
+    """
+    path = _cache.cache_dir(cache_root) / f"scan-{key}"
+    tables = {n: (t.values, t.images, t.ys, t.xs, t.shape) for n, t in layers.items()}
+    _cache.atomic_save_npz(path / "result.npz", **scan_arrays(layer_names, tables, n_files, skipped))
+    _cache.atomic_write_json(path / "meta.json", dict(info, finished=time.strftime("%Y-%m-%d %H:%M:%S")))
+    return path
+
+
 def shard_range(total: int, index: int, count: int, batch_size: int) -> tuple:
     """Images [start, stop) of slice ``index`` of ``count`` of a listing of ``total`` images.
 
@@ -558,16 +588,8 @@ class TopKScan:
         return z
 
     def _state_arrays(self, state, next_index, skipped, shapes) -> dict:
-        arrays = {"next_index": np.array(next_index, np.int64),
-                  "skipped_paths": np.array([p for p, _ in skipped], dtype=str),
-                  "skipped_reasons": np.array([r for _, r in skipped], dtype=str)}
-        for i, name in enumerate(self.layers):
-            if name not in state:
-                continue
-            v, im, y, x = (t.detach().cpu().numpy() for t in state[name])
-            arrays[f"v{i}"], arrays[f"i{i}"], arrays[f"y{i}"], arrays[f"x{i}"] = v, im, y, x
-            arrays[f"s{i}"] = np.array(shapes[name], np.int64)
-        return arrays
+        tables = {name: tuple(t.detach().cpu().numpy() for t in state[name]) + (shapes[name],) for name in state}
+        return scan_arrays(self.layers, tables, next_index, skipped)
 
     def _result_from(self, z: dict, files) -> AtlasScan:
         layers = {}

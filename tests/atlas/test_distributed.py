@@ -70,6 +70,21 @@ def _same_atlas(a: dict, b: dict) -> None:
     assert {k: v for k, v in a.items() if k not in RUN_FIELDS} == {k: v for k, v in b.items() if k not in RUN_FIELDS}
 
 
+def _cached_like_one_process(tmp, cache, reference: dict) -> None:
+    """The merged scan is in the cache where a one-process scan (the app, ``load_scan``) looks."""
+    from cnnvis_gui.atlas import load_scan
+    from cnnvis_gui.models import demo
+
+    lm = demo("shapes", device="cpu")
+    res = load_scan(lm.model, lm.spec, (tmp / "im").resolve(), LAYERS.split(","), k=4, cache_dir=cache)
+    assert res is not None and res.from_cache
+    doc = res.to_dict()
+    for layer in LAYERS.split(","):
+        ref = reference["layers"][layer]["units"]
+        assert [u["hits"] for u in doc["layers"][layer]["units"]] == \
+            [[{k: v for k, v in h.items() if k != "box"} for h in u["hits"]] for u in ref]
+
+
 @pytest.fixture(scope="module")
 def tmp(tmp_path_factory):
     _needs_demo()
@@ -116,20 +131,22 @@ def test_torchrun_atlas_equals_the_one_process_atlas(one_process, torchrun_run):
         assert (out / m).read_bytes() == (one_process / m).read_bytes()       # rank 0 cropped the same hits
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == ["atlas.json", "features.10/unit_0000.png", "features.14/unit_0000.png"]
+    _cached_like_one_process(out.parent, out.parent / "cache-torchrun", a)
 
 
 def test_shards_and_merge_equal_the_one_process_atlas(tmp, one_process, shards, capsys):
     out = tmp / "merged"
     capsys.readouterr()
     assert main(["atlas", "merge", "--model", "shapes", "--device", "cpu", *map(str, reversed(shards)),
-                 "--units", "0", "--out", str(out)]) == 0
+                 "--units", "0", "--cache-dir", str(tmp / "c3"), "--out", str(out)]) == 0
     a, b = _doc(one_process), _doc(out)
     _same_atlas(a, b)
     assert b["world_size"] == 2 and b["images_per_rank"] == [96, 105]      # whole batches of 32: 3 and 4
     m = b["layers"]["features.10"]["units"][0]["montage"]
     assert (out / m).read_bytes() == (one_process / m).read_bytes()
     # without the model (no montages) the hits are the same too
-    assert main(["atlas", "merge", *map(str, shards), "--no-montage", "--out", str(tmp / "merged2")]) == 0
+    _cached_like_one_process(tmp, tmp / "c3", a)
+    assert main(["atlas", "merge", *map(str, shards), "--no-montage", "--no-cache", "--out", str(tmp / "merged2")]) == 0
     c = _doc(tmp / "merged2")
     assert [u["hits"] for u in c["layers"]["features.14"]["units"]] == \
         [[{k: v for k, v in h.items() if k != "box"} for h in u["hits"]] for u in a["layers"]["features.14"]["units"]]
@@ -140,16 +157,17 @@ def test_merge_refuses_parts_of_different_scans(tmp, shards, capsys):
     assert main(["atlas", *COMMON, "--top", "3", "--images", str(tmp / "im"),
                  "--shard", "1/2", "--cache-dir", str(tmp / "c2"), "--out", str(other)]) == 0
     capsys.readouterr()
-    assert main(["atlas", "merge", str(shards[0]), str(other), "--no-montage", "--out", str(tmp / "bad")]) == 2
+    assert main(["atlas", "merge", str(shards[0]), str(other), "--no-montage", "--no-cache",
+                 "--out", str(tmp / "bad")]) == 2
     err = capsys.readouterr().err
     assert "cannot merge" in err and "different k (--top): 4 vs 3" in err and "Traceback" not in err
     assert not (tmp / "bad" / "atlas.json").exists()
     # the montages need the model the parts were scanned with
     assert main(["atlas", "merge", "--model", "glyphs", "--device", "cpu", *map(str, shards), "--units", "0",
-                 "--out", str(tmp / "bad")]) == 2
+                 "--no-cache", "--out", str(tmp / "bad")]) == 2
     err = capsys.readouterr().err
     assert "is not the one the parts were scanned with" in err and "(--model shapes --device cpu)" in err
-    assert main(["atlas", "merge", str(shards[0]), "--no-montage", "--out", str(tmp / "bad")]) == 2
+    assert main(["atlas", "merge", str(shards[0]), "--no-montage", "--no-cache", "--out", str(tmp / "bad")]) == 2
     assert "shard 1/2 missing" in capsys.readouterr().err
 
 
