@@ -306,6 +306,8 @@ class RenderWorker(QtCore.QThread):
 
     # ------------------------------------------------------------------ thread
     def run(self):  # noqa: D401 - Qt API
+        from ..core.threads import lower_this_thread
+        lower_this_thread()         # the GUI thread goes first when the cores are busy
         torch.set_grad_enabled(True)
         while True:
             with self._cond:

@@ -31,3 +31,24 @@ def test_apply_sets_torch_and_is_reported(monkeypatch):
         assert threads.current_policy().threads == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_thread_can_lower_only_itself():
+    import os
+    import threading
+    if not hasattr(os, "getpriority"):
+        return
+    seen = {}
+
+    def work():
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        seen["ok"] = threads.lower_this_thread(2)
+        seen["delta"] = os.getpriority(os.PRIO_PROCESS, tid) - before
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen["ok"] and seen["delta"] == 2
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
+    assert threads.lower_this_thread(0) is False
