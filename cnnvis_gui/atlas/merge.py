@@ -29,12 +29,12 @@ import torch
 
 from ..core import CnnvisError
 from . import cache as _cache
-from .scan import LayerTopK, nothing_decoded_error, store_result
+from .scan import LayerTopK, nothing_decoded_error, scan_arrays, state_from_arrays, store_result
 
 __all__ = ["AtlasPart", "PART_JSON", "PART_NPZ", "PART_VERSION", "part_meta", "part_from_scan", "write_part",
            "read_part", "check_parts", "first_difference", "merge_topk", "cache_merged", "merge_parts", "parse_shard"]
 
-PART_VERSION = 1
+PART_VERSION = 2
 PART_JSON = "atlas-part.json"
 PART_NPZ = "atlas-part.npz"
 
@@ -118,27 +118,26 @@ def part_from_scan(scan, model_name: str = "", options: str = "") -> AtlasPart:
     res = scan.result
     if res is None:
         raise CnnvisError("the scan has not finished; run it to the end before taking its part.")
-    meta = dict(part_meta(scan, model_name, options), from_cache=bool(res.from_cache),
-                shapes={n: list(t.shape) for n, t in res.layers.items()})
+    meta = dict(part_meta(scan, model_name, options), from_cache=bool(res.from_cache))
     return AtlasPart(meta, dict(res.layers), list(res.skipped))
 
 
 # ============================================================================ files
 def write_part(folder, part: AtlasPart) -> None:
-    """``folder/atlas-part.npz`` (the arrays) then ``folder/atlas-part.json`` (the meta), both atomically."""
+    """``folder/atlas-part.npz`` (the arrays, in the scan cache's layout) then ``folder/atlas-part.json``."""
     folder = Path(folder)
-    arrays = {"skipped_paths": np.array([p for p, _ in part.skipped], dtype=str),
-              "skipped_reasons": np.array([r for _, r in part.skipped], dtype=str)}
-    names = list(part.layers)
-    for i, n in enumerate(names):
-        t = part.layers[n]
-        arrays[f"v{i}"], arrays[f"i{i}"], arrays[f"y{i}"], arrays[f"x{i}"] = t.values, t.images, t.ys, t.xs
-    _cache.atomic_save_npz(folder / PART_NPZ, **arrays)
-    _cache.atomic_write_json(folder / PART_JSON, dict(part.meta, part_layers=names))
+    tables = {n: (t.values, t.images, t.ys, t.xs, t.shape) for n, t in part.layers.items()}
+    _cache.atomic_save_npz(folder / PART_NPZ, **scan_arrays(part.meta["layers"], tables, part.range[1],
+                                                            part.skipped))
+    _cache.atomic_write_json(folder / PART_JSON, part.meta)
 
 
 def read_part(folder) -> AtlasPart:
-    """The part written to ``folder`` by ``cnnvis atlas --shard I/N``; a clear error when there is none."""
+    """The part written to ``folder`` by ``cnnvis atlas --shard I/N``; one clear error when there is none.
+
+    The arrays are checked against the meta (layers, k, units, image indices, the slice), so a
+    damaged or hand-edited part is refused instead of merged.
+    """
     folder = Path(folder).expanduser()
     meta = _cache.read_json(folder / PART_JSON)
     if not isinstance(meta, dict):
@@ -150,17 +149,17 @@ def read_part(folder) -> AtlasPart:
                           f"reads version {PART_VERSION}; rescan that shard with this version.")
     z = _cache.load_npz(folder / PART_NPZ)
     try:
-        names = list(meta.pop("part_layers"))
-        shapes = meta["shapes"]
-        layers = {n: LayerTopK(n, z[f"v{i}"].astype(np.float32), z[f"i{i}"].astype(np.int64),
-                               z[f"y{i}"].astype(np.int32), z[f"x{i}"].astype(np.int32), tuple(shapes[n]))
-                  for i, n in enumerate(names)}
-        skipped = list(zip([str(s) for s in z["skipped_paths"]], [str(s) for s in z["skipped_reasons"]]))
-        for key in ("index", "count", "range", "images", "k", "layers", "weights", "files"):
+        if z is None:
+            raise ValueError(f"no readable {PART_NPZ}")
+        for key in ("index", "count", "range", "images", "k", "layers", "weights", "files", "spec", "folder"):
             meta[key]
-    except (KeyError, TypeError, ValueError):
-        raise CnnvisError(f"'{folder}' holds a damaged or incomplete part ({PART_NPZ} / {PART_JSON}); "
-                          f"rerun that shard (it resumes from its cache).") from None
+        a, b = (int(v) for v in meta["range"])
+        layers, skipped = state_from_arrays(z, list(meta["layers"]), int(meta["k"]), int(meta["images"]), (a, b))
+        if any(not (a <= i < b) for t in layers.values() for i in t.images[t.images >= 0].tolist()):
+            raise ValueError("a hit outside the part's slice")
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise CnnvisError(f"'{folder}' holds a damaged or incomplete part ({e}); rerun that shard "
+                          f"(it resumes from its cache).") from None
     return AtlasPart(meta, layers, skipped, str(folder))
 
 

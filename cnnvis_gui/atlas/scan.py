@@ -52,7 +52,7 @@ from . import cache as _cache
 
 __all__ = ["Hit", "ScanProgress", "LayerTopK", "AtlasScan", "TopKScan", "scan_folder", "load_scan",
            "list_images", "folder_fingerprint", "resolve_layers", "model_device", "MODEL_FAILED", "shard_range",
-           "nothing_decoded_error", "scan_arrays", "store_result"]
+           "nothing_decoded_error", "scan_arrays", "state_from_arrays", "store_result"]
 
 
 # ============================================================================ values
@@ -382,6 +382,27 @@ def scan_arrays(layer_names, tables: dict, next_index: int, skipped) -> dict:
     return arrays
 
 
+def state_from_arrays(z: dict, layer_names, k: int | None = None, n_files: int | None = None,
+                      span: tuple | None = None) -> tuple:
+    """(layers {name: LayerTopK}, skipped [(path, reason)]) from arrays in the :func:`scan_arrays` layout.
+
+    With ``k`` and ``n_files`` the arrays are checked first as a finished state of a scan (of its
+    slice ``span``); ValueError/KeyError/TypeError/IndexError when they do not fit.  A layer
+    without arrays (a slice in which nothing was decoded) is left out.
+    """
+    if k is not None and n_files is not None:
+        _check_state(z, len(layer_names), k, n_files, True, span=span)
+    layers = {}
+    for i, name in enumerate(layer_names):
+        if f"v{i}" not in z:
+            continue
+        layers[name] = LayerTopK(name, z[f"v{i}"].astype(np.float32), z[f"i{i}"].astype(np.int64),
+                                 z[f"y{i}"].astype(np.int32), z[f"x{i}"].astype(np.int32),
+                                 tuple(int(s) for s in z[f"s{i}"]))
+    skipped = list(zip([str(s) for s in z["skipped_paths"]], [str(s) for s in z["skipped_reasons"]]))
+    return layers, skipped
+
+
 def store_result(cache_root, key: str, layer_names, layers: dict, n_files: int, skipped, info: dict) -> Path:
     """Write a finished result (e.g. merged from parts) where a one-process scan with ``key`` finds it.
 
@@ -592,14 +613,7 @@ class TopKScan:
         return scan_arrays(self.layers, tables, next_index, skipped)
 
     def _result_from(self, z: dict, files) -> AtlasScan:
-        layers = {}
-        for i, name in enumerate(self.layers):
-            if f"v{i}" not in z:           # a shard in which no image was decoded
-                continue
-            layers[name] = LayerTopK(name, z[f"v{i}"].astype(np.float32), z[f"i{i}"].astype(np.int64),
-                                     z[f"y{i}"].astype(np.int32), z[f"x{i}"].astype(np.int32),
-                                     tuple(int(s) for s in z[f"s{i}"]))
-        skipped = list(zip([str(s) for s in z["skipped_paths"]], [str(s) for s in z["skipped_reasons"]]))
+        layers, skipped = state_from_arrays(z, self.layers)
         ranges = [self._range] if self.shard is not None else []
         return AtlasScan(self.folder, [f[0] for f in files], layers, self.k, self.spec, skipped, self._key,
                          ranges=ranges)

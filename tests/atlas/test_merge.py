@@ -120,6 +120,16 @@ def test_parts_round_trip_through_files(tmp_path):
         assert np.array_equal(a[0][name].values, b[0][name].values)
         assert np.array_equal(a[0][name].images, b[0][name].images)
         assert a[0][name].shape == b[0][name].shape
+    # a damaged part is refused with one line, never merged
+    z = dict(np.load(tmp_path / "p1" / M.PART_NPZ))
+    z["i0"] = z["i0"].copy()
+    z["i0"][0, 0] = 0                                            # an image of the other slice
+    np.savez(tmp_path / "p1" / M.PART_NPZ, **z)
+    with pytest.raises(CnnvisError, match="damaged or incomplete part .*outside the part's slice"):
+        M.read_part(tmp_path / "p1")
+    (tmp_path / "p1" / M.PART_NPZ).write_bytes(b"truncated")
+    with pytest.raises(CnnvisError, match="damaged or incomplete part"):
+        M.read_part(tmp_path / "p1")
 
 
 def test_an_empty_slice_is_a_part_without_layers(tmp_path):
