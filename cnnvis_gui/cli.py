@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .core.display import MAX_ZOOM, enlarge
 from .options import UsageError, add_model_arguments, apply_thread_option, model_from_args
 
 __all__ = ["main", "build_parser", "parse_units", "parse_methods", "safe_name", "EXPORT_METHODS", "EXIT_OK",
@@ -146,32 +147,48 @@ def parse_methods(values) -> list:
     return seen
 
 
-def parse_units(text):
-    """``"0,5,7"`` -> [0, 5, 7]; ``"3-6"`` -> [3, 4, 5, 6]; ``"all"`` -> ``"all"``."""
+#: Without the layer's unit count, the most units a ``--units`` text may name (a typo such as
+#: ``0-1000000000`` is refused before anything is built; the real bound is checked after the model loads).
+MAX_UNITS = 1 << 20
+
+
+def parse_units(text, n_units: int | None = None):
+    """``"0,5,7"`` -> [0, 5, 7]; ``"3-6"`` -> [3, 4, 5, 6]; ``"all"`` -> ``"all"``.
+
+    Every number and range end is checked before a range is expanded: against ``n_units`` (the
+    layer's unit count) when given, else against :data:`MAX_UNITS`.
+    """
     if text is None:
         return None
     t = str(text).strip().lower()
     if t == "all":
         return "all"
-    units = []
+    spans = []
     for part in t.split(","):
         part = part.strip()
         if not part:
             continue
-        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
-        if m:
-            a, b = int(m.group(1)), int(m.group(2))
-            if b < a:
-                raise UsageError(f"--units: range {part!r} goes backwards")
-            units.extend(range(a, b + 1))
-        elif re.fullmatch(r"\d+", part):
-            units.append(int(part))
-        else:
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part) or re.fullmatch(r"(\d+)()", part)
+        if not m:
             raise UsageError(f"--units must be comma-separated unit numbers (0,5,7), ranges (0-15) or 'all'; "
                              f"got {text!r}")
-    if not units:
+        a = int(m.group(1))
+        b = int(m.group(2)) if m.group(2) else a
+        if b < a:
+            raise UsageError(f"--units: range {part!r} goes backwards")
+        spans.append((a, b))
+    if not spans:
         raise UsageError("--units is empty")
-    return list(dict.fromkeys(units))
+    limit = n_units if n_units is not None else MAX_UNITS
+    for a, b in spans:
+        if b >= limit:
+            if n_units is not None:
+                raise UsageError(f"--units: unit {b} is out of range: the layer has {n_units} units (0..{n_units - 1})")
+            raise UsageError(f"--units: {b} is beyond any layer's units (at most {MAX_UNITS}); give the units "
+                             f"of the layer, e.g. 0-15, or 'all'")
+    if sum(b - a + 1 for a, b in spans) > 4 * limit:   # many overlapping ranges: still bounded
+        raise UsageError(f"--units names more than {4 * limit} units")
+    return list(dict.fromkeys(u for a, b in spans for u in range(a, b + 1)))
 
 
 def _parse_objective(text: str):
@@ -210,6 +227,11 @@ class _Inputs:
         self.frame_step = max(1, int(frame_step))
         if not p.exists():
             raise UsageError(f"--input: no such file or folder: '{p}'")
+        if not p.is_dir():
+            try:
+                sources.check_readable(p)
+            except sources.SourceError as e:
+                raise UsageError(f"--input: {e}") from None
         if p.is_dir():
             self.kind = "folder"
             folder = sources.ImageFolderSource(p, recursive=recursive, wrap=False)  # SourceError if none usable
@@ -220,7 +242,7 @@ class _Inputs:
             folder.close()
             self.total = len(self.paths)
         elif p.suffix.lower() in sources.VIDEO_EXTENSIONS or not (
-                p.suffix.lower() in sources.IMAGE_EXTENSIONS or _has_image_reader(p)):
+                p.suffix.lower() in sources.IMAGE_EXTENSIONS or sources.have_image_reader(p)):
             self.kind = "video"
             self._open_video()
         else:
@@ -238,8 +260,12 @@ class _Inputs:
     def _open_video(self):
         import cv2
 
+        name = self.sources.opencv_name(self.path)
+        if name is None:   # OpenCV crashes on such a name
+            raise UsageError(f"--input: cannot open '{self.path}' as a video: its file name is not valid UTF-8, "
+                             f"which OpenCV cannot open; rename the file")
         with self.sources.quiet_opencv():
-            cap = cv2.VideoCapture(str(self.path))
+            cap = cv2.VideoCapture(name)
         if not cap.isOpened():
             cap.release()
             raise UsageError(f"--input: cannot read '{self.path}': neither an image nor a video OpenCV can decode")
@@ -283,15 +309,6 @@ class _Inputs:
             raise UsageError(f"--input: video '{self.path}' has no frames OpenCV can decode")
 
 
-def _has_image_reader(p: Path) -> bool:
-    import cv2
-
-    try:
-        return bool(cv2.haveImageReader(str(p)))
-    except cv2.error:
-        return False
-
-
 def _why(e: Exception, path: Path) -> str:
     """The reason in a SourceError's message, without the file name it starts with."""
     s = str(e)
@@ -319,9 +336,7 @@ def _unique_stem(path: Path, root: Path, used: set) -> str:
 def _write_png(path: Path, rgb: np.ndarray, zoom: int) -> None:
     import cv2
 
-    img = np.ascontiguousarray(rgb)
-    if zoom > 1:
-        img = cv2.resize(img, (img.shape[1] * zoom, img.shape[0] * zoom), interpolation=cv2.INTER_NEAREST)
+    img = enlarge(np.ascontiguousarray(rgb), zoom)
     bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".png", bgr)
     if not ok:
@@ -359,8 +374,8 @@ def cmd_export(args) -> int:
         raise UsageError(f"--top must be at least 1, got {args.top}")
     top = args.top if args.top is not None else (DEFAULT_TOP if units_arg is None else None)
     objective = _parse_objective(args.objective)
-    if args.zoom < 1:
-        raise UsageError(f"--zoom must be at least 1, got {args.zoom}")
+    if not 1 <= args.zoom <= MAX_ZOOM:
+        raise UsageError(f"--zoom must be 1..{MAX_ZOOM}, got {args.zoom}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.max_frames is not None and args.max_frames < 1:
@@ -399,11 +414,12 @@ def cmd_export(args) -> int:
     if units_arg == "all":
         fixed_units = list(range(n_units))
     elif units_arg is not None:
-        bad = [u for u in units_arg if u >= n_units]
-        if bad:
-            raise UsageError(f"unit {bad[0]} is out of range for layer {layer or 'output'!r}: it has {n_units} "
-                             f"units (0..{n_units - 1})")
-        fixed_units = units_arg
+        try:
+            fixed_units = parse_units(args.units, n_units)
+        except UsageError:
+            bad = max(units_arg)
+            raise UsageError(f"unit {bad} is out of range for layer {layer or 'output'!r}: it has {n_units} "
+                             f"units (0..{n_units - 1})") from None
     else:
         fixed_units = None
     cam_methods = set(_CAM_EXPORTS + ("guided-gradcam",)) & set(methods)
@@ -634,7 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--raw", action="store_true",
                     help="also write raw.npz per image: input tensor, activations, saliency per unit and method")
     io.add_argument("--zoom", type=int, default=1, metavar="K",
-                    help="enlarge every PNG K times (nearest neighbour); default 1 = model input resolution")
+                    help=f"enlarge every PNG K times (nearest neighbour, 1..{MAX_ZOOM}); default 1 = model input "
+                         f"resolution")
     io.add_argument("--batch-size", type=int, default=1, metavar="B",
                     help="images per forward pass (default 1)")
     io.add_argument("--recursive", action="store_true", help="folders: include sub-folders")

@@ -36,10 +36,12 @@ from .errors import CnnvisError
 __all__ = [
     "ActivationMosaic", "normalize_unit", "saliency_to_image", "FILTERS",
     "colormap_lut", "heatmap", "overlay", "COLORMAPS",
-    "SEPARATOR_COLOR", "HIGHLIGHT_COLOR", "FROZEN_COLOR",
+    "SEPARATOR_COLOR", "HIGHLIGHT_COLOR", "FROZEN_COLOR", "MAX_ZOOM", "enlarge",
 ]
 
 FILTERS = ("raw", "gray", "norm", "normblur")
+#: The largest integer enlargement of a written picture (``--zoom``): a 224 x 224 map becomes 7168 px wide.
+MAX_ZOOM = 32
 NORMALIZE_MODES = ("layer", "unit")
 
 SEPARATOR_COLOR = (40, 40, 40)     # dark neutral grey (R == G == B: drawn on the grey canvas)
@@ -604,3 +606,15 @@ def overlay(rgb, values2d, alpha: float = 0.5, cmap: str = "inferno") -> np.ndar
     heat = heatmap(v, cmap)
     img = np.ascontiguousarray(img, dtype=np.uint8)
     return cv2.addWeighted(img, 1.0 - alpha, heat, alpha, 0.0)
+
+
+def enlarge(img: np.ndarray, zoom: int) -> np.ndarray:
+    """``img`` enlarged ``zoom`` times with nearest-neighbour pixels (each value becomes a square).
+
+    ``zoom`` must be an integer in 1..:data:`MAX_ZOOM`; 1 returns ``img`` itself.
+    """
+    if isinstance(zoom, bool) or not isinstance(zoom, int) or not 1 <= zoom <= MAX_ZOOM:
+        raise CnnvisError(f"zoom must be an integer in 1..{MAX_ZOOM}, got {zoom!r}")
+    if zoom == 1:
+        return img
+    return cv2.resize(img, (img.shape[1] * zoom, img.shape[0] * zoom), interpolation=cv2.INTER_NEAREST)

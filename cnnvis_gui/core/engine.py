@@ -27,11 +27,13 @@ layer use the autograd edge it had when its module returned, so both stay exact.
 from __future__ import annotations
 
 import difflib
+import numbers
 import threading
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -113,6 +115,18 @@ class _Census:
 
 
 # --------------------------------------------------------------------------- model map
+
+def _is_unit_index(v) -> bool:
+    """An integer unit index: ``int``, a numpy integer (``np.int64`` from an argmax), or a 0-d
+    tensor / integer array; never a bool."""
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, numbers.Integral):
+        return True
+    if isinstance(v, torch.Tensor):
+        return v.ndim == 0
+    return isinstance(v, np.ndarray) and v.ndim == 0 and np.issubdtype(v.dtype, np.integer)
+
 @dataclass(frozen=True)
 class LayerInfo:
     """One module of the model as seen in one forward pass."""
@@ -437,8 +451,7 @@ class Frame:
         there.  (None, None) when the objective does not depend on the input."""
         shape = c.shape
         units = shape[1]
-        if isinstance(unit, bool) or not isinstance(unit, int) and not (
-                isinstance(unit, torch.Tensor) and unit.ndim == 0):
+        if not _is_unit_index(unit):
             raise CnnvisError(f"unit must be an integer, got {unit!r}")
         unit = int(unit)
         if not 0 <= unit < units:
@@ -450,7 +463,11 @@ class Frame:
                                   f"or a (y, x) position.")
             pos = None
         else:
-            pos = tuple(int(p) for p in objective)
+            try:
+                pos = tuple(int(p) for p in objective)
+            except (TypeError, ValueError):
+                raise CnnvisError(f"objective must be one of {', '.join(OBJECTIVES)} or a (y, x) position, "
+                                  f"got {objective!r}.") from None
             per_unit = shape[2:]
             if len(per_unit) != len(pos):
                 raise CnnvisError(f"layer {name!r} has per-unit shape {tuple(per_unit)}; a position needs "
