@@ -448,6 +448,23 @@ def cmd_export(args) -> int:
     notices_shown: set = set()
     resolved_cam = {"name": cam_layer}
     model_failed: list = []      # (origin, message) of the images the model's forward raised on
+    finite = {"results": 0, "bad": 0, "warned_forward": False, "warned_grad": False}
+
+    def check_finite(frame, values, origin, what) -> None:
+        """Count a result; warn once, naming the first layer with NaN/Inf, when it is not finite."""
+        finite["results"] += 1
+        if bool(torch.isfinite(values).all()):
+            return
+        finite["bad"] += 1
+        first = frame.first_nonfinite_layer()
+        if first is not None and not finite["warned_forward"]:
+            finite["warned_forward"] = True
+            warn(f"the model's activations hold NaN/Inf, first in layer {first or 'output'!r} (image "
+                 f"'{origin}'); pictures made from them are blank or grey")
+        elif first is None and not finite["warned_grad"]:
+            finite["warned_grad"] = True
+            warn(f"{what} holds NaN/Inf for image '{origin}' although every activation is finite (the backward "
+                 f"pass produced them); its picture is blank or grey")
 
     def export_batch(batch, frame):
         """Write every file of a recorded batch; each unit's PNGs as soon as they are computed."""
@@ -474,6 +491,7 @@ def cmd_export(args) -> int:
             d.mkdir(parents=True, exist_ok=True)
             dirs.append(d)
             shown.append(spec.to_image(inp[i]))
+            check_finite(frame, acts[i], it.origin, f"the activations of {layer or 'output'!r}")
             _write_png(d / "input.png", shown[i], args.zoom)
             _write_png(d / f"{lname}_mosaic.png", ActivationMosaic(acts_np[i]).image, args.zoom)
             n_files += 2
@@ -496,6 +514,7 @@ def cmd_export(args) -> int:
                     if u not in wanted[i]:
                         continue
                     a = v[i].numpy()
+                    check_finite(frame, v[i], batch[i].origin, f"the {m} map of unit {u}")
                     if m in _CAM_EXPORTS:
                         img = heatmap(a, args.cmap) if args.cam_style == "heatmap" else \
                             overlay(shown[i], a, alpha=args.cam_alpha, cmap=args.cmap)
@@ -564,6 +583,10 @@ def cmd_export(args) -> int:
     if n_images == 0 and model_failed:
         print(f"{PROG}: error: the model's forward raised on every image ({len(model_failed)}); first: "
               f"'{model_failed[0][0]}': {model_failed[0][1]}", file=sys.stderr)
+        return EXIT_FAILURE
+    if finite["results"] and finite["bad"] == finite["results"]:
+        print(f"{PROG}: error: every result is NaN/Inf ({finite['bad']} maps): the model produces non-finite "
+              f"values on these inputs (see the warning above); the files written show nothing", file=sys.stderr)
         return EXIT_FAILURE
     if n_images == 0:
         raise UsageError(f"--input: none of the images in '{inputs.path}' could be read "

@@ -24,6 +24,10 @@ WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".tar")
 PRETRAINED_ENTRY = "pretrained:"
 
 
+#: The largest model input side ``--input-size`` accepts (a 3 x 8192 x 8192 float32 input is 0.8 GB).
+MAX_INPUT_SIDE = 8192
+
+
 class UsageError(Exception):
     """A command-line argument the user must fix (exit code 2)."""
 
@@ -110,6 +114,10 @@ def spec_overrides(args) -> dict:
             raise UsageError(f"--input-size must be HxW (e.g. 224x224) or one number, got {size!r}")
         d["height"] = int(m.group(1))
         d["width"] = int(m.group(2) or m.group(1))
+        if max(d["height"], d["width"]) > MAX_INPUT_SIDE:
+            raise UsageError(f"--input-size: at most {MAX_INPUT_SIDE} pixels a side, got {size!r} (one "
+                             f"{d['height']}x{d['width']} input is already "
+                             f"{3 * 4 * d['height'] * d['width'] / 2**30:,.0f} GB as float32)")
     if getattr(args, "channels", None) is not None:
         if args.channels < 1:
             raise UsageError(f"--channels must be a positive integer, got {args.channels}")

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 
@@ -119,6 +120,24 @@ def digest(obj) -> str:
     return hashlib.blake2b(s.encode(), digest_size=12).hexdigest()
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux), else set back at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        old = os.umask(0o022)
+        os.umask(old)
+    return old
+
+
+_UMASK_LOCK = threading.Lock()
+
+
 def atomic_write_bytes(path, data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
 
@@ -129,6 +148,8 @@ def atomic_write_bytes(path, data: bytes, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
+        if hasattr(os, "fchmod"):   # mkstemp makes 0600 whatever the umask: give the usual 0666 & ~umask
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if durable:

@@ -21,6 +21,7 @@ when started again with the same command.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 import time
@@ -30,22 +31,30 @@ import cv2
 import numpy as np
 
 from ..core import CnnvisError, InputSpec
+from ..core.display import MAX_ZOOM, enlarge
 
 __all__ = ["register", "cmd_atlas", "cmd_atlas_split", "cmd_atlas_merge", "cmd_optimize", "write_atlas",
            "model_options_text",
            "report_model_failures", "run_scan_with_bar"]
 
 
-def _ranged(kind, minimum, strict: bool, what: str):
-    """An argparse ``type``: ``kind(text)`` that must be > minimum (``strict``) or >= minimum."""
+#: The largest montage cell (``--tile``): k cells per row of a unit's montage, each this many pixels.
+MAX_TILE = 1024
+
+
+def _ranged(kind, minimum, strict: bool, what: str, maximum=None):
+    """An argparse ``type``: a finite ``kind(text)`` > minimum (``strict``) or >= minimum, and <= maximum."""
     def parse(text):
         try:
             v = kind(text)
         except (TypeError, ValueError):
             raise argparse.ArgumentTypeError(f"{what} must be {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
-        if v != v or (v <= minimum if strict else v < minimum):
-            raise argparse.ArgumentTypeError(f"{what} must be {'>' if strict else '>='} {minimum}, got {text!r}")
+        if not math.isfinite(v) or (v <= minimum if strict else v < minimum):
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number {'>' if strict else '>='} {minimum}, "
+                                             f"got {text!r}")
+        if maximum is not None and v > maximum:
+            raise argparse.ArgumentTypeError(f"{what} must be at most {maximum}, got {text!r}")
         return v
     parse.__name__ = kind.__name__      # argparse names the type in its messages
     return parse
@@ -122,7 +131,8 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     g.add_argument("--iterations", type=_ranged(int, 0, True, "--iterations"), metavar="N", help="override the preset's iteration count")
     g.add_argument("--lr", type=_ranged(float, 0, True, "--lr"), metavar="LR", help="override the preset's step size (pixel units)")
     g.add_argument("--seed", type=int, default=0, help="random start (default 0)")
-    g.add_argument("--zoom", type=_ranged(int, 0, True, "--zoom"), default=1, metavar="K", help="enlarge the PNG K times (nearest neighbour)")
+    g.add_argument("--zoom", type=_ranged(int, 0, True, "--zoom", MAX_ZOOM), default=1, metavar="K",
+                   help=f"enlarge the PNG K times (nearest neighbour, 1..{MAX_ZOOM})")
     g.add_argument("--out", "-o", required=True, metavar="FILE.png",
                    help="output image; the extension picks the format (.png, .jpg, ... as OpenCV can write)")
     g.add_argument("--cache-dir", metavar="DIR", help="cache folder")
@@ -140,7 +150,8 @@ def _add_output_arguments(g) -> None:
                    help="how the deconv images are drawn (default raw)")
     g.add_argument("--probes", type=_ranged(int, 0, False, "--probes"), default=4, metavar="N",
                    help="random probe inputs united with the hit image for the receptive field (default 4)")
-    g.add_argument("--tile", type=_ranged(int, 0, True, "--tile"), default=64, metavar="PX", help="montage cell size in pixels (default 64)")
+    g.add_argument("--tile", type=_ranged(int, 0, True, "--tile", MAX_TILE), default=64, metavar="PX",
+                   help=f"montage cell size in pixels (default 64, at most {MAX_TILE})")
     g.add_argument("--no-montage", action="store_true", help="only write atlas.json")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
 
@@ -196,11 +207,11 @@ def _units(text, n: int) -> list:
         if not m:
             raise CnnvisError(f"--units: cannot read {part!r}; use numbers and ranges like 0,5,10-15.")
         a, b = int(m.group(1)), int(m.group(2) or m.group(1))
-        out += list(range(a, b + 1))
-    bad = [u for u in out if not 0 <= u < n]
-    if bad:
-        raise CnnvisError(f"--units: unit {bad[0]} is out of range (0..{n - 1}).")
-    return sorted(set(out))
+        if b >= n or b < a:   # checked before the range is expanded (0-1000000000 builds nothing)
+            raise CnnvisError(f"--units: {part!r} is out of range (0..{n - 1})." if b >= n else
+                              f"--units: range {part!r} goes backwards.")
+        out.append(range(a, b + 1))
+    return sorted(set().union(*out)) if out else []
 
 
 def _safe(name: str) -> str:
@@ -323,6 +334,7 @@ def write_atlas(args, model, spec, model_name: str, res, out: Path, t0: float, n
                 bar.close()
     from .cache import atomic_write_json
     atomic_write_json(out / "atlas.json", doc)
+    warn_nonfinite(res, model, spec)
     failed = res.model_failures
     if not args.quiet:
         cached = " (scan from cache)" if res.from_cache else ""
@@ -331,6 +343,45 @@ def write_atlas(args, model, spec, model_name: str, res, out: Path, t0: float, n
               f"{', '.join(n or 'output' for n in res.layers)}: {n_png} montages and atlas.json written to {out} "
               f"in {time.perf_counter() - t0:.1f} s{cached}{note}")
     return report_model_failures(res, "atlas.json")
+
+
+def warn_nonfinite(res, model, spec) -> None:
+    """One warning when the scan met NaN/Inf activations, naming the first layer where they appear.
+
+    The scan ranks NaN as -inf, below every real value, so such a unit keeps fewer hits than the
+    others (none when every image gave NaN); +inf is kept as a value.  The layer is found with
+    one forward of a scanned image, when the model is at hand.
+    """
+    skipped = {p for p, _ in res.skipped}
+    scanned = [i for i, p in enumerate(res.paths) if p not in skipped]
+    if not scanned:
+        return
+    bad = {}
+    for name, t in res.layers.items():
+        filled = (t.images >= 0).sum(axis=1)
+        expected = filled.max() if filled.max() > 0 else 1
+        units = (filled < expected) | ((t.images >= 0) & ~np.isfinite(t.values)).any(axis=1)
+        if units.any():
+            bad[name] = (int(units.sum()), t.units)
+    if not bad:
+        return
+    where = ""
+    if model is not None:
+        from ..core import Visualizer
+        from ..sources import load_image
+        try:
+            frame = Visualizer(model, spec).forward(spec.to_tensor(load_image(res.path(scanned[0]))))
+            try:
+                first = frame.first_nonfinite_layer()
+            finally:
+                frame.close()
+        except Exception:  # noqa: BLE001 - the warning stands without the layer's name
+            first = None
+        if first is not None:
+            where = f", first in layer {first or 'output'!r} (image '{res.paths[scanned[0]]}')"
+    counts = "; ".join(f"{name or 'output'!r}: {n} of {units} units" for name, (n, units) in bad.items())
+    print(f"cnnvis: warning: the model's activations hold NaN/Inf{where}; {counts} have NaN/Inf values (ranked "
+          f"last: fewer or no hits, crops that show nothing)", file=sys.stderr)
 
 
 def report_model_failures(res, where: str) -> int:
@@ -511,8 +562,7 @@ def cmd_optimize(args, model_from_args) -> int:
             bar.close()
     res = opt.result
     img = res.image
-    if args.zoom > 1:
-        img = cv2.resize(img, (img.shape[1] * args.zoom, img.shape[0] * args.zoom), interpolation=cv2.INTER_NEAREST)
+    img = enlarge(img, args.zoom)
     _write_png(out, img)
     rnd = float(unit_activation(model, spec, opt.layer, opt.unit, random_input(spec, 1, seed=args.seed + 1),
                                 target)[0])

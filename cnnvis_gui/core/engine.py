@@ -424,6 +424,25 @@ class Frame:
         """The layer's output for this frame, N x C x H x W (or N x F), detached."""
         return self._call(layer, call)[1].value.detach()
 
+    def first_nonfinite_layer(self) -> str | None:
+        """The layer whose output first held NaN or +-inf in this forward, or None when all are finite.
+
+        "First" is in the order the module calls ended, so the innermost module where a NaN is
+        born is named, not the block around it; ``""`` is the model's output.
+        """
+        if self._calls is None:
+            raise CnnvisError("this frame was closed; run Visualizer.forward again.")
+        best = None
+        with torch.no_grad():
+            for name, calls in self._calls.items():
+                for c in calls:
+                    v = c.value
+                    if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                        if best is None or c.index < best[0]:
+                            best = (c.index, name)
+                        break
+        return None if best is None else best[1]
+
     def top_units(self, layer: str, k: int = 9, by: str = "max", call: int = -1) -> list[int]:
         """Units of ``layer`` with the highest activation (max or mean over positions) in sample 0."""
         a = self.activations(layer, call)[0].float()
