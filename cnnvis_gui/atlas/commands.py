@@ -50,9 +50,10 @@ def _ranged(kind, minimum, strict: bool, what: str, maximum=None):
         except (TypeError, ValueError):
             raise argparse.ArgumentTypeError(f"{what} must be {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
-        if not math.isfinite(v) or (v <= minimum if strict else v < minimum):
-            raise argparse.ArgumentTypeError(f"{what} must be a finite number {'>' if strict else '>='} {minimum}, "
-                                             f"got {text!r}")
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number, got {text!r}")
+        if v <= minimum if strict else v < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be {'>' if strict else '>='} {minimum}, got {text!r}")
         if maximum is not None and v > maximum:
             raise argparse.ArgumentTypeError(f"{what} must be at most {maximum}, got {text!r}")
         return v

@@ -137,11 +137,12 @@ def test_zoom_is_bounded(tmp_path, images, capsys):
     assert f"at most {MAX_ZOOM}" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("lr", ["inf", "nan", "-1", "0"])
-def test_optimize_lr_must_be_finite_and_positive(tmp_path, capsys, lr):
+@pytest.mark.parametrize("lr,msg", [("inf", "a finite number"),
+                                    ("nan", "a finite number"), ("-1", "> 0"), ("0", "> 0")])
+def test_optimize_lr_must_be_finite_and_positive(tmp_path, capsys, lr, msg):
     assert cli.main(["optimize", "--layer", "features.0", "--unit", "0", "--lr", lr, "--out",
                      str(tmp_path / "o.png")]) == 2
-    assert "--lr must be a finite number > 0" in capsys.readouterr().err
+    assert f"--lr must be {msg}, got '{lr}'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- written files
