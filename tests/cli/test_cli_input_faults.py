@@ -1,6 +1,7 @@
 """Issue 10's command-line cases: crashing names, unbounded ranges and zooms, file modes, NaN results."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -79,6 +80,12 @@ def test_export_folder_with_a_non_utf8_file_name(tmp_path, images):
                        capture_output=True, cwd=REPO, env=_env(), timeout=300)
     assert r.returncode == 0, r.stderr.decode(errors="replace")
     assert len(list((tmp_path / "out").iterdir())) == 3 and b"Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "cnnvis_gui", "atlas", "--images", str(images), "--layer",
+                        "features.0", "--units", "0", "--top", "3", "--out", str(tmp_path / "at"), "--quiet",
+                        "--no-cache", "--device", "cpu"], capture_output=True, cwd=REPO, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    doc = json.loads((tmp_path / "at" / "atlas.json").read_text())
+    assert doc["images"] == 3 and not doc["skipped"]
 
 
 def test_gui_camera_minus_one_is_an_error_not_a_signal(tmp_path):
