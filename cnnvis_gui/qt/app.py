@@ -207,12 +207,7 @@ def main(argv=None) -> int:
             what = int(what)
         win.open_path(what)             # opens in a thread; a failure arrives as renderFailed
     elif lm is not None:
-        try:
-            paths = [str(p) for p in models.demo_samples(demo_name or "shapes")]
-            if paths:
-                win.open_path(paths)
-        except Exception as e:  # noqa: BLE001
-            win.show_error(f"demo images: {e}")
+        win.session.open_samples(demo_name or "shapes")
 
     win.show()
     if run is not None and run.rc is not None:      # failed before the loop started

@@ -31,6 +31,7 @@ class AtlasController(QtCore.QObject):
         self.state = win.state
         self.pane = None            # created on first use (Atlas menu): its own worker thread
         self.dock = None
+        self.in_layout = False      # the pane is a column of the main window instead of a dock
         self.scan = None            # the AtlasScan shown (dialog or reopened from the cache)
         self._dock_restored = False
         self._pattern_worker = None     # PatternWorker, created on the first s with a scan
@@ -61,9 +62,44 @@ class AtlasController(QtCore.QObject):
                 win.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.dock)
             if self.scan is not None:
                 self.pane.set_scan(self.scan)
-        self.dock.show()
+        if self.in_layout:
+            self.pane.show()
+        else:
+            self.dock.show()
         self.pane.show_unit(self.state.layer, self.state.unit)
         return self.pane
+
+    def set_in_layout(self, on: bool) -> None:
+        """The atlas pane as a column of the main window (where the deep visualization toolbox had its
+        top-9 / deconv / optimized images), or back in its dock (View menu)."""
+        win = self.win
+        if self.pane is None and self.show_atlas() is None:
+            self._sync_action()
+            return
+        self.in_layout = bool(on)
+        if self.in_layout:
+            self.dock.hide()
+            win.splitter.addWidget(self.pane)           # taken out of the dock
+            self.pane.show()
+            sizes = win.splitter.sizes()
+            if len(sizes) == 4 and sizes[3] < 200:       # a column of its own, taken from the grid's share
+                total = sum(sizes)
+                sizes[3] = max(260, total // 5)
+                sizes[1] = max(200, total - sizes[0] - sizes[2] - sizes[3])
+                win.splitter.setSizes(sizes)
+        else:
+            self.dock.setWidget(self.pane)
+            self.dock.show()
+        self.pane.show_unit(self.state.layer, self.state.unit)
+        win.persistence.set("atlas/in_layout", self.in_layout)
+        self._sync_action()
+
+    def _sync_action(self) -> None:
+        action = getattr(self.win, "atlas_layout_action", None)
+        if action is not None:
+            action.blockSignals(True)
+            action.setChecked(self.in_layout)
+            action.blockSignals(False)
 
     def scan_dialog(self):
         """Open the scan dialog (last folder and k of this model filled in); returns it."""
@@ -117,8 +153,8 @@ class AtlasController(QtCore.QObject):
         self.restore()
 
     def follow(self, names) -> None:
-        """The selection moved: the dock shows the new unit."""
-        if self.pane is not None and self.dock.isVisible() and names & {"layer", "unit"}:
+        """The selection moved: the atlas pane shows the new unit."""
+        if self.pane is not None and self.pane.isVisible() and names & {"layer", "unit"}:
             self.pane.show_unit(self.state.layer, self.state.unit)
 
     # ---- reopening: the last scan of this model comes back from the cache at once
@@ -159,7 +195,10 @@ class AtlasController(QtCore.QObject):
         win = self.win
         if not self._dock_restored:
             self._dock_restored = True
-            if win.persistence.settings.value("atlas/dock_visible") in (True, "true", "1", 1):
+            st = win.persistence.settings
+            if st.value("atlas/in_layout") in (True, "true", "1", 1):
+                self.set_in_layout(True)
+            elif st.value("atlas/dock_visible") in (True, "true", "1", 1):
                 self.show_atlas()
         last = self.remembered()
         if last is None or not last["layers"] or not Path(last["folder"]).is_dir():

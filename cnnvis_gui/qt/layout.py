@@ -152,6 +152,12 @@ def build_menus(win) -> None:
     _act(am, "Show the unit &atlas pane", atlas.show_atlas)
     vm = mb.addMenu("&View")
     vm.addAction(win.tree_dock.toggleViewAction())
+    win.atlas_layout_action = a = vm.addAction("Unit atlas in the main window")
+    a.setCheckable(True)
+    a.setToolTip("the selected unit's top images, their backprop crops and its optimized image as a column "
+                 "of the window instead of a dock")
+    a.toggled.connect(atlas.set_in_layout)
+    vm.addSeparator()
     for _names, shown, action, desc in keytable.KEYS:
         if action.startswith("move") or action in ("quit",):
             continue

@@ -7,6 +7,8 @@ to open a model (a dialog, a menu entry) lives here and ends in :meth:`load_mode
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from PyQt5 import QtCore, QtWidgets
 
 from ..core import CnnvisError
@@ -114,13 +116,50 @@ class ModelSession:
         self.load_model(lm)
         win.persistence.remember_model(f"demo:{name}")
         if images:
-            try:
-                paths = [str(p) for p in models.demo_samples(name)]
-                if paths:
-                    win.inputs.open_path(paths if len(paths) > 1 else paths[0])
-            except Exception as e:  # noqa: BLE001
-                win.show_error(f"demo images: {e}")
+            self.open_samples(name)
         return True
+
+    # ------------------------------------------------------------------ the demo models' sample images
+    def open_samples(self, name) -> bool:
+        """Open the sample images shipped with demo ``name`` as the input."""
+        from .. import models
+        try:
+            paths = [str(p) for p in models.demo_samples(name)]
+        except Exception as e:  # noqa: BLE001
+            self.win.show_error(f"demo images: {e}")
+            return False
+        if paths:
+            self.win.inputs.open_path(paths if len(paths) > 1 else paths[0])
+        return bool(paths)
+
+    def samples_shown(self):
+        """The demo whose sample images are the current input, or None."""
+        from .. import models
+        path = getattr(self.win.inputs.source, "current_path", None)
+        if not path:
+            return None
+        try:
+            folder = Path(path).resolve().parent
+            for name in models.DEMO_NAMES:
+                if folder == (models.assets_dir() / "samples" / name).resolve():
+                    return name
+        except OSError:
+            pass
+        return None
+
+    def offer_samples(self, lm) -> None:
+        """A model opened from a file: a demo's own checkpoint gets its sample images (as the Demo
+        menu gives them) when another demo's samples, or nothing, are shown; another model shown on a
+        demo's samples says so, since they may not be the inputs it was made for."""
+        from .. import models
+        from ..models.demos import demo_name_of
+        demo = demo_name_of(lm)
+        shown = self.samples_shown()
+        if demo is not None and shown != demo and (shown is not None or self.win.inputs.source is None):
+            self.open_samples(demo)
+        elif demo is None and shown is not None:
+            self._notices.append(f"the input is still the {shown} demo's sample images: File → Open image, "
+                                 f"folder or video for this model's own")
 
     def open_checkpoint(self, weights=None, arch=None, spec=None, trust_pickle=False, labels=None,
                         trust_code=False):
@@ -128,6 +167,7 @@ class ModelSession:
         lm = models.load(weights=weights, arch=arch, spec=spec, trust_pickle=trust_pickle, labels=labels,
                          trust_code=trust_code)
         self.load_model(lm)
+        self.offer_samples(lm)
         self.win.persistence.remember_model(weights or arch, arch=arch if weights else None)
         return lm
 
@@ -148,6 +188,7 @@ class ModelSession:
         """A pretrained model came from the dialog: show it, remember it (Recent, next start)."""
         from ..options import pretrained_entry
         self.load_model(lm)
+        self.offer_samples(lm)
         self.win.persistence.remember_model(*pretrained_entry(arch, variant))
 
     def open_recent(self, what, arch) -> None:
@@ -166,6 +207,7 @@ class ModelSession:
             win.show_error(f"not opened: {what} names code to run and you answered No")
             return
         self.load_model(lm)
+        self.offer_samples(lm)
         win.persistence.remember_model(what, arch=arch or None)
 
     # ------------------------------------------------------------------ editing the loaded model

@@ -148,3 +148,43 @@ def test_prediction_percentages_come_before_their_bars(qtbot, window):
     html = window.predictions.text.text()
     assert html.index("99.9%") < html.index("bgcolor")                # a narrow pane cuts the bar, not the number
     assert window.bp1.method_box.minimumContentsLength() >= len("Grad-CAM")
+
+
+def test_opening_a_demo_checkpoint_brings_its_own_sample_images(qtbot, tmp_path):
+    import pytest
+    from cnnvis_gui import models
+    from cnnvis_gui.qt.window import MainWindow
+    from .conftest import loaded
+    if not all(models.demo_checkpoint(n).is_file() for n in ("shapes", "glyphs")):
+        pytest.skip("the demo checkpoints are not built")
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.show()
+    try:
+        with qtbot.waitSignal(win.sourceOpened, timeout=20000):
+            win.open_demo("shapes")
+        assert win.session.samples_shown() == "shapes"
+        with qtbot.waitSignal(win.sourceOpened, timeout=20000):      # File → Open checkpoint… does this
+            win.open_checkpoint(weights=str(models.demo_checkpoint("glyphs")))
+        qtbot.waitUntil(lambda: win.session.samples_shown() == "glyphs", timeout=20000)
+        lm = loaded()
+        with qtbot.waitSignal(win.modelChanged, timeout=20000):     # another model on a demo's images: said
+            win.session.load_model(lm)
+            win.session.offer_samples(lm)
+        assert "still the glyphs demo's sample images" in win.status_text()
+        assert win.session.samples_shown() == "glyphs"
+    finally:
+        win.close()
+
+
+def test_the_unit_atlas_can_be_a_column_of_the_window(qtbot, window):
+    action = window.atlas_layout_action
+    action.trigger()                                               # View → Unit atlas in the main window
+    pane = window.atlas.pane
+    assert window.atlas.in_layout and pane.parentWidget() is window.splitter and pane.isVisible()
+    assert not window.atlas.dock.isVisible() and window.splitter.sizes()[3] >= 200
+    window.state.select_unit(7)
+    assert (pane.layer, pane.unit) == (window.state.layer, 7)      # it follows the selection
+    action.trigger()
+    assert not window.atlas.in_layout and window.atlas.dock.isVisible() and pane.parentWidget() is not window.splitter
+    assert window.persistence.settings.value("atlas/in_layout") in (False, "false")
