@@ -32,6 +32,10 @@ def _first_conv_channels(model: nn.Module):
     return None
 
 
+#: The most values one model input may hold (3 x 8192 x 8192 float32 = 0.8 GB), whoever gave the spec.
+MAX_INPUT_VALUES = 3 * 8192 * 8192
+
+
 def _resolve_spec(model, given, meta_spec, arch_name, notes, dev):
     known: dict = {}
     if meta_spec:
@@ -71,6 +75,11 @@ def _resolve_spec(model, given, meta_spec, arch_name, notes, dev):
                          height=fields.get("height", 224), width=fields.get("width", 224))
     except CnnvisError as e:
         raise ModelLoadError(f"invalid input spec: {e}") from None
+    values = base.channels * base.height * base.width
+    if values > MAX_INPUT_VALUES:   # a crafted spec (1e5 x 1e5) would make the probe allocate ~100 GB
+        raise ModelLoadError(f"invalid input spec {base.channels}x{base.height}x{base.width}: one input would hold "
+                             f"{values:,} values, more than {MAX_INPUT_VALUES:,} (3 x 8192 x 8192); give the size the "
+                             f"model was trained with.")
     if not size_guessed:
         return base, _probe(model, base, dev)
     first_err = None

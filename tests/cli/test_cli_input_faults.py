@@ -88,6 +88,20 @@ def test_export_folder_with_a_non_utf8_file_name(tmp_path, images):
     assert doc["images"] == 3 and not doc["skipped"]
 
 
+def test_gui_opens_a_folder_with_a_non_utf8_file_name(tmp_path, images):
+    try:
+        with open(os.path.join(os.fsencode(images), b"bad\xff.png"), "wb") as f:
+            f.write(demo_samples("shapes")[3].read_bytes())
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    env = dict(_env(), CNNVIS_GUI_SETTINGS=str(tmp_path / "s.ini"))
+    r = subprocess.run([sys.executable, str(REPO / "run_gui.py"), "--input", str(images), "--screenshot",
+                        str(tmp_path / "s.png"), "--timeout", "120"], capture_output=True, cwd=REPO, env=env,
+                       timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+
 def test_gui_camera_minus_one_is_an_error_not_a_signal(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "run_gui.py"), "--camera", "-1", "--screenshot",
                         str(tmp_path / "s.png"), "--timeout", "60"], capture_output=True, text=True, cwd=REPO,

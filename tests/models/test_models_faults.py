@@ -76,3 +76,11 @@ def test_pickle_scanner_decompresses_at_most_its_cap(tmp_path):
     p = _zip_checkpoint(tmp_path / "big.pth", 8 << 20)
     assert len(pickles._pickle_bytes(p)) == pickles.SCAN_BYTES < 8 << 20
     assert pickles.MAX_ZIP_PICKLE_BYTES >= 64 << 20   # real checkpoints (a few MB of structure) still open
+
+
+def test_huge_input_spec_from_a_file_is_refused_before_the_probe(tmp_path):
+    p = tmp_path / "big.pth"
+    torch.save({"state_dict": GlyphsNet().state_dict(),
+                "cnnvis": {"arch": ARCH, "spec": {"channels": 1, "height": 100000, "width": 100000}}}, p)
+    with pytest.raises(ModelLoadError, match=r"1x100000x100000: one input would hold 10,000,000,000 values"):
+        load(p)
