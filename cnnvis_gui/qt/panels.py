@@ -247,6 +247,10 @@ class UnitPane(ImagePane):
             cmap = pg.ColorMap(np.linspace(0, 1, len(lut)), np.asarray(lut, dtype=np.ubyte))
             self.bar = pg.ColorBarItem(values=(0, 1), colorMap=cmap, interactive=False, width=12)
             self.view.addItem(self.bar)
+        self._bar_levels, self._bar_time, self._bar_pending = None, 0.0, None
+        self._bar_timer = QtCore.QTimer(self)
+        self._bar_timer.setSingleShot(True)
+        self._bar_timer.timeout.connect(self._bar_catch_up)
         # a unit with one value (fc layers, the output): the number and a bar, not a 1 x 1 image
         self.value = QtWidgets.QLabel()
         self.value.setTextFormat(QtCore.Qt.RichText)
@@ -255,20 +259,40 @@ class UnitPane(ImagePane):
         self.value.hide()
         self.layout().insertWidget(self.layout().indexOf(self.view), self.value, 1)
 
-    #: the colour bar's scale is redrawn when an end moves by more than this part of the range
+    #: the colour bar's scale is redrawn when an end moves by more than this part of the range ...
     BAR_TOLERANCE = 0.02
+    #: ... and at most this often (s) while it keeps moving (a live source); the header has the exact range
+    BAR_INTERVAL = 0.25
 
     def _bar_moved(self, levels) -> bool:
-        """A live unit's range changes every frame; redrawing the bar's axis took ~7 ms of the GUI
-        thread per frame.  It is redrawn when an end moves by more than ``BAR_TOLERANCE`` of the range."""
+        """A live unit's range changes every frame; redrawing the bar's axis (ticks, labels) took
+        ~7 ms of the GUI thread per frame, time the render thread waited for the GIL.  The bar is
+        redrawn when an end moves by more than ``BAR_TOLERANCE`` of the range, at most every
+        ``BAR_INTERVAL`` seconds; a change that settles is drawn by the next frame after that."""
+        import time
         lo, hi = (float(v) for v in levels)
-        old = getattr(self, "_bar_levels", None)
+        old = self._bar_levels
+        now = time.monotonic()
         if old is not None:
             tol = self.BAR_TOLERANCE * max(hi - lo, old[1] - old[0], 1e-12)
             if abs(lo - old[0]) <= tol and abs(hi - old[1]) <= tol:
                 return False
-        self._bar_levels = (lo, hi)
+            wait = self._bar_time + self.BAR_INTERVAL - now
+            if wait > 0:
+                self._bar_pending = (lo, hi)          # drawn when the interval is over, if no frame comes
+                if not self._bar_timer.isActive():
+                    self._bar_timer.start(max(1, int(wait * 1000)))
+                return False
+        self._bar_levels, self._bar_time, self._bar_pending = (lo, hi), now, None
+        self._bar_timer.stop()
         return True
+
+    def _bar_catch_up(self):
+        if self._bar_pending is not None and self.bar is not None:
+            import time
+            self._bar_levels, self._bar_time = self._bar_pending, time.monotonic()
+            self.bar.setLevels(self._bar_pending)
+            self._bar_pending = None
 
     def set_unit(self, rgb, levels, value=None, value_range=None):
         """Show the unit's map; a 1 x 1 map with its ``value`` shows the number and where it lies

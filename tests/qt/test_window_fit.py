@@ -188,3 +188,16 @@ def test_the_unit_atlas_can_be_a_column_of_the_window(qtbot, window):
     action.trigger()
     assert not window.atlas.in_layout and window.atlas.dock.isVisible() and pane.parentWidget() is not window.splitter
     assert window.persistence.settings.value("atlas/in_layout") in (False, "false")
+
+
+def test_the_colour_bar_follows_a_live_unit_at_a_bounded_rate(qtbot, window):
+    pane, rgb = window.unit_pane, np.zeros((4, 4, 3), np.uint8)
+    levels = []
+    pane.bar.setLevels = lambda lv: levels.append(tuple(lv))       # what the bar is told to show
+    pane._bar_levels, pane._bar_time = None, 0.0
+    for i in range(20):                                             # 20 live frames within a few ms
+        pane.set_unit(rgb, (0.0, 1.0 + i))
+    assert 1 <= len(levels) <= 2                                    # not a redraw of the axis per frame
+    qtbot.waitUntil(lambda: levels[-1] == (0.0, 20.0), timeout=2000)   # the last range arrives without a frame
+    pane.set_unit(rgb, (0.0, 20.1))                                 # within 2 %: no redraw
+    assert levels[-1] == (0.0, 20.0)
