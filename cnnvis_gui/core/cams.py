@@ -37,14 +37,18 @@ term cancels inside the softmax, so it is not computed.
 
 All gradient-based methods are answered from the recorded frame with one backward and no new
 forward; Eigen-CAM needs no backward; Score-CAM runs the masked copies through the model in
-batches of :data:`SCORECAM_BATCH`.
+batches of :data:`SCORECAM_BATCH`, under ``torch.no_grad`` with one hook on the unit's module
+(it needs scores, not a graph).
 """
 from __future__ import annotations
+
+import threading
 
 import torch
 import torch.nn.functional as F
 
 from .errors import CnnvisError
+from .hooks import HookSet
 
 CAM_METHODS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam")
 GRADIENT_CAMS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++")
@@ -108,10 +112,58 @@ def unit_scores(a: torch.Tensor, unit: int, objective="sum") -> torch.Tensor:
     return sel[(slice(None),) + pos]
 
 
+class _UnitScores(HookSet):
+    """A forward hook on the unit's module giving, per call, each sample's objective value.
+
+    Score-CAM only needs the score of every masked input, not a recorded frame: its forwards
+    run under ``torch.no_grad`` with this one hook (the atlas scan's pattern), and the value is
+    taken as the module returns it -- what :meth:`Frame.activations` gives for that call.
+    """
+
+    def __init__(self, module, unit, objective):
+        super().__init__()                    # hooks ignore forwards run by other threads
+        self.module, self.unit, self.objective = module, unit, objective
+        self.calls: list = []
+
+    def register(self):
+        self.handles.append(self.module.register_forward_hook(self._hook))
+
+    def _hook(self, module, args, output):
+        if threading.get_ident() == self.thread:
+            self.calls.append(unit_scores(output, self.unit, self.objective)
+                              if isinstance(output, torch.Tensor) else None)
+
+
+def _scores(model, module, xs, unit, objective, call) -> torch.Tensor:
+    """Per-sample objective of the unit for the batch ``xs`` (eval mode, no graph)."""
+    training = [m for m in model.modules() if m.training]
+    try:
+        for m in training:
+            m.training = False
+        with _UnitScores(module, unit, objective) as cap, torch.no_grad():
+            model(xs)
+    except CnnvisError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's model: one clear line
+        raise CnnvisError(f"the model's forward failed on a Score-CAM masked input: {type(e).__name__}: {e}") from e
+    finally:
+        for m in training:
+            m.training = True
+    try:
+        s = cap.calls[call]
+    except IndexError:
+        s = None
+    if s is None:
+        raise CnnvisError("Score-CAM: the unit's layer did not return a tensor for a masked input.")
+    return s
+
+
 def _score_cam(frame, layer, unit, A, objective, call) -> torch.Tensor:
     vis = frame.visualizer
     if vis is None:
         raise CnnvisError("Score-CAM needs a frame recorded by a Visualizer (it runs masked forwards).")
+    model = vis.model
+    module = dict(model.named_modules())[frame.model_map[layer].name]
     x = frame.input
     N, K = A.shape[:2]
     H, W = x.shape[-2:]
@@ -135,8 +187,7 @@ def _score_cam(frame, layer, unit, A, objective, call) -> torch.Tensor:
         masks = torch.where(h > l, (upsampled(ks) - l) / torch.where(h > l, h - l, torch.ones_like(h)),
                             torch.zeros((), device=A.device, dtype=A.dtype))  # N x k x H x W in [0, 1]
         xs = x.unsqueeze(0) * masks.transpose(0, 1).unsqueeze(2)                 # k x N x C x H x W
-        with vis.forward(xs.reshape((-1,) + tuple(x.shape[1:]))) as f:
-            s = unit_scores(f.activations(layer, call), unit, objective)
+        s = _scores(model, module, xs.reshape((-1,) + tuple(x.shape[1:])), unit, objective, call)
         scores[:, ks] = s.reshape(len(ks), N).T.double()
     scores = torch.where(varies, scores, torch.full_like(scores, float("-inf")))
     alive = varies.any(dim=1, keepdim=True)

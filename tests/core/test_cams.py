@@ -228,3 +228,35 @@ def test_no_conv_layer_before_the_unit():
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     with pytest.raises(CnnvisError, match="no convolutional layer"):
         cam(model, torch.randn(1, 3, 2, 2), "1", 0, method="hirescam")
+
+
+class _RefusesZeros(nn.Module):
+    """Conv net in training mode (BatchNorm) whose forward raises on an input with an exact zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if self.refuse and bool((x == 0).any()):
+            raise ValueError("no zeros please")
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+def test_scorecam_leaves_the_model_as_it_was(refuse):
+    model = _RefusesZeros().train()
+    model.refuse = refuse
+    stats = model.bn.running_mean.clone()
+    x = torch.rand(1, 3, 12, 12) + 0.5
+    if refuse:
+        with pytest.raises(CnnvisError, match="masked input.*no zeros please"):
+            cam(model, x, "fc", 1, "conv", method="scorecam")
+    else:
+        assert float(cam(model, x, "fc", 1, "conv", method="scorecam").max()) == 1.0
+    assert all(m.training for m in model.modules())
+    assert torch.equal(model.bn.running_mean, stats)                  # eval mode during every forward
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
