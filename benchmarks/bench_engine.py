@@ -1,13 +1,14 @@
 """Engine speed and memory against the bare-PyTorch floor, measured in one run.
 
 For each network (random init, 1 x 3 x 224 x 224 by default, target: a unit of the
-classifier) six cases run interleaved round-robin, and each reports its median:
+classifier) eight cases run interleaved round-robin, and each reports its median:
 
 * bare forward        -- the same weights with parameters frozen, a forward hook on the
                          target layer, the input requiring grad (the graph a backward needs)
-* ours: recorded fwd  -- ``Visualizer.forward`` (every module's output recorded)
+* ours: recorded fwd  -- ``Visualizer.forward`` (every module's output recorded), and
+                         ``Visualizer.forward(x, layers=[target])`` (only the layer asked for)
 * bare fwd + grad     -- bare forward + ``torch.autograd.grad`` of the unit to the input
-* ours: new frame     -- ``Visualizer.forward`` + one guided-backprop saliency
+* ours: new frame     -- ``Visualizer.forward`` + one guided-backprop saliency (both ways)
 * bare backward       -- ``torch.autograd.grad`` on an already-built graph (retain_graph)
 * ours: unit switch   -- another unit's guided saliency on the same Frame (backward only)
 
@@ -153,14 +154,42 @@ def bench(name, args, dev, sync):
         f.saliency(layer, units[0], "guided")
         f.close()
 
+    def lean_forward():
+        vis.forward(x, layers=[layer]).close()
+
+    def lean_new():
+        f = vis.forward(x, layers=[layer])
+        f.saliency(layer, units[0], "guided")
+        f.close()
+
     frame = vis.forward(x)
 
     def ours_switch():
         frame.saliency(layer, units[1], "guided")
 
+    # networks with SiLU, Hardswish, ...: guided there runs the generalized rule (more work than
+    # autograd's); the same cases with the rules at ReLUs only (what the engine did before) isolate
+    # the engine's own overhead
+    general = bool(frame.generalized_activations)
+    vis_relu = Visualizer(model, activations="relu-only")
+    frame_relu = vis_relu.forward(x)
+
+    def relu_new():
+        f = vis_relu.forward(x)
+        f.saliency(layer, units[0], "guided")
+        f.close()
+
+    def relu_switch():
+        frame_relu.saliency(layer, units[1], "guided")
+
     cases = {"bare forward": bare_forward, "ours: recorded forward": ours_forward,
+             "ours: recorded forward, asked layer": lean_forward,
              "bare forward + input grad": bare_grad, "ours: new guided frame": ours_new,
+             "ours: new guided frame, asked layer": lean_new,
              "bare backward (retained graph)": bare_backward, "ours: unit switch (guided)": ours_switch}
+    if general:
+        cases["ours: new guided frame, relu-only"] = relu_new
+        cases["ours: unit switch, relu-only"] = relu_switch
     if args.captum:
         from captum.attr import NeuronGuidedBackprop
         ngb = NeuronGuidedBackprop(model, dict(model.named_modules())[layer])
@@ -188,16 +217,21 @@ def bench(name, args, dev, sync):
     med = {k: statistics.median(v) for k, v in cpu.items()} if dev.type == "cpu" else wmed
     cmed = {k: statistics.median(v) for k, v in cpu.items()}
     frame.close()
+    frame_relu.close()
     mem = _memory(model, frozen, x, layer) if dev.type == "cpu" else None
 
     print(f"\n{LABELS.get(name, name)}, input 1x3x{args.size}x{args.size}, target {layer!r}, median of "
           f"{args.repeats}, load average {load0:.1f} -> {load1:.1f}")
-    print(f"  {'case':34s} {'wall ms':>9s} {'CPU ms':>9s}")
+    print(f"  {'case':38s} {'wall ms':>9s} {'CPU ms':>9s}")
     for k in cases:
-        print(f"  {k:34s} {wmed[k]:9.2f} {cmed[k]:9.2f}")
+        print(f"  {k:38s} {wmed[k]:9.2f} {cmed[k]:9.2f}")
     r = (med["ours: recorded forward"] / med["bare forward"],
          med["ours: new guided frame"] / med["bare forward + input grad"],
-         med["ours: unit switch (guided)"] / med["bare backward (retained graph)"])
+         med["ours: unit switch (guided)"] / med["bare backward (retained graph)"],
+         med["ours: recorded forward, asked layer"] / med["bare forward"],
+         med["ours: new guided frame, asked layer"] / med["bare forward + input grad"],
+         med.get("ours: new guided frame, relu-only", float("nan")) / med["bare forward + input grad"],
+         med.get("ours: unit switch, relu-only", float("nan")) / med["bare backward (retained graph)"])
     if mem is not None:
         print(f"  memory: bare graph {mem[0]:.1f} MiB + recorded outputs {mem[1]:.1f} MiB; "
               f"frame holds {mem[2]:.1f} MiB, extra {round(mem[3], 1) or 0.0:.1f} MiB")
@@ -223,12 +257,17 @@ def main(argv=None):
     rows = []
     for name in args.models.split(","):
         rows.append((name,) + bench(name, args, dev, sync))
-    print(f"\n| network | recorded forward / bare forward | new guided frame / bare forward + input gradient "
-          f"| unit switch / bare backward | memory extra |")
+    print("\nrecorded forward / bare forward; new guided frame / bare forward + input gradient; unit switch / "
+          "bare backward.\n(every module recorded; in brackets: only the asked layer recorded, and the rules "
+          "at ReLUs only where the network has other activations)")
+    print("| network | recorded forward | new guided frame | unit switch | memory beyond bare graph + recorded |")
     print("|---|---|---|---|---|")
     for name, r, mem in rows:
         extra = f"{round(mem[3], 1) or 0.0:.1f} MiB" if mem is not None else "-"
-        print(f"| {LABELS.get(name, name)} | {r[0]:.2f}x | {r[1]:.2f}x | {r[2]:.2f}x | {extra} |")
+        relu_new = f"; relu-only {r[5]:.2f}x" if r[5] == r[5] else ""
+        relu_sw = f" (relu-only {r[6]:.2f}x)" if r[6] == r[6] else ""
+        print(f"| {LABELS.get(name, name)} | {r[0]:.2f}x (asked layer {r[3]:.2f}x) | {r[1]:.2f}x (asked layer "
+              f"{r[4]:.2f}x{relu_new}) | {r[2]:.2f}x{relu_sw} | {extra} |")
     print(f"(load average at the end {_load():.1f})")
 
 

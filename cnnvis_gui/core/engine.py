@@ -107,7 +107,9 @@ class _Census:
         module_relus = sum(1 for r in recording.records
                            if id(r[1]) in recording.structure.relu_modules and r[6] is not None)
         self.relu_calls = rules.relu_calls
-        self.functional_relu_calls = max(0, rules.relu_calls - module_relus)
+        # (unknown when only some modules were recorded: the nn.ReLU calls were not counted)
+        self.functional_relu_calls = (max(0, rules.relu_calls - module_relus) if recording.layers is None
+                                      else None)
         self.other_activations = dict(rules.others)
         self.generalized_activations = dict(rules.generalized)
         self.notices = activation_notices(rules.relu_calls, rules.others, rules.relu_on_views, rules.generalized,
@@ -305,11 +307,21 @@ class Visualizer:
         device, dtype = _model_device_dtype(self.model)
         return x.detach().to(device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor) -> "Frame":
-        """Run the model once on ``x`` (N x C x H x W) and keep every layer's activations."""
+    def forward(self, x: torch.Tensor, layers: Sequence[str] | None = None) -> "Frame":
+        """Run the model once on ``x`` (N x C x H x W) and keep every layer's activations.
+
+        ``layers`` (module names) records only those modules' outputs: every other module
+        call keeps ``nn.Module``'s hook-free fast path, so on a network of many small
+        modules the forward costs a bare forward's time (a request for a layer not
+        recorded raises :class:`CnnvisError`).  The default records every module.
+        """
         x = self._prepare(x)
         structure = self._struct()
-        rec = _Recorder(structure)
+        if layers is not None:
+            if isinstance(layers, str):
+                layers = [layers]
+            layers = frozenset(resolve_layer_name(n, structure.types, structure.order) for n in layers)
+        rec = _Recorder(structure, layers=layers)
         x_leaf = x.clone().requires_grad_(True)
         t0 = time.perf_counter()
         x_in = x_leaf.clone()  # the model may modify its input in place
@@ -317,11 +329,11 @@ class Visualizer:
         ms = (time.perf_counter() - t0) * 1000.0
 
         def reforward(copy):
-            again = _Recorder(structure, copy)
+            again = _Recorder(structure, copy, layers)
             _run(structure, x_leaf.clone(), again)
             return again.records
 
-        recording = Recording(structure, rec.records, reforward)
+        recording = Recording(structure, rec.records, reforward, layers)
         recording.activations = self.activations
         frame = Frame(x_leaf, out, recording, ms)
         frame.visualizer = self  # integrated gradients, SmoothGrad and Score-CAM run batched forwards
@@ -369,8 +381,8 @@ class Frame:
         return self._counts().relu_calls
 
     @property
-    def functional_relu_calls(self) -> int:
-        """ReLU calls not made by an ``nn.ReLU`` module."""
+    def functional_relu_calls(self) -> int | None:
+        """ReLU calls not made by an ``nn.ReLU`` module (None when only some layers were recorded)."""
         return self._counts().functional_relu_calls
 
     @property
@@ -407,6 +419,13 @@ class Frame:
         if self._calls is None:
             raise CnnvisError("this frame was closed; run Visualizer.forward again.")
         candidates = [n for n, cs in self._calls.items() if cs and cs[-1].reason is None]
+        recorded = self._recording.layers
+        if recorded is not None and isinstance(layer, str) and layer not in self._calls:
+            name = resolve_layer_name(layer, self._types, list(self._types))
+            if name not in recorded:
+                raise CnnvisError(f"layer {name or 'output'!r} was not recorded in this frame: it recorded only "
+                                  f"{', '.join(repr(n or 'output') for n in sorted(recorded))}; pass every layer "
+                                  f"you will ask for in Visualizer.forward(x, layers=[...]).")
         name = resolve_layer_name(layer, self._calls, candidates)
         calls = self._calls[name]
         if not calls:

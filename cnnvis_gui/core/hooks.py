@@ -39,26 +39,39 @@ class HookSet:
 
 
 class ModuleCallHook:
-    """One global forward hook (every module call, ``always_call``, with kwargs) for a ``with`` block.
+    """One forward hook (``always_call``, with kwargs) on every module call, or on some, for a ``with`` block.
 
-    ``torch.nn.modules.module.register_module_forward_hook`` costs one registration
-    however many modules the model has, where a hook per module costs one each (the
-    engine records every call of every module, so on a network of small modules the
-    registrations alone would be a measurable part of a forward).  It sees every
-    module call in the process, so :meth:`make_hook`'s hook must first compare
+    With ``modules=None`` it is one global hook
+    (``torch.nn.modules.module.register_module_forward_hook``): one registration however
+    many modules the model has, where a hook per module costs one each (the engine
+    records every call of every module, so on a network of small modules the
+    registrations alone would be a measurable part of a forward).  It sees every module
+    call in the process, so :meth:`make_hook`'s hook must first compare
     ``threading.get_ident()`` with ``self.thread`` and ignore modules it does not know.
+    With a list of modules, the same hook goes on those modules only (every other
+    module call keeps ``nn.Module.__call__``'s fast path).
     """
 
-    def __init__(self):
-        self.handle = None
+    def __init__(self, modules=None):
+        self.handles: list = []
+        self.modules = modules
         self.thread = threading.get_ident()   # the thread whose forwards the hook records
 
     def make_hook(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __enter__(self):
-        from torch.nn.modules.module import register_module_forward_hook
-        self.handle = register_module_forward_hook(self.make_hook(), with_kwargs=True, always_call=True)
+        hook = self.make_hook()
+        try:
+            if self.modules is None:
+                from torch.nn.modules.module import register_module_forward_hook
+                self.handles.append(register_module_forward_hook(hook, with_kwargs=True, always_call=True))
+            else:
+                for m in self.modules:
+                    self.handles.append(m.register_forward_hook(hook, with_kwargs=True, always_call=True))
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc):
@@ -66,6 +79,6 @@ class ModuleCallHook:
         return False
 
     def close(self) -> None:
-        if self.handle is not None:
-            self.handle.remove()
-            self.handle = None
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()

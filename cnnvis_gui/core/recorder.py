@@ -45,6 +45,7 @@ class Structure:
         named = list(model.named_modules())
         self.modules = [m for _, m in named]
         self.names = {id(m): n for n, m in named}
+        self.by_name = dict(named)
         self.order = [n for n, _ in named]
         self.types = {n: type(m).__name__ for n, m in named}
         self.conv = {n: isinstance(m, nn.modules.conv._ConvNd) for n, m in named}
@@ -69,8 +70,8 @@ class _Recorder(ModuleCallHook):
     forward that recovers values the versions cannot).
     """
 
-    def __init__(self, structure: Structure, copy: frozenset = frozenset()):
-        super().__init__()
+    def __init__(self, structure: Structure, copy: frozenset = frozenset(), layers=None):
+        super().__init__(None if layers is None else [structure.by_name[n] for n in layers])
         self.structure = structure
         self.records: list = []
         self._copy = copy
@@ -186,8 +187,9 @@ class Recording:
     fallback for values that cannot be recomputed module by module.
     """
 
-    def __init__(self, structure: Structure, records: list, reforward=None):
+    def __init__(self, structure: Structure, records: list, reforward=None, layers=None):
         self.structure = structure
+        self.layers = layers            # the names recorded, or None for every module
         self.records = records
         self._reforward = reforward
         self.activations = "all"        # where the frame's rules apply (rules.ACTIVATIONS)
@@ -203,7 +205,8 @@ class Recording:
         return self._calls
 
     def _build_calls(self) -> dict:
-        calls: dict[str, list[Call]] = {n: [] for n in self.structure.order}
+        order = self.structure.order if self.layers is None else [n for n in self.structure.order if n in self.layers]
+        calls: dict[str, list[Call]] = {n: [] for n in order}
         records = self.records
         producers = self._producers
         for i, r in enumerate(records):

@@ -103,6 +103,9 @@ def activation_label(node) -> str | None:
     return label
 
 
+_threshold_backward = torch.ops.aten.threshold_backward.default   # (g, x, 0) -> g * [x > 0]
+
+
 def _relu_hook(box: RuleBox):
     """Node hook for a ReLU node: returns the replacement input gradient, or None (autograd's)."""
 
@@ -130,9 +133,8 @@ def _rectifier_hook(box: RuleBox, x: torch.Tensor):
             return None
         if rule == "deconvnet":
             new = grad_outputs[0].clamp(min=0)
-        else:  # guided
-            gi = grad_inputs[0]
-            new = torch.where(x > 0, gi.clamp(min=0), torch.zeros((), dtype=gi.dtype, device=gi.device))
+        else:  # guided: g f'(x) where x > 0 (one fused op, as at a ReLU), then relu
+            new = _threshold_backward(grad_inputs[0], x, 0).clamp_(min=0)
         return (new,) + tuple(grad_inputs[1:])
 
     return hook

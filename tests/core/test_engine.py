@@ -948,3 +948,29 @@ class _Lambda(nn.Module):
 
     def forward(self, x):
         return self.fn(x)
+
+
+def test_recording_only_some_layers_gives_the_same_answers(resnet):
+    model = _Counting(resnet)
+    x = torch.randn(1, 3, 64, 64)
+    vis = Visualizer(model)
+    full = vis.forward(x)
+    hooks = _hook_state(model)
+    asked = ["inner.fc", "inner.layer1.0.bn1", "inner.layer4.1.conv2"]
+    model.forwards = 0
+    part = vis.forward(x, layers=asked)
+    assert model.forwards == 1 and _hook_state(model) == hooks and _global_hooks() == (0, 0, 0)
+    for layer in asked:
+        assert torch.equal(part.activations(layer), full.activations(layer))       # bn1: recomputed
+        for m in ("gradient", "deconvnet", "guided"):
+            assert torch.equal(part.saliency(layer, 3, m), full.saliency(layer, 3, m))
+    assert torch.equal(part.gradient_at("inner.layer1.0.bn1", "inner.fc", 2),
+                       full.gradient_at("inner.layer1.0.bn1", "inner.fc", 2))
+    assert torch.equal(part.grad_cam("inner.fc", 2), full.grad_cam("inner.fc", 2))   # cam layer: the recorded conv
+    assert model.forwards == 1
+    assert part.relu_calls == full.relu_calls and part.notices == full.notices
+    assert [l.name for l in part.model_map] == ["inner.layer1.0.bn1", "inner.layer4.1.conv2", "inner.fc"]
+    with pytest.raises(CnnvisError, match="'inner.layer2' was not recorded in this frame"):
+        part.saliency("inner.layer2", 1)
+    with pytest.raises(CnnvisError, match="Did you mean"):
+        vis.forward(x, layers=["inner.layr2"])
