@@ -14,7 +14,7 @@ classifier) eight cases run interleaved round-robin, and each reports its median
 
 Two clocks: wall time, and the process's CPU time (all its threads), which other
 processes on a shared machine disturb much less; the ratios use CPU time on the CPU
-device.  Compare the ratios, not the milliseconds.  The load average is printed
+device, each the median over the rounds of the two cases' times in the same round.  Compare the ratios, not the milliseconds.  The load average is printed
 before and after.
 
 Memory: bytes of the distinct storages a frame keeps alive (its graph's saved tensors,
@@ -23,7 +23,7 @@ bare graph's saved tensors plus the recorded outputs the graph does not hold any
 "extra" is what the engine holds beyond those two.
 
     python benchmarks/bench_engine.py [--models resnet50,mobilenet_v3_large,efficientnet_b0,resnet18]
-        [--size 224] [--repeats 9] [--threads 1] [--device cpu] [--captum]
+        [--size 224] [--repeats 15] [--threads 1] [--device cpu] [--captum]
 """
 from __future__ import annotations
 
@@ -214,7 +214,6 @@ def bench(name, args, dev, sync):
             cpu[k].append(c)
     load1 = _load()
     wmed = {k: statistics.median(v) for k, v in wall.items()}
-    med = {k: statistics.median(v) for k, v in cpu.items()} if dev.type == "cpu" else wmed
     cmed = {k: statistics.median(v) for k, v in cpu.items()}
     frame.close()
     frame_relu.close()
@@ -225,13 +224,22 @@ def bench(name, args, dev, sync):
     print(f"  {'case':38s} {'wall ms':>9s} {'CPU ms':>9s}")
     for k in cases:
         print(f"  {k:38s} {wmed[k]:9.2f} {cmed[k]:9.2f}")
-    r = (med["ours: recorded forward"] / med["bare forward"],
-         med["ours: new guided frame"] / med["bare forward + input grad"],
-         med["ours: unit switch (guided)"] / med["bare backward (retained graph)"],
-         med["ours: recorded forward, asked layer"] / med["bare forward"],
-         med["ours: new guided frame, asked layer"] / med["bare forward + input grad"],
-         med.get("ours: new guided frame, relu-only", float("nan")) / med["bare forward + input grad"],
-         med.get("ours: unit switch, relu-only", float("nan")) / med["bare backward (retained graph)"])
+    samples = cpu if dev.type == "cpu" else wall
+
+    def ratio(case, base):
+        """Median over the rounds of case / base measured in the same round (paired: a slow
+        stretch of the shared machine hits both)."""
+        if case not in samples:
+            return float("nan")
+        return statistics.median(c / b for c, b in zip(samples[case], samples[base]))
+
+    r = (ratio("ours: recorded forward", "bare forward"),
+         ratio("ours: new guided frame", "bare forward + input grad"),
+         ratio("ours: unit switch (guided)", "bare backward (retained graph)"),
+         ratio("ours: recorded forward, asked layer", "bare forward"),
+         ratio("ours: new guided frame, asked layer", "bare forward + input grad"),
+         ratio("ours: new guided frame, relu-only", "bare forward + input grad"),
+         ratio("ours: unit switch, relu-only", "bare backward (retained graph)"))
     if mem is not None:
         print(f"  memory: bare graph {mem[0]:.1f} MiB + recorded outputs {mem[1]:.1f} MiB; "
               f"frame holds {mem[2]:.1f} MiB, extra {round(mem[3], 1) or 0.0:.1f} MiB")
@@ -242,7 +250,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--captum", action="store_true", help="add captum's NeuronGuidedBackprop as a row")

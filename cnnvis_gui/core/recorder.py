@@ -35,6 +35,7 @@ from .hooks import ModuleCallHook
 __all__ = ["Structure", "Recording", "Call", "run_recorded", "model_device_dtype"]
 
 _Tensor = torch.Tensor
+_NO_OUT = object()
 
 
 class Structure:
@@ -65,7 +66,8 @@ class _Recorder(ModuleCallHook):
     """The global hook of one recorded forward; ``records`` lists the module calls in the order they end.
 
     A record is ``(name, module, args, kwargs, output, output version, output grad_fn,
-    output_nr, versions of the tensor args)`` -- references only.  ``copy`` (a set of
+    output_nr, versions of the args)`` -- references only (the versions: one int for a
+    single argument, else a list; -1 for a non-tensor).  ``copy`` (a set of
     record indices) makes the hook store a clone of those outputs instead (the fallback
     forward that recovers values the versions cannot).
     """
@@ -98,20 +100,23 @@ class _Recorder(ModuleCallHook):
         get_ident = threading.get_ident
         copy = self._copy
 
-        def hook(mod, args, *kwargs_out):
-            # (kwargs, out); torch passes no kwargs to a global hook when the forward raised
+        def hook(mod, args, kwargs, out=_NO_OUT):
             if get_ident() != tid:
                 return None
+            if out is _NO_OUT:  # torch passes no kwargs to a global hook when the forward raised
+                out, kwargs = kwargs, None
             name = names.get(id(mod))
             if name is None:
                 return None
-            out = kwargs_out[-1]
-            kwargs = kwargs_out[0] if len(kwargs_out) == 2 else None
             if isinstance(out, _Tensor):
                 if copy and len(records) in copy:
                     out = out.detach().clone()
-                append((name, mod, args, kwargs, out, out._version, out.grad_fn, out.output_nr,
-                        [a._version if isinstance(a, _Tensor) else -1 for a in args]))
+                if len(args) == 1:  # the common case, without a list per call
+                    a = args[0]
+                    versions = a._version if isinstance(a, _Tensor) else -1
+                else:
+                    versions = [a._version if isinstance(a, _Tensor) else -1 for a in args]
+                append((name, mod, args, kwargs, out, out._version, out.grad_fn, out.output_nr, versions))
             else:
                 append((name, mod, args, kwargs, out, -1, None, 0, None))
             return None
@@ -271,6 +276,8 @@ class Recording:
         name, mod, args, kwargs, out, version, node, nr, arg_versions = self.records[j]
         if args is None or (kwargs and any(isinstance(v, _Tensor) for v in kwargs.values())):
             return None
+        if not isinstance(arg_versions, list):
+            arg_versions = [arg_versions]
         new_args = []
         for a, va in zip(args, arg_versions):
             if not isinstance(a, _Tensor):
