@@ -115,7 +115,9 @@ def _relu_hook(box: RuleBox):
             return None
         if rule == "deconvnet":
             return (grad_outputs[0].clamp(min=0),)
-        return (grad_inputs[0].clamp(min=0),)  # guided: relu(g * [y > 0])
+        # guided: relu(g * [y > 0]).  ``threshold_backward`` just made this tensor for this node
+        # alone, so it is rectified where it lies, without another allocation.
+        return (grad_inputs[0].clamp_(min=0),)
 
     return hook
 
