@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Mutation testing of one module (not part of CI): mutmut mutates MODULE, runs only the tests that
+# guard it, and this script prints the surviving mutants (each with its diff) and the counts.
+#
+#   tools/mutation.sh core/display.py                 # or cnnvis_gui/core/display.py
+#   JOBS=2 tools/mutation.sh atlas/scan.py             # mutants run in parallel: JOBS (default 1)
+#   tools/mutation.sh core/engine.py -k 'guided or deconv'       # only these tests (pytest -k)
+#   tools/mutation.sh atlas/scan.py -m '*_merge*' -m '*_Capture*'  # only these mutants (mutmut names)
+#
+# It works in a scratch copy of the working tree (so your checkout gets no mutants/ folder) and
+# runs with PYTHONPATH unset: mutmut's trampolined copy in mutants/ must be the package imported.
+# A survivor is a change of the code that no test notices: kill it with a test, or note it as
+# equivalent (it cannot change what a user sees).  Results: $OUT (default /tmp/cnnvis-mutation/<module>).
+set -euo pipefail
+main() {    # one function: bash has read the whole script before it runs (safe to edit it meanwhile)
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+MOD="${1:?usage: tools/mutation.sh MODULE [-k PYTEST_EXPR] [-m MUTANT_PATTERN]}"
+shift
+KEXPR=""
+PATTERNS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -k) KEXPR="$2"; shift 2 ;;
+    -m) PATTERNS+=("$2"); shift 2 ;;
+    *) echo "mutation.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+MOD="${MOD#cnnvis_gui/}"
+[ -f "$ROOT/cnnvis_gui/$MOD" ] || { echo "mutation.sh: no module cnnvis_gui/$MOD" >&2; exit 2; }
+
+# the tests that guard each module (keep them fast: every mutant runs the ones covering its function)
+case "$MOD" in
+  core/display.py) TESTS="tests/core/test_display.py" ;;
+  core/engine.py)  TESTS="tests/core/test_engine.py" ;;
+  core/spec.py)    TESTS="tests/core/test_spec.py" ;;
+  core/hooks.py)   TESTS="tests/core/test_engine.py tests/atlas/test_scan.py" ;;
+  core/*)          TESTS="tests/core" ;;
+  atlas/scan.py)   TESTS="tests/atlas/test_scan.py tests/atlas/test_scan_geometry.py tests/atlas/test_cache_damage.py tests/atlas/test_scan_faults.py" ;;
+  atlas/crops.py)  TESTS="tests/atlas/test_crops.py tests/atlas/test_crops_probes.py" ;;
+  qt/render.py)    TESTS="tests/qt/test_window_drawn.py tests/qt/test_window_keys.py tests/qt/test_window.py" ;;
+  *) echo "mutation.sh: no test list for $MOD; add it to the table in tools/mutation.sh" >&2; exit 2 ;;
+esac
+
+OUT="${OUT:-/tmp/cnnvis-mutation/${MOD//\//_}}"
+rm -rf "$OUT"
+mkdir -p "$OUT"
+# the working tree as it is (tracked + untracked, not ignored files)
+(cd "$ROOT" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$OUT" 2>/dev/null || true)
+cd "$OUT"
+python - "$MOD" "$KEXPR" $TESTS <<'PY'
+import re, sys
+mod, kexpr, tests = sys.argv[1], sys.argv[2], sys.argv[3:]
+text = open("pyproject.toml", encoding="utf-8").read()
+start = text.index("[tool.mutmut]")
+end = text.find("\n[", start + 1)
+end = len(text) if end < 0 else end
+sel = tests + (["-k", kexpr] if kexpr else [])
+block = ("[tool.mutmut]\n"
+         'source_paths = ["cnnvis_gui"]\n'
+         f'only_mutate = ["cnnvis_gui/{mod}"]\n'
+         f"pytest_add_cli_args_test_selection = {sel!r}\n"
+         'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]\n'
+         'process_isolation = "forkserver"\n').replace("'", '"')
+open("pyproject.toml", "w", encoding="utf-8").write(text[:start] + block + text[end:])
+PY
+unset PYTHONPATH
+export QT_QPA_PLATFORM=offscreen OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+echo "mutation.sh: mutating cnnvis_gui/$MOD, tests: $TESTS ${KEXPR:+(-k $KEXPR)} in $OUT" >&2
+t0=$(date +%s)
+mutmut run --max-children "${JOBS:-1}" "${PATTERNS[@]}" > "$OUT/run.log" 2>&1 || { tail -30 "$OUT/run.log" >&2; exit 1; }
+mutmut results --all true > "$OUT/results.txt" 2>/dev/null || mutmut results > "$OUT/results.txt"
+echo "== surviving mutants of cnnvis_gui/$MOD =="
+grep -E ": (survived|no tests|timeout|suspicious)$" "$OUT/results.txt" | while read -r line; do
+  name="$(echo "${line%%:*}" | tr -d ' ')"
+  mutmut show "$name" 2>/dev/null | sed -n '1,40p'
+  echo
+done
+echo "== counts ($(( $(date +%s) - t0 )) s) =="
+sed -E 's/.*: //' "$OUT/results.txt" | sort | uniq -c
+}
+main "$@"
