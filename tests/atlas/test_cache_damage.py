@@ -143,3 +143,31 @@ def test_cli_atlas_says_the_cache_was_damaged_in_one_line(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cnnvis: note: the atlas cache file") and "damaged" in err[0], err
     assert (tmp_path / "out" / "atlas.json").read_text() == first
+
+
+def test_the_notice_says_what_is_wrong(folder, tmp_path):
+    good = _valid_arrays(folder, tmp_path)
+    cases = [("result.npz", dict(good, next_index=np.array(5, np.int64)), "covers 5 of 14 images"),
+             ("partial.npz", dict(good, next_index=np.array(20, np.int64)), "stopped at image 20 outside 0..14"),
+             ("partial.npz", dict(good, next_index=np.array(-1, np.int64)), "stopped at image -1 outside 0..14"),
+             ("result.npz", dict(good, v0=good["v0"][:, :2]), "arrays of shape (%d, 2) for k=3" % len(good["v0"])),
+             ("result.npz", dict(good, i0=good["i0"] + 100), "image indices outside the 14 images"),
+             ("result.npz", dict(good, y0=good["y0"] - 50), "negative positions"),
+             ("result.npz", dict(good, s0=good["s0"][1:]), "shape"),
+             ("result.npz", dict(good, skipped_reasons=np.array(["x"])), "skipped files is inconsistent")]
+    for i, (name, arrays, words) in enumerate(cases):
+        s = _scan(folder, tmp_path / f"n{i}")
+        s.cache_path.mkdir(parents=True)
+        (s.cache_path / name).write_bytes(_npz_bytes(**arrays))
+        run_scan(s)
+        assert len(s.notices) == 1 and words in s.notices[0], (words, s.notices)
+
+
+def test_a_partial_from_before_the_first_image_is_no_damage(folder, tmp_path):
+    """A checkpoint at image 0 (nothing decoded yet: no layers) is a valid, empty start."""
+    s = _scan(folder, tmp_path / "z")
+    s.cache_path.mkdir(parents=True)
+    (s.cache_path / "partial.npz").write_bytes(_npz_bytes(
+        next_index=np.array(0, np.int64), skipped_paths=np.array([], dtype=str),
+        skipped_reasons=np.array([], dtype=str)))
+    assert [p.done for p in s.run()][0] == 4 and s.notices == []

@@ -143,3 +143,17 @@ def test_resume_with_another_batch_size_equals_uninterrupted(tmp_path):
     assert steps[0] == 25                            # resumed after the 14 done
     for attr in ("values", "images", "ys", "xs"):
         np.testing.assert_array_equal(getattr(s2.result.layer("act"), attr), getattr(ref.layer("act"), attr))
+
+
+def test_hits_name_their_file_and_check_the_unit(tmp_path):
+    from cnnvis_gui.core import CnnvisError
+    spec = InputSpec(channels=3, height=16, width=16)
+    folder = _tie_folder(tmp_path)
+    res = run_scan(TopKScan(Saturated().eval(), spec, folder, ["act"], k=3, use_cache=False))
+    for u in range(6):
+        for h in res.hits("act", u):
+            assert h.path == folder / res.paths[h.image] and h.path.is_file()
+    for bad in (6, -1, 100):
+        with pytest.raises(CnnvisError, match=r"unit %d is out of range for layer 'act': it has 6 units \(0\.\.5\)"
+                           % bad):
+            res.hits("act", bad)
