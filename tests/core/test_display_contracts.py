@@ -146,26 +146,37 @@ def test_min_tile_smaller_than_the_map_does_not_upscale():
 
 def _layout_rule(n, th, tw, sep, aspect):
     """The documented layout, by brute force: the (rows, cols) whose whole mosaic is closest to the
-    aspect in log ratio, plus 0.1 x the share of empty cells; ties to fewer rows; no empty column."""
+    aspect in log ratio, + 0.6 x empty cells / n, + 0.3 when the last row holds less than a quarter
+    of the columns (lone tiles under a full grid); ties to fewer rows; never a wholly empty column."""
     best = None
     for cols in range(1, n + 1):
         rows = -(-n // cols)
         if -(-n // rows) != cols:
             continue
         w, h = cols * (tw + sep) + sep, rows * (th + sep) + sep
-        score = round(abs(math.log(w / (h * aspect))) + 0.1 * (rows * cols - n) / n, 9)
+        empty = rows * cols - n
+        lone = rows > 1 and (cols - empty) * 4 < cols
+        score = round(abs(math.log(w / (h * aspect))) + 0.6 * empty / n + 0.3 * lone, 9)
         if best is None or (score, rows) < best[0]:
             best = ((score, rows), (rows, cols))
     return best[1]
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 10, 12, 17, 31, 64, 100])
-@pytest.mark.parametrize("tile, aspect", [((4, 4), 1.0), ((3, 8), 1.0), ((6, 6), 16 / 9), ((8, 2), 0.5)])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 10, 12, 13, 17, 31, 33, 50, 64, 65, 70, 97, 100, 257])
+@pytest.mark.parametrize("tile, aspect", [((4, 4), 1.0), ((3, 8), 1.0), ((6, 6), 16 / 9), ((8, 2), 0.5),
+                                          ((5, 5), 1.3), ((7, 7), 2.4)])
 def test_grid_layout_follows_the_rule(n, tile, aspect):
     m = ActivationMosaic(np.ones((n,) + tile, np.float32), aspect=aspect)
     assert (m.rows, m.cols) == _layout_rule(n, tile[0], tile[1], 1, aspect)
     t = ActivationMosaic.from_tiles(np.zeros((n,) + tile + (3,), np.uint8), aspect=aspect)
     assert (t.rows, t.cols) == (m.rows, m.cols)
+
+
+def test_grid_layout_examples():
+    """64 square units in a square view: 8 x 8 (not 7 x 10); 65: no lone 65th tile under 8 x 8."""
+    assert (ActivationMosaic(np.ones((64, 5, 5), np.float32)).rows, 8) == (8, 8)
+    m = ActivationMosaic(np.ones((65, 5, 5), np.float32))
+    assert (m.cols - (m.rows * m.cols - 65)) * 4 >= m.cols
 
 
 # ----------------------------------------------------------------------------- from_tiles
@@ -232,3 +243,35 @@ def test_overlay_on_a_grey_image():
     assert out.shape == (4, 6, 3) and out.dtype == np.uint8 and (out == 178).all()   # (100 + 255) / 2
     same = overlay(np.repeat(grey[..., None], 3, axis=2), np.ones((4, 6), np.float32), alpha=0.5, cmap="gray")
     np.testing.assert_array_equal(out, same)
+
+
+def test_saliency_input_shapes():
+    rng = np.random.default_rng(4)
+    g = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    for f in ("raw", "gray", "norm", "normblur"):
+        np.testing.assert_array_equal(saliency_to_image(g[None], f), saliency_to_image(g, f))   # 1 x C x H x W
+    one = g[:1]
+    np.testing.assert_array_equal(saliency_to_image(one[0], "raw"), saliency_to_image(one, "raw"))   # H x W
+    # C == 1 shows that channel, C == 2 (or more than 3) the channel mean, both grey
+    m = np.abs(one[0]).max()
+    np.testing.assert_array_equal(saliency_to_image(one, "raw")[..., 0],
+                                  np.floor(np.clip(one[0] * (127.5 / m) + 128, 0, 255)).astype(np.uint8))
+    two = g[:2]
+    np.testing.assert_array_equal(saliency_to_image(two, "raw"), saliency_to_image(two.mean(0), "raw"))
+    for bad in (np.zeros((2, 3, 4, 5), np.float32), np.zeros((0, 4, 5), np.float32), np.zeros((5,), np.float32)):
+        with pytest.raises(CnnvisError, match=r"expected a C x H x W gradient, got shape \(%s" % bad.shape[0]):
+            saliency_to_image(bad, "raw")
+    with pytest.raises(CnnvisError, match="sigma must be > 0 pixels, got -1.0"):
+        saliency_to_image(g, "normblur", sigma=-1)
+    with pytest.raises(CnnvisError, match="unknown filter 'blur'"):
+        saliency_to_image(g, "blur")
+
+
+def test_colour_tables_are_read_only_and_named():
+    lut = colormap_lut("viridis")
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8 and not lut.flags.writeable
+    assert tuple(lut[0]) == (68, 1, 84) and tuple(lut[255]) == (253, 231, 37)
+    with pytest.raises(ValueError):
+        lut[0, 0] = 1
+    with pytest.raises(CnnvisError, match="unknown colormap 'jet'"):
+        colormap_lut("jet")
