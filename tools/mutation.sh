@@ -30,7 +30,7 @@ MOD="${MOD#cnnvis_gui/}"
 
 # the tests that guard each module (keep them fast: every mutant runs the ones covering its function)
 case "$MOD" in
-  core/display.py) TESTS="tests/core/test_display.py" ;;
+  core/display.py) TESTS="tests/core/test_display.py tests/core/test_display_contracts.py" ;;
   core/engine.py)  TESTS="tests/core/test_engine.py" ;;
   core/spec.py)    TESTS="tests/core/test_spec.py" ;;
   core/hooks.py)   TESTS="tests/core/test_engine.py tests/atlas/test_scan.py" ;;
