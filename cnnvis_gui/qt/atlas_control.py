@@ -32,6 +32,7 @@ class AtlasController(QtCore.QObject):
         self.pane = None            # created on first use (Atlas menu): its own worker thread
         self.dock = None
         self.in_layout = False      # the pane is a column of the main window instead of a dock
+        self.holder = None          # the scroll area holding it there
         self.scan = None            # the AtlasScan shown (dialog or reopened from the cache)
         self._dock_restored = False
         self._pattern_worker = None     # PatternWorker, created on the first s with a scan
@@ -79,20 +80,34 @@ class AtlasController(QtCore.QObject):
         self.in_layout = bool(on)
         if self.in_layout:
             self.dock.hide()
-            win.splitter.addWidget(self.pane)           # taken out of the dock
+            if self.holder is None:                      # scrolls: the pane is ~620 px wide at least
+                self.holder = QtWidgets.QScrollArea()
+                self.holder.setWidgetResizable(True)
+                self.holder.setMinimumWidth(200)
+            self.holder.setWidget(self.pane)             # taken out of the dock
+            win.splitter.addWidget(self.holder)
+            self.holder.show()
             self.pane.show()
-            sizes = win.splitter.sizes()
-            if len(sizes) == 4 and sizes[3] < 200:       # a column of its own, taken from the grid's share
-                total = sum(sizes)
-                sizes[3] = max(260, total // 5)
-                sizes[1] = max(200, total - sizes[0] - sizes[2] - sizes[3])
-                win.splitter.setSizes(sizes)
+            self._share_columns()
+            QtCore.QTimer.singleShot(0, self._share_columns)    # again once the window is laid out
         else:
+            if self.holder is not None and self.holder.widget() is self.pane:
+                self.holder.takeWidget()
+                self.holder.hide()
             self.dock.setWidget(self.pane)
             self.dock.show()
         self.pane.show_unit(self.state.layer, self.state.unit)
         win.persistence.set("atlas/in_layout", self.in_layout)
         self._sync_action()
+
+    def _share_columns(self) -> None:
+        """Input 18 %, grid 38 %, backprop 21 %, atlas the rest of the window's width (it scrolls)."""
+        sp = self.win.splitter
+        if not self.in_layout or sp.count() < 4:
+            return
+        total = sum(sp.sizes()) or self.win.centralWidget().width()
+        shares = [int(total * f) for f in (0.18, 0.38, 0.21)]
+        sp.setSizes(shares + [max(200, total - sum(shares))])
 
     def _sync_action(self) -> None:
         action = getattr(self.win, "atlas_layout_action", None)

@@ -181,12 +181,16 @@ def test_the_unit_atlas_can_be_a_column_of_the_window(qtbot, window):
     action = window.atlas_layout_action
     action.trigger()                                               # View → Unit atlas in the main window
     pane = window.atlas.pane
-    assert window.atlas.in_layout and pane.parentWidget() is window.splitter and pane.isVisible()
-    assert not window.atlas.dock.isVisible() and window.splitter.sizes()[3] >= 200
+    holder = window.atlas.holder
+    assert window.atlas.in_layout and holder.parentWidget() is window.splitter and holder.widget() is pane
+    assert pane.isVisible() and not window.atlas.dock.isVisible()
+    sizes = window.splitter.sizes()
+    assert sizes[3] >= 200 and sizes[1] >= 0.3 * sum(sizes)          # the grid keeps its share
     window.state.select_unit(7)
     assert (pane.layer, pane.unit) == (window.state.layer, 7)      # it follows the selection
     action.trigger()
-    assert not window.atlas.in_layout and window.atlas.dock.isVisible() and pane.parentWidget() is not window.splitter
+    assert not window.atlas.in_layout and window.atlas.dock.isVisible() and window.atlas.dock.widget() is pane
+    assert not holder.isVisible()
     assert window.persistence.settings.value("atlas/in_layout") in (False, "false")
 
 
