@@ -26,11 +26,9 @@ layer use the autograd edge it had when its module returned, so both stay exact.
 """
 from __future__ import annotations
 
-import difflib
 import numbers
 import threading
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -40,6 +38,7 @@ import torch.nn as nn
 from . import attribution as _attribution
 from . import cams as _cams
 from .errors import CnnvisError
+from .modelmap import LayerInfo, ModelMap, build_map, resolve_layer_name  # noqa: F401 - LayerInfo re-exported
 from .recorder import Recording, Structure, _Recorder, model_device_dtype, run_recorded
 from .rules import ACTIVATIONS, GraphRules, RuleBox, activation_notices
 from .spec import InputSpec
@@ -129,111 +128,6 @@ def _is_unit_index(v) -> bool:
         return v.ndim == 0
     return isinstance(v, np.ndarray) and v.ndim == 0 and np.issubdtype(v.dtype, np.integer)
 
-@dataclass(frozen=True)
-class LayerInfo:
-    """One module of the model as seen in one forward pass."""
-
-    name: str
-    type: str
-    shape: tuple | None
-    units: int | None
-    calls: int
-    visualizable: bool
-    reason: str | None
-    is_conv: bool
-    order: int
-    depth: int
-
-    @property
-    def display_name(self) -> str:
-        return self.name if self.name else "(model output)"
-
-
-class ModelMap:
-    """Every module by its dotted name, in ``named_modules()`` order."""
-
-    def __init__(self, layers: Sequence[LayerInfo], relu_calls=0, functional_relu_calls=0,
-                 other_activations=None, generalized_activations=None):
-        self.layers = list(layers)
-        self._by_name = {l.name: l for l in self.layers}
-        self.relu_calls = relu_calls
-        self.functional_relu_calls = functional_relu_calls
-        self.other_activations = dict(other_activations or {})         # those keeping the plain gradient
-        self.generalized_activations = dict(generalized_activations or {})  # those with the generalized rule
-
-    def __iter__(self):
-        return iter(self.layers)
-
-    def __len__(self):
-        return len(self.layers)
-
-    def __contains__(self, name):
-        return name in self._by_name
-
-    def __getitem__(self, name) -> LayerInfo:
-        return self._by_name[resolve_layer_name(name, self._by_name, self.visualizable_names())]
-
-    def names(self) -> list[str]:
-        return [l.name for l in self.layers]
-
-    def visualizable_names(self) -> list[str]:
-        return [l.name for l in self.layers if l.visualizable]
-
-    @property
-    def output_name(self) -> str:
-        return ""
-
-    @property
-    def default_layer(self) -> str:
-        """The last convolutional layer to run (or the output when there is none)."""
-        convs = [l for l in self.layers if l.is_conv and l.visualizable]
-        if convs:
-            return max(convs, key=lambda l: l.order).name
-        return ""
-
-    def describe(self) -> str:
-        rows = [f"{'name':40s} {'type':22s} {'output':18s} {'units':>6s} {'calls':>5s}"]
-        for l in self.layers:
-            shape = "x".join(map(str, l.shape)) if l.shape else "-"
-            rows.append(f"{l.display_name:40s} {l.type:22s} {shape:18s} "
-                        f"{(l.units if l.units is not None else '-')!s:>6s} {l.calls:>5d}"
-                        + ("" if l.visualizable else f"  [{l.reason}]"))
-        return "\n".join(rows)
-
-
-def resolve_layer_name(name, known, candidates) -> str:
-    if not isinstance(name, str):
-        raise CnnvisError(f"a layer is named by a string from model.named_modules(), got {name!r}")
-    if name in known:
-        return name
-    if name in ("output", "(model output)") and "" in known:
-        return ""
-    close = difflib.get_close_matches(name, [c for c in candidates if c], n=5, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
-    sample = [c for c in candidates if c][:8]
-    raise CnnvisError(f"unknown layer {name!r}.{hint} Valid layers are names from "
-                      f"model.named_modules(), e.g. {', '.join(repr(c) for c in sample)}"
-                      f"{' ...' if len(candidates) > 8 else ''} (or 'output' for the model output).")
-
-
-def _build_map(structure: Structure, calls: dict, census: "_Census") -> ModelMap:
-    layers = []
-    for name, cs in calls.items():
-        depth = 0 if name == "" else name.count(".") + 1
-        if not cs:
-            layers.append(LayerInfo(name, structure.types[name], None, None, 0, False,
-                                    "not run in the forward pass", structure.conv[name], 10**9, depth))
-            continue
-        last = cs[-1]
-        full = last.shape
-        shape = full[1:] if full is not None else None
-        vis = last.reason is None
-        layers.append(LayerInfo(name, structure.types[name], shape, (shape[0] if vis and shape else None),
-                                len(cs), vis, last.reason, structure.conv[name], cs[0].start, depth))
-    return ModelMap(layers, census.relu_calls, census.functional_relu_calls, census.other_activations,
-                    census.generalized_activations)
-
-
 # --------------------------------------------------------------------------- the public API
 class Visualizer:
     """Records a model's forward passes and answers saliency requests on them.
@@ -291,7 +185,7 @@ class Visualizer:
             out = _run(structure, x.clone(), rec)
             recording = Recording(structure, rec.records)
             census = _Census(recording, out, GraphRules(RuleBox(), self.activations))
-            self._map = _build_map(structure, recording.calls, census)
+            self._map = build_map(structure, recording.calls, census)
         return self._map
 
     def _prepare(self, x) -> torch.Tensor:
@@ -412,7 +306,7 @@ class Frame:
     @property
     def model_map(self) -> ModelMap:
         if self._map is None:
-            self._map = _build_map(self._recording.structure, self._calls, self._counts())
+            self._map = build_map(self._recording.structure, self._calls, self._counts())
         return self._map
 
     def _call(self, layer, call=-1):
