@@ -142,6 +142,42 @@ def _rectifier_hook(box: RuleBox, x: torch.Tensor):
     return hook
 
 
+def _view_hook(box: RuleBox, y: torch.Tensor):
+    """Hook for a ``CopySlices`` node: an in-place rectifier applied to a *view* of a tensor.
+
+    Autograd runs the activation's backward inside that node, where no hook reaches, and
+    writes it into the region of the base's gradient the view covers.  ``y`` is the view's
+    saved output (same storage, so its sizes/strides/offset locate the region; its sign is
+    the input's); the hook rewrites that region by the rule.  It applies only when the
+    gradient's storage has exactly the base's extent (the region is then where ``y`` says);
+    otherwise the plain gradient stays.
+    """
+    size, stride, offset = y.size(), y.stride(), y.storage_offset()
+    nbytes = y.untyped_storage().nbytes()
+
+    def hook(grad_inputs, grad_outputs):
+        rule = box.rule
+        res = grad_inputs[0]
+        if rule == "gradient" or res is None or res.untyped_storage().nbytes() != nbytes:
+            return None
+        region = res.as_strided(size, stride, offset)
+        if rule == "deconvnet":
+            g = torch.empty_strided(res.size(), res.stride(), dtype=res.dtype, device=res.device)
+            g.copy_(grad_outputs[0])
+            region.copy_(g.as_strided(size, stride, offset).clamp(min=0))
+        else:
+            region.copy_(_threshold_backward(region, y, 0).clamp_(min=0))
+        return (res,) + tuple(grad_inputs[1:])
+
+    return hook
+
+
+# in-place rectifiers whose node saves the view it wrote (same storage): the rule can reach them
+# through their CopySlices node when they were applied to a view
+_VIEW_RESULT = {"ReluBackward0", "ReluBackward1", "LeakyReluBackward1", "EluBackward1", "CeluBackward1",
+                "HardtanhBackward1"}
+
+
 class GraphRules:
     """Hooks the rule onto every ReLU node reachable from the roots it is given; counts activations.
 
@@ -156,7 +192,7 @@ class GraphRules:
         self._seen: set = set()
         self._hook = _relu_hook(box)
         self.relu_nodes = 0
-        self.relu_on_views = 0        # in-place ReLUs on a view: wrapped in CopySlices, rule unreachable
+        self.relu_on_views = 0        # in-place ReLUs on a view the rule cannot reach (no saved view)
         self.generalized: Counter = Counter()   # activations that got the generalized rule
         self.others: Counter = Counter()        # activations that keep the plain gradient
 
@@ -174,12 +210,7 @@ class GraphRules:
                 node.register_hook(self._hook)
                 self.relu_nodes += 1
             elif name == "CopySlices":
-                wrapped = getattr(node, "_wrapped_node", None)
-                label = activation_label(wrapped) if wrapped is not None else None
-                if label == "ReLU":
-                    self.relu_on_views += 1
-                elif label is not None:
-                    self.others[label] += 1
+                self._copy_slices(node)
             elif name in _OTHER_NODES:
                 label = activation_label(node)
                 attr = _RECTIFIER_INPUT.get(name) if self.generalize else None
@@ -192,6 +223,25 @@ class GraphRules:
             for nxt, _ in node.next_functions:
                 if nxt is not None and nxt not in seen:
                     stack.append(nxt)
+
+    def _copy_slices(self, node) -> None:
+        wrapped = getattr(node, "_wrapped_node", None)
+        label = activation_label(wrapped) if wrapped is not None else None
+        if label is None:
+            return
+        y = getattr(wrapped, "_saved_result", None) if type(wrapped).__name__ in _VIEW_RESULT else None
+        reach = isinstance(y, torch.Tensor) and (label == "ReLU" or self.generalize)
+        if reach:
+            node.register_hook(_view_hook(self.box, y.detach()))
+        if label == "ReLU":
+            if reach:
+                self.relu_nodes += 1
+            else:
+                self.relu_on_views += 1
+        elif reach:
+            self.generalized[label] += 1
+        else:
+            self.others[label] += 1
 
     @property
     def relu_calls(self) -> int:
