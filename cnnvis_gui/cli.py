@@ -87,6 +87,7 @@ def cmd_info(args) -> int:
             "labels": lm.labels, "notes": list(lm.notes),
             "default_layer": mm.default_layer, "relu_calls": mm.relu_calls,
             "functional_relu_calls": mm.functional_relu_calls, "other_activations": mm.other_activations,
+            "generalized_activations": mm.generalized_activations,
             "layers": [_layer_dict(l) for l in mm],
             "threads": _thread_policy(args).threads, "threads_reason": _thread_policy(args).reason,
         }
@@ -105,6 +106,9 @@ def cmd_info(args) -> int:
         shown = ", ".join(lm.labels[:10]) + (" ..." if len(lm.labels) > 10 else "")
         out.write(f"labels:  {len(lm.labels)} ({shown})\n")
     act = f"{mm.relu_calls} ReLU call(s), {mm.functional_relu_calls} functional"
+    if mm.generalized_activations:
+        act += "; generalized-rule activations: " + ", ".join(
+            f"{k} x{n}" for k, n in sorted(mm.generalized_activations.items()))
     if mm.other_activations:
         act += "; plain-gradient activations: " + ", ".join(f"{k} x{n}" for k, n in sorted(mm.other_activations.items()))
     out.write(f"relus:   {act}\n")
