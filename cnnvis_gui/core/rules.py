@@ -259,9 +259,8 @@ def activation_notices(relu_calls: int, others, relu_on_views: int = 0, generali
     notes = []
     if generalized:
         text, total = listing(generalized)
-        notes.append(f"{text} get{'s' if total == 1 else ''} the generalized rule: deconvnet relu(g), "
-                     f"guided relu(g)·f'(x) where the input x > 0 (activations='relu-only' for the plain "
-                     f"gradient there)")
+        notes.append(f"{text}: generalized rule (guided relu(g)·f'(x) where x > 0, deconvnet relu(g); "
+                     f"activations='relu-only' for the plain gradient)")
     if others:
         text, total = listing(others)
         why = ("deconvnet/guided rules apply to ReLUs only" if activations == "relu-only"
