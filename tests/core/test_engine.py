@@ -998,3 +998,22 @@ def test_recording_only_some_layers_gives_the_same_answers(resnet):
         part.saliency("inner.layer2", 1)
     with pytest.raises(CnnvisError, match="Did you mean"):
         vis.forward(x, layers=["inner.layr2"])
+
+
+def test_recorded_outputs_are_references_not_copies(resnet):
+    """Memory: a frame keeps the very tensors the modules returned (the graph holds most of them
+    anyway); only an output a later in-place op overwrote is recomputed, on demand."""
+    returned = {}
+    hooks = [m.register_forward_hook(lambda m, a, o, n=n: returned.setdefault(n, o))
+             for n, m in resnet.named_modules()]
+    try:
+        frame = Visualizer(resnet).forward(torch.randn(1, 3, 64, 64))
+    finally:
+        for h in hooks:
+            h.remove()
+    kept = [n for n, cs in frame._calls.items() if cs and not cs[0].overwritten]
+    assert len(kept) > 40
+    for n in kept:
+        assert frame._calls[n][0].value is returned[n], n
+    assert all(frame._calls[n][0].value is not returned[n] for n, cs in frame._calls.items()
+               if cs and cs[0].overwritten)
