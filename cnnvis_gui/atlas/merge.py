@@ -52,7 +52,8 @@ class AtlasPart:
     ``meta`` holds the scan's identity (:attr:`TopKScan.identity`: weights hash, spec, fit,
     layers, k, recursive, folder, files fingerprint) plus ``images`` (listing length),
     ``batch_size``, ``index``/``count`` (slice I of N), ``range`` ([start, stop)), ``model``
-    (a display name) and ``options`` (the model options, to quote in messages).  ``layers``
+    (a display name), ``options`` (the model options, to quote in messages) and ``scan_key``
+    (the cache key of the same scan in one process, where the merged result is kept).  ``layers``
     maps layer name -> :class:`LayerTopK` with global image indices (a slice in which nothing
     was decoded has none); ``skipped`` is [(relative path, reason)] of the slice.
     """
