@@ -4,6 +4,7 @@ require grad, the grid layout rule, the outline without separators, the colour-m
 Every expectation is written out here from the docstrings, not read back from the module.
 """
 import math
+import re
 
 import numpy as np
 import pytest
@@ -275,3 +276,61 @@ def test_colour_tables_are_read_only_and_named():
         lut[0, 0] = 1
     with pytest.raises(CnnvisError, match="unknown colormap 'jet'"):
         colormap_lut("jet")
+
+
+def test_enlarge_makes_each_pixel_a_square():
+    from cnnvis_gui.core.display import MAX_ZOOM, enlarge
+    img = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    assert enlarge(img, 1) is img
+    for z in (2, 3, MAX_ZOOM):
+        big = enlarge(img, z)
+        assert big.shape == (2 * z, 3 * z, 3) and big.dtype == np.uint8
+        np.testing.assert_array_equal(big, img.repeat(z, axis=0).repeat(z, axis=1))
+    grey = np.array([[0, 255], [7, 9]], np.uint8)
+    np.testing.assert_array_equal(enlarge(grey, 2), grey.repeat(2, 0).repeat(2, 1))
+    for bad in (0, MAX_ZOOM + 1, 2.0, True, "2", -1):
+        with pytest.raises(CnnvisError, match=r"zoom must be an integer in 1\.\.%d, got %s" % (MAX_ZOOM, re.escape(repr(bad)))):
+            enlarge(img, bad)
+
+
+def test_norm_scale_is_255_over_the_max_exactly():
+    g = np.array([[[1.0, 0.99, 0.5, 0.0]]], np.float32)            # C=1: the norm is |g|
+    np.testing.assert_array_equal(saliency_to_image(g, "norm")[0, :, 0], [255, 252, 128, 0])
+
+
+def test_empty_gradients_give_empty_images():
+    for f in ("raw", "gray", "norm"):
+        img = saliency_to_image(np.zeros((3, 0, 4), np.float32), f)
+        assert img.shape == (0, 4, 3) and img.dtype == np.uint8, f
+
+
+def test_outline_of_a_first_row_tile_without_separators():
+    m = ActivationMosaic(np.zeros((9, 3, 3), np.float32), separator=0, highlight=1, aspect=1.0)
+    assert (m.rows, m.cols) == (3, 3)
+    x0, y0, w, h = m.tile_rect(1)
+    assert (m.image[y0 + h - 1, x0:x0 + w] == HIGHLIGHT_COLOR).all()
+    assert (m.image[h:] == 0).all()                                   # the rows below stay untouched
+
+
+@pytest.mark.parametrize("n", [5, 9, 10, 17, 33])
+@pytest.mark.parametrize("aspect", [2.6, 3.2, 4.0])
+def test_grid_layout_wide_views(n, aspect):
+    m = ActivationMosaic(np.ones((n, 4, 4), np.float32), aspect=aspect)
+    assert (m.rows, m.cols) == _layout_rule(n, 4, 4, 1, aspect)
+
+
+def test_from_tiles_default_aspect_is_square():
+    t = ActivationMosaic.from_tiles(np.zeros((16, 4, 4, 3), np.uint8))
+    assert (t.rows, t.cols) == (4, 4)
+
+
+def test_overlay_messages():
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    with pytest.raises(CnnvisError, match=r"H x W x 3 image, got shape \(4, 6, 4\)"):
+        overlay(np.zeros((4, 6, 4), np.uint8), np.ones((4, 6)))
+    with pytest.raises(CnnvisError, match=r"alpha must be in \[0, 1\], got 1.5"):
+        overlay(rgb, np.ones((4, 6)), alpha=1.5)
+    with pytest.raises(CnnvisError, match=r"h x w map of values, got shape \(2, 4, 6\)"):
+        overlay(rgb, np.ones((2, 4, 6)))
+    # a coarse map (Grad-CAM) is resized to the image
+    assert overlay(rgb, np.ones((2, 3)), alpha=1.0, cmap="gray").min() == 255
