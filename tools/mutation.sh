@@ -60,7 +60,8 @@ block = ("[tool.mutmut]\n"
          f'only_mutate = ["cnnvis_gui/{mod}"]\n'
          f"pytest_add_cli_args_test_selection = {sel!r}\n"
          'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]\n'
-         'process_isolation = "forkserver"\n').replace("'", '"')
+         'process_isolation = "forkserver"\n'
+         'also_copy = ["assets"]\n').replace("'", '"')
 open("pyproject.toml", "w", encoding="utf-8").write(text[:start] + block + text[end:])
 PY
 unset PYTHONPATH
