@@ -491,10 +491,10 @@ class Predictions(QtWidgets.QFrame):
             self.text.setText("<span style='color:#888'>the output is not a class score vector</span>")
             return
         html = ["<table cellspacing='0' cellpadding='1'>"]
-        for label, p in rows:       # label, percentage, bar: a narrow pane cuts the bar, never the number
+        for label, p in rows:       # percentage, label, bar: a narrow pane cuts a long label, never the number
             w = max(1, int(round(p * 100)))
-            html.append(f"<tr><td style='padding-right:6px'>{_esc(label)}</td>"
-                        f"<td style='padding-right:6px' align='right'>{p * 100:.1f}%</td>"
+            html.append(f"<tr><td style='padding-right:6px' align='right'>{p * 100:.1f}%</td>"
+                        f"<td style='padding-right:6px'>{_esc(label)}</td>"
                         f"<td><table cellspacing='0' cellpadding='0'><tr><td bgcolor='#3a8ee6' width='{w}'"
                         f" height='10'></td></tr></table></td></tr>")
         html.append("</table>")
@@ -506,14 +506,18 @@ def _esc(s):
 
 
 class ModuleTree(QtWidgets.QTreeWidget):
-    """The model's modules with type, output shape and unit count; choosing one sets the layer."""
+    """The model's modules with output shape, unit count and type; choosing one sets the layer.
+
+    The type comes last: on a narrow dock it is the column that scrolls off (every row's
+    tooltip names it too), while the shape and unit count stay readable.
+    """
 
     NAME_ROLE = QtCore.Qt.UserRole
 
     def __init__(self, state: ViewerState, parent=None):
         super().__init__(parent)
         self.state = state
-        self.setHeaderLabels(["Module", "Type", "Output", "Units"])
+        self.setHeaderLabels(["Module", "Output", "Units", "Type"])
         self.setUniformRowHeights(True)
         self.setAlternatingRowColors(True)
         self.setRootIsDecorated(True)
@@ -544,7 +548,7 @@ class ModuleTree(QtWidgets.QTreeWidget):
                 label = name.rsplit(".", 1)[-1]
             shape = "×".join(str(s) for s in info.shape) if info.shape else "—"
             units = "" if info.units is None else str(info.units)
-            item = QtWidgets.QTreeWidgetItem(parent, [label, info.type, shape, units])
+            item = QtWidgets.QTreeWidgetItem(parent, [label, shape, units, info.type])
             item.setData(0, self.NAME_ROLE, name)
             self.items[name] = item
             self.visualizable[name] = bool(info.visualizable)
@@ -561,8 +565,6 @@ class ModuleTree(QtWidgets.QTreeWidget):
         for c in range(4):
             self.resizeColumnToContents(c)
         self.setColumnWidth(0, min(self.columnWidth(0), 150))
-        self.setColumnWidth(1, min(self.columnWidth(1), 95))
-        self.setColumnWidth(2, min(self.columnWidth(2), 80))
         self._syncing = False
         self._select(self.state.layer)
 

@@ -158,7 +158,7 @@ def shown_predictions(win):
     doc = QtGui.QTextDocument()
     doc.setHtml(win.predictions.text.text())
     text = doc.toPlainText()
-    return [(lab, float(p)) for lab, p in re.findall(r"(\S+)\s+(\d+(?:\.\d+)?)%", text)]
+    return [(lab, float(p)) for p, lab in re.findall(r"(\d+(?:\.\d+)?)%\s+(\S+)", text)]
 
 
 def test_predictions_panel_is_the_softmax_of_the_model_output(qtbot, window):

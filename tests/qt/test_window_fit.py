@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from PyQt5 import QtCore
+from PyQt5 import QtCore, QtGui
 
 from .conftest import StillSource
 
@@ -146,7 +146,16 @@ def test_prediction_percentages_come_before_their_bars(qtbot, window):
     window.resize(1280, 720)
     window.predictions.set_predictions([("Greater Swiss Mountain dog", 0.999), ("tench", 0.001)])
     html = window.predictions.text.text()
-    assert html.index("99.9%") < html.index("bgcolor")                # a narrow pane cuts the bar, not the number
+    assert html.index("99.9%") < html.index("Greater Swiss") < html.index("bgcolor")   # the number is never cut
+    window.resize(1280, 720)
+    window.predictions.set_predictions([("Welsh springer spaniel", 0.012), ("Greater Swiss Mountain dog", 0.011)])
+    qtbot.wait(50)
+    doc = QtGui.QTextDocument()
+    doc.setHtml(window.predictions.text.text())
+    doc.setDefaultFont(window.predictions.text.font())
+    assert doc.toPlainText().split()[:4] == ["1.2%", "Welsh", "springer", "spaniel"]
+    pct_width = window.predictions.text.fontMetrics().horizontalAdvance("1.2%")
+    assert window.predictions.text.width() > pct_width + 20         # the percentage column is inside the pane
     assert window.bp1.method_box.minimumContentsLength() >= len("Grad-CAM")
 
 
@@ -205,3 +214,18 @@ def test_the_colour_bar_follows_a_live_unit_at_a_bounded_rate(qtbot, window):
     qtbot.waitUntil(lambda: levels[-1] == (0.0, 20.0), timeout=2000)   # the last range arrives without a frame
     pane.set_unit(rgb, (0.0, 20.1))                                 # within 2 %: no redraw
     assert levels[-1] == (0.0, 20.0)
+
+
+def test_the_module_tree_keeps_shapes_whole_and_lets_the_type_scroll_off(qtbot, window):
+    tree = window.tree
+    header = [tree.headerItem().text(c) for c in range(tree.columnCount())]
+    assert header == ["Module", "Output", "Units", "Type"]
+    name = next(n for n in tree.items if n and tree.visualizable[n] and "conv" in n)
+    item = tree.items[name]
+    info = window.session.mm[name]
+    shape = item.text(1)
+    assert shape == "×".join(str(s) for s in info.shape) and item.text(2) == str(info.units)
+    assert item.text(3) == info.type
+    fm = tree.fontMetrics()
+    assert tree.columnWidth(1) >= fm.horizontalAdvance(shape)      # never cut to "64×1…"
+    assert tree.columnWidth(2) >= fm.horizontalAdvance(item.text(2))
