@@ -38,7 +38,7 @@ class HookSet:
         self.handles.clear()
 
 
-class ModuleCallHook:
+class ModuleCallHook(HookSet):
     """One forward hook (``always_call``, with kwargs) on every module call, or on some, for a ``with`` block.
 
     With ``modules=None`` it is one global hook
@@ -53,32 +53,17 @@ class ModuleCallHook:
     """
 
     def __init__(self, modules=None):
-        self.handles: list = []
+        super().__init__()
         self.modules = modules
-        self.thread = threading.get_ident()   # the thread whose forwards the hook records
 
     def make_hook(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __enter__(self):
+    def register(self) -> None:
         hook = self.make_hook()
-        try:
-            if self.modules is None:
-                from torch.nn.modules.module import register_module_forward_hook
-                self.handles.append(register_module_forward_hook(hook, with_kwargs=True, always_call=True))
-            else:
-                for m in self.modules:
-                    self.handles.append(m.register_forward_hook(hook, with_kwargs=True, always_call=True))
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def close(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
+        if self.modules is None:
+            from torch.nn.modules.module import register_module_forward_hook
+            self.handles.append(register_module_forward_hook(hook, with_kwargs=True, always_call=True))
+        else:
+            for m in self.modules:
+                self.handles.append(m.register_forward_hook(hook, with_kwargs=True, always_call=True))
