@@ -131,7 +131,8 @@ def _batched_gradients(frame, make_copies, copies: int, layer, unit, rule, objec
     for i0 in range(0, copies, per):
         i1 = min(copies, i0 + per)
         xs = make_copies(i0, i1)
-        with vis.forward(xs.reshape((-1,) + tuple(xs.shape[2:]))) as f:
+        # only the layer asked for is recorded: every other module call keeps the hook-free fast path
+        with vis.forward(xs.reshape((-1,) + tuple(xs.shape[2:])), layers=[layer]) as f:
             g = f.saliency(layer, unit, rule, objective, call)
         yield i0, g.reshape(xs.shape)
 

@@ -270,6 +270,13 @@ class Frame:
         return self._census
 
     @property
+    def recorded_layers(self) -> frozenset | None:
+        """The module names this frame recorded (``Visualizer.forward(x, layers=...)``), or None for every module."""
+        if self._recording is None:
+            raise CnnvisError("this frame was closed; run Visualizer.forward again.")
+        return self._recording.layers
+
+    @property
     def relu_calls(self) -> int:
         """ReLU calls in the recorded graph (modules and functional calls alike)."""
         return self._counts().relu_calls
@@ -365,7 +372,11 @@ class Frame:
         return [int(i) for i in torch.topk(score, k).indices]
 
     def default_cam_layer(self, layer: str, call: int = -1) -> str | None:
-        """The last convolutional layer (4-D output) that finishes before ``layer`` does."""
+        """The last convolutional layer (4-D output) that finishes before ``layer`` does.
+
+        A frame that recorded only some layers chooses among those (``ModelMap.default_cam_layer``
+        answers from every module: record the layer it names).
+        """
         name, c = self._call(layer, call)
         best, best_done = None, -1
         for n, calls in self._calls.items():
@@ -542,7 +553,8 @@ def saliency(model: nn.Module, x: torch.Tensor, layer: str, unit: int, method: s
     ``(y, x)`` position.  See :mod:`cnnvis_gui.core.attribution`.  ``activations="relu-only"``
     applies the deconvnet/guided rules at ReLUs only (see :class:`Visualizer`).
     """
-    with Visualizer(model, activations=activations).forward(x) as frame:
+    # the frame records only the layer asked for (integrated gradients and SmoothGrad run forwards of their own)
+    with Visualizer(model, activations=activations).forward(x, layers=[layer]) as frame:
         return frame.saliency(layer, unit, method, objective, smoothgrad=smoothgrad, noise=noise,
                               steps=steps, baseline=baseline, seed=seed)
 

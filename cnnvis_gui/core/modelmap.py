@@ -28,6 +28,8 @@ class LayerInfo:
     is_conv: bool
     order: int
     depth: int
+    ends: tuple = ()       # where each call ended in the forward's order of module-call ends
+
 
     @property
     def display_name(self) -> str:
@@ -76,6 +78,26 @@ class ModelMap:
             return max(convs, key=lambda l: l.order).name
         return ""
 
+    def default_cam_layer(self, layer: str) -> str | None:
+        """The last convolutional layer (4-D output) that finishes before ``layer``'s last call does.
+
+        The same answer as :meth:`Frame.default_cam_layer <cnnvis_gui.core.Frame.default_cam_layer>`
+        gives from a frame that recorded every module: from the map, a frame that recorded only
+        a few layers can still name its CAM layer (and record it).
+        """
+        target = self[layer]
+        if not target.ends:
+            raise CnnvisError(f"layer {target.display_name!r} did not run in the forward pass; nothing to show.")
+        done = target.ends[-1]
+        best, best_done = None, -1
+        for l in self.layers:
+            if not (l.is_conv and l.visualizable and l.shape is not None and len(l.shape) == 3):
+                continue
+            for end in l.ends:
+                if best_done < end <= done:
+                    best, best_done = l.name, end
+        return best
+
     def describe(self) -> str:
         rows = [f"{'name':40s} {'type':22s} {'output':18s} {'units':>6s} {'calls':>5s}"]
         for l in self.layers:
@@ -115,6 +137,7 @@ def build_map(structure, calls: dict, census) -> ModelMap:
         shape = full[1:] if full is not None else None
         vis = last.reason is None
         layers.append(LayerInfo(name, structure.types[name], shape, (shape[0] if vis and shape else None),
-                                len(cs), vis, last.reason, structure.conv[name], cs[0].start, depth))
+                                len(cs), vis, last.reason, structure.conv[name], cs[0].start, depth,
+                                tuple(c.done for c in cs)))
     return ModelMap(layers, census.relu_calls, census.functional_relu_calls, census.other_activations,
                     census.generalized_activations)

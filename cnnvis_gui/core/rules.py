@@ -104,6 +104,7 @@ def activation_label(node) -> str | None:
 
 
 _threshold_backward = torch.ops.aten.threshold_backward.default   # (g, x, 0) -> g * [x > 0]
+_threshold_backward_out = torch.ops.aten.threshold_backward.grad_input   # the same, into grad_input=
 
 
 def _relu_hook(box: RuleBox):
@@ -113,11 +114,11 @@ def _relu_hook(box: RuleBox):
         rule = box.rule
         if rule == "gradient" or grad_inputs[0] is None:
             return None
+        # ``threshold_backward`` just made grad_inputs[0] for this node alone: both rules write
+        # into it, without another allocation (grad_outputs[0] may be shared with other nodes)
         if rule == "deconvnet":
-            return (grad_outputs[0].clamp(min=0),)
-        # guided: relu(g * [y > 0]).  ``threshold_backward`` just made this tensor for this node
-        # alone, so it is rectified where it lies, without another allocation.
-        return (grad_inputs[0].clamp_(min=0),)
+            return (torch.clamp(grad_outputs[0], min=0, out=grad_inputs[0]),)
+        return (grad_inputs[0].clamp_(min=0),)   # guided: relu(g * [y > 0])
 
     return hook
 
@@ -133,11 +134,14 @@ def _rectifier_hook(box: RuleBox, x: torch.Tensor):
         rule = box.rule
         if rule == "gradient" or grad_inputs[0] is None:
             return None
+        # the activation's backward just made grad_inputs[0] for this node alone (every op in
+        # _RECTIFIER_INPUT returns a new tensor): the rule is written into it, no allocation
+        gi = grad_inputs[0]
         if rule == "deconvnet":
-            new = grad_outputs[0].clamp(min=0)
+            torch.clamp(grad_outputs[0], min=0, out=gi)
         else:  # guided: g f'(x) where x > 0 (one fused op, as at a ReLU), then relu
-            new = _threshold_backward(grad_inputs[0], x, 0).clamp_(min=0)
-        return (new,) + tuple(grad_inputs[1:])
+            _threshold_backward_out(gi, x, 0, grad_input=gi).clamp_(min=0)
+        return (gi,) + tuple(grad_inputs[1:])
 
     return hook
 

@@ -6,9 +6,13 @@ choices into an immutable :class:`RenderRequest` and hands it to
 arrives while another waits *replaces* it (counted in :attr:`RenderWorker.dropped`),
 so the worker always computes the newest choice and never a backlog.
 
-A request with a new ``frame_id`` runs one forward (``Visualizer.forward``); a request
-on the same frame reuses the kept :class:`~cnnvis_gui.core.Frame` and runs backward
-passes only.  Results leave the thread only through Qt signals, as a frozen
+A request with a new ``frame_id`` runs one forward (``Visualizer.forward``) that records
+only the layers the request reads (the grid's, the backprop target's, the CAM layer): every
+other module call keeps PyTorch's hook-free path, so a live source runs at the bare
+forward's speed.  A request on the same frame reuses the kept
+:class:`~cnnvis_gui.core.Frame` and runs backward passes only; the first one that reads a
+layer the frame did not record runs that frame's input once more recording every module,
+so exploring a still frame afterwards costs backward passes only.  Results leave the thread only through Qt signals, as a frozen
 :class:`RenderResult` holding freshly made numpy arrays that nobody mutates again.
 """
 from __future__ import annotations
@@ -258,6 +262,7 @@ class RenderWorker(QtCore.QThread):
         # worker-thread-only state
         self._vis = None
         self._spec = None
+        self._map = None
         self._gen = -1
         self._frame = None
         self._frame_key = None
@@ -339,8 +344,9 @@ class RenderWorker(QtCore.QThread):
     def _quick_request(self, req: RenderRequest):
         last = self._last_choice
         if (self._frame is None or last is None or self._frame_key[0] != req.gen
-                or self._frame_key[1] == req.frame_id or _choice(req) == last):
-            return None
+                or self._frame_key[1] == req.frame_id or _choice(req) == last
+                or not self._has_layers(self._frame, req)):
+            return None     # (a frame lacking a layer: the new frame's forward records it anyway)
         return dataclasses.replace(req, frame_id=self._frame_key[1], frame=None)
 
     def _run_one(self, req: RenderRequest):
@@ -374,7 +380,7 @@ class RenderWorker(QtCore.QThread):
     def _load(self, gen, model, spec):
         from ..core import Visualizer
         self._drop_frame()
-        self._vis = None
+        self._vis = self._map = None
         self._gen = gen
         try:
             vis = Visualizer(model, spec=spec)
@@ -383,15 +389,51 @@ class RenderWorker(QtCore.QThread):
             msg = str(e) if isinstance(e, CnnvisError) else f"{type(e).__name__}: {e}"
             self.failed.emit(RenderFailure(-1, gen, f"model check failed: {msg}", traceback.format_exc()))
             return
-        self._vis, self._spec = vis, spec
+        self._vis, self._spec, self._map = vis, spec, mm
         self.modelReady.emit(ModelReady(gen, mm, _model_device(model)))
 
-    def _forward(self, req: RenderRequest):
+    # ------------------------------------------------------------------ what a request reads
+    def _cam_layer(self, req: RenderRequest):
+        """The CAM layer of ``req``: its own, else the last convolution before the backprop layer."""
+        if req.cam_layer:
+            return req.cam_layer
+        return self._map.default_cam_layer(req.bp_layer) if self._map is not None else None
+
+    def _layers(self, req: RenderRequest):
+        """The layers ``req`` reads (a frozenset for ``Visualizer.forward``), or None: every module.
+
+        None when a name is not in the model map, so that the request fails with the core's
+        own message ("unknown layer ... Did you mean").
+        """
+        mm = self._map
+        need = {req.layer}
+        if req.methods or req.grid_mode == "gradients":
+            need.add(req.bp_layer)
+        if any(m in _CAMS or m == "guided_gradcam" for m in req.methods):
+            try:
+                need.add(self._cam_layer(req))
+            except CnnvisError:
+                return None
+        need.discard(None)
+        if mm is None or not all(n in mm for n in need):
+            return None
+        return frozenset(mm[n].name for n in need)
+
+    def _has_layers(self, frame, req: RenderRequest) -> bool:
+        recorded = frame.recorded_layers
+        if recorded is None:
+            return True
+        need = self._layers(req)
+        return need is not None and need <= recorded
+
+    def _forward(self, req: RenderRequest, x=None, layers=None):
+        """Run the forward of ``req``'s frame (or of ``x``, the kept frame's input) recording ``layers``."""
         self._drop_frame()
         spec = self._spec
-        x = spec.to_tensor(req.frame)
+        if x is None:
+            x = spec.to_tensor(req.frame)
         t0 = time.perf_counter()
-        frame = self._vis.forward(x)
+        frame = self._vis.forward(x, layers=layers)
         self._forward_ms = getattr(frame, "forward_ms", None) or (time.perf_counter() - t0) * 1000
         self._frame = frame
         self._frame_key = (req.gen, req.frame_id)
@@ -421,8 +463,15 @@ class RenderWorker(QtCore.QThread):
         forwarded = False
         if self._frame is None or self._frame_key != (req.gen, req.frame_id):
             try:
-                self._forward(req)
+                self._forward(req, layers=self._layers(req))    # a new frame: what this request reads
             except Exception as e:  # noqa: BLE001 - re-raised, marked as a forward failure
+                raise _ForwardFailed(traceback.format_exc()) from e
+            forwarded = True
+        elif not self._has_layers(self._frame, req):
+            # the user explores this frame: run its input once more, recording every module
+            try:
+                self._forward(req, x=self._frame.input.detach())
+            except Exception as e:  # noqa: BLE001
                 raise _ForwardFailed(traceback.format_exc()) from e
             forwarded = True
         frame = self._frame
@@ -467,7 +516,7 @@ class RenderWorker(QtCore.QThread):
             cam_layer = None
             if method in _SALIENCY or method == "guided_gradcam":
                 if method == "guided_gradcam":
-                    cam_layer = req.cam_layer or frame.default_cam_layer(req.bp_layer)
+                    cam_layer = self._cam_layer(req)
                     s = frame.guided_grad_cam(req.bp_layer, req.bp_unit, cam_layer=cam_layer,
                                               objective=req.objective)
                 else:
@@ -488,7 +537,7 @@ class RenderWorker(QtCore.QThread):
                 else:
                     img = saliency_to_image(raw, filter=req.filter)
             elif method in _CAMS:
-                cam_layer = req.cam_layer or frame.default_cam_layer(req.bp_layer)
+                cam_layer = self._cam_layer(req)
                 cam = frame.cam(req.bp_layer, req.bp_unit, cam_layer=cam_layer, method=method,
                                 objective=req.objective)
                 raw = cam.detach().float().cpu()[0].numpy()

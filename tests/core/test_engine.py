@@ -486,6 +486,23 @@ def test_grad_cam_matches_reference(resnet):
     assert frame.default_cam_layer("layer2.0.bn1") == "layer2.0.conv1"
 
 
+def test_model_map_names_the_cam_layer_a_full_frame_would(resnet):
+    """The window records only the layers it shows: it asks the model map for the CAM layer,
+    which must be the one a frame recording every module chooses, for every layer."""
+    from cnnvis_gui.core import InputSpec
+
+    vis = Visualizer(resnet, spec=InputSpec(3, 64, 64))
+    frame = vis.forward(torch.randn(1, 3, 64, 64))
+    mm = vis.model_map()
+    names = mm.visualizable_names()
+    assert len(names) > 50
+    assert [mm.default_cam_layer(n) for n in names] == [frame.default_cam_layer(n) for n in names]
+    assert mm.default_cam_layer("conv1") == "conv1" and mm.default_cam_layer("bn1") == "conv1"
+    assert mm.default_cam_layer("layer3.1.relu") == "layer3.1.conv2"      # reused: its last call's
+    with pytest.raises(CnnvisError, match="unknown layer"):
+        mm.default_cam_layer("layer9")
+
+
 def test_grad_cam_all_zero_stays_zero():
     model = _GrayNet().eval()
     with torch.no_grad():

@@ -380,3 +380,45 @@ def test_a_without_a_frozen_unit_explains_what_to_do(qtbot, window):
     window.show_message("")
     qtbot.keyClick(window, "a")     # a frozen unit: gradients at other layers are the point, no hint
     assert window.state.grid_mode == "gradients" and "press d to freeze" not in window.status_text()
+
+
+def test_a_new_frame_records_only_what_the_window_shows_then_the_whole_model_once(qtbot, window):
+    """Issue 15: a live frame's forward records the grid layer, the backprop layer and the CAM
+    layer only (every other module call keeps PyTorch's hook-free path); the first look at
+    another layer of the same frame runs that input once more recording every module, and
+    later looks cost no forward.  What is drawn equals the core's answer from a full frame."""
+    import torch
+
+    from cnnvis_gui.core import Visualizer
+
+    res = wait_idle(qtbot, window)
+    worker = window.worker
+    s = window.state
+    assert worker._frame.recorded_layers == {res.layer, res.bp[0]}
+    model, x = window.session.loaded.model, worker._frame.input.detach()
+    full = Visualizer(model).forward(x)
+    assert np.array_equal(res.raw_grid, full.activations(res.layer)[0].numpy())
+    assert np.array_equal(res.backprops[0].raw, full.saliency(res.bp[0], res.bp[1], "guided")[0].numpy())
+    # a CAM reads its own layer: on this frame that layer is recorded by one more forward of the whole model
+    f0 = worker.forwards
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.backprops[0].method == "gradcam"):
+        s.update(method="gradcam", layer="conv1")
+    res = wait_idle(qtbot, window)
+    assert worker.forwards == f0 + 1 and worker._frame.recorded_layers is None
+    assert res.backprops[0].cam_layer == full.default_cam_layer(res.bp[0])
+    assert np.array_equal(res.raw_grid, full.activations("conv1")[0].numpy())
+    cam = full.cam(res.bp[0], res.bp[1], cam_layer=res.backprops[0].cam_layer, method="gradcam")
+    assert np.array_equal(res.backprops[0].raw, cam[0].numpy())
+    # exploring the frame further: backward only
+    for layer in ("relu1", "pool1", "fc"):
+        with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r, l=layer: r.layer == l):
+            s.update(layer=layer)
+        assert not window.last_result.forwarded
+    assert worker.forwards == f0 + 1
+    assert np.array_equal(window.last_result.raw_grid, full.activations("fc")[0].numpy())
+    # the next frame records what is shown now, nothing more
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.forwarded):
+        qtbot.keyClick(window, "e")
+    res = wait_idle(qtbot, window)
+    assert worker._frame.recorded_layers == {"fc", res.bp[0], res.backprops[0].cam_layer}
+    assert torch.is_tensor(worker._frame.input)
