@@ -1,7 +1,8 @@
 """Engine speed and memory against the bare-PyTorch floor, measured in one run.
 
 For each network (random init, 1 x 3 x 224 x 224 by default, target: a unit of the
-classifier) eight cases run interleaved round-robin, and each reports its median:
+classifier) eight cases run interleaved, in a new random order each round (so that no case
+always follows the one that freed the most memory), and each reports its median:
 
 * bare forward        -- the same weights with parameters frozen, a forward hook on the
                          target layer, the input requiring grad (the graph a backward needs)
@@ -11,6 +12,11 @@ classifier) eight cases run interleaved round-robin, and each reports its median
 * ours: new frame     -- ``Visualizer.forward`` + one guided-backprop saliency (both ways)
 * bare backward       -- ``torch.autograd.grad`` on an already-built graph (retain_graph)
 * ours: unit switch   -- another unit's guided saliency on the same Frame (backward only)
+
+Malloc is tuned as the app tunes it (:mod:`cnnvis_gui.core.allocator`: freed memory is
+reused, not page-faulted in again); ``--system-malloc`` leaves glibc's defaults, under which
+page faults were ~20 % of a MobileNetV3 forward's CPU time here and the ratios moved by up to
++-0.1 between runs (which case runs after which decides how many faults it takes).
 
 Two clocks: wall time, and the process's CPU time (all its threads), which other
 processes on a shared machine disturb much less; the ratios use CPU time on the CPU
@@ -23,13 +29,14 @@ bare graph's saved tensors plus the recorded outputs the graph does not hold any
 "extra" is what the engine holds beyond those two.
 
     python benchmarks/bench_engine.py [--models resnet50,mobilenet_v3_large,efficientnet_b0,resnet18]
-        [--size 224] [--repeats 15] [--threads 1] [--device cpu] [--captum]
+        [--size 224] [--repeats 15] [--threads 1] [--device cpu] [--captum] [--system-malloc]
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import os
+import random
 import statistics
 import time
 import warnings
@@ -207,8 +214,12 @@ def bench(name, args, dev, sync):
     wall = {k: [] for k in cases}
     cpu = {k: [] for k in cases}
     load0 = _load()
+    order = list(cases)
+    shuffle = random.Random(0).shuffle
     for _ in range(args.repeats):
-        for k, fn in cases.items():
+        shuffle(order)
+        for k in order:
+            fn = cases[k]
             w, c = _timeit(fn, sync)
             wall[k].append(w)
             cpu[k].append(c)
@@ -254,7 +265,11 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--captum", action="store_true", help="add captum's NeuronGuidedBackprop as a row")
+    ap.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc untuned (the app tunes it)")
     args = ap.parse_args(argv)
+    if not args.system_malloc:
+        from cnnvis_gui.core.allocator import reuse_freed_memory
+        print(f"malloc: {reuse_freed_memory()}")
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)

@@ -73,6 +73,12 @@ def _thread_policy(args):
     return policy
 
 
+def _malloc(args) -> str:
+    """How malloc was set for this run (set by main(); applied here when a handler is called directly)."""
+    from cnnvis_gui.core.allocator import reuse_freed_memory
+    return getattr(args, "malloc", None) or reuse_freed_memory()
+
+
 def cmd_info(args) -> int:
     """``cnnvis info``: print the model's module map and the input spec in use."""
     from cnnvis_gui.core import Visualizer
@@ -90,6 +96,7 @@ def cmd_info(args) -> int:
             "generalized_activations": mm.generalized_activations,
             "layers": [_layer_dict(l) for l in mm],
             "threads": _thread_policy(args).threads, "threads_reason": _thread_policy(args).reason,
+            "malloc": _malloc(args),
         }
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -99,6 +106,7 @@ def cmd_info(args) -> int:
     out.write(f"source:  {lm.source}\n")
     out.write(f"device:  {lm.device}\n")
     out.write(f"threads: {_thread_policy(args).describe()}\n")
+    out.write(f"memory:  {_malloc(args)}\n")
     out.write(f"input:   {lm.spec.describe()}\n")
     if lm.output_shape is not None:
         out.write(f"output:  {'x'.join(map(str, lm.output_shape))}\n")
@@ -716,6 +724,8 @@ def main(argv=None) -> int:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
         args.thread_policy = apply_thread_option(args)
+        from cnnvis_gui.core.allocator import reuse_freed_memory
+        args.malloc = reuse_freed_memory()
         return int(args.func(args) or 0)
     except ModelForwardError as e:   # the run started, the model itself raised: not a bad argument
         if show_tb:

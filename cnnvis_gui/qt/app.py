@@ -108,6 +108,8 @@ def main(argv=None) -> int:
         return _fail(f"--quit-after must be a positive number of seconds, got {args.quit_after:g}")
     try:
         apply_thread_option(args, reserve=1)       # one core stays with the GUI and capture threads
+        from ..core.allocator import reuse_freed_memory
+        reuse_freed_memory()                       # each frame reuses the last one's memory (no page faults)
     except UsageError as e:
         return _fail(str(e))
 
