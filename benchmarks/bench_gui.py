@@ -3,8 +3,8 @@
 Run: ``python benchmarks/bench_gui.py [--model torchvision:resnet18] [--seconds 6] [--pace 120]``.
 Prints a table:
 
-* engine-alone fps -- the same work in a plain loop in this process (preprocess, one recorded
-  forward, then each backprop method of the selected unit), measured before and after the
+* engine-alone fps -- the same work in a plain loop in this process (preprocess, one forward
+  recording the layers the window records, then each backprop method of the selected unit), measured before and after the
   window's run (the mean of the two); the window's fps beside it and their ratio;
 * processing fps -- finished renders (forward + the backprop methods + the grid and unit maps)
   per second while a video plays faster than the model can keep up (``--pace`` frames per second);
@@ -39,17 +39,19 @@ def engine_loop(lm, frames, layer, unit, methods, seconds):
     """(fps, median forward ms, median backward ms, process CPU ms per frame) of the engine alone."""
     from cnnvis_gui.core import Visualizer
     vis = Visualizer(lm.model, lm.spec)
-    vis.model_map()
+    mm = vis.model_map()
+    cam = mm.default_cam_layer(layer) if "gradcam" in methods else None
+    recorded = [layer] + ([cam] if cam else [])     # what the window records for a new frame
     fwd, bwd, n = [], [], 0
     t0, c0 = time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds or n < 3:
         x = lm.spec.to_tensor(frames[n % len(frames)])
         t = time.perf_counter()
-        f = vis.forward(x)
+        f = vis.forward(x, layers=recorded)
         t1 = time.perf_counter()
         for m in methods:
             if m == "gradcam":
-                f.grad_cam(layer, unit)
+                f.grad_cam(layer, unit, cam_layer=cam)
             else:
                 f.saliency(layer, unit, method=m)
         fwd.append((t1 - t) * 1000)
@@ -155,6 +157,8 @@ def main(argv=None) -> int:
     from cnnvis_gui.qt.window import MainWindow
 
     policy = apply_threads(args.threads or None, reserve=1)
+    from cnnvis_gui.core.allocator import reuse_freed_memory
+    print(f"malloc: {reuse_freed_memory()}")         # as cnnvis-gui does at its start
     lm = model_from_entry(args.model)
     names = dict(lm.model.named_modules())
     layer = args.layer or ("features.14" if "features.14" in names else "layer3" if "layer3" in names else None)
