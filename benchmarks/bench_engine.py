@@ -123,6 +123,37 @@ def _memory(model, frozen, x, layer):
             (sum(total.values()) - bare_total - beyond_graph) * mib)
 
 
+# ----------------------------------------------------------------------------- the rule's own floor
+_RECTIFIERS = ("SiluBackward0", "HardswishBackward0", "GeluBackward0")   # the activations of these networks
+_masked = torch.ops.aten.threshold_backward.default                      # (g, x, 0) -> g * [x > 0]
+
+
+def plain_rule_hooks(root) -> int:
+    """Guided backprop's generalized rule as a user would write it on a bare graph: plain node hooks.
+
+    At a ReLU ``relu(g * [y > 0])``; at SiLU / Hardswish / GELU ``relu(g * f'(x)) * [x > 0]``
+    (the rule of :mod:`cnnvis_gui.core.rules`, written out independently).  The floor of the
+    *method*: what any implementation of it must compute beyond autograd's gradient.
+    """
+    seen, stack, n = set(), [root], 0
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        kind = type(node).__name__
+        if kind == "ReluBackward0":
+            node.register_hook(lambda gi, go: (gi[0].clamp(min=0),))   # relu of autograd's g * [y > 0]
+            n += 1
+        elif kind in _RECTIFIERS:
+            x = node._saved_self.detach()
+            # the cheapest plain form: one fused mask op (g f'(x) where x > 0), then relu on that new tensor
+            node.register_hook(lambda gi, go, x=x: (_masked(gi[0], x, 0).clamp_(min=0),) + gi[1:])
+            n += 1
+        stack.extend(m for m, _ in node.next_functions)
+    return n
+
+
 # ----------------------------------------------------------------------------- one network
 def bench(name, args, dev, sync):
     torch.manual_seed(0)
@@ -153,6 +184,18 @@ def bench(name, args, dev, sync):
     def bare_backward():
         torch.autograd.grad(kept[:, units[1]].sum(), xr_kept, retain_graph=True)
 
+    def rule_grad():        # bare forward + the generalized guided rule as plain hooks + input gradient
+        xr, o = bare_forward()
+        root = o[:, units[0]].sum()
+        plain_rule_hooks(root.grad_fn)
+        torch.autograd.grad(root, xr)
+
+    xr_rule, kept_rule = bare_forward()
+    plain_rule_hooks(kept_rule.grad_fn)
+
+    def rule_backward():
+        torch.autograd.grad(kept_rule[:, units[1]].sum(), xr_rule, retain_graph=True)
+
     def ours_forward():
         vis.forward(x).close()
 
@@ -182,7 +225,7 @@ def bench(name, args, dev, sync):
     frame_relu = vis_relu.forward(x)
 
     def relu_new():
-        f = vis_relu.forward(x)
+        f = vis_relu.forward(x, layers=[layer])
         f.saliency(layer, units[0], "guided")
         f.close()
 
@@ -195,8 +238,10 @@ def bench(name, args, dev, sync):
              "ours: new guided frame, asked layer": lean_new,
              "bare backward (retained graph)": bare_backward, "ours: unit switch (guided)": ours_switch}
     if general:
-        cases["ours: new guided frame, relu-only"] = relu_new
+        cases["ours: new guided frame, asked layer, relu-only"] = relu_new
         cases["ours: unit switch, relu-only"] = relu_switch
+        cases["bare fwd + grad, rule as plain hooks"] = rule_grad
+        cases["bare backward, rule as plain hooks"] = rule_backward
     if args.captum:
         from captum.attr import NeuronGuidedBackprop
         ngb = NeuronGuidedBackprop(model, dict(model.named_modules())[layer])
@@ -240,17 +285,19 @@ def bench(name, args, dev, sync):
     def ratio(case, base):
         """Median over the rounds of case / base measured in the same round (paired: a slow
         stretch of the shared machine hits both)."""
-        if case not in samples:
+        if case not in samples or base not in samples:
             return float("nan")
         return statistics.median(c / b for c, b in zip(samples[case], samples[base]))
 
-    r = (ratio("ours: recorded forward", "bare forward"),
-         ratio("ours: new guided frame", "bare forward + input grad"),
-         ratio("ours: unit switch (guided)", "bare backward (retained graph)"),
-         ratio("ours: recorded forward, asked layer", "bare forward"),
-         ratio("ours: new guided frame, asked layer", "bare forward + input grad"),
-         ratio("ours: new guided frame, relu-only", "bare forward + input grad"),
-         ratio("ours: unit switch, relu-only", "bare backward (retained graph)"))
+    r = {"fwd": ratio("ours: recorded forward, asked layer", "bare forward"),
+         "fwd all": ratio("ours: recorded forward", "bare forward"),
+         "new": ratio("ours: new guided frame, asked layer", "bare forward + input grad"),
+         "new all": ratio("ours: new guided frame", "bare forward + input grad"),
+         "switch": ratio("ours: unit switch (guided)", "bare backward (retained graph)"),
+         "new relu": ratio("ours: new guided frame, asked layer, relu-only", "bare forward + input grad"),
+         "switch relu": ratio("ours: unit switch, relu-only", "bare backward (retained graph)"),
+         "new rule": ratio("ours: new guided frame, asked layer", "bare fwd + grad, rule as plain hooks"),
+         "switch rule": ratio("ours: unit switch (guided)", "bare backward, rule as plain hooks")}
     if mem is not None:
         print(f"  memory: bare graph {mem[0]:.1f} MiB + recorded outputs {mem[1]:.1f} MiB; "
               f"frame holds {mem[2]:.1f} MiB, extra {round(mem[3], 1) or 0.0:.1f} MiB")
@@ -280,17 +327,24 @@ def main(argv=None):
     rows = []
     for name in args.models.split(","):
         rows.append((name,) + bench(name, args, dev, sync))
-    print("\nrecorded forward / bare forward; new guided frame / bare forward + input gradient; unit switch / "
-          "bare backward.\n(every module recorded; in brackets: only the asked layer recorded, and the rules "
-          "at ReLUs only where the network has other activations)")
+    print("\nRatios of process CPU time, ours / bare PyTorch (medians of paired rounds):\n"
+          "recorded forward / bare forward; new guided frame / bare forward + input gradient; unit switch "
+          "(another unit's guided saliency on the same frame) / bare backward.  First figure: the frame records "
+          "the asked layer (what the window records); 'every module': Visualizer.forward(x) default.\n"
+          "Networks with SiLU/Hardswish: 'relu-only' = the rules at ReLUs only (the plain gradient elsewhere, "
+          "the computation every other library does); 'vs rule floor' = the generalized rule against bare "
+          "PyTorch running the same rule as plain autograd node hooks.")
     print("| network | recorded forward | new guided frame | unit switch | memory beyond bare graph + recorded |")
     print("|---|---|---|---|---|")
     for name, r, mem in rows:
         extra = f"{round(mem[3], 1) or 0.0:.1f} MiB" if mem is not None else "-"
-        relu_new = f"; relu-only {r[5]:.2f}x" if r[5] == r[5] else ""
-        relu_sw = f" (relu-only {r[6]:.2f}x)" if r[6] == r[6] else ""
-        print(f"| {LABELS.get(name, name)} | {r[0]:.2f}x (asked layer {r[3]:.2f}x) | {r[1]:.2f}x (asked layer "
-              f"{r[4]:.2f}x{relu_new}) | {r[2]:.2f}x{relu_sw} | {extra} |")
+        new = f"{r['new']:.2f}× (every module {r['new all']:.2f}×"
+        sw = f"{r['switch']:.2f}×"
+        if r["new relu"] == r["new relu"]:
+            new += f"; relu-only {r['new relu']:.2f}×; vs rule floor {r['new rule']:.2f}×"
+            sw += f" (relu-only {r['switch relu']:.2f}×; vs rule floor {r['switch rule']:.2f}×)"
+        print(f"| {LABELS.get(name, name)} | {r['fwd']:.2f}× (every module {r['fwd all']:.2f}×) | {new}) | {sw} | "
+              f"{extra} |")
     print(f"(load average at the end {_load():.1f})")
 
 
