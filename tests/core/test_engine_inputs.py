@@ -1,12 +1,15 @@
-"""Unit indices and objectives the way Python callers give them: numpy integers, None, bools."""
+"""The engine's small surface the way users meet it: unit indices and objectives as Python callers give
+them, the messages of a failing or closed forward, the activation census, top units, CAMs of one call
+of a reused module, the model map."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from cnnvis_gui.core import CnnvisError, InputSpec, Visualizer
+from cnnvis_gui.core import CnnvisError, InputSpec, ModelForwardError, Visualizer, cam, grad_cam
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +51,213 @@ def test_first_nonfinite_layer(frame):
         assert f.first_nonfinite_layer() == "2"
     finally:
         f.close()
+
+
+# ----------------------------------------------------------------------- what a failing model is told
+class _Boom(nn.Module):
+    def forward(self, *args):
+        raise ValueError("boom")
+
+
+class _FailsIn(nn.Module):
+    """conv, then ``bad`` called with ``how``'s arguments: one tensor, two tensors, or no tensor."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bad = _Boom()
+        self.how = how
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.how == "one":
+            return self.bad(y)
+        if self.how == "two":
+            return self.bad(y, y.mean((2, 3)))
+        if self.how == "none":
+            return self.bad(3)
+        raise ValueError("boom")   # the model's own forward, outside any sub-module
+
+
+_ADVICE = ("The model was given an input of shape 1x3x10x10; if that shape is not what the model was "
+           "trained on, fix the input spec (channels, height, width); if it is, the model's own code "
+           "failed on this input.")
+
+
+@pytest.mark.parametrize("how,where", [
+    ("one", " in module 'bad' (_Boom) on input 1x4x8x8"),
+    ("two", " in module 'bad' (_Boom) on input 1x4x8x8, 1x4"),
+    ("none", " in module 'bad' (_Boom) on input no tensor"),
+    ("self", ""),
+])
+def test_a_failing_forward_is_one_message_naming_module_and_shapes(how, where):
+    with pytest.raises(ModelForwardError) as ei:
+        Visualizer(_FailsIn(how)).forward(torch.rand(1, 3, 10, 10))
+    assert str(ei.value) == f"the model's forward pass failed{where}: ValueError: boom. {_ADVICE}"
+
+
+def test_a_closed_frame_says_so():
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU()).eval()
+    f = Visualizer(net).forward(torch.rand(1, 3, 8, 8))
+    f.close()
+    closed = r"^this frame was closed; run Visualizer\.forward again\.$"
+    for ask in (lambda: f.relu_calls, lambda: f.notices, f.first_nonfinite_layer,
+                lambda: f.activations("1"), lambda: f.saliency("1", 0)):
+        with pytest.raises(CnnvisError, match=closed):
+            ask()
+
+
+# ----------------------------------------------------------------------- the activation census
+class _DictOut(nn.Module):
+    """A ReLU only in the output (a dict or a tuple of tensors, as detection/segmentation models return)."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.kind = kind
+
+    def forward(self, x):
+        y = F.relu(self.conv(x)).mean((2, 3))
+        return {"logits": y} if self.kind == "dict" else (y, self.conv.bias)
+
+
+@pytest.mark.parametrize("kind", ["dict", "tuple"])
+def test_relus_reached_only_from_a_dict_or_tuple_output_are_counted(kind):
+    f = Visualizer(_DictOut(kind)).forward(torch.rand(1, 3, 8, 8))
+    assert (f.relu_calls, f.functional_relu_calls) == (1, 1)
+    assert not any("runs no ReLU" in n for n in f.notices)
+    mm = Visualizer(_DictOut(kind), InputSpec(3, 8, 8)).model_map()
+    assert (mm.relu_calls, mm.functional_relu_calls) == (1, 1)
+
+
+class _GatedByAConstant(nn.Module):
+    """An ``nn.ReLU`` module on a learned gate (not on the input's path) and one functional ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.gate = nn.Parameter(torch.ones(1, 4, 1, 1))
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return F.relu(self.conv(x)) * self.act(self.gate)
+
+
+def test_relu_counts_module_and_functional_calls():
+    f = Visualizer(_GatedByAConstant()).forward(torch.rand(1, 3, 8, 8))
+    # the gate's ReLU never sees the input: it is not in the graph the rules run on
+    assert (f.relu_calls, f.functional_relu_calls) == (1, 1)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU()).eval()
+    f = Visualizer(net).forward(torch.rand(1, 3, 8, 8))
+    assert (f.relu_calls, f.functional_relu_calls) == (2, 0)
+    part = Visualizer(net).forward(torch.rand(1, 3, 8, 8), layers=["1"])
+    assert part.relu_calls == 2 and part.functional_relu_calls is None   # unknown: not every module recorded
+
+
+def test_a_model_without_relu_is_told_the_rules_change_nothing():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh()).eval()
+    f = Visualizer(net).forward(torch.rand(1, 3, 8, 8))
+    assert f.relu_calls == 0
+    assert "the model runs no ReLU: deconvnet and guided backprop equal the plain gradient" in f.notices
+
+
+# ----------------------------------------------------------------------- top units
+def test_top_units_rank_sample_0_by_max_or_mean():
+    net = nn.Sequential(nn.Conv2d(1, 4, 1, bias=False)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([1.0, -1.0, 0.5, 2.0]).reshape(4, 1, 1, 1))
+    x = torch.zeros(2, 1, 1, 3)
+    x[0, 0, 0] = torch.tensor([-3.0, 0.0, 1.0])   # unit outputs w * x: max -> 3, 2, 0.5, 2; mean -> ...
+    x[1] = 5.0                                     # sample 1 would rank the units 3, 0, 2, 1
+    f = Visualizer(net).forward(x)
+    a = f.activations("0")[0].reshape(4, -1).numpy()
+    by_max = [int(i) for i in np.argsort(-a.max(1), kind="stable")]
+    by_mean = [int(i) for i in np.argsort(-a.mean(1), kind="stable")]
+    assert by_max[:2] != by_mean[:2]
+    assert f.top_units("0", k=2) == by_max[:2]
+    assert f.top_units("0", k=3, by="mean") == by_mean[:3]
+    assert sorted(f.top_units("0", k=99)) == [0, 1, 2, 3]
+    assert f.top_units("0", k=0) == [] and f.top_units("0", k=-2) == []
+
+
+def test_top_units_of_one_call_of_a_reused_module():
+    f = Visualizer(_SharedReLU()).forward(torch.rand(1, 3, 12, 12))
+    for call in (0, 1):
+        a = f.activations("relu", call)[0]
+        want = [int(i) for i in torch.topk(a.reshape(a.shape[0], -1).amax(1), 3).indices]
+        assert f.top_units("relu", k=3, call=call) == want
+    assert f.top_units("relu", k=9, call=0) != f.top_units("relu", k=9, call=1)
+
+
+# ----------------------------------------------------------------------- CAMs of one call
+class _SharedReLU(nn.Module):
+    """conv1 -> relu -> conv2 -> relu (the same ``nn.ReLU`` twice) -> pool -> fc; 'same' padding."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+        self.eval()
+
+    def forward(self, x):
+        a = self.relu(self.conv1(x))
+        return self.fc(self.relu(self.conv2(a)).mean((2, 3)))
+
+
+def _grad_cam_reference(model, x, call, unit, objective):
+    """Selvaraju et al. 2017 at conv1 for the shared ReLU's ``call``, written out (same size as x)."""
+    A = model.conv1(x.clone().requires_grad_(True))
+    r = [model.relu(A)]
+    r.append(model.relu(model.conv2(r[0])))
+    sel = r[call][:, unit]
+    score = sel.sum() if objective == "sum" else sel.reshape(sel.shape[0], -1).amax(1).sum()
+    (g,) = torch.autograd.grad(score, A)
+    m = torch.relu((g.mean((2, 3), keepdim=True) * A).sum(1)).detach()
+    return m / m.amax((1, 2), keepdim=True).clamp_min(1e-30)
+
+
+@pytest.mark.parametrize("objective", ["sum", "max"])
+def test_cams_of_each_call_of_a_reused_module_equal_the_reference(objective):
+    model = _SharedReLU()
+    x = torch.rand(1, 3, 12, 12)
+    f = Visualizer(model).forward(x)
+    assert f.default_cam_layer("relu", call=0) == "conv1" and f.default_cam_layer("relu") == "conv2"
+    assert f.default_cam_layer("conv2") == "conv2"       # a conv layer is its own CAM layer
+    for call in (0, 1):
+        ref = _grad_cam_reference(model, x, call, 1, objective)
+        assert float(ref.max()) == pytest.approx(1.0)
+        torch.testing.assert_close(f.grad_cam("relu", 1, "conv1", objective, call=call), ref)
+        torch.testing.assert_close(f.cam("relu", 1, "conv1", objective=objective, call=call), ref)
+        guided = f.saliency("relu", 1, "guided", objective, call=call)
+        torch.testing.assert_close(f.guided_grad_cam("relu", 1, "conv1", objective, call=call),
+                                   guided * ref[:, None])
+    torch.testing.assert_close(f.cam("relu", 1, "conv1"), f.grad_cam("relu", 1, "conv1"))   # the default
+    one = _grad_cam_reference(model, x, 1, 1, objective)[0]
+    torch.testing.assert_close(grad_cam(model, x, "relu", 1, "conv1", objective), one)
+    torch.testing.assert_close(cam(model, x, "relu", 1, "conv1", "gradcam", objective), one)
+
+
+# ----------------------------------------------------------------------- the model map
+def test_model_map_is_listed_once_and_again_on_refresh():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    v = Visualizer(net, InputSpec(3, 8, 8))
+    mm = v.model_map()
+    assert v.model_map() is mm
+    net.append(nn.Conv2d(4, 2, 1))
+    assert "2" not in v.model_map()                      # listed at the first call
+    again = v.model_map(refresh=True)
+    assert again["2"].shape == (2, 6, 6) and again.default_layer == "2"
+    with pytest.raises(CnnvisError, match=r"^model_map needs an InputSpec \(channels, height, width\) "
+                                          r"for the probe forward\.$"):
+        Visualizer(net).model_map()
+
+
+def test_model_map_of_a_float64_model_and_of_relu_only_rules():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SiLU(), nn.Conv2d(4, 2, 3)).double().eval()
+    mm = Visualizer(net, InputSpec(3, 8, 8)).model_map()
+    assert mm["2"].shape == (2, 4, 4) and mm.generalized_activations == {"SiLU": 1}
+    only = Visualizer(net, InputSpec(3, 8, 8), activations="relu-only").model_map()
+    assert only.generalized_activations == {} and only.other_activations == {"SiLU": 1}
