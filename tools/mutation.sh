@@ -34,6 +34,8 @@ case "$MOD" in
   core/engine.py)  TESTS="tests/core" ;;   # cams and attribution call the engine too
   core/spec.py)    TESTS="tests/core/test_spec.py" ;;
   core/hooks.py)   TESTS="tests/core tests/atlas/test_scan.py tests/atlas/test_scan_faults.py" ;;
+  core/recorder.py|core/modelmap.py)   # the engine's own tests cover every recorded call (quicker than tests/core)
+                   TESTS="tests/core/test_engine.py tests/core/test_engine_inputs.py tests/core/test_cams.py" ;;
   core/*)          TESTS="tests/core" ;;
   atlas/scan.py)   TESTS="tests/atlas/test_scan.py tests/atlas/test_scan_geometry.py tests/atlas/test_cache_damage.py tests/atlas/test_scan_faults.py" ;;
   atlas/crops.py)  TESTS="tests/atlas/test_crops.py tests/atlas/test_crops_probes.py" ;;

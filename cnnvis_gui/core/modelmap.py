@@ -117,10 +117,10 @@ def resolve_layer_name(name, known, candidates) -> str:
         return ""
     close = difflib.get_close_matches(name, [c for c in candidates if c], n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
-    sample = [c for c in candidates if c][:8]
+    named = [c for c in candidates if c]
     raise CnnvisError(f"unknown layer {name!r}.{hint} Valid layers are names from "
-                      f"model.named_modules(), e.g. {', '.join(repr(c) for c in sample)}"
-                      f"{' ...' if len(candidates) > 8 else ''} (or 'output' for the model output).")
+                      f"model.named_modules(), e.g. {', '.join(repr(c) for c in named[:8])}"
+                      f"{' ...' if len(named) > 8 else ''} (or 'output' for the model output).")
 
 
 def build_map(structure, calls: dict, census) -> ModelMap:

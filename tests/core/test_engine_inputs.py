@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnvis_gui.core import CnnvisError, InputSpec, ModelForwardError, Visualizer, cam, grad_cam
+from cnnvis_gui.core import CnnvisError, InputSpec, ModelForwardError, Visualizer, cam, grad_cam, model_map
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +261,74 @@ def test_model_map_of_a_float64_model_and_of_relu_only_rules():
     assert mm["2"].shape == (2, 4, 4) and mm.generalized_activations == {"SiLU": 1}
     only = Visualizer(net, InputSpec(3, 8, 8), activations="relu-only").model_map()
     assert only.generalized_activations == {} and only.other_activations == {"SiLU": 1}
+
+
+class _Mapped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        self.split = _Halves()
+        self.unused = nn.Linear(2, 2)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        a = self.features[1](self.features(x))      # features.1 runs twice
+        a, _ = self.split(a)
+        return self.head(a.mean((2, 3)))
+
+
+class _Halves(nn.Module):
+    def forward(self, x):
+        return x, x
+
+
+def test_model_map_lists_every_module_as_the_cli_prints_it():
+    mm = model_map(_Mapped(), InputSpec(3, 8, 8))
+    assert len(mm) == 7 and [l.name for l in mm] == mm.names() == [n for n, _ in _Mapped().named_modules()]
+    assert "head" in mm and "nothing" not in mm
+    assert mm.visualizable_names() == ["", "features", "features.0", "features.1", "head"]
+    assert [(l.display_name, l.depth, l.calls, l.is_conv) for l in mm] == [
+        ("(model output)", 0, 1, False), ("features", 1, 1, False), ("features.0", 2, 1, True),
+        ("features.1", 2, 2, False), ("split", 1, 1, False), ("unused", 1, 0, False), ("head", 1, 1, False)]
+    # the order in which the modules start running (the first call's), never-run ones last
+    order = {l.name: l.order for l in mm}
+    assert order["features.0"] < order["features.1"] < order["split"] < order["head"] < order["unused"]
+    assert mm.default_layer == "features.0" and mm.output_name == ""
+    assert mm["output"].name == mm["(model output)"].name == ""
+    assert mm.describe().splitlines() == [
+        "name                                     type                   output              units calls",
+        "(model output)                           _Mapped                2                       2     1",
+        "features                                 Sequential             4x6x6                   4     1",
+        "features.0                               Conv2d                 4x6x6                   4     1",
+        "features.1                               ReLU                   4x6x6                   4     2",
+        "split                                    _Halves                -                       -     1"
+        "  [returns a tuple, not a tensor]",
+        "unused                                   Linear                 -                       -     0"
+        "  [not run in the forward pass]",
+        "head                                     Linear                 2                       2     1",
+    ]
+    nets = nn.Sequential(nn.Linear(3, 3))
+    assert model_map(nets, InputSpec(1, 1, 3)).default_layer == ""    # no conv: the output
+
+
+@pytest.mark.parametrize("n,more", [(8, ""), (9, " ...")])
+def test_an_unknown_layer_name_lists_the_valid_ones(n, more):
+    mm = model_map(nn.Sequential(*[nn.Conv2d(2, 2, 1) for _ in range(n)]), InputSpec(2, 4, 4))
+    listed = ", ".join(repr(str(i)) for i in range(8))
+    valid = f" Valid layers are names from model.named_modules(), e.g. {listed}{more} (or 'output' for the model output)."
+    with pytest.raises(CnnvisError) as ei:
+        mm["zzz"]
+    assert str(ei.value) == "unknown layer 'zzz'." + valid
+    with pytest.raises(CnnvisError) as ei:
+        mm["7x"]
+    assert str(ei.value) == "unknown layer '7x'. Did you mean: '7'?" + valid
+    with pytest.raises(CnnvisError, match=r"^a layer is named by a string from model.named_modules\(\), got 3$"):
+        mm[3]
+
+
+def test_did_you_mean_offers_the_five_closest():
+    net = nn.Sequential()
+    for i in range(7):
+        net.add_module(f"block{i}", nn.Conv2d(2, 2, 1))
+    with pytest.raises(CnnvisError, match=r"Did you mean: ('block\d', ){4}'block\d'\? Valid"):
+        model_map(net, InputSpec(2, 4, 4))["blockx"]
