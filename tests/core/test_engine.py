@@ -785,6 +785,19 @@ def test_overwritten_output_objectives_and_gradients_are_exact(objective):
     _close(frame.gradient_at("conv", "output", 2), ref_at)
 
 
+def test_overwritten_output_max_objective_splits_ties_per_sample():
+    torch.manual_seed(7)
+    model = _InplaceModuleOverwritten().eval()
+    x = torch.randn(2, 3, 10, 10)
+    x[0] = 1.0     # a uniform image: every position ties for the max; sample 1 has one maximum of its own
+    frame = Visualizer(model).forward(x)
+    assert frame._calls["act"][0].overwritten
+    xr = x.clone().requires_grad_(True)
+    a = F.hardswish(model.conv(xr))[:, 1]
+    (ref,) = torch.autograd.grad(a.reshape(2, -1).amax(1).sum(), xr)   # amax splits ties evenly
+    _close(frame.saliency("act", 1, "gradient", "max"), ref)
+
+
 class _ReLUOnAView(nn.Module):
     def __init__(self, how):
         super().__init__()

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnvis_gui.core import CnnvisError, InputSpec, ModelForwardError, Visualizer, cam, grad_cam, model_map
+from cnnvis_gui.core import (CnnvisError, InputSpec, ModelForwardError, Visualizer, cam, grad_cam, model_map,
+                             saliency)
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,7 @@ def test_a_closed_frame_says_so():
     f = Visualizer(net).forward(torch.rand(1, 3, 8, 8))
     f.close()
     closed = r"^this frame was closed; run Visualizer\.forward again\.$"
+    assert f.output is None
     for ask in (lambda: f.relu_calls, lambda: f.notices, f.first_nonfinite_layer,
                 lambda: f.activations("1"), lambda: f.saliency("1", 0)):
         with pytest.raises(CnnvisError, match=closed):
@@ -332,3 +334,46 @@ def test_did_you_mean_offers_the_five_closest():
         net.add_module(f"block{i}", nn.Conv2d(2, 2, 1))
     with pytest.raises(CnnvisError, match=r"Did you mean: ('block\d', ){4}'block\d'\? Valid"):
         model_map(net, InputSpec(2, 4, 4))["blockx"]
+
+
+def test_gradient_at_one_call_of_a_reused_module():
+    model = _SharedReLU()
+    x = torch.rand(1, 3, 12, 12)
+    f = Visualizer(model).forward(x)
+    r0 = model.relu(model.conv1(x))
+    out = model.fc(model.relu(model.conv2(r0)).mean((2, 3)))
+    (ref,) = torch.autograd.grad(out[0, 2], r0)
+    torch.testing.assert_close(f.gradient_at("relu", "fc", 2, at_call=0), ref)
+    assert not torch.equal(f.gradient_at("relu", "fc", 2), ref)      # the last call's differs
+
+
+# ----------------------------------------------------------------------- the one-call functions
+class _SiLUNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.eval()
+
+    def forward(self, x):
+        return self.conv2(F.silu(self.conv1(x)))
+
+
+def test_the_one_call_saliency_passes_every_argument_on():
+    model = _SiLUNet()
+    x = torch.rand(1, 3, 10, 10)
+    with Visualizer(model).forward(x) as f:
+        assert torch.equal(saliency(model, x, "conv2", 1), f.saliency("conv2", 1, "guided"))   # the default
+        assert torch.equal(saliency(model, x, "conv2", 1, "gradient", "max"), f.saliency("conv2", 1, "gradient", "max"))
+        ig = saliency(model, x, "conv2", 1, "integrated-gradients")
+        torch.testing.assert_close(ig, f.saliency("conv2", 1, "integrated-gradients", steps=32), rtol=0, atol=0)
+        assert not torch.equal(ig, f.saliency("conv2", 1, "integrated-gradients", steps=33))
+        sg = saliency(model, x, "conv2", 1, "gradient", smoothgrad=2, seed=4)
+        assert torch.equal(sg, f.saliency("conv2", 1, "gradient", smoothgrad=2, noise=0.15, seed=4))
+        assert not torch.equal(sg, f.saliency("conv2", 1, "gradient", smoothgrad=2, noise=0.3, seed=4))
+    with Visualizer(model, activations="relu-only").forward(x) as f:
+        plain = saliency(model, x, "conv2", 1, activations="relu-only")
+        assert torch.equal(plain, f.saliency("conv2", 1, "guided"))
+        assert torch.equal(plain, f.saliency("conv2", 1, "gradient"))   # SiLU keeps the plain gradient
+    assert not torch.equal(plain, saliency(model, x, "conv2", 1))
