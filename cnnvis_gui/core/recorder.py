@@ -173,8 +173,8 @@ class Call:
 
 
 def _reason(out) -> str | None:
-    if out is None:
-        return "did not finish"
+    if out is None:   # (a module that raised has no map: only one that returned None gets here)
+        return "returns None, not a tensor"
     if not isinstance(out, _Tensor):
         return f"returns a {type(out).__name__}, not a tensor"
     if out.ndim < 2:

@@ -377,3 +377,42 @@ def test_the_one_call_saliency_passes_every_argument_on():
         assert torch.equal(plain, f.saliency("conv2", 1, "guided"))
         assert torch.equal(plain, f.saliency("conv2", 1, "gradient"))   # SiLU keeps the plain gradient
     assert not torch.equal(plain, saliency(model, x, "conv2", 1))
+
+
+class _Odd(nn.Module):
+    """Sub-modules whose outputs have no units: a 1-D tensor, integers, a tuple, None."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.total, self.argmax = _Call(lambda y: y.sum((1, 2, 3))), _Call(lambda y: y.argmax(1))
+        self.pair, self.log = _Call(lambda y: (y, y)), _Call(lambda y: None)
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.total(y), self.argmax(y), self.pair(y), self.log(y)
+        return y
+
+
+class _Call(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, y):
+        return self.fn(y)
+
+
+def test_the_map_says_why_a_layer_has_no_units():
+    mm = model_map(_Odd(), InputSpec(3, 8, 8))
+    assert {n: mm[n].reason for n in ("total", "argmax", "pair", "log", "conv")} == {
+        "total": "output is a 1-D tensor; units need a batch and a channel/feature axis",
+        "argmax": "output dtype torch.int64 is not floating point",
+        "pair": "returns a tuple, not a tensor",
+        "log": "returns None, not a tensor",
+        "conv": None}
+    assert [mm[n].units for n in ("total", "argmax", "pair", "log", "conv")] == [None, None, None, None, 4]
+    with Visualizer(_Odd()).forward(torch.rand(1, 3, 8, 8)) as f:
+        with pytest.raises(CnnvisError, match=r"^layer 'argmax' \(_Call\) is not visualizable: output dtype "
+                                              r"torch\.int64 is not floating point\.$"):
+            f.saliency("argmax", 0)
