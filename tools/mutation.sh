@@ -38,7 +38,7 @@ case "$MOD" in
                    TESTS="tests/core/test_engine.py tests/core/test_engine_inputs.py tests/core/test_cams.py" ;;
   core/*)          TESTS="tests/core" ;;
   atlas/scan.py)   TESTS="tests/atlas/test_scan.py tests/atlas/test_scan_geometry.py tests/atlas/test_cache_damage.py tests/atlas/test_scan_faults.py" ;;
-  atlas/crops.py)  TESTS="tests/atlas/test_crops.py tests/atlas/test_crops_probes.py" ;;
+  atlas/crops.py)  TESTS="tests/atlas/test_crops.py tests/atlas/test_crops_probes.py tests/atlas/test_crops_reference.py" ;;
   qt/render.py)    TESTS="tests/qt/test_window_drawn.py tests/qt/test_window_keys.py tests/qt/test_window.py" ;;
   *) echo "mutation.sh: no test list for $MOD; add it to the table in tools/mutation.sh" >&2; exit 2 ;;
 esac

@@ -173,7 +173,7 @@ class ReceptiveFields:
     def crops(self, layer: str, unit: int, hit: Hit) -> HitCrops:
         """Box, image crop and deconv crop of one hit (one forward, two backward passes)."""
         x, rgb = input_image(self.spec, hit.path, self.fit)
-        with self.vis.forward(x) as frame:
+        with self.vis.forward(x, layers=[layer]) as frame:   # only the layer asked about is recorded
             obj, positional = self._objective(frame, layer, hit.y, hit.x)
             grad = frame.saliency(layer, int(unit), "gradient", objective=obj)
             dec = frame.saliency(layer, int(unit), self.method, objective=obj) if self.method != "gradient" else grad
