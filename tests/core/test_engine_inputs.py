@@ -416,3 +416,75 @@ def test_the_map_says_why_a_layer_has_no_units():
         with pytest.raises(CnnvisError, match=r"^layer 'argmax' \(_Call\) is not visualizable: output dtype "
                                               r"torch\.int64 is not floating point\.$"):
             f.saliency("argmax", 0)
+
+
+# ----------------------------------------------------------------------- every refusal, word for word
+class _Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.relu, self.fc, self.unused = nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Linear(4, 3), nn.Linear(2, 2)
+        self.eval()
+
+    def forward(self, x):
+        return self.fc(self.relu(self.relu(self.conv(x))).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def twice():
+    torch.manual_seed(0)
+    model = _Twice()
+    full = Visualizer(model, InputSpec(3, 8, 8)).forward(torch.rand(1, 3, 8, 8))
+    part = Visualizer(model).forward(torch.rand(1, 3, 8, 8), layers=["conv", "relu"])
+    return model, full, part
+
+
+_NOT_RECORDED = ("was not recorded in this frame: it recorded only 'conv', 'relu'; pass every layer you will "
+                 "ask for in Visualizer.forward(x, layers=[...]).")
+_RANGE = "layer 'relu' ran 2 time(s) per forward; call must be in 0..1 (or -1 for the last)."
+
+
+@pytest.mark.parametrize("ask,message", [
+    (lambda m, f, p: Visualizer(3), "Visualizer needs a torch.nn.Module, got int"),
+    (lambda m, f, p: Visualizer(m, activations="some"), "activations must be one of 'all', 'relu-only', got 'some'"),
+    (lambda m, f, p: Visualizer(m).forward(torch.zeros(1, 3, 8, 8, dtype=torch.int64)),
+     "the input must be a float tensor, got dtype torch.int64"),
+    (lambda m, f, p: Visualizer(m).forward(torch.zeros(3)),
+     "the input needs a batch axis: got shape (3,), expected N x C x H x W"),
+    (lambda m, f, p: Visualizer(m).forward("x"),
+     "the input must be a torch.Tensor (N x C x H x W), got str; convert frames with InputSpec.to_tensor."),
+    (lambda m, f, p: f.saliency("unused", 0), "layer 'unused' did not run in the forward pass; nothing to show."),
+    (lambda m, f, p: p.saliency("fc", 0), "layer 'fc' " + _NOT_RECORDED),
+    (lambda m, f, p: p.saliency("output", 0), "layer 'output' " + _NOT_RECORDED),
+    (lambda m, f, p: f.saliency("relu", 0, call=2), _RANGE),
+    (lambda m, f, p: f.activations("relu", call="a"), _RANGE),
+    (lambda m, f, p: f.saliency("conv", 4), "unit 4 is out of range for layer 'conv': it has 4 units (0..3)."),
+    (lambda m, f, p: f.saliency("conv", -1), "unit -1 is out of range for layer 'conv': it has 4 units (0..3)."),
+    (lambda m, f, p: f.saliency("output", 3), "unit 3 is out of range for layer 'output': it has 3 units (0..2)."),
+    (lambda m, f, p: f.saliency("conv", 0, objective="mean"),
+     "unknown objective 'mean'; choose one of sum, activation, max or a (y, x) position."),
+    (lambda m, f, p: f.saliency("conv", 0, objective=(1,)),
+     "layer 'conv' has per-unit shape (6, 6); a position needs 2 coordinate(s), got (1,)."),
+    (lambda m, f, p: f.saliency("conv", 0, objective=(6, 0)),
+     "position (6, 0) is outside layer 'conv''s (6, 6) map (y must be in 0..5)."),
+    (lambda m, f, p: f.saliency("conv", 0, objective=(0, -1)),
+     "position (0, -1) is outside layer 'conv''s (6, 6) map (x must be in 0..5)."),
+    (lambda m, f, p: f.saliency("fc", 0, objective=(0,)),
+     "layer 'fc' has per-unit shape (); a position needs 0 coordinate(s), got (0,)."),
+    (lambda m, f, p: f.gradient_at("conv", "fc", 0, "lrp"),
+     "unknown method 'lrp'; choose one of gradient, deconvnet, guided."),
+])
+def test_every_refusal_says_what_is_wrong_in_one_line(twice, ask, message):
+    with pytest.raises(CnnvisError) as ei:
+        ask(*twice)
+    assert str(ei.value) == message
+
+
+def test_a_position_in_a_3d_layer_names_the_depth_axis():
+    net = nn.Sequential(nn.Conv3d(1, 2, 1)).eval()
+    with Visualizer(net).forward(torch.rand(1, 1, 2, 3, 4)) as f:
+        with pytest.raises(CnnvisError) as ei:
+            f.saliency("0", 0, objective=(2, 0, 0))
+        assert str(ei.value) == "position (2, 0, 0) is outside layer '0''s (2, 3, 4) map (d must be in 0..1)."
+        with pytest.raises(CnnvisError, match=r"\(x must be in 0\.\.3\)\.$"):
+            f.saliency("0", 0, objective=(1, 2, 4))
+        assert float(f.saliency("0", 1, "gradient", objective=(1, 2, 3)).abs().sum()) > 0
