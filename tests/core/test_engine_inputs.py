@@ -488,3 +488,13 @@ def test_a_position_in_a_3d_layer_names_the_depth_axis():
         with pytest.raises(CnnvisError, match=r"\(x must be in 0\.\.3\)\.$"):
             f.saliency("0", 0, objective=(1, 2, 4))
         assert float(f.saliency("0", 1, "gradient", objective=(1, 2, 3)).abs().sum()) > 0
+
+
+def test_the_probe_and_the_input_go_to_the_models_device():
+    # the meta device stands in for a GPU: a probe or an input left on the CPU fails against it
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).to("meta")
+    v = Visualizer(net, InputSpec(3, 8, 8))
+    assert v.device == torch.device("meta")
+    assert v.model_map()["1"].shape == (4, 6, 6)
+    with v.forward(torch.rand(1, 3, 8, 8)) as f:
+        assert f.input.device.type == "meta" and f.saliency("1", 0).device.type == "meta"
