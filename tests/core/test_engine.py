@@ -1047,3 +1047,110 @@ def test_recorded_outputs_are_references_not_copies(resnet):
         assert frame._calls[n][0].value is returned[n], n
     assert all(frame._calls[n][0].value is not returned[n] for n, cs in frame._calls.items()
                if cs and cs[0].overwritten)
+
+
+# ----------------------------------------------------------------------- recorder corners
+class _Outsider(nn.Module):
+    """Calls a module that is not one of its sub-modules (held in a plain list)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.helpers = [nn.ReLU()]
+
+    def forward(self, x):
+        return self.helpers[0](self.conv(x))
+
+
+def test_modules_outside_the_model_are_not_recorded():
+    model = _Outsider().eval()
+    x = torch.randn(1, 3, 8, 8)
+    with Visualizer(model).forward(x) as f:
+        assert f.model_map.names() == ["", "conv"]
+        assert f.relu_calls == 1
+        _close(f.saliency("output", 1, "guided"), _captum(nn.Sequential(model.conv, nn.ReLU()), "1", 1, "guided", x))
+
+
+class _TwoArgs(nn.Module):
+    def forward(self, a, b, scale):
+        return (a + b) * scale
+
+
+class _TwoArgsOverwritten(nn.Module):
+    """A two-input module (and a non-tensor argument) whose output a later in-place op overwrites,
+    in a model left in training mode (the recorded values are eval mode's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.add = _TwoArgs()
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        s = self.add(y, self.drop(y), 2.0)
+        s.relu_()
+        return self.fc(s.mean((2, 3)))
+
+
+def test_an_overwritten_multi_input_output_is_recomputed_in_eval_mode_and_training_restored():
+    torch.manual_seed(8)
+    model = _TwoArgsOverwritten().train()
+    with torch.no_grad():
+        model.bn.running_mean.normal_()
+    x = torch.randn(1, 3, 8, 8)
+    with Visualizer(model).forward(x) as f:
+        assert f._calls["add"][0].overwritten
+        model.eval()
+        with torch.no_grad():
+            y = model.bn(model.conv(x))
+            want = (y + y) * 2.0
+        model.train()
+        assert torch.equal(f.activations("add"), want)
+        assert all(m.training for m in model.modules())
+
+
+class _Wandering(nn.Module):
+    """Runs another path on every second forward and overwrites its outputs in place (only a second
+    recorded forward can recover them, and it meets different modules)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Hardswish(inplace=True), nn.Hardswish(inplace=True)
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.n = 0
+
+    def forward(self, x):
+        self.n += 1
+        y = (self.a if self.n % 2 else self.b)(self.conv(x))
+        y *= 2.0
+        return y
+
+
+def test_a_model_that_runs_other_modules_the_second_time_says_so():
+    with Visualizer(_Wandering().eval()).forward(torch.randn(1, 3, 8, 8)) as f:
+        with pytest.raises(CnnvisError) as ei:
+            f.activations("a")
+    assert str(ei.value) == ("the model ran different modules on the same input a second time; "
+                             "overwritten outputs cannot be recovered")
+
+
+class _BufferOnly(nn.Module):
+    """No parameters: a fixed filter in a buffer (its dtype and device are the model's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("k", torch.ones(2, 3, 3, 3, dtype=torch.float64) / 27)
+
+    def forward(self, x):
+        return F.relu(F.conv2d(x, self.k))
+
+
+def test_a_model_without_parameters_takes_its_buffers_dtype():
+    with Visualizer(_BufferOnly()).forward(torch.rand(1, 3, 6, 6)) as f:
+        assert f.input.dtype == torch.float64 and f.activations("output").dtype == torch.float64
+    assert Visualizer(nn.Sequential(nn.ReLU())).device == torch.device("cpu")
+    with Visualizer(nn.Sequential(nn.ReLU())).forward(torch.rand(1, 3, 4, 4, dtype=torch.float64)) as f:
+        assert f.input.dtype == torch.float32      # nothing to go by: float32 on the CPU
