@@ -55,6 +55,7 @@ def test_support_is_the_gradient_support_of_the_hit_and_the_probes(scanned, prob
             for unit in (1, 4):
                 for hit in res.hits(layer, unit):
                     c = rf.crops(layer, unit, hit)
+                    assert c.hit is hit
                     x, rgb = input_image(TINY_SPEC, hit.path)
                     own = _support(model, TINY_SPEC, x, layer, unit, (hit.y, hit.x))
                     probe = _probe_support(model, TINY_SPEC, layer, unit, (hit.y, hit.x), probes, seed)
@@ -142,39 +143,45 @@ def test_box_contains_its_first_row_and_column_not_its_end():
 
 
 class _Volume(nn.Module):
-    """An image as a 1-channel volume (depth = colour): N x 4 x 3 x 32 x 32 after a 1 x 3 x 3 Conv3d."""
+    """An image as a 1-channel volume (depth = colour): a 1 x 3 x 3 Conv3d, then a 1 x 2 x 2 max-pool
+    (N x 4 x 3 x 16 x 16), whose gradient reaches one pixel of each window: input-dependent support."""
 
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
         self.c3 = nn.Conv3d(1, 4, (1, 3, 3), padding=(0, 1, 1))
+        self.pool = nn.MaxPool3d((1, 2, 2))
         self.fc = nn.Linear(4, 2)
 
     def forward(self, x):
-        v = torch.relu(self.c3(x.unsqueeze(1)))
+        v = self.pool(torch.relu(self.c3(x.unsqueeze(1))))
         return self.fc(v.mean((2, 3, 4)))
 
 
 def test_a_5d_hit_is_cropped_at_its_depth_row_and_column(tmp_path):
     make_images(tmp_path / "im", n=4, bad=False)
     model = _Volume().eval()
-    s = TopKScan(model, TINY_SPEC, tmp_path / "im", ["c3"], k=2, use_cache=False)
+    s = TopKScan(model, TINY_SPEC, tmp_path / "im", ["pool"], k=2, use_cache=False)
     for _ in s.run():
         pass
-    rf = ReceptiveFields(model, TINY_SPEC, probes=1)
+    rf = ReceptiveFields(model, TINY_SPEC, probes=3)
     try:
-        checked = 0
+        checked = widened = 0
         for unit in range(4):
-            for hit in s.result.hits("c3", unit):
-                d, r, col = np.unravel_index(hit.x, (3, 32, 32))
-                c = rf.crops("c3", unit, hit)
+            for hit in s.result.hits("pool", unit):
+                d, r, col = np.unravel_index(hit.x, (3, 16, 16))
+                c = rf.crops("pool", unit, hit)
                 x, _ = input_image(TINY_SPEC, hit.path)
                 pos = (int(d), int(r), int(col))
-                own = _support(model, TINY_SPEC, x, "c3", unit, pos)
-                np.testing.assert_array_equal(c.support, own | _probe_support(model, TINY_SPEC, "c3", unit, pos, 1, 0))
-                assert c.box.contains(r, col) and c.box.height <= 3 and c.box.width <= 3
+                own = _support(model, TINY_SPEC, x, "pool", unit, pos)
+                probe = _probe_support(model, TINY_SPEC, "pool", unit, pos, 3, 0)
+                np.testing.assert_array_equal(c.support, own | probe)
+                widened += int((probe & ~own).any())
+                # the 2 x 2 window of the hit, grown by the 3 x 3 kernel: rows 2r-1 .. 2r+2
+                assert c.box.y0 >= 2 * r - 1 and c.box.y1 <= 2 * r + 3 and c.box.x0 >= 2 * col - 1
+                assert c.box.x1 <= 2 * col + 3
                 checked += 1
-        assert checked >= 4
+        assert checked >= 4 and widened > 0
     finally:
         rf.close()
 
@@ -222,3 +229,84 @@ def test_fit_tile_on_gray_and_four_channel_crops_and_a_pad_colour():
     wide = rng.integers(0, 255, (2, 8, 3), dtype=np.uint8)
     out = fit_tile(wide, 8, pad=200)
     assert (out[:3] == 200).all() and (out[5:] == 200).all() and not (out[3:5] == 200).all()
+
+
+class _SeqNet(nn.Module):
+    """Image -> per-pixel features -> a sequence N x C x (H*W) -> a max-pool over it (input-dependent support)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.pix = nn.Conv2d(3, 4, 1)
+        self.seq = nn.MaxPool1d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.seq(torch.relu(self.pix(x)).flatten(2)).mean(2))
+
+
+class _FlatNet(nn.Module):
+    """A flat N x F unit over the top-left quarter through a ReLU: its support depends on the image."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.pix = nn.Conv2d(3, 4, 1)
+        self.fc = nn.Linear(4 * 16 * 16, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.pix(x))[:, :, :16, :16].flatten(1))
+
+
+def test_sequence_hits_unite_the_probes_and_flat_hits_do_not(tmp_path):
+    """A position in a sequence (N x C x L) is positional: the probes widen its support.  A flat
+    feature (N x F) has no position: its support is the hit image's own."""
+    make_images(tmp_path / "im", n=6, bad=False)
+    seq, flat = _SeqNet().eval(), _FlatNet().eval()
+    s = TopKScan(seq, TINY_SPEC, tmp_path / "im", ["seq"], k=2, use_cache=False)
+    f = TopKScan(flat, TINY_SPEC, tmp_path / "im", ["fc"], k=2, use_cache=False)
+    for scan in (s, f):
+        for _ in scan.run():
+            pass
+    widened = 0
+    rf = ReceptiveFields(seq, TINY_SPEC, probes=3)
+    try:
+        for unit in range(4):
+            for hit in s.result.hits("seq", unit):
+                c = rf.crops("seq", unit, hit)
+                x, _ = input_image(TINY_SPEC, hit.path)
+                own = _support(seq, TINY_SPEC, x, "seq", unit, (int(hit.x),))
+                probe = _probe_support(seq, TINY_SPEC, "seq", unit, (int(hit.x),), 3, 0)
+                np.testing.assert_array_equal(c.support, own | probe)
+                widened += int((probe & ~own).any())
+    finally:
+        rf.close()
+    assert widened > 0
+    rf = ReceptiveFields(flat, TINY_SPEC, probes=3)
+    try:
+        partial = 0
+        for unit in range(3):
+            for hit in f.result.hits("fc", unit):
+                c = rf.crops("fc", unit, hit)
+                x, _ = input_image(TINY_SPEC, hit.path)
+                own = _support(flat, TINY_SPEC, x, "fc", unit, "sum")
+                np.testing.assert_array_equal(c.support, own)
+                partial += int(own[:16, :16].sum() < 256)
+        assert partial > 0            # the ReLU switched some pixels off: the probes would have added them
+    finally:
+        rf.close()
+
+
+def test_no_probes_means_no_probe_forward(scanned):
+    model, res = scanned
+    rf = ReceptiveFields(model, TINY_SPEC, probes=0)
+    batches = []
+    real = rf.vis.forward
+    rf.vis.forward = lambda x, layers=None: batches.append(x.shape[0]) or real(x, layers=layers)
+    try:
+        hits = res.hits("features.4", 1)
+        for hit in hits:
+            rf.crops("features.4", 1, hit)
+        assert batches == [1] * len(hits) and rf._probe_frame is None
+    finally:
+        rf.close()
