@@ -498,3 +498,75 @@ def test_the_probe_and_the_input_go_to_the_models_device():
     assert v.model_map()["1"].shape == (4, 6, 6)
     with v.forward(torch.rand(1, 3, 8, 8)) as f:
         assert f.input.device.type == "meta" and f.saliency("1", 0).device.type == "meta"
+
+
+# ----------------------------------------------------------------------- defaults, timings, no dependence
+def test_frame_saliency_defaults_and_call_reach_the_attribution_methods():
+    f = Visualizer(_SharedReLU()).forward(torch.rand(1, 3, 12, 12))
+    assert torch.equal(f.saliency("relu", 1, "integrated-gradients"),
+                       f.saliency("relu", 1, "integrated-gradients", steps=32))
+    assert torch.equal(f.saliency("relu", 1, "gradient", smoothgrad=2, seed=1),
+                       f.saliency("relu", 1, "gradient", smoothgrad=2, noise=0.15, seed=1))
+    for call in (0, 1):   # input x gradient of one call of the reused ReLU (Shrikumar et al. 2016)
+        torch.testing.assert_close(f.saliency("relu", 1, "input-x-gradient", call=call),
+                                   f.input * f.saliency("relu", 1, "gradient", call=call))
+
+
+class _Clock:
+    """A stand-in for ``time``: perf_counter advances 0.25 s per reading."""
+
+    def __init__(self):
+        self.t = 10.0
+
+    def perf_counter(self):
+        self.t += 0.25
+        return self.t
+
+
+class _Leaf(nn.Module):
+    def forward(self, x):   # depends on nothing the model was given, but requires grad
+        return torch.ones(x.shape[0], 2, 3, 3, requires_grad=True) * 2
+
+
+class _Unreached(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+        self.gate = nn.Parameter(torch.ones(1, 2, 1, 1))
+        self.act = nn.ReLU()
+        self.leaf = _Leaf()
+
+    def forward(self, x):
+        return self.conv(x) * self.act(self.gate) + self.leaf(x)
+
+
+def test_forward_and_backward_times_are_milliseconds(monkeypatch):
+    from cnnvis_gui.core import engine
+    monkeypatch.setattr(engine, "time", _Clock())
+    f = Visualizer(_Unreached()).forward(torch.rand(1, 3, 5, 5))
+    assert f.forward_ms == 250.0
+    f.saliency("conv", 0, "gradient")
+    assert f.last_backward_ms == 250.0
+
+
+@pytest.mark.parametrize("layer", ["act", "leaf"])
+def test_a_layer_the_input_does_not_reach_has_zero_saliency(layer):
+    x = torch.rand(1, 3, 5, 5)
+    with Visualizer(_Unreached()).forward(x) as f:
+        f.saliency("conv", 0, "gradient")
+        for method in ("gradient", "guided"):
+            assert torch.equal(f.saliency(layer, 1, method), torch.zeros_like(x))
+        if layer == "act":
+            assert f.last_backward_ms == 0.0     # nothing to run backward through
+
+
+def test_the_notice_says_why_an_activation_keeps_the_plain_gradient():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sigmoid(), nn.Conv2d(4, 2, 1), nn.SiLU()).eval()
+    x = torch.rand(1, 3, 6, 6)
+    plain = "use the plain gradient"
+    with Visualizer(net).forward(x) as f:    # Sigmoid is a gate; SiLU gets the generalized rule
+        assert [n for n in f.notices if plain in n or "uses the plain" in n] == [
+            "1 Sigmoid activation call uses the plain gradient (gates, not rectifiers: no deconvnet/guided rule)"]
+    with Visualizer(net, activations="relu-only").forward(x) as f:
+        assert [n for n in f.notices if plain in n] == [
+            "1 SiLU, 1 Sigmoid activation calls use the plain gradient (deconvnet/guided rules apply to ReLUs only)"]
