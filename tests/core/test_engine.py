@@ -1154,3 +1154,63 @@ def test_a_model_without_parameters_takes_its_buffers_dtype():
     assert Visualizer(nn.Sequential(nn.ReLU())).device == torch.device("cpu")
     with Visualizer(nn.Sequential(nn.ReLU())).forward(torch.rand(1, 3, 4, 4, dtype=torch.float64)) as f:
         assert f.input.dtype == torch.float32      # nothing to go by: float32 on the CPU
+
+
+class _Scale(nn.Module):
+    def forward(self, x, factor=1.0):
+        return x * factor
+
+
+class _KeywordOverwritten(nn.Module):
+    """A module called with a keyword argument, its output then overwritten in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.scale = _Scale()
+
+    def forward(self, x):
+        y = self.scale(self.conv(x), factor=3.0)
+        y += 1.0
+        return y
+
+
+@pytest.mark.parametrize("layers", [None, ["scale"]])
+def test_keyword_arguments_are_recorded_for_recomputing(layers):
+    torch.manual_seed(9)
+    model = _KeywordOverwritten().eval()
+    x = torch.randn(1, 3, 6, 6)
+    with Visualizer(model).forward(x, layers=layers) as f:
+        assert f._calls["scale"][0].overwritten
+        with torch.no_grad():
+            assert torch.equal(f.activations("scale"), model.conv(x) * 3.0)
+
+
+def test_a_failure_in_a_recorded_layer_is_named_when_only_some_layers_are_recorded():
+    with pytest.raises(ModelForwardError, match=r"in module 'bad' \(Linear\) on input 1x256"):
+        Visualizer(_Exploding()).forward(torch.randn(1, 3, 10, 10), layers=["conv", "bad"])
+
+
+def test_a_hook_set_that_fails_half_way_through_registering_leaves_no_hook():
+    from cnnvis_gui.core.hooks import HookSet
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+
+    class _Half(HookSet):
+        def register(self):
+            self.handles.append(model[0].register_forward_hook(lambda *a: None))
+            raise RuntimeError("second hook refused")
+
+    with pytest.raises(RuntimeError, match="second hook refused"):
+        with _Half():
+            pass
+    assert not model[0]._forward_hooks
+
+    class _One(HookSet):
+        def register(self):
+            self.handles.append(model[1].register_forward_hook(lambda *a: None))
+
+    with pytest.raises(ValueError, match="inside"):   # an error inside the block is not swallowed
+        with _One():
+            assert len(model[1]._forward_hooks) == 1
+            raise ValueError("inside")
+    assert not model[1]._forward_hooks
