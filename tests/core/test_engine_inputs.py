@@ -491,7 +491,7 @@ def test_a_position_in_a_3d_layer_names_the_depth_axis():
 
 
 def test_the_probe_and_the_input_go_to_the_models_device():
-    # the meta device stands in for a GPU: a probe or an input left on the CPU fails against it
+    # the meta device stands in for a GPU: the input goes there and the frame's tensors stay there
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).to("meta")
     v = Visualizer(net, InputSpec(3, 8, 8))
     assert v.device == torch.device("meta")
