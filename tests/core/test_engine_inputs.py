@@ -180,6 +180,8 @@ def test_top_units_rank_sample_0_by_max_or_mean():
     assert f.top_units("0", k=3, by="mean") == by_mean[:3]
     assert sorted(f.top_units("0", k=99)) == [0, 1, 2, 3]
     assert f.top_units("0", k=0) == [] and f.top_units("0", k=-2) == []
+    wide = Visualizer(nn.Sequential(nn.Conv2d(1, 12, 1)).eval()).forward(torch.rand(1, 1, 2, 2))
+    assert len(wide.top_units("0")) == 9          # by default the nine strongest (a 3 x 3 grid)
 
 
 def test_top_units_of_one_call_of_a_reused_module():
