@@ -69,9 +69,16 @@ def test_support_is_the_gradient_support_of_the_hit_and_the_probes(scanned, prob
         rf.close()
 
 
-def test_the_default_seed_is_0_and_the_seed_matters(scanned):
+def test_the_defaults_are_4_probes_and_seed_0_and_the_seed_matters(scanned):
     model, res = scanned
     hit = res.hits("features.7", 1)[0]
+    d = ReceptiveFields(model, TINY_SPEC)
+    try:
+        for layer in LAYERS:
+            np.testing.assert_array_equal(d.probe_support(layer, 1, 1, 2),
+                                          _probe_support(model, TINY_SPEC, layer, 1, (1, 2), 4, 0))
+    finally:
+        d.close()
     a, b = ReceptiveFields(model, TINY_SPEC, probes=1), ReceptiveFields(model, TINY_SPEC, probes=1, seed=7)
     try:
         pos = (hit.y, hit.x)
