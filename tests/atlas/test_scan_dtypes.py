@@ -1,0 +1,46 @@
+"""The scan's batched normalization: the same numbers as InputSpec.to_array, in the model's dtype and device."""
+import copy
+
+import numpy as np
+import torch
+
+from cnnvis_gui.atlas import TopKScan
+from cnnvis_gui.atlas.scan import scan_folder
+from cnnvis_gui.core import InputSpec
+from cnnvis_gui.sources import load_image
+
+from .helpers import TINY_SPEC, make_images, tiny_model
+
+
+def _frames(folder, spec):
+    paths = sorted(folder.rglob("*.png"))[:3]
+    imgs = [load_image(p) for p in paths]
+    return np.stack([spec.fit_frame(i) for i in imgs]), [spec.to_array(i) for i in imgs]
+
+
+def test_normalize_is_to_array_in_every_dtype_and_stays_on_the_device(tmp_path):
+    make_images(tmp_path / "im", n=4, bad=False)
+    for spec in (TINY_SPEC, InputSpec(3, 32, 32, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4), scale=1 / 255,
+                                      channel_order="BGR")):
+        s = TopKScan(tiny_model(), spec, tmp_path / "im", ["features.1"], use_cache=False)
+        batch, ref = _frames(tmp_path / "im", spec)
+        x = torch.from_numpy(batch)
+        for dtype in (torch.float32, torch.float64, torch.bfloat16):
+            out = s._normalize(x, dtype)
+            assert out.dtype == dtype and out.shape == (3, 3, 32, 32)
+            np.testing.assert_array_equal(out.float().numpy(), torch.from_numpy(np.stack(ref)).to(dtype).float().numpy())
+        # on the model's device: a meta tensor stands in for a GPU one (no copy through the host)
+        assert s._normalize(x.to("meta"), torch.float32).device.type == "meta"
+
+
+def test_a_float64_model_scans_like_its_float32_self(tmp_path):
+    make_images(tmp_path / "im", n=10, bad=False)
+    m32 = tiny_model()
+    m64 = copy.deepcopy(m32).double()
+    layers = ["features.4", "output"]
+    a, b = (scan_folder(m, TINY_SPEC, tmp_path / "im", layers, k=3, batch_size=4, use_cache=False) for m in (m32, m64))
+    for layer in layers:
+        for unit in range(5):
+            ha, hb = a.hits(layer, unit), b.hits(layer, unit)
+            assert [(h.image, h.y, h.x) for h in ha] == [(h.image, h.y, h.x) for h in hb]
+            np.testing.assert_allclose([h.value for h in ha], [h.value for h in hb], rtol=1e-5, atol=1e-6)
