@@ -44,3 +44,35 @@ def test_a_float64_model_scans_like_its_float32_self(tmp_path):
             ha, hb = a.hits(layer, unit), b.hits(layer, unit)
             assert [(h.image, h.y, h.x) for h in ha] == [(h.image, h.y, h.x) for h in hb]
             np.testing.assert_allclose([h.value for h in ha], [h.value for h in hb], rtol=1e-5, atol=1e-6)
+
+
+class _Pair(torch.nn.Module):
+    def forward(self, x):
+        return x, x
+
+
+class _Odd(torch.nn.Module):
+    """A layer returning a tuple, one returning one value per image, and a 1-D model output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.pair = _Pair()
+        self.score = torch.nn.Flatten(0)
+
+    def forward(self, x):
+        a, _ = self.pair(self.conv(x))
+        return self.score(a.mean((1, 2, 3)))
+
+
+def test_a_layer_without_an_n_by_c_tensor_output_is_named_in_the_error(tmp_path):
+    import pytest
+    from cnnvis_gui.core import CnnvisError
+    make_images(tmp_path / "im", n=2, bad=False)
+    model = _Odd().eval()
+    for layer, kind in (("pair", "_Pair"), ("score", "Flatten"), ("output", "_Odd")):
+        shown = "output" if layer == "output" else layer
+        with pytest.raises(CnnvisError) as e:
+            scan_folder(model, TINY_SPEC, tmp_path / "im", [layer], k=1, use_cache=False)
+        assert str(e.value) == (f"layer '{shown}' ({kind}) does not output an N x C (x H x W) tensor; "
+                                f"choose another layer to scan.")
