@@ -464,6 +464,8 @@ _RANGE = "layer 'relu' ran 2 time(s) per forward; call must be in 0..1 (or -1 fo
     (lambda m, f, p: f.saliency("output", 3), "unit 3 is out of range for layer 'output': it has 3 units (0..2)."),
     (lambda m, f, p: f.saliency("conv", 0, objective="mean"),
      "unknown objective 'mean'; choose one of sum, activation, max or a (y, x) position."),
+    (lambda m, f, p: f.saliency("conv", 0, objective=None),
+     "objective must be one of sum, activation, max or a (y, x) position, got None."),
     (lambda m, f, p: f.saliency("conv", 0, objective=(1,)),
      "layer 'conv' has per-unit shape (6, 6); a position needs 2 coordinate(s), got (1,)."),
     (lambda m, f, p: f.saliency("conv", 0, objective=(6, 0)),
@@ -572,3 +574,30 @@ def test_the_notice_says_why_an_activation_keeps_the_plain_gradient():
     with Visualizer(net, activations="relu-only").forward(x) as f:
         assert [n for n in f.notices if plain in n] == [
             "1 SiLU, 1 Sigmoid activation calls use the plain gradient (deconvnet/guided rules apply to ReLUs only)"]
+
+
+def test_the_max_objective_is_each_samples_own_maximum():
+    model = _SiLUNet()
+    x = torch.rand(2, 3, 10, 10)
+    x[1] *= 0.1                      # sample 1's maxima are far below sample 0's
+    with Visualizer(model).forward(x) as f:
+        both = f.saliency("conv2", 1, "gradient", "max")
+    for i in range(2):
+        with Visualizer(model).forward(x[i:i + 1]) as one:
+            torch.testing.assert_close(both[i:i + 1], one.saliency("conv2", 1, "gradient", "max"))
+        assert float(both[i].abs().sum()) > 0
+
+
+def test_integrated_gradients_start_from_the_given_baseline():
+    # completeness (Sundararajan et al. 2017): the attributions sum to S(x) - S(baseline)
+    model = _SiLUNet()
+    x = torch.rand(1, 3, 10, 10)
+    b = 0.5 * x
+
+    def s(t):
+        with torch.no_grad():
+            return float(model(t)[:, 1].sum())
+
+    with Visualizer(model).forward(x) as f:
+        ig = f.saliency("conv2", 1, "integrated-gradients", baseline=b)
+    assert float(ig.sum()) == pytest.approx(s(x) - s(b), rel=1e-4, abs=1e-6)
