@@ -548,7 +548,7 @@ def test_forward_and_backward_times_are_milliseconds(monkeypatch):
     from cnnvis_gui.core import engine
     monkeypatch.setattr(engine, "time", _Clock())
     f = Visualizer(_Unreached()).forward(torch.rand(1, 3, 5, 5))
-    assert f.forward_ms == 250.0
+    assert f.forward_ms == 250.0 and f.last_backward_ms == 0.0      # no backward yet
     f.saliency("conv", 0, "gradient")
     assert f.last_backward_ms == 250.0
 
@@ -601,3 +601,26 @@ def test_integrated_gradients_start_from_the_given_baseline():
     with Visualizer(model).forward(x) as f:
         ig = f.saliency("conv2", 1, "integrated-gradients", baseline=b)
     assert float(ig.sum()) == pytest.approx(s(x) - s(b), rel=1e-4, abs=1e-6)
+
+
+def test_layers_named_for_recording():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
+    x = torch.rand(1, 3, 6, 6)
+    with Visualizer(net).forward(x, layers="1") as f:          # one name as a string
+        assert f.activations("1").shape == (1, 4, 4, 4)
+        with pytest.raises(CnnvisError, match="'2' was not recorded in this frame: it recorded only '1';"):
+            f.activations("2")
+    with pytest.raises(CnnvisError) as ei:
+        Visualizer(net).forward(x, layers=["1", "3"])
+    assert str(ei.value) == ("unknown layer '3'. Valid layers are names from model.named_modules(), "
+                             "e.g. '0', '1', '2' (or 'output' for the model output).")
+
+
+def test_a_model_of_flat_features_needs_no_spec():
+    mlp = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)).eval()
+    x = torch.rand(2, 5)
+    with Visualizer(mlp).forward(x) as f:
+        g = f.saliency("2", 1, "gradient")
+    with torch.no_grad():
+        w = mlp[2].weight[1:2] * (mlp[0](x) > 0)          # d out_1 / d h, through the ReLU's mask
+    torch.testing.assert_close(g, w @ mlp[0].weight.detach())
