@@ -1214,3 +1214,15 @@ def test_a_hook_set_that_fails_half_way_through_registering_leaves_no_hook():
             assert len(model[1]._forward_hooks) == 1
             raise ValueError("inside")
     assert not model[1]._forward_hooks
+
+
+def test_a_second_forward_that_recovers_values_records_the_same_layers():
+    torch.manual_seed(7)
+    model = _InplaceModuleOverwritten().eval()
+    x = torch.randn(1, 3, 10, 10)
+    with torch.no_grad():
+        want = F.hardswish(model.conv(x))
+    with Visualizer(model).forward(x, layers=["act"]) as f:
+        assert f._calls["act"][0].overwritten
+        assert torch.allclose(f.activations("act"), want)
+        assert model.forwards == 2          # the value came from a second recorded forward
