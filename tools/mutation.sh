@@ -78,7 +78,7 @@ t0=$(date +%s)
 mutmut run --max-children "${JOBS:-1}" "${PATTERNS[@]}" > "$OUT/run.log" 2>&1 || { tail -30 "$OUT/run.log" >&2; exit 1; }
 mutmut results --all true > "$OUT/results.txt" 2>/dev/null || mutmut results > "$OUT/results.txt"
 echo "== surviving mutants of cnnvis_gui/$MOD =="
-grep -E ": (survived|no tests|timeout|suspicious)$" "$OUT/results.txt" | while read -r line; do
+{ grep -E ": (survived|no tests|timeout|suspicious)$" "$OUT/results.txt" || true; } | while read -r line; do
   name="$(echo "${line%%:*}" | tr -d ' ')"
   mutmut show "$name" 2>/dev/null | sed -n '1,40p'
   echo
