@@ -440,6 +440,13 @@ def twice():
     return model, full, part
 
 
+def _scripted():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # torch.jit.script is deprecated, but users still have such models
+        return torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3)))
+
+
 _NOT_RECORDED = ("was not recorded in this frame: it recorded only 'conv', 'relu'; pass every layer you will "
                  "ask for in Visualizer.forward(x, layers=[...]).")
 _RANGE = "layer 'relu' ran 2 time(s) per forward; call must be in 0..1 (or -1 for the last)."
@@ -457,6 +464,15 @@ _RANGE = "layer 'relu' ran 2 time(s) per forward; call must be in 0..1 (or -1 fo
     (lambda m, f, p: f.saliency("unused", 0), "layer 'unused' did not run in the forward pass; nothing to show."),
     (lambda m, f, p: p.saliency("fc", 0), "layer 'fc' " + _NOT_RECORDED),
     (lambda m, f, p: p.saliency("output", 0), "layer 'output' " + _NOT_RECORDED),
+    (lambda m, f, p: f.saliency("cnv", 0), "unknown layer 'cnv'. Did you mean: 'conv'? Valid layers are names "
+     "from model.named_modules(), e.g. 'conv', 'relu', 'fc' (or 'output' for the model output)."),
+    (lambda m, f, p: p.saliency("cnv", 0), "unknown layer 'cnv'. Did you mean: 'conv'? Valid layers are names "
+     "from model.named_modules(), e.g. 'conv', 'relu', 'fc', 'unused' (or 'output' for the model output)."),
+    (lambda m, f, p: Visualizer(m).forward(torch.rand(1, 3, 8, 8), layers=["output"]).activations("conv"),
+     "layer 'conv' was not recorded in this frame: it recorded only 'output'; pass every layer you will "
+     "ask for in Visualizer.forward(x, layers=[...])."),
+    (lambda m, f, p: Visualizer(_scripted()), "TorchScript models cannot be visualized: hooks and the backprop "
+     "rules cannot reach inside a scripted graph. Load the eager model instead."),
     (lambda m, f, p: f.saliency("relu", 0, call=2), _RANGE),
     (lambda m, f, p: f.activations("relu", call="a"), _RANGE),
     (lambda m, f, p: f.saliency("conv", 4), "unit 4 is out of range for layer 'conv': it has 4 units (0..3)."),
