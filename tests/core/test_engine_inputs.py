@@ -286,6 +286,18 @@ class _Halves(nn.Module):
         return x, x
 
 
+class _Long(nn.Module):
+    """121 module calls, and a module that never runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(*[nn.Identity() for _ in range(120)])
+        self.unused = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.body(x)
+
+
 def test_model_map_lists_every_module_as_the_cli_prints_it():
     mm = model_map(_Mapped(), InputSpec(3, 8, 8))
     assert len(mm) == 7 and [l.name for l in mm] == mm.names() == [n for n, _ in _Mapped().named_modules()]
@@ -311,6 +323,12 @@ def test_model_map_lists_every_module_as_the_cli_prints_it():
         "  [not run in the forward pass]",
         "head                                     Linear                 2                       2     1",
     ]
+    assert mm["unused"].visualizable is False and mm.default_cam_layer("features.1") == "features.0"
+    with pytest.raises(CnnvisError) as ei:
+        mm.default_cam_layer("unused")
+    assert str(ei.value) == "layer 'unused' did not run in the forward pass; nothing to show."
+    order = {l.name: l.order for l in model_map(_Long(), InputSpec(1, 1, 2))}
+    assert order["unused"] > max(o for n, o in order.items() if n != "unused") == 119   # never ran: last
     nets = nn.Sequential(nn.Linear(3, 3))
     assert model_map(nets, InputSpec(1, 1, 3)).default_layer == ""    # no conv: the output
 
