@@ -1072,8 +1072,12 @@ def test_modules_outside_the_model_are_not_recorded():
 
 
 class _TwoArgs(nn.Module):
-    def forward(self, a, b, scale):
-        return (a + b) * scale
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.5)     # recomputed in eval mode: no dropout
+
+    def forward(self, scale, a, b):
+        return self.drop(a + b) * scale
 
 
 class _TwoArgsOverwritten(nn.Module):
@@ -1090,7 +1094,7 @@ class _TwoArgsOverwritten(nn.Module):
 
     def forward(self, x):
         y = self.bn(self.conv(x))
-        s = self.add(y, self.drop(y), 2.0)
+        s = self.add(2.0, y, self.drop(y))
         s.relu_()
         return self.fc(s.mean((2, 3)))
 
@@ -1112,29 +1116,62 @@ def test_an_overwritten_multi_input_output_is_recomputed_in_eval_mode_and_traini
         assert all(m.training for m in model.modules())
 
 
-class _Wandering(nn.Module):
-    """Runs another path on every second forward and overwrites its outputs in place (only a second
-    recorded forward can recover them, and it meets different modules)."""
+class _Halves(nn.Module):
+    def forward(self, x):
+        return x, x
 
-    def __init__(self):
+
+class _Wandering(nn.Module):
+    """Overwrites an in-place module's output (only a second recorded forward can recover it) and,
+    unless ``how`` is "same", runs other modules, more modules or another shape the second time."""
+
+    def __init__(self, how="swap"):
         super().__init__()
         self.a, self.b = nn.Hardswish(inplace=True), nn.Hardswish(inplace=True)
         self.conv = nn.Conv2d(3, 4, 3)
+        self.pair = _Halves()
         self.n = 0
+        self.how = how
 
     def forward(self, x):
         self.n += 1
-        y = (self.a if self.n % 2 else self.b)(self.conv(x))
+        y, _ = self.pair(self.conv(x))
+        second = self.n % 2 == 0
+        if self.how == "swap":
+            y = (self.b if second else self.a)(y)
+        elif self.how == "more":
+            y = self.b(self.a(y)) if second else self.a(y)
+        elif self.how == "shape":
+            y = self.a(y[..., 1:] if second else y)
+        else:   # "same": the second forward repeats the first
+            y = self.a(y)
         y *= 2.0
         return y
 
 
-def test_a_model_that_runs_other_modules_the_second_time_says_so():
-    with Visualizer(_Wandering().eval()).forward(torch.randn(1, 3, 8, 8)) as f:
+@pytest.mark.parametrize("how", ["swap", "more", "shape"])
+def test_a_model_that_runs_other_modules_the_second_time_says_so(how):
+    with Visualizer(_Wandering(how).eval()).forward(torch.randn(1, 3, 8, 8)) as f:
         with pytest.raises(CnnvisError) as ei:
             f.activations("a")
     assert str(ei.value) == ("the model ran different modules on the same input a second time; "
                              "overwritten outputs cannot be recovered")
+
+
+def test_a_second_forward_recovers_an_overwritten_output_past_a_tuple():
+    model = _Wandering("same").eval()
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        want = F.hardswish(model.conv(x))
+    with Visualizer(model).forward(x) as f:
+        assert torch.equal(f.activations("a"), want) and model.n == 2
+
+
+def test_gradient_at_a_layer_the_objective_does_not_reach_is_zeros():
+    model = _Wandering("same").eval()
+    with Visualizer(model).forward(torch.randn(1, 3, 8, 8)) as f:
+        g = f.gradient_at("output", "conv", 1)
+        assert g.shape == (1, 4, 6, 6) and not g.any()
 
 
 class _BufferOnly(nn.Module):
@@ -1168,8 +1205,10 @@ class _KeywordOverwritten(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3)
         self.scale = _Scale()
+        self.forwards = 0
 
     def forward(self, x):
+        self.forwards += 1
         y = self.scale(self.conv(x), factor=3.0)
         y += 1.0
         return y
@@ -1184,6 +1223,7 @@ def test_keyword_arguments_are_recorded_for_recomputing(layers):
         assert f._calls["scale"][0].overwritten
         with torch.no_grad():
             assert torch.equal(f.activations("scale"), model.conv(x) * 3.0)
+        assert model.forwards == 1      # a number as keyword: recomputed from its input, no second forward
 
 
 def test_a_failure_in_a_recorded_layer_is_named_when_only_some_layers_are_recorded():
