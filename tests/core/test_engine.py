@@ -1266,3 +1266,30 @@ def test_a_second_forward_that_recovers_values_records_the_same_layers():
         assert f._calls["act"][0].overwritten
         assert torch.allclose(f.activations("act"), want)
         assert model.forwards == 2          # the value came from a second recorded forward
+
+
+class _WritesIntoItsInputWithoutGrad(nn.Module):
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            return x * 2
+        return x.mul_(2)          # run again under no_grad it would overwrite the frame's recorded input
+
+
+class _RerunWrites(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.twice = _WritesIntoItsInputWithoutGrad()
+
+    def forward(self, x):
+        y = self.twice(self.conv(x))
+        y += 1.0
+        return y
+
+
+def test_a_module_that_writes_into_its_input_when_run_again_is_refused():
+    with Visualizer(_RerunWrites().eval()).forward(torch.randn(1, 3, 6, 6)) as f:
+        with pytest.raises(CnnvisError) as ei:
+            f.activations("twice")
+    assert str(ei.value) == ("module 'twice' wrote into its input when run again; its recorded output "
+                             "cannot be recovered")

@@ -309,6 +309,8 @@ def test_model_map_lists_every_module_as_the_cli_prints_it():
     # the order in which the modules start running (the first call's), never-run ones last
     order = {l.name: l.order for l in mm}
     assert order["features.0"] < order["features.1"] < order["split"] < order["head"] < order["unused"]
+    # a container starts when its first sub-module does; the model when its first module does
+    assert [order[n] for n in ("", "features", "features.0", "features.1", "split", "head")] == [0, 0, 0, 1, 4, 5]
     assert mm.default_layer == "features.0" and mm.output_name == ""
     assert mm["output"].name == mm["(model output)"].name == ""
     assert mm.describe().splitlines() == [
