@@ -22,6 +22,7 @@ as close to bare PyTorch as possible:
 from __future__ import annotations
 
 import gc
+import itertools
 import threading
 from dataclasses import dataclass
 
@@ -55,11 +56,14 @@ class Structure:
 
 
 def model_device_dtype(model: nn.Module):
-    for p in model.parameters():
-        return p.device, (p.dtype if p.is_floating_point() else torch.float32)
-    for b in model.buffers():
-        return b.device, (b.dtype if b.is_floating_point() else torch.float32)
-    return torch.device("cpu"), torch.float32
+    """Where the model lives and what float it computes in: its first floating parameter or buffer
+    (an integer one, e.g. an index buffer, says nothing about the dtype); CPU float32 without either."""
+    device = None
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.is_floating_point():
+            return t.device, t.dtype
+        device = device or t.device
+    return device or torch.device("cpu"), torch.float32
 
 
 class _Recorder(ModuleCallHook):

@@ -1076,8 +1076,8 @@ class _TwoArgs(nn.Module):
         super().__init__()
         self.drop = nn.Dropout(0.5)     # recomputed in eval mode: no dropout
 
-    def forward(self, scale, a, b):
-        return self.drop(a + b) * scale
+    def forward(self, scale, a):
+        return self.drop(a) * scale
 
 
 class _TwoArgsOverwritten(nn.Module):
@@ -1091,10 +1091,12 @@ class _TwoArgsOverwritten(nn.Module):
         self.add = _TwoArgs()
         self.drop = nn.Dropout(0.5)
         self.fc = nn.Linear(4, 3)
+        self.forwards = 0
 
     def forward(self, x):
         y = self.bn(self.conv(x))
-        s = self.add(2.0, y, self.drop(y))
+        self.forwards += 1
+        s = self.add(2.0, y + self.drop(y))
         s.relu_()
         return self.fc(s.mean((2, 3)))
 
@@ -1114,6 +1116,7 @@ def test_an_overwritten_multi_input_output_is_recomputed_in_eval_mode_and_traini
         model.train()
         assert torch.equal(f.activations("add"), want)
         assert all(m.training for m in model.modules())
+        assert model.forwards == 1          # recomputed from its (proven) inputs: no second forward
 
 
 class _Halves(nn.Module):
@@ -1179,6 +1182,7 @@ class _BufferOnly(nn.Module):
 
     def __init__(self):
         super().__init__()
+        self.register_buffer("index", torch.arange(2))           # an integer buffer says nothing
         self.register_buffer("k", torch.ones(2, 3, 3, 3, dtype=torch.float64) / 27)
 
     def forward(self, x):

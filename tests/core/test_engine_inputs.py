@@ -409,11 +409,12 @@ class _Odd(nn.Module):
         self.conv = nn.Conv2d(3, 4, 3)
         self.total, self.argmax = _Call(lambda y: y.sum((1, 2, 3))), _Call(lambda y: y.argmax(1))
         self.pair, self.log = _Call(lambda y: (y, y)), _Call(lambda y: None)
+        self.fill = _Call(lambda n: torch.full((1, 2, 3, 3), float(n)))     # called with a number
 
     def forward(self, x):
         y = self.conv(x)
         self.total(y), self.argmax(y), self.pair(y), self.log(y)
-        return y
+        return y + self.fill(3)[:, :1].mean()
 
 
 class _Call(nn.Module):
@@ -433,7 +434,7 @@ def test_the_map_says_why_a_layer_has_no_units():
         "pair": "returns a tuple, not a tensor",
         "log": "returns None, not a tensor",
         "conv": None}
-    assert [mm[n].units for n in ("total", "argmax", "pair", "log", "conv")] == [None, None, None, None, 4]
+    assert [mm[n].units for n in ("total", "argmax", "pair", "log", "conv", "fill")] == [None, None, None, None, 4, 2]
     with Visualizer(_Odd()).forward(torch.rand(1, 3, 8, 8)) as f:
         with pytest.raises(CnnvisError, match=r"^layer 'argmax' \(_Call\) is not visualizable: output dtype "
                                               r"torch\.int64 is not floating point\.$"):
