@@ -116,6 +116,8 @@ def test_parts_round_trip_through_files(tmp_path):
     back = [M.read_part(tmp_path / f"p{i}") for i in range(2)]
     a, b = M.merge_parts(parts), M.merge_parts(back)
     assert a[1] == b[1] and a[2] == b[2]
+    # the skipped file keeps its reason through the part files (what atlas.json shows the user)
+    assert ("b/broken.png", "'broken.png' could not be decoded as an image (corrupt or unsupported format)") in b[1]
     for name in a[0]:
         assert np.array_equal(a[0][name].values, b[0][name].values)
         assert np.array_equal(a[0][name].images, b[0][name].images)
@@ -127,6 +129,12 @@ def test_parts_round_trip_through_files(tmp_path):
     np.savez(tmp_path / "p1" / M.PART_NPZ, **z)
     with pytest.raises(CnnvisError, match="damaged or incomplete part .*outside the part's slice"):
         M.read_part(tmp_path / "p1")
+    # a part that stopped before the end of its slice is not a finished part
+    z = dict(np.load(tmp_path / "p0" / M.PART_NPZ))
+    z["next_index"] = np.asarray(int(z["next_index"]) - 1)
+    np.savez(tmp_path / "p0" / M.PART_NPZ, **z)
+    with pytest.raises(CnnvisError, match="damaged or incomplete part .*covers"):
+        M.read_part(tmp_path / "p0")
     (tmp_path / "p1" / M.PART_NPZ).write_bytes(b"truncated")
     with pytest.raises(CnnvisError, match="damaged or incomplete part"):
         M.read_part(tmp_path / "p1")

@@ -76,3 +76,29 @@ def test_a_layer_without_an_n_by_c_tensor_output_is_named_in_the_error(tmp_path)
             scan_folder(model, TINY_SPEC, tmp_path / "im", [layer], k=1, use_cache=False)
         assert str(e.value) == (f"layer '{shown}' ({kind}) does not output an N x C (x H x W) tensor; "
                                 f"choose another layer to scan.")
+
+
+class _Levels(torch.nn.Module):
+    """Quantizes its input to integer levels: an integer N x C x H x W output."""
+
+    def forward(self, x):
+        return (x * 4).round().to(torch.int64)
+
+
+class _Float(torch.nn.Module):
+    def forward(self, x):
+        return x.float()
+
+
+def test_an_integer_layer_is_scanned_as_numbers(tmp_path):
+    make_images(tmp_path / "im", n=4, bad=False)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), _Levels(), _Float(), torch.nn.Flatten(),
+                                torch.nn.Linear(2 * 30 * 30, 2)).eval()
+    res = scan_folder(model, TINY_SPEC, tmp_path / "im", ["1"], k=2, use_cache=False)
+    acts = []
+    for p in sorted((tmp_path / "im").rglob("*.png")):
+        x = torch.from_numpy(TINY_SPEC.to_array(load_image(p)))[None]
+        acts.append(model[1](model[0](x)).float())
+    best = torch.cat(acts).amax(dim=(2, 3)).amax(dim=0)
+    assert [res.hits("1", u)[0].value for u in range(2)] == best.tolist()
