@@ -1297,3 +1297,31 @@ def test_a_module_that_writes_into_its_input_when_run_again_is_refused():
             f.activations("twice")
     assert str(ei.value) == ("module 'twice' wrote into its input when run again; its recorded output "
                              "cannot be recovered")
+
+
+class _ConvReluChain(nn.Module):
+    """conv -> ReLU(inplace) -> conv -> ReLU(inplace): each conv's output is overwritten by its ReLU,
+    and the second conv's input is the first ReLU's in-place result (version 1, proven by that call)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3),
+                                      nn.ReLU(inplace=True))
+        self.forwards = 0
+
+    def forward(self, x):
+        self.forwards += 1
+        return self.features(x)
+
+
+def test_outputs_overwritten_by_in_place_relus_are_recomputed_from_proven_inputs():
+    torch.manual_seed(10)
+    model = _ConvReluChain().eval()
+    x = torch.randn(1, 3, 9, 9)
+    with torch.no_grad():
+        c0 = model.features[0](x)
+        c2 = model.features[2](F.relu(c0))
+    with Visualizer(model).forward(x) as f:
+        assert f._calls["features.2"][0].overwritten
+        assert torch.equal(f.activations("features.2"), c2) and torch.equal(f.activations("features.0"), c0)
+        assert model.forwards == 1          # both recomputed module by module: no second forward
