@@ -1356,3 +1356,30 @@ def test_outputs_overwritten_by_in_place_relus_are_recomputed_from_proven_inputs
         assert f._calls["features.2"][0].overwritten
         assert torch.equal(f.activations("features.2"), c2) and torch.equal(f.activations("features.0"), c0)
         assert model.forwards == 1          # both recomputed module by module: no second forward
+
+
+class _ChangedBeforeUse(nn.Module):
+    """A functional result changed in place before a module uses it, the module's output overwritten."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+        self.times = _Times()
+
+    def forward(self, x):
+        t = self.conv(x) * 2
+        t.add_(1.0)
+        c = self.times(t)
+        c.add_(1.0)
+        return c
+
+
+def test_an_input_changed_before_use_by_no_module_still_gives_the_recorded_value():
+    model = _ChangedBeforeUse().eval()
+    x = torch.randn(1, 3, 6, 6)
+    with torch.no_grad():
+        want = (model.conv(x) * 2 + 1.0) * 1.5
+    with Visualizer(model).forward(x) as f:
+        torch.testing.assert_close(f.activations("times"), want)
+    mm = model_map(nn.Sequential(nn.Sequential(nn.Conv2d(3, 2, 1))), InputSpec(3, 4, 4))
+    assert [(l.name, l.order) for l in mm] == [("", 0), ("0", 0), ("0.0", 0)]   # all start with the conv
