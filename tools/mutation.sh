@@ -86,4 +86,4 @@ done
 echo "== counts ($(( $(date +%s) - t0 )) s) =="
 sed -E 's/.*: //' "$OUT/results.txt" | sort | uniq -c
 }
-main "$@"
+main "$@"; exit $?   # on one line: bash reads no further once main returns (safe to edit meanwhile)
