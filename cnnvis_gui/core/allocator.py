@@ -4,10 +4,12 @@ PyTorch's CPU tensors come straight from ``malloc`` (no caching allocator on the
 glibc serves a block over its mmap threshold (128 KiB at start, raised on the fly up to
 32 MiB) with a fresh ``mmap`` and trims freed memory at the top of its heap back to the
 kernel; every new frame's feature maps and gradients then page-fault their memory in
-again, zero-filled by the kernel.  Measured here (``benchmarks/bench_engine.py``, 224 x 224,
-one thread): about a fifth of a MobileNetV3-Large forward's CPU time was system time spent
-in page faults; with the tuning below it was none and the forward ~17 % faster (ResNet-50
-~7 %).  PyTorch's own performance guide recommends jemalloc or tcmalloc for the same reason.
+again, zero-filled by the kernel, and how often depends on what ran before (in one run of
+``benchmarks/bench_engine.py`` the same bare MobileNetV3-Large forward measured 18 or 32 ms by
+case order alone).  With the tuning below, ``bench_engine.py`` against ``--system-malloc`` on a
+quiet machine: a ResNet-50 forward + input gradient 283 -> 255 ms; MobileNetV3-Large unchanged
+(its blocks already stayed under glibc's adaptive threshold).  PyTorch's performance guide
+recommends jemalloc or tcmalloc for the same reason.
 
 The tuning (``mallopt``): blocks up to 32 MiB come from malloc's heaps
 (``M_MMAP_THRESHOLD``) and freed heap memory is kept for the next frame
