@@ -1,0 +1,34 @@
+"""What the notices and `cnnvis info` call each activation the rules meet (from a mutation run's survivors)."""
+import torch
+from torch import nn
+
+from cnnvis_gui.core import Visualizer
+from cnnvis_gui.core.rules import activation_notices
+
+
+class _Acts(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.acts = nn.ModuleList([nn.ReLU6(), nn.Hardtanh(-1.0, 1.0), nn.Hardtanh(0.0, 7.0), nn.SELU(), nn.ELU(),
+                                   nn.ReLU()])
+
+    def forward(self, x):
+        y = self.conv(x)
+        return sum(a(y) for a in self.acts).mean((2, 3))
+
+
+def test_relu6_selu_and_their_relatives_are_named_as_the_user_wrote_them():
+    torch.manual_seed(0)
+    frame = Visualizer(_Acts().eval()).forward(torch.randn(1, 3, 8, 8))
+    assert frame.generalized_activations == {"ReLU6": 1, "Hardtanh": 2, "SELU": 1, "ELU": 1}
+    assert frame.relu_calls == 1
+    assert any(n.startswith("1 ELU, 2 Hardtanh, 1 ReLU6, 1 SELU activation calls: generalized rule")
+               for n in frame.notices)
+
+
+def test_in_place_relus_on_views_are_counted_in_words():
+    one = activation_notices(3, {}, relu_on_views=1)
+    two = activation_notices(3, {}, relu_on_views=2)
+    assert one == ["1 in-place ReLU call on a view of another tensor keeps the plain gradient"]
+    assert two == ["2 in-place ReLU calls on a view of another tensor keep the plain gradient"]
