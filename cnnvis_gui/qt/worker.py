@@ -12,8 +12,9 @@ other module call keeps PyTorch's hook-free path, so a live source runs at the b
 forward's speed.  A request on the same frame reuses the kept
 :class:`~cnnvis_gui.core.Frame` and runs backward passes only; the first one that reads a
 layer the frame did not record runs that frame's input once more recording every module,
-so exploring a still frame afterwards costs backward passes only.  Results leave the thread only through Qt signals, as a frozen
-:class:`RenderResult` holding freshly made numpy arrays that nobody mutates again.
+so exploring a still frame afterwards costs backward passes only.  Results leave the thread
+only through Qt signals, as a frozen :class:`RenderResult` holding freshly made numpy arrays
+that nobody mutates again.
 """
 from __future__ import annotations
 
