@@ -7,3 +7,24 @@ class CnnvisError(ValueError):
     Subclasses ``ValueError`` so callers that only know the standard library can
     still catch it. The message always says what is wrong and what to do.
     """
+
+
+_STALE_MARK = "modified by an inplace operation"
+
+
+def stale_saved_tensor(error: BaseException) -> str | None:
+    """What autograd's "modified by an inplace operation" error names (``"output 0 of Elu1"``, or
+    ``"a saved tensor"``), or None when ``error`` is another error."""
+    text = str(error)
+    if _STALE_MARK not in text:
+        return None
+    at = text.find("which is ")
+    return text[at + len("which is "):].split(",")[0] if at >= 0 else "a saved tensor"
+
+
+def not_differentiable(what: str) -> CnnvisError:
+    """The one-line error for a model that changes in place a tensor its own backward needs."""
+    return CnnvisError(f"the model changes in place a tensor its backward needs ({what}, changed after the "
+                       f"forward saved it), so no gradient reaches the input (saliency, deconvnet, guided, "
+                       f"CAMs); make that in-place operation out of place (inplace=False) -- activations "
+                       f"are unaffected")

@@ -48,6 +48,8 @@ from collections import Counter
 
 import torch
 
+from .errors import not_differentiable, stale_saved_tensor
+
 __all__ = ["RuleBox", "GraphRules", "activation_label", "activation_notices", "ACTIVATIONS"]
 
 ACTIVATIONS = ("all", "relu-only")   # where the deconvnet/guided rules apply
@@ -182,6 +184,9 @@ _VIEW_RESULT = {"ReluBackward0", "ReluBackward1", "LeakyReluBackward1", "EluBack
                 "HardtanhBackward1"}
 
 
+_STALE = object()   # what GraphRules._saved returns for a saved tensor changed in place since
+
+
 class GraphRules:
     """Hooks the rule onto every ReLU node reachable from the roots it is given; counts activations.
 
@@ -199,6 +204,20 @@ class GraphRules:
         self.relu_on_views = 0        # in-place ReLUs on a view the rule cannot reach (no saved view)
         self.generalized: Counter = Counter()   # activations that got the generalized rule
         self.others: Counter = Counter()        # activations that keep the plain gradient
+        self.stale: str | None = None    # a saved tensor changed in place since: no backward runs through it
+
+    def _saved(self, node, attr: str):
+        """``node``'s saved tensor ``attr`` (None when it has none), or :data:`_STALE` after noting
+        in ``stale`` that the model changed it in place after the forward saved it (the activation
+        is counted as the rule would reach it; no backward runs through it anyway)."""
+        try:
+            return getattr(node, attr, None)
+        except RuntimeError as e:
+            what = stale_saved_tensor(e)
+            if what is None:
+                raise
+            self.stale = self.stale or what
+            return _STALE
 
     def visit(self, roots) -> None:
         """Walk the graph from ``roots`` (autograd nodes, None allowed) and hook new ReLU nodes."""
@@ -218,9 +237,10 @@ class GraphRules:
             elif name in _OTHER_NODES:
                 label = activation_label(node)
                 attr = _RECTIFIER_INPUT.get(name) if self.generalize else None
-                x = getattr(node, attr, None) if attr is not None else None
-                if isinstance(x, torch.Tensor):
-                    node.register_hook(_rectifier_hook(self.box, x.detach()))
+                x = self._saved(node, attr) if attr is not None else None
+                if isinstance(x, torch.Tensor) or x is _STALE:
+                    if x is not _STALE:
+                        node.register_hook(_rectifier_hook(self.box, x.detach()))
                     self.generalized[label] += 1
                 else:
                     self.others[label] += 1
@@ -233,9 +253,9 @@ class GraphRules:
         label = activation_label(wrapped) if wrapped is not None else None
         if label is None:
             return
-        y = getattr(wrapped, "_saved_result", None) if type(wrapped).__name__ in _VIEW_RESULT else None
-        reach = isinstance(y, torch.Tensor) and (label == "ReLU" or self.generalize)
-        if reach:
+        y = self._saved(wrapped, "_saved_result") if type(wrapped).__name__ in _VIEW_RESULT else None
+        reach = (isinstance(y, torch.Tensor) or y is _STALE) and (label == "ReLU" or self.generalize)
+        if reach and y is not _STALE:
             node.register_hook(_view_hook(self.box, y.detach()))
         if label == "ReLU":
             if reach:
@@ -253,14 +273,17 @@ class GraphRules:
 
 
 def activation_notices(relu_calls: int, others, relu_on_views: int = 0, generalized=None,
-                       activations: str = "all") -> list[str]:
-    """One line per fact the user should know about how the rules met this model's activations."""
+                       activations: str = "all", stale: str | None = None) -> list[str]:
+    """One line per fact the user should know about how the rules met this model's activations
+    (``stale``: what :attr:`GraphRules.stale` found, a tensor no backward can run through)."""
     def listing(counts):
         total = sum(counts.values())
         return (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) +
                 f" activation call{'s' if total != 1 else ''}", total)
 
     notes = []
+    if stale:
+        notes.append(not_differentiable(stale).args[0])
     if generalized:
         text, total = listing(generalized)
         notes.append(f"{text}: generalized rule (guided relu(g)·f'(x) where x > 0, deconvnet relu(g); "
