@@ -195,7 +195,7 @@ class GraphRules:
     which the frame keeps anyway).
     """
 
-    def __init__(self, box: RuleBox, activations: str = "all"):
+    def __init__(self, box: RuleBox, activations: str):
         self.box = box
         self.generalize = activations == "all"
         self._seen: set = set()

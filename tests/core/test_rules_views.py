@@ -152,7 +152,7 @@ class CopySlices(_FakeNode):
 def test_a_relu_on_a_view_the_rule_cannot_reach_is_counted_and_named():
     """On this torch every ReLU node saves its view; a build whose node does not keeps the plain
     gradient there, and the notice says how many such calls there were."""
-    rules = GraphRules(RuleBox("guided"))
+    rules = GraphRules(RuleBox("guided"), "all")
     nodes = [CopySlices(), CopySlices(), CopySlices()]
     rules.visit(nodes)
     assert all(n.hooks == [] for n in nodes)     # nothing to locate the region with: no hook
