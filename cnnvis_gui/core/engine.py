@@ -111,8 +111,7 @@ class _Census:
                                       else None)
         self.other_activations = dict(rules.others)
         self.generalized_activations = dict(rules.generalized)
-        self.notices = activation_notices(rules.relu_calls, rules.others, rules.relu_on_views, rules.generalized,
-                                          "all" if rules.generalize else "relu-only", rules.stale)
+        self.notices = activation_notices(rules)
 
 
 # --------------------------------------------------------------------------- model map

@@ -272,10 +272,12 @@ class GraphRules:
         return self.relu_nodes + self.relu_on_views
 
 
-def activation_notices(relu_calls: int, others, relu_on_views: int = 0, generalized=None,
-                       activations: str = "all", stale: str | None = None) -> list[str]:
-    """One line per fact the user should know about how the rules met this model's activations
-    (``stale``: what :attr:`GraphRules.stale` found, a tensor no backward can run through)."""
+def activation_notices(rules: GraphRules) -> list[str]:
+    """One line per fact the user should know about how the rules met the activations that
+    ``rules`` walked (counts, the mode, and a saved tensor no backward can run through)."""
+    others, relu_on_views, generalized, stale = rules.others, rules.relu_on_views, rules.generalized, rules.stale
+    activations = "all" if rules.generalize else "relu-only"
+
     def listing(counts):
         total = sum(counts.values())
         return (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) +
@@ -296,6 +298,6 @@ def activation_notices(relu_calls: int, others, relu_on_views: int = 0, generali
     if relu_on_views:
         notes.append(f"{relu_on_views} in-place ReLU call{'s' if relu_on_views != 1 else ''} on a view of "
                      f"another tensor keep{'s' if relu_on_views == 1 else ''} the plain gradient")
-    if relu_calls == 0 and not generalized:
+    if rules.relu_calls == 0 and not generalized:
         notes.append("the model runs no ReLU: deconvnet and guided backprop equal the plain gradient")
     return notes

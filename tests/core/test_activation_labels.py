@@ -3,7 +3,6 @@ import torch
 from torch import nn
 
 from cnnvis_gui.core import Visualizer
-from cnnvis_gui.core.rules import activation_notices
 
 
 class _Acts(nn.Module):
@@ -26,10 +25,3 @@ def test_relu6_selu_and_their_relatives_are_named_as_the_user_wrote_them():
     assert frame.relu_calls == 1
     assert any(n.startswith("1 ELU, 2 Hardtanh, 2 ReLU6, 1 SELU activation calls: generalized rule")
                for n in frame.notices)
-
-
-def test_in_place_relus_on_views_are_counted_in_words():
-    one = activation_notices(3, {}, relu_on_views=1)
-    two = activation_notices(3, {}, relu_on_views=2)
-    assert one == ["1 in-place ReLU call on a view of another tensor keeps the plain gradient"]
-    assert two == ["2 in-place ReLU calls on a view of another tensor keep the plain gradient"]
