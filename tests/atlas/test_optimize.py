@@ -144,3 +144,13 @@ def test_cache_and_stop(tmp_path):
         assert all(s.image.dtype == np.uint8 for s in steps)
     finally:
         h.remove()
+
+
+def test_a_model_whose_backward_cannot_run_gets_one_line(tmp_path):
+    """ELU then ReLU in place on two slices of one tensor: PyTorch's own backward fails."""
+    from tests.core.test_rules_views import _SecondInPlaceOnTheSameBase
+    torch.manual_seed(0)
+    m = _SecondInPlaceOnTheSameBase().eval()
+    with pytest.raises(CnnvisError, match=r"changes in place a tensor its backward needs \(output 0 of Elu1") as e:
+        maximize(m, InputSpec(channels=3, height=8, width=8), "output", 0, use_cache=False, max_iter=2)
+    assert "\n" not in str(e.value)
