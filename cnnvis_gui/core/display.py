@@ -16,6 +16,9 @@ Design choices
   brightness of everything else, and the picture matches what the following ReLU passes.
   A layer (or unit) whose maximum is <= 0 is shown black.
 * Non-finite values (NaN, +-inf) are treated as 0.
+* A picture does not depend on the magnitude of its values: a layer whose max is 1e-40, a
+  gradient of 1e-30 or 1e30 and a gain of 1e8 are shown like any other (values are divided by
+  their max before anything is scaled, squared or rounded, so nothing overflows float32).
 * The mosaic has a ``separator``-pixel frame around the whole image and between tiles, in
   the dark neutral ``SEPARATOR_COLOR``. The highlighted / frozen unit outlines are drawn
   **on that separator ring** around the tile, so they never cover activation pixels
@@ -106,11 +109,12 @@ def _check_gain_gamma(gain: float, gamma: float) -> None:
 
 
 def _scaled_to_uint8(a: np.ndarray, k, gamma: float) -> np.ndarray:
-    """uint8 ``round(255 * clip(a * k, 0, 1) ** gamma)``; ``k`` a scalar or broadcastable array."""
+    """uint8 ``round(255 * clip(a * k, 0, 1) ** gamma)``; ``k`` a float32 scalar (the gain)."""
     if gamma == 1.0:
         v = a * (np.float32(255.0) * k)
-        np.maximum(v, np.float32(0), out=v)
-        # convertScaleAbs rounds and saturates to 0..255 in one (vectorized) pass
+        # clipped first: convertScaleAbs rounds and saturates to 0..255, but a value past 2**31
+        # (a large gain) wraps to 0 there and a unit's maximum would turn black
+        np.clip(v, np.float32(0), np.float32(255), out=v)
         return cv2.convertScaleAbs(v.reshape(v.shape[0], -1)).reshape(v.shape)
     v = a * k
     np.clip(v, 0.0, 1.0, out=v)
@@ -148,11 +152,12 @@ def normalize_unit(act2d, lo=None, hi=None, gain: float = 1.0, gamma: float = 1.
     hi = (float(a.max()) if a.size else 0.0) if hi is None else float(hi)
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return np.zeros(a.shape, np.float32)
-    v = (a - np.float32(lo)) * np.float32(gain / (hi - lo))
+    # in float64: over a tiny span (a map whose max is 1e-39) 1 / (hi - lo) overflows float32 (0 * inf = NaN)
+    v = (a.astype(np.float64) - lo) / (hi - lo) * gain
     np.clip(v, 0.0, 1.0, out=v)
     if gamma != 1.0:
-        np.power(v, np.float32(gamma), out=v)
-    return v.astype(np.float32, copy=False)
+        np.power(v, gamma, out=v)
+    return v.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- mosaic
@@ -161,7 +166,8 @@ def _choose_grid(n: int, cell_h: int, cell_w: int, sep: int, aspect: float) -> t
     """Rows, cols whose whole mosaic (cells plus separators) is closest to ``aspect`` (w / h).
 
     Closeness is on a log scale; empty cells cost extra, and a last row holding less than a
-    quarter of the columns (a lone tile or two under a full grid) costs more.
+    quarter of the columns (a lone tile or two under a full grid) costs more. Scores that agree
+    to 9 decimals tie, and the grid with fewer rows wins.
     """
     cols = np.arange(1, n + 1)
     rows = -(-n // cols)
@@ -347,17 +353,14 @@ class ActivationMosaic:
         """n x h x w float -> n x h x w uint8 with the chosen scale, gain, clip and gamma."""
         n = a.shape[0]
         if normalize == "unit" and not self.is_linear:
-            hi = a.reshape(n, -1).max(axis=1).astype(np.float64)[:, None, None]
+            hi = a.reshape(n, -1).max(axis=1)[:, None, None]
         else:
-            hi = np.float64(a.max())
-        with np.errstate(divide="ignore", over="ignore"):
-            k = np.where(hi > 0, gain / np.where(hi > 0, hi, 1.0), 0.0)
-        if not np.all(np.isfinite(k * 255.0)) or not np.all(np.abs(k) < 3e38):
-            # max so tiny that gain / max overflows float32: divide first, then apply gain
-            a = a / np.where(hi > 0, hi, np.inf).astype(np.float32)
-            k = np.where(hi > 0, gain, 0.0)
-        k = np.asarray(k, np.float32)
-        return _scaled_to_uint8(a, k, gamma)
+            hi = a.max()
+        # divided by the max first (gain / max overflows float32 when the max is tiny, 1e-39); a layer
+        # or unit whose max is <= 0 is divided by inf: black. A value far below a tiny max (-1e10
+        # under 1e-30) overflows to -inf (times a gain of 0: NaN), black as it should be.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _scaled_to_uint8(a / np.where(hi > 0, hi, np.float32(np.inf)), np.float32(gain), gamma)
 
     def _assemble(self, tiles: np.ndarray) -> np.ndarray:
         """n x th x tw uint8 tiles -> H x W grey canvas with separators."""
@@ -450,9 +453,10 @@ def _signed_to_uint8(g: np.ndarray) -> np.ndarray:
     m = float(np.abs(g).max()) if g.size else 0.0
     if m <= 0:
         return np.full(g.shape, 128, np.uint8)
-    v = g * np.float32(127.5 / m) + np.float32(128.0)   # 0 -> 128, +m -> 255.5, -m -> 0.5
-    np.clip(v, 0, 255, out=v)
-    return np.floor(v).astype(np.uint8)
+    # divided first (127.5 / m overflows float32 when m < 4e-37); |g / m| <= 1 exactly, so v lies
+    # in [0.5, 255.5]: 0 -> 128, +m -> 255.5, -m -> 0.5; no clip, and truncation is the floor
+    v = g / np.float32(m) * np.float32(127.5) + np.float32(128.0)
+    return v.astype(np.uint8)
 
 
 def _positive_to_uint8(v: np.ndarray) -> np.ndarray:
@@ -460,7 +464,9 @@ def _positive_to_uint8(v: np.ndarray) -> np.ndarray:
     m = float(v.max()) if v.size else 0.0
     if m <= 0:
         return np.zeros(v.shape, np.uint8)
-    return np.floor(v * np.float32(255.0 / m) + np.float32(0.5)).clip(0, 255).astype(np.uint8)
+    # divided first (255 / m overflows float32 when m < 8e-37); 0 <= v / m <= 1: no clip, and
+    # truncating v / m * 255 + 0.5 (>= 0) rounds half up
+    return (v / np.float32(m) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
 
 
 def _gray3(g: np.ndarray) -> np.ndarray:
@@ -510,7 +516,11 @@ def saliency_to_image(grad, filter: str = "raw", sigma: float | None = None) -> 
         return _gray3(_signed_to_uint8(g[0] if c == 1 else g.mean(axis=0)))
     if filter == "gray":
         return _gray3(_signed_to_uint8(g.mean(axis=0)))
-    norm = np.sqrt(np.einsum("chw,chw->hw", g, g, dtype=np.float32))
+    # the norm of g / max|g| (the picture is scaled by its max anyway): g * g underflows to 0
+    # below |g| ~ 1e-19 and overflows above ~ 2e19 in float32
+    m = float(np.abs(g).max()) if g.size else 0.0
+    gs = g / np.float32(m) if m > 0 else g
+    norm = np.sqrt(np.einsum("chw,chw->hw", gs, gs, dtype=np.float32))
     if filter == "normblur":
         if sigma is None:
             sigma = max(1.0, min(h, w) / 50.0)
