@@ -31,7 +31,7 @@ MOD="${MOD#cnnvis_gui/}"
 
 # the tests that guard each module (keep them fast: every mutant runs the ones covering its function)
 case "$MOD" in
-  core/display.py) TESTS="tests/core/test_display.py tests/core/test_display_contracts.py" ;;
+  core/display.py) TESTS="tests/core/test_display.py tests/core/test_display_contracts.py tests/core/test_display_extremes.py" ;;
   core/engine.py)  TESTS="tests/core" ;;   # cams and attribution call the engine too
   core/spec.py)    TESTS="tests/core/test_spec.py" ;;
   core/hooks.py)   TESTS="tests/core tests/atlas/test_scan.py tests/atlas/test_scan_faults.py" ;;
