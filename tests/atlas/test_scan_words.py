@@ -1,0 +1,242 @@
+"""Every line the top-k scan shows a user, word for word, and its public helpers' plumbing.
+
+Progress lines, cache notices, the errors for an empty folder / nothing decoded / a missing layer,
+the reasons recorded for images the model raised on, which errors stop a scan, ``atlas.json``'s
+keys (``AtlasScan.to_dict``), ``store_result`` (a merged result where a one-process scan finds it)
+and the arguments of ``scan_folder`` / ``load_scan``.  The expected texts are written out here,
+not built by the product's own helpers (found by mutation testing: ``tools/mutation.sh atlas/scan.py``).
+"""
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnvis_gui.atlas import TopKScan, load_scan, scan_folder
+from cnnvis_gui.atlas.scan import (AtlasScan, LayerTopK, ScanProgress, nothing_decoded_error, shard_range,
+                                   store_result)
+from cnnvis_gui.core import CnnvisError, ModelForwardError
+
+from .helpers import TINY_SPEC, make_images, tiny_model, run_scan
+
+EXTS = ".png, .jpg, .jpeg, .bmp, .tif, .webp..."
+MF = "the model's forward raised"
+
+
+# ----------------------------------------------------------------------------- progress line
+def test_progress_line_word_for_word():
+    assert ScanProgress(10, 40, 12.345, 2.6, 0, 8).describe() == "10/40 images, 12.3 images/s, ETA 3 s"
+    assert ScanProgress(40, 40, 7.0, None, 2, 8).describe() == "40/40 images, 7.0 images/s, 2 skipped"
+    assert ScanProgress(3, 9, 0.0, 0.0, 1, 8).describe() == "3/9 images, 0.0 images/s, ETA 0 s, 1 skipped"
+
+
+# ----------------------------------------------------------------------------- messages
+def test_empty_folder_messages_word_for_word(tmp_path, cache):
+    d = tmp_path / "empty"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "data.csv").write_text("1,2")
+    with pytest.raises(CnnvisError) as e:
+        TopKScan(tiny_model(), TINY_SPEC, d, ["features.4"]).total
+    assert str(e.value) == f"no images in folder '{d}' or its sub-folders (looked for {EXTS}); found 1 other file."
+    with pytest.raises(CnnvisError) as e:
+        TopKScan(tiny_model(), TINY_SPEC, d, ["features.4"], recursive=False).total
+    assert str(e.value) == f"no images in folder '{d}' (looked for {EXTS})."
+    (d / "a.txt").write_text("x")
+    (d / "b.txt").write_text("x")
+    with pytest.raises(CnnvisError) as e:
+        TopKScan(tiny_model(), TINY_SPEC, d, ["features.4"], recursive=False).total
+    assert str(e.value) == f"no images in folder '{d}' (looked for {EXTS}); found 2 other files."
+
+
+def test_nothing_decoded_errors_word_for_word():
+    e = nothing_decoded_error("/x/im", 1, [("a.png", "cannot decode")])
+    assert type(e) is CnnvisError
+    assert str(e) == "none of the 1 image file in '/x/im' could be decoded: a.png: cannot decode."
+    e = nothing_decoded_error("/x/im", 2, [])
+    assert type(e) is CnnvisError and str(e) == "none of the 2 image files in '/x/im' could be decoded."
+    skipped = [("z.png", "cannot decode"), ("b.png", f"{MF} ValueError: too bright"), ("c.png", f"{MF} KeyError")]
+    e = nothing_decoded_error("/x/im", 3, skipped)
+    assert isinstance(e, ModelForwardError)
+    assert str(e) == ("the model's forward raised on all 2 decodable images of '/x/im' (first: b.png: the model's "
+                      "forward raised ValueError: too bright); check the input spec against what the model was "
+                      "trained on.")
+    e = nothing_decoded_error("/x/im", 2, skipped[:2])
+    assert str(e) == ("the model's forward raised on all 1 decodable image of '/x/im' (first: b.png: the model's "
+                      "forward raised ValueError: too bright); check the input spec against what the model was "
+                      "trained on.")
+
+
+def test_missing_layer_message_and_output_alias():
+    """``layer("output")`` is the model output only when no module is called ``output``."""
+    def table(name, v):
+        return LayerTopK(name, np.full((1, 1), v, np.float32), np.zeros((1, 1), np.int64),
+                         np.zeros((1, 1), np.int32), np.zeros((1, 1), np.int32), (1,))
+    res = AtlasScan(Path("/im"), ["a.png"], {"output": table("output", 1.0), "": table("", 2.0)}, 1, TINY_SPEC)
+    assert res.layer("output").values[0, 0] == 1.0 and res.layer("").values[0, 0] == 2.0
+    assert res.hits("output", 0)[0].value == 1.0
+    alias = AtlasScan(Path("/im"), ["a.png"], {"fc": table("fc", 3.0), "": table("", 4.0)}, 1, TINY_SPEC)
+    assert alias.layer("output").values[0, 0] == 4.0
+    with pytest.raises(CnnvisError) as e:
+        alias.layer("conv9")
+    assert str(e.value) == "this atlas has no layer 'conv9'; it has 'fc', ''."
+
+
+def test_shard_index_message():
+    with pytest.raises(CnnvisError) as e:
+        shard_range(10, 3, 3, 4)
+    assert str(e.value) == "shard 3/3: the index must be 0..2."
+
+
+def test_damaged_cache_notices_word_for_word(tmp_path):
+    make_images(tmp_path / "im", n=4, bad=False)
+    s = TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], k=2, cache_dir=tmp_path / "c")
+    s.cache_path.mkdir(parents=True)
+    for name in ("result.npz", "partial.npz"):
+        (s.cache_path / name).write_bytes(b"not a zip")
+    run_scan(s)
+    assert s.notices == [
+        f"the atlas cache file '{s.cache_path / 'result.npz'}' is damaged (not a readable .npz file); scanning again.",
+        f"the atlas cache file '{s.cache_path / 'partial.npz'}' is damaged (not a readable .npz file); "
+        "the scan starts over."]
+
+
+# ----------------------------------------------------------------------------- the model raising
+class Fussy(nn.Module):
+    """The tiny net, but its forward raises on a white image (two-line message), a black one (no
+    message) and a green one (a plain RuntimeError, which is no out-of-memory)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = tiny_model()
+
+    def forward(self, x):
+        m = x.flatten(2).mean(2)                                  # N x 3, normalized, RGB
+        if (m > 1.5).all(1).any():
+            raise ValueError("too bright\nsecond line of the message")
+        if (m < -1.5).all(1).any():
+            raise ValueError()
+        if ((m[:, 1] > 1.5) & (m[:, 0] < -1.5)).any():
+            raise RuntimeError("  no green, please  ")
+        return self.net(x)
+
+
+def test_images_the_model_raises_on_are_skipped_with_their_reason(tmp_path, cache):
+    folder = tmp_path / "im"
+    make_images(folder, n=6, bad=False)
+    for name, bgr in (("white", (250, 250, 250)), ("black", (5, 5, 5)), ("green", (5, 250, 5))):
+        cv2.imwrite(str(folder / f"{name}.png"), np.full((40, 36, 3), bgr, np.uint8))
+    s = TopKScan(Fussy(), TINY_SPEC, folder, ["net.features.4"], k=2, batch_size=16)
+    res = run_scan(s)
+    assert dict(res.model_failures) == {"white.png": f"{MF} ValueError: too bright",
+                                        "black.png": f"{MF} ValueError",
+                                        "green.png": f"{MF} RuntimeError: no green, please"}
+    assert s.batch_size == 16                        # a plain RuntimeError is not an out-of-memory
+    bad = {res.paths.index(p) for p in ("white.png", "black.png", "green.png")}
+    assert not bad & set(res.layer("net.features.4").images.ravel().tolist())
+
+
+class Failing(nn.Module):
+    def __init__(self, message):
+        super().__init__()
+        self.net, self.message = tiny_model(), message
+
+    def forward(self, x):
+        raise RuntimeError(self.message)
+
+
+@pytest.mark.parametrize("message", ["CUDA error: device-side assert triggered",
+                                     "CUDA out of memory. Tried to allocate 2.00 GiB"])
+def test_device_errors_stop_the_scan_instead_of_skipping_images(tmp_path, cache, message):
+    make_images(tmp_path / "im", n=4, bad=False)
+    s = TopKScan(Failing(message), TINY_SPEC, tmp_path / "im", ["net.features.4"], k=2, batch_size=4)
+    with pytest.raises(RuntimeError) as e:
+        run_scan(s)
+    assert str(e.value) == message and not isinstance(e.value, CnnvisError)
+
+
+# ----------------------------------------------------------------------------- atlas.json
+def test_to_dict_word_for_word():
+    conv = LayerTopK("conv", np.array([[3.5, 1.25], [2.0, -np.inf]], np.float32), np.array([[1, 0], [2, -1]]),
+                     np.array([[0, 2], [1, 0]], np.int32), np.array([[3, 1], [0, 0]], np.int32), (2, 4, 5))
+    out = LayerTopK("", np.array([[0.5, 0.25]], np.float32), np.array([[0, 2]]), np.zeros((1, 2), np.int32),
+                    np.zeros((1, 2), np.int32), (1,))
+    skipped = [("d/x.png", "cannot decode"), ("c.png", f"{MF} ValueError: no")]
+    res = AtlasScan(Path("/im"), ["a.png", "b/b.png", "c2.png"], {"conv": conv, "": out}, 2, TINY_SPEC,
+                    skipped, ranges=[(0, 2), (2, 4)])
+    doc = res.to_dict()
+    assert doc == {
+        "folder": "/im", "images": 3, "k": 2, "spec": TINY_SPEC.to_dict(),
+        "skipped": [{"path": "d/x.png", "reason": "cannot decode"}, {"path": "c.png", "reason": f"{MF} ValueError: no"}],
+        "model_failed": 1, "world_size": 2, "images_per_rank": [2, 2],
+        "layers": {
+            "conv": {"shape": [2, 4, 5], "units": [
+                {"unit": 0, "hits": [{"path": "/im/b/b.png", "image": 1, "y": 0, "x": 3, "value": 3.5},
+                                     {"path": "/im/a.png", "image": 0, "y": 2, "x": 1, "value": 1.25}]},
+                {"unit": 1, "hits": [{"path": "/im/c2.png", "image": 2, "y": 1, "x": 0, "value": 2.0}]}]},
+            "output": {"shape": [1], "units": [
+                {"unit": 0, "hits": [{"path": "/im/a.png", "image": 0, "y": 0, "x": 0, "value": 0.5},
+                                     {"path": "/im/c2.png", "image": 2, "y": 0, "x": 0, "value": 0.25}]}]}}}
+    json.dumps(doc)                                          # JSON-able as it is
+
+
+# ----------------------------------------------------------------------------- store_result
+def test_store_result_is_found_by_a_one_process_scan(tmp_path):
+    make_images(tmp_path / "im", n=5)                        # + one corrupt file (skipped)
+    layers = ["features.4", "output"]
+    ref = run_scan(TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", layers, k=3, use_cache=False))
+    assert ref.skipped
+    scan = TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", layers, k=3, cache_dir=tmp_path / "c")
+    path = store_result(tmp_path / "c", scan.key, scan.layers, ref.layers, len(ref.paths), ref.skipped,
+                        {"merged_from": 2})
+    assert path == tmp_path / "c" / f"scan-{scan.key}" == scan.cache_path
+    assert sorted(p.name for p in path.iterdir()) == ["meta.json", "result.npz"]
+    meta = json.loads((path / "meta.json").read_text())
+    assert set(meta) == {"merged_from", "finished"} and meta["merged_from"] == 2
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", meta["finished"]), meta
+    got = scan.cached()
+    assert got is not None and got.from_cache and scan.notices == []
+    assert got.skipped == ref.skipped and got.paths == ref.paths and list(got.layers) == list(ref.layers)
+    for name, t in ref.layers.items():
+        g = got.layers[name]
+        for attr in ("values", "images", "ys", "xs"):
+            np.testing.assert_array_equal(getattr(g, attr), getattr(t, attr))
+        assert g.shape == t.shape
+
+
+# ----------------------------------------------------------------------------- scan_folder / load_scan
+def test_scan_folder_and_load_scan_pass_their_arguments_on(tmp_path, monkeypatch):
+    folder = tmp_path / "im"
+    make_images(folder, n=12, bad=False)                     # in sub-folders a/ and b/
+    for i in range(4):
+        cv2.imwrite(str(folder / f"top{i}.png"), np.full((36, 36, 3), 40 * i, np.uint8))
+    elsewhere = tmp_path / "env-cache"
+    monkeypatch.setenv("CNNVIS_CACHE_DIR", str(elsewhere))
+    c = tmp_path / "c"
+    model, layers = tiny_model(), ["features.4"]
+
+    seen = []
+    res = scan_folder(model, TINY_SPEC, folder, layers, cache_dir=c, progress=seen.append)   # k=9, batches of 64
+    assert seen and all(isinstance(p, ScanProgress) for p in seen)
+    assert [(p.done, p.total, p.batch_size, p.from_cache) for p in seen] == [(16, 16, 64, False)]
+    assert all(len(res.hits("features.4", u)) == 9 for u in range(12)) and not res.from_cache
+    assert not elsewhere.exists()                            # the cache went where it was told
+    again = load_scan(model, TINY_SPEC, folder, layers, cache_dir=c)                         # k=9 too
+    assert again is not None and again.from_cache
+    seen = []
+    assert scan_folder(model, TINY_SPEC, folder, layers, cache_dir=c, progress=seen.append).from_cache
+    assert [p.from_cache for p in seen] == [True]
+
+    seen = []
+    top = scan_folder(model, TINY_SPEC, folder, layers, k=3, batch_size=3, cache_dir=c, use_cache=False,
+                      recursive=False, progress=seen.append)
+    assert top.paths == ["top0.png", "top1.png", "top2.png", "top3.png"]
+    assert [(p.done, p.batch_size) for p in seen] == [(3, 3), (4, 3)]
+    assert all(len(top.hits("features.4", u)) == 3 for u in range(12))
+    assert load_scan(model, TINY_SPEC, folder, layers, k=3, cache_dir=c, recursive=False) is None   # not cached
+    scan_folder(model, TINY_SPEC, folder, layers, k=3, cache_dir=c, recursive=False)
+    assert load_scan(model, TINY_SPEC, folder, layers, k=3, cache_dir=c, recursive=False) is not None
+    assert load_scan(model, TINY_SPEC, folder, layers, k=3, cache_dir=c) is None        # another scan (recursive)
