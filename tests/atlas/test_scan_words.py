@@ -240,3 +240,51 @@ def test_scan_folder_and_load_scan_pass_their_arguments_on(tmp_path, monkeypatch
     scan_folder(model, TINY_SPEC, folder, layers, k=3, cache_dir=c, recursive=False)
     assert load_scan(model, TINY_SPEC, folder, layers, k=3, cache_dir=c, recursive=False) is not None
     assert load_scan(model, TINY_SPEC, folder, layers, k=3, cache_dir=c) is None        # another scan (recursive)
+
+
+def test_damaged_result_notices_word_for_word(tmp_path):
+    """What is wrong with a damaged result.npz, in the notice's own words (also for a shard's slice)."""
+    make_images(tmp_path / "im", n=14, bad=False)
+    layers = ["features.4", "output"]
+
+    def scan(d, **kw):
+        return TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", layers, k=3, batch_size=4, cache_dir=tmp_path / d,
+                        **kw)
+    s = scan("good")
+    run_scan(s)
+    with np.load(s.cache_path / "result.npz") as z:
+        good = {key: z[key] for key in z.files}
+    units = len(good["v0"])
+    k2 = dict(good, **{f"{a}0": good[f"{a}0"][:, :2] for a in "viyx"})          # consistently k=2, not 3
+    cases = [({}, dict(k2), f"layer 0: arrays of shape ({units}, 2) for k=3"),
+             ({}, {key: v for key, v in good.items() if key[1:] not in ("0", "1")}, "it has 0 of 2 layers"),
+             ({}, {key: v for key, v in good.items() if key[1:] != "1"}, "it has 1 of 2 layers"),
+             ({}, dict(good, skipped_reasons=np.array(["x"])), "its list of skipped files is inconsistent"),
+             ({"shard": (1, 2)}, dict(good, next_index=np.array(10, np.int64)), "it covers 2 of 6 images"),
+             ({"shard": (1, 2)}, dict(good, next_index=np.array(16, np.int64)), "it covers 8 of 6 images"),
+             ({}, dict(good, i0=good["i0"].astype(np.float64)), "layer 0: wrong array types"),
+             ({}, dict(good, v0=good["v0"].astype(np.int64)), "layer 0: wrong array types"),
+             ({}, dict(good, s0=good["s0"][None]), f"layer 0: shape [{good['s0'].tolist()}] for {units} units"),
+             ({}, dict(good, s0=good["s0"][1:]), f"layer 0: shape {good['s0'][1:].tolist()} for {units} units"),
+             ({}, dict(good, i0=np.where(good["i0"] == good["i0"][0, 0], -2, good["i0"])),
+              "layer 0: image indices outside the 14 images"),
+             ({}, dict(good, i0=np.where(good["i0"] == good["i0"][0, 0], 14, good["i0"])),
+              "layer 0: image indices outside the 14 images")]
+    for i, (kw, arrays, why) in enumerate(cases):
+        s = scan(f"d{i}", **kw)
+        s.cache_path.mkdir(parents=True)
+        np.savez(s.cache_path / "result.npz", **arrays)
+        res = run_scan(s)
+        assert s.notices == [f"the atlas cache file '{s.cache_path / 'result.npz'}' is damaged ({why}); "
+                             "scanning again."], (why, s.notices)
+        assert all(len(res.hits(name, u)) == 3 for name in res.layers for u in range(2))
+
+
+def test_fewer_images_than_k_is_a_good_cache(tmp_path):
+    """A unit with fewer hits than k (image -1) is no damage: the second scan comes from the cache."""
+    make_images(tmp_path / "im", n=2, bad=False)
+    scans = [TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], k=3, cache_dir=tmp_path / "c")
+             for _ in range(2)]
+    first, again = run_scan(scans[0]), run_scan(scans[1])
+    assert (first.layer("features.4").images[:, 2] == -1).all()
+    assert again.from_cache and scans[1].notices == [] and again.hits("features.4", 0) == first.hits("features.4", 0)

@@ -1,0 +1,170 @@
+"""What a top-k scan reads and how it copes: the listing (order, hidden, linked, unreadable entries),
+layer names, argument checks, the out-of-memory back-off and the image-by-image retry, and the
+cache key (shards, folders).  References: the listing written out by hand, the model's own formula,
+scans of a folder without the failing images (found by ``tools/mutation.sh atlas/scan.py``).
+"""
+import os
+import shutil
+import threading
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnvis_gui.atlas import TopKScan, scan_folder
+from cnnvis_gui.atlas.scan import list_images, resolve_layers
+from cnnvis_gui.core import CnnvisError
+
+from .helpers import TINY_SPEC, make_images, run_scan, tiny_model
+from .test_scan import OOMModel
+from .test_scan_words import Fussy
+
+
+def _png(path, value=128, size=(36, 40)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.random.default_rng(value).integers(0, 255, size + (3,), dtype=np.uint8)
+    cv2.imwrite(str(path), img)
+
+
+# ----------------------------------------------------------------------------- the listing
+def test_listing_order_hidden_linked_and_unreadable_entries(tmp_path, monkeypatch):
+    root, ext = tmp_path / "im", tmp_path / "ext"
+    for name in ("img2.png", "img10.png", "img1.png", ".hidden.png", ".git/x.png", "sub/img3.png", "locked/z.png"):
+        _png(root / name)
+    _png(ext / "e1.png")
+    _png(ext / "target.png")
+    (root / "notes.txt").write_text("x")
+    os.symlink(ext, root / "linked")                        # a linked folder is followed
+    os.symlink(ext / "target.png", root / "link.png")       # so is a linked file
+    os.symlink(root / "nowhere.png", root / "a-broken.png")  # a broken link is no file: left out, not counted
+    os.symlink("loop.png", root / "loop.png")               # a link loop cannot be read: counted as other
+    real = os.scandir
+
+    def scandir(d):                                         # a fixed order (the odd entries first), and one
+        if os.path.basename(d) == "locked":                 # folder the user may not read
+            raise PermissionError(13, "Permission denied", str(d))
+        return sorted(real(d), key=lambda e: e.name)
+    monkeypatch.setattr(os, "scandir", scandir)
+    files, others = list_images(root)
+    assert [f[0] for f in files] == ["img1.png", "img2.png", "img10.png", "link.png", "linked/e1.png",
+                                     "linked/target.png", "sub/img3.png"]
+    assert others == 2                                      # notes.txt and the loop
+    assert [f[1] for f in files] == [(root / f[0]).stat().st_size for f in files]
+    assert [f[2] for f in files] == [(root / f[0]).stat().st_mtime_ns for f in files]
+    top, others = list_images(root, recursive=False)
+    assert [f[0] for f in top] == ["img1.png", "img2.png", "img10.png", "link.png"] and others == 2
+
+
+# ----------------------------------------------------------------------------- layers and arguments
+class NamedOutput(nn.Module):
+    """A model with a module called ``output`` whose result is not the model's output (2 x it + 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = tiny_model()
+        self.output = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.output(self.net(x)) * 2 + 1
+
+
+def test_a_module_called_output_is_that_module(tmp_path, cache):
+    model = NamedOutput()
+    assert resolve_layers(model, TINY_SPEC, "output") == ["output"]
+    assert resolve_layers(model, TINY_SPEC, ["output", "", "output"]) == ["output", ""]
+    assert resolve_layers(tiny_model(), TINY_SPEC, ["output", "features.4", ""]) == ["", "features.4"]
+    with pytest.raises(CnnvisError) as e:
+        resolve_layers(model, TINY_SPEC, [])
+    assert str(e.value) == "choose at least one layer to scan."
+    make_images(tmp_path / "im", n=6, bad=False)
+    res = run_scan(TopKScan(model, TINY_SPEC, tmp_path / "im", ["output", ""], k=3))
+    np.testing.assert_allclose(res.layer("output").values * 2 + 1, res.layer("").values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(res.layer("output").images, res.layer("").images)
+
+
+def test_scan_arguments_are_checked_word_for_word(tmp_path, cache):
+    make_images(tmp_path / "im", n=3, bad=False)
+    cases = [({"k": 0}, "k must be at least 1, got 0."), ({"batch_size": 0}, "batch_size must be at least 1, got 0."),
+             ({"shard": (2, 2)}, "shard 2/2: use I/N with N >= 1 and 0 <= I < N."),
+             ({"shard": (0, 0)}, "shard 0/0: use I/N with N >= 1 and 0 <= I < N."),
+             ({"shard": (-1, 2)}, "shard -1/2: use I/N with N >= 1 and 0 <= I < N.")]
+    for kw, msg in cases:
+        with pytest.raises(CnnvisError) as e:
+            TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], **kw)
+        assert str(e.value) == msg
+    s = TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], k=1, batch_size=1, shard=(0, 1))
+    assert s.result is None
+    assert [(p.done, p.batch_size) for p in s.run()] == [(1, 1), (2, 1), (3, 1)]
+    assert s.result.ranges == [(0, 3)] and all(len(s.result.hits("features.4", u)) == 1 for u in range(12))
+    cancel = threading.Event()
+    cancel.set()
+    assert scan_folder(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], batch_size=1, use_cache=False,
+                       cancel=cancel) is None
+
+
+# ----------------------------------------------------------------------------- out of memory, failing images
+def _same_hits(res, ref, layers):
+    """The same (path, y, x) per unit and rank, and the same values (to float rounding)."""
+    for name in layers:
+        a, b = res.layer(name), ref.layer(name)
+        for u in range(a.units):
+            pa = [(res.paths[i], y, x) for i, y, x in zip(a.images[u], a.ys[u], a.xs[u]) if i >= 0]
+            pb = [(ref.paths[i], y, x) for i, y, x in zip(b.images[u], b.ys[u], b.xs[u]) if i >= 0]
+            assert pa == pb, (name, u)
+        np.testing.assert_allclose(a.values, b.values, rtol=1e-5, atol=1e-6)
+
+
+LAYERS = ["inner.features.4", "inner.features.7", "output"]
+
+
+@pytest.mark.parametrize("n, limit, batch, final", [(40, 5, 32, 4), (6, 1, 4, 1)])
+def test_out_of_memory_halves_the_batch_and_keeps_every_hit(tmp_path, cache, n, limit, batch, final):
+    image_folder = tmp_path / "im"
+    make_images(image_folder, n=n, bad=False)                # e.g. batches of 32 and 8: 32 -> 16 -> 8 -> 4
+    model = OOMModel(tiny_model(), limit=limit)
+    s = TopKScan(model, TINY_SPEC, image_folder, LAYERS, k=3, batch_size=batch)
+    sizes = [p.batch_size for p in s.run()]
+    assert s.batch_size == final and sizes[-1] == final and max(model.sizes) <= limit
+    ref = run_scan(TopKScan(OOMModel(tiny_model(), limit=10 ** 6), TINY_SPEC, image_folder, LAYERS, k=3,
+                            batch_size=final, use_cache=False))
+    _same_hits(s.result, ref, ["inner.features.4", "inner.features.7", ""])
+
+
+@pytest.mark.parametrize("batch", [1, 2, 16])
+def test_images_the_model_raises_on_leave_the_other_hits_exact(tmp_path, cache, batch):
+    folder, clean = tmp_path / "im", tmp_path / "clean"
+    make_images(folder, n=5, bad=False)                     # in batches of 2, one holds b/img004 and black
+    shutil.copytree(folder, clean)
+    for name, bgr in (("black", (5, 5, 5)), ("green", (5, 250, 5)), ("white", (250, 250, 250))):
+        cv2.imwrite(str(folder / f"{name}.png"), np.full((40, 36, 3), bgr, np.uint8))
+    layers = ["net.features.4", "net.features.7", "output"]
+    res = run_scan(TopKScan(Fussy(), TINY_SPEC, folder, layers, k=3, batch_size=batch))
+    assert sorted(p for p, _ in res.model_failures) == ["black.png", "green.png", "white.png"]
+    assert all(r.startswith("the model's forward raised ") for _, r in res.model_failures)
+    ref = run_scan(TopKScan(Fussy(), TINY_SPEC, clean, layers, k=3, batch_size=batch, use_cache=False))
+    _same_hits(res, ref, ["net.features.4", "net.features.7", ""])
+
+
+# ----------------------------------------------------------------------------- the cache key
+def test_each_shard_and_each_folder_has_its_own_cache(tmp_path):
+    make_images(tmp_path / "im", n=14, bad=False)
+    c = tmp_path / "c"
+    parts = [TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], k=2, batch_size=4, cache_dir=c,
+                      shard=(i, 2)) for i in range(2)]
+    for s in parts:
+        assert not run_scan(s).from_cache
+    assert [s.result.ranges for s in parts] == [[(0, 8)], [(8, 14)]]
+    assert set(parts[1].result.layer("features.4").images.ravel()) <= set(range(8, 14))
+    # the same file names, sizes and times in another folder, other pixels: another atlas
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, v in ((a, 10), (b, 200)):
+        for i in range(3):
+            _png(d / f"{i}.bmp", value=v + i)
+            os.utime(d / f"{i}.bmp", ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    assert list_images(a)[0] == list_images(b)[0]
+    ra = run_scan(TopKScan(tiny_model(), TINY_SPEC, a, ["features.4"], k=2, cache_dir=c))
+    rb = run_scan(TopKScan(tiny_model(), TINY_SPEC, b, ["features.4"], k=2, cache_dir=c))
+    assert not rb.from_cache and not np.array_equal(ra.layer("features.4").values, rb.layer("features.4").values)
+    assert run_scan(TopKScan(tiny_model(), TINY_SPEC, a, ["features.4"], k=2, cache_dir=c)).from_cache
