@@ -65,7 +65,7 @@ block = ("[tool.mutmut]\n"
          f"pytest_add_cli_args_test_selection = {sel!r}\n"
          'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]\n'
          'process_isolation = "forkserver"\n'
-         'also_copy = ["assets"]\n'
+         'also_copy = ["assets", "docs", "README.md"]\n'   # samples, checkpoints; the key table the window tests read
          # a mutant that loops is stopped after 2 x 3 x (its tests' time + 1 s) of CPU (mutmut's
          # default 15 x cost up to 3 minutes for each such mutant of the engine)
          'timeout_multiplier = 3.0\n').replace("'", '"')
