@@ -288,3 +288,4 @@ def test_fewer_images_than_k_is_a_good_cache(tmp_path):
     first, again = run_scan(scans[0]), run_scan(scans[1])
     assert (first.layer("features.4").images[:, 2] == -1).all()
     assert again.from_cache and scans[1].notices == [] and again.hits("features.4", 0) == first.hits("features.4", 0)
+    assert [t.name for t in again.layers.values()] == ["features.4"] == [t.name for t in first.layers.values()]
