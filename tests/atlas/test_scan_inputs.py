@@ -94,7 +94,7 @@ def test_scan_arguments_are_checked_word_for_word(tmp_path, cache):
         with pytest.raises(CnnvisError) as e:
             TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], **kw)
         assert str(e.value) == msg
-    s = TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], k=1, batch_size=1, shard=(0, 1))
+    s = TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], k=1, batch_size=1, shard=(0, 1), workers=1)
     assert s.result is None
     assert [(p.done, p.batch_size) for p in s.run()] == [(1, 1), (2, 1), (3, 1)]
     assert s.result.ranges == [(0, 3)] and all(len(s.result.hits("features.4", u)) == 1 for u in range(12))
@@ -153,8 +153,8 @@ def test_each_shard_and_each_folder_has_its_own_cache(tmp_path):
     c = tmp_path / "c"
     parts = [TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], k=2, batch_size=4, cache_dir=c,
                       shard=(i, 2)) for i in range(2)]
-    for s in parts:
-        assert not run_scan(s).from_cache
+    assert [[(p.done, p.total, p.from_cache) for p in s.run()] for s in parts] == \
+        [[(4, 8, False), (8, 8, False)], [(4, 6, False), (6, 6, False)]]
     assert [s.result.ranges for s in parts] == [[(0, 8)], [(8, 14)]]
     assert set(parts[1].result.layer("features.4").images.ravel()) <= set(range(8, 14))
     # the same file names, sizes and times in another folder, other pixels: another atlas
@@ -168,3 +168,13 @@ def test_each_shard_and_each_folder_has_its_own_cache(tmp_path):
     rb = run_scan(TopKScan(tiny_model(), TINY_SPEC, b, ["features.4"], k=2, cache_dir=c))
     assert not rb.from_cache and not np.array_equal(ra.layer("features.4").values, rb.layer("features.4").values)
     assert run_scan(TopKScan(tiny_model(), TINY_SPEC, a, ["features.4"], k=2, cache_dir=c)).from_cache
+
+
+def test_a_shard_where_nothing_decodes_is_an_empty_part(tmp_path):
+    make_images(tmp_path / "im", n=4, bad=False)
+    for i in range(4):
+        (tmp_path / "im" / f"z{i}.png").write_bytes(b"not an image")
+    part = run_scan(TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], k=2, batch_size=4,
+                             use_cache=False, shard=(1, 2)))
+    assert part.layers == {} and [p for p, _ in part.skipped] == [f"z{i}.png" for i in range(4)]
+    assert part.ranges == [(4, 8)]

@@ -8,6 +8,7 @@ not built by the product's own helpers (found by mutation testing: ``tools/mutat
 """
 import json
 import re
+import time
 from pathlib import Path
 
 import cv2
@@ -210,7 +211,7 @@ def test_store_result_is_found_by_a_one_process_scan(tmp_path):
 # ----------------------------------------------------------------------------- scan_folder / load_scan
 def test_scan_folder_and_load_scan_pass_their_arguments_on(tmp_path, monkeypatch):
     folder = tmp_path / "im"
-    make_images(folder, n=12, bad=False)                     # in sub-folders a/ and b/
+    make_images(folder, n=12)                                # in sub-folders a/ and b/, + a corrupt b/broken.png
     for i in range(4):
         cv2.imwrite(str(folder / f"top{i}.png"), np.full((36, 36, 3), 40 * i, np.uint8))
     elsewhere = tmp_path / "env-cache"
@@ -221,14 +222,16 @@ def test_scan_folder_and_load_scan_pass_their_arguments_on(tmp_path, monkeypatch
     seen = []
     res = scan_folder(model, TINY_SPEC, folder, layers, cache_dir=c, progress=seen.append)   # k=9, batches of 64
     assert seen and all(isinstance(p, ScanProgress) for p in seen)
-    assert [(p.done, p.total, p.batch_size, p.from_cache) for p in seen] == [(16, 16, 64, False)]
+    assert [(p.done, p.total, p.batch_size, p.skipped, p.from_cache) for p in seen] == [(17, 17, 64, 1, False)]
     assert all(len(res.hits("features.4", u)) == 9 for u in range(12)) and not res.from_cache
     assert not elsewhere.exists()                            # the cache went where it was told
     again = load_scan(model, TINY_SPEC, folder, layers, cache_dir=c)                         # k=9 too
     assert again is not None and again.from_cache
     seen = []
     assert scan_folder(model, TINY_SPEC, folder, layers, cache_dir=c, progress=seen.append).from_cache
-    assert [p.from_cache for p in seen] == [True]
+    assert [(p.done, p.total, p.images_per_s, p.eta_s, p.skipped, p.batch_size, p.from_cache) for p in seen] == \
+        [(17, 17, 0.0, 0.0, 1, 64, True)]
+    assert seen[0].describe() == "17/17 images, 0.0 images/s, ETA 0 s, 1 skipped"
 
     seen = []
     top = scan_folder(model, TINY_SPEC, folder, layers, k=3, batch_size=3, cache_dir=c, use_cache=False,
@@ -286,6 +289,57 @@ def test_fewer_images_than_k_is_a_good_cache(tmp_path):
     scans = [TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], k=3, cache_dir=tmp_path / "c")
              for _ in range(2)]
     first, again = run_scan(scans[0]), run_scan(scans[1])
+    meta = json.loads((scans[0].cache_path / "meta.json").read_text())
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", meta.pop("finished")), meta
+    assert meta == {"folder": str(tmp_path / "im"), "layers": ["features.4"], "k": 3, "images": 2, "skipped": 0,
+                    "spec": TINY_SPEC.to_dict(), "model": "TinyNet"}
     assert (first.layer("features.4").images[:, 2] == -1).all()
     assert again.from_cache and scans[1].notices == [] and again.hits("features.4", 0) == first.hits("features.4", 0)
     assert [t.name for t in again.layers.values()] == ["features.4"] == [t.name for t in first.layers.values()]
+
+
+class Slow(nn.Module):
+    """The tiny net, ``seconds`` slower per forward (a stand-in for a big model)."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.net, self.seconds = tiny_model(), seconds
+
+    def forward(self, x):
+        time.sleep(self.seconds)
+        return self.net(x)
+
+
+def test_checkpoints_rate_eta_and_timings(tmp_path):
+    """The partial file on disk while scanning, and the measured images/s and ETA of a resumed scan."""
+    make_images(tmp_path / "im", n=16, bad=False)
+
+    def scan(seconds, **kw):
+        return TopKScan(Slow(seconds), TINY_SPEC, tmp_path / "im", ["net.features.4"], k=2, batch_size=4,
+                        cache_dir=tmp_path / "c", **kw)
+    s = scan(0.0, checkpoint_every=1000.0)
+    partial = s.cache_path / "partial.npz"
+    it = s.run()
+    assert next(it).done == 4 and not partial.exists()            # no checkpoint before checkpoint_every
+    assert next(it).done == 8
+    s.cancel()
+    assert list(it) == [] and s.result is None
+    with np.load(partial) as z:
+        assert int(z["next_index"]) == 8                           # stopping checkpoints where it stopped
+    s, seen = scan(0.3, checkpoint_every=0.0), []
+    t0 = time.perf_counter()
+    for p in s.run():
+        seen.append((p, time.perf_counter() - t0))
+        if p.done < p.total:
+            with np.load(partial) as z:
+                assert int(z["next_index"]) == p.done and "v0" in z.files
+    assert [p.done for p, _ in seen] == [12, 16] and not partial.exists()
+    for j, (p, outer) in enumerate(seen):
+        assert (p.done - 8) / outer <= p.images_per_s <= (p.done - 8) / (0.3 * (j + 1))   # this run's images only
+        assert p.eta_s == pytest.approx((p.total - p.done) / p.images_per_s)
+    assert 0.6 <= s.forward_s and 0.0 <= s.wait_s and s.forward_s + s.wait_s <= seen[-1][1]
+    slow = TopKScan(Slow(1.05), TINY_SPEC, tmp_path / "im", ["net.features.4"], k=2, batch_size=1, use_cache=False)
+    it = slow.run()
+    p = next(it)
+    it.close()
+    assert p.images_per_s < 1 and p.eta_s == pytest.approx(15 / p.images_per_s)          # under 1 image/s too
