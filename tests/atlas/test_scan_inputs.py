@@ -178,3 +178,23 @@ def test_a_shard_where_nothing_decodes_is_an_empty_part(tmp_path):
                              use_cache=False, shard=(1, 2)))
     assert part.layers == {} and [p for p, _ in part.skipped] == [f"z{i}.png" for i in range(4)]
     assert part.ranges == [(4, 8)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_scan_resumed_equals_the_cpu_scan(tmp_path):
+    """On CUDA the batch, the top-k state and a resumed partial all live on the model's device."""
+    make_images(tmp_path / "im", n=12)
+    layers = ["features.4", "output"]
+    ref = run_scan(TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", layers, k=3, batch_size=4, use_cache=False))
+
+    def scan():
+        return TopKScan(tiny_model().cuda(), TINY_SPEC, tmp_path / "im", layers, k=3, batch_size=4,
+                        cache_dir=tmp_path / "c")
+    s = scan()
+    it = s.run()
+    assert next(it).done == 4
+    s.cancel()
+    list(it)
+    s = scan()
+    assert [p.done for p in s.run()] == [8, 12, 13]                  # resumed from the partial at 4
+    _same_hits(s.result, ref, ["features.4", ""])
