@@ -296,6 +296,8 @@ def test_fewer_images_than_k_is_a_good_cache(tmp_path):
     assert (first.layer("features.4").images[:, 2] == -1).all()
     assert again.from_cache and scans[1].notices == [] and again.hits("features.4", 0) == first.hits("features.4", 0)
     assert [t.name for t in again.layers.values()] == ["features.4"] == [t.name for t in first.layers.values()]
+    assert (first.k, first.ranges, first.world_size, first.key) == (3, [], 1, scans[0].key)
+    assert (again.k, again.ranges, again.key) == (3, [], scans[1].key) and scans[0].key == scans[1].key
     for t in (first.layer("features.4"), again.layer("features.4")):
         assert (t.values.dtype, t.images.dtype, t.ys.dtype, t.xs.dtype) == (np.float32, np.int64, np.int32, np.int32)
 
