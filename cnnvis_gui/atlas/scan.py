@@ -47,6 +47,7 @@ from torch import nn
 
 from ..core import CnnvisError, InputSpec, ModelForwardError, model_map
 from ..core.hooks import HookSet
+from ..core.recorder import model_device_dtype as model_device   # (device, float dtype): the engine's own rule
 from ..sources import IMAGE_EXTENSIONS, load_image, natural_key
 from . import cache as _cache
 
@@ -226,14 +227,6 @@ def list_images(folder, recursive: bool = True) -> tuple:
 def folder_fingerprint(files) -> str:
     """Hash of [(relative path, size, mtime_ns)]: changes when a file is added, removed or rewritten."""
     return _cache.digest([list(f) for f in files])
-
-
-def model_device(model: nn.Module) -> tuple:
-    for p in model.parameters():
-        return p.device, (p.dtype if p.is_floating_point() else torch.float32)
-    for b in model.buffers():
-        return b.device, (b.dtype if b.is_floating_point() else torch.float32)
-    return torch.device("cpu"), torch.float32
 
 
 def resolve_layers(model: nn.Module, spec: InputSpec, layers) -> list:

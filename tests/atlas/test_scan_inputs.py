@@ -198,3 +198,34 @@ def test_a_cuda_scan_resumed_equals_the_cpu_scan(tmp_path):
     s = scan()
     assert [p.done for p in s.run()] == [8, 12, 13]                  # resumed from the partial at 4
     _same_hits(s.result, ref, ["features.4", ""])
+
+
+class _IntFirst(nn.Module):
+    """Its first parameter (or buffer) is an integer counter; the input dtype comes from the float ones."""
+
+    def __init__(self, buffers_only=False, dtype=torch.float32):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        w = torch.randn(4, 3, 3, 3, generator=g, dtype=dtype)
+        if buffers_only:
+            self.register_buffer("steps", torch.tensor([3]))
+            self.register_buffer("w", w)
+        else:
+            self.steps = nn.Parameter(torch.tensor([3]), requires_grad=False)
+            self.w = nn.Parameter(w)
+        self.conv = nn.Identity()
+
+    def forward(self, x):
+        return self.conv(torch.nn.functional.conv2d(x, self.w))
+
+
+@pytest.mark.parametrize("model", [_IntFirst(), _IntFirst(buffers_only=True), _IntFirst(True, torch.float64),
+                                   nn.Sequential(nn.MaxPool2d(2), nn.ReLU())], ids=["param", "buffer", "f64", "none"])
+def test_the_input_follows_the_models_float_weights(tmp_path, model):
+    """A model's input dtype: its first float parameter's or buffer's (an integer counter first says
+    nothing), else float32.  (The scan once took float32 from an integer first tensor: a float64
+    model whose first buffer is a counter failed on every image.)"""
+    make_images(tmp_path / "im", n=3, bad=False)
+    layer = "conv" if isinstance(model, _IntFirst) else "1"
+    res = run_scan(TopKScan(model.eval(), TINY_SPEC, tmp_path / "im", [layer], k=2, use_cache=False))
+    assert res.skipped == [] and all(len(res.hits(layer, u)) == 2 for u in range(res.layer(layer).units))
