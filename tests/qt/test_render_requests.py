@@ -2,7 +2,11 @@
 qt/render.py's request path: these changes passed every window test)."""
 from __future__ import annotations
 
-from .test_window_drawn import settle
+import numpy as np
+
+from cnnvis_gui.core import ActivationMosaic, overlay, saliency_to_image
+
+from .test_window_drawn import assert_image_close, core_frame, drawn, saliency_image, settle
 
 
 def test_one_backprop_method_unless_compare_is_on(qtbot, window):
@@ -32,3 +36,74 @@ def test_no_request_while_the_model_or_its_map_is_missing_nor_after_close(qtbot,
     win.close()
     assert win.request_render() is False
     assert win.render.seq == seq
+
+
+def _render(qtbot, win, **changes):
+    win.state.update(**changes)
+    win.request_render()
+    return settle(qtbot, win)
+
+
+def _differs(a, b, by=10):
+    return np.abs(a.astype(int) - b.astype(int)).max() > by
+
+
+def test_smoothgrad_noise_overlay_and_cam_layer_reach_the_backprop_pane(qtbot, window):
+    """Each of these settings changes the picture, exactly as the core computes it here."""
+    win = window
+    settle(qtbot, win)
+    fr = core_frame(win)
+    layer, unit = win.state.layer, win.state.unit
+    rgb = win.loaded.spec.to_image(fr.input)
+
+    def smooth(noise):
+        s = fr.saliency(layer, unit, "guided", smoothgrad=4, noise=noise, seed=0)   # the window's fixed seed
+        return saliency_to_image(s.float()[0].numpy(), filter="raw")
+
+    _render(qtbot, win, filter="raw", smoothgrad=4, noise=0.3)
+    assert_image_close(drawn(win.bp1), smooth(0.3), what="SmoothGrad x4 at noise 0.3")
+    assert _differs(smooth(0.3), saliency_image(fr, layer, unit, "guided", "raw"))
+    assert _differs(smooth(0.3), smooth(0.05))
+    _render(qtbot, win, noise=0.05)
+    assert_image_close(drawn(win.bp1), smooth(0.05), what="SmoothGrad x4 at noise 0.05")
+
+    _render(qtbot, win, smoothgrad=0, overlay=True)     # |saliency| summed over channels, on the input
+    mag = fr.saliency(layer, unit, "guided").abs().sum(1)[0].numpy()
+    assert_image_close(drawn(win.bp1), overlay(rgb, mag / mag.max(), alpha=0.6), what="overlay")
+
+    _render(qtbot, win, overlay=False, method="gradcam", cam_layer="conv1")
+    cam = fr.cam(layer, unit, cam_layer="conv1", method="gradcam")[0].numpy()
+    assert_image_close(drawn(win.bp1), overlay(rgb, cam, alpha=0.5), what="Grad-CAM at conv1")
+    default = overlay(rgb, fr.cam(layer, unit, method="gradcam")[0].numpy(), alpha=0.5)
+    assert _differs(drawn(win.bp1), default)
+
+
+def test_objective_and_integrated_gradients_steps_reach_the_backprop_pane(qtbot, window):
+    win = window
+    settle(qtbot, win)
+    fr = core_frame(win)
+    layer, unit = win.state.layer, win.state.unit
+
+    def core(method, **kw):
+        return saliency_to_image(fr.saliency(layer, unit, method, **kw).float()[0].numpy(), filter="raw")
+
+    _render(qtbot, win, filter="raw", objective="max")
+    assert_image_close(drawn(win.bp1), core("guided", objective="max"), what="objective max")
+    assert _differs(core("guided", objective="max"), core("guided"))
+    _render(qtbot, win, objective="sum", method="integrated_gradients", ig_steps=2)
+    assert_image_close(drawn(win.bp1), core("integrated-gradients", steps=2), what="IG, 2 steps")
+    assert _differs(core("integrated-gradients", steps=2), core("integrated-gradients", steps=32), by=3)
+
+
+def test_the_grid_is_tiled_for_the_shape_of_its_view(qtbot, window):
+    win = window
+    win.resize(2400, 300)                       # a wide, low grid view
+    qtbot.wait(300)
+    res = settle(qtbot, win)
+    aspect = win.render.grid_aspect()
+    acts = core_frame(win).activations(win.state.layer)[0].numpy()
+    want = ActivationMosaic(acts, aspect=aspect, min_tile=8)
+    square = ActivationMosaic(acts, aspect=1.0, min_tile=8)
+    assert aspect >= 2 or aspect <= 0.5, aspect
+    assert (res.mosaic.rows, res.mosaic.cols) == (want.rows, want.cols)
+    assert (want.rows, want.cols) != (square.rows, square.cols)
