@@ -15,7 +15,7 @@ def test_one_backprop_method_unless_compare_is_on(qtbot, window):
     assert win.state.backprop_on and not win.state.compare
     assert [b.method for b in res.backprops] == [win.state.method]      # no second, hidden backward
     win.state.update(compare=True)
-    win.request_render()
+    assert win.request_render() is True            # sent
     res = settle(qtbot, win)
     assert [b.method for b in res.backprops] == [win.state.method, win.state.method2]
 
