@@ -229,3 +229,43 @@ def test_the_input_follows_the_models_float_weights(tmp_path, model):
     layer = "conv" if isinstance(model, _IntFirst) else "1"
     res = run_scan(TopKScan(model.eval(), TINY_SPEC, tmp_path / "im", [layer], k=2, use_cache=False))
     assert res.skipped == [] and all(len(res.hits(layer, u)) == 2 for u in range(res.layer(layer).units))
+
+
+class _Signal(nn.Module):
+    """A 1-D layer (N x C x L: the tiny net's map as rows) and a 2-unit score that is NaN on a white image."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = tiny_model()
+        self.rows = nn.Flatten(2)
+        self.score = nn.Identity()
+
+    def forward(self, x):
+        m = x.flatten(1).mean(1)
+        s = self.score(torch.stack([torch.where(m > 1.5, torch.full_like(m, float("nan")), -1 - m), -2 - m], 1))
+        return self.rows(self.net.features(x)).mean(2) + s[:, :1]
+
+
+def test_a_one_d_layer_and_nan_activations_against_brute_force(tmp_path):
+    """(y, x) of an N x C x L layer is (0, position); a NaN activation ranks below every number."""
+    from cnnvis_gui.sources import load_image
+    folder = tmp_path / "im"
+    make_images(folder, n=4, bad=False)
+    cv2.imwrite(str(folder / "white.png"), np.full((40, 36, 3), 250, np.uint8))
+    model = _Signal().eval()
+    res = run_scan(TopKScan(model, TINY_SPEC, folder, ["rows", "score"], k=3, batch_size=2, use_cache=False))
+    rels = [f[0] for f in list_images(folder)[0]]
+    x = torch.from_numpy(np.stack([TINY_SPEC.to_array(load_image(folder / r)) for r in rels]))
+    with torch.no_grad():
+        rows = model.rows(model.net.features(x))                               # N x 12 x 256
+        m = x.flatten(1).mean(1)
+        score = torch.stack([torch.where(m > 1.5, torch.full_like(m, -np.inf), -1 - m), -2 - m], 1)
+    for layer, acts in (("rows", rows), ("score", score[:, :, None])):
+        best, where = acts.max(dim=2)                                          # first maximum, like the scan
+        for u in range(acts.shape[1]):
+            order = sorted(range(len(rels)), key=lambda i: (-float(best[i, u]), i))[:3]
+            want = [(rels[i], 0, int(where[i, u]), float(best[i, u])) for i in order]
+            got = [(res.paths[h.image], h.y, h.x, h.value) for h in res.hits(layer, u)]
+            assert [g[:3] for g in got] == [w[:3] for w in want], (layer, u)
+            np.testing.assert_allclose([g[3] for g in got], [w[3] for w in want], rtol=1e-5, atol=1e-6)
+    assert "white.png" not in [res.paths[h.image] for h in res.hits("score", 0)]
