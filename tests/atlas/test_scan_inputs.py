@@ -39,7 +39,7 @@ def test_listing_order_hidden_linked_and_unreadable_entries(tmp_path, monkeypatc
     os.symlink(ext, root / "linked")                        # a linked folder is followed
     os.symlink(ext / "target.png", root / "link.png")       # so is a linked file
     os.symlink(root / "nowhere.png", root / "a-broken.png")  # a broken link is no file: left out, not counted
-    os.symlink("loop.png", root / "loop.png")               # a link loop cannot be read: counted as other
+    os.symlink("zloop.png", root / "zloop.png")             # a link loop cannot be read: counted as other
     real = os.scandir
 
     def scandir(d):                                         # a fixed order (the odd entries first), and one
@@ -269,3 +269,15 @@ def test_a_one_d_layer_and_nan_activations_against_brute_force(tmp_path):
             assert [g[:3] for g in got] == [w[:3] for w in want], (layer, u)
             np.testing.assert_allclose([g[3] for g in got], [w[3] for w in want], rtol=1e-5, atol=1e-6)
     assert "white.png" not in [res.paths[h.image] for h in res.hits("score", 0)]
+
+
+def test_the_fit_argument_is_the_specs_fit(tmp_path):
+    """``TopKScan(fit=...)`` frames every image like a spec with that fit (non-square images: it matters)."""
+    make_images(tmp_path / "im", n=6, bad=False)                 # 36 x 40 images
+    layers = ["features.1"]
+
+    def hits(spec, **kw):
+        res = run_scan(TopKScan(tiny_model(), spec, tmp_path / "im", layers, k=3, use_cache=False, **kw))
+        return [[(h.image, h.y, h.x, h.value) for h in res.hits("features.1", u)] for u in range(8)]
+    stretch = hits(TINY_SPEC, fit="stretch")
+    assert stretch == hits(TINY_SPEC.replace(fit="stretch")) != hits(TINY_SPEC.replace(fit="crop"))
