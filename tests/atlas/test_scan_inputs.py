@@ -141,8 +141,9 @@ def test_images_the_model_raises_on_leave_the_other_hits_exact(tmp_path, cache, 
         cv2.imwrite(str(folder / f"{name}.png"), np.full((40, 36, 3), bgr, np.uint8))
     layers = ["net.features.4", "net.features.7", "output"]
     res = run_scan(TopKScan(Fussy(), TINY_SPEC, folder, layers, k=3, batch_size=batch))
-    assert sorted(p for p, _ in res.model_failures) == ["black.png", "green.png", "white.png"]
-    assert all(r.startswith("the model's forward raised ") for _, r in res.model_failures)
+    assert dict(res.model_failures) == {"white.png": "the model's forward raised ValueError: too bright",
+                                        "black.png": "the model's forward raised ValueError",
+                                        "green.png": "the model's forward raised RuntimeError: no green, please"}
     ref = run_scan(TopKScan(Fussy(), TINY_SPEC, clean, layers, k=3, batch_size=batch, use_cache=False))
     _same_hits(res, ref, ["net.features.4", "net.features.7", ""])
 
@@ -155,7 +156,7 @@ def test_each_shard_and_each_folder_has_its_own_cache(tmp_path):
                       shard=(i, 2)) for i in range(2)]
     assert [[(p.done, p.total, p.from_cache) for p in s.run()] for s in parts] == \
         [[(4, 8, False), (8, 8, False)], [(4, 6, False), (6, 6, False)]]
-    assert [s.result.ranges for s in parts] == [[(0, 8)], [(8, 14)]]
+    assert [s.result.ranges for s in parts] == [[(0, 8)], [(8, 14)]] and [s.notices for s in parts] == [[], []]
     assert set(parts[1].result.layer("features.4").images.ravel()) <= set(range(8, 14))
     # the same file names, sizes and times in another folder, other pixels: another atlas
     a, b = tmp_path / "a", tmp_path / "b"

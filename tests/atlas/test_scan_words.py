@@ -21,6 +21,7 @@ from cnnvis_gui.atlas import TopKScan, load_scan, scan_folder
 from cnnvis_gui.atlas.scan import (AtlasScan, LayerTopK, ScanProgress, nothing_decoded_error, shard_range,
                                    store_result)
 from cnnvis_gui.core import CnnvisError, ModelForwardError
+from cnnvis_gui.sources import load_image
 
 from .helpers import TINY_SPEC, make_images, tiny_model, run_scan
 
@@ -225,6 +226,11 @@ def test_scan_folder_and_load_scan_pass_their_arguments_on(tmp_path, monkeypatch
     assert [(p.done, p.total, p.batch_size, p.skipped, p.from_cache) for p in seen] == [(17, 17, 64, 1, False)]
     assert all(len(res.hits("features.4", u)) == 9 for u in range(12)) and not res.from_cache
     assert not elsewhere.exists()                            # the cache went where it was told
+    with pytest.raises(Exception) as e:
+        load_image(folder / "b" / "broken.png")
+    assert res.skipped == [("b/broken.png", str(e.value))]      # the loader's own words
+    s = TopKScan(model, TINY_SPEC, folder, layers, use_cache=False)                        # k=9, batches of 64
+    assert [p.batch_size for p in s.run()] == [64] and all(len(s.result.hits("features.4", u)) == 9 for u in range(12))
     again = load_scan(model, TINY_SPEC, folder, layers, cache_dir=c)                         # k=9 too
     assert again is not None and again.from_cache
     seen = []
