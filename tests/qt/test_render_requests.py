@@ -2,6 +2,8 @@
 qt/render.py's request path: these changes passed every window test)."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from cnnvis_gui.core import ActivationMosaic, overlay, saliency_to_image
@@ -107,3 +109,19 @@ def test_the_grid_is_tiled_for_the_shape_of_its_view(qtbot, window):
     assert aspect >= 2 or aspect <= 0.5, aspect
     assert (res.mosaic.rows, res.mosaic.cols) == (want.rows, want.cols)
     assert (want.rows, want.cols) != (square.rows, square.cols)
+
+
+def test_a_failed_render_s_error_clears_as_soon_as_a_newer_request_draws(qtbot, window):
+    """The error of a failed request stays only until a newer request's picture is drawn
+    (well before the 4 s an error is otherwise held)."""
+    win = window
+    settle(qtbot, win)
+    with qtbot.waitSignal(win.renderFailed, timeout=10000):
+        win.state.update(method="gradcam", cam_layer="no_such_layer")
+        win.request_render()
+    assert win.status.text().startswith("⚠") and "no_such_layer" in win.status.text()
+    t0 = time.perf_counter()
+    _render(qtbot, win, cam_layer=None)
+    if time.perf_counter() - t0 < win.status.ERROR_HOLD_S:      # (a very slow machine could not tell)
+        assert not win.status.text().startswith("⚠"), win.status.text()
+        assert "layer conv2, unit 0" in win.status.text()
