@@ -126,7 +126,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_hit(tmp_path, cache, n, 
     model = OOMModel(tiny_model(), limit=limit)
     s = TopKScan(model, TINY_SPEC, image_folder, LAYERS, k=3, batch_size=batch)
     sizes = [p.batch_size for p in s.run()]
-    assert s.batch_size == final and sizes[-1] == final and max(model.sizes) <= limit
+    assert s.batch_size == final and sizes[-1] == final and set(model.sizes) == {final}   # halves, not 1 by 1
     ref = run_scan(TopKScan(OOMModel(tiny_model(), limit=10 ** 6), TINY_SPEC, image_folder, LAYERS, k=3,
                             batch_size=final, use_cache=False))
     _same_hits(s.result, ref, ["inner.features.4", "inner.features.7", ""])
@@ -282,3 +282,35 @@ def test_the_fit_argument_is_the_specs_fit(tmp_path):
         return [[(h.image, h.y, h.x, h.value) for h in res.hits("features.1", u)] for u in range(8)]
     stretch = hits(TINY_SPEC, fit="stretch")
     assert stretch == hits(TINY_SPEC.replace(fit="stretch")) != hits(TINY_SPEC.replace(fit="crop"))
+
+
+class _Unused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net, self.unused = tiny_model(), nn.ReLU()
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_a_layer_that_does_not_run_is_named(tmp_path, cache):
+    make_images(tmp_path / "im", n=2, bad=False)
+    with pytest.raises(CnnvisError) as e:
+        run_scan(TopKScan(_Unused(), TINY_SPEC, tmp_path / "im", ["unused", ""], k=1))
+    assert str(e.value) == "layer(s) 'unused' did not run in the forward pass; choose layers that run."
+
+
+class _FatalAlone(nn.Module):
+    """A batch raises an ordinary error; the image-by-image retry then hits a device error."""
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            raise ValueError("batch")
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_device_error_stops_the_scan_at_any_batch_size(tmp_path, cache, batch):
+    make_images(tmp_path / "im", n=3, bad=False)
+    with pytest.raises(RuntimeError, match="CUDA error: an illegal memory access"):
+        run_scan(TopKScan(_FatalAlone(), TINY_SPEC, tmp_path / "im", [""], k=1, batch_size=batch))
