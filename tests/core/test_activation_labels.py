@@ -25,3 +25,21 @@ def test_relu6_selu_and_their_relatives_are_named_as_the_user_wrote_them():
     assert frame.relu_calls == 1
     assert any(n.startswith("1 ELU, 2 Hardtanh, 2 ReLU6, 1 SELU activation calls: generalized rule")
                for n in frame.notices)
+
+
+class _OneOfEach(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return (nn.functional.silu(y) * torch.sigmoid(y)).mean((2, 3))
+
+
+def test_one_call_of_an_activation_is_named_in_the_singular():
+    frame = Visualizer(_OneOfEach().eval()).forward(torch.randn(1, 3, 8, 8))
+    assert frame.notices == [
+        "1 SiLU activation call: generalized rule (guided relu(g)·f'(x) where x > 0, deconvnet relu(g); "
+        "activations='relu-only' for the plain gradient)",
+        "1 Sigmoid activation call uses the plain gradient (gates, not rectifiers: no deconvnet/guided rule)"]
