@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import CnnvisError, InputSpec
-from ..core.errors import not_differentiable, stale_saved_tensor
+from ..core.errors import backward_errors
 from . import cache as _cache
 from .scan import model_device, resolve_layers
 
@@ -349,13 +349,8 @@ class ActivationMaximizer:
                 if grab.pre:
                     a = F.leaky_relu(a, 0.01)
                 obj = _objective(a, self.unit, self.target, self.layer)[0]
-                try:
+                with backward_errors():
                     (grad,) = torch.autograd.grad(obj, ur)
-                except RuntimeError as e:
-                    what = stale_saved_tensor(e)
-                    if what is None:
-                        raise
-                    raise not_differentiable(what) from None
                 val = float(obj.detach())
                 history.append(val)
                 if val > best_val:

@@ -37,7 +37,7 @@ import torch.nn as nn
 
 from . import attribution as _attribution
 from . import cams as _cams
-from .errors import CnnvisError, not_differentiable, stale_saved_tensor
+from .errors import CnnvisError, backward_errors
 from .modelmap import LayerInfo, ModelMap, build_map, resolve_layer_name  # noqa: F401 - LayerInfo re-exported
 from .recorder import Recording, Structure, _Recorder, model_device_dtype, run_recorded
 from .rules import ACTIVATIONS, GraphRules, RuleBox, activation_notices
@@ -466,12 +466,9 @@ class Frame:
                 self._rules.visit([root.grad_fn if isinstance(root, torch.Tensor) else root.node])
             self._box.rule = method
             try:
-                grads = torch.autograd.grad(root, wrt, grad_outputs=seed, retain_graph=True, allow_unused=True)
-            except RuntimeError as e:
-                what = stale_saved_tensor(e)
-                if what is None:
-                    raise
-                raise not_differentiable(what) from None
+                with backward_errors():
+                    grads = torch.autograd.grad(root, wrt, grad_outputs=seed, retain_graph=True,
+                                                allow_unused=True)
             finally:
                 self._box.rule = "gradient"
             self.last_backward_ms = (time.perf_counter() - t0) * 1000.0

@@ -1,4 +1,5 @@
-"""The one exception type of the project."""
+"""The one exception type of the project, and autograd's in-place error turned into it."""
+from contextlib import contextmanager
 
 
 class CnnvisError(ValueError):
@@ -28,3 +29,16 @@ def not_differentiable(what: str) -> CnnvisError:
                        f"forward saved it), so no gradient reaches the input (saliency, deconvnet, guided, "
                        f"CAMs); make that in-place operation out of place (inplace=False) -- activations "
                        f"are unaffected")
+
+
+@contextmanager
+def backward_errors():
+    """Around a backward: autograd's "modified by an inplace operation" error becomes the one-line
+    :func:`not_differentiable` error; every other error passes unchanged."""
+    try:
+        yield
+    except RuntimeError as e:
+        what = stale_saved_tensor(e)
+        if what is None:
+            raise
+        raise not_differentiable(what) from None
