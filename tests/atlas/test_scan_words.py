@@ -141,6 +141,22 @@ def test_images_the_model_raises_on_are_skipped_with_their_reason(tmp_path, cach
     assert not bad & set(res.layer("net.features.4").images.ravel().tolist())
 
 
+def test_a_file_whose_loader_raises_without_words_is_skipped_with_the_error_type(tmp_path, cache, monkeypatch):
+    import cnnvis_gui.atlas.scan as scan_mod
+    make_images(tmp_path / "im", n=3, bad=False)
+    cv2.imwrite(str(tmp_path / "im" / "huge.png"), np.zeros((40, 36, 3), np.uint8))
+    real = scan_mod.load_image
+
+    def loader(path):
+        if Path(path).name == "huge.png":
+            raise MemoryError()                          # a decoder out of memory says nothing more
+        return real(path)
+
+    monkeypatch.setattr(scan_mod, "load_image", loader)
+    res = run_scan(TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], k=2, batch_size=4))
+    assert res.skipped == [("huge.png", "MemoryError")]
+
+
 class Failing(nn.Module):
     def __init__(self, message):
         super().__init__()
