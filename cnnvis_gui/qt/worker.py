@@ -150,12 +150,25 @@ def _unit_map(grid: np.ndarray, unit: int) -> np.ndarray:
                       f"(expected C x h x w, C x L or F)")
 
 
-def _is_output(frame, grid: np.ndarray) -> bool:
-    """``grid`` (one sample's F values of a layer) is the model's output itself."""
+def _is_output(frame, layer: str) -> bool:
+    """``layer``'s activations are the model's output itself (fc2 of a net that returns fc2's output).
+
+    Compared before any NaN is replaced for display, and NaN equal to NaN: a class whose score is
+    NaN keeps its label; in the gradient grid the layer's units are still the classes.
+    """
     out = getattr(frame, "output", None)
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != grid.shape[0]:
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
         return False
-    return bool(np.array_equal(out.detach()[0].float().cpu().numpy(), grid))
+    try:
+        acts = frame.activations(layer)
+    except Exception:  # noqa: BLE001 - a layer without activations of its own is not the output
+        return False
+    if acts is out:
+        return True
+    if not isinstance(acts, torch.Tensor) or acts.shape != out.shape:
+        return False
+    return bool(np.array_equal(acts.detach().float().cpu().numpy(), out.detach().float().cpu().numpy(),
+                               equal_nan=True))
 
 
 def _model_device(model) -> str:
@@ -497,7 +510,7 @@ class RenderWorker(QtCore.QThread):
         flat = grid.reshape(n_units, -1) if grid.ndim > 1 else grid.reshape(n_units, 1)
         labels = None
         if req.labels and len(req.labels) == n_units and grid.ndim == 1 and (
-                req.layer == req.output_layer or _is_output(frame, grid)):
+                req.layer == req.output_layer or _is_output(frame, req.layer)):
             labels = req.labels         # the output layer, or the module that computes it (fc2 = output)
         mosaic_src = np.abs(grid) if req.grid_mode == "gradients" else grid
         mosaic = ActivationMosaic(mosaic_src, normalize=req.normalize, gamma=req.gamma, min_tile=8,

@@ -95,6 +95,23 @@ def test_the_module_computing_the_output_gets_the_class_labels(qtbot, window):
     assert not getattr(res.mosaic, "labels", None)
 
 
+def test_class_labels_stay_when_the_output_has_nan_and_in_the_gradient_grid(qtbot, window):
+    import torch
+    from .conftest import TinyNet, loaded
+    net = TinyNet()
+    with torch.no_grad():
+        net.fc.bias[1] = float("nan")                             # class b's score is NaN on every input
+    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
+        window.load_model(loaded(net))
+    wait_idle(qtbot, window)
+    for mode in ("activations", "gradients"):
+        for layer in ("", "fc"):                                  # the output, and the module computing it
+            res = select(qtbot, window, layer=layer, grid_mode=mode)
+            assert list(res.mosaic.labels or []) == ["a", "b", "c", "d"], (mode, layer)
+        res = select(qtbot, window, layer="pool2", grid_mode=mode)
+        assert not getattr(res.mosaic, "labels", None), mode
+
+
 def test_a_still_image_is_processed_on_demand(qtbot, window):
     for u in (1, 2, 3):
         select(qtbot, window, unit=u)
