@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import CnnvisError, InputSpec, ModelForwardError, model_map
+from ..core import FIT_MODES, CnnvisError, InputSpec, ModelForwardError, model_map
 from ..core.hooks import HookSet
 from ..core.recorder import model_device_dtype as model_device   # (device, float dtype): the engine's own rule
 from ..sources import IMAGE_EXTENSIONS, load_image, natural_key
@@ -351,8 +351,8 @@ def nothing_decoded_error(folder, total: int, skipped) -> CnnvisError:
         return ModelForwardError(
             f"the model's forward raised on all {len(failed)} decodable image"
             f"{'s' if len(failed) != 1 else ''} of '{folder}' (first: {failed[0][0]}: "
-            f"{failed[0][1]}); check the input spec against what the model was trained on.")
-    first = f": {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+            f"{failed[0][1].rstrip('.')}); check the input spec against what the model was trained on.")
+    first = f": {skipped[0][0]}: {skipped[0][1].rstrip('.')}" if skipped else ""   # one full stop
     return CnnvisError(f"none of the {total} image file{'s' if total != 1 else ''} in "
                        f"'{folder}' could be decoded{first}.")
 
@@ -472,6 +472,8 @@ class TopKScan:
             raise CnnvisError(f"k must be at least 1, got {k}.")
         if int(batch_size) < 1:
             raise CnnvisError(f"batch_size must be at least 1, got {batch_size}.")
+        if fit is not None and fit not in FIT_MODES:      # refused here, not as a failure of every image
+            raise CnnvisError(f"fit must be one of {', '.join(FIT_MODES)}, got {fit!r}.")
         self.model = model
         self.spec = spec
         self.folder = Path(folder).expanduser()

@@ -284,6 +284,28 @@ def test_the_fit_argument_is_the_specs_fit(tmp_path):
     assert stretch == hits(TINY_SPEC.replace(fit="stretch")) != hits(TINY_SPEC.replace(fit="crop"))
 
 
+def test_the_fit_argument_frames_gray_images_too(tmp_path):
+    """A one-channel model (decoded through ``InputSpec.to_array``, not the batched colour path)
+    gets ``fit=`` as well: its hits are brute force on ``spec.to_array(image, fit)``."""
+    from cnnvis_gui.core import InputSpec
+    from cnnvis_gui.sources import load_image
+    make_images(tmp_path / "im", n=5, bad=False)                 # 36 x 40 colour images, read as gray
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 5, stride=3), nn.ReLU()).eval()
+    spec = InputSpec(channels=1, height=24, width=24, mean=(0.5,), std=(0.25,))
+    for fit in ("stretch", "letterbox", "crop"):
+        res = run_scan(TopKScan(net, spec, tmp_path / "im", ["0"], k=2, use_cache=False, fit=fit))
+        x = torch.from_numpy(np.stack([spec.to_array(load_image(tmp_path / "im" / p), fit) for p in res.paths]))
+        with torch.no_grad():
+            out = net[0](x)
+        w = out.shape[-1]
+        best, where = out.flatten(2).max(dim=2)
+        for u in range(4):
+            order = sorted(range(len(res.paths)), key=lambda i: (-float(best[i, u]), i))[:2]
+            want = [(i, int(where[i, u]) // w, int(where[i, u]) % w) for i in order]
+            assert [(h.image, h.y, h.x) for h in res.hits("0", u)] == want, (fit, u)
+
+
 class _Unused(nn.Module):
     def __init__(self):
         super().__init__()

@@ -58,6 +58,8 @@ def test_nothing_decoded_errors_word_for_word():
     e = nothing_decoded_error("/x/im", 1, [("a.png", "cannot decode")])
     assert type(e) is CnnvisError
     assert str(e) == "none of the 1 image file in '/x/im' could be decoded: a.png: cannot decode."
+    e = nothing_decoded_error("/x/im", 1, [("a.png", "not an image file.")])     # one full stop, not two
+    assert str(e) == "none of the 1 image file in '/x/im' could be decoded: a.png: not an image file."
     e = nothing_decoded_error("/x/im", 2, [])
     assert type(e) is CnnvisError and str(e) == "none of the 2 image files in '/x/im' could be decoded."
     skipped = [("z.png", "cannot decode"), ("b.png", f"{MF} ValueError: too bright"), ("c.png", f"{MF} KeyError")]
@@ -70,6 +72,13 @@ def test_nothing_decoded_errors_word_for_word():
     assert str(e) == ("the model's forward raised on all 1 decodable image of '/x/im' (first: b.png: the model's "
                       "forward raised ValueError: too bright); check the input spec against what the model was "
                       "trained on.")
+
+
+def test_an_unknown_fit_is_refused_before_any_image_is_read(tmp_path):
+    make_images(tmp_path / "im", n=2, bad=False)
+    with pytest.raises(CnnvisError) as e:
+        TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], fit="pad")
+    assert str(e.value) == "fit must be one of crop, stretch, letterbox, got 'pad'."
 
 
 def test_missing_layer_message_and_output_alias():
@@ -303,6 +312,28 @@ def test_damaged_result_notices_word_for_word(tmp_path):
         assert s.notices == [f"the atlas cache file '{s.cache_path / 'result.npz'}' is damaged ({why}); "
                              "scanning again."], (why, s.notices)
         assert all(len(res.hits(name, u)) == 3 for name in res.layers for u in range(2))
+
+
+def test_a_result_that_passes_the_checks_but_cannot_be_read_is_scanned_again(tmp_path, monkeypatch):
+    """The last guard of ``TopKScan.cached``: arrays that fail while being turned into an atlas
+    (after every check passed) are a damaged cache with its notice, never a crash."""
+    import cnnvis_gui.atlas.scan as scan_mod
+    make_images(tmp_path / "im", n=4, bad=False)
+
+    def scan():
+        return TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], k=2, cache_dir=tmp_path / "c")
+    first = run_scan(scan())
+
+    def unreadable(*a, **kw):
+        raise ValueError("unexpected array layout")
+    s = scan()
+    with monkeypatch.context() as m:
+        m.setattr(scan_mod, "state_from_arrays", unreadable)
+        assert s.cached() is None
+    assert s.notices == [f"the atlas cache file '{s.cache_path / 'result.npz'}' is damaged (unexpected array "
+                         "layout); scanning again."]
+    again = scan().cached()
+    assert again is not None and again.from_cache and again.paths == first.paths
 
 
 def test_fewer_images_than_k_is_a_good_cache(tmp_path):
