@@ -284,26 +284,29 @@ def test_the_fit_argument_is_the_specs_fit(tmp_path):
     assert stretch == hits(TINY_SPEC.replace(fit="stretch")) != hits(TINY_SPEC.replace(fit="crop"))
 
 
-def test_the_fit_argument_frames_gray_images_too(tmp_path):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_gray_model_gets_its_own_dtype_and_every_fit(tmp_path, dtype):
     """A one-channel model (decoded through ``InputSpec.to_array``, not the batched colour path)
-    gets ``fit=`` as well: its hits are brute force on ``spec.to_array(image, fit)``."""
+    gets ``fit=`` and its parameters' dtype: its hits are brute force on ``spec.to_array(image, fit)``."""
     from cnnvis_gui.core import InputSpec
     from cnnvis_gui.sources import load_image
     make_images(tmp_path / "im", n=5, bad=False)                 # 36 x 40 colour images, read as gray
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 5, stride=3), nn.ReLU()).eval()
+    net = nn.Sequential(nn.Conv2d(1, 4, 5, stride=3), nn.ReLU()).eval().to(dtype)
     spec = InputSpec(channels=1, height=24, width=24, mean=(0.5,), std=(0.25,))
     for fit in ("stretch", "letterbox", "crop"):
         res = run_scan(TopKScan(net, spec, tmp_path / "im", ["0"], k=2, use_cache=False, fit=fit))
         x = torch.from_numpy(np.stack([spec.to_array(load_image(tmp_path / "im" / p), fit) for p in res.paths]))
         with torch.no_grad():
-            out = net[0](x)
+            out = net[0](x.to(dtype))
         w = out.shape[-1]
         best, where = out.flatten(2).max(dim=2)
         for u in range(4):
             order = sorted(range(len(res.paths)), key=lambda i: (-float(best[i, u]), i))[:2]
-            want = [(i, int(where[i, u]) // w, int(where[i, u]) % w) for i in order]
-            assert [(h.image, h.y, h.x) for h in res.hits("0", u)] == want, (fit, u)
+            want = [(i, int(where[i, u]) // w, int(where[i, u]) % w, float(best[i, u])) for i in order]
+            got = [(h.image, h.y, h.x, h.value) for h in res.hits("0", u)]
+            assert [g[:3] for g in got] == [w_[:3] for w_ in want], (fit, u)
+            np.testing.assert_allclose([g[3] for g in got], [w_[3] for w_ in want], rtol=1e-6)
 
 
 class _Unused(nn.Module):
