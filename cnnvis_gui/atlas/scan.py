@@ -188,17 +188,28 @@ def list_images(folder, recursive: bool = True) -> tuple:
     """Image files of a folder -> (sorted [(relative posix path, size, mtime_ns)], number of other files).
 
     Hidden files and folders are ignored; files whose extension is not an image
-    extension are counted as "other" and never read.
+    extension are counted as "other" and never read.  Linked folders are followed, but every
+    folder is listed once: a link back up the tree (``up -> ..``) or to a folder already listed
+    is skipped, and real folders are listed before any link to them, so an image keeps its own
+    path (without this, two such links listed each image millions of times and never finished).
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise CnnvisError(f"'{root}' is not a folder; choose a folder of images.")
     found, others = [], 0
-    stack = [root]
-    while stack:
-        d = stack.pop()
+    seen = {_folder_id(root)}
+    stack, links = [root], deque()     # links to folders: followed once every real folder is listed
+    while stack or links:
+        if stack:
+            d = stack.pop()
+        else:
+            d = links.popleft()            # in the order found: the first link to a folder names it
+            key = _folder_id(d)
+            if key is None or key in seen:
+                continue
+            seen.add(key)
         try:
-            entries = list(os.scandir(d))
+            entries = sorted(os.scandir(d), key=lambda e: e.name)   # the same listing on every run
         except OSError:
             continue
         for e in entries:
@@ -206,7 +217,12 @@ def list_images(folder, recursive: bool = True) -> tuple:
                 continue
             try:
                 if e.is_dir(follow_symlinks=True):
-                    if recursive:
+                    if not recursive:
+                        continue
+                    if e.is_symlink():
+                        links.append(Path(e.path))
+                    elif (key := _folder_id(e.path)) not in seen:
+                        seen.add(key)
                         stack.append(Path(e.path))
                     continue
                 if not e.is_file(follow_symlinks=True):
@@ -222,6 +238,15 @@ def list_images(folder, recursive: bool = True) -> tuple:
             found.append((rel, int(st.st_size), int(st.st_mtime_ns)))
     found.sort(key=lambda t: natural_key(t[0]))
     return found, others
+
+
+def _folder_id(path) -> tuple | None:
+    """(device, inode) of the folder ``path`` leads to; None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def folder_fingerprint(files) -> str:

@@ -39,7 +39,8 @@ def test_listing_order_hidden_linked_and_unreadable_entries(tmp_path, monkeypatc
     os.symlink(ext, root / "linked")                        # a linked folder is followed
     os.symlink(ext / "target.png", root / "link.png")       # so is a linked file
     os.symlink(root / "nowhere.png", root / "a-broken.png")  # a broken link is no file: left out, not counted
-    os.symlink("zloop.png", root / "zloop.png")             # a link loop cannot be read: counted as other
+    os.symlink("b-loop.png", root / "b-loop.png")           # a link loop cannot be read: counted as other,
+                                                            # and the entries after it are still listed
     real = os.scandir
 
     def scandir(d):                                         # a fixed order (the odd entries first), and one
@@ -55,6 +56,25 @@ def test_listing_order_hidden_linked_and_unreadable_entries(tmp_path, monkeypatc
     assert [f[2] for f in files] == [(root / f[0]).stat().st_mtime_ns for f in files]
     top, others = list_images(root, recursive=False)
     assert [f[0] for f in top] == ["img1.png", "img2.png", "img10.png", "link.png"] and others == 2
+
+
+def test_linked_folders_are_listed_once_and_links_back_up_the_tree_end(tmp_path):
+    """``up -> ..`` links listed every image about 40 times each (until the path was too long);
+    two of them multiplied that into a listing that never finished."""
+    root, ext = tmp_path / "im", tmp_path / "ext"
+    for name in ("a/x.png", "b/y.png", "top.png"):
+        _png(root / name)
+    _png(ext / "e.png")
+    for d in ("a", "b"):
+        os.symlink("..", root / d / "up")                  # back to the root: twice
+    os.symlink(root / "a", root / "alias")                  # a second name of a listed folder
+    os.symlink(root / "a", root / "0-alias")               # ... found first by name: the real one still wins
+    os.symlink(ext, root / "ext1")                         # a folder outside, linked twice:
+    os.symlink(ext, root / "ext2")                         # listed once, under the first link
+    os.symlink(root, ext / "back")                         # and it links back to the root
+    files, others = list_images(root)
+    assert [f[0] for f in files] == ["a/x.png", "b/y.png", "ext1/e.png", "top.png"] and others == 0
+    assert list_images(root, recursive=False)[0] == [files[-1]]
 
 
 # ----------------------------------------------------------------------------- layers and arguments
