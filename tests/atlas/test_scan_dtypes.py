@@ -25,10 +25,16 @@ def test_normalize_is_to_array_in_every_dtype_and_stays_on_the_device(tmp_path):
         s = TopKScan(tiny_model(), spec, tmp_path / "im", ["features.1"], use_cache=False)
         batch, ref = _frames(tmp_path / "im", spec)
         x = torch.from_numpy(batch)
-        for dtype in (torch.float32, torch.float64, torch.bfloat16):
-            out = s._normalize(x, dtype)
-            assert out.dtype == dtype and out.shape == (3, 3, 32, 32)
-            np.testing.assert_array_equal(out.float().numpy(), torch.from_numpy(np.stack(ref)).to(dtype).float().numpy())
+        for default in (torch.float32, torch.float64):      # a user's torch.set_default_dtype changes nothing
+            torch.set_default_dtype(default)
+            try:
+                for dtype in (torch.float32, torch.float64, torch.bfloat16):
+                    out = s._normalize(x, dtype)
+                    assert out.dtype == dtype and out.shape == (3, 3, 32, 32)
+                    np.testing.assert_array_equal(out.float().numpy(),
+                                                  torch.from_numpy(np.stack(ref)).to(dtype).float().numpy())
+            finally:
+                torch.set_default_dtype(torch.float32)
         # on the model's device: a meta tensor stands in for a GPU one (no copy through the host)
         assert s._normalize(x.to("meta"), torch.float32).device.type == "meta"
 
