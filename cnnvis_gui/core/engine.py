@@ -60,8 +60,8 @@ class ModelForwardError(CnnvisError):
     """The model's own forward pass raised; the message names the module and shapes."""
 
 
-def _shape_str(t) -> str:
-    return "x".join(str(s) for s in t.shape) if hasattr(t, "shape") else type(t).__name__
+def _shape_str(t: torch.Tensor) -> str:
+    return "x".join(str(s) for s in t.shape)
 
 
 def _run(structure: Structure, x_in, recorder: _Recorder):

@@ -259,6 +259,30 @@ def test_model_map_is_listed_once_and_again_on_refresh():
         Visualizer(net).model_map()
 
 
+class _OneAtATime(nn.Module):
+    """Research code written for one image at a time: ``flatten()`` without a batch dimension."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten())
+
+
+def test_a_model_written_for_one_image_at_a_time_is_mapped_and_explained():
+    torch.manual_seed(0)
+    net = _OneAtATime().eval()
+    v = Visualizer(net, InputSpec(3, 8, 8))
+    mm = v.model_map()                                   # the probe is one image, as the window's frames
+    assert mm["conv"].shape == (4, 6, 6) and "fc" in mm.names()
+    x = torch.randn(1, 3, 8, 8)
+    g = v.forward(x).saliency("conv", 2, method="gradient")            # objective "sum" of unit 2
+    xr = x.clone().requires_grad_(True)
+    net.conv(xr)[0, 2].sum().backward()
+    torch.testing.assert_close(g, xr.grad)
+
+
 def test_model_map_of_a_float64_model_and_of_relu_only_rules():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SiLU(), nn.Conv2d(4, 2, 3)).double().eval()
     mm = Visualizer(net, InputSpec(3, 8, 8)).model_map()
