@@ -40,7 +40,7 @@ def test_listing_order_hidden_linked_and_unreadable_entries(tmp_path, monkeypatc
     os.symlink(ext / "target.png", root / "link.png")       # so is a linked file
     os.symlink(root / "nowhere.png", root / "a-broken.png")  # a broken link is no file: left out, not counted
     os.symlink("b-loop.png", root / "b-loop.png")           # a link loop cannot be read: counted as other,
-                                                            # and the entries after it are still listed
+    os.symlink("c-loop.png", root / "c-loop.png")           # each one, and the entries after them are listed
     real = os.scandir
 
     def scandir(d):                                         # a fixed order (the odd entries first), and one
@@ -51,11 +51,11 @@ def test_listing_order_hidden_linked_and_unreadable_entries(tmp_path, monkeypatc
     files, others = list_images(root)
     assert [f[0] for f in files] == ["img1.png", "img2.png", "img10.png", "link.png", "linked/e1.png",
                                      "linked/target.png", "sub/img3.png"]
-    assert others == 2                                      # notes.txt and the loop
+    assert others == 3                                      # notes.txt and the two loops
     assert [f[1] for f in files] == [(root / f[0]).stat().st_size for f in files]
     assert [f[2] for f in files] == [(root / f[0]).stat().st_mtime_ns for f in files]
     top, others = list_images(root, recursive=False)
-    assert [f[0] for f in top] == ["img1.png", "img2.png", "img10.png", "link.png"] and others == 2
+    assert [f[0] for f in top] == ["img1.png", "img2.png", "img10.png", "link.png"] and others == 3
 
 
 def test_linked_folders_are_listed_once_and_links_back_up_the_tree_end(tmp_path):
