@@ -143,7 +143,18 @@ def test_gradient_cams_need_no_new_forward(resnet):
     assert calls == [1]
 
 
-def _score_cam_reference(model, x, layer_module, cam_module, unit):
+def _objective_value(o, objective):
+    """The unit's objective on one sample's C x ... output, written out: what the saliency differentiates."""
+    if objective == "sum":
+        return float(o.sum())
+    if objective == "activation":
+        return float(0.5 * (o.double() ** 2).sum())
+    if objective == "max":
+        return float(o.max())
+    return float(o[tuple(objective)])
+
+
+def _score_cam_reference(model, x, layer_module, cam_module, unit, objective="sum"):
     """Wang et al. 2020, Algorithm 1, one masked forward per channel (batch 1), float64 weights."""
     with torch.no_grad():
         store = {}
@@ -162,7 +173,7 @@ def _score_cam_reference(model, x, layer_module, cam_module, unit):
             h = layer_module.register_forward_hook(lambda m, a, o: out.__setitem__("o", o.clone()))
             model(x * mask)
             h.remove()
-            scores.append(float(out["o"][0, unit].sum()))
+            scores.append(_objective_value(out["o"][0, unit], objective))
             kept.append(k)
         s = np.array(scores)
         alpha = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
@@ -187,6 +198,21 @@ def test_scorecam_equals_the_paper_with_batched_forwards(shapes, layer, unit, ca
     with Visualizer(model).forward(x) as frame:
         channels = frame.activations(cam_layer).shape[1]
     assert calls[0] == 1 and max(calls[1:]) == 16 and len(calls) - 1 <= -(-channels // 16)   # batches of 16
+
+
+@pytest.mark.parametrize("objective", ["max", "activation", (3, 5)])
+def test_scorecam_scores_each_masked_input_by_the_chosen_objective(shapes, objective):
+    """Score-CAM's score of a masked input is the unit's objective (the one its saliency differentiates),
+    not always the sum: each objective against the paper's algorithm with the objective written out."""
+    model, xs = shapes
+    x = xs[1]
+    modules = dict(model.named_modules())
+    ref = _upsampled(_score_cam_reference(model, x, modules["features.12"], modules["features.6"], 9, objective),
+                     (64, 64))
+    ours = cam(model, x, "features.12", 9, "features.6", method="scorecam", objective=objective)
+    assert np.abs(ours.numpy() - ref).max() < 1e-3, objective
+    summed = cam(model, x, "features.12", 9, "features.6", method="scorecam")
+    assert np.abs(ours.numpy() - summed.numpy()).max() > 1e-2          # the objective matters here
 
 
 def test_eigencam_ignores_the_unit_and_zero_gradients_give_zero_maps(resnet):
