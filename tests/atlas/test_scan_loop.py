@@ -44,17 +44,22 @@ def test_decoding_stays_workers_plus_one_batches_ahead(tmp_path, submitted):
     assert s.result is not None and len(s.result.paths) == 22
 
 
-def test_no_decode_thread_outlives_a_cancelled_scan(tmp_path):
-    make_images(tmp_path / "im", n=24, bad=False)
-    s = TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], k=2, batch_size=4, workers=2,
+def _slow_scan(folder, workers: int, seconds: float) -> TopKScan:
+    """A scan (batches of 4, no cache) whose every batch takes ``seconds`` longer to decode."""
+    s = TopKScan(tiny_model(), TINY_SPEC, folder, ["features.4"], k=2, batch_size=4, workers=workers,
                  use_cache=False)
     real = s._decode
 
     def slow(start, stop):
-        time.sleep(0.2)
+        time.sleep(seconds)
         return real(start, stop)
     s._decode = slow
-    it = s.run()
+    return s
+
+
+def test_no_decode_thread_outlives_a_cancelled_scan(tmp_path):
+    make_images(tmp_path / "im", n=24, bad=False)
+    it = _slow_scan(tmp_path / "im", workers=2, seconds=0.2).run()
     next(it)                                  # two workers are now decoding the next batches
     it.close()                                # leaving the loop: the scan stops
     left = [t.name for t in threading.enumerate() if t.name.startswith("atlas-decode")]
@@ -79,14 +84,7 @@ def test_a_cancel_that_comes_with_the_last_batch_keeps_the_finished_atlas(tmp_pa
 
 def test_the_time_spent_waiting_for_images_adds_up_over_the_scan(tmp_path):
     make_images(tmp_path / "im", n=16, bad=False)
-    s = TopKScan(tiny_model(), TINY_SPEC, tmp_path / "im", ["features.4"], k=2, batch_size=4, workers=1,
-                 use_cache=False)
-    real = s._decode
-
-    def slow(start, stop):
-        time.sleep(0.1)
-        return real(start, stop)
-    s._decode = slow
+    s = _slow_scan(tmp_path / "im", workers=1, seconds=0.1)
     t0 = time.perf_counter()
     run_scan(s)
     elapsed = time.perf_counter() - t0
