@@ -163,8 +163,6 @@ def _is_output(frame, layer: str) -> bool:
         acts = frame.activations(layer)
     except Exception:  # noqa: BLE001 - a layer without activations of its own is not the output
         return False
-    if acts is out:
-        return True
     if not isinstance(acts, torch.Tensor) or acts.shape != out.shape:
         return False
     return bool(np.array_equal(acts.detach().float().cpu().numpy(), out.detach().float().cpu().numpy(),
