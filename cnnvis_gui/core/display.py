@@ -108,16 +108,29 @@ def _check_gain_gamma(gain: float, gamma: float) -> None:
         raise CnnvisError(f"gamma must be a finite number > 0 (got {gamma!r}); 1.0 leaves values unchanged.")
 
 
+def _clip_nan_black(v: np.ndarray, hi, m) -> None:
+    """``clip(v, 0, hi)`` in place, NaN -> 0, where ``v`` is a finite-or-infinite array times ``m``.
+
+    A NaN there is ``0 * inf``, so only a multiplier ``m`` of 0 or inf makes one (a gain of 0, or
+    one past float32).  ``np.clip`` keeps NaN, and OpenCV's ``convertScaleAbs`` turns it into 0 (4.x)
+    or 255 (5.x): it is set to 0 here, at a pass over the array only in that case.
+    """
+    np.clip(v, np.float32(0), np.float32(hi), out=v)
+    if not 0 < m < np.inf:
+        np.copyto(v, np.float32(0), where=np.isnan(v))
+
+
 def _scaled_to_uint8(a: np.ndarray, k, gamma: float) -> np.ndarray:
-    """uint8 ``round(255 * clip(a * k, 0, 1) ** gamma)``; ``k`` a float32 scalar (the gain)."""
+    """uint8 ``round(255 * clip(a * k, 0, 1) ** gamma)``, NaN black; ``a`` has no NaN, ``k`` a float32 scalar (the gain)."""
     if gamma == 1.0:
-        v = a * (np.float32(255.0) * k)
+        m = np.float32(255.0) * k
+        v = a * m
         # clipped first: convertScaleAbs rounds and saturates to 0..255, but a value past 2**31
         # (a large gain) wraps to 0 there and a unit's maximum would turn black
-        np.clip(v, np.float32(0), np.float32(255), out=v)
+        _clip_nan_black(v, 255, m)
         return cv2.convertScaleAbs(v.reshape(v.shape[0], -1)).reshape(v.shape)
     v = a * k
-    np.clip(v, 0.0, 1.0, out=v)
+    _clip_nan_black(v, 1, k)
     np.power(v, np.float32(gamma), out=v)
     return cv2.convertScaleAbs(v.reshape(v.shape[0], -1), alpha=255.0).reshape(v.shape)
 

@@ -222,3 +222,13 @@ def test_array_like_with_a_cpu_attribute_is_read_as_an_array():
     np.testing.assert_array_equal(heatmap(_TaggedFrame(v), "gray")[..., 0], lut[np.rint(v * 255).astype(int), 0])
     m = ActivationMosaic(_TaggedFrame(v[None]), separator=0)
     np.testing.assert_array_equal(m.image[..., 0], np.rint(v * 255))
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.5])
+def test_a_gain_past_float32_keeps_silent_pixels_black(gamma):
+    """gain 1e39 is inf in float32: every positive value is white, zero and below stay black
+    (0 x inf is NaN there, which OpenCV 5 would draw white)."""
+    a = np.array([[[0.0, 1.0], [-1.0, 1e-30]], [[0.0, 0.0], [0.0, 0.0]]], np.float32)
+    for normalize in ("unit", "layer"):
+        m = ActivationMosaic(a, normalize=normalize, gain=1e39, gamma=gamma, separator=0, aspect=2.0)
+        np.testing.assert_array_equal(_tiles(m), [[[0, 255], [0, 255]], [[0, 0], [0, 0]]])
