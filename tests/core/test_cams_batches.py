@@ -1,0 +1,90 @@
+"""Score-CAM and Eigen-CAM on batches with silent samples, on float64 models and on maps of any scale.
+
+The CAM layer here is a 1 x 1 convolution with identity weights, so its activations are the input
+itself and each case (a sample with no varying channel, an all-zero first sample, a map summing to
+a small positive number) is built exactly.  Every expectation comes from the papers' algorithms as
+written out in ``test_cams.py``, computed one sample at a time.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from cnnvis_gui.core import Visualizer
+from tests.core.test_cams import _reference_map, _score_cam_reference, _upsampled
+
+H, W = 8, 10          # not square: rows and columns cannot be swapped unnoticed
+
+
+class _IdentityCam(nn.Module):
+    """``cam`` passes the input through (1 x 1 conv, identity weights); ``fc`` scores are O(1)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.cam = nn.Conv2d(3, 3, 1, bias=False)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.cam.weight.copy_(torch.eye(3)[:, :, None, None])
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(self.cam(x))).mean(dim=(2, 3)))
+
+
+def _batch(dtype):
+    """Sample 0 varies everywhere; sample 1 only in channel 0; sample 2 is constant (no location)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 3, H, W, generator=g, dtype=torch.float64)
+    x[1, 1], x[1, 2] = 0.7, 0.3
+    x[2] = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)[:, None, None]
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("objective", ["sum", "activation"])
+def test_scorecam_batch_with_silent_samples_in_the_models_dtype(dtype, tol, objective):
+    """Each sample's map is its own Score-CAM: channels constant in one sample get no weight there
+    even when they vary in another, and a sample with no varying channel gets an all-zero map."""
+    model = _IdentityCam().to(dtype).eval()
+    x = _batch(dtype)
+    with Visualizer(model).forward(x) as frame:
+        maps = frame.cam("fc", 1, "cam", method="scorecam", objective=objective)
+    assert maps.dtype == dtype and maps.shape == (3, H, W)
+    for i in (0, 1):
+        ref = _upsampled(_score_cam_reference(model, x[i:i + 1], model.fc, model.cam, 1, objective), (H, W))
+        assert ref.max() == 1.0 and ref.min() < 0.5
+        np.testing.assert_allclose(maps[i].double().numpy(), ref, atol=tol, err_msg=f"sample {i}")
+    assert float(maps[2].abs().max()) == 0.0
+
+
+def test_scorecam_activation_objective_is_half_the_square():
+    """Scores of O(1): softmax(0.5 s^2) and softmax(s^2) differ, so the objective's factor shows."""
+    model = _IdentityCam().double().eval()
+    x = _batch(torch.float64)[:1]
+    with Visualizer(model).forward(x) as frame:
+        ours = frame.cam("fc", 0, "cam", method="scorecam", objective="activation")[0].numpy()
+    ref = _upsampled(_score_cam_reference(model, x, model.fc, model.cam, 0, "activation"), (H, W))
+    doubled = _upsampled(_score_cam_reference(model, x, model.fc, model.cam, 0, "sum"), (H, W))
+    np.testing.assert_allclose(ours, ref, atol=1e-10)
+    assert np.abs(ref - doubled).max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("scale", [1.0, 1e-3])
+def test_eigencam_batch_after_an_all_zero_sample_in_the_models_dtype(dtype, tol, scale):
+    """An all-zero first sample gets a zero map and the next ones are still computed; a map whose
+    sum is a small positive number keeps its sign (scale 1e-3)."""
+    model = _IdentityCam().to(dtype).eval()
+    x = _batch(torch.float64)[:2].clone()
+    x[0] = 0.0
+    x[1] = (x[1] - 0.45) * scale          # signed, so the projection's sign is a real choice
+    x = x.to(dtype)
+    with Visualizer(model).forward(x) as frame:
+        maps = frame.cam("fc", 1, "cam", method="eigencam")
+    assert maps.dtype == dtype
+    assert float(maps[0].abs().max()) == 0.0
+    A = x[1].double().numpy()
+    p = _reference_map("eigencam", A, None)
+    assert 0 < p.sum() < (1 if scale < 1 else np.inf)     # at 1e-3 the sign rule works near zero
+    np.testing.assert_allclose(maps[1].double().numpy(), _upsampled(p, (H, W)), atol=tol)
