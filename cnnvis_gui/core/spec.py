@@ -159,7 +159,7 @@ class InputSpec:
                 mean = mean[::-1]  # frame is BGR
             v = np.array(mean) / self.scale * full / 255.0
         v = np.clip(v, 0, full if full != 1.0 else 1.0)
-        return v.astype(img.dtype) if np.issubdtype(img.dtype, np.integer) else v
+        return np.rint(v).astype(img.dtype) if np.issubdtype(img.dtype, np.integer) else v   # nearest level
 
     def to_array(self, frame: np.ndarray, fit: str | None = None) -> np.ndarray:
         """Frame -> normalized float32 C x H x W array (no batch dim)."""

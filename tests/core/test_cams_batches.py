@@ -88,3 +88,17 @@ def test_eigencam_batch_after_an_all_zero_sample_in_the_models_dtype(dtype, tol,
     p = _reference_map("eigencam", A, None)
     assert 0 < p.sum() < (1 if scale < 1 else np.inf)     # at 1e-3 the sign rule works near zero
     np.testing.assert_allclose(maps[1].double().numpy(), _upsampled(p, (H, W)), atol=tol)
+
+
+def test_eigencam_sample_with_a_non_finite_activation_gets_a_zero_map():
+    """inf/NaN in one sample's CAM layer (a diverged input) leaves that map blank, not an SVD error,
+    and the other samples are unchanged."""
+    model = _IdentityCam().double().eval()
+    x = _batch(torch.float64)[:2].clone()
+    x[0, 1, 2, 3] = float("inf")
+    with Visualizer(model).forward(x) as frame:
+        maps = frame.cam("fc", 1, "cam", method="eigencam")
+    with Visualizer(model).forward(x[1:]) as frame:
+        alone = frame.cam("fc", 1, "cam", method="eigencam")
+    assert float(maps[0].abs().max()) == 0.0
+    assert torch.equal(maps[1], alone[0])
