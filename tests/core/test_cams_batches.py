@@ -1,4 +1,5 @@
-"""Score-CAM and Eigen-CAM on batches with silent samples, on float64 models and on maps of any scale.
+"""Score-CAM and Eigen-CAM on batches with silent samples, on float64 models and on maps of any scale;
+the gradient CAMs' divisions at sums of exactly one.
 
 The CAM layer here is a 1 x 1 convolution with identity weights, so its activations are the input
 itself and each case (a sample with no varying channel, an all-zero first sample, a map summing to
@@ -10,7 +11,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cnnvis_gui.core import Visualizer
+from cnnvis_gui.core import CnnvisError, Visualizer
+from cnnvis_gui.core.cams import cam_from_gradients
 from tests.core.test_cams import _reference_map, _score_cam_reference, _upsampled
 
 H, W = 8, 10          # not square: rows and columns cannot be swapped unnoticed
@@ -102,3 +104,26 @@ def test_eigencam_sample_with_a_non_finite_activation_gets_a_zero_map():
         alone = frame.cam("fc", 1, "cam", method="eigencam")
     assert float(maps[0].abs().max()) == 0.0
     assert torch.equal(maps[1], alone[0])
+
+
+def test_gradient_cams_where_a_channel_sums_to_one_or_the_gradcampp_denominator_is_one():
+    """XGrad-CAM divides by sum_ij A (0 only where that sum is 0) and Grad-CAM++ by
+    2 g^2 + sum_ab A g^3 (0 only where that is 0): sums of exactly 1 are ordinary values."""
+    A = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
+    A[0, 0] = torch.tensor([[0.5, 0.25], [0.25, 0.0]])       # sums to 1
+    A[0, 1] = torch.tensor([[4.0, 0.0], [0.0, 0.0]])          # sums to 4: with g = 0.5, 2 g^2 + 4 g^3 = 1
+    A[0, 2] = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    g = torch.tensor([[[0.3, -0.2], [0.7, 0.1]], [[0.5, 0.5], [-0.25, 0.0]], [[0.0, 0.2], [-0.1, 0.4]]],
+                     dtype=torch.float64)[None]
+    for method in ("xgradcam", "gradcam++", "gradcam", "hirescam", "layercam"):
+        ours = cam_from_gradients(method, A, g)
+        assert ours.shape == (1, 1, 2, 2)
+        np.testing.assert_allclose(ours[0, 0].numpy(), _reference_map(method, A[0].numpy(), g[0].numpy()),
+                                   rtol=1e-12, atol=1e-12, err_msg=method)
+
+
+def test_cam_from_gradients_names_the_methods_it_knows():
+    with pytest.raises(CnnvisError) as e:
+        cam_from_gradients("scorecam", torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+    assert str(e.value) == ("'scorecam' is not a gradient-based CAM; choose one of "
+                            "gradcam, hirescam, xgradcam, layercam, gradcam++.")
