@@ -152,7 +152,9 @@ def _scores(model, module, xs, unit, objective, call) -> torch.Tensor:
     try:
         s = cap.calls[call]
     except IndexError:
-        s = None
+        raise CnnvisError("Score-CAM: the unit's layer did not run on the masked inputs as it did on the "
+                          "frame's input (the model's forward depends on its input); choose another CAM "
+                          "method.") from None
     if s is None:
         raise CnnvisError("Score-CAM: the unit's layer did not return a tensor for a masked input.")
     return s

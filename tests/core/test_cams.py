@@ -286,3 +286,50 @@ def test_scorecam_leaves_the_model_as_it_was(refuse):
     assert torch.equal(model.bn.running_mean, stats)                  # eval mode during every forward
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     assert all(p.grad is None for p in model.parameters())
+
+
+class _Moody(nn.Module):
+    """The unit's layer ``head`` is skipped, or returns a tuple, when the input holds an exact zero
+    (every Score-CAM masked input does: each mask is 0 at its channel's minimum)."""
+
+    def __init__(self, mood):
+        super().__init__()
+        self.mood = mood
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = _TupleOnZeros() if mood == "tuple" else nn.Linear(4, 2)
+
+    def forward(self, x):
+        f = torch.relu(self.conv(x)).mean(dim=(2, 3))
+        if self.mood == "skip" and bool((x == 0).any()):
+            return f[:, :2]
+        out = self.head(f if self.mood == "skip" else torch.cat([f, (x == 0).any().reshape(1, 1).expand(len(f), 1)], 1))
+        return out[0] if isinstance(out, tuple) else out
+
+
+class _TupleOnZeros(nn.Module):
+    def forward(self, f):
+        return (f[:, :4],) if bool(f[:, 4].any()) else f[:, :4]
+
+
+@pytest.mark.parametrize("mood,needle", [
+    ("skip", "did not run on the masked inputs as it did on the frame's input .*choose another CAM method"),
+    ("tuple", "^Score-CAM: the unit's layer did not return a tensor for a masked input.$"),
+])
+def test_scorecam_on_a_layer_that_behaves_differently_on_masked_inputs(mood, needle):
+    model = _Moody(mood).eval()
+    x = torch.rand(1, 3, 8, 8) + 0.5
+    assert float(cam(model, x, "head", 1, "conv", method="gradcam").max()) == 1.0
+    with pytest.raises(CnnvisError, match=needle):
+        cam(model, x, "head", 1, "conv", method="scorecam")
+
+
+def test_unit_scores_of_each_objective():
+    """The objective's value per sample, written out; ``sum`` is the default."""
+    from cnnvis_gui.core.cams import unit_scores
+    a = torch.arange(2 * 3 * 2 * 2, dtype=torch.float64).reshape(2, 3, 2, 2) - 10.0
+    sel = a[:, 1]
+    assert torch.equal(unit_scores(a, 1), sel.sum(dim=(1, 2)))
+    assert torch.equal(unit_scores(a, 1, "activation"), 0.5 * (sel ** 2).sum(dim=(1, 2)))
+    assert torch.equal(unit_scores(a, 1, "max"), sel.amax(dim=(1, 2)))
+    assert torch.equal(unit_scores(a, 1, (1, 0)), sel[:, 1, 0])
+    assert torch.equal(unit_scores(a.reshape(2, 12), 5), a.reshape(2, 12)[:, 5])      # a linear layer's unit
