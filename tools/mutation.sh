@@ -33,7 +33,11 @@ MOD="${MOD#cnnvis_gui/}"
 case "$MOD" in
   core/display.py) TESTS="tests/core/test_display.py tests/core/test_display_contracts.py tests/core/test_display_extremes.py" ;;
   core/engine.py)  TESTS="tests/core" ;;   # cams and attribution call the engine too
-  core/spec.py)    TESTS="tests/core/test_spec.py tests/sources/test_sources.py tests/atlas/test_scan_inputs.py tests/models/test_models_loading.py" ;;
+  core/spec.py)    TESTS="tests/core/test_spec_reference.py tests/core/test_spec.py tests/sources/test_sources.py tests/atlas/test_scan_inputs.py tests/models/test_models_loading.py" ;;
+  core/cams.py)    TESTS="tests/core/test_cams_batches.py tests/core/test_cams.py" ;;
+  core/attribution.py) TESTS="tests/core/test_attribution_reference.py tests/core/test_attribution.py" ;;
+  core/threads.py) TESTS="tests/core/test_threads.py tests/cli/test_threads_option.py" ;;
+  core/allocator.py) TESTS="tests/core/test_allocator.py" ;;
   core/hooks.py)   TESTS="tests/core tests/atlas/test_scan.py tests/atlas/test_scan_faults.py" ;;
   core/recorder.py|core/modelmap.py)   # the engine's own tests cover every recorded call (quicker than tests/core)
                    TESTS="tests/core/test_engine.py tests/core/test_engine_inputs.py" ;;
