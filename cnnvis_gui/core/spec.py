@@ -149,16 +149,18 @@ class InputSpec:
         return np.ascontiguousarray(out)
 
     def _pad_value(self, img: np.ndarray) -> np.ndarray:
-        """Raw pixel value (frame channel order, BGR) that normalizes to ~0."""
+        """Raw pixel value (frame channel order, BGR) that normalizes to ~0.
+
+        A colour frame into a 3-channel model: the model's mean colour.  Otherwise the model sees
+        one gray value in every channel (see :meth:`to_array`): the gray of the average mean, which
+        gives 0 for one channel and balances the error between channels of different means.
+        """
         full = _dtype_full_scale(img.dtype)
-        if img.shape[2] == 1:
-            v = np.array([np.mean(self.mean) / self.scale * full / 255.0])
+        if img.shape[2] == 3 and self.channels == 3:
+            mean = self.mean[::-1] if self.channel_order == "RGB" else self.mean   # frame is BGR
         else:
-            mean = list(self.mean[:3]) if self.channels >= 3 else [self.mean[0]] * 3
-            if self.channel_order == "RGB":
-                mean = mean[::-1]  # frame is BGR
-            v = np.array(mean) / self.scale * full / 255.0
-        v = np.clip(v, 0, full if full != 1.0 else 1.0)
+            mean = [float(np.mean(self.mean))]
+        v = np.clip(np.array(mean) / self.scale * full / 255.0, 0, full)
         return np.rint(v).astype(img.dtype) if np.issubdtype(img.dtype, np.integer) else v   # nearest level
 
     def to_array(self, frame: np.ndarray, fit: str | None = None) -> np.ndarray:

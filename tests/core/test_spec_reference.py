@@ -140,6 +140,11 @@ def test_shrinking_averages_and_enlarging_interpolates():
     np.testing.assert_allclose(out, 1.0 / 3.0, atol=1e-6)          # the area average of 0, 1, 0
     wide = InputSpec(1, 12, 4, fit="stretch").fit_frame(stripes)   # rows kept: bilinear in x samples the centre
     np.testing.assert_allclose(wide, 1.0, atol=1e-6)
+    tall = InputSpec(1, 4, 12, fit="stretch").fit_frame(stripes.T)  # columns kept: bilinear in y
+    np.testing.assert_allclose(tall, 1.0, atol=1e-6)
+    half = InputSpec(1, 4, 4, fit="stretch").fit_frame(stripes.astype(np.float16))   # OpenCV has no float16
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half.astype(np.float64), 1.0 / 3.0, atol=1e-3)
     up = InputSpec(1, 8, 8, fit="stretch").fit_frame(np.array([[0, 255], [255, 0]], np.uint8))
     assert up.dtype == np.uint8 and up[0, 0, 0] == 0 and up[0, 7, 0] == 255 and 100 < up[3, 3, 0] < 155
 
@@ -151,26 +156,38 @@ def test_shrinking_averages_and_enlarging_interpolates():
               fit="letterbox"),
     InputSpec(3, 20, 30, mean=(300.0, 100.0, -20.0), std=1.0, scale=1.0, fit="letterbox"),
     InputSpec(1, 20, 30, mean=0.1307, std=0.3081, fit="letterbox"),
-], ids=["rgb", "bgr", "outside-range", "gray"])
+    InputSpec(2, 20, 30, mean=(0.2, 0.6), std=(0.5, 0.25), fit="letterbox"),
+    InputSpec(5, 20, 30, mean=(0.1, 0.2, 0.3, 0.4, 0.9), std=0.5, fit="letterbox"),
+], ids=["rgb", "bgr", "outside-range", "gray", "two", "five"])
 @pytest.mark.parametrize("layout", ["bgr", "gray"])
 def test_letterbox_padding_is_the_mean_colour(dtype, spec, layout):
     """The padding is the raw colour closest to the model's mean: it normalizes to 0 within half a
-    level of the frame's dtype, or to the nearest colour the frame can hold (a mean outside 0..255)."""
+    level of the frame's dtype, or to the nearest colour the frame can hold (a mean outside 0..255).
+    Where the model sees one gray in every channel (a gray frame, a model of other than 3 channels)
+    it is the gray of the average mean."""
     frame = _constant_frame(dtype, layout, h=20, w=12)
     a = spec.to_array(frame).astype(np.float64)
     pad = a[:, :, 0]                                      # column 0 is padding (image is 12 wide of 30)
     assert np.ptp(spec.to_array(frame)[:, :, 15]) >= 0 and not np.allclose(a[:, :, 15], pad)
     step = FULL[dtype] if dtype != np.float32 else 1e6    # one level of the frame's dtype, 8-bit units
     half = 0.5 * 255.0 / step * spec.scale / np.array(spec.std)[:, None] + 1e-5
-    if layout == "gray" and spec.channels == 3:
-        want = np.full(3, np.mean(spec.mean))             # one gray for all three channels
-        target = (want * 1.0 - np.array(spec.mean)) / np.array(spec.std)
+    if layout == "gray" or spec.channels != 3:
+        target = (np.mean(spec.mean) - np.array(spec.mean)) / np.array(spec.std)     # one gray everywhere
     else:
         target = np.zeros(spec.channels)
     lo_raw = (0.0 * spec.scale - np.array(spec.mean)) / np.array(spec.std)           # black
     hi_raw = (255.0 * spec.scale - np.array(spec.mean)) / np.array(spec.std)         # white
     target = np.clip(target, np.minimum(lo_raw, hi_raw), np.maximum(lo_raw, hi_raw))
     assert (np.abs(pad - target[:, None]) <= half).all(), (pad[:, 0], target)
+
+
+def test_letterbox_of_a_frame_thinner_than_a_pixel_keeps_one_row():
+    """200 x 2 into 10 x 10 scales to 0.1 pixel high: one row of image, centred, the rest padding."""
+    spec = InputSpec(1, 10, 10, fit="letterbox")
+    out = spec.fit_frame(np.full((2, 200), 255, np.uint8))[..., 0]
+    assert (out[4] == 255).all() and (np.delete(out, 4, axis=0) == 0).all()      # row (10 - 1) // 2
+    out = spec.fit_frame(np.full((200, 2), 255, np.uint8))[..., 0]
+    assert (out[:, 4] == 255).all() and (np.delete(out, 4, axis=1) == 0).all()
 
 
 def test_letterbox_gray_model_pads_a_colour_frame_with_its_mean():
@@ -191,7 +208,7 @@ def test_to_image_undoes_the_normalization(spec):
     else:
         rgb = np.repeat(raw.mean(axis=0)[None], 3, axis=0)
     want = np.clip(np.rint(rgb.transpose(1, 2, 0)), 0, 255)
-    for given in (x.astype(np.float32), torch.from_numpy(x.astype(np.float32))[None]):
+    for given in (x.astype(np.float32), torch.from_numpy(x.astype(np.float32))[None].requires_grad_(True)):
         img = spec.to_image(given)
         assert img.dtype == np.uint8 and img.shape == (4, 5, 3) and img.flags.c_contiguous
         assert np.abs(img.astype(int) - want).max() <= 1
@@ -231,7 +248,8 @@ def test_construction_rules_and_description():
     assert InputSpec.from_dict(d) == c
     for bad, needle in [(dict(channels=2.0), "channels must be a positive integer, got 2.0"),
                         (dict(width=-3), "width must be a positive integer"),
-                        (dict(std=(1.0, 0.0, 1.0)), "std must not contain zeros"),
+                        (dict(std=(1.0, 0.0, 1.0)), "^InputSpec: std must not contain zeros.$"),
+                        (dict(fit="zoom"), "^InputSpec: fit must be one of crop, stretch, letterbox, got 'zoom'.$"),
                         (dict(std=(1.0, 2.0)), "std has 2 values but the model has 3 channels")]:
         with pytest.raises(CnnvisError, match=needle):
             InputSpec(**bad)
@@ -246,7 +264,8 @@ def test_construction_rules_and_description():
     (np.zeros((2, 4, 4, 3), np.uint8), r"got shape \(2, 4, 4, 3\)"),
 ])
 def test_bad_frames_are_one_clear_error(frame, needle):
-    with pytest.raises(CnnvisError, match=needle):
-        InputSpec(3, 4, 4).to_array(frame)
+    for call in (InputSpec(3, 4, 4).to_array, InputSpec(3, 2, 2).fit_frame):
+        with pytest.raises(CnnvisError, match=needle):
+            call(frame)
     with pytest.raises(CnnvisError, match="fit must be one of crop, stretch, letterbox, got 'zoom'"):
         InputSpec(3, 4, 4).fit_frame(np.zeros((4, 5, 3), np.uint8), "zoom")
