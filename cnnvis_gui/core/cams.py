@@ -212,7 +212,9 @@ def frame_cam(frame, layer: str, unit: int, cam_layer: str | None = None, method
     """CAM ``method`` of the unit (its objective S) at ``cam_layer``: N x H x W in [0, 1].
 
     ``cam_layer`` defaults to the last convolutional layer that finishes before ``layer``
-    (:meth:`Frame.default_cam_layer`).  See the module docstring for each method's formula.
+    (:meth:`Frame.default_cam_layer`); of a module that runs more than once, the CAM reads its last
+    call that finishes before the unit's (:meth:`Frame.cam_call`).  See the module docstring for
+    each method's formula.
     """
     if method not in CAM_METHODS:
         raise CnnvisError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}.")
@@ -220,12 +222,13 @@ def frame_cam(frame, layer: str, unit: int, cam_layer: str | None = None, method
         cam_layer = frame.default_cam_layer(layer, call)
         if cam_layer is None:
             raise CnnvisError(f"no convolutional layer runs before {layer!r}; choose a CAM layer.")
-    A = frame.activations(cam_layer)
+    cam_call = frame.cam_call(cam_layer, layer, call)
+    A = frame.activations(cam_layer, cam_call)
     if A.ndim != 4:
         raise CnnvisError(f"a CAM needs a layer with N x C x H x W output; {cam_layer!r} has shape "
                           f"{tuple(A.shape)}.")
     if method in GRADIENT_CAMS:
-        g = frame.gradient_at(cam_layer, layer, unit, "gradient", objective, call)
+        g = frame.gradient_at(cam_layer, layer, unit, "gradient", objective, call, at_call=cam_call)
         cam_map = cam_from_gradients(method, A, g)
     elif method == "eigencam":
         frame.activations(layer, call)   # the unit is not used, but a wrong layer still says so

@@ -386,6 +386,18 @@ class Frame:
                     best, best_done = n, cc.done
         return best
 
+    def cam_call(self, cam_layer: str, layer: str, call: int = -1) -> int:
+        """The call of ``cam_layer`` a CAM of ``layer``'s ``call`` reads: the last one that finishes
+        no later than that call (a shared module runs before and after the unit); -1, the last,
+        when every call finishes after it."""
+        done = self._call(layer, call)[1].done
+        name = self._call(cam_layer)[0]
+        best = -1
+        for i, cc in enumerate(self._calls[name]):
+            if cc.reason is None and cc.done <= done:
+                best = i
+        return best
+
     # ------------------------------------------------------------------ backward
     def _objective(self, name, c, unit, objective):
         """(root, seed) for ``autograd.grad``: the objective as a scalar tensor, or -- for an
