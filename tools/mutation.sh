@@ -42,7 +42,8 @@ case "$MOD" in
   core/recorder.py|core/modelmap.py)   # the engine's own tests cover every recorded call (quicker than tests/core)
                    TESTS="tests/core/test_engine.py tests/core/test_engine_inputs.py" ;;
   core/*)          TESTS="tests/core" ;;
-  atlas/scan.py)   TESTS="tests/atlas/test_scan.py tests/atlas/test_scan_geometry.py tests/atlas/test_cache_damage.py tests/atlas/test_scan_faults.py tests/atlas/test_scan_dtypes.py tests/atlas/test_merge.py tests/atlas/test_scan_words.py tests/atlas/test_scan_inputs.py tests/atlas/test_scan_loop.py" ;;
+  atlas/scan.py|atlas/folders.py|atlas/results.py|atlas/state.py)   # split out of scan.py: its tests
+                   TESTS="tests/atlas/test_scan.py tests/atlas/test_scan_geometry.py tests/atlas/test_cache_damage.py tests/atlas/test_scan_faults.py tests/atlas/test_scan_dtypes.py tests/atlas/test_merge.py tests/atlas/test_scan_words.py tests/atlas/test_scan_inputs.py tests/atlas/test_scan_loop.py" ;;
   atlas/crops.py)  TESTS="tests/atlas/test_crops.py tests/atlas/test_crops_probes.py tests/atlas/test_crops_reference.py" ;;
   qt/render.py)    TESTS="tests/qt/test_window_drawn.py tests/qt/test_window_keys.py tests/qt/test_window.py tests/qt/test_render_requests.py" ;;
   *) [ -n "${MUTATION_TESTS:-}" ] || { echo "mutation.sh: no test list for $MOD; add it to the table in tools/mutation.sh" >&2; exit 2; } ;;

@@ -9,8 +9,9 @@
 >>> for step in opt.run(): show(step.image)                                        # doctest: +SKIP
 """
 from .cache import cache_dir, weights_hash, ENV_VAR
-from .scan import (Hit, ScanProgress, LayerTopK, AtlasScan, TopKScan, scan_folder, load_scan, list_images,
-                   resolve_layers)
+from .folders import list_images
+from .results import Hit, ScanProgress, LayerTopK, AtlasScan
+from .scan import TopKScan, scan_folder, load_scan, resolve_layers
 from .crops import Box, HitCrops, ReceptiveFields, crop_hits, support_box, input_position, fit_tile
 from .optimize import (OptimizeParams, PRESETS, TOOLBOX_LR, OptStep, OptimizeResult, ActivationMaximizer, maximize,
                        unit_activation, random_input)

@@ -443,7 +443,8 @@ def _shard(args, model_from_args, folder: Path, options) -> int:
 def _torchrun(args, model_from_args, folder: Path, options, world) -> int:
     from . import distributed as dist
     from .merge import cache_merged, merge_parts, part_from_scan, part_meta
-    from .scan import AtlasScan, model_device
+    from .results import AtlasScan
+    from .scan import model_device
 
     t0 = time.perf_counter()
     try:
@@ -479,7 +480,8 @@ def cmd_atlas_merge(args, model_from_args, options) -> int:
     """``cnnvis atlas merge DIR_0 ... DIR_N-1 --out DIR``: check, merge exactly, crop once, write."""
     from .cache import weights_hash
     from .merge import cache_merged, merge_parts, read_part
-    from .scan import AtlasScan, folder_fingerprint, list_images
+    from .folders import folder_fingerprint, list_images
+    from .results import AtlasScan
 
     if _torchrun_world() is not None:
         raise CnnvisError("'cnnvis atlas merge' runs as one process: start it without torchrun.")

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..core import CnnvisError, InputSpec, Visualizer, saliency_to_image
 from ..sources import load_image
-from .scan import Hit
+from .results import Hit
 
 __all__ = ["Box", "HitCrops", "ReceptiveFields", "support_box", "input_position", "crop_hits", "input_image",
            "fit_tile"]

@@ -29,7 +29,8 @@ from torch import nn
 
 from ..core import CnnvisError, InputSpec, model_map
 from . import cache as _cache
-from .scan import AtlasScan, TopKScan
+from .results import AtlasScan
+from .scan import TopKScan
 
 __all__ = ["DEMO_IMAGES", "DEMO_SEED", "DemoProgress", "DemoAtlas", "demo_images_folder", "draw_demo_images"]
 

@@ -5,7 +5,7 @@ for every unit of every scanned layer its k best (value, image, y, x), with imag
 the whole listing.  ``cnnvis atlas --shard I/N`` writes one to its ``--out`` folder
 (:func:`write_part`: ``atlas-part.json`` + ``atlas-part.npz``), torchrun ranks send theirs to
 rank 0 (:mod:`cnnvis_gui.atlas.distributed`), and :func:`merge_parts` turns parts into one
-:class:`~cnnvis_gui.atlas.scan.AtlasScan`.
+:class:`~cnnvis_gui.atlas.results.AtlasScan`.
 
 Exactness: a one-process scan keeps, per unit, the k best images under the order *value
 descending, then place in the listing ascending* (each image enters once, at the first maximum
@@ -29,7 +29,8 @@ import torch
 
 from ..core import CnnvisError
 from . import cache as _cache
-from .scan import LayerTopK, nothing_decoded_error, scan_arrays, state_from_arrays, store_result
+from .results import LayerTopK
+from .state import nothing_decoded_error, scan_arrays, state_from_arrays, store_result
 
 __all__ = ["AtlasPart", "PART_JSON", "PART_NPZ", "PART_VERSION", "part_meta", "part_from_scan", "write_part",
            "read_part", "check_parts", "first_difference", "merge_topk", "cache_merged", "merge_parts", "parse_shard"]

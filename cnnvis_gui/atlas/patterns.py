@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..core import InputSpec
 from .crops import ReceptiveFields
 from .optimize import ActivationMaximizer, DEFAULT_PRESET
-from .scan import AtlasScan
+from .results import AtlasScan
 
 __all__ = ["top1_crops", "optimized_images"]
 

@@ -37,7 +37,6 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -45,215 +44,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import FIT_MODES, CnnvisError, InputSpec, ModelForwardError, model_map
+from ..core import FIT_MODES, CnnvisError, InputSpec, model_map
 from ..core.hooks import HookSet
 from ..core.recorder import model_device_dtype as model_device   # (device, float dtype): the engine's own rule
-from ..sources import IMAGE_EXTENSIONS, load_image, natural_key
+from ..sources import IMAGE_EXTENSIONS, load_image
 from . import cache as _cache
+from .folders import folder_fingerprint, list_images
+from .results import MODEL_FAILED, AtlasScan, ScanProgress
+from .state import check_state, nothing_decoded_error, scan_arrays, state_from_arrays
 
-__all__ = ["Hit", "ScanProgress", "LayerTopK", "AtlasScan", "TopKScan", "scan_folder", "load_scan",
-           "list_images", "folder_fingerprint", "resolve_layers", "model_device", "MODEL_FAILED", "shard_range",
-           "nothing_decoded_error", "scan_arrays", "state_from_arrays", "store_result"]
-
-
-# ============================================================================ values
-@dataclass(frozen=True)
-class Hit:
-    """One top-k entry: ``image`` index into :attr:`AtlasScan.paths`, position (y, x) in the
-    layer's map (``(0, 0)`` for a flat layer), and the unit's activation there."""
-
-    path: Path
-    image: int
-    y: int
-    x: int
-    value: float
-
-    def to_dict(self) -> dict:
-        return {"path": str(self.path), "image": self.image, "y": self.y, "x": self.x, "value": self.value}
+__all__ = ["TopKScan", "scan_folder", "load_scan", "resolve_layers", "model_device", "shard_range"]
 
 
-@dataclass(frozen=True)
-class ScanProgress:
-    """Where a scan stands: images ``done`` of ``total`` (skipped ones count as done)."""
-
-    done: int
-    total: int
-    images_per_s: float
-    eta_s: float | None
-    skipped: int
-    batch_size: int
-    from_cache: bool = False
-
-    @property
-    def fraction(self) -> float:
-        return 1.0 if self.total == 0 else self.done / self.total
-
-    def describe(self) -> str:
-        eta = "" if self.eta_s is None else f", ETA {self.eta_s:.0f} s"
-        sk = f", {self.skipped} skipped" if self.skipped else ""
-        return f"{self.done}/{self.total} images, {self.images_per_s:.1f} images/s{eta}{sk}"
-
-
-@dataclass
-class LayerTopK:
-    """The k best hits of every unit of one layer; arrays are units x k, best first.
-
-    ``images`` is -1 where a unit has fewer than k hits (a folder with fewer than k images).
-    ``shape`` is the layer's per-sample output shape (e.g. (64, 16, 16) or (10,)).
-    """
-
-    name: str
-    values: np.ndarray
-    images: np.ndarray
-    ys: np.ndarray
-    xs: np.ndarray
-    shape: tuple
-
-    @property
-    def units(self) -> int:
-        return int(self.values.shape[0])
-
-
-@dataclass
-class AtlasScan:
-    """A finished (or loaded) top-k scan of a folder."""
-
-    folder: Path
-    paths: list                 # image paths relative to ``folder`` (posix strings), index = image id
-    layers: dict                # layer name -> LayerTopK
-    k: int
-    spec: InputSpec
-    skipped: list = field(default_factory=list)   # [(relative path, reason)]
-    key: str = ""
-    from_cache: bool = False
-    ranges: list = field(default_factory=list)    # [(start, stop)] scanned by each rank/shard; [] = one process
-
-    @property
-    def world_size(self) -> int:
-        """How many processes (torchrun ranks or shards) scanned the listing (1 for one process)."""
-        return max(1, len(self.ranges))
-
-    @property
-    def images_per_rank(self) -> list:
-        """Image files each rank or shard scanned (skipped ones included), in rank order."""
-        return [b - a for a, b in self.ranges] if self.ranges else [len(self.paths)]
-
-    @property
-    def model_failures(self) -> list:
-        """The skipped images on which the model's own forward raised: [(relative path, reason)]."""
-        return [(p, r) for p, r in self.skipped if r.startswith(MODEL_FAILED)]
-
-    def layer(self, name: str) -> LayerTopK:
-        if name == "output" and "output" not in self.layers and "" in self.layers:
-            name = ""
-        try:
-            return self.layers[name]
-        except KeyError:
-            raise CnnvisError(f"this atlas has no layer {name!r}; it has {', '.join(map(repr, self.layers))}.") \
-                from None
-
-    def path(self, image: int) -> Path:
-        return self.folder / self.paths[int(image)]
-
-    def hits(self, layer: str, unit: int) -> list:
-        """The unit's hits, highest activation first (at most k, distinct images)."""
-        t = self.layer(layer)
-        if not 0 <= int(unit) < t.units:
-            raise CnnvisError(f"unit {unit} is out of range for layer {layer!r}: it has {t.units} units "
-                              f"(0..{t.units - 1}).")
-        out = []
-        for j in range(t.values.shape[1]):
-            i = int(t.images[unit, j])
-            if i < 0:
-                break
-            out.append(Hit(self.path(i), i, int(t.ys[unit, j]), int(t.xs[unit, j]), float(t.values[unit, j])))
-        return out
-
-    def to_dict(self) -> dict:
-        """JSON-able summary: every unit's hits (path, position, value), highest first."""
-        layers = {}
-        for name, t in self.layers.items():
-            layers[name or "output"] = {
-                "shape": list(t.shape),
-                "units": [{"unit": u, "hits": [h.to_dict() for h in self.hits(name, u)]} for u in range(t.units)],
-            }
-        return {"folder": str(self.folder), "images": len(self.paths), "k": self.k,
-                "spec": self.spec.to_dict(), "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-                "model_failed": len(self.model_failures), "world_size": self.world_size,
-                "images_per_rank": self.images_per_rank, "layers": layers}
-
-
-# ============================================================================ folder & model helpers
-def list_images(folder, recursive: bool = True) -> tuple:
-    """Image files of a folder -> (sorted [(relative posix path, size, mtime_ns)], number of other files).
-
-    Hidden files and folders are ignored; files whose extension is not an image
-    extension are counted as "other" and never read.  Linked folders are followed, but every
-    folder is listed once: a link back up the tree (``up -> ..``) or to a folder already listed
-    is skipped, and real folders are listed before any link to them, so an image keeps its own
-    path (without this, two such links listed each image millions of times and never finished).
-    """
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise CnnvisError(f"'{root}' is not a folder; choose a folder of images.")
-    found, others = [], 0
-    seen = {_folder_id(root)}
-    stack, links = [root], deque()     # links to folders: followed once every real folder is listed
-    while stack or links:
-        if stack:
-            d = stack.pop()
-        else:
-            d = links.popleft()            # in the order found: the first link to a folder names it
-            key = _folder_id(d)
-            if key is None or key in seen:
-                continue
-            seen.add(key)
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)   # the same listing on every run
-        except OSError:
-            continue
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            try:
-                if e.is_dir(follow_symlinks=True):
-                    if not recursive:
-                        continue
-                    if e.is_symlink():
-                        links.append(Path(e.path))
-                    elif (key := _folder_id(e.path)) not in seen:
-                        seen.add(key)
-                        stack.append(Path(e.path))
-                    continue
-                if not e.is_file(follow_symlinks=True):
-                    continue
-                if os.path.splitext(e.name)[1].lower() not in IMAGE_EXTENSIONS:
-                    others += 1
-                    continue
-                st = e.stat()
-            except OSError:
-                others += 1
-                continue
-            rel = Path(e.path).relative_to(root).as_posix()
-            found.append((rel, int(st.st_size), int(st.st_mtime_ns)))
-    found.sort(key=lambda t: natural_key(t[0]))
-    return found, others
-
-
-def _folder_id(path) -> tuple | None:
-    """(device, inode) of the folder ``path`` leads to; None when it cannot be read."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def folder_fingerprint(files) -> str:
-    """Hash of [(relative path, size, mtime_ns)]: changes when a file is added, removed or rewritten."""
-    return _cache.digest([list(f) for f in files])
-
-
+# ============================================================================ model helpers
 def resolve_layers(model: nn.Module, spec: InputSpec, layers) -> list:
     """Canonical module names ("" = model output) for the requested layers.
 
@@ -326,111 +129,9 @@ def _is_fatal(e: BaseException) -> bool:
     return _is_oom(e) or (isinstance(e, RuntimeError) and "CUDA error" in str(e))
 
 
-#: reason prefix of a skipped image on which the model's own forward raised (see AtlasScan.model_failures)
-MODEL_FAILED = "the model's forward raised"
-
-
 def _model_failed(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{MODEL_FAILED} {type(e).__name__}" + (f": {text}" if text else "")
-
-
-def _check_state(z: dict, n_layers: int, k: int, n_files: int, finished: bool, span: tuple | None = None) -> None:
-    """Raise ValueError/KeyError unless ``z`` holds a top-k state that fits this scan.
-
-    A finished result covers all ``n_files`` and every layer; a partial state covers
-    ``0 <= next_index <= n_files`` and either every layer or none (no image decoded yet).
-    A shard's state (``span`` = its [start, stop) of the listing) covers its slice instead, and
-    may have no layer even when finished (nothing in the slice could be decoded).
-    """
-    lo, hi = (0, n_files) if span is None else span
-    nxt = int(np.asarray(z["next_index"]).reshape(()))
-    if finished and nxt != hi:
-        raise ValueError(f"it covers {nxt - lo} of {hi - lo} images")
-    if not lo <= nxt <= hi:
-        raise ValueError(f"it stopped at image {nxt} outside {lo}..{hi}")
-    if len(z["skipped_paths"]) != len(z["skipped_reasons"]):
-        raise ValueError("its list of skipped files is inconsistent")
-    present = [i for i in range(n_layers) if f"v{i}" in z]
-    if present and len(present) != n_layers or (finished and not present and span is None):
-        raise ValueError(f"it has {len(present)} of {n_layers} layers")
-    for i in present:
-        v, im, y, x, shape = z[f"v{i}"], z[f"i{i}"], z[f"y{i}"], z[f"x{i}"], z[f"s{i}"]
-        if v.ndim != 2 or v.shape[1] != k or any(a.shape != v.shape for a in (im, y, x)):
-            raise ValueError(f"layer {i}: arrays of shape {v.shape} for k={k}")
-        if not all(np.issubdtype(a.dtype, np.integer) for a in (im, y, x, shape)) \
-                or not np.issubdtype(v.dtype, np.floating):
-            raise ValueError(f"layer {i}: wrong array types")
-        if shape.ndim != 1 or len(shape) < 1 or int(shape[0]) != v.shape[0]:
-            raise ValueError(f"layer {i}: shape {shape.tolist()} for {v.shape[0]} units")
-        if im.size and (int(im.min()) < -1 or int(im.max()) >= n_files):
-            raise ValueError(f"layer {i}: image indices outside the {n_files} images")
-        if y.size and (int(y.min()) < 0 or int(x.min()) < 0):
-            raise ValueError(f"layer {i}: negative positions")
-
-
-def nothing_decoded_error(folder, total: int, skipped) -> CnnvisError:
-    """The error for a scan in which no image went through the model (all unreadable, or the model raised)."""
-    failed = [t for t in skipped if t[1].startswith(MODEL_FAILED)]
-    if failed:
-        return ModelForwardError(
-            f"the model's forward raised on all {len(failed)} decodable image"
-            f"{'s' if len(failed) != 1 else ''} of '{folder}' (first: {failed[0][0]}: "
-            f"{failed[0][1].rstrip('.')}); check the input spec against what the model was trained on.")
-    first = f": {skipped[0][0]}: {skipped[0][1].rstrip('.')}" if skipped else ""   # one full stop
-    return CnnvisError(f"none of the {total} image file{'s' if total != 1 else ''} in "
-                       f"'{folder}' could be decoded{first}.")
-
-
-def scan_arrays(layer_names, tables: dict, next_index: int, skipped) -> dict:
-    """The arrays of a top-k state as the cache stores them (``result.npz`` / ``partial.npz``).
-
-    ``tables``: layer name -> (values, images, ys, xs, shape), numpy, units x k; a layer without
-    a table (nothing decoded yet) is left out.
-    """
-    arrays = {"next_index": np.array(next_index, np.int64),
-              "skipped_paths": np.array([p for p, _ in skipped], dtype=str),
-              "skipped_reasons": np.array([r for _, r in skipped], dtype=str)}
-    for i, name in enumerate(layer_names):
-        if name not in tables:
-            continue
-        v, im, y, x, shape = tables[name]
-        arrays[f"v{i}"], arrays[f"i{i}"], arrays[f"y{i}"], arrays[f"x{i}"] = v, im, y, x
-        arrays[f"s{i}"] = np.array(shape, np.int64)
-    return arrays
-
-
-def state_from_arrays(z: dict, layer_names, k: int | None = None, n_files: int | None = None,
-                      span: tuple | None = None) -> tuple:
-    """(layers {name: LayerTopK}, skipped [(path, reason)]) from arrays in the :func:`scan_arrays` layout.
-
-    With ``k`` and ``n_files`` the arrays are checked first as a finished state of a scan (of its
-    slice ``span``); ValueError/KeyError/TypeError/IndexError when they do not fit.  A layer
-    without arrays (a slice in which nothing was decoded) is left out.
-    """
-    if k is not None and n_files is not None:
-        _check_state(z, len(layer_names), k, n_files, True, span=span)
-    layers = {}
-    for i, name in enumerate(layer_names):
-        if f"v{i}" not in z:
-            continue
-        layers[name] = LayerTopK(name, z[f"v{i}"].astype(np.float32), z[f"i{i}"].astype(np.int64),
-                                 z[f"y{i}"].astype(np.int32), z[f"x{i}"].astype(np.int32),
-                                 tuple(int(s) for s in z[f"s{i}"]))
-    skipped = list(zip([str(s) for s in z["skipped_paths"]], [str(s) for s in z["skipped_reasons"]]))
-    return layers, skipped
-
-
-def store_result(cache_root, key: str, layer_names, layers: dict, n_files: int, skipped, info: dict) -> Path:
-    """Write a finished result (e.g. merged from parts) where a one-process scan with ``key`` finds it.
-
-    ``layers``: name -> :class:`LayerTopK`; ``info`` goes into ``meta.json``.  Returns the folder.
-    """
-    path = _cache.cache_dir(cache_root) / f"scan-{key}"
-    tables = {n: (t.values, t.images, t.ys, t.xs, t.shape) for n, t in layers.items()}
-    _cache.atomic_save_npz(path / "result.npz", **scan_arrays(layer_names, tables, n_files, skipped))
-    _cache.atomic_write_json(path / "meta.json", dict(info, finished=time.strftime("%Y-%m-%d %H:%M:%S")))
-    return path
 
 
 def shard_range(total: int, index: int, count: int, batch_size: int) -> tuple:
@@ -621,7 +322,7 @@ class TopKScan:
                 self._damaged(path, "not a readable .npz file")
             return None
         try:
-            _check_state(z, len(self.layers), self.k, n_files, finished,
+            check_state(z, len(self.layers), self.k, n_files, finished,
                          span=self._range if self.shard is not None else None)
         except (KeyError, ValueError, TypeError, IndexError) as e:
             self._damaged(path, e)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cnnvis_gui.atlas import TopKScan, load_scan, scan_folder
-from cnnvis_gui.atlas.scan import list_images
+from cnnvis_gui.atlas.folders import list_images
 from cnnvis_gui.core import CnnvisError
 from cnnvis_gui.sources import load_image
 

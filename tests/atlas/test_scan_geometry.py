@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cnnvis_gui.atlas import TopKScan
-from cnnvis_gui.atlas.scan import list_images
+from cnnvis_gui.atlas.folders import list_images
 from cnnvis_gui.core import InputSpec
 from cnnvis_gui.sources import load_image
 

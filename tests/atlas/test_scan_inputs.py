@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from cnnvis_gui.atlas import TopKScan, scan_folder
-from cnnvis_gui.atlas.scan import list_images, resolve_layers
+from cnnvis_gui.atlas.folders import list_images
+from cnnvis_gui.atlas.scan import resolve_layers
 from cnnvis_gui.core import CnnvisError
 
 from .helpers import TINY_SPEC, make_images, run_scan, tiny_model

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from cnnvis_gui.atlas import TopKScan, load_scan, scan_folder
-from cnnvis_gui.atlas.scan import (AtlasScan, LayerTopK, ScanProgress, nothing_decoded_error, shard_range,
-                                   store_result)
+from cnnvis_gui.atlas.results import AtlasScan, LayerTopK, ScanProgress
+from cnnvis_gui.atlas.scan import shard_range
+from cnnvis_gui.atlas.state import nothing_decoded_error, store_result
 from cnnvis_gui.core import CnnvisError, ModelForwardError
 from cnnvis_gui.sources import load_image
 
