@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .core.attribution import DEFAULT_NOISE, DEFAULT_STEPS
 from .core.display import MAX_ZOOM, enlarge
 from .options import UsageError, add_model_arguments, apply_thread_option, model_from_args
 
@@ -665,10 +666,12 @@ def build_parser() -> argparse.ArgumentParser:
                          f"(default guided)")
     io.add_argument("--smoothgrad", type=int, default=0, metavar="N",
                     help="average the saliency methods over N noisy copies of each image (SmoothGrad; default 0: off)")
-    io.add_argument("--noise", type=float, default=0.15, metavar="S",
-                    help="SmoothGrad noise: standard deviation as a fraction of the image's value range (default 0.15)")
-    io.add_argument("--steps", type=int, default=32, metavar="K",
-                    help="integrated-gradients points from the all-zero baseline (Gauss-Legendre; default 32)")
+    io.add_argument("--noise", type=float, default=DEFAULT_NOISE, metavar="S",
+                    help=f"SmoothGrad noise: standard deviation as a fraction of the image's value range "
+                         f"(default {DEFAULT_NOISE})")
+    io.add_argument("--steps", type=int, default=DEFAULT_STEPS, metavar="K",
+                    help=f"integrated-gradients points from the all-zero baseline (Gauss-Legendre; "
+                         f"default {DEFAULT_STEPS})")
     io.add_argument("--seed", type=int, default=0, metavar="SEED",
                     help="seed of the SmoothGrad noise, so that a rerun writes the same files (default 0)")
     io.add_argument("--objective", default="sum", metavar="sum|activation|max|Y,X",

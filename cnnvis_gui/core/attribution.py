@@ -31,10 +31,13 @@ from .errors import CnnvisError
 ATTRIBUTION_METHODS = ("input-x-gradient", "integrated-gradients")
 RULE_METHODS = ("gradient", "deconvnet", "guided")   # the engine's backprop rules (engine.METHODS)
 COPIES_PER_FORWARD = 8     # copies of the input per batched forward (memory stays bounded)
+DEFAULT_NOISE = 0.15       # SmoothGrad's std as a fraction of the input's range (the paper suggests 10-20%)
+DEFAULT_STEPS = 32         # integrated-gradients points
 MAX_SMOOTHGRAD = 1024
 MAX_STEPS = 1024
 
-__all__ = ["ATTRIBUTION_METHODS", "COPIES_PER_FORWARD", "gauss_legendre", "attribute", "check_options"]
+__all__ = ["ATTRIBUTION_METHODS", "COPIES_PER_FORWARD", "DEFAULT_NOISE", "DEFAULT_STEPS", "gauss_legendre", "attribute",
+           "check_options"]
 
 
 def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +50,7 @@ def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 * (nodes + 1.0), 0.5 * weights
 
 
-def check_options(smoothgrad: int = 0, noise: float = 0.15, steps: int = 32, seed=None) -> None:
+def check_options(smoothgrad: int = 0, noise: float = DEFAULT_NOISE, steps: int = DEFAULT_STEPS, seed=None) -> None:
     """Raise a :class:`CnnvisError` naming the first bad SmoothGrad / integrated-gradients option."""
     if isinstance(smoothgrad, bool) or not isinstance(smoothgrad, numbers.Integral) or not \
             0 <= smoothgrad <= MAX_SMOOTHGRAD:
@@ -138,7 +141,7 @@ def _batched_gradients(frame, make_copies, copies: int, layer, unit, rule, objec
 
 
 def attribute(frame, layer: str, unit: int, method: str, objective="sum", call: int = -1, *,
-              smoothgrad: int = 0, noise: float = 0.15, steps: int = 32, baseline=None,
+              smoothgrad: int = 0, noise: float = DEFAULT_NOISE, steps: int = DEFAULT_STEPS, baseline=None,
               seed: int | None = None) -> torch.Tensor:
     """Attribution of the unit's objective to the frame's input, shaped like the input.
 

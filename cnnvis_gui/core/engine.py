@@ -487,8 +487,8 @@ class Frame:
         return list(grads)
 
     def saliency(self, layer: str, unit: int, method: str = "guided", objective="sum",
-                 call: int = -1, *, smoothgrad: int = 0, noise: float = 0.15, steps: int = 32,
-                 baseline=None, seed: int | None = None) -> torch.Tensor:
+                 call: int = -1, *, smoothgrad: int = 0, noise: float = _attribution.DEFAULT_NOISE,
+                 steps: int = _attribution.DEFAULT_STEPS, baseline=None, seed: int | None = None) -> torch.Tensor:
         """Gradient of the unit's objective w.r.t. the input under ``method``'s ReLU rule.
 
         Returns a tensor shaped like the input (N x C x H x W).  For N > 1 each sample's
@@ -552,7 +552,8 @@ class Frame:
 
 
 def saliency(model: nn.Module, x: torch.Tensor, layer: str, unit: int, method: str = "guided",
-             objective="sum", smoothgrad: int = 0, noise: float = 0.15, steps: int = 32, baseline=None,
+             objective="sum", smoothgrad: int = 0, noise: float = _attribution.DEFAULT_NOISE,
+             steps: int = _attribution.DEFAULT_STEPS, baseline=None,
              seed: int | None = None, activations: str = "all") -> torch.Tensor:
     """Attribution of a unit's objective to ``x`` (1 x C x H x W); a tensor shaped like ``x``.
 

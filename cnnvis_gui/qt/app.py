@@ -114,11 +114,11 @@ def main(argv=None) -> int:
         return _fail(str(e))
 
     from .settings import make_settings
-    from ..core.attribution import check_options
+    from ..core.attribution import DEFAULT_NOISE, DEFAULT_STEPS, check_options
 
     try:
-        check_options(args.smoothgrad or 0, 0.15 if args.noise is None else args.noise,
-                      32 if args.steps is None else args.steps)
+        check_options(args.smoothgrad or 0, DEFAULT_NOISE if args.noise is None else args.noise,
+                      DEFAULT_STEPS if args.steps is None else args.steps)
     except CnnvisError as e:
         return _fail(f"--{e}")
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Callable, Optional
 
+from ..core.attribution import DEFAULT_NOISE, DEFAULT_STEPS
+
 #: Methods a backprop pane can show, by group (the pane's chooser lists them under these headings).
 #: Names are the core's with ``_`` for ``-`` (``integrated_gradients`` is ``"integrated-gradients"``).
 METHOD_GROUPS = (
@@ -65,8 +67,8 @@ class ViewerState:
     compare: bool = False            # second backprop pane side by side
     method2: str = "gradcam"
     smoothgrad: int = 0              # SmoothGrad copies for the gradient methods (0: off)
-    noise: float = 0.15              # SmoothGrad noise, std as a fraction of the input's range
-    ig_steps: int = 32               # integrated-gradients points
+    noise: float = DEFAULT_NOISE     # SmoothGrad noise, std as a fraction of the input's range
+    ig_steps: int = DEFAULT_STEPS    # integrated-gradients points
     filter: str = "normblur"
     overlay: bool = False
     cam_layer: Optional[str] = None  # None -> the engine's default (last conv before the unit)

@@ -30,6 +30,7 @@ import torch
 from PyQt5 import QtCore
 
 from ..core import CnnvisError
+from ..core.attribution import DEFAULT_NOISE, DEFAULT_STEPS
 
 #: the backprop rules (the grid's "gradients" mode uses one of them at the grid's layer)
 SALIENCY_METHODS = ("gradient", "deconvnet", "guided")
@@ -58,8 +59,8 @@ class RenderRequest:
     cam_layer: Optional[str] = None
     objective: str = "sum"
     smoothgrad: int = 0               # SmoothGrad copies for the gradient methods (0: off)
-    noise: float = 0.15
-    steps: int = 32                   # integrated-gradients points
+    noise: float = DEFAULT_NOISE
+    steps: int = DEFAULT_STEPS        # integrated-gradients points
     normalize: str = "layer"
     gamma: float = 1.0
     aspect: float = 1.0               # width / height of the grid view (the mosaic fills it)

@@ -12,7 +12,9 @@ import torch
 import torch.nn as nn
 
 from cnnvis_gui.core import CnnvisError, Visualizer
-from cnnvis_gui.core.attribution import COPIES_PER_FORWARD, MAX_SMOOTHGRAD, MAX_STEPS, check_options
+from cnnvis_gui.core import saliency
+from cnnvis_gui.core.attribution import (COPIES_PER_FORWARD, DEFAULT_NOISE, DEFAULT_STEPS, MAX_SMOOTHGRAD, MAX_STEPS,
+                                         _NoisyCopies, attribute, check_options)
 
 UNIT = 2
 
@@ -164,5 +166,95 @@ def test_a_frame_not_recorded_by_a_visualizer_cannot_run_extra_forwards():
     model, x = _model(), _input()
     with Visualizer(model).forward(x) as frame:
         frame.visualizer = None
-        with pytest.raises(CnnvisError, match="not recorded by a Visualizer; it cannot run extra forwards"):
+        with pytest.raises(CnnvisError) as e:
             frame.saliency("2", UNIT, "gradient", smoothgrad=2)
+        assert str(e.value) == "this frame was not recorded by a Visualizer; it cannot run extra forwards."
+
+
+def test_defaults_are_the_documented_ones_everywhere():
+    """SmoothGrad's noise 0.15 and 32 integration points (the README's defaults) in every entry point."""
+    import inspect
+    assert (DEFAULT_NOISE, DEFAULT_STEPS) == (0.15, 32)
+    for fn in (check_options, attribute, Visualizer(_model()).forward(_input()).saliency, saliency):
+        p = inspect.signature(fn).parameters
+        assert (p["noise"].default, p["steps"].default) == (DEFAULT_NOISE, DEFAULT_STEPS), fn
+    assert inspect.signature(check_options).parameters["smoothgrad"].default == 0
+    check_options()
+
+
+def test_smoothgrad_noise_does_not_depend_on_torchs_default_dtype():
+    """The noise is drawn in float32 whatever torch's default dtype, so a seed repeats."""
+    model, x = _model(torch.float32), _input(torch.float32)
+    a = _ours(model, x, "gradient", smoothgrad=3, seed=8)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        b = _ours(model, x, "gradient", smoothgrad=3, seed=8)
+    finally:
+        torch.set_default_dtype(old)
+    assert torch.equal(a, b)
+
+
+def test_noisy_copies_are_released_once_used():
+    copies = _NoisyCopies(torch.arange(4.0).reshape(1, 1, 2, 2), 0.5, 1)
+    first, third = copies[0].clone(), copies[2]
+    assert sorted(copies.kept) == [0, 1, 2] and not torch.equal(first, third)
+    copies.release(0)
+    copies.release(1)
+    assert sorted(copies.kept) == [2] and torch.equal(copies[2], third)
+
+
+def test_many_samples_go_one_copy_per_forward():
+    """A batch larger than COPIES_PER_FORWARD runs one copy of it per forward, never two."""
+    model = _model()
+    x = torch.rand(COPIES_PER_FORWARD + 1, 2, 7, 6, dtype=torch.float64)
+    sizes = []
+    h = model.register_forward_pre_hook(lambda m, a: sizes.append(a[0].shape[0]))
+    try:
+        _ours(model, x, "gradient", smoothgrad=2, seed=0)
+    finally:
+        h.remove()
+    assert sizes == [len(x)] * 3
+
+
+def test_a_float64_baseline_for_a_float32_model_is_cast():
+    model, x = _model(torch.float32), _input(torch.float32)
+    b64 = torch.full((1, 2, 1, 1), 0.1, dtype=torch.float64)
+    ours = _ours(model, x, "integrated-gradients", steps=3, baseline=b64)
+    assert ours.dtype == torch.float32
+    assert torch.equal(ours, _ours(model, x, "integrated-gradients", steps=3, baseline=b64.float()))
+
+
+class _Shared(nn.Module):
+    """``conv`` runs twice with the same weights; call 0 sees the input, call 1 its tanh."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(torch.tanh(self.conv(x)))
+
+
+@pytest.mark.parametrize("method", ["gradient", "input-x-gradient", "integrated-gradients"])
+def test_smoothgrad_of_the_first_call_of_a_shared_layer(method):
+    model, x = _Shared().double().eval(), _input()
+    with Visualizer(model).forward(x) as frame:
+        ours = frame.saliency("conv", 1, method, call=0, smoothgrad=2, noise=0.1, steps=2, seed=5)
+
+    def grad(c):
+        c = c.detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(model.conv(c)[:, 1].sum(), c)          # call 0 only
+        return g
+
+    ref = torch.zeros_like(x)
+    nodes, weights = np.polynomial.legendre.leggauss(2)
+    for c in _noisy(x, 2, 0.1, 5):
+        if method == "gradient":
+            ref += grad(c)
+        elif method == "input-x-gradient":
+            ref += c * grad(c)
+        else:
+            ref += c * sum(float(w) / 2 * grad(float(a + 1) / 2 * c) for a, w in zip(nodes, weights))
+    torch.testing.assert_close(ours, ref / 2, rtol=1e-10, atol=1e-12)
