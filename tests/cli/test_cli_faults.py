@@ -82,7 +82,8 @@ def test_export_units_all_keeps_no_map_per_unit(tmp_path, monkeypatch, capsys):
         cv2.imwrite(str(d / f"{i}.png"), np.random.default_rng(i).integers(0, 255, (30, 30, 3), dtype=np.uint8))
     H, W = 20, 24
     peak = {"n": 0, "calls": 0}
-    real = cli._write_png
+    from cnnvis_gui.cli import export
+    real = export._write_png
 
     def counting(path, rgb, zoom):
         peak["calls"] += 1
@@ -92,7 +93,7 @@ def test_export_units_all_keeps_no_map_per_unit(tmp_path, monkeypatch, capsys):
             peak["n"] = max(peak["n"], live)
         return real(path, rgb, zoom)
 
-    monkeypatch.setattr(cli, "_write_png", counting)
+    monkeypatch.setattr(export, "_write_png", counting)
     rc = cli.main(["export", "--model", f"{tmp_path / 'wide.py'}:make", "--input-size", f"{H}x{W}", "--device", "cpu",
                    "--input", str(d), "--layer", "0", "--units", "all", "--method", "gradient,guided",
                    "--batch-size", "2", "--out", str(tmp_path / "o"), "--quiet"])
