@@ -230,8 +230,7 @@ def frame_cam(frame, layer: str, unit: int, cam_layer: str | None = None, method
     if method in GRADIENT_CAMS:
         g = frame.gradient_at(cam_layer, layer, unit, "gradient", objective, call, at_call=cam_call)
         cam_map = cam_from_gradients(method, A, g)
-    elif method == "eigencam":
-        frame.activations(layer, call)   # the unit is not used, but a wrong layer still says so
+    elif method == "eigencam":          # the unit is not used (cam_call has checked the layer and call)
         cam_map = eigen_cam(A)
     else:
         # the gradient of the objective at the unit's own layer: a backward through one op that

@@ -217,3 +217,24 @@ def test_scorecam_needs_a_frame_from_a_visualizer_and_unknown_methods_are_named(
         with pytest.raises(CnnvisError) as e:
             frame.cam("fc", 1, "cam", method="scorecam")
         assert str(e.value) == "Score-CAM needs a frame recorded by a Visualizer (it runs masked forwards)."
+
+
+class _SharedTanh(nn.Module):
+    """One ``act`` module after ``conv1`` (call 0) and after ``conv2`` (call 1)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.conv1, self.conv2, self.act = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Tanh()
+
+    def forward(self, x):
+        return self.act(self.conv2(self.act(self.conv1(x)))).mean(dim=(2, 3))
+
+
+def test_default_cam_layer_follows_the_call_of_a_shared_activation():
+    model = _SharedTanh().double().eval()
+    with Visualizer(model).forward(_batch(torch.float64)[:1]) as frame:
+        assert (frame.default_cam_layer("act", 0), frame.default_cam_layer("act", -1)) == ("conv1", "conv2")
+        first = frame.cam("act", 1, call=0)[0]
+        assert torch.equal(first, frame.cam("act", 1, "conv1", call=0)[0]) and float(first.max()) == 1.0
+        assert float((first - frame.cam("act", 1, call=-1)[0]).abs().max()) > 1e-3
