@@ -258,3 +258,46 @@ def test_smoothgrad_of_the_first_call_of_a_shared_layer(method):
         else:
             ref += c * sum(float(w) / 2 * grad(float(a + 1) / 2 * c) for a, w in zip(nodes, weights))
     torch.testing.assert_close(ours, ref / 2, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["gradient", "deconvnet", "guided", "input-x-gradient"])
+def test_without_noise_the_answer_comes_from_the_recorded_frame(method):
+    """``attribute`` itself (the core's public function) with its defaults: no new forward, the
+    frame's own saliency of the chosen call (here the first call of a shared layer)."""
+    model, x = _Shared().double().eval(), _input()
+    with Visualizer(model).forward(x) as frame:
+        sizes = []
+        h = model.register_forward_pre_hook(lambda m, a: sizes.append(a[0].shape[0]))
+        try:
+            ours = attribute(frame, "conv", 1, method, call=0)
+            again = attribute(frame, "conv", 1, method, "sum", 0, smoothgrad=3, noise=0.0)
+        finally:
+            h.remove()
+        rule = "gradient" if method == "input-x-gradient" else method
+        plain = frame.saliency("conv", 1, rule, "sum", 0)
+    assert sizes == []
+    want = x * plain if method == "input-x-gradient" else plain
+    assert torch.equal(ours, want) and torch.equal(again, want)
+    if method == "gradient":
+        c = x.detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(model.conv(c)[:, 1].sum(), c)
+        torch.testing.assert_close(ours, g, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["input-x-gradient", "integrated-gradients", "guided"])
+def test_noisy_copies_are_kept_only_while_their_batch_is_in_use(monkeypatch, method):
+    """Memory does not grow with the number of copies: at most one forward's worth is alive."""
+    import cnnvis_gui.core.attribution as attribution
+    peak = {"kept": 0}
+
+    class Counting(attribution._NoisyCopies):
+        def __getitem__(self, s):
+            out = super().__getitem__(s)
+            peak["kept"] = max(peak["kept"], len(self.kept))
+            return out
+
+    monkeypatch.setattr(attribution, "_NoisyCopies", Counting)
+    model, x = _model(), _input()
+    _ours(model, x, method, smoothgrad=12, noise=0.1, steps=3, seed=1)
+    per = COPIES_PER_FORWARD // len(x)
+    assert 0 < peak["kept"] <= per + 1, peak
