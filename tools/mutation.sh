@@ -38,6 +38,7 @@ case "$MOD" in
   core/attribution.py) TESTS="tests/core/test_attribution_reference.py tests/core/test_attribution.py" ;;
   core/threads.py) TESTS="tests/core/test_threads.py tests/cli/test_threads_option.py" ;;
   core/allocator.py) TESTS="tests/core/test_allocator.py" ;;
+  core/errors.py)  TESTS="tests/core/test_rules_views.py tests/core/test_engine_inputs.py" ;;
   core/hooks.py)   TESTS="tests/core tests/atlas/test_scan.py tests/atlas/test_scan_faults.py" ;;
   core/recorder.py|core/modelmap.py)   # the engine's own tests cover every recorded call (quicker than tests/core)
                    TESTS="tests/core/test_engine.py tests/core/test_engine_inputs.py" ;;

@@ -32,11 +32,12 @@ _TRIM = 2 ** 31 - 1          # mallopt takes an int: never trim below 2 GiB of f
 _state: str | None = None
 
 
-def reuse_freed_memory(env=None) -> str:
+def reuse_freed_memory(env=None, libc=None) -> str:
     """Tune glibc's malloc so freed tensor memory is reused (once per process); returns what was done.
 
     The returned line is for ``cnnvis info``: ``"freed memory reused (glibc ...)"``, or why
-    malloc was left alone (``CNNVIS_MALLOC=system``, not glibc, mallopt refused).
+    malloc was left alone (``CNNVIS_MALLOC=system``, not glibc, mallopt refused).  ``env``
+    defaults to ``os.environ``, ``libc`` to the C library this interpreter runs on.
     """
     global _state
     if _state is not None:
@@ -45,7 +46,7 @@ def reuse_freed_memory(env=None) -> str:
     if env.get("CNNVIS_MALLOC", "").strip().lower() == "system":
         return "system malloc (CNNVIS_MALLOC=system)"
     try:
-        libc = ctypes.CDLL(None)            # the C library this interpreter runs on
+        libc = ctypes.CDLL(None) if libc is None else libc
         get_version, mallopt = libc.gnu_get_libc_version, libc.mallopt
     except (OSError, AttributeError):       # musl, macOS, Windows: not glibc
         _state = "system malloc (not glibc)"

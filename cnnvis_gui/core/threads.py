@@ -36,12 +36,15 @@ def _allowed_cpus() -> set:
         return set(range(os.cpu_count() or 1))
 
 
-def physical_cores() -> int:
-    """Physical cores among the CPUs this process may run on (hyper-threads counted once)."""
+def physical_cores(sysfs: str = "/sys/devices/system/cpu") -> int:
+    """Physical cores among the CPUs this process may run on (hyper-threads counted once).
+
+    Read from Linux's CPU topology under ``sysfs``; where it cannot be read, every CPU counts.
+    """
     cpus = _allowed_cpus()
     cores = set()
     for c in cpus:
-        base = f"/sys/devices/system/cpu/cpu{c}/topology/"
+        base = f"{sysfs}/cpu{c}/topology/"
         try:
             with open(base + "core_id") as f:
                 core = f.read().strip()

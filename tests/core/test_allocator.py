@@ -60,3 +60,52 @@ def test_system_malloc_on_request_and_one_answer_per_process(monkeypatch):
     assert allocator._state is None                       # nothing applied
     first = allocator.reuse_freed_memory({})
     assert allocator.reuse_freed_memory({"CNNVIS_MALLOC": "system"}) == first   # applied once: says so after
+
+
+class _FakeLibc:
+    """A glibc stand-in: records mallopt calls and answers ``answers`` (1 = accepted)."""
+
+    def __init__(self, answers=(1, 1), glibc=True):
+        self.calls, self.answers = [], list(answers)
+        outer = self
+
+        class Fn:
+            def __init__(self, f):
+                self.f, self.restype, self.argtypes = f, None, None
+
+            def __call__(self, *a):
+                return self.f(*a)
+        self.mallopt = Fn(lambda option, value: (outer.calls.append((option, value)), outer.answers.pop(0))[1])
+        if glibc:
+            self.gnu_get_libc_version = Fn(lambda: b"9.99")
+
+
+def test_the_tuning_asks_glibc_for_32_mib_heap_blocks_and_no_trimming(monkeypatch):
+    monkeypatch.setattr(allocator, "_state", None)
+    libc = _FakeLibc()
+    state = allocator.reuse_freed_memory({"CNNVIS_MALLOC": ""}, libc)
+    assert state == "freed memory reused (glibc 9.99 malloc: blocks up to 32 MiB from the heap, kept after use)"
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3                       # glibc's malloc.h
+    assert libc.calls == [(M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 2 ** 31 - 1)]
+    import ctypes
+    assert libc.mallopt.argtypes == [ctypes.c_int, ctypes.c_int] and libc.gnu_get_libc_version.restype is ctypes.c_char_p
+
+
+@pytest.mark.parametrize("answers,calls", [((0, 1), 1), ((1, 0), 2)])
+def test_a_refused_mallopt_is_reported(monkeypatch, answers, calls):
+    monkeypatch.setattr(allocator, "_state", None)
+    libc = _FakeLibc(answers)
+    assert allocator.reuse_freed_memory({}, libc) == "system malloc (glibc 9.99 refused mallopt)"
+    assert len(libc.calls) == calls                                   # the second is not tried after a refusal
+
+
+def test_not_glibc_and_the_environment(monkeypatch):
+    monkeypatch.setattr(allocator, "_state", None)
+    assert allocator.reuse_freed_memory({}, _FakeLibc(glibc=False)) == "system malloc (not glibc)"
+    assert allocator._state == "system malloc (not glibc)"
+    monkeypatch.setattr(allocator, "_state", None)
+    monkeypatch.setenv("CNNVIS_MALLOC", " System ")
+    libc = _FakeLibc()
+    assert allocator.reuse_freed_memory(None, libc) == "system malloc (CNNVIS_MALLOC=system)" and libc.calls == []
+    monkeypatch.delenv("CNNVIS_MALLOC")
+    assert allocator.reuse_freed_memory(None, libc).startswith("freed memory reused") and len(libc.calls) == 2
