@@ -71,6 +71,8 @@ def test_physical_cores_count_hyperthreads_once_per_package(tmp_path, monkeypatc
         assert threads.physical_cores(root) == cores, allowed
     monkeypatch.setattr(threads, "_allowed_cpus", lambda: {0, 1, 6})         # cpu6 has no topology
     assert threads.physical_cores(root) == 3
+    monkeypatch.setattr(threads, "_allowed_cpus", lambda: {6})
+    assert threads.physical_cores(root) == 1
     monkeypatch.setattr(threads, "_allowed_cpus", lambda: set())
     assert threads.physical_cores(root) == 1
 
