@@ -168,3 +168,16 @@ def test_a_relu_on_a_view_the_rule_cannot_reach_is_counted_and_named(n, notice):
     assert all(node.hooks == [] for node in nodes)     # nothing to locate the region with: no hook
     assert (rules.relu_nodes, rules.relu_on_views, rules.relu_calls) == (0, n, n)
     assert activation_notices(rules) == [notice]
+
+
+def test_what_autograds_inplace_error_names():
+    """The part of autograd's message that names the tensor, else "a saved tensor"; other errors: None."""
+    from cnnvis_gui.core.errors import stale_saved_tensor
+    real = ("one of the variables needed for gradient computation has been modified by an inplace operation: "
+            "[torch.FloatTensor [2, 3]], which is output 0 of ReluBackward0, is at version 1; expected version 0 "
+            "instead. Hint: enable anomaly detection")
+    assert stale_saved_tensor(RuntimeError(real)) == "output 0 of ReluBackward0"
+    assert stale_saved_tensor(RuntimeError("a tensor was modified by an inplace operation")) == "a saved tensor"
+    assert stale_saved_tensor(RuntimeError("which is output 1 of Elu, modified by an inplace operation")) == \
+        "output 1 of Elu"
+    assert stale_saved_tensor(RuntimeError("CUDA out of memory")) is None
