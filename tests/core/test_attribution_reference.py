@@ -162,6 +162,14 @@ def test_bad_baselines_are_one_clear_error(baseline, message):
     assert str(e.value).endswith(message) and str(e.value).startswith("baseline")
 
 
+def test_an_unknown_method_names_the_known_ones():
+    with Visualizer(_model()).forward(_input()) as frame:
+        with pytest.raises(CnnvisError) as e:
+            attribute(frame, "2", UNIT, "smoothgrad")
+    assert str(e.value) == ("unknown method 'smoothgrad'; choose one of gradient, deconvnet, guided, "
+                            "input-x-gradient, integrated-gradients.")
+
+
 def test_a_frame_not_recorded_by_a_visualizer_cannot_run_extra_forwards():
     model, x = _model(), _input()
     with Visualizer(model).forward(x) as frame:
