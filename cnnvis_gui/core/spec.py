@@ -152,8 +152,8 @@ class InputSpec:
         """Raw pixel value (frame channel order, BGR) that normalizes to ~0.
 
         A colour frame into a 3-channel model: the model's mean colour.  Otherwise the model sees
-        one gray value in every channel (see :meth:`to_array`): the gray of the average mean, which
-        gives 0 for one channel and balances the error between channels of different means.
+        one gray value in every channel (see :meth:`to_array`): the gray of the average mean (a
+        1-channel model's own mean; between channels of different means the error is balanced).
         """
         full = _dtype_full_scale(img.dtype)
         if img.shape[2] == 3 and self.channels == 3:
