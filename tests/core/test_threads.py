@@ -140,3 +140,19 @@ def test_lowering_one_level_and_a_refusal(monkeypatch):
         raise OSError("not allowed")
     monkeypatch.setattr(os, "setpriority", refuse)
     assert threads.lower_this_thread(2) is False
+
+
+def test_physical_cores_reads_linuxs_topology_by_default(monkeypatch):
+    import builtins
+    opened, real_open = [], builtins.open
+
+    def recording(path, *a, **k):
+        opened.append(str(path))
+        return real_open(path, *a, **k)
+    monkeypatch.setattr(builtins, "open", recording)
+    threads.physical_cores()
+    import os
+    wanted = {f"/sys/devices/system/cpu/cpu{c}/topology/{f}" for c in threads._allowed_cpus()
+              for f in ("core_id", "physical_package_id")}
+    assert set(opened) <= wanted
+    assert opened or not any(os.path.exists(p) for p in wanted)          # read when Linux has it
