@@ -231,19 +231,52 @@ def _check_file(option: str, value) -> None:
         raise UsageError(f"{option}: no such file: '{value}'")
 
 
-def model_from_entry(what: str, arch: str = "", device="auto", trust_code: bool = False):
+def model_from_entry(what: str, arch: str = "", device="auto", trust_code: bool = False, settings_file=None):
     """Load a remembered model (``what|arch`` as in the window's settings) the way the command line would.
 
-    ``trust_code`` is never remembered: the window asks again each time (see ``qt/trust_dialog.py``).
+    A remembered model is data read from a settings file, not the user's consent: an architecture
+    it names is checked by the one trust policy (:func:`cnnvis_gui.models.trust.check_file_arch`),
+    as one named by a checkpoint's metadata would be, so a ``.py`` file or a
+    ``package.module:callable`` raises :class:`~cnnvis_gui.models.UntrustedCodeError` without
+    ``trust_code``.  ``trust_code`` is never remembered: the window asks again each time (see
+    ``qt/trust_dialog.py``).  ``settings_file``: where the entry was read (for the message).
     """
+    from cnnvis_gui.models.trust import check_file_arch
     if what.startswith("demo:"):
         what = what[5:]
+    named = _entry_architecture(what, arch)
+    if named is not None:
+        where = f"the settings file {settings_file}" if settings_file else "the remembered model (settings)"
+        check_file_arch(_resolved_arch(named), f"{where}'s recent model", trust_code=trust_code,
+                        path=settings_file)
     if what.startswith(PRETRAINED_ENTRY) and arch:
         return model_from_args(SimpleNamespace(model=arch, weights=None, pretrained=what[len(PRETRAINED_ENTRY):],
                                                device=device))
     if arch:
         return model_from_args(SimpleNamespace(model=arch, weights=what, device=device, trust_code=trust_code))
     return model_from_args(SimpleNamespace(model=what, weights=None, device=device, trust_code=trust_code))
+
+
+def _entry_architecture(what: str, arch: str):
+    """The architecture source a remembered entry builds by itself, or None (a demo, or a weight file
+    whose own metadata names it: the loader checks that one)."""
+    from cnnvis_gui.models import DEMO_NAMES
+    if arch:
+        return None if arch in DEMO_NAMES else arch
+    if what in DEMO_NAMES or ":" not in what:
+        return None
+    return what
+
+
+def _resolved_arch(arch: str) -> str:
+    """``net.py:Net`` with the file's absolute path (the one that would run), for the trust prompt."""
+    head, sep, name = arch.rpartition(":")
+    if sep and head.endswith(".py"):
+        try:
+            return f"{Path(head).expanduser().resolve()}:{name}"
+        except (OSError, RuntimeError):
+            return arch
+    return arch
 
 
 def model_entry(args, demo_name=None) -> tuple:

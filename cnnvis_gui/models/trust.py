@@ -10,6 +10,10 @@ allowlist may be built from it:
 - ``timm:NAME`` for a NAME timm has registered (``timm.is_model``);
 - the project's own demo networks (:data:`DEMO_ARCHS`).
 
+The window's settings are a file too: a remembered model (the last one, the Recent menu) that
+names an architecture is checked here as well (:func:`cnnvis_gui.options.model_from_entry`),
+since whoever can write the settings file chose it, not the user at this start.
+
 Anything else — ``package.module:callable`` (``os:system``...), ``path/to/net.py:Net``
 (its top level runs on import) — raises :class:`~.errors.UntrustedCodeError` naming what
 the file asks to run.  Keyword arguments read from a file must be plain literals

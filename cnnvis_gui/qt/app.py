@@ -4,6 +4,8 @@ The model options are the ``cnnvis`` command line's (:func:`cnnvis_gui.options.a
 :func:`cnnvis_gui.options.model_from_args`): ``--model``, ``--pretrained``, ``--weights``, ``--trust-pickle``,
 ``--arch-kwarg``, ``--labels``, ``--device`` and the input-spec overrides mean the same in both.
 Without ``--model``/``--weights`` it opens the last model (else the "shapes" demo) and its sample images.
+A model that fails to load, or names code to run, is resolved once the window is up (:mod:`.start_model`):
+the "Run code?" prompt, or a box saying why, and the demo model instead.
 A ``--layer`` or ``--unit`` the model does not have exits non-zero with the nearest names.
 ``--screenshot out.png`` holds the input at its first frame, waits for the first complete
 render (activations and backprop drawn), saves a PNG of the whole window and exits 0; any
@@ -18,8 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..options import (UsageError, add_model_arguments, apply_thread_option, model_entry, model_from_args,
-                       model_from_entry, spec_overrides)
+from ..options import UsageError, add_model_arguments, apply_thread_option
 from .state import BACKPROP_METHODS, DISPLAY_FILTERS
 
 
@@ -62,20 +63,6 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def _last_model(settings, models, shot, notes):
-    """The model of the previous session (settings), else the shapes demo -> (LoadedModel, demo name)."""
-    entry = "" if shot else str(settings.value("last_model", "") or "")
-    what, _, arch = entry.partition("|")
-    if what.startswith("demo:") and what[5:] in getattr(models, "DEMO_NAMES", ("shapes", "glyphs")):
-        return models.demo(what[5:]), what[5:]
-    if what:
-        try:
-            return model_from_entry(what, arch), None
-        except Exception as e:  # noqa: BLE001 - fall back to the demo, say why
-            notes.append(f"last model {what} did not open ({e}); showing the demo model")
-    return models.demo("shapes"), "shapes"
-
-
 def check_layer_and_unit(lm, layer, unit):
     """Resolve ``--layer`` / ``--unit`` on the model's map -> the layer's name, or raise CnnvisError.
 
@@ -113,7 +100,7 @@ def main(argv=None) -> int:
     except UsageError as e:
         return _fail(str(e))
 
-    from .settings import make_settings
+    from .settings import make_settings, refused_reason
     from ..core.attribution import DEFAULT_NOISE, DEFAULT_STEPS, check_options
 
     try:
@@ -122,22 +109,19 @@ def main(argv=None) -> int:
     except CnnvisError as e:
         return _fail(f"--{e}")
 
-    # ---- model, read from the same options as `cnnvis` (before any window: a usage error just exits)
-    lm, demo_name, load_error, notes = None, None, None, []
+    # ---- model, read from the same options as `cnnvis` (before any window: a usage error just exits);
+    # automation runs never read the user's settings
+    from .start_model import read_start_model, settle_start_model
+    settings = None if automated else make_settings()
+    if refused_reason(settings):
+        print(f"cnnvis-gui: {refused_reason(settings)}", file=sys.stderr)
     try:
-        if args.model or args.weights or args.pretrained or args.arch_kwarg or args.labels or spec_overrides(args):
-            if not args.weights and args.pretrained is None and (args.model is None
-                                                                  or args.model in models.DEMO_NAMES):
-                demo_name = args.model or "shapes"
-            lm = model_from_args(args)
-        else:
-            lm, demo_name = _last_model(make_settings(), models, automated, notes)
+        start = read_start_model(args, settings, models)
     except UsageError as e:
         return _fail(str(e))
-    except Exception as e:  # noqa: BLE001 - shown below (dialog), or the exit message with --screenshot
-        if automated:
-            return _fail(f"cannot load the model: {e}")
-        load_error = e
+    if start.error is not None and automated:
+        return _fail(f"cannot load the model: {start.error}")
+    lm = start.loaded
     if lm is not None and (args.layer is not None or args.unit is not None):
         try:
             layer = check_layer_and_unit(lm, args.layer, args.unit)
@@ -156,7 +140,7 @@ def main(argv=None) -> int:
     QtCore.QCoreApplication.setApplicationName("cnnvis-gui")
     _preload_native_libraries()
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["cnnvis-gui"])
-    win = MainWindow(remember=not automated)
+    win = MainWindow(remember=not automated, settings=settings)
     if args.size:
         try:
             w, h = (int(v) for v in args.size.lower().split("x"))
@@ -170,26 +154,16 @@ def main(argv=None) -> int:
                             timeout=args.timeout)
         win.atlas.auto_demo = False     # an automated run measures/shoots the first frames: no background atlas
 
-    # ---- model
+    # ---- model: a failed start is said (and code a file names asked about) once the window is up
     init = dict(layer=args.layer, unit=args.unit, method=args.method)
-    for note in notes:
+    if not automated:
+        win.show()
+        start = settle_start_model(win, start, models)
+    lm, demo_name = start.loaded, start.demo_name
+    if start.fallback:
+        init = {}                       # --layer / --unit named the model that did not load
+    for note in start.notes:
         win.show_error(note)
-    if load_error is not None and not shot and isinstance(load_error, models.UntrustedCodeError):
-        from .trust_dialog import confirm_untrusted_code
-        if confirm_untrusted_code(win, load_error):    # as --trust-code would: the user said Yes
-            args.trust_code = True
-            try:
-                lm, load_error = model_from_args(args), None
-            except Exception as e:  # noqa: BLE001
-                load_error = e
-        else:
-            load_error = f"{load_error.target}: not run (you answered No)."
-    if load_error is not None:
-        if automated:
-            win.close()
-            return _fail(f"cannot load the model: {load_error}")
-        QtWidgets.QMessageBox.critical(None, "cnnvis-gui", f"Cannot load the model:\n{load_error}")
-        lm, demo_name = None, None
     if args.filter:
         win.state.update(filter=args.filter)
     if args.compare:
@@ -199,8 +173,7 @@ def main(argv=None) -> int:
             win.state.update(**{field: getattr(args, opt)})
     if lm is not None:
         win.load_model(lm, **init)
-        what, arch = model_entry(args, demo_name)
-        win.persistence.remember_model(what, arch=arch)
+        win.persistence.remember_model(*start.entry)
 
     # ---- input
     what = args.camera if args.camera is not None else args.input

@@ -198,8 +198,10 @@ class ModelSession:
             return
         from ..options import model_from_entry
         from .trust_dialog import load_with_consent
-        try:   # as `cnnvis --model/--weights` would read it; code the file names runs only after a Yes
-            lm = load_with_consent(win, lambda trust_code: model_from_entry(what, arch, trust_code=trust_code))
+        where = win.persistence.settings.fileName()
+        try:   # as `cnnvis --model/--weights` would; code the entry or its file names runs only after a Yes
+            lm = load_with_consent(win, lambda trust_code: model_from_entry(what, arch, trust_code=trust_code,
+                                                                            settings_file=where))
         except Exception as e:  # noqa: BLE001
             win.show_error(f"cannot open {what}: {e}")
             return

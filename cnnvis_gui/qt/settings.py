@@ -8,6 +8,8 @@ window remembers between sessions goes through here, so an automation run (``--s
 from __future__ import annotations
 
 import os
+import stat
+import sys
 from pathlib import Path
 
 from PyQt5 import QtCore
@@ -62,12 +64,78 @@ def fit_on_screen(win) -> None:
         win.move(x, y)
 
 
+#: the dynamic property of a QSettings whose file was refused: why (see :func:`make_settings`)
+REFUSED_PROPERTY = "cnnvis_refused"
+
+
+def settings_file_problem(path) -> str | None:
+    """Why ``path`` cannot hold the settings, or None (a regular file, or none yet).
+
+    Qt reads a settings file at once and saves by writing a new file and renaming it over
+    the path: a FIFO would hang the start (the read waits for a writer), a device node
+    (``/dev/...``) or a socket would be replaced by a regular file at the first save, a
+    folder cannot be read.  Symbolic links are followed: their target is what counts.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None                     # a first start: Qt creates it at the first save
+    except OSError as e:
+        return f"the settings file {path} cannot be opened ({e.strerror or e})"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode)
+            else "a character device" if stat.S_ISCHR(st.st_mode) else "a block device" if stat.S_ISBLK(st.st_mode)
+            else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+    return f"the settings file {path} is {kind}, not a regular file"
+
+
+def _native_settings_files() -> list:
+    """The files ``QSettings(ORG, APP)`` reads on Linux and the BSDs: the user's, then the system's."""
+    if sys.platform.startswith(("win", "darwin")):
+        return []                       # the registry / property lists: not files Qt reads this way
+    user = QtCore.QStandardPaths.writableLocation(QtCore.QStandardPaths.GenericConfigLocation)
+    system = QtCore.QLibraryInfo.location(QtCore.QLibraryInfo.SettingsPath)
+    out = []
+    for base in dict.fromkeys(p for p in (user, system, "/etc/xdg") if p):
+        out += [os.path.join(base, ORG, f"{APP}.conf"), os.path.join(base, f"{ORG}.conf")]
+    return out
+
+
 def make_settings() -> QtCore.QSettings:
-    """QSettings of the app; ``$CNNVIS_GUI_SETTINGS`` (an .ini path) redirects them (tests)."""
+    """QSettings of the app; ``$CNNVIS_GUI_SETTINGS`` (an .ini path) redirects them (tests).
+
+    A settings path that is not a regular file (:func:`settings_file_problem`) is neither read
+    nor written: the window starts with the default settings on an empty scratch store, and
+    :func:`refused_reason` says why (the window shows it, and saves nothing).
+    """
     path = os.environ.get(SETTINGS_ENV)
+    for candidate in [path] if path else _native_settings_files():
+        problem = settings_file_problem(candidate)
+        if problem is not None:
+            return _scratch_settings(problem)
     if path:
         return QtCore.QSettings(path, QtCore.QSettings.IniFormat)
     return QtCore.QSettings(ORG, APP)
+
+
+def _scratch_settings(problem: str) -> QtCore.QSettings:
+    """An empty settings store in a private temporary folder (removed at exit), marked as refused."""
+    import atexit
+    import shutil
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="cnnvis-gui-settings-")
+    atexit.register(shutil.rmtree, folder, True)
+    st = QtCore.QSettings(os.path.join(folder, "unused.ini"), QtCore.QSettings.IniFormat)
+    st.setProperty(REFUSED_PROPERTY, f"{problem}: it was not read and nothing is saved to it; "
+                                     f"starting with the default settings")
+    return st
+
+
+def refused_reason(settings) -> str | None:
+    """Why ``settings`` are a scratch store (their file was refused), or None."""
+    reason = settings.property(REFUSED_PROPERTY) if settings is not None else None
+    return str(reason) if reason else None
 
 
 class Persistence:
@@ -81,7 +149,8 @@ class Persistence:
     def __init__(self, win, settings: QtCore.QSettings, remember: bool = True):
         self.win = win
         self.settings = settings
-        self.writable = remember
+        self.refused = refused_reason(settings)    # the settings file is not a regular file: said at start
+        self.writable = remember and self.refused is None
 
     # ---- the last folder of a file dialog
     def last_dir(self) -> str:

@@ -78,6 +78,8 @@ class MainWindow(QtWidgets.QMainWindow):
         build_menus(self)
         self.status = StatusLine(self)
         self.persistence.restore()
+        if self.persistence.refused:
+            self.show_error(self.persistence.refused)
 
         # The worker runs Python-heavy hook code: hand the GIL over more often (default 5 ms)
         # so the GUI thread never waits long for it.

@@ -68,3 +68,24 @@ def test_recent_entry_asks_too(qtbot, window, tmp_path):
     assert len(seen) == 1 and "subprocess:getoutput" in seen[0]["text"]
     assert window.loaded is before and not marker.exists()
     assert "not opened" in window.status_text()
+
+
+@pytest.mark.parametrize("arch_in", ["what", "arch"])
+def test_recent_entry_whose_architecture_is_code_asks(qtbot, window, tmp_path, arch_in):
+    """A Recent entry is read from the settings file: its .py architecture needs the user's Yes."""
+    marker = tmp_path / "RAN"
+    ckpt = py_beside(tmp_path, marker)
+    evil = f"{tmp_path / 'evil.py'}:Net"
+    what, arch = (evil, "") if arch_in == "what" else (str(ckpt), evil)
+    before = window.loaded
+    seen = []
+    answer_trust_dialog(qtbot, "No", seen)
+    window.session.open_recent(what, arch)
+    assert len(seen) == 1 and str(tmp_path / "evil.py") in seen[0]["text"] and seen[0]["default"]
+    assert window.loaded is before and not marker.exists()
+    assert "not opened" in window.status_text()
+    seen.clear()
+    answer_trust_dialog(qtbot, "Yes", seen)
+    with qtbot.waitSignal(window.modelChanged, timeout=20000):
+        window.session.open_recent(what, arch)
+    assert len(seen) == 1 and marker.exists() and type(window.loaded.model).__name__ == "ShapesNet"
