@@ -32,6 +32,7 @@ import numpy as np
 
 from ..core import CnnvisError, InputSpec
 from ..core.display import MAX_ZOOM, enlarge
+from ..core.progress import stderr_progress
 
 __all__ = ["register", "cmd_atlas", "cmd_atlas_split", "cmd_atlas_merge", "cmd_optimize", "write_atlas",
            "model_options_text",
@@ -181,16 +182,6 @@ def model_options_text(args, actions) -> str:
 
 
 # ============================================================================ helpers
-def _bar(total, desc, quiet):
-    if quiet or not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
-    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
-
-
 def _layers(values) -> list:
     out = []
     for v in values:
@@ -280,17 +271,10 @@ def _torchrun_world():
 
 
 def run_scan_with_bar(scan, total: int, desc: str, quiet: bool) -> None:
-    """Run a TopKScan to the end with a progress bar on a terminal."""
-    bar = _bar(total, desc, quiet)
-    try:
+    """Run a TopKScan to the end with its progress on stderr (a bar on a terminal, log lines otherwise)."""
+    with stderr_progress(desc, total, "image", quiet=quiet) as progress:
         for p in scan.run():
-            if bar is not None:
-                bar.n = p.done
-                bar.set_postfix_str(f"{p.images_per_s:.0f} img/s" + (f", {p.skipped} skipped" if p.skipped else ""))
-                bar.refresh()
-    finally:
-        if bar is not None:
-            bar.close()
+            progress.update(p.done, note=f"{p.skipped} skipped" if p.skipped else "")
     for note in scan.notices:
         print(f"cnnvis: note: {note}", file=sys.stderr)
 
@@ -312,7 +296,7 @@ def write_atlas(args, model, spec, model_name: str, res, out: Path, t0: float, n
     n_png = 0
     if not args.no_montage:
         todo = [(name, u) for name in res.layers for u in _units(args.units, res.layer(name).units)]
-        bar = _bar(len(todo), "cnnvis atlas: crops", args.quiet)
+        progress = stderr_progress("cnnvis atlas: crops", len(todo), "unit", quiet=args.quiet)
         try:
             for name in res.layers:
                 rf = ReceptiveFields(model, spec, probes=args.probes, method=args.method, filter=args.filter)
@@ -326,13 +310,11 @@ def write_atlas(args, model, spec, model_name: str, res, out: Path, t0: float, n
                         units_doc[u]["montage"] = rel.as_posix()
                         for hd, c in zip(units_doc[u]["hits"], crops):
                             hd["box"] = c.box.to_list()
-                        if bar is not None:
-                            bar.update(1)
+                        progress.advance()
                 finally:
                     rf.close()
         finally:
-            if bar is not None:
-                bar.close()
+            progress.finish()
     from .cache import atomic_write_json
     atomic_write_json(out / "atlas.json", doc)
     warn_nonfinite(res, model, spec)
@@ -552,17 +534,11 @@ def cmd_optimize(args, model_from_args) -> int:
         if len(info.shape) != len(target) + 1 or any(not 0 <= t < n for t, n in zip(target, info.shape[1:])):
             raise CnnvisError(f"--target {args.target} is outside layer {info.display_name!r}'s "
                               f"{'x'.join(map(str, info.shape[1:]))} map.")
-    bar = _bar(opt.params.max_iter, f"cnnvis optimize: {args.layer} unit {args.unit}", args.quiet)
     t0 = time.perf_counter()
-    try:
+    with stderr_progress(f"cnnvis optimize: {args.layer} unit {args.unit}", opt.params.max_iter, "step",
+                         quiet=args.quiet) as progress:
         for step in opt.run(every=10):
-            if bar is not None:
-                bar.n = step.iteration
-                bar.set_postfix_str(f"activation {step.activation:.3g}")
-                bar.refresh()
-    finally:
-        if bar is not None:
-            bar.close()
+            progress.update(step.iteration, note=f"activation {step.activation:.3g}")
     res = opt.result
     img = res.image
     img = enlarge(img, args.zoom)

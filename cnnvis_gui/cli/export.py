@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.display import MAX_ZOOM, enlarge
+from ..core.progress import stderr_progress
 from ..options import UsageError, model_from_args
 from .codes import EXIT_FAILURE, EXIT_OK, PROG
 
@@ -310,13 +311,12 @@ def cmd_export(args) -> int:
     colormap_lut(args.cmap)        # an unknown colour map fails now, naming the known ones
 
     quiet = args.quiet
-    bar = None
-    show_bar = (not quiet) and sys.stderr.isatty()
+    progress = None       # a bar on a terminal, log lines otherwise (core.progress)
 
     def warn(msg):
         text = f"{PROG}: warning: {msg}"
-        if bar is not None:
-            bar.write(text, file=sys.stderr)
+        if progress is not None:
+            progress.write(text)
         else:
             print(text, file=sys.stderr)
 
@@ -357,12 +357,7 @@ def cmd_export(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     lname = safe_name(layer)
 
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        tqdm = None
-    if show_bar and tqdm is not None:
-        bar = tqdm(total=inputs.total, unit="img", desc=PROG + " export", file=sys.stderr, dynamic_ncols=True)
+    progress = stderr_progress(PROG + " export", inputs.total, "image", quiet=quiet)
 
     n_images = n_files = n_requests = 0
     notices_shown: set = set()
@@ -420,7 +415,10 @@ def cmd_export(args) -> int:
         # units; only --raw keeps the float32 maps (of one batch) until raw.npz is written.
         raw = [{m: [] for m in methods} for _ in batch] if args.raw else None
         wanted = [set(us) for us in per_item]
-        for u in dict.fromkeys(u for us in per_item for u in us):
+        done_before = n_images + len(model_failed)
+        todo = list(dict.fromkeys(u for us in per_item for u in us))
+        n_maps, n_made = max(1, len(todo) * len(methods)), 0
+        for u in todo:
             for m in methods:
                 if m in _CAM_EXPORTS:
                     v = frame.cam(layer, u, cl, m, objective)
@@ -445,6 +443,8 @@ def cmd_export(args) -> int:
                     if raw is not None:
                         raw[i][m].append((u, a.copy()))
                 del v
+                n_made += 1     # a batch with many units and slow methods reports within the batch
+                progress.update(done_before + len(batch) * n_made / (n_maps + 1))
         for i, it in enumerate(batch):
             if raw is not None:
                 arrays = {"input": inp[i:i + 1].numpy(), "image": shown[i],
@@ -466,8 +466,7 @@ def cmd_export(args) -> int:
                 _atomic_write(dirs[i] / "raw.npz", buf.getvalue())
                 n_files += 1
             n_images += 1
-            if bar is not None:
-                bar.update(1)
+            progress.update(n_images + len(model_failed))
 
     def flush(batch):
         """Forward a batch; when the model raises, retry its images one by one and skip the failing ones."""
@@ -480,8 +479,7 @@ def cmd_export(args) -> int:
                 return
             model_failed.append((batch[0].origin, str(e)))
             warn(f"skipped '{batch[0].origin}': {e}")
-            if bar is not None:
-                bar.update(1)
+            progress.update(n_images + len(model_failed))
             return
         try:
             export_batch(batch, frame)
@@ -498,8 +496,7 @@ def cmd_export(args) -> int:
         if batch:
             flush(batch)
     finally:
-        if bar is not None:
-            bar.close()
+        progress.finish()
     if n_images == 0 and model_failed:
         print(f"{PROG}: error: the model's forward raised on every image ({len(model_failed)}); first: "
               f"'{model_failed[0][0]}': {model_failed[0][1]}", file=sys.stderr)
