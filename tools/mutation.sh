@@ -5,7 +5,7 @@
 #   tools/mutation.sh core/display.py                 # or cnnvis_gui/core/display.py
 #   JOBS=2 tools/mutation.sh atlas/scan.py             # mutants run in parallel: JOBS (default 1)
 #   tools/mutation.sh core/engine.py -k 'guided or deconv'       # only these tests (pytest -k)
-#   tools/mutation.sh atlas/scan.py -m '*_merge*' -m '*_Capture*'  # only these mutants (mutmut names)
+#   tools/mutation.sh atlas/scan.py -m '*_merge*' -m '*_max_and_position*'  # only these mutants (mutmut names)
 #   MUTATION_TESTS="tests/core/test_engine_inputs.py" tools/mutation.sh core/engine.py   # other tests
 #
 # It works in a scratch copy of the working tree (so your checkout gets no mutants/ folder) and
@@ -43,7 +43,7 @@ case "$MOD" in
   core/recorder.py|core/modelmap.py)   # the engine's own tests cover every recorded call (quicker than tests/core)
                    TESTS="tests/core/test_engine.py tests/core/test_engine_inputs.py" ;;
   core/*)          TESTS="tests/core" ;;
-  atlas/scan.py|atlas/folders.py|atlas/results.py|atlas/state.py)   # split out of scan.py: its tests
+  atlas/scan.py|atlas/sweep.py|atlas/folders.py|atlas/results.py|atlas/state.py)   # split out of scan.py: its tests
                    TESTS="tests/atlas/test_scan.py tests/atlas/test_scan_geometry.py tests/atlas/test_cache_damage.py tests/atlas/test_scan_faults.py tests/atlas/test_scan_dtypes.py tests/atlas/test_merge.py tests/atlas/test_scan_words.py tests/atlas/test_scan_inputs.py tests/atlas/test_scan_loop.py" ;;
   atlas/crops.py)  TESTS="tests/atlas/test_crops.py tests/atlas/test_crops_probes.py tests/atlas/test_crops_reference.py" ;;
   qt/render.py)    TESTS="tests/qt/test_window_drawn.py tests/qt/test_window_keys.py tests/qt/test_window.py tests/qt/test_render_requests.py" ;;

@@ -29,109 +29,56 @@ hash, and never runs the model.  Unreadable or non-image files are skipped and c
 so are images on which the model's own forward raises (the failing batch is retried image by
 image; see :attr:`AtlasScan.model_failures`).
 A CUDA out-of-memory error on a batch halves the batch size and retries.
+
+The pipeline (decode ahead, normalize on the device, hooked forward, out-of-memory and model
+failures) is :mod:`cnnvis_gui.atlas.sweep`, shared with the network dissection; this module adds
+the top-k reduction, its state, checkpoints and cache.
 """
 from __future__ import annotations
 
 import os
 import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..core import FIT_MODES, CnnvisError, InputSpec, model_map
-from ..core.hooks import HookSet
+from ..core import FIT_MODES, CnnvisError, InputSpec
 from ..core.recorder import model_device_dtype as model_device   # (device, float dtype): the engine's own rule
-from ..sources import IMAGE_EXTENSIONS, load_image
+from ..sources import IMAGE_EXTENSIONS
 from . import cache as _cache
 from .folders import folder_fingerprint, list_images
-from .results import MODEL_FAILED, AtlasScan, ScanProgress
+from .results import AtlasScan, ScanProgress
 from .state import check_state, nothing_decoded_error, scan_arrays, state_from_arrays
+from .sweep import (LayerForward, decode_images, normalize_batch, prefetched, resolve_layers, to_model_input,
+                    training_off)
 
 __all__ = ["TopKScan", "scan_folder", "load_scan", "resolve_layers", "model_device", "shard_range"]
 
 
 # ============================================================================ model helpers
-def resolve_layers(model: nn.Module, spec: InputSpec, layers) -> list:
-    """Canonical module names ("" = model output) for the requested layers.
-
-    Names are checked against ``named_modules()`` without running the model; an unknown
-    name falls back to the engine's model map, whose error names the nearest valid layers.
-    """
-    if isinstance(layers, str):
-        layers = [layers]
-    modules = dict(model.named_modules())
-    out = []
-    for name in layers:
-        name = str(name)
-        if name == "output" and "output" not in modules:
-            name = ""
-        if name not in modules:
-            mm = model_map(model, spec)
-            name = mm[name].name        # raises CnnvisError with suggestions
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise CnnvisError("choose at least one layer to scan.")
-    return out
-
-
-class _Capture(HookSet):
-    """Forward hooks that reduce each chosen layer's output to per-channel max + argmax at once."""
-
-    def __init__(self, model: nn.Module, layers: Sequence[str]):
-        super().__init__()                    # hooks ignore forwards run by other threads
-        self.model = model
-        self.layers = list(layers)
-        self.found: dict = {}
-
-    def register(self):
-        modules = dict(self.model.named_modules())
-        for name in self.layers:
-            self.handles.append(modules[name].register_forward_hook(self._hook(name)))
-
-    def _hook(self, name):
-        def hook(module, args, output):
-            if threading.get_ident() != self.thread:
-                return None
-            if not isinstance(output, torch.Tensor) or output.ndim < 2:
-                raise CnnvisError(f"layer {name or 'output'!r} ({type(module).__name__}) does not output an "
-                                  f"N x C (x H x W) tensor; choose another layer to scan.")
-            a = output.detach()
-            if not a.is_floating_point():
-                a = a.float()
-            if a.ndim == 2:
-                vals = a
-                ys = xs = torch.zeros(a.shape, dtype=torch.int32, device=a.device)
-            else:
-                vals, idx = a.flatten(2).max(dim=2)
-                if a.ndim == 4:
-                    w = a.shape[3]
-                    ys, xs = (idx // w).to(torch.int32), (idx % w).to(torch.int32)
-                else:
-                    ys, xs = torch.zeros_like(idx, dtype=torch.int32), idx.to(torch.int32)
-            vals = torch.nan_to_num(vals.float(), nan=float("-inf"))
-            self.found[name] = (vals, ys, xs, tuple(a.shape[1:]))
-        return hook
-
-
-def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
-
-
-def _is_fatal(e: BaseException) -> bool:
-    """Errors that are no fault of one image: never skipped image by image (OOM, a broken CUDA context)."""
-    return _is_oom(e) or (isinstance(e, RuntimeError) and "CUDA error" in str(e))
-
-
-def _model_failed(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{MODEL_FAILED} {type(e).__name__}" + (f": {text}" if text else "")
+def _max_and_position(name, module, output) -> tuple:
+    """The top-k scan's reduction of a layer's output: per-channel maximum over positions and where it is."""
+    if not isinstance(output, torch.Tensor) or output.ndim < 2:
+        raise CnnvisError(f"layer {name or 'output'!r} ({type(module).__name__}) does not output an "
+                          f"N x C (x H x W) tensor; choose another layer to scan.")
+    a = output.detach()
+    if not a.is_floating_point():
+        a = a.float()
+    if a.ndim == 2:
+        vals = a
+        ys = xs = torch.zeros(a.shape, dtype=torch.int32, device=a.device)
+    else:
+        vals, idx = a.flatten(2).max(dim=2)
+        if a.ndim == 4:
+            w = a.shape[3]
+            ys, xs = (idx // w).to(torch.int32), (idx % w).to(torch.int32)
+        else:
+            ys, xs = torch.zeros_like(idx, dtype=torch.int32), idx.to(torch.int32)
+    vals = torch.nan_to_num(vals.float(), nan=float("-inf"))
+    return vals, ys, xs, tuple(a.shape[1:])
 
 
 def shard_range(total: int, index: int, count: int, batch_size: int) -> tuple:
@@ -243,6 +190,7 @@ class TopKScan:
             self.identity = key
             self._key = _cache.digest(key)
             self._files = files
+            self._paths = [f[0] for f in files]
         return self._files
 
     def _empty_message(self) -> str:
@@ -365,94 +313,20 @@ class TopKScan:
 
     # ------------------------------------------------------------------ the loop
     def _decode(self, start: int, stop: int):
-        """Decode files [start, stop) -> (batch array, their image indices, [(rel, why)]).
-
-        For 3-channel specs the batch is N x H x W x 3 uint8 BGR (geometry only); the
-        normalization runs batched in torch on the model's device (:meth:`_normalize`),
-        which is cheaper than per-image numpy and moves 4x fewer bytes to a GPU.  Other
-        specs get ``InputSpec.to_array`` here: N x C x H x W float32.
-        """
-        files = self._files
-        spec = self.spec
-        fast = spec.channels == 3
-        out = np.empty((stop - start, spec.height, spec.width, 3) if fast else (stop - start,) + spec.shape,
-                       np.uint8 if fast else np.float32)
-        ok, bad = [], []
-        for i in range(start, stop):
-            rel = files[i][0]
-            try:
-                img = load_image(self.folder / rel)
-                out[len(ok)] = spec.fit_frame(img, self.fit) if fast else spec.to_array(img, self.fit)
-                ok.append(i)
-            except Exception as e:  # unreadable / not an image / odd shape: skip and count
-                bad.append((rel, str(e) or type(e).__name__))
-        return out[:len(ok)], ok, bad
+        """Decode files [start, stop) -> (batch array, their image indices, [(rel, why)]) (:func:`decode_images`)."""
+        return decode_images(self.spec, self.folder, self._paths, start, stop, self.fit)
 
     def _normalize(self, x: torch.Tensor, dtype) -> torch.Tensor:
         """N x H x W x 3 uint8 BGR -> N x 3 x H x W normalized, exactly as ``InputSpec.to_array``."""
-        spec = self.spec
-        x = x.permute(0, 3, 1, 2)
-        if spec.channel_order == "RGB":
-            x = x.flip(1)                               # on uint8: a quarter of the bytes
-        out = torch.empty(x.shape, dtype=torch.float32, device=x.device).copy_(x)  # one pass: float + NCHW
-        mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device)[:, None, None]
-        std = torch.tensor(spec.std, dtype=torch.float32, device=x.device)[:, None, None]
-        out.mul_(spec.scale).sub_(mean).div_(std)       # same operations, same order: same numbers
-        return out if dtype == torch.float32 else out.to(dtype)
+        return normalize_batch(self.spec, x, dtype)
 
-    def _forward(self, x: torch.Tensor) -> dict:
-        """Reductions for a batch; on out-of-memory, halve the batch and retry (recursively)."""
-        try:
-            with _Capture(self.model, self.layers) as cap:
-                self.model(x)
-            missing = [n for n in self.layers if n not in cap.found]
-            if missing:
-                raise CnnvisError(f"layer(s) {', '.join(repr(m or 'output') for m in missing)} did not run in the "
-                                  f"forward pass; choose layers that run.")
-            return cap.found
-        except RuntimeError as e:
-            if not _is_oom(e) or x.shape[0] <= 1:
-                raise
-        if x.is_cuda:
-            torch.cuda.empty_cache()
-        half = max(1, x.shape[0] // 2)
+    def _smaller_batch(self, half: int) -> None:
         self.batch_size = max(1, min(self.batch_size, half))
-        a, b = self._forward(x[:half]), self._forward(x[half:])
-        return {n: (torch.cat([a[n][0], b[n][0]]), torch.cat([a[n][1], b[n][1]]),
-                    torch.cat([a[n][2], b[n][2]]), a[n][3]) for n in self.layers}
 
     def _forward_or_skip(self, x: torch.Tensor, ok: list) -> tuple:
-        """:meth:`_forward` a batch; when the model raises, retry its images one by one.
-
-        Returns (found or None, image indices that went through, [(relative path, reason)] of the
-        images the model's forward raised on).  Our own errors (CnnvisError: a layer without a
-        tensor output...) and out-of-memory on a single image still propagate.
-        """
-        try:
-            return self._forward(x), list(ok), []
-        except CnnvisError:
-            raise
-        except Exception as e:
-            if _is_fatal(e):
-                raise
-            if len(ok) == 1:
-                return None, [], [(self._files[ok[0]][0], _model_failed(e))]
-        parts, good, bad = [], [], []
-        for j, i in enumerate(ok):
-            try:
-                parts.append(self._forward(x[j:j + 1]))
-                good.append(i)
-            except CnnvisError:
-                raise
-            except Exception as e:
-                if _is_fatal(e):
-                    raise
-                bad.append((self._files[i][0], _model_failed(e)))
-        if not parts:
-            return None, [], bad
-        found = {n: (torch.cat([p[n][0] for p in parts]), torch.cat([p[n][1] for p in parts]),
-                     torch.cat([p[n][2] for p in parts]), parts[0][n][3]) for n in self.layers}
-        return found, good, bad
+        """The batch's reductions, or its images retried one by one when the model raises (:class:`LayerForward`)."""
+        fwd = LayerForward(self.model, self.layers, _max_and_position, self._smaller_batch)
+        return fwd.or_skip(x, ok, lambda i: self._files[i][0])
 
     def _merge(self, state, shapes, found, index: torch.Tensor):
         k = self.k
@@ -496,55 +370,41 @@ class TopKScan:
         resumed = self._load_partial(device)
         if resumed is not None and first <= resumed[0] <= total:
             start, state, shapes, skipped = resumed
-        pin = device.type == "cuda"
-        training = [(m, m.training) for m in self.model.modules()]   # each module's own flag
-        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="atlas-decode")
-        pending: deque = deque()
-        next_submit = start
+        waited = [0.0]
+        batches = prefetched(self._decode, start, total, lambda: self.batch_size, self.workers, "atlas-decode",
+                             waited)
         done = start
         t0 = time.perf_counter()
         last_ckpt = t0
         finished = False
         try:
-            self.model.eval()
-            while done < total:
-                while len(pending) < self.workers + 1 and next_submit < total:
-                    stop = min(total, next_submit + self.batch_size)
-                    pending.append((stop, pool.submit(self._decode, next_submit, stop)))
-                    next_submit = stop
-                stop, fut = pending.popleft()
-                tw = time.perf_counter()
-                arr, ok, bad = fut.result()
-                tf = time.perf_counter()
-                self.wait_s += tf - tw
-                skipped.extend(bad)
-                if ok:
-                    x = torch.from_numpy(arr)
-                    if pin:
-                        x = x.pin_memory()
-                    if x.dtype == torch.uint8:
-                        x = self._normalize(x.to(device=device, non_blocking=pin), dtype)
-                    else:
-                        x = x.to(device=device, dtype=dtype, non_blocking=pin)
-                    with torch.no_grad():
-                        found, ok, failed = self._forward_or_skip(x, ok)
-                    skipped.extend(failed)
+            with training_off(self.model):
+                while done < total:
+                    stop, (arr, ok, bad) = next(batches)
+                    tf = time.perf_counter()
+                    self.wait_s = waited[0]
+                    skipped.extend(bad)
                     if ok:
-                        self._merge(state, shapes, found, torch.tensor(ok, dtype=torch.int64))
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                self.forward_s += time.perf_counter() - tf
-                done = stop
-                el = time.perf_counter() - t0
-                rate = (done - start) / el if el > 0 else 0.0
-                eta = (total - done) / rate if rate > 0 else None
-                now = time.perf_counter()
-                if done < total and now - last_ckpt >= self.checkpoint_every:
-                    self._checkpoint(state, done, skipped, shapes)
-                    last_ckpt = now
-                yield ScanProgress(done - first, size, rate, eta, len(skipped), self.batch_size)
-                if self._cancel.is_set():
-                    break
+                        x = to_model_input(self.spec, arr, device, dtype)
+                        with torch.no_grad():
+                            found, ok, failed = self._forward_or_skip(x, ok)
+                        skipped.extend(failed)
+                        if ok:
+                            self._merge(state, shapes, found, torch.tensor(ok, dtype=torch.int64))
+                        if device.type == "cuda":
+                            torch.cuda.synchronize(device)
+                    self.forward_s += time.perf_counter() - tf
+                    done = stop
+                    el = time.perf_counter() - t0
+                    rate = (done - start) / el if el > 0 else 0.0
+                    eta = (total - done) / rate if rate > 0 else None
+                    now = time.perf_counter()
+                    if done < total and now - last_ckpt >= self.checkpoint_every:
+                        self._checkpoint(state, done, skipped, shapes)
+                        last_ckpt = now
+                    yield ScanProgress(done - first, size, rate, eta, len(skipped), self.batch_size)
+                    if self._cancel.is_set():
+                        break
             if done >= total:
                 finished = True
                 if not state and self.shard is None:  # every file unreadable (or the model raised): no hits
@@ -562,11 +422,7 @@ class TopKScan:
                     except OSError:
                         pass
         finally:
-            for _, f in pending:
-                f.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
-            for m, flag in training:
-                m.training = flag
+            batches.close()
             if not finished and done > start:
                 try:
                     self._checkpoint(state, done, skipped, shapes)

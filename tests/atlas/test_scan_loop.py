@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import cnnvis_gui.atlas.scan as scan_mod
+import cnnvis_gui.atlas.sweep as scan_mod
 from cnnvis_gui.atlas import TopKScan
 
 from .helpers import TINY_SPEC, make_images, run_scan, tiny_model

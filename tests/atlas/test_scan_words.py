@@ -152,7 +152,7 @@ def test_images_the_model_raises_on_are_skipped_with_their_reason(tmp_path, cach
 
 
 def test_a_file_whose_loader_raises_without_words_is_skipped_with_the_error_type(tmp_path, cache, monkeypatch):
-    import cnnvis_gui.atlas.scan as scan_mod
+    import cnnvis_gui.atlas.sweep as scan_mod       # the scans' shared decoding
     make_images(tmp_path / "im", n=3, bad=False)
     cv2.imwrite(str(tmp_path / "im" / "huge.png"), np.zeros((40, 36, 3), np.uint8))
     real = scan_mod.load_image
