@@ -75,7 +75,7 @@ def cmd_info(args) -> int:
             "labels": lm.labels, "notes": list(lm.notes),
             "default_layer": mm.default_layer, "relu_calls": mm.relu_calls,
             "functional_relu_calls": mm.functional_relu_calls, "other_activations": mm.other_activations,
-            "generalized_activations": mm.generalized_activations,
+            "generalized_activations": mm.generalized_activations, "deconvnet_notice": mm.deconvnet_notice,
             "layers": [_layer_dict(l) for l in mm],
             "threads": _thread_policy(args).threads, "threads_reason": _thread_policy(args).reason,
             "malloc": _malloc(args),
@@ -103,7 +103,7 @@ def cmd_info(args) -> int:
         act += "; plain-gradient activations: " + ", ".join(f"{k} x{n}" for k, n in sorted(mm.other_activations.items()))
     out.write(f"relus:   {act}\n")
     out.write(f"default layer: {mm.default_layer or 'output'}\n")
-    for n in lm.notes:
+    for n in lm.notes + ([mm.deconvnet_notice] if mm.deconvnet_notice else []):
         out.write(f"note:    {n}\n")
     out.write("\n" + mm.describe() + "\n")
     return EXIT_OK

@@ -385,12 +385,18 @@ def cmd_export(args) -> int:
         """Write every file of a recorded batch; each unit's PNGs as soon as they are computed."""
         nonlocal n_images, n_files, n_requests
         for n in frame.notices:
-            if n not in notices_shown:
+            if n not in notices_shown and n != frame.deconvnet_notice:   # said below, per method asked for
                 notices_shown.add(n)
                 warn(n)
         acts = frame.activations(layer)
         per_item = [fixed_units if fixed_units is not None else _top_units(acts[i], top)
                     for i in range(len(batch))]
+        unit0 = next((us[0] for us in per_item if us), None)
+        for m in methods:           # deconvnet without max-pool switches: the same picture for every image
+            note = frame.input_independent(layer, unit0, m, objective) if unit0 is not None else None
+            if note and note not in notices_shown:
+                notices_shown.add(note)
+                warn(note)
         if cam_methods and resolved_cam["name"] is None:
             c = frame.default_cam_layer(layer)
             if c is None:

@@ -40,6 +40,7 @@ from . import cams as _cams
 from .errors import CnnvisError, backward_errors
 from .modelmap import LayerInfo, ModelMap, build_map, resolve_layer_name  # noqa: F401 - LayerInfo re-exported
 from .recorder import Recording, Structure, _Recorder, model_device_dtype, run_recorded
+from .independence import backward_verdict, independence_notice, input_node, network_notice
 from .rules import ACTIVATIONS, GraphRules, RuleBox, activation_notices
 from .spec import InputSpec
 
@@ -100,8 +101,9 @@ def _tensors(out) -> list:
 class _Census:
     """Which activations the recorded graph runs, counted by walking it once (for the notices)."""
 
-    def __init__(self, recording: Recording, output, rules: GraphRules):
-        roots = [t.grad_fn for t in _tensors(output)] + [r[6] for r in recording.records]
+    def __init__(self, recording: Recording, output, rules: GraphRules, x_leaf=None):
+        outputs = [t.grad_fn for t in _tensors(output)]
+        roots = outputs + [r[6] for r in recording.records]
         rules.visit(roots)
         module_relus = sum(1 for r in recording.records
                            if id(r[1]) in recording.structure.relu_modules and r[6] is not None)
@@ -112,6 +114,11 @@ class _Census:
         self.other_activations = dict(rules.others)
         self.generalized_activations = dict(rules.generalized)
         self.notices = activation_notices(rules)
+        source = input_node(x_leaf)
+        # deconvnet from the output never reads the input (no max-pool switches): say so (core.independence)
+        self.deconvnet_notice = (network_notice(backward_verdict(outputs, source, "deconvnet", rules.generalize))
+                                 if source is not None else None)
+        self.notices += [self.deconvnet_notice] if self.deconvnet_notice else []
 
 
 # --------------------------------------------------------------------------- model map
@@ -183,7 +190,7 @@ class Visualizer:
             rec = _Recorder(structure)
             out = _run(structure, x.clone(), rec)
             recording = Recording(structure, rec.records)
-            census = _Census(recording, out, GraphRules(RuleBox(), self.activations))
+            census = _Census(recording, out, GraphRules(RuleBox(), self.activations), x)
             self._map = build_map(structure, recording.calls, census)
         return self._map
 
@@ -265,7 +272,7 @@ class Frame:
             if self._recording is None:
                 raise CnnvisError("this frame was closed; run Visualizer.forward again.")
             with self._lock:
-                self._census = _Census(self._recording, self._out, self._rules)
+                self._census = _Census(self._recording, self._out, self._rules, self._x)
         return self._census
 
     @property
@@ -299,6 +306,11 @@ class Frame:
     def notices(self) -> list[str]:
         """What the user should know about how the rules met this model's activations."""
         return self._counts().notices
+
+    @property
+    def deconvnet_notice(self) -> str | None:
+        """The notice (also in :attr:`notices`) when deconvnet from the model's output is input-independent."""
+        return self._counts().deconvnet_notice
 
     @property
     def input(self) -> torch.Tensor:
@@ -501,6 +513,24 @@ class Frame:
                                           noise=noise, steps=steps, baseline=baseline, seed=seed)
         (g,) = self._grad(layer, unit, method, objective, call, [self._x])
         return torch.zeros_like(self._x) if g is None else g.detach()
+
+    def input_independent(self, layer: str, unit: int, method: str = "deconvnet", objective="sum",
+                          call: int = -1) -> str | None:
+        """A notice when ``method``'s picture of the unit is the same for every input, else None.
+
+        Decided from this frame's graph (:mod:`.independence`): deconvnet on a network without
+        max-pool switches (MobileNetV2), or any rule on a purely linear path from the input.
+        """
+        if method not in METHODS:
+            return None       # input x gradient, integrated gradients and the CAMs read the input itself
+        name, c = self._call(layer, call)
+        with self._lock:
+            root, seed = self._objective(name, c, unit, objective)
+        if root is None or (seed is not None and objective in ("activation", "max")):
+            return None       # nothing flows back, or the seed written at an edge reads the forward
+        node = root.grad_fn if isinstance(root, torch.Tensor) else root.node
+        verdict = backward_verdict([node], input_node(self._x), method, self._rules.generalize)
+        return independence_notice(method, name, verdict)
 
     def gradient_at(self, at_layer: str, layer: str, unit: int, method: str = "gradient",
                     objective="sum", call: int = -1, at_call: int = -1) -> torch.Tensor:

@@ -40,8 +40,9 @@ class ModelMap:
     """Every module by its dotted name, in ``named_modules()`` order."""
 
     def __init__(self, layers: Sequence[LayerInfo], relu_calls=0, functional_relu_calls=0,
-                 other_activations=None, generalized_activations=None):
+                 other_activations=None, generalized_activations=None, deconvnet_notice=None):
         self.layers = list(layers)
+        self.deconvnet_notice = deconvnet_notice   # deconvnet is input-independent here (core.independence)
         self._by_name = {l.name: l for l in self.layers}
         self.relu_calls = relu_calls
         self.functional_relu_calls = functional_relu_calls
@@ -140,4 +141,4 @@ def build_map(structure, calls: dict, census) -> ModelMap:
                                 len(cs), vis, last.reason, structure.conv[name], cs[0].start, depth,
                                 tuple(c.done for c in cs)))
     return ModelMap(layers, census.relu_calls, census.functional_relu_calls, census.other_activations,
-                    census.generalized_activations)
+                    census.generalized_activations, getattr(census, "deconvnet_notice", None))

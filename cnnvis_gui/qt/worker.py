@@ -488,7 +488,9 @@ class RenderWorker(QtCore.QThread):
                 raise _ForwardFailed(traceback.format_exc()) from e
             forwarded = True
         frame = self._frame
-        notices = [str(n) for n in (getattr(frame, "notices", None) or [])] + list(self._forward_notices)
+        # deconvnet's network-wide notice is replaced by the one for the pane that shows it (below)
+        notices = [str(n) for n in (getattr(frame, "notices", None) or []) if n != getattr(frame, "deconvnet_notice", None)]
+        notices += list(self._forward_notices)
         bw_ms = 0.0
 
         # ---- grid: activations (or gradients) of the current layer
@@ -543,6 +545,8 @@ class RenderWorker(QtCore.QThread):
                 if not np.any(raw):
                     note = (f"the {method} of unit {req.bp_unit} in '{req.bp_layer or 'output'}' is all zero "
                             f"for this input (the unit is silent here)")
+                elif method in _SALIENCY:       # the same picture for every input? (deconvnet on MobileNetV2)
+                    note = frame.input_independent(req.bp_layer, req.bp_unit, _SALIENCY[method], req.objective)
                 if req.overlay:
                     mag = np.abs(raw).sum(axis=0)
                     top = float(mag.max())
