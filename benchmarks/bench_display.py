@@ -5,11 +5,13 @@ Not part of the test suite.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 
-from cnnvis_gui.core.display import ActivationMosaic, saliency_to_image, overlay
+from cnnvis_gui.core.display import ActivationMosaic, overlay
+from cnnvis_gui.core.saliency_display import saliency_to_image
 
 REPEATS = 50
 
@@ -26,6 +28,7 @@ def median_ms(fn, repeats: int = REPEATS) -> float:
 
 def main() -> None:
     rng = np.random.default_rng(0)
+    print("load average: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
     print(f"{'what':<44} {'shape':<16} {'image':>11} {'ms (median of %d)' % REPEATS:>20}")
     cases = [
         ((512, 7, 7), {}),
@@ -43,10 +46,15 @@ def main() -> None:
         what = "ActivationMosaic " + (", ".join(f"{k}={v}" for k, v in kw.items()) or "defaults")
         img = f"{mosaic.image.shape[1]}x{mosaic.image.shape[0]}"
         print(f"{what[:44]:<44} {'x'.join(map(str, shape)):<16} {img:>11} {ms:>20.2f}")
+    # a saliency picture per scale: percentile (98th, the default), captum's mass, and the exact max (the
+    # toolbox's, the floor: one pass for the max); the ratio is to the same filter's max in this run
     grad = rng.standard_normal((3, 224, 224)).astype(np.float32)
     for f in ("raw", "gray", "norm", "normblur"):
-        ms = median_ms(lambda: saliency_to_image(grad, f))
-        print(f"{'saliency_to_image ' + f:<44} {'3x224x224':<16} {'224x224':>11} {ms:>20.2f}")
+        floor = median_ms(lambda: saliency_to_image(grad, f, scale="max"))
+        for scale in ("max", "percentile", "mass"):
+            ms = floor if scale == "max" else median_ms(lambda: saliency_to_image(grad, f, scale=scale))
+            print(f"{'saliency_to_image ' + f + ', ' + scale:<44} {'3x224x224':<16} {'224x224':>11} {ms:>20.2f}"
+                  f"   {ms / floor:5.2f}x max")
     rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     cam = rng.random((14, 14)).astype(np.float32)
     ms = median_ms(lambda: overlay(rgb, cam, 0.5))

@@ -1,4 +1,4 @@
-"""Display helpers: activation mosaics, saliency filters, colormaps and heat-map overlays.
+"""Display helpers: activation mosaics, colormaps and heat-map overlays (saliency: :mod:`.saliency_display`).
 
 Everything here is Qt-free (numpy + OpenCV) and returns ``uint8`` RGB arrays,
 C-contiguous and ready for ``pyqtgraph.ImageItem(axisOrder='row-major')``.
@@ -6,8 +6,8 @@ C-contiguous and ready for ``pyqtgraph.ImageItem(axisOrder='row-major')``.
 The conventions follow the Deep Visualization Toolbox (Yosinski et al., "Understanding
 Neural Networks Through Deep Visualization", ICML DL workshop 2015): a layer is shown as
 a tiled mosaic of its channels with a per-layer or per-unit scale, an individual "boost"
-(gain) and a gamma; gradients are shown raw (signed, 0 at mid-grey), as grey, as a
-per-pixel L2 norm, or as a blurred norm.
+(gain) and a gamma.  Gradients (raw, grey, norm, blurred norm, with a sign and a robust scale)
+are drawn by :mod:`.saliency_display`.
 
 Design choices
 --------------
@@ -37,12 +37,11 @@ import cv2
 from .errors import CnnvisError
 
 __all__ = [
-    "ActivationMosaic", "normalize_unit", "saliency_to_image", "FILTERS",
+    "ActivationMosaic", "normalize_unit",
     "colormap_lut", "heatmap", "overlay", "COLORMAPS",
     "SEPARATOR_COLOR", "HIGHLIGHT_COLOR", "FROZEN_COLOR", "MAX_ZOOM", "enlarge",
 ]
 
-FILTERS = ("raw", "gray", "norm", "normblur")
 #: The largest integer enlargement of a written picture (``--zoom``): a 224 x 224 map becomes 7168 px wide.
 MAX_ZOOM = 32
 NORMALIZE_MODES = ("layer", "unit")
@@ -457,92 +456,6 @@ class ActivationMosaic:
     def __repr__(self) -> str:
         return (f"ActivationMosaic({self.n_units} units of {self.tile_shape[0]}x{self.tile_shape[1]}"
                 f" x{self.scale}, {self.rows}x{self.cols} grid, image {self.shape[1]}x{self.shape[0]})")
-
-
-# --------------------------------------------------------------------------- saliency
-
-def _signed_to_uint8(g: np.ndarray) -> np.ndarray:
-    """Signed values -> uint8 with 0 at 128, +max|g| at 255 and -max|g| at 0."""
-    m = float(np.abs(g).max()) if g.size else 0.0
-    if m <= 0:
-        return np.full(g.shape, 128, np.uint8)
-    # divided first (127.5 / m overflows float32 when m < 4e-37); |g / m| <= 1 exactly, so v lies
-    # in [0.5, 255.5]: 0 -> 128, +m -> 255.5, -m -> 0.5; no clip, and truncation is the floor
-    v = g / np.float32(m) * np.float32(127.5) + np.float32(128.0)
-    return v.astype(np.uint8)
-
-
-def _positive_to_uint8(v: np.ndarray) -> np.ndarray:
-    """Non-negative values -> uint8 with 0 black and the max white."""
-    m = float(v.max()) if v.size else 0.0
-    if m <= 0:
-        return np.zeros(v.shape, np.uint8)
-    # divided first (255 / m overflows float32 when m < 8e-37); 0 <= v / m <= 1: no clip, and
-    # truncating v / m * 255 + 0.5 (>= 0) rounds half up
-    return (v / np.float32(m) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
-
-
-def _gray3(g: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.repeat(g[..., None], 3, axis=2))
-
-
-def saliency_to_image(grad, filter: str = "raw", sigma: float | None = None) -> np.ndarray:
-    """Show a gradient (saliency, deconvnet, guided backprop) as an RGB image.
-
-    Filters as in the Deep Visualization Toolbox:
-
-    * ``"raw"``: signed, one symmetric scale ``max|g|``: 0 -> 128 (mid-grey), +max -> 255,
-      -max -> 0. Keeps colour when C == 3; C == 1 gives grey, other C use the channel mean.
-    * ``"gray"``: channel mean, then the same signed mapping, grey.
-    * ``"norm"``: per-pixel L2 norm over channels, scaled by its max to 0..255, grey.
-    * ``"normblur"``: the norm blurred by a Gaussian of ``sigma`` pixels (default
-      ``max(1, min(H, W) / 50)``), rescaled by its max.
-
-    An all-zero gradient gives mid-grey (raw, gray) or black (norm, normblur). NaN and
-    inf count as 0.
-
-    Parameters
-    ----------
-    grad : array-like or torch tensor, C x H x W (also 1 x C x H x W or H x W)
-    filter : one of ``FILTERS``
-    sigma : float, optional
-        Blur for ``"normblur"`` (> 0); ignored by the other filters.
-
-    Returns
-    -------
-    ndarray H x W x 3 uint8 RGB (channel 0 of a 3-channel gradient is shown as red).
-    """
-    if filter not in FILTERS:
-        raise CnnvisError(f"saliency_to_image: unknown filter {filter!r}; choose one of {FILTERS}.")
-    g = _to_numpy(grad)
-    if g.ndim == 4 and g.shape[0] == 1:
-        g = g[0]
-    if g.ndim == 2:
-        g = g[None]
-    if g.ndim != 3 or g.shape[0] == 0:
-        raise CnnvisError(f"saliency_to_image: expected a C x H x W gradient, got shape {tuple(g.shape)}.")
-    g = _finite(g)
-    c, h, w = g.shape
-    if filter == "raw":
-        if c == 3:
-            return np.ascontiguousarray(_signed_to_uint8(g).transpose(1, 2, 0))
-        return _gray3(_signed_to_uint8(g[0] if c == 1 else g.mean(axis=0)))
-    if filter == "gray":
-        return _gray3(_signed_to_uint8(g.mean(axis=0)))
-    # the norm of g / max|g| (the picture is scaled by its max anyway): g * g underflows to 0
-    # below |g| ~ 1e-19 and overflows above ~ 2e19 in float32
-    m = float(np.abs(g).max()) if g.size else 0.0
-    gs = g / np.float32(m) if m > 0 else g
-    norm = np.sqrt(np.einsum("chw,chw->hw", gs, gs, dtype=np.float32))
-    if filter == "normblur":
-        if sigma is None:
-            sigma = max(1.0, min(h, w) / 50.0)
-        sigma = float(sigma)
-        if not (math.isfinite(sigma) and sigma > 0):
-            raise CnnvisError(f"saliency_to_image: sigma must be > 0 pixels, got {sigma!r}.")
-        norm = cv2.GaussianBlur(norm, (0, 0), sigmaX=sigma, sigmaY=sigma,
-                                borderType=cv2.BORDER_REFLECT101)
-    return _gray3(_positive_to_uint8(norm))
 
 
 # --------------------------------------------------------------------------- colour

@@ -6,13 +6,19 @@ Every expectation is written out here from the docstrings, not read back from th
 import math
 import re
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 
 from cnnvis_gui.core import CnnvisError
-from cnnvis_gui.core.display import (HIGHLIGHT_COLOR, ActivationMosaic, colormap_lut, heatmap, normalize_unit,
-                                     overlay, saliency_to_image)
+from cnnvis_gui.core.display import HIGHLIGHT_COLOR, ActivationMosaic, colormap_lut, heatmap, normalize_unit, overlay
+from cnnvis_gui.core.saliency_display import saliency_to_image as _saliency_to_image
+
+# these tests are about the toolbox's exact max scale (tests/core/test_saliency_display.py: the others)
+saliency_to_image = functools.partial(_saliency_to_image, scale="max")
+from tests.core.saliency_helpers import diverging_index  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -218,11 +224,11 @@ def test_saliency_of_a_tensor_that_requires_grad():
 
 
 def test_all_zero_saliency_is_mid_grey_uint8():
-    for f, v in (("raw", 128), ("gray", 128), ("norm", 0), ("normblur", 0)):
+    for f, v in (("raw", 128), ("gray", (247, 247, 247)), ("norm", 0), ("normblur", 0)):
         img = saliency_to_image(np.zeros((3, 4, 5), np.float32), f)
         assert img.dtype == np.uint8 and img.shape == (4, 5, 3) and (img == v).all(), f
-    one = saliency_to_image(np.zeros((1, 4, 5), np.float32), "raw")
-    assert one.dtype == np.uint8 and (one == 128).all()
+    one = saliency_to_image(np.zeros((1, 4, 5), np.float32), "raw")     # one map: the diverging map's centre
+    assert one.dtype == np.uint8 and (diverging_index(one) == 128).all()
 
 
 def test_heatmap_indexes_the_colour_table_by_round_255_v():
@@ -253,10 +259,10 @@ def test_saliency_input_shapes():
         np.testing.assert_array_equal(saliency_to_image(g[None], f), saliency_to_image(g, f))   # 1 x C x H x W
     one = g[:1]
     np.testing.assert_array_equal(saliency_to_image(one[0], "raw"), saliency_to_image(one, "raw"))   # H x W
-    # C == 1 shows that channel, C == 2 (or more than 3) the channel mean, both grey
+    # C == 1 shows that channel, C == 2 (or more than 3) the channel mean, both in the diverging map
     m = np.abs(one[0]).max()
-    np.testing.assert_array_equal(saliency_to_image(one, "raw")[..., 0],
-                                  np.floor(np.clip(one[0] * (127.5 / m) + 128, 0, 255)).astype(np.uint8))
+    np.testing.assert_array_equal(diverging_index(saliency_to_image(one, "raw")),
+                                  np.floor(np.clip(one[0] / m * 127.5 + 128, 0, 255)).astype(np.uint8))
     two = g[:2]
     np.testing.assert_array_equal(saliency_to_image(two, "raw"), saliency_to_image(two.mean(0), "raw"))
     for bad in (np.zeros((2, 3, 4, 5), np.float32), np.zeros((0, 4, 5), np.float32), np.zeros((5,), np.float32)):
