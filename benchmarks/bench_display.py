@@ -50,9 +50,9 @@ def main() -> None:
     # toolbox's, the floor: one pass for the max); the ratio is to the same filter's max in this run
     grad = rng.standard_normal((3, 224, 224)).astype(np.float32)
     for f in ("raw", "gray", "norm", "normblur"):
-        floor = median_ms(lambda: saliency_to_image(grad, f, scale="max"))
+        floor = median_ms(lambda: saliency_to_image(grad, f, clip="max"))
         for scale in ("max", "percentile", "mass"):
-            ms = floor if scale == "max" else median_ms(lambda: saliency_to_image(grad, f, scale=scale))
+            ms = floor if scale == "max" else median_ms(lambda: saliency_to_image(grad, f, clip=clip))
             print(f"{'saliency_to_image ' + f + ', ' + scale:<44} {'3x224x224':<16} {'224x224':>11} {ms:>20.2f}"
                   f"   {ms / floor:5.2f}x max")
     rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)

@@ -29,6 +29,7 @@ import sys
 
 from ..core.attribution import DEFAULT_NOISE, DEFAULT_STEPS
 from ..core.display import MAX_ZOOM
+from ..core.saliency_display import DEFAULT_PERCENTILE, DEFAULT_CLIP, DEFAULT_SIGN, FILTERS, CLIPS, SIGNS
 from ..options import UsageError, add_model_arguments, apply_thread_option, model_from_args
 from .codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PROG
 from .export import DEFAULT_TOP, EXPORT_METHODS, cmd_export, parse_methods, parse_units, safe_name
@@ -39,6 +40,18 @@ __all__ = ["main", "build_parser", "parse_units", "parse_methods", "safe_name", 
 
 
 # ============================================================================ info
+def _percentile_arg(text: str) -> float:
+    """``--percentile``: a number in (0, 100], else argparse's one-line usage error."""
+    try:
+        p = float(text)
+    except ValueError:
+        p = float("nan")
+    if not 0.0 < p <= 100.0:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 100], got {text!r}: {DEFAULT_PERCENTILE:g} clips "
+                                         f"the brightest 2 %, 100 is the maximum")
+    return p
+
+
 def _layer_dict(l) -> dict:
     return {"name": l.name, "display_name": l.display_name, "type": l.type,
             "shape": list(l.shape) if l.shape is not None else None, "units": l.units, "calls": l.calls,
@@ -166,8 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--objective", default="sum", metavar="sum|activation|max|Y,X",
                     help="what is maximized for a unit: the sum over positions (default), 1/2 sum of squares, the "
                          "strongest position, or one position Y,X of the unit's map")
-    io.add_argument("--filter", default="raw", choices=("raw", "gray", "norm", "normblur"),
-                    help="how gradients become pictures (default raw: signed, 0 = mid grey)")
+    io.add_argument("--filter", default="raw", choices=FILTERS,
+                    help="how gradients become pictures: raw (every channel; default), gray (channel mean), norm "
+                         "(per-pixel L2 norm), normblur (the norm blurred)")
+    io.add_argument("--sign", default=DEFAULT_SIGN, choices=SIGNS,
+                    help="which part of the gradient: signed (default: 0 = mid grey, or blue-white-red for one map), "
+                         "positive, negative (its size) or absolute")
+    io.add_argument("--clip", default=DEFAULT_CLIP, choices=CLIPS,
+                    help="the value shown at full brightness: percentile (default: the --percentile-th percentile "
+                         "of |g|, brighter values clip), mass (captum's: where the sorted |g| reach --percentile %% "
+                         "of their sum) or max (the exact maximum: on real networks a few outlier pixels own it)")
+    io.add_argument("--percentile", type=_percentile_arg, default=DEFAULT_PERCENTILE, metavar="P",
+                    help=f"for --clip percentile / mass: 0 < P <= 100 (default {DEFAULT_PERCENTILE:g}: the brightest "
+                         f"2 %% clip; 100 = max). The .npz (--raw) stays raw")
     io.add_argument("--cam-layer", metavar="L",
                     help="the CAM methods' layer (default: the last convolution that runs before --layer)")
     io.add_argument("--cam-style", default="overlay", choices=("overlay", "heatmap"),

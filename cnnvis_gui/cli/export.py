@@ -443,7 +443,8 @@ def cmd_export(args) -> int:
                         img = heatmap(a, args.cmap) if args.cam_style == "heatmap" else \
                             overlay(shown[i], a, alpha=args.cam_alpha, cmap=args.cmap)
                     else:
-                        img = saliency_to_image(a, filter=args.filter)
+                        img = saliency_to_image(a, filter=args.filter, sign=args.sign, clip=args.clip,
+                                                percentile=args.percentile)
                     _write_png(dirs[i] / f"{lname}_u{u:04d}_{m}.png", img, args.zoom)
                     n_files += 1
                     if raw is not None:

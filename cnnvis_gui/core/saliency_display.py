@@ -1,4 +1,4 @@
-"""Saliency shown the way researchers read it: a filter, a sign and a robust scale.
+"""Saliency shown the way researchers read it: a filter, a sign and a robust clip.
 
 A gradient map (plain gradient, deconvnet, guided backprop, SmoothGrad, integrated gradients...) is
 ``C x H x W``: its picture is chosen by three independent choices.
@@ -24,7 +24,7 @@ Networks Through Deep Visualization", 2015):
   ``negative`` of the negative parts, and ``signed`` / ``absolute`` are both the norm of the whole
   gradient (a norm has no sign).
 
-**Scale** -- which value is shown at full brightness; everything beyond it is clipped:
+**Clip** -- which value is shown at full brightness (the scale); everything beyond it is clipped:
 
 * ``"percentile"`` (default): the ``percentile``-th percentile (default 98) of the shown magnitudes, over
   every value of the picture (all channels for raw, zeros included): at most 2 % of the values
@@ -52,15 +52,15 @@ import cv2
 from .display import _finite, _to_numpy
 from .errors import CnnvisError
 
-__all__ = ["FILTERS", "SIGNS", "SCALES", "DEFAULT_FILTER", "DEFAULT_SIGN", "DEFAULT_SCALE", "DEFAULT_PERCENTILE",
+__all__ = ["FILTERS", "SIGNS", "CLIPS", "DEFAULT_FILTER", "DEFAULT_SIGN", "DEFAULT_CLIP", "DEFAULT_PERCENTILE",
            "saliency_to_image", "display_scale", "diverging_lut", "describe_display"]
 
 FILTERS = ("raw", "gray", "norm", "normblur")
 SIGNS = ("signed", "positive", "negative", "absolute")
-SCALES = ("percentile", "mass", "max")
+CLIPS = ("percentile", "mass", "max")
 DEFAULT_FILTER = "raw"
 DEFAULT_SIGN = "signed"
-DEFAULT_SCALE = "percentile"
+DEFAULT_CLIP = "percentile"
 DEFAULT_PERCENTILE = 98.0
 
 # ColorBrewer RdBu (11 classes, Harrower & Brewer 2003), reversed: blue (negative) -> near-white -> red
@@ -95,13 +95,13 @@ def _diverging_lut3() -> np.ndarray:
     return _DIVERGING[1]
 
 
-def _check_choices(filter, sign, scale, percentile) -> float:
+def _check_choices(filter, sign, clip, percentile) -> float:
     if filter not in FILTERS:
         raise CnnvisError(f"saliency_to_image: unknown filter {filter!r}; choose one of {FILTERS}.")
     if sign not in SIGNS:
         raise CnnvisError(f"saliency display: unknown sign {sign!r}; choose one of {SIGNS}.")
-    if scale not in SCALES:
-        raise CnnvisError(f"saliency display: unknown scale {scale!r}; choose one of {SCALES}.")
+    if clip not in CLIPS:
+        raise CnnvisError(f"saliency display: unknown clip {clip!r}; choose one of {CLIPS}.")
     try:
         p = float(percentile)
     except (TypeError, ValueError):
@@ -174,19 +174,19 @@ def _mass_threshold(a: np.ndarray, p: float) -> float:
     return float(members[min(i, members.size - 1)])
 
 
-def display_scale(magnitudes, scale: str = DEFAULT_SCALE, percentile: float = DEFAULT_PERCENTILE) -> float:
+def display_scale(magnitudes, clip: str = DEFAULT_CLIP, percentile: float = DEFAULT_PERCENTILE) -> float:
     """The value shown at full brightness for non-negative ``magnitudes`` (any shape): see the module docstring.
 
     Returns 0 only when every magnitude is 0 (a percentile or mass of 0 falls back to the maximum).
     """
-    p = _check_choices(DEFAULT_FILTER, DEFAULT_SIGN, scale, percentile)
+    p = _check_choices(DEFAULT_FILTER, DEFAULT_SIGN, clip, percentile)
     a = _finite(_to_numpy(magnitudes)).ravel()
     if a.size == 0:
         return 0.0
     top = float(a.max())
-    if top <= 0.0 or scale == "max":
+    if top <= 0.0 or clip == "max":
         return max(top, 0.0)
-    t = _percentile(a, p) if scale == "percentile" else _mass_threshold(a, p)
+    t = _percentile(a, p) if clip == "percentile" else _mass_threshold(a, p)
     return t if t > 0.0 else top
 
 
@@ -238,7 +238,7 @@ def _as_chw(grad) -> np.ndarray:
 
 
 def saliency_to_image(grad, filter: str = DEFAULT_FILTER, sigma: float | None = None, *,
-                      sign: str = DEFAULT_SIGN, scale: str = DEFAULT_SCALE,
+                      sign: str = DEFAULT_SIGN, clip: str = DEFAULT_CLIP,
                       percentile: float = DEFAULT_PERCENTILE) -> np.ndarray:
     """Show a gradient (saliency, deconvnet, guided backprop...) as an RGB image.
 
@@ -249,7 +249,8 @@ def saliency_to_image(grad, filter: str = DEFAULT_FILTER, sigma: float | None = 
     sigma : float, optional
         Blur for ``"normblur"`` (> 0 pixels); ignored by the other filters.
     sign : one of :data:`SIGNS` -- ``"signed"``, ``"positive"``, ``"negative"``, ``"absolute"``
-    scale : one of :data:`SCALES` -- ``"percentile"`` (default), ``"mass"`` (captum's), ``"max"``
+    clip : one of :data:`CLIPS` -- ``"percentile"`` (default), ``"mass"`` (captum's), ``"max"``: how the
+        value shown at full brightness is chosen (brighter values clip)
     percentile : float in (0, 100]
         For ``"percentile"`` and ``"mass"``: 98 (default) clips the brightest 2 %; 100 is the maximum.
 
@@ -257,14 +258,14 @@ def saliency_to_image(grad, filter: str = DEFAULT_FILTER, sigma: float | None = 
     -------
     ndarray H x W x 3 uint8 RGB, C-contiguous.  See the module docstring for every combination.
     """
-    p = _check_choices(filter, sign, scale, percentile)
+    p = _check_choices(filter, sign, clip, percentile)
     g = _as_chw(grad)
     c, h, w = g.shape
     if filter in ("raw", "gray"):
         keep_colour = filter == "raw" and c == 3
         v = g if keep_colour else (g[0] if c == 1 else g.mean(axis=0))
         if sign == "signed":
-            t = display_scale(np.abs(v), scale, p)
+            t = display_scale(np.abs(v), clip, p)
             img = _signed_to_uint8(v, t)
             if keep_colour:
                 return np.ascontiguousarray(img.transpose(1, 2, 0))
@@ -272,7 +273,7 @@ def saliency_to_image(grad, filter: str = DEFAULT_FILTER, sigma: float | None = 
                 return np.zeros(img.shape + (3,), np.uint8)
             return cv2.LUT(cv2.merge([img, img, img]), _diverging_lut3())
         m = _signed_part(v, sign)
-        img = _magnitude_to_uint8(m, display_scale(m, scale, p))
+        img = _magnitude_to_uint8(m, display_scale(m, clip, p))
         return np.ascontiguousarray(img.transpose(1, 2, 0)) if keep_colour else _gray3(img)
     # the norm of g / max|g| (the picture is scaled anyway): g * g underflows to 0 below |g| ~ 1e-19
     # and overflows above ~ 2e19 in float32
@@ -287,11 +288,11 @@ def saliency_to_image(grad, filter: str = DEFAULT_FILTER, sigma: float | None = 
         if not (math.isfinite(sigma) and sigma > 0):
             raise CnnvisError(f"saliency_to_image: sigma must be > 0 pixels, got {sigma!r}.")
         norm = cv2.GaussianBlur(norm, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT101)
-    return _gray3(_magnitude_to_uint8(norm, display_scale(norm, scale, p)))
+    return _gray3(_magnitude_to_uint8(norm, display_scale(norm, clip, p)))
 
 
-def describe_display(filter: str, sign: str, scale: str, percentile: float = DEFAULT_PERCENTILE) -> str:
+def describe_display(filter: str, sign: str, clip: str, percentile: float = DEFAULT_PERCENTILE) -> str:
     """A short caption of the display choices, e.g. ``"raw · signed · clip 98th pct"``."""
-    p = _check_choices(filter, sign, scale, percentile)
-    sc = {"percentile": f"clip {p:g}th pct", "mass": f"clip {p:g}% mass", "max": "max"}[scale]
+    p = _check_choices(filter, sign, clip, percentile)
+    sc = {"percentile": f"clip {p:g}th pct", "mass": f"clip {p:g}% mass", "max": "max"}[clip]
     return f"{filter} · {sign} · {sc}"

@@ -14,7 +14,7 @@ from cnnvis_gui.core.saliency_display import FILTERS, saliency_to_image as _sali
 from tests.core.saliency_helpers import diverging_index
 
 # these tests are about the toolbox's exact max scale (tests/core/test_saliency_display.py: the others)
-saliency_to_image = functools.partial(_saliency_to_image, scale="max")
+saliency_to_image = functools.partial(_saliency_to_image, clip="max")
 
 SEP = np.array(SEPARATOR_COLOR, np.uint8)
 

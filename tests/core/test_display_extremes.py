@@ -18,7 +18,7 @@ from cnnvis_gui.core.display import ActivationMosaic, colormap_lut, heatmap, nor
 from cnnvis_gui.core.saliency_display import saliency_to_image as _saliency_to_image
 
 # these tests are about the toolbox's exact max scale (tests/core/test_saliency_display.py: the others)
-saliency_to_image = functools.partial(_saliency_to_image, scale="max")
+saliency_to_image = functools.partial(_saliency_to_image, clip="max")
 from tests.core.saliency_helpers import diverging_index  # noqa: E402
 
 # matplotlib's inferno at 0 and 1 (van der Walt & Smith, 2015)

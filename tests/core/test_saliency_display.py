@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cnnvis_gui.core import CnnvisError, describe_display, display_scale, saliency_to_image
-from cnnvis_gui.core.saliency_display import (DEFAULT_PERCENTILE, DEFAULT_SCALE, DEFAULT_SIGN, FILTERS, SCALES,
+from cnnvis_gui.core.saliency_display import (DEFAULT_PERCENTILE, DEFAULT_CLIP, DEFAULT_SIGN, FILTERS, CLIPS,
                                               SIGNS, _mass_threshold, _percentile, diverging_lut)
 from tests.core.saliency_helpers import diverging_index
 
@@ -70,7 +70,7 @@ def test_display_scale_choices_and_fallbacks():
 
 @pytest.mark.parametrize("kw,msg", [
     (dict(sign="both"), r"unknown sign 'both'; choose one of \('signed', 'positive', 'negative', 'absolute'\)"),
-    (dict(scale="std"), r"unknown scale 'std'; choose one of \('percentile', 'mass', 'max'\)"),
+    (dict(clip="std"), r"unknown clip 'std'; choose one of \('percentile', 'mass', 'max'\)"),
     (dict(percentile=0), r"percentile must be in \(0, 100\], got 0; 98 clips the brightest 2 %, 100 is the max"),
     (dict(percentile=101), r"percentile must be in \(0, 100\], got 101"),
     (dict(percentile="x"), r"percentile must be in \(0, 100\], got 'x'"),
@@ -82,10 +82,10 @@ def test_bad_choices_say_what_to_choose(kw, msg):
 
 
 def test_defaults_are_the_robust_ones():
-    assert (DEFAULT_SIGN, DEFAULT_SCALE, DEFAULT_PERCENTILE) == ("signed", "percentile", 98.0)
+    assert (DEFAULT_SIGN, DEFAULT_CLIP, DEFAULT_PERCENTILE) == ("signed", "percentile", 98.0)
     g = _heavy((3, 30, 40))
     np.testing.assert_array_equal(saliency_to_image(g), saliency_to_image(g, "raw", sign="signed",
-                                                                           scale="percentile", percentile=98))
+                                                                           clip="percentile", percentile=98))
     assert describe_display("raw", "signed", "percentile") == "raw · signed · clip 98th pct"
     assert describe_display("norm", "positive", "mass", 99.5) == "norm · positive · clip 99.5% mass"
     assert describe_display("gray", "absolute", "max") == "gray · absolute · max"
@@ -139,17 +139,17 @@ def _reference(g, filter, sign, scale, p=98.0, sigma=None):
 
 @pytest.mark.parametrize("filter", FILTERS)
 @pytest.mark.parametrize("sign", SIGNS)
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("clip", CLIPS)
 @pytest.mark.parametrize("c", [1, 3, 4])
-def test_every_combination_matches_the_written_out_reference(filter, sign, scale, c):
+def test_every_combination_matches_the_written_out_reference(filter, sign, clip, c):
     g = _heavy((c, 37, 53), seed=c)
-    got = saliency_to_image(g, filter, sign=sign, scale=scale).astype(int)
-    want = _reference(g, filter, sign, scale).astype(int)
+    got = saliency_to_image(g, filter, sign=sign, clip=clip).astype(int)
+    want = _reference(g, filter, sign, clip).astype(int)
     assert got.shape == (37, 53, 3)
     diff = np.abs(got - want)
     if filter in ("raw", "gray") and sign == "signed" and not (filter == "raw" and c == 3):
         diff = np.abs(diverging_index(got) - diverging_index(want))
-    assert diff.max() <= 1, (filter, sign, scale, c)
+    assert diff.max() <= 1, (filter, sign, clip, c)
     assert (diff > 0).mean() < 0.01                   # float32 rounding, never a different rule
 
 
@@ -163,7 +163,7 @@ def test_gray_with_mass_scale_is_captums_visualize_image_attr_normalisation(sign
         g = _heavy((3, 48, 64), seed)
         # visualize_image_attr(method="heat_map") sums the channels, then normalises the 2-D map
         norm = _normalize_attr(g.transpose(1, 2, 0).sum(axis=2), captum_sign, outlier_perc)
-        got = saliency_to_image(g, "gray", sign=sign, scale="mass", percentile=100 - outlier_perc)
+        got = saliency_to_image(g, "gray", sign=sign, clip="mass", percentile=100 - outlier_perc)
         if sign == "signed":
             want = np.floor(norm * 127.5 + 128).astype(int)
             assert np.abs(diverging_index(got) - want).max() <= 1
@@ -177,7 +177,7 @@ def test_signs_show_the_parts_they_name():
     g[:, 0, 0] = 1.0          # positive everywhere
     g[:, 0, 1] = -1.0         # negative everywhere
     g[0, 0, 2], g[1, 0, 2] = 1.0, -1.0   # mixed channels
-    kw = dict(scale="max")
+    kw = dict(clip="max")
     pos = saliency_to_image(g, "raw", sign="positive", **kw)
     neg = saliency_to_image(g, "raw", sign="negative", **kw)
     ab = saliency_to_image(g, "raw", sign="absolute", **kw)
@@ -204,7 +204,7 @@ def test_robust_scale_saturates_the_top_two_percent_only():
     img = saliency_to_image(g, "raw").astype(int)
     saturated = ((img == 0) | (img == 255)).mean()
     assert 0.015 < saturated <= 0.021                      # the 2 % beyond the 98th percentile of |g|
-    exact = saliency_to_image(g, "raw", scale="max").astype(int)
+    exact = saliency_to_image(g, "raw", clip="max").astype(int)
     assert ((exact == 0) | (exact == 255)).sum() == 1       # only the maximum itself
     assert (np.abs(img - 128) > 16).mean() > 0.5 > 0.01 > (np.abs(exact - 128) > 16).mean()
 
