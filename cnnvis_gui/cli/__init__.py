@@ -40,7 +40,7 @@ __all__ = ["main", "build_parser", "parse_units", "parse_methods", "safe_name", 
 
 
 # ============================================================================ info
-def _percentile_arg(text: str) -> float:
+def percentile_arg(text: str) -> float:
     """``--percentile``: a number in (0, 100], else argparse's one-line usage error."""
     try:
         p = float(text)
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the value shown at full brightness: percentile (default: the --percentile-th percentile "
                          "of |g|, brighter values clip), mass (captum's: where the sorted |g| reach --percentile %% "
                          "of their sum) or max (the exact maximum: on real networks a few outlier pixels own it)")
-    io.add_argument("--percentile", type=_percentile_arg, default=DEFAULT_PERCENTILE, metavar="P",
+    io.add_argument("--percentile", type=percentile_arg, default=DEFAULT_PERCENTILE, metavar="P",
                     help=f"for --clip percentile / mass: 0 < P <= 100 (default {DEFAULT_PERCENTILE:g}: the brightest "
                          f"2 %% clip; 100 = max). The .npz (--raw) stays raw")
     io.add_argument("--cam-layer", metavar="L",

@@ -21,6 +21,8 @@ import argparse
 import sys
 
 from ..options import UsageError, add_model_arguments, apply_thread_option
+from ..cli import percentile_arg
+from ..core.saliency_display import CLIPS, SIGNS
 from .state import BACKPROP_METHODS, DISPLAY_FILTERS
 
 
@@ -39,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", type=_method_name, choices=BACKPROP_METHODS,
                    help="backprop method (guided-gradcam and guided_gradcam both work, as in cnnvis export)")
     p.add_argument("--filter", choices=DISPLAY_FILTERS, help="display filter for gradients")
+    p.add_argument("--sign", choices=SIGNS, help="which part of a gradient is shown (default signed)")
+    p.add_argument("--clip", choices=CLIPS,
+                   help="the value shown at full brightness: percentile (default, 98th of |g|), mass (captum's) or max")
+    p.add_argument("--percentile", type=percentile_arg, metavar="P", help="for --clip percentile / mass (default 98)")
     p.add_argument("--compare", metavar="METHOD", type=_method_name, choices=BACKPROP_METHODS,
                    help="show a second backprop method side by side")
     p.add_argument("--smoothgrad", type=int, metavar="N",
@@ -166,6 +172,7 @@ def main(argv=None) -> int:
         win.show_error(note)
     if args.filter:
         win.state.update(filter=args.filter)
+    win.state.update(**{k: getattr(args, k) for k in ("sign", "clip", "percentile") if getattr(args, k) is not None})
     if args.compare:
         win.state.update(compare=True, method2=args.compare)
     for opt, field in (("smoothgrad", "smoothgrad"), ("noise", "noise"), ("steps", "ig_steps")):

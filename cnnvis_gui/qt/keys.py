@@ -24,6 +24,8 @@ KEYS = [
     (("b",), "b", "cycle_backprop", "backprop off → gradient → deconvnet → guided"),
     (("n",), "n", "cycle_method", "next backprop method (incl. Grad-CAM, guided Grad-CAM)"),
     (("m",), "m", "cycle_filter", "display filter raw → gray → norm → normblur"),
+    (("M",), "M", "cycle_sign", "display sign: signed → positive → negative → absolute"),
+    (("r",), "r", "cycle_clip", "display clip: 98th pct → 99.5th pct → 98% mass (captum's) → max"),
     (("z",), "z", "cycle_zoom", "zoom: normal → selected unit → backprop fills the grid area"),
     (("t",), "t", "cycle_gamma", "boost: gamma 1 → 0.7 → 0.5 → 0.35"),
     (("T",), "T", "toggle_per_unit", "boost: scale every unit on its own (per-unit gain)"),

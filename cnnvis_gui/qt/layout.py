@@ -11,6 +11,7 @@ from __future__ import annotations
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from . import keys as keytable
+from .display_controls import SaliencyDisplayControls
 from .panels import ActivationGrid, BackpropPane, ClickableImageItem, ImagePane, ModuleTree, Predictions, UnitPane
 
 #: the objective box: (shown, ViewerState.objective; "position" = the point clicked in the unit map)
@@ -47,11 +48,8 @@ def build_panels(win) -> None:
     win.compare_box = QtWidgets.QCheckBox("compare")
     win.compare_box.setToolTip("a second backprop pane with another method, side by side")
     win.compare_box.toggled.connect(lambda on: s.update(compare=on))
-    win.filter_box = QtWidgets.QComboBox()
-    for f in ("raw", "gray", "norm", "normblur"):
-        win.filter_box.addItem(f, f)
-    win.filter_box.setToolTip("display filter for gradients (m cycles)")
-    win.filter_box.currentIndexChanged.connect(lambda i: s.update(filter=win.filter_box.itemData(i)))
+    win.display_controls = SaliencyDisplayControls(s)
+    win.filter_box = win.display_controls.filter_box
     win.overlay_box = QtWidgets.QCheckBox("overlay")
     win.overlay_box.setToolTip("show the gradient magnitude over the input (Grad-CAM is always overlaid)")
     win.overlay_box.toggled.connect(lambda on: s.update(overlay=on))
@@ -77,12 +75,8 @@ def build_panels(win) -> None:
     rl = QtWidgets.QVBoxLayout(right)
     rl.setContentsMargins(0, 0, 0, 0)
     rl.setSpacing(3)
-    opts = QtWidgets.QHBoxLayout()
-    opts.addWidget(QtWidgets.QLabel("filter"))
-    opts.addWidget(win.filter_box)
-    opts.addWidget(win.overlay_box)
-    opts.addStretch(1)
-    rl.addLayout(opts)
+    win.display_controls.add_to_clip_row(win.overlay_box)
+    rl.addWidget(win.display_controls)
     opts2 = QtWidgets.QHBoxLayout()
     opts2.addWidget(win.compare_box)
     opts2.addStretch(1)

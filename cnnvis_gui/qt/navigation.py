@@ -90,6 +90,8 @@ class Navigator:
             s.cycle_method()
         elif action == "cycle_filter":
             s.cycle_filter()
+        elif action in ("cycle_sign", "cycle_clip"):      # the saliency display's sign and clip
+            getattr(s, action)()
         elif action == "cycle_zoom":
             s.cycle_zoom()
         elif action == "cycle_gamma":

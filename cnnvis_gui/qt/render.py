@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PyQt5 import QtCore
 
+from ..core.saliency_display import describe_display
 from .state import METHOD_LABELS
 from .timing import Rate
 from .worker import RenderRequest, RenderWorker
@@ -63,7 +64,8 @@ class RenderLoop(QtCore.QObject):
         req = RenderRequest(
             seq=self.seq, gen=session.gen, frame_id=inputs.frame_id, frame=inputs.frame,
             layer=s.layer, unit=s.unit, grid_mode=s.grid_mode, methods=methods,
-            bp_layer=bp_layer, bp_unit=bp_unit, filter=s.filter, overlay=s.overlay,
+            bp_layer=bp_layer, bp_unit=bp_unit, filter=s.filter, sign=s.sign, clip=s.clip, percentile=s.percentile,
+            overlay=s.overlay,
             cam_layer=s.cam_layer, objective=s.objective, smoothgrad=s.smoothgrad, noise=s.noise, steps=s.ig_steps,
             normalize="unit" if s.per_unit else "layer", gamma=s.gamma, aspect=self.grid_aspect(),
             labels=tuple(labels) if labels else None, output_layer=getattr(session.mm, "output_name", ""))
@@ -185,7 +187,8 @@ class RenderLoop(QtCore.QObject):
             extra.append(f"gamma {s.gamma}")
         if s.per_unit:
             extra.append("per-unit scaling")
-        return " · ".join([f"layer {res.layer or 'output'}, unit {res.unit}", bp, s.filter] + extra) + \
+        shown = describe_display(s.filter, s.sign, s.clip, s.percentile)
+        return " · ".join([f"layer {res.layer or 'output'}, unit {res.unit}", bp, shown] + extra) + \
             "   (h: keys)"
 
     def _on_failed(self, f):

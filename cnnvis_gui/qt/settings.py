@@ -14,12 +14,16 @@ from pathlib import Path
 
 from PyQt5 import QtCore
 
+from ..core.saliency_display import CLIPS, FILTERS, SIGNS
 from .state import BACKPROP_METHODS
 
 ORG, APP = "cnnvis-gui", "cnnvis-gui"
 SETTINGS_ENV = "CNNVIS_GUI_SETTINGS"
 #: view choices that come back at the next start
-PERSISTED = ("method", "compare", "method2", "filter", "overlay", "smoothgrad", "noise", "ig_steps")
+PERSISTED = ("method", "compare", "method2", "filter", "sign", "clip", "percentile", "overlay", "smoothgrad", "noise",
+             "ig_steps")
+#: string choices checked when read back (a value this version does not have is ignored)
+_CHOICES = {"method": BACKPROP_METHODS, "method2": BACKPROP_METHODS, "filter": FILTERS, "sign": SIGNS, "clip": CLIPS}
 #: the window's size when the settings do not say otherwise
 DEFAULT_SIZE = (1500, 920)
 
@@ -222,8 +226,10 @@ class Persistence:
                     v = type(cur)(v)
                 except (TypeError, ValueError):
                     continue
-            elif k in ("method", "method2") and v not in BACKPROP_METHODS:
-                continue                          # a method this version does not have
+            elif k in _CHOICES and v not in _CHOICES[k]:
+                continue                          # a choice this version does not have
+            if k == "percentile" and not 0.0 < v <= 100.0:
+                continue
             upd[k] = v
         try:
             win.state.update(**upd)

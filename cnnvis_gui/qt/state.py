@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Callable, Optional
 
 from ..core.attribution import DEFAULT_NOISE, DEFAULT_STEPS
+from ..core.saliency_display import CLIPS, DEFAULT_CLIP, DEFAULT_PERCENTILE, DEFAULT_SIGN, FILTERS, SIGNS
 
 #: Methods a backprop pane can show, by group (the pane's chooser lists them under these headings).
 #: Names are the core's with ``_`` for ``-`` (``integrated_gradients`` is ``"integrated-gradients"``).
@@ -45,7 +46,10 @@ METHOD_LABELS = {
 }
 #: ``b`` cycles off -> gradient -> deconvnet -> guided -> off (the deep visualization toolbox's order).
 B_CYCLE = (None, "gradient", "deconvnet", "guided")
-DISPLAY_FILTERS = ("raw", "gray", "norm", "normblur")
+DISPLAY_FILTERS = FILTERS
+#: the saliency display's clip choices, as ``r`` cycles them: (clip, percentile, shown); "98% mass" is captum's
+CLIP_CHOICES = (("percentile", 98.0, "98th pct"), ("percentile", 99.5, "99.5th pct"),
+                ("mass", 98.0, "98% mass"), ("max", 100.0, "max"))
 ZOOM_MODES = ("normal", "unit", "backprop")
 GAMMAS = (1.0, 0.7, 0.5, 0.35)
 GRID_MODES = ("activations", "gradients")
@@ -70,6 +74,9 @@ class ViewerState:
     noise: float = DEFAULT_NOISE     # SmoothGrad noise, std as a fraction of the input's range
     ig_steps: int = DEFAULT_STEPS    # integrated-gradients points
     filter: str = "normblur"
+    sign: str = DEFAULT_SIGN         # saliency display: signed / positive / negative / absolute
+    clip: str = DEFAULT_CLIP         # saliency display: the full-brightness value (percentile / mass / max)
+    percentile: float = DEFAULT_PERCENTILE
     overlay: bool = False
     cam_layer: Optional[str] = None  # None -> the engine's default (last conv before the unit)
     objective: str = "sum"
@@ -152,6 +159,17 @@ class ViewerState:
     def cycle_filter(self) -> None:
         i = DISPLAY_FILTERS.index(self.filter) if self.filter in DISPLAY_FILTERS else -1
         self.update(filter=DISPLAY_FILTERS[(i + 1) % len(DISPLAY_FILTERS)])
+
+    def cycle_sign(self) -> None:
+        i = SIGNS.index(self.sign) if self.sign in SIGNS else -1
+        self.update(sign=SIGNS[(i + 1) % len(SIGNS)])
+
+    def cycle_clip(self) -> None:
+        keys = [(c, p) for c, p, _ in CLIP_CHOICES]
+        cur = (self.clip, float(self.percentile))
+        i = keys.index(cur) if cur in keys else -1
+        c, p = keys[(i + 1) % len(keys)]
+        self.update(clip=c, percentile=p)
 
     def cycle_zoom(self) -> None:
         self.update(zoom=ZOOM_MODES[(ZOOM_MODES.index(self.zoom) + 1) % len(ZOOM_MODES)])

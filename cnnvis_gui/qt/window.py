@@ -38,7 +38,8 @@ from .timing import calm_gc
 __all__ = ["MainWindow", "make_settings", "RENDER_FIELDS"]
 
 #: state fields whose change needs a new render
-RENDER_FIELDS = {"layer", "unit", "method", "backprop_on", "compare", "method2", "filter", "overlay",
+RENDER_FIELDS = {"layer", "unit", "method", "backprop_on", "compare", "method2", "filter", "sign", "clip",
+                 "percentile", "overlay",
                  "cam_layer", "objective", "gamma", "per_unit", "grid_mode", "frozen_unit", "smoothgrad", "noise",
                  "ig_steps"}
 

@@ -31,6 +31,7 @@ from PyQt5 import QtCore
 
 from ..core import CnnvisError
 from ..core.attribution import DEFAULT_NOISE, DEFAULT_STEPS
+from ..core.saliency_display import DEFAULT_CLIP, DEFAULT_PERCENTILE, DEFAULT_SIGN
 
 #: the backprop rules (the grid's "gradients" mode uses one of them at the grid's layer)
 SALIENCY_METHODS = ("gradient", "deconvnet", "guided")
@@ -55,6 +56,9 @@ class RenderRequest:
     bp_layer: str = ""
     bp_unit: int = 0
     filter: str = "normblur"
+    sign: str = DEFAULT_SIGN
+    clip: str = DEFAULT_CLIP
+    percentile: float = DEFAULT_PERCENTILE
     overlay: bool = False
     cam_layer: Optional[str] = None
     objective: str = "sum"
@@ -552,7 +556,8 @@ class RenderWorker(QtCore.QThread):
                     top = float(mag.max())
                     img = overlay(self._input_rgb, mag / top if top > 0 else mag, alpha=0.6)
                 else:
-                    img = saliency_to_image(raw, filter=req.filter)
+                    img = saliency_to_image(raw, filter=req.filter, sign=req.sign, clip=req.clip,
+                                            percentile=req.percentile)
             elif method in _CAMS:
                 cam_layer = self._cam_layer(req)
                 cam = frame.cam(req.bp_layer, req.bp_unit, cam_layer=cam_layer, method=method,

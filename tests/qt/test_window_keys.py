@@ -145,6 +145,25 @@ def _next_filter(qtbot, win, before):
     np.testing.assert_array_equal(win.bp1.item.image, saliency_to_image(res.backprops[0].raw, "raw"))
 
 
+def _next_sign(qtbot, win, before):
+    from cnnvis_gui.core import saliency_to_image
+    assert win.state.sign == "positive" and win.display_controls.sign_box.currentText() == "positive"
+    res = settle(qtbot, win)
+    np.testing.assert_array_equal(win.bp1.item.image, saliency_to_image(res.backprops[0].raw, "normblur",
+                                                                        sign="positive"))
+    assert "normblur · positive · clip 98th pct" in win.status_text()
+
+
+def _next_clip(qtbot, win, before):
+    from cnnvis_gui.core import saliency_to_image
+    assert (win.state.clip, win.state.percentile) == ("percentile", 99.5)
+    assert win.display_controls.clip_box.currentText() == "99.5th pct"
+    res = settle(qtbot, win)
+    np.testing.assert_array_equal(win.bp1.item.image, saliency_to_image(res.backprops[0].raw, "normblur",
+                                                                        percentile=99.5))
+    assert "clip 99.5th pct" in win.status_text()
+
+
 def _zoom(qtbot, win, before):
     assert win.state.zoom == "unit" and win.center.currentWidget() is win.zoom_unit
     settle(qtbot, win)
@@ -196,6 +215,7 @@ OTHER_KEYS = {
     "PgDown": (None, _image_step(1)), "e": (None, _image_step(1)),
     "f": (None, _freeze_frame), "d": (lambda w: w.state.select_unit(5), _freeze_unit),
     "b": (None, _backprop_off), "n": (None, _next_method), "m": (None, _next_filter), "z": (None, _zoom),
+    "M": (None, _next_sign), "r": (None, _next_clip),
     "t": (None, _gamma), "T": (None, _per_unit), "a": (None, _grid_mode),
     "h": (None, _help), "F1": (None, _help), "Esc": (_prepare_reset, _reset),
     # last: their red messages stay in the status bar a few seconds
@@ -210,7 +230,8 @@ def test_other_keys(qtbot, window, monkeypatch):
     s = window.state
     for name, (setup, check) in OTHER_KEYS.items():
         s.reset()
-        s.update(layer="conv2", unit=0, method="guided", backprop_on=True, filter="normblur", use_camera=False)
+        s.update(layer="conv2", unit=0, method="guided", backprop_on=True, filter="normblur", use_camera=False,
+                 sign="signed", clip="percentile", percentile=98.0)
         window.show_message("")
         if setup is not None:
             setup(window)
