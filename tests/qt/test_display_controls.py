@@ -46,3 +46,32 @@ def test_the_state_shows_in_the_boxes(qtbot):
     assert w.clip_box.currentText() == "95th pct"
     s.update(sign="negative", filter="raw")
     assert (w.sign_box.currentText(), w.filter_box.currentText()) == ("negative", "raw")
+
+
+def test_the_window_draws_and_saves_what_the_boxes_say(qtbot, window, tmp_path):
+    """Both panes, the saved PNGs and the .npz: the PNGs follow filter / sign / clip, the .npz stays raw."""
+    import cv2
+    import numpy as np
+
+    from cnnvis_gui.core import saliency_to_image
+    from cnnvis_gui.qt.saving import readable
+
+    from .test_window_drawn import settle
+
+    w = window.display_controls
+    window.state.update(layer="conv2", unit=1, method="guided", backprop_on=True, compare=True, method2="gradient")
+    w.filter_box.setCurrentIndex(w.filter_box.findText("gray"))
+    w.sign_box.setCurrentIndex(w.sign_box.findText("negative"))
+    w.clip_box.setCurrentIndex(w.clip_box.findText("max"))
+    res = settle(qtbot, window)
+    for pane, bp in zip((window.bp1, window.bp2), res.backprops):
+        want = saliency_to_image(bp.raw, "gray", sign="negative", clip="max")
+        np.testing.assert_array_equal(pane.item.image, want)
+    assert "gray · negative · max" in window.status_text()
+    saved = {p.name: p for p in window.saver.save_pngs(tmp_path)}
+    png = cv2.imread(str(saved["conv2_u1_backprop.png"]))[..., ::-1]
+    np.testing.assert_array_equal(png, readable(saliency_to_image(res.backprops[0].raw, "gray", sign="negative",
+                                                                  clip="max")))
+    npz = np.load(window.saver.save_npz(tmp_path / "raw.npz"))
+    np.testing.assert_array_equal(npz["backprop_guided"], res.backprops[0].raw)
+    assert npz["backprop_guided"].dtype == np.float32 and npz["backprop_guided"].min() < 0   # signed, unclipped
