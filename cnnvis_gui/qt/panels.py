@@ -7,6 +7,8 @@ write the user's choices into it and redraw from finished arrays only.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyqtgraph as pg
 from PyQt5 import QtCore, QtGui, QtWidgets
@@ -263,16 +265,17 @@ class UnitPane(ImagePane):
     BAR_TOLERANCE = 0.02
     #: ... and at most this often (s) while it keeps moving (a live source); the header has the exact range
     BAR_INTERVAL = 0.25
+    #: seconds on a monotonic clock (tests give the pane a clock of their own)
+    clock = staticmethod(time.monotonic)
 
     def _bar_moved(self, levels) -> bool:
         """A live unit's range changes every frame; redrawing the bar's axis (ticks, labels) took
         ~7 ms of the GUI thread per frame, time the render thread waited for the GIL.  The bar is
         redrawn when an end moves by more than ``BAR_TOLERANCE`` of the range, at most every
         ``BAR_INTERVAL`` seconds; a change that settles is drawn by the next frame after that."""
-        import time
         lo, hi = (float(v) for v in levels)
         old = self._bar_levels
-        now = time.monotonic()
+        now = self.clock()
         if old is not None:
             tol = self.BAR_TOLERANCE * max(hi - lo, old[1] - old[0], 1e-12)
             if abs(lo - old[0]) <= tol and abs(hi - old[1]) <= tol:
@@ -289,8 +292,7 @@ class UnitPane(ImagePane):
 
     def _bar_catch_up(self):
         if self._bar_pending is not None and self.bar is not None:
-            import time
-            self._bar_levels, self._bar_time = self._bar_pending, time.monotonic()
+            self._bar_levels, self._bar_time = self._bar_pending, self.clock()
             self.bar.setLevels(self._bar_pending)
             self._bar_pending = None
 

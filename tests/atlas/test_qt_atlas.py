@@ -5,6 +5,7 @@ pytest.importorskip("pytestqt")
 
 from cnnvis_gui.atlas import TopKScan  # noqa: E402
 
+from ..waits import signal, until  # noqa: E402
 from .helpers import TINY_SPEC, make_images, tiny_model  # noqa: E402
 
 
@@ -15,12 +16,12 @@ def test_scan_dialog_scans_then_reopens_from_cache(qtbot, tmp_path):
     dlg = AtlasScanDialog(model, TINY_SPEC, ["features.1", "features.4", ""], folder=tmp_path / "im", k=4,
                           selected=["features.4"], cache_dir=tmp_path / "c", batch_size=4)
     qtbot.addWidget(dlg)
-    with qtbot.waitSignal(dlg.scanFinished, timeout=60000) as sig:
+    with signal(qtbot, dlg.scanFinished) as sig:
         dlg.start_button.click()
     res = sig.args[0]
     assert not res.from_cache and list(res.layers) == ["features.4"] and dlg.bar.value() == 100
-    qtbot.waitUntil(lambda: dlg.worker is None, timeout=10000)
-    with qtbot.waitSignal(dlg.scanFinished, timeout=5000) as sig:
+    until(qtbot, lambda: dlg.worker is None)
+    with signal(qtbot, dlg.scanFinished) as sig:
         dlg.start_button.click()
     assert sig.args[0].from_cache and "cache" in dlg.status.text()
 
@@ -35,15 +36,15 @@ def test_pane_shows_crops_and_optimized_image(qtbot, tmp_path):
     pane = AtlasPane(model, TINY_SPEC)
     qtbot.addWidget(pane)
     pane.set_scan(s.result)
-    with qtbot.waitSignal(pane.worker.cropsReady, timeout=30000):
+    with signal(qtbot, pane.worker.cropsReady):
         pane.show_unit("features.4", 2)
     assert all(lab.pixmap() is not None and not lab.pixmap().isNull() for lab in pane.image_cells)
     assert all(not lab.pixmap().isNull() for lab in pane.deconv_cells)
     pane.preset.setCurrentIndex(1)   # preset 2: 750 steps; stopped by selecting another unit
-    with qtbot.waitSignal(pane.worker.optimized, timeout=30000):
+    with signal(qtbot, pane.worker.optimized):
         pane.optimize()
     assert not pane.opt_label.pixmap().isNull()
-    with qtbot.waitSignal(pane.worker.cropsReady, timeout=30000):
+    with signal(qtbot, pane.worker.cropsReady):
         pane.show_unit("features.4", 3)
     assert "features.4 unit 3" in pane.title.text()
     pane.close_worker()

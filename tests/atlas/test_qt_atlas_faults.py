@@ -12,6 +12,7 @@ pytest.importorskip("pytestqt")
 
 from cnnvis_gui.core import CnnvisError, Visualizer  # noqa: E402
 
+from ..waits import WAIT_S, signal, until  # noqa: E402
 from .helpers import TINY_SPEC, make_images, tiny_model  # noqa: E402
 
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
@@ -118,21 +119,27 @@ def test_scan_dialog_says_the_folder_has_no_images(qtbot, tmp_path):
                           cache_dir=tmp_path / "c")
     qtbot.addWidget(dlg)
     dlg.start_button.click()
-    qtbot.waitUntil(lambda: dlg.worker is None, timeout=10000)
+    until(qtbot, lambda: dlg.worker is None)
     text = dlg.status.text()
     assert text.startswith("Scan failed: no images in folder '") and "found 1 other file" in text, text
     assert "KeyError" not in text and "CnnvisError" not in text
 
 
 class SlowNet(nn.Module):
-    """TinyNet with a slow forward (a slowish folder: about 40 ms per batch)."""
+    """TinyNet whose forwards after the first wait until ``stopping()`` is true (a scan that is
+    still under way whenever the test acts, however loaded the machine is)."""
 
     def __init__(self):
         super().__init__()
         self.net = tiny_model()
+        self.calls = 0
+        self.stopping = lambda: False
+        self.deadline = time.monotonic() + WAIT_S        # one bound for the whole scan, not per batch
 
     def forward(self, x):
-        time.sleep(0.04)
+        self.calls += 1
+        while self.calls > 1 and not self.stopping() and time.monotonic() < self.deadline:
+            time.sleep(0.005)
         return self.net(x)
 
 
@@ -143,7 +150,8 @@ def _started_scan(qtbot, tmp_path, **kw):
                           selected=["net.features.4"], cache_dir=tmp_path / "c", batch_size=1, **kw)
     dlg.start_button.click()
     worker = dlg.worker
-    with qtbot.waitSignal(worker.progress, timeout=20000):
+    worker.scan.model.stopping = lambda: worker.scan.cancelled
+    with signal(qtbot, worker.progress):
         pass
     assert worker.isRunning()
     return dlg, worker
@@ -152,10 +160,9 @@ def _started_scan(qtbot, tmp_path, **kw):
 def test_closing_the_dialog_stops_a_running_scan(qtbot, tmp_path):
     from cnnvis_gui.qt import atlas_dialog
     dlg, worker = _started_scan(qtbot, tmp_path)
-    t0 = time.perf_counter()
     dlg.close()
     assert not worker.isRunning() and worker.isFinished()
-    assert time.perf_counter() - t0 < 5 and worker.scan.cancelled
+    assert worker.scan.cancelled and worker.scan.model.calls < 60            # stopped, not scanned to the end
     assert worker not in atlas_dialog._RUNNING and dlg.worker is None
     dlg.deleteLater()
 
@@ -168,20 +175,28 @@ def test_deleting_the_dialog_with_its_window_stops_a_running_scan(qtbot, tmp_pat
     dlg, worker = _started_scan(qtbot, tmp_path, parent=parent)
     dlg.setAttribute(QtCore.Qt.WA_DeleteOnClose)
     sip.delete(parent)                     # the window goes: its dialog is destroyed, no closeEvent
-    assert not worker.isRunning() and worker.scan.cancelled
+    assert not worker.isRunning() and worker.scan.cancelled and worker.scan.model.calls < 60
     assert worker not in atlas_dialog._RUNNING
 
 
 def test_closing_the_pane_stops_a_running_optimization(qtbot, tmp_path):
+    from PyQt5 import QtCore
     from cnnvis_gui.qt.atlas_pane import AtlasPane
     pane = AtlasPane(tiny_model(), TINY_SPEC)
     qtbot.addWidget(pane)
     pane.preset.setCurrentIndex(3)           # preset 4: 1000 steps
     pane.show_unit("features.7", 1)
-    with qtbot.waitSignal(pane.worker.optimized, timeout=30000):
+    worker, steps = pane.worker, []
+
+    def hold(req, step):                     # in the worker's thread: no step further until the stop
+        steps.append(step.iteration)
+        deadline = time.monotonic() + WAIT_S
+        while not worker._newer() and time.monotonic() < deadline:
+            time.sleep(0.005)
+    with signal(qtbot, worker.optimized):
+        worker.optimized.connect(hold, QtCore.Qt.DirectConnection)
         pane.optimize()
-    worker = pane.worker
     assert worker.isRunning()
-    t0 = time.perf_counter()
     pane.close_worker()
-    assert not worker.isRunning() and pane.worker is None and time.perf_counter() - t0 < 10
+    assert not worker.isRunning() and pane.worker is None
+    assert steps and max(steps) < 1000                     # stopped at the step it was on, not run out

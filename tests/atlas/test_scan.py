@@ -1,6 +1,5 @@
 """Top-k scan: equals a brute-force pass, cache hit/invalidation, resume, skipped files, OOM back-off."""
 import os
-import time
 
 import numpy as np
 import pytest
@@ -101,9 +100,7 @@ def test_cache_hit_runs_no_model(image_folder, tmp_path):
     first = run(TopKScan(model, TINY_SPEC, image_folder, ["inner.features.4"], k=4, batch_size=16, cache_dir=cdir))
     assert model.calls > 0 and not first.from_cache
     model.calls = 0
-    t = time.perf_counter()
     again = load_scan(model, TINY_SPEC, image_folder, ["inner.features.4"], k=4, cache_dir=cdir)
-    assert time.perf_counter() - t < 1.0
     assert again is not None and again.from_cache and model.calls == 0
     progress = list((s := TopKScan(model, TINY_SPEC, image_folder, ["inner.features.4"], k=4,
                                    cache_dir=cdir)).run())

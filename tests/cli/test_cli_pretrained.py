@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -44,15 +43,12 @@ def test_info_with_pretrained_weights_from_the_cache(env):
 
 def test_missing_weights_offline_is_one_line_naming_the_path(env):
     e, th = env
-    t0 = time.monotonic()
     r = run_cli("info", "--model", "torchvision:resnet50", "--pretrained=IMAGENET1K_V2", env=e)
-    took = time.monotonic() - t0
     assert r.returncode == 2
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert str(th / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth") in err
     assert "https://download.pytorch.org/models/resnet50-11ad3fa6.pth" in err
-    assert took < 60          # process start + import; the failure itself is immediate (see tests/models)
 
 
 def ns(**kw):

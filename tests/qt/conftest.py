@@ -9,6 +9,8 @@ from torch import nn
 
 from cnnvis_gui.core import InputSpec
 
+from ..waits import idle, signal
+
 pytest.importorskip("pytestqt")
 
 
@@ -79,15 +81,11 @@ def window(qtbot):
     qtbot.addWidget(win)
     win.resize(1200, 800)
     win.show()
-    with qtbot.waitSignal(win.modelChanged, timeout=10000):
+    with signal(qtbot, win.modelChanged):
         win.load_model(loaded())
     src = StillSource()
-    with qtbot.waitSignal(win.frameDrawn, timeout=10000):
-        win.set_source(src)
+    win.set_source(src)
     win.test_source = src
-    qtbot.wait(300)        # let a pending re-tile (grid follows the view's shape) settle
-    qtbot.waitUntil(lambda: not win.worker.busy() and win.last_result.seq == win.seq
-                    and win.last_result.frame_id == win.frame_id, timeout=10000)
-    qtbot.wait(30)
+    idle(qtbot, win)        # the first frame drawn, and a pending re-tile (the grid follows the view) done
     yield win
     win.close()

@@ -6,6 +6,8 @@ import pytest
 from cnnvis_gui.atlas import demo as D
 from cnnvis_gui.models import demo_checkpoint
 
+from ..waits import drawn, signal, until
+
 pytestmark = pytest.mark.skipif(not demo_checkpoint("glyphs").is_file(), reason="demo checkpoints not built")
 
 
@@ -29,13 +31,13 @@ def new_window(qtbot):
 def test_first_start_builds_the_demo_atlas_in_the_background(qtbot, demo_env):
     win = new_window(qtbot)
     progress = []
-    with qtbot.waitSignal(win.atlasRestored, timeout=60000) as blocker:
+    with signal(qtbot, win.atlasRestored) as blocker:
         assert win.open_demo("glyphs", images=True)
-        qtbot.waitUntil(lambda: win.atlas.demo_worker is not None, timeout=10000)
+        until(qtbot, lambda: win.atlas.demo_worker is not None)
         win.atlas.demo_worker.progress.connect(lambda p: progress.append(p))
         # the window is usable meanwhile: a layer change renders while the atlas builds
-        with qtbot.waitSignal(win.frameDrawn, timeout=20000):
-            win.state.update(layer="features.4", unit=0)
+        win.state.update(layer="features.4", unit=0)
+        drawn(qtbot, win, lambda r: (r.layer, r.unit) == ("features.4", 0))
         assert win.atlas.demo_worker is not None or progress      # still building, or already reported
     scan = blocker.args[0]
     assert scan.folder == D.demo_images_folder("glyphs", 120, cache_dir=demo_env)
@@ -52,7 +54,7 @@ def test_first_start_builds_the_demo_atlas_in_the_background(qtbot, demo_env):
     # second start: the same model reopens the remembered scan from the cache; nothing is drawn or scanned
     stamps = {f: f.stat().st_mtime_ns for f in scan.folder.iterdir()}
     win2 = new_window(qtbot)
-    with qtbot.waitSignal(win2.atlasRestored, timeout=30000) as blocker2:
+    with signal(qtbot, win2.atlasRestored) as blocker2:
         win2.open_demo("glyphs", images=False)
     again = blocker2.args[0]
     assert again.from_cache and again.key == scan.key and win2.atlas.demo_worker is None
@@ -66,12 +68,12 @@ def test_another_model_cancels_the_build(qtbot, demo_env, monkeypatch):
     monkeypatch.setattr(D, "DEMO_IMAGES", monkey_n)       # long enough to be cancelled
     win = new_window(qtbot)
     win.open_demo("glyphs", images=False)
-    qtbot.waitUntil(lambda: win.atlas.demo_worker is not None, timeout=10000)
+    until(qtbot, lambda: win.atlas.demo_worker is not None)
     worker = win.atlas.demo_worker
-    with qtbot.waitSignal(win.modelChanged, timeout=20000):
+    with signal(qtbot, win.modelChanged):
         win.load_model(loaded())
     assert win.atlas.demo_worker is None and win.atlas.scan is None
-    qtbot.waitUntil(worker.isFinished, timeout=20000)
+    until(qtbot, worker.isFinished)
     assert not win.status.task.isVisible()
     assert not D.demo_images_folder("glyphs", monkey_n, cache_dir=demo_env).exists()   # no partial folder kept
     win.close()
@@ -80,7 +82,7 @@ def test_another_model_cancels_the_build(qtbot, demo_env, monkeypatch):
 def test_off_switch(qtbot, demo_env, monkeypatch):
     monkeypatch.setenv("CNNVIS_DEMO_ATLAS", "0")
     win = new_window(qtbot)
-    with qtbot.waitSignal(win.modelChanged, timeout=20000):
+    with signal(qtbot, win.modelChanged):
         win.open_demo("glyphs", images=False)
     qtbot.wait(200)
     assert win.atlas.demo_worker is None and win.atlas.scan is None

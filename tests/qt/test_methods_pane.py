@@ -8,7 +8,7 @@ from cnnvis_gui.core import Visualizer
 from cnnvis_gui.qt.state import BACKPROP_METHODS, CAM_METHODS, METHOD_GROUPS
 from cnnvis_gui.qt.window import MainWindow
 
-from .test_window import wait_idle
+from ..waits import idle
 
 CORE_NAME = {"input_x_gradient": "input-x-gradient", "integrated_gradients": "integrated-gradients"}
 
@@ -35,7 +35,7 @@ def test_chooser_lists_every_method_under_its_heading(window):
 def test_every_method_renders_in_the_pane(qtbot, window):
     for method in BACKPROP_METHODS:
         _choose(qtbot, window.bp1.method_box, method)
-        res = wait_idle(qtbot, window, timeout=20000)
+        res = idle(qtbot, window)
         bp = res.backprops[0]
         assert bp.method == method
         assert bp.image.dtype == np.uint8 and bp.image.shape == (32, 32, 3)
@@ -53,7 +53,7 @@ def test_any_two_side_by_side_and_smoothgrad_is_the_cores(qtbot, window):
     window.bp1.settings.smooth.setValue(3)
     window.bp1.settings.noise.setValue(0.2)
     window.bp1.settings.steps.setValue(5)
-    res = wait_idle(qtbot, window, timeout=20000)
+    res = idle(qtbot, window)
     assert [b.method for b in res.backprops] == ["integrated_gradients", "scorecam"]
     s = window.state
     assert (s.smoothgrad, s.noise, s.ig_steps) == (3, 0.2, 5)
@@ -81,7 +81,7 @@ def test_settings_row_shows_what_applies(qtbot, window):
     assert pane.settings.steps.isVisibleTo(pane)
     _choose(qtbot, pane.method_box, "layercam")
     assert not pane.settings.isVisibleTo(pane) and not pane.settings.steps.isVisibleTo(pane)
-    wait_idle(qtbot, window, timeout=20000)
+    idle(qtbot, window)
 
 
 def test_method_settings_persist_and_a_stale_method_is_ignored(qtbot, tmp_path):

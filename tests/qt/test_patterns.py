@@ -10,6 +10,7 @@ from cnnvis_gui.qt.patterns import PATTERN_TILE
 from cnnvis_gui.qt.window import MainWindow
 
 from ..atlas.helpers import make_images
+from ..waits import drawn, signal, until
 
 pytest.importorskip("cnnvis_gui.qt.atlas_pane")
 
@@ -44,7 +45,7 @@ def test_s_shows_top1_crops_in_the_grid_and_clicks_still_select(qtbot, window, t
     make_images(tmp_path / "im", n=10, bad=False)
     scan = _scan(window, tmp_path / "im", ["conv2"])
     window.atlas.on_scan(scan)
-    with qtbot.waitSignal(window.patternsReady, timeout=30000):
+    with signal(qtbot, window.patternsReady):
         qtbot.keyClick(window, "s")
     assert window.state.patterns
     m, act = window.grid.mosaic, window.last_result.mosaic
@@ -59,8 +60,8 @@ def test_s_shows_top1_crops_in_the_grid_and_clicks_still_select(qtbot, window, t
         assert np.array_equal(img[y0:y0 + h, x0:x0 + w], fit_tile(crops[u], PATTERN_TILE))
     # a click on a pattern tile selects that unit; the grid keeps showing patterns
     qtbot.wait(50)          # let the view range follow the larger image
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.unit == 5):
-        qtbot.mouseClick(window.grid.view.viewport(), QtCore.Qt.LeftButton, pos=_tile_center_in_view(window, 5))
+    qtbot.mouseClick(window.grid.view.viewport(), QtCore.Qt.LeftButton, pos=_tile_center_in_view(window, 5))
+    drawn(qtbot, window, lambda r: r.unit == 5)
     assert window.state.unit == 5 and window.grid.mosaic is m
     r = window.grid.sel_rect.rect()
     assert (r.x(), r.y(), r.width(), r.height()) == m.tile_rect(5)
@@ -79,18 +80,18 @@ def test_reopening_the_app_shows_the_cached_atlas_without_scanning(qtbot, tmp_pa
     win = MainWindow()
     qtbot.addWidget(win)
     win.show()
-    with qtbot.waitSignal(win.modelChanged, timeout=20000):
+    with signal(qtbot, win.modelChanged):
         assert win.open_demo("shapes", images=False)
     dlg = win.atlas_scan_dialog()
     assert dlg is not None and win.atlas_dock.isVisible()
     dlg.folder.setText(str(tmp_path / "im"))
     dlg.k.setValue(3)
-    with qtbot.waitSignal(dlg.scanFinished, timeout=60000) as sig:
+    with signal(qtbot, dlg.scanFinished) as sig:
         dlg.start_button.click()
     scan = sig.args[0]
     layer = win.state.layer
     assert layer in scan.layers and win.atlas_pane.scan is scan
-    qtbot.waitUntil(lambda: dlg.worker is None, timeout=10000)
+    until(qtbot, lambda: dlg.worker is None)
     dlg.close()
     win.close()
 
@@ -100,7 +101,7 @@ def test_reopening_the_app_shows_the_cached_atlas_without_scanning(qtbot, tmp_pa
     win2 = MainWindow()
     qtbot.addWidget(win2)
     win2.show()
-    with qtbot.waitSignal(win2.atlasRestored, timeout=20000) as sig:
+    with signal(qtbot, win2.atlasRestored) as sig:
         win2.open_demo("shapes", images=False)
     again = sig.args[0]
     assert again.from_cache and again.key == scan.key and win2.atlas_scan is again
@@ -112,7 +113,7 @@ def test_reopening_the_app_shows_the_cached_atlas_without_scanning(qtbot, tmp_pa
 
     def shown():
         return sum(lab.pixmap() is not None and not lab.pixmap().isNull() for lab in pane.image_cells)
-    qtbot.waitUntil(lambda: shown() == 3, timeout=30000)                # its 3 top images, no scan ran
+    until(qtbot, lambda: shown() == 3)                # its 3 top images, no scan ran
     assert all(scan.hits(layer, 1)[i].path.name in pane.image_cells[i].toolTip() for i in range(3))
     win2.close()
 
@@ -121,7 +122,7 @@ def test_another_model_does_not_get_the_cached_atlas(qtbot, tmp_path):
     make_images(tmp_path / "im", n=6, size=(72, 72), bad=False)
     win = MainWindow()
     qtbot.addWidget(win)
-    with qtbot.waitSignal(win.modelChanged, timeout=20000):
+    with signal(qtbot, win.modelChanged):
         win.open_demo("shapes", images=False)
     win.atlas.on_scan(_scan(win, tmp_path / "im", [win.state.layer]))
     import copy
@@ -132,9 +133,9 @@ def test_another_model_does_not_get_the_cached_atlas(qtbot, tmp_path):
         next(other.model.parameters()).add_(1.0)            # same name and source, other weights
     looked = []
     win.atlas._atlasLookedUp.connect(lambda gen, scan: looked.append(scan))
-    with qtbot.waitSignal(win.modelChanged, timeout=20000):
+    with signal(qtbot, win.modelChanged):
         win.load_model(other)
-    qtbot.waitUntil(lambda: bool(looked), timeout=20000)
+    until(qtbot, lambda: bool(looked))
     assert looked == [None] and win.atlas_scan is None
     win.close()
 

@@ -8,6 +8,8 @@ from PyQt5 import QtCore, QtWidgets
 
 from tests.models.pretrained_helpers import TV_ARCH, seed_torchvision, use_caches
 
+from ..waits import signal, until
+
 pytest.importorskip("torchvision")
 
 
@@ -19,7 +21,7 @@ def caches(tmp_path, monkeypatch):
 def open_dialog(window, qtbot):
     d = window.session.open_pretrained_dialog()
     assert d.isVisible()
-    qtbot.waitUntil(d.is_listed, timeout=60000)     # the list is read in a thread (importing takes seconds)
+    until(qtbot, d.is_listed)     # the list is read in a thread (importing takes seconds)
     return d
 
 
@@ -48,7 +50,7 @@ def test_opening_a_cached_model_shows_it_with_its_labels_and_spec(qtbot, window,
     d = open_dialog(window, qtbot)
     qtbot.keyClicks(d.search, "resnet18")
     assert d.select(TV_ARCH, "IMAGENET1K_V1") and d.open_button.isEnabled()
-    with qtbot.waitSignal(window.modelChanged, timeout=60000):
+    with signal(qtbot, window.modelChanged):
         qtbot.mouseClick(d.open_button, QtCore.Qt.LeftButton)
     lm = window.session.loaded
     assert lm.name == "resnet18 · IMAGENET1K_V1" and lm.labels[0] == "tench" and len(lm.labels) == 1000
@@ -60,7 +62,7 @@ def test_opening_a_cached_model_shows_it_with_its_labels_and_spec(qtbot, window,
     labels = [a.text() for a in window.recent_menu.actions()]
     assert labels[0] == f"{TV_ARCH} · IMAGENET1K_V1 (pretrained)"
     # Recent reopens it the way the command line would (from the cache, with its labels)
-    with qtbot.waitSignal(window.modelChanged, timeout=60000):
+    with signal(qtbot, window.modelChanged):
         window.recent_menu.actions()[0].trigger()
     assert window.session.loaded is not lm and window.session.loaded.labels[0] == "tench"
 
@@ -72,7 +74,7 @@ def test_a_missing_file_offline_says_where_to_put_it(qtbot, window, caches):
     assert d.select("torchvision:resnet50", "IMAGENET1K_V2")
     before = window.session.loaded
     d.open_selected()
-    qtbot.waitUntil(lambda: d.loader is None, timeout=20000)
+    until(qtbot, lambda: d.loader is None)
     msg = d.message.text()
     assert "resnet50-11ad3fa6.pth" in msg and str(caches[0] / "hub" / "checkpoints") in msg
     assert d.isVisible() and window.session.loaded is before and d.open_button.isEnabled()
@@ -99,13 +101,13 @@ def test_cancel_stops_a_download(qtbot, window, caches, monkeypatch):
     d.select("torchvision:resnet50", "IMAGENET1K_V2")
     before = window.session.loaded
     d.open_selected()
-    qtbot.waitUntil(lambda: started.is_set() and d.progress_dialog is not None
-                    and d.progress_dialog.maximum() > 0, timeout=10000)
+    until(qtbot, lambda: started.is_set() and d.progress_dialog is not None
+          and d.progress_dialog.maximum() > 0)
     assert "MB" in d.progress_dialog.labelText()
     cancel_button = d.progress_dialog.findChild(QtWidgets.QPushButton)
     assert cancel_button.text() == "Cancel"
     qtbot.mouseClick(cancel_button, QtCore.Qt.LeftButton)
-    qtbot.waitUntil(lambda: d.loader is None, timeout=10000)
+    until(qtbot, lambda: d.loader is None)
     assert "cancelled" in d.message.text() and window.session.loaded is before
 
 
@@ -116,6 +118,6 @@ def test_timm_models_are_listed_too(qtbot, window, caches):
     d = open_dialog(window, qtbot)
     qtbot.addWidget(d)
     d.library.setCurrentIndex(d.library.findData("timm"))
-    qtbot.waitUntil(d.is_listed, timeout=60000)
+    until(qtbot, d.is_listed)
     d.cached_only.setChecked(True)
     assert ("timm:resnet18", "a1_in1k", True) in d.visible_rows()

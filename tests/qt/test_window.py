@@ -11,21 +11,14 @@ from PyQt5 import QtCore
 from cnnvis_gui.qt import keys as keytable
 from cnnvis_gui.qt.window import MainWindow
 
+from ..waits import drawn, idle, signal, until
 from .conftest import StillSource, TinyNet, loaded
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_idle(qtbot, win, timeout=10000):
-    """Wait until the worker has nothing pending and the newest request is drawn."""
-    qtbot.waitUntil(lambda: not win.worker.busy() and win.last_result is not None
-                    and win.last_result.seq == win.seq and win.last_result.frame_id == win.frame_id,
-                    timeout=timeout)
-    return win.last_result
-
-
 def test_first_frame_shows_everything(qtbot, window):
-    res = wait_idle(qtbot, window)
+    res = idle(qtbot, window)
     assert res.layer == "conv2"                          # the last conv layer is the default
     assert window.grid.mosaic.n_units == 12
     assert window.input_pane.last_image.shape == (32, 32, 3)
@@ -36,14 +29,14 @@ def test_first_frame_shows_everything(qtbot, window):
 
 def test_tree_selection_updates_grid(qtbot, window):
     item = window.tree.items["conv1"]
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.layer == "conv1"):
-        window.tree.setCurrentItem(item)
+    window.tree.setCurrentItem(item)
+    drawn(qtbot, window, lambda r: r.layer == "conv1")
     assert window.state.layer == "conv1"
     assert window.grid.mosaic.n_units == 8
     assert "conv1" in window.grid.title.text()
     # greyed modules cannot become the layer; the linear layer shows its features as a grid
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.layer == "fc"):
-        window.tree.setCurrentItem(window.tree.items["fc"])
+    window.tree.setCurrentItem(window.tree.items["fc"])
+    drawn(qtbot, window, lambda r: r.layer == "fc")
     assert window.grid.mosaic.n_units == 4
 
 
@@ -55,8 +48,8 @@ def _tile_center_in_view(win, unit):
 
 def test_click_on_grid_tile_selects_unit(qtbot, window):
     pos = _tile_center_in_view(window, 5)
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.unit == 5):
-        qtbot.mouseClick(window.grid.view.viewport(), QtCore.Qt.LeftButton, pos=pos)
+    qtbot.mouseClick(window.grid.view.viewport(), QtCore.Qt.LeftButton, pos=pos)
+    drawn(qtbot, window, lambda r: r.unit == 5)
     assert window.state.unit == 5
     assert window.last_result.bp == ("conv2", 5)
     # the selected outline sits on that tile
@@ -80,7 +73,7 @@ def test_click_handler_maps_through_scene(qtbot, window):
 def test_hover_shows_unit_stats(qtbot, window):
     import re
     import torch
-    res = wait_idle(qtbot, window)
+    res = idle(qtbot, window)
     x0, y0, w, h = window.grid.mosaic.tile_rect(3)
     window.grid.item.hovered.emit(x0 + 1.0, y0 + 1.0)
     text = window.grid.info.text()
@@ -144,7 +137,7 @@ def test_keys_move_selection_and_change_modes(qtbot, window):
     assert s.frozen_unit == (s.layer, s.unit)
     qtbot.keyClick(window, "a")
     assert s.grid_mode == "gradients"
-    res = wait_idle(qtbot, window)
+    res = idle(qtbot, window)
     assert res.grid_mode == "gradients"
     qtbot.keyClick(window, "f")
     assert s.frozen_frame
@@ -169,34 +162,32 @@ def test_keys_reach_the_viewer_while_the_tree_has_focus(qtbot, window):
 
 def test_next_previous_image_runs_a_new_forward(qtbot, window):
     src = window.test_source
-    wait_idle(qtbot, window)
-    f0 = window.worker.forwards
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.forwarded):
-        qtbot.keyClick(window, "e")             # the image is read in a thread: wait for it
+    res = idle(qtbot, window)
+    f0, fid = window.worker.forwards, res.frame_id
+    qtbot.keyClick(window, "e")             # the image is read in a thread: wait for it
+    res = drawn(qtbot, window, lambda r: r.frame_id > fid)
     assert src.index == 1
-    res = wait_idle(qtbot, window)
     assert res.forwarded and window.worker.forwards == f0 + 1
     qtbot.keyClick(window, QtCore.Qt.Key_PageUp)
-    qtbot.waitUntil(lambda: src.index == 0 and window.frame is src.frames[0] or
-                    (src.index == 0 and np.array_equal(window.frame, src.frames[0])), timeout=10000)
+    until(qtbot, lambda: src.index == 0 and window.frame is not None and np.array_equal(window.frame, src.frames[0]))
     # unit / method / filter changes on the same frame: backward only, no new forward
-    wait_idle(qtbot, window)
+    idle(qtbot, window)
     f1 = window.worker.forwards
     window.state.select_unit(3)
     window.state.cycle_filter()
     window.state.update(method="gradcam")
-    res = wait_idle(qtbot, window)
+    res = idle(qtbot, window)
     assert window.worker.forwards == f1 and not res.forwarded
     assert res.backprops[0].method == "gradcam" and res.backprops[0].cam_layer == "conv2"
 
 
 def test_worker_drops_stale_requests_under_rapid_clicking(qtbot, window):
-    wait_idle(qtbot, window)
+    idle(qtbot, window)
     computed0, submitted0 = window.worker.computed, window.worker.submitted
     for i in range(40):
         window.state.select_unit(i % 12)
         window.state.update(method=("guided", "gradcam", "gradient")[i % 3])
-    res = wait_idle(qtbot, window)
+    res = idle(qtbot, window)
     n_req = window.worker.submitted - submitted0
     n_done = window.worker.computed - computed0
     assert n_req >= 40
@@ -205,24 +196,21 @@ def test_worker_drops_stale_requests_under_rapid_clicking(qtbot, window):
 
 
 def test_model_error_shows_in_status_bar_and_window_keeps_working(qtbot, window):
-    wait_idle(qtbot, window)
-    good = window.last_result
+    good = idle(qtbot, window)
     window.loaded.model.fail = True                 # the model now raises on every forward
-    with qtbot.waitSignal(window.renderFailed, timeout=10000):
+    with signal(qtbot, window.renderFailed):
         qtbot.keyClick(window, "e")                 # a new image -> forward -> error
     assert "boom" in window.status_text()
     assert window.input_pane.last_image is good.input_rgb     # last good images stay
     window.loaded.model.fail = False
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
-        qtbot.keyClick(window, "e")
-    assert window.last_result.forwarded
+    qtbot.keyClick(window, "e")
+    assert drawn(qtbot, window, lambda r: r.frame_id > good.frame_id + 1).forwarded
     # a model that fails from the start (model check) is reported too
-    with qtbot.waitSignal(window.renderFailed, timeout=10000):
+    with signal(qtbot, window.renderFailed):
         window.load_model(loaded(TinyNet(fail=True), name="broken"))
     assert "boom" in window.status_text()
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
-        window.load_model(loaded())
-    assert window.last_result.layer == "conv2"
+    window.load_model(loaded())
+    assert idle(qtbot, window).layer == "conv2"
 
 
 def test_bad_input_and_nan_activations_are_reported(qtbot, window):
@@ -236,20 +224,20 @@ def test_bad_input_and_nan_activations_are_reported(qtbot, window):
         def forward(self, x):
             return super().forward(x * float("nan"))
     window.set_source(StillSource())
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
-        window.load_model(loaded(NaNNet()))
-    qtbot.waitUntil(lambda: "NaN" in window.status_text(), timeout=5000)
+    window.load_model(loaded(NaNNet()))
+    idle(qtbot, window)
+    until(qtbot, lambda: "NaN" in window.status_text())
 
 
 def test_compare_shows_two_methods(qtbot, window):
     window.compare_box.setChecked(True)
-    res = wait_idle(qtbot, window)
+    res = idle(qtbot, window)
     assert [b.method for b in res.backprops] == [window.state.method, window.state.method2]
     assert window.bp2.isVisible()
 
 
 def test_save_png_and_npz(qtbot, window, tmp_path):
-    wait_idle(qtbot, window)
+    idle(qtbot, window)
     paths = window.save_pngs(tmp_path / "png")
     names = {p.name.split("_")[-1] for p in paths}
     assert {"input.png", "grid.png", "unit.png", "backprop.png", "window.png"} <= names
@@ -264,7 +252,7 @@ def test_closing_leaves_no_thread_running(qtbot):
     qtbot.addWidget(win)
     win.load_model(loaded())
     src = StillSource()
-    with qtbot.waitSignal(win.frameDrawn, timeout=10000):
+    with signal(qtbot, win.frameDrawn):
         win.set_source(src)
     worker = win.worker
     win.close()
@@ -293,8 +281,8 @@ def test_help_overlay_and_readme_list_the_same_keys():
 
 
 def test_output_layer_grid_shows_class_labels(qtbot, window):
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.layer == ""):
-        window.tree.setCurrentItem(window.tree.items[""])
+    window.tree.setCurrentItem(window.tree.items[""])
+    drawn(qtbot, window, lambda r: r.layer == "")
     assert [t.toPlainText() for t in window.grid._label_items] == ["a", "b", "c", "d"]
     x0, y0, w, h = window.grid.mosaic.tile_rect(2)
     window.grid.item.hovered.emit(x0 + 1.0, y0 + 1.0)
@@ -304,7 +292,7 @@ def test_output_layer_grid_shows_class_labels(qtbot, window):
 def test_camera_key_without_a_camera_reports_and_keeps_files(qtbot, window, monkeypatch):
     from cnnvis_gui import sources
     monkeypatch.setattr(sources, "cameras", lambda *a, **k: [])
-    with qtbot.waitSignal(window.renderFailed, timeout=10000):
+    with signal(qtbot, window.renderFailed):
         qtbot.keyClick(window, "c")
     assert "no camera" in window.status_text()
     assert not window.state.use_camera and window.active_source() is window.test_source
@@ -320,7 +308,7 @@ def test_lost_camera_shows_in_status_bar(qtbot, window):
     window.set_source(cam, camera=True)
     assert window.state.use_camera
     cam.state, cam.status = "retrying", "camera 0 lost; retrying in 2 s"
-    qtbot.waitUntil(lambda: "lost" in window.status_text(), timeout=3000)
+    until(qtbot, lambda: "lost" in window.status_text())
     assert window.input_pane.last_image is not None      # the last good image stays
 
 
@@ -347,8 +335,9 @@ def test_open_checkpoint_dialog_asks_for_architecture_and_spec(qtbot, window, tm
         return QtWidgets.QDialog.Accepted
     monkeypatch.setattr(dialogs.CheckpointDialog, "exec_", fill_checkpoint)
     monkeypatch.setattr(dialogs.SpecDialog, "exec_", fill_spec)
-    with qtbot.waitSignal(window.frameDrawn, timeout=20000):
-        assert dialogs.open_checkpoint_interactive(window)
+    gen = window.session.gen
+    assert dialogs.open_checkpoint_interactive(window)
+    drawn(qtbot, window, lambda r: r.gen > gen)
     assert asked and "architecture" in asked[0]
     assert window.loaded.spec.height == 32 and window.mm is not None
 
@@ -391,7 +380,7 @@ def test_a_new_frame_records_only_what_the_window_shows_then_the_whole_model_onc
 
     from cnnvis_gui.core import Visualizer
 
-    res = wait_idle(qtbot, window)
+    res = idle(qtbot, window)
     worker = window.worker
     s = window.state
     assert worker._frame.recorded_layers == {res.layer, res.bp[0]}
@@ -401,9 +390,8 @@ def test_a_new_frame_records_only_what_the_window_shows_then_the_whole_model_onc
     assert np.array_equal(res.backprops[0].raw, full.saliency(res.bp[0], res.bp[1], "guided")[0].numpy())
     # a CAM reads its own layer: on this frame that layer is recorded by one more forward of the whole model
     f0 = worker.forwards
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.backprops[0].method == "gradcam"):
-        s.update(method="gradcam", layer="conv1")
-    res = wait_idle(qtbot, window)
+    s.update(method="gradcam", layer="conv1")
+    res = drawn(qtbot, window, lambda r: r.backprops[0].method == "gradcam")
     assert worker.forwards == f0 + 1 and worker._frame.recorded_layers is None
     assert res.backprops[0].cam_layer == full.default_cam_layer(res.bp[0])
     assert np.array_equal(res.raw_grid, full.activations("conv1")[0].numpy())
@@ -411,14 +399,13 @@ def test_a_new_frame_records_only_what_the_window_shows_then_the_whole_model_onc
     assert np.array_equal(res.backprops[0].raw, cam[0].numpy())
     # exploring the frame further: backward only
     for layer in ("relu1", "pool1", "fc"):
-        with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r, l=layer: r.layer == l):
-            s.update(layer=layer)
-        assert not window.last_result.forwarded
+        s.update(layer=layer)
+        assert not drawn(qtbot, window, lambda r, l=layer: r.layer == l).forwarded
     assert worker.forwards == f0 + 1
     assert np.array_equal(window.last_result.raw_grid, full.activations("fc")[0].numpy())
     # the next frame records what is shown now, nothing more
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.forwarded):
-        qtbot.keyClick(window, "e")
-    res = wait_idle(qtbot, window)
-    assert worker._frame.recorded_layers == {"fc", res.bp[0], res.backprops[0].cam_layer}
+    fid = window.last_result.frame_id
+    qtbot.keyClick(window, "e")
+    res = drawn(qtbot, window, lambda r: r.frame_id > fid)
+    assert res.forwarded and worker._frame.recorded_layers == {"fc", res.bp[0], res.backprops[0].cam_layer}
     assert torch.is_tensor(worker._frame.input)

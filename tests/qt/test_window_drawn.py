@@ -18,13 +18,7 @@ from PyQt5 import QtCore, QtGui
 
 from cnnvis_gui.core import Visualizer, heatmap, saliency_to_image
 
-
-def settle(qtbot, win, timeout=10000):
-    """Wait until the newest request (for the current frame) is the one drawn."""
-    qtbot.waitUntil(lambda: not win.worker.busy() and win.last_result is not None
-                    and win.last_result.seq == win.seq and win.last_result.frame_id == win.frame_id,
-                    timeout=timeout)
-    return win.last_result
+from ..waits import drawn as drawn_result, idle as settle
 
 
 def press(qtbot, win, key, modifier=QtCore.Qt.NoModifier):
@@ -176,6 +170,6 @@ def test_predictions_panel_is_the_softmax_of_the_model_output(qtbot, window):
         assert [g[0] for g in got] == [w[0] for w in want], (got, want)
         assert [g[1] for g in got] == pytest.approx([w[1] for w in want], abs=0.051)
         assert sum(g[1] for g in got) == pytest.approx(100, abs=0.3)
-        with qtbot.waitSignal(window.frameDrawn, timeout=10000, check_params_cb=lambda r: r.forwarded):
-            qtbot.keyClick(window, "e")                             # the next image: new numbers
-        settle(qtbot, window)
+        fid = window.last_result.frame_id
+        qtbot.keyClick(window, "e")                                 # the next image: new numbers
+        assert drawn_result(qtbot, window, lambda r: r.frame_id > fid).forwarded

@@ -5,14 +5,8 @@ import cv2
 import numpy as np
 from PyQt5 import QtCore, QtGui
 
+from ..waits import idle, signal, until
 from .conftest import StillSource
-
-
-def wait_idle(qtbot, win, timeout=10000):
-    qtbot.waitUntil(lambda: not win.worker.busy() and win.last_result is not None
-                    and win.last_result.seq == win.seq and win.last_result.frame_id == win.frame_id,
-                    timeout=timeout)
-    return win.last_result
 
 
 def shown(label) -> str:
@@ -21,9 +15,9 @@ def shown(label) -> str:
 
 
 def select(qtbot, win, **kw):
-    with qtbot.waitSignal(win.frameDrawn, timeout=10000):
-        win.state.update(**kw)
-    return wait_idle(qtbot, win)
+    """Change the state as a control does; the result drawn for it."""
+    win.state.update(**kw)
+    return idle(qtbot, win)
 
 
 def test_laptop_sizes_show_every_column_and_the_predictions(qtbot, window):
@@ -56,12 +50,11 @@ def test_backprop_off_shows_in_the_method_box(qtbot, window):
     box = window.bp1.method_box
     select(qtbot, window, backprop_on=False)
     assert box.currentText() == "off" and "off" in window.bp1.title.text()
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
-        box.setCurrentIndex(box.findData("deconvnet"))            # what choosing it in the combo does
+    box.setCurrentIndex(box.findData("deconvnet"))                # what choosing it in the combo does
     assert window.state.backprop_on and window.state.method == "deconvnet"
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
-        box.setCurrentIndex(box.findData(None))
-    assert not window.state.backprop_on and wait_idle(qtbot, window).backprops == ()
+    assert [b.method for b in idle(qtbot, window).backprops] == ["deconvnet"]
+    box.setCurrentIndex(box.findData(None))
+    assert not window.state.backprop_on and idle(qtbot, window).backprops == ()
 
 
 def test_a_failed_render_error_goes_when_a_newer_result_is_drawn(qtbot, window, monkeypatch):
@@ -70,7 +63,7 @@ def test_a_failed_render_error_goes_when_a_newer_result_is_drawn(qtbot, window, 
     def broken(*a, **k):
         raise ValueError("cannot draw this gradient")
     monkeypatch.setattr(core, "saliency_to_image", broken)
-    with qtbot.waitSignal(window.renderFailed, timeout=10000):
+    with signal(qtbot, window.renderFailed):
         window.state.select_unit(2)
     assert "⚠" in window.status_text()
     monkeypatch.undo()
@@ -101,9 +94,8 @@ def test_class_labels_stay_when_the_output_has_nan_and_in_the_gradient_grid(qtbo
     net = TinyNet()
     with torch.no_grad():
         net.fc.bias[1] = float("nan")                             # class b's score is NaN on every input
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
-        window.load_model(loaded(net))
-    wait_idle(qtbot, window)
+    window.load_model(loaded(net))
+    idle(qtbot, window)
     for mode in ("activations", "gradients"):
         for layer in ("", "fc"):                                  # the output, and the module computing it
             res = select(qtbot, window, layer=layer, grid_mode=mode)
@@ -130,9 +122,10 @@ def test_saved_panes_are_readable(qtbot, window, tmp_path):
 
 
 def test_an_image_step_does_not_keep_an_old_input_error(qtbot, window):
+    window.status.ERROR_HOLD_S = 1e9          # however long the new image takes on a loaded machine
     window.show_error("input: something went wrong")
     window.set_source(StillSource(2))
-    wait_idle(qtbot, window)
+    idle(qtbot, window)
     assert "something went wrong" in window.status_text()          # a non-render error is held a moment
 
 
@@ -141,15 +134,12 @@ def test_the_backprop_objective_is_chosen_in_the_window(qtbot, window):
     from cnnvis_gui.core import Visualizer
     box = window.objective_box
     select(qtbot, window, layer="conv2", unit=3)
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
-        box.setCurrentIndex(box.findData("max"))
+    box.setCurrentIndex(box.findData("max"))
     assert window.state.objective == "max"
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
-        box.setCurrentIndex(box.findData("position"))
+    box.setCurrentIndex(box.findData("position"))
     assert window.state.objective == (8, 8)                         # the centre of conv2's 16 x 16 maps
-    with qtbot.waitSignal(window.frameDrawn, timeout=10000):
-        window.unit_pane.item.clicked.emit(3.5, 4.2)                # what a click on the unit map emits (x, y)
-    res = wait_idle(qtbot, window)
+    window.unit_pane.item.clicked.emit(3.5, 4.2)                    # what a click on the unit map emits (x, y)
+    res = idle(qtbot, window)
     assert window.state.objective == (4, 3) and "objective at y=4, x=3" in window.status_text()
     vis = Visualizer(window.loaded.model, window.loaded.spec)
     frame = vis.forward(torch.from_numpy(np.array(res.raw_input))[None])
@@ -187,14 +177,14 @@ def test_opening_a_demo_checkpoint_brings_its_own_sample_images(qtbot, tmp_path)
     qtbot.addWidget(win)
     win.show()
     try:
-        with qtbot.waitSignal(win.sourceOpened, timeout=20000):
+        with signal(qtbot, win.sourceOpened):
             win.open_demo("shapes")
         assert win.session.samples_shown() == "shapes"
-        with qtbot.waitSignal(win.sourceOpened, timeout=20000):      # File → Open checkpoint… does this
+        with signal(qtbot, win.sourceOpened):                       # File → Open checkpoint… does this
             win.open_checkpoint(weights=str(models.demo_checkpoint("glyphs")))
-        qtbot.waitUntil(lambda: win.session.samples_shown() == "glyphs", timeout=20000)
+        until(qtbot, lambda: win.session.samples_shown() == "glyphs")
         lm = loaded()
-        with qtbot.waitSignal(win.modelChanged, timeout=20000):     # another model on a demo's images: said
+        with signal(qtbot, win.modelChanged):                       # another model on a demo's images: said
             win.session.load_model(lm)
             win.session.offer_samples(lm)
         assert "still the glyphs demo's sample images" in win.status_text()
@@ -224,13 +214,20 @@ def test_the_colour_bar_follows_a_live_unit_at_a_bounded_rate(qtbot, window):
     pane, rgb = window.unit_pane, np.zeros((4, 4, 3), np.uint8)
     levels = []
     pane.bar.setLevels = lambda lv: levels.append(tuple(lv))       # what the bar is told to show
+    now = [1000.0]
+    pane.clock = lambda: now[0]                                     # the pane's clock stands still ...
     pane._bar_levels, pane._bar_time = None, 0.0
-    for i in range(20):                                             # 20 live frames within a few ms
+    for i in range(20):                                             # ... while 20 live frames arrive
         pane.set_unit(rgb, (0.0, 1.0 + i))
-    assert 1 <= len(levels) <= 2                                    # not a redraw of the axis per frame
-    qtbot.waitUntil(lambda: levels[-1] == (0.0, 20.0), timeout=2000)   # the last range arrives without a frame
+    assert levels == [(0.0, 1.0)]                                   # not a redraw of the axis per frame
+    until(qtbot, lambda: levels[-1] == (0.0, 20.0))                 # the last range arrives without a frame
+    assert len(levels) == 2
     pane.set_unit(rgb, (0.0, 20.1))                                 # within 2 %: no redraw
+    now[0] += 10 * pane.BAR_INTERVAL
+    pane.set_unit(rgb, (0.0, 20.3))                                 # within 2 %, however late: no redraw
     assert levels[-1] == (0.0, 20.0)
+    pane.set_unit(rgb, (0.0, 30.0))                                 # past the interval: drawn with the frame
+    assert levels[-1] == (0.0, 30.0) and len(levels) == 3
 
 
 def test_the_module_tree_keeps_shapes_whole_and_lets_the_type_scroll_off(qtbot, window):

@@ -12,7 +12,7 @@ from PyQt5 import QtCore
 
 from cnnvis_gui.qt import keys as keytable
 
-from .test_window_drawn import settle
+from ..waits import idle as settle, until
 
 QT_KEYS = {"Left": QtCore.Qt.Key_Left, "Right": QtCore.Qt.Key_Right, "Up": QtCore.Qt.Key_Up,
            "Down": QtCore.Qt.Key_Down, "PgUp": QtCore.Qt.Key_PageUp, "PgDown": QtCore.Qt.Key_PageDown,
@@ -100,8 +100,8 @@ def _image_step(d):
     def check(qtbot, win, before):
         src = win.test_source
         want = (before["index"] + d) % src.count
-        qtbot.waitUntil(lambda: src.index == want and win.frame is not None
-                        and np.array_equal(win.frame, src.frames[want]), timeout=10000)
+        until(qtbot, lambda: src.index == want and win.frame is not None
+              and np.array_equal(win.frame, src.frames[want]))
         res = settle(qtbot, win)
         assert res.forwarded or win.worker.forwards > before["forwards"]
         assert win.worker.forwards > before["forwards"]
@@ -110,7 +110,7 @@ def _image_step(d):
 
 
 def _camera(qtbot, win, before):
-    qtbot.waitUntil(lambda: "no camera" in win.status_text(), timeout=10000)
+    until(qtbot, lambda: "no camera" in win.status_text())
     assert not win.state.use_camera and win.active_source() is win.test_source
 
 

@@ -10,6 +10,7 @@ from PyQt5 import QtCore, QtWidgets  # noqa: E402
 from cnnvis_gui.qt import dialogs  # noqa: E402
 from cnnvis_gui.qt.trust_dialog import TrustCodeDialog  # noqa: E402
 
+from ..waits import signal  # noqa: E402
 from .helpers import pth_with_meta, py_beside, touch_meta  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def test_open_checkpoint_asks_and_no_keeps_the_previous_model(qtbot, window, tmp
 def test_open_checkpoint_yes_runs_the_py_file_and_loads(qtbot, window, tmp_path, monkeypatch):
     marker = tmp_path / "RAN"
     p = py_beside(tmp_path, marker)
-    with qtbot.waitSignal(window.modelChanged, timeout=20000):
+    with signal(qtbot, window.modelChanged):
         ok, seen = _open_via_menu(qtbot, window, monkeypatch, p, "Yes")
     assert ok and len(seen) == 1 and str(tmp_path / "evil.py") in seen[0]["text"]
     assert marker.exists() and type(window.loaded.model).__name__ == "ShapesNet"
