@@ -13,6 +13,8 @@ import time
 import torch
 from PyQt5 import QtCore, QtWidgets
 
+from ..waits import WAIT_S
+
 
 def describe_box(box: QtWidgets.QMessageBox) -> dict:
     labels = {lab.objectName(): lab for lab in box.findChildren(QtWidgets.QLabel)}
@@ -86,7 +88,7 @@ def answer_yes(box):
     return QtWidgets.QMessageBox.Yes if box.button(QtWidgets.QMessageBox.Yes) else QtWidgets.QMessageBox.Ok
 
 
-def run_interactive(argv, answer=answer_no, ready=shown_model, timeout_s=120.0):
+def run_interactive(argv, answer=answer_no, ready=shown_model, timeout_s=WAIT_S):
     """``main(argv)`` as a user's interactive start -> (exit code, message boxes seen, snapshot)."""
     from cnnvis_gui.qt import app
     from cnnvis_gui.qt.window import MainWindow

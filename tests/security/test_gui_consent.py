@@ -87,6 +87,6 @@ def test_recent_entry_whose_architecture_is_code_asks(qtbot, window, tmp_path, a
     assert "not opened" in window.status_text()
     seen.clear()
     answer_trust_dialog(qtbot, "Yes", seen)
-    with qtbot.waitSignal(window.modelChanged, timeout=20000):
+    with signal(qtbot, window.modelChanged):
         window.session.open_recent(what, arch)
     assert len(seen) == 1 and marker.exists() and type(window.loaded.model).__name__ == "ShapesNet"
