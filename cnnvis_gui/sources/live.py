@@ -156,6 +156,8 @@ class CameraSource(_PumpSource):
         Makes the capture object (tests inject fakes); default ``cv2.VideoCapture``.
     retry_delay, retry_max : float
         Back-off when the camera stops delivering frames: first delay, cap.
+    clock : pump.Clock, optional
+        The reader's clock (tests give one whose time they control).
 
     Raises SourceError when the camera does not open.
     """
@@ -165,7 +167,7 @@ class CameraSource(_PumpSource):
     def __init__(self, index: int = 0, *, mirror: bool = True, spec=None, fit=None,
                  width: int | None = None, height: int | None = None, backend: int | None = None,
                  capture_factory=None, retry_delay: float = 1.0, retry_max: float = 8.0,
-                 fail_threshold: int = 5, stall_after: float = 2.0):
+                 fail_threshold: int = 5, stall_after: float = 2.0, clock=None):
         super().__init__(mirror=mirror, spec=spec, fit=fit)
         self.index = int(index)
         if self.index < 0:   # OpenCV's "any camera" index -1 (and below) crashes some builds
@@ -193,7 +195,7 @@ class CameraSource(_PumpSource):
         self.fps = fps if 0 < fps < 1000 else None
         self._pump = CapturePump(_weak_opener(self), label=self.description, capture=cap, at_failure="retry",
                                  retry_delay=retry_delay, retry_max=retry_max,
-                                 fail_threshold=fail_threshold, stall_after=stall_after).start()
+                                 fail_threshold=fail_threshold, stall_after=stall_after, clock=clock).start()
 
     def _open(self):
         if self._factory is not None:
@@ -227,6 +229,8 @@ class VideoSource(_PumpSource):
         unknown); a number plays at that rate; False reads as fast as decoding allows.
     capture_factory : callable (path) -> capture, optional
         Makes the capture object (tests inject fakes); default ``cv2.VideoCapture``.
+    clock : pump.Clock, optional
+        The reader's clock: pacing and back-off (tests give one whose time they control).
 
     Streams are treated like cameras: failing reads mean a lost connection, which is
     retried with back-off.
@@ -236,7 +240,7 @@ class VideoSource(_PumpSource):
 
     def __init__(self, path, *, loop: bool = True, pace=True, mirror: bool = False, spec=None, fit=None,
                  capture_factory=None, retry_delay: float = 1.0, retry_max: float = 8.0,
-                 stall_after: float | None = None):
+                 stall_after: float | None = None, clock=None):
         super().__init__(mirror=mirror, spec=spec, fit=fit)
         text = str(path)
         self.is_stream = "://" in text
@@ -294,7 +298,7 @@ class VideoSource(_PumpSource):
             at_failure="retry" if self.is_stream else "end", loop=loop, pace=rate,
             retry_delay=retry_delay, retry_max=retry_max,
             stall_after=(stall_after if stall_after is not None else (5.0 if self.is_stream else 0.0)),
-            end_text=f"end of video {self.name}").start()
+            end_text=f"end of video {self.name}", clock=clock).start()
 
     def _open(self):
         if self._factory is not None:

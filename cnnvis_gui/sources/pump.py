@@ -27,6 +27,23 @@ _pump_ids = itertools.count(1)
 PUMP_THREAD_PREFIX = "cnnvis-capture"
 
 
+class Clock:
+    """The pump's time: ``now()`` in seconds on a monotonic clock, and ``wait(event, seconds)``,
+    which sleeps up to ``seconds`` and returns True at once when ``event`` is set.
+
+    Pacing, back-off, the capture rate and stall reports all read this clock, so a test can give
+    the pump one whose time it controls (no test then depends on how loaded the machine is).
+    """
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    @staticmethod
+    def wait(event: threading.Event, seconds: float) -> bool:
+        return event.wait(seconds)
+
+
 class CapturePump:
     """Background reader for a ``cv2.VideoCapture``-like object.
 
@@ -56,14 +73,17 @@ class CapturePump:
         Consecutive failed reads that count as "stopped delivering frames".
     stall_after : float
         Seconds without a new frame after which ``status`` reports a stall.
+    clock : Clock, optional
+        Where time comes from (default: the monotonic clock; tests give their own).
     """
 
     def __init__(self, open_capture, *, label: str, capture=None, first_frame=None,
                  at_failure: str = "retry", loop: bool = False, pace: float | None = None,
                  retry_delay: float = 1.0, retry_max: float = 8.0, fail_threshold: int = 3,
-                 stall_after: float = 2.0, end_text: str | None = None):
+                 stall_after: float = 2.0, end_text: str | None = None, clock: Clock | None = None):
         if at_failure not in ("retry", "end"):
             raise ValueError("at_failure must be 'retry' or 'end'")
+        self._clock = clock if clock is not None else Clock()
         self._open_capture = open_capture
         self.label = label
         self.at_failure = at_failure
@@ -209,7 +229,7 @@ class CapturePump:
         text = f"{self.label} live" + (f" ({', '.join(parts)})" if parts else "")
         t = self._last_frame_t
         if t is not None and self.stall_after > 0:
-            idle = time.monotonic() - t
+            idle = self._clock.now() - t
             if idle > self.stall_after:
                 text = f"{self.label}: no new frame for {idle:.1f} s"
         return text
@@ -221,7 +241,7 @@ class CapturePump:
 
     def _publish(self, frame):
         img = to_bgr8(frame)  # conversion outside the lock
-        now = time.monotonic()
+        now = self._clock.now()
         with self._lock:
             if self._frame_id and self._taken_id != self._frame_id:
                 self.dropped += 1
@@ -306,7 +326,7 @@ class CapturePump:
                     self.frames_captured += 1
                     if self._state == "retrying":
                         self.reconnects += 1
-                        gone = time.monotonic() - lost_since if lost_since else 0.0
+                        gone = self._clock.now() - lost_since if lost_since else 0.0
                         self._notice(f"{self.label} recovered after {gone:.1f} s")
                         lost_since = None
                     self.attempts = 0
@@ -315,11 +335,11 @@ class CapturePump:
                         self._state = "live"
                         self._retry_in = None
                     if self.pace and not self._frozen:
-                        now = time.monotonic()
+                        now = self._clock.now()
                         due = next_due if next_due is not None else now
                         if due < now - 0.25:  # fell far behind (slow decode): don't rush to catch up
                             due = now
-                        if due > now and self._stop.wait(due - now):
+                        if due > now and self._clock.wait(self._stop, due - now):
                             break
                         next_due = due + 1.0 / self.pace
                     if not self._frozen:
@@ -340,14 +360,14 @@ class CapturePump:
                     continue
                 fails += 1
                 if fails < self.fail_threshold:
-                    if self._stop.wait(0.01):
+                    if self._clock.wait(self._stop, 0.01):
                         break
                     continue
                 fails = 0
                 self._release(cap)
                 cap = None
                 if lost_since is None:
-                    lost_since = time.monotonic()
+                    lost_since = self._clock.now()
                     self._notice(f"{self.label} stopped delivering frames at {time.strftime('%H:%M:%S')}")
                 self._backoff(delay)
                 delay = min(delay * 2.0, self.retry_max)
@@ -365,7 +385,7 @@ class CapturePump:
         self._state = "retrying"
         self._retry_in = delay
         self.attempts += 1
-        self.retry_log.append((time.monotonic(), delay))
+        self.retry_log.append((self._clock.now(), delay))
         del self.retry_log[:-100]
-        self._stop.wait(delay)
+        self._clock.wait(self._stop, delay)
         self._retry_in = None

@@ -1,10 +1,16 @@
-"""Sources without a camera: real video files through the pump, fake captures for faults, folders."""
+"""Sources without a camera: real video files through the pump, fake captures for faults, folders.
+
+Time in the pump (pacing, back-off, the capture rate, stall reports) is checked with a clock the
+test controls (:class:`SteppedClock`), and a capture the test hands frames to one by one
+(``FakeCamera(gated=True)``): what the pump does is then exact on a loaded machine too.
+"""
 import re
 import struct
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,81 +20,15 @@ from cnnvis_gui import sources
 from cnnvis_gui.core import CnnvisError, InputSpec
 from cnnvis_gui.sources import (CameraSource, ImageFolderSource, ImageSource, SourceError, VideoSource,
                                 natural_key)
-from cnnvis_gui.sources.pump import PUMP_THREAD_PREFIX
 
-
-# ------------------------------------------------------------------ helpers
-def pump_threads():
-    return [t for t in threading.enumerate() if t.name.startswith(PUMP_THREAD_PREFIX)]
-
-
-def wait_until(cond, timeout=3.0, step=0.005):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
-
-def write_video(path, n=12, fps=20.0, size=(64, 48)):
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-    assert w.isOpened(), "this OpenCV cannot write MJPG .avi"
-    for i in range(n):
-        w.write(np.full((size[1], size[0], 3), (10 + i * 20) % 256, np.uint8))
-    w.release()
-    return path
-
-
-class FakeCamera:
-    """A device that can be unplugged/plugged; makes captures like cv2.VideoCapture(index)."""
-
-    def __init__(self, interval=0.0, size=(40, 30)):
-        self.plugged = True
-        self.interval = interval
-        self.size = size
-        self.opens = []          # monotonic time of every open attempt
-        self.block = None        # threading.Event: reads block until it is set
-        self.count = 0
-
-    def __call__(self, index):
-        self.opens.append(time.monotonic())
-        return _FakeCapture(self, self.plugged)
-
-
-class _FakeCapture:
-    def __init__(self, cam, opened):
-        self.cam, self.opened = cam, opened
-
-    def isOpened(self):
-        return self.opened
-
-    def get(self, prop):
-        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
-
-    def set(self, prop, value):
-        return True
-
-    def read(self):
-        cam = self.cam
-        if cam.block is not None:
-            cam.block.wait()
-        if cam.interval:
-            time.sleep(cam.interval)
-        if not (self.opened and cam.plugged):
-            return False, None
-        cam.count += 1
-        w, h = cam.size
-        return True, np.full((h, w, 3), cam.count % 256, np.uint8)
-
-    def release(self):
-        self.opened = False
+from ..waits import WAIT_S, poll
+from .fakes import FakeCamera, SteppedClock, pump_threads, write_video
 
 
 @pytest.fixture(autouse=True)
 def _no_thread_left():
     yield
-    assert wait_until(lambda: not pump_threads(), 1.0), f"pump threads left: {pump_threads()}"
+    assert poll(lambda: not pump_threads()), f"pump threads left: {pump_threads()}"
 
 
 # ------------------------------------------------------------------ video files through the pump
@@ -99,13 +39,13 @@ def test_video_plays_through_pump_and_stops_at_end(tmp_path):
         assert src.fps == pytest.approx(20.0) and src.frame_count == 12
         first = src.read()
         assert first.shape == (48, 64, 3) and first.dtype == np.uint8 and first.flags.c_contiguous
-        assert wait_until(lambda: src.state == "ended")
+        assert poll(lambda: src.state == "ended")
         assert src.status == "end of video clip.avi"
         assert src.frame_id == 12
         last = src.read()
         assert abs(int(last.mean()) - (10 + 11 * 20)) <= 6   # the last frame stays on screen
         src.rewind()
-        assert wait_until(lambda: src.frame_id > 12)
+        assert poll(lambda: src.frame_id > 12)
     assert not pump_threads()
 
 
@@ -113,55 +53,110 @@ def test_video_loops(tmp_path):
     path = write_video(tmp_path / "clip.avi", n=6)
     with sources.open(path, pace=False) as src:   # loop is the default
         assert src.loop
-        assert wait_until(lambda: src.frame_id > 20)
+        assert poll(lambda: src.frame_id > 20)
         assert src.state == "live" and "end of video" not in src.status
 
 
-def test_video_pacing_real_time(tmp_path):
-    path = write_video(tmp_path / "clip.avi", n=200, fps=50.0)
-    with sources.open(path) as src:
-        t0, id0 = time.monotonic(), src.frame_id
-        time.sleep(0.6)
-        n = src.frame_id - id0
-        rate = n / (time.monotonic() - t0)
-        assert 25 < rate < 60, rate                       # ~50 fps, not as fast as decoding goes
-        assert 30 < src.fps_measured < 70
-        assert re.match(r"video clip\.avi live \(64x48, \d+\.\d fps\)", src.status), src.status
+def test_video_plays_at_its_own_frame_rate(tmp_path):
+    """A 50 fps file is delivered 1/50 s apart, not as fast as it decodes, and its rate reads 50."""
+    path = write_video(tmp_path / "clip.avi", n=30, fps=50.0)
+    clock = SteppedClock()
+    with sources.open(path, loop=False, clock=clock) as src:
+        assert poll(lambda: src.state == "ended") and src.frame_id == 30
+        assert clock.waits == pytest.approx([0.02] * 29)            # one wait before each frame after the first
+        assert src.fps_measured == pytest.approx(50.0)
+    clock = SteppedClock()
+    with sources.open(path, pace=25.0, clock=clock) as src:        # a rate of the user's own, looping
+        assert poll(lambda: src.frame_id > 40)
+        assert src.status == "video clip.avi live (64x48, 25.0 fps)"
+        assert clock.waits[:40] == pytest.approx([0.04] * 40)     # the loop back to the start keeps the pace
+
+
+def test_a_video_that_decodes_too_slowly_does_not_rush_to_catch_up():
+    """A frame that took longer than the pace allows is shown at once, and the next one a frame
+    period after it (not at once, to make up for lost time)."""
+    clock = SteppedClock()
+
+    class SlowSecond:                                           # frame 3 takes 0.5 s to decode
+        def __init__(self):
+            self.n = 0
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return {cv2.CAP_PROP_FPS: 10.0, cv2.CAP_PROP_FRAME_COUNT: 6}.get(prop, 0.0)
+
+        def read(self):
+            self.n += 1
+            if self.n > 6:
+                return False, None
+            if self.n == 3:
+                clock.advance(0.5)
+            return True, np.full((8, 8, 3), self.n, np.uint8)
+
+        def release(self):
+            pass
+    cap = SlowSecond()
+    path = Path(__file__)                                        # any existing file: the factory decodes
+    with VideoSource(path, loop=False, capture_factory=lambda target: cap, clock=clock) as src:
+        assert poll(lambda: src.state == "ended") and src.frame_id == 6
+    # frame 2 waited 0.1 s; frame 3 came 0.4 s late: shown at once; frames 4-6 each 0.1 s after the last
+    assert clock.waits == pytest.approx([0.1, 0.1, 0.1, 0.1])
 
 
 def test_video_freeze_pauses(tmp_path):
     path = write_video(tmp_path / "clip.avi", n=200, fps=50.0)
     with sources.open(path) as src:
-        assert wait_until(lambda: src.frame_id >= 3)
+        assert poll(lambda: src.frame_id >= 3)
         src.freeze()
         fid, frame = src.read_with_id()
         time.sleep(0.15)
         fid2, frame2 = src.read_with_id()
         assert fid2 == fid and frame2 is frame and src.state == "frozen" and "frozen" in src.status
         src.unfreeze()
-        assert wait_until(lambda: src.frame_id > fid)
+        assert poll(lambda: src.frame_id > fid)
 
 
 # ------------------------------------------------------------------ the pump under a slow consumer
-def test_pump_keeps_only_newest_frame_and_stops_cleanly():
-    cam = FakeCamera(interval=0.002)
-    src = CameraSource(0, capture_factory=cam)
-    assert src.wait_new_frame(0, 2.0)
-    ids = []
-    for _ in range(6):
+def _deliver(src, cam, clock, n, dt=1 / 30):
+    """``n`` frames from a gated camera, ``dt`` s apart on the pump's clock; the last one's id."""
+    for _ in range(n):
+        fid = src.pump.frame_id
+        clock.advance(dt)
+        cam.give()
+        assert src.wait_new_frame(fid, WAIT_S)
+    return src.pump.frame_id
+
+
+def test_a_slow_consumer_gets_the_newest_frame_and_the_skipped_ones_are_counted():
+    cam = FakeCamera(gated=True)
+    clock = SteppedClock()
+    src = CameraSource(0, capture_factory=cam, mirror=False, clock=clock)
+    try:
+        assert src.read() is None and src.frame_id == 0 and src.state == "opening"
+        _deliver(src, cam, clock, 1)
         fid, frame = src.read_with_id()
-        ids.append(fid)
-        time.sleep(0.04)                      # a slow model
-    assert all(b > a for a, b in zip(ids, ids[1:]))
-    assert max(b - a for a, b in zip(ids, ids[1:])) > 2   # stale frames were skipped
-    assert src.dropped > 0
-    assert src.fps_measured and src.fps_measured > 50
-    assert pump_threads()
-    t0 = time.monotonic()
-    src.close()
-    assert time.monotonic() - t0 < 0.2
-    assert not pump_threads()
-    assert src.state == "closed" and "closed" in src.status
+        assert fid == 1 and (frame == 1).all() and src.dropped == 0
+        assert src.read_with_id()[0] == 1 and src.dropped == 0     # read again: the same frame, still not dropped
+        assert _deliver(src, cam, clock, 3) == 4                    # frames 2, 3, 4 while the model was busy
+        fid, frame = src.read_with_id()
+        assert fid == 4 and (frame == 4).all()                      # the newest, never a stale one
+        assert src.dropped == 2                                      # 2 and 3 were replaced before anyone took them
+        _deliver(src, cam, clock, 1)                                 # frame 4 was taken: replacing it drops nothing
+        assert src.read_with_id()[0] == 5 and src.dropped == 2
+        assert src.pump.frames_captured == 5
+        assert src.fps_measured == pytest.approx(30.0)               # on the pump's clock: 1/30 s apart
+        assert src.status == "camera 0 live (40x30, 30.0 fps)"
+        clock.advance(2.5)                                           # no frame for longer than stall_after (2 s)
+        assert src.status == "camera 0: no new frame for 2.5 s"
+        assert pump_threads()
+        src.close()
+        assert src.state == "closed" and src.status == "camera 0 closed"
+    finally:
+        src.close()
+        cam.give(100)                         # the reader, stopped, leaves its last read
+    assert poll(lambda: not pump_threads())
 
 
 def test_camera_mirror_and_spec_fit_raw_available():
@@ -169,7 +164,7 @@ def test_camera_mirror_and_spec_fit_raw_available():
     spec = InputSpec(channels=3, height=16, width=16)
     with CameraSource(0, capture_factory=cam, spec=spec, fit="letterbox") as src:
         assert src.mirror is True                      # cameras mirror by default
-        assert src.wait_new_frame(0, 2.0)
+        assert src.wait_new_frame(0, WAIT_S)
         assert src.read().shape == (16, 16, 3)
         assert src.read_full().shape == (40, 80, 3)
         assert src.read_raw().shape == (40, 80, 3)
@@ -180,38 +175,40 @@ def test_camera_mirror_and_spec_fit_raw_available():
 def test_camera_freeze_keeps_frame():
     cam = FakeCamera(interval=0.002)
     with CameraSource(0, capture_factory=cam) as src:
-        assert src.wait_new_frame(0, 2.0)
+        assert src.wait_new_frame(0, WAIT_S)
         src.freeze()
         fid, frame = src.read_with_id()
         time.sleep(0.05)
         assert src.read_with_id()[0] == fid and src.read() is frame
         src.unfreeze()
-        assert wait_until(lambda: src.read_with_id()[0] > fid)
+        assert poll(lambda: src.read_with_id()[0] > fid)
 
 
 # ------------------------------------------------------------------ faults
 def test_camera_lost_mid_stream_retries_with_backoff_and_recovers():
-    cam = FakeCamera(interval=0.002)
-    src = CameraSource(0, capture_factory=cam, retry_delay=0.05, retry_max=0.2, fail_threshold=2)
+    cam = FakeCamera(interval=0.002, plug_at=5)     # open 1: the start; 2-4 fail (unplugged); 5: back
+    clock = SteppedClock()
+    src = CameraSource(0, capture_factory=cam, retry_delay=0.1, retry_max=0.4, fail_threshold=2, clock=clock)
+    seen = []                                      # what the user sees while each wait goes on
     try:
-        assert src.wait_new_frame(0, 2.0)
+        assert src.wait_new_frame(0, WAIT_S)
         assert src.state == "live" and src.status.startswith("camera 0 live")
+        clock.on_wait = lambda s: seen.append((s, src.state, src.status, src.frame_id, src.read() is not None))
         cam.plugged = False
-        assert wait_until(lambda: src.state == "retrying")
-        assert re.fullmatch(r"camera 0 stopped delivering frames; (retrying in \d+\.\d s|reconnecting)…",
-                            src.status), src.status
-        before = src.frame_id
-        assert wait_until(lambda: len(src.pump.retry_log) >= 4, 3.0)
-        delays = [d for _, d in src.pump.retry_log]
-        assert delays[:4] == [0.05, 0.1, 0.2, 0.2]                 # doubled, capped
-        gaps = np.diff(cam.opens[-4:])
-        assert gaps[-1] >= 0.15                                      # waits really grew
-        assert src.read() is not None and src.frame_id == before     # last frame still shown
-        cam.plugged = True
-        assert wait_until(lambda: src.state == "live" and src.frame_id > before, 3.0)
-        assert src.pump.reconnects == 1
-        assert any("stopped delivering" in n for n in src.notices)
-        assert any("recovered" in n for n in src.notices)
+        assert poll(lambda: src.pump.reconnects == 1 and src.state == "live")
+        before = seen[0][3]
+        assert [s for s, *_ in seen] == [0.01, 0.1, 0.2, 0.4, 0.4]     # one failed read waited out, then the
+        assert [d for _, d in src.pump.retry_log] == [0.1, 0.2, 0.4, 0.4]    # back-off: doubled, capped
+        assert np.diff([t for t, _ in src.pump.retry_log]) == pytest.approx([0.1, 0.2, 0.4])
+        assert seen[0][1:3] == ("live", seen[0][2]) and seen[0][2].startswith("camera 0 live")
+        assert [st for _, st, *_ in seen[1:]] == ["retrying"] * 4
+        assert [text for _, _, text, *_ in seen[1:]] == [
+            f"camera 0 stopped delivering frames; retrying in {d} s…" for d in ("0.1", "0.2", "0.4", "0.4")]
+        assert all(fid == before and shown for *_, fid, shown in seen)   # the last frame stays meanwhile
+        assert poll(lambda: src.frame_id > before)
+        assert cam.opens == 5
+        assert any(n.startswith("camera 0 stopped delivering frames at ") for n in src.notices)
+        assert "camera 0 recovered after 1.1 s" in src.notices
     finally:
         src.close()
 
@@ -233,34 +230,57 @@ def test_real_missing_camera_message():
         sources.open(7)
 
 
+def _returns_while_the_driver_hangs(cam, call):
+    """Run ``call()`` in a thread; True when it returned while the capture was still stuck in read()."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(call()), daemon=True)
+    t.start()
+    t.join(WAIT_S)
+    return not t.is_alive() and not cam.block.is_set() and len(out) == 1
+
+
 def test_blocked_read_never_blocks_the_caller():
     cam = FakeCamera()
     cam.block = threading.Event()
     src = CameraSource(0, capture_factory=cam)
     try:
-        time.sleep(0.05)                     # the reader is now stuck inside read()
-        t0 = time.monotonic()
+        assert cam.reading.wait(WAIT_S)      # the reader is now stuck inside read()
+        assert _returns_while_the_driver_hangs(cam, src.read)
         assert src.read() is None and src.frame_id == 0
         assert "opening camera 0" in src.status
-        assert time.monotonic() - t0 < 0.05
-        t0 = time.monotonic()
-        src.close(timeout=0.05)
-        assert time.monotonic() - t0 < 0.2
-        assert src.state == "closed"
+        assert _returns_while_the_driver_hangs(cam, lambda: src.close(timeout=0.05))
+        assert src.state == "closed" and pump_threads()            # the hung reader is left to its driver
     finally:
         cam.block.set()                      # the driver returns: the thread ends by itself
-    assert wait_until(lambda: not pump_threads(), 1.0)
+    assert poll(lambda: not pump_threads())
 
 
-def test_cameras_is_fast_and_quiet():
-    t0 = time.monotonic()
-    found = sources.cameras()
+def test_cameras_probes_within_its_time_budget_and_quietly(monkeypatch):
+    from cnnvis_gui.sources import live
+    found = sources.cameras()                                      # this machine: no camera, no noise
     assert isinstance(found, list) and all(isinstance(i, int) for i in found)
-    t0b = time.monotonic()
     # without the /dev shortcut, asking OpenCV itself about every index
-    sources.cameras(max_index=8, capture_factory=cv2.VideoCapture)
-    assert t0b - t0 < 2.0 and time.monotonic() - t0b < 2.5
+    assert sources.cameras(max_index=8, capture_factory=cv2.VideoCapture) == found
     assert cv2.utils.logging.getLogLevel() != cv2.utils.logging.LOG_LEVEL_SILENT  # restored
+    # a backend that takes 0.5 s per index: probing stops once the time budget is spent
+    now, asked = [0.0], []
+
+    class Slow:
+        def __init__(self, i):
+            asked.append(i)
+            now[0] += 0.5
+
+        def isOpened(self):
+            return asked[-1] == 1
+
+        def release(self):
+            pass
+    monkeypatch.setattr(live, "time", type("Clock", (), {"monotonic": staticmethod(lambda: now[0])}))
+    assert sources.cameras(max_index=8, timeout=1.4, capture_factory=Slow) == [1]
+    assert asked == [0, 1, 2]                # at 0, 0.5 and 1 s; at 1.5 s the budget is spent
+    now[0], asked[:] = 0.0, []
+    assert sources.cameras(max_index=8, timeout=1.5, capture_factory=Slow) == [1]
+    assert asked == [0, 1, 2, 3]             # 1.5 s is still within a 1.5 s budget
 
 
 def test_missing_file_and_bad_inputs(tmp_path):
@@ -418,6 +438,6 @@ def test_sources_do_not_import_qt():
 
 def test_forgotten_source_stops_its_thread():
     src = CameraSource(0, capture_factory=FakeCamera(interval=0.002))
-    assert src.wait_new_frame(0, 2.0) and pump_threads()
+    assert src.wait_new_frame(0, WAIT_S) and pump_threads()
     del src                                   # never closed: garbage collection stops the pump
-    assert wait_until(lambda: not pump_threads(), 1.0)
+    assert poll(lambda: not pump_threads())
