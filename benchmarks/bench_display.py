@@ -46,14 +46,14 @@ def main() -> None:
         what = "ActivationMosaic " + (", ".join(f"{k}={v}" for k, v in kw.items()) or "defaults")
         img = f"{mosaic.image.shape[1]}x{mosaic.image.shape[0]}"
         print(f"{what[:44]:<44} {'x'.join(map(str, shape)):<16} {img:>11} {ms:>20.2f}")
-    # a saliency picture per scale: percentile (98th, the default), captum's mass, and the exact max (the
+    # a saliency picture per clip: percentile (98th, the default), captum's mass, and the exact max (the
     # toolbox's, the floor: one pass for the max); the ratio is to the same filter's max in this run
     grad = rng.standard_normal((3, 224, 224)).astype(np.float32)
     for f in ("raw", "gray", "norm", "normblur"):
         floor = median_ms(lambda: saliency_to_image(grad, f, clip="max"))
-        for scale in ("max", "percentile", "mass"):
-            ms = floor if scale == "max" else median_ms(lambda: saliency_to_image(grad, f, clip=clip))
-            print(f"{'saliency_to_image ' + f + ', ' + scale:<44} {'3x224x224':<16} {'224x224':>11} {ms:>20.2f}"
+        for clip in ("max", "percentile", "mass"):
+            ms = floor if clip == "max" else median_ms(lambda: saliency_to_image(grad, f, clip=clip))
+            print(f"{'saliency_to_image ' + f + ', ' + clip:<44} {'3x224x224':<16} {'224x224':>11} {ms:>20.2f}"
                   f"   {ms / floor:5.2f}x max")
     rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     cam = rng.random((14, 14)).astype(np.float32)

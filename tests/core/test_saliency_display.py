@@ -46,6 +46,27 @@ def test_percentile_with_values_that_share_a_histogram_bin():
         assert _percentile(a, p) == pytest.approx(float(np.percentile(a, p)), rel=1e-7)
 
 
+def test_percentile_when_the_strided_sample_misleads():
+    """The sample that brackets the rank is every (n // 2048)-th value: make those all small."""
+    from cnnvis_gui.core import saliency_display as sd
+    n = 3 * 224 * 224
+    rng = np.random.default_rng(1)
+    a = rng.uniform(1.0, 2.0, n).astype(np.float32)
+    a[::n // sd._SAMPLE] = rng.uniform(0.0, 0.5, a[::n // sd._SAMPLE].size)
+    for p in (50.0, 98.0, 99.9):
+        assert _percentile(a, p) == pytest.approx(float(np.percentile(a, p)), rel=1e-7)
+    calls = []
+    real = sd._kth_by_bins
+    try:
+        sd._kth_by_bins = lambda *args: calls.append(args) or real(*args)
+        _percentile(a, 98.0)
+        assert len(calls) == 1                     # the bracket missed: the histogram answered
+        _percentile(rng.uniform(0, 1, n).astype(np.float32), 98.0)
+        assert len(calls) == 1                     # a representative sample: no histogram
+    finally:
+        sd._kth_by_bins = real
+
+
 @pytest.mark.parametrize("p", [50.0, 90.0, 98.0, 100.0])
 def test_mass_is_captums_cumulative_sum_threshold(p):
     from captum.attr._utils.visualization import _cumulative_sum_threshold
