@@ -268,6 +268,8 @@ class ActivationMaximizer:
     preset : 1-4 (:data:`PRESETS`) or an :class:`OptimizeParams`; ``**overrides`` change single fields
     cache_dir, use_cache : like the scan's; the result is cached by weights, spec, unit and parameters
 
+    Examples
+    --------
     >>> opt = ActivationMaximizer(lm.model, lm.spec, "features.10", 5, preset=3)   # doctest: +SKIP
     >>> for step in opt.run(every=10):                                               # doctest: +SKIP
     ...     show(step.image)

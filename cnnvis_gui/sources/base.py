@@ -230,6 +230,8 @@ class Source:
     fit : {"crop", "stretch", "letterbox"}, optional
         Overrides ``spec.fit``.
 
+    Notes
+    -----
     Frames handed out are shared, not copied: treat them as read-only.
     """
 

@@ -159,7 +159,10 @@ class CameraSource(_PumpSource):
     clock : pump.Clock, optional
         The reader's clock (tests give one whose time they control).
 
-    Raises SourceError when the camera does not open.
+    Raises
+    ------
+    SourceError
+        When the camera does not open.
     """
 
     kind = "camera"
@@ -232,6 +235,8 @@ class VideoSource(_PumpSource):
     clock : pump.Clock, optional
         The reader's clock: pacing and back-off (tests give one whose time they control).
 
+    Notes
+    -----
     Streams are treated like cameras: failing reads mean a lost connection, which is
     retried with back-off.
     """

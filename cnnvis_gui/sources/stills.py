@@ -87,6 +87,8 @@ class ImageFolderSource(Source):
     start : int
         Index of the first image shown.
 
+    Notes
+    -----
     Files whose header is not an image are skipped when the folder is listed; files that
     fail to decode are skipped when reached.  Each skip adds a line to ``notices`` and the
     status counts them.  A folder with no usable image raises SourceError.
