@@ -7,7 +7,8 @@ One file per concern (as torchvision's ``models/_api.py`` / ``_utils.py`` and ti
 - ``trust``        what a file may make this program run (the one place that decides)
 - ``builders``     build an architecture from its source (torchvision, timm, module, file)
 - ``weights``      read weight files (state dicts, checkpoint dicts, safetensors) without running code
-- ``pickles``      pickle safety: inert extras, stand-ins for unknown classes, opcode scan
+- ``pickles``      pickle safety: inert extras, stand-ins for unknown classes, the refusal
+- ``pickle_scan``  the globals a pickle looks up, by following its stack and memo (nothing runs)
 - ``metadata``     the checkpoint's ``"cnnvis"`` key and the sidecar JSON
 - ``state_dicts``  find the state dict in a checkpoint and fit it to the model
 - ``probe``        input spec resolution and the probe forward

@@ -2,13 +2,12 @@
 
 ``weights_only`` unpickling is the first line; this module holds what comes after it: the
 inert types a checkpoint's extras may rebuild (argparse namespaces, numpy scalars, paths,
-dates), stand-ins that record unknown classes without importing them, and an opcode scan
-that names the globals a pickle refers to without executing anything.
+dates), stand-ins that record unknown classes without importing them, and the refusal that
+names the globals a pickle refers to -- found by :mod:`.pickle_scan`, which follows the
+unpickler's stack and memo without executing anything -- those that can run code first.
 """
 from __future__ import annotations
 
-import io
-import pickletools
 import sys
 import warnings
 import zipfile
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import UntrustedPickleError, _short
+from .pickle_scan import COMPUTED_NAME, PickleScan, scan_globals
 from .state_dicts import _state_dict_candidates
 
 _PICKLE_HINT = ("Loading it runs the Python code the file names, which can execute arbitrary code. "
@@ -108,15 +108,35 @@ def _find_stubs(obj, where: str = "", depth: int = 0, out=None) -> list:
     return out
 
 
-def _untrusted(path: Path, globals_, whole=None) -> UntrustedPickleError:
-    names = ", ".join(sorted(globals_)[:6]) or "Python classes"
+def _stdlib() -> set:
+    return set(getattr(sys, "stdlib_module_names", ())) | {"__builtin__", "copy_reg", "builtins"}
+
+
+def _by_risk(globals_) -> list:
+    """The names, those that can run code first: a standard-library callable (``posix.system``,
+    ``builtins.eval``) or a computed name, then other classes, then plain-data types; within
+    each group in the order the pickle looks them up."""
+    inert, std = _inert_globals(), _stdlib()
+
+    def rank(g: str) -> int:
+        if g == COMPUTED_NAME or (g.split(".", 1)[0] in std and g not in inert):
+            return 0
+        return 2 if g in inert or g.startswith(_TENSOR_GLOBALS) else 1
+    return sorted(dict.fromkeys(globals_), key=rank)
+
+
+def _untrusted(path: Path, globals_, whole=None, scan: PickleScan | None = None) -> UntrustedPickleError:
+    ordered = _by_risk(globals_)
+    names = _short(ordered, 6) or "Python classes"
     if whole:
         what = (f"{path.name} is a whole pickled model ({whole}): pickled Python objects, not a state dict, so it "
                 f"cannot be read as plain weights. ")
     else:
         what = (f"{path.name} contains pickled Python objects that the safe loader does not accept (it refers to "
                 f"{names}); it cannot be read as plain weights. ")
-    return UntrustedPickleError(what + _PICKLE_HINT, path=path, globals_=sorted(globals_))
+    if scan is not None and scan.truncated:
+        what += (f"Only its first {SCAN_BYTES >> 20} MB were scanned: it may refer to more than these names. ")
+    return UntrustedPickleError(what + _PICKLE_HINT, path=path, globals_=ordered)
 
 
 def _load_with_extras(path: Path, globals_: set, notes):
@@ -133,8 +153,8 @@ def _load_with_extras(path: Path, globals_: set, notes):
         default = set()
     inert = _inert_globals()
     needed = {g for g in globals_ if g not in default}
-    std = set(getattr(sys, "stdlib_module_names", ())) | {"__builtin__", "copy_reg", "builtins"}
-    risky = {g for g in needed if g not in inert and g.split(".", 1)[0] in std}
+    std = _stdlib()
+    risky = {g for g in needed if g == COMPUTED_NAME or (g not in inert and g.split(".", 1)[0] in std)}
     if not needed or risky:
         return None
     stubs = {g: _make_stub(g) for g in needed if g not in inert}
@@ -173,48 +193,44 @@ SCAN_BYTES = 1 << 22
 #: The largest ``data.pkl`` a zip checkpoint may declare: it holds the object structure only (the
 #: tensors are stored beside it), a few MB even for big models; more is a decompression bomb.
 MAX_ZIP_PICKLE_BYTES = 256 << 20
+#: pickles a legacy (non-zip) ``torch.save`` file starts with: magic number, protocol, system info,
+#: the object, the storage keys; raw storage bytes follow and are never unpickled
+LEGACY_PICKLES = 5
 
 
-def _pickle_bytes(path: Path) -> bytes:
-    """The first :data:`SCAN_BYTES` of the file's pickle (of ``data.pkl`` in a zip checkpoint)."""
+def _pickle_bytes(path: Path) -> tuple:
+    """(the first :data:`SCAN_BYTES` of the file's pickle stream, pickles in it, whether more follows)."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             for n in z.namelist():
                 if n.endswith("data.pkl"):
                     with z.open(n) as f:
-                        return f.read(SCAN_BYTES)
-        return b""
+                        data = f.read(SCAN_BYTES + 1)
+                    return data[:SCAN_BYTES], 1, len(data) > SCAN_BYTES
+        return b"", 1, False
     with open(path, "rb") as f:
-        return f.read(SCAN_BYTES)
+        data = f.read(SCAN_BYTES + 1)
+    return data[:SCAN_BYTES], LEGACY_PICKLES, len(data) > SCAN_BYTES
+
+
+#: globals of a plain tensor checkpoint (``torch.save`` of a state dict): not Python objects to refuse
+_TENSOR_GLOBALS = ("torch._utils._rebuild", "torch.FloatStorage", "torch.HalfStorage", "torch.DoubleStorage",
+                   "torch.LongStorage", "torch.IntStorage", "torch.ByteStorage", "torch.BoolStorage",
+                   "torch.BFloat16Storage", "torch.storage", "collections.OrderedDict", "torch._tensor",
+                   "torch.Size", "torch.float", "torch.device", "__builtin__.set", "builtins.set")
 
 
 def _classify_pickle(path: Path):
-    """Scan pickle opcodes WITHOUT executing them: ("objects", globals) or ("broken", set())."""
+    """Scan the pickle WITHOUT executing it: ("objects", scan) or ("broken", scan).
+
+    ``scan`` is the :class:`~.pickle_scan.PickleScan` (the globals it looks up, in order);
+    "objects" when it looks up anything beyond a plain tensor checkpoint's globals.
+    """
     try:
-        data = _pickle_bytes(path)
-    except Exception:
-        return "broken", set()
-    stream = io.BytesIO(data)
-    found: set = set()
-    for _ in range(6):  # legacy torch files hold several pickles back to back
-        strings: list = []
-        try:
-            for op, arg, _pos in pickletools.genops(stream):
-                if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-                    strings.append(arg)
-                elif op.name == "GLOBAL":
-                    found.add(str(arg).replace(" ", "."))
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.add(f"{strings[-2]}.{strings[-1]}")
-        except Exception:
-            break
-        if stream.tell() >= len(data):
-            break
-    safe_prefixes = ("torch._utils._rebuild", "torch.FloatStorage", "torch.HalfStorage", "torch.DoubleStorage",
-                     "torch.LongStorage", "torch.IntStorage", "torch.ByteStorage", "torch.BoolStorage",
-                     "torch.BFloat16Storage", "torch.storage", "collections.OrderedDict", "torch._tensor",
-                     "torch.Size", "torch.float", "torch.device", "__builtin__.set", "builtins.set")
-    suspicious = {g for g in found if not g.startswith(safe_prefixes)}
-    if suspicious:
-        return "objects", suspicious
-    return "broken", set()
+        data, pickles, more = _pickle_bytes(path)
+    except Exception:  # noqa: BLE001 - unreadable: weights_only's own error says why
+        return "broken", PickleScan()
+    scan = scan_globals(data, max_pickles=pickles, more_data=more)
+    if any(not g.startswith(_TENSOR_GLOBALS) for g in scan.globals):
+        return "objects", scan
+    return "broken", scan

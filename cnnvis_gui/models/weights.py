@@ -85,15 +85,17 @@ def read_weights(path, trust_pickle: bool = False, notes: list | None = None):
     except Exception as e:
         err = e
     # weights_only refused or failed: is it pickled Python objects, or just broken?
-    kind, globals_ = _classify_pickle(path)
-    if kind == "objects" or "Unsupported global" in str(err):
-        if not globals_ and _unsupported_global(str(err)):
-            globals_ = {_unsupported_global(str(err))}
+    kind, scan = _classify_pickle(path)
+    globals_ = list(scan.globals)
+    unsupported = _unsupported_global(str(err)) if "Unsupported global" in str(err) else ""
+    if unsupported and unsupported not in globals_:
+        globals_.append(unsupported)        # the safe unpickler's own find: named even if the scan missed it
+    if kind == "objects" or unsupported:
         if not trust_pickle:
-            obj = _load_with_extras(path, globals_, notes)
+            obj = _load_with_extras(path, set(globals_), notes)
             if obj is not None:
                 return obj
-            raise _untrusted(path, globals_) from None
+            raise _untrusted(path, globals_, scan=scan) from None
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except (AttributeError, ModuleNotFoundError, ImportError) as e:
