@@ -18,6 +18,7 @@ import torch
 from PyQt5 import QtCore, QtWidgets
 
 from ..core import CnnvisError
+from .plain import html_text
 
 
 class AtlasController(QtCore.QObject):
@@ -400,13 +401,13 @@ class AtlasController(QtCore.QObject):
             return False
         tiles = self._pattern_tiles.get(self._pattern_key(s.layer))
         if tiles is not None:
-            grid.title.setText(f"Patterns — <b>{name}</b> <span style='color:#888'>({tiles.describe()})"
+            grid.title.setText(f"Patterns — <b>{html_text(name)}</b> <span style='color:#888'>({tiles.describe()})"
                                f"</span>")
             grid.title.setToolTip("each unit's optimized image where one is cached (atlas pane: Optimize),"
                                   " else the crop of its best image in the atlas scan; s: activations")
             return True
         done, n = self._pattern_progress
-        grid.title.setText(f"{what} — <b>{name}</b> <span style='color:#888'>(patterns: computing top-1"
+        grid.title.setText(f"{what} — <b>{html_text(name)}</b> <span style='color:#888'>(patterns: computing top-1"
                            f" crops {done}/{n or '?'}…)</span>")
         return True
 

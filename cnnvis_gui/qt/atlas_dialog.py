@@ -21,6 +21,7 @@ from PyQt5 import QtCore, QtWidgets
 
 from ..atlas import TopKScan, ScanProgress
 from ..core import CnnvisError
+from .plain import plain_label
 
 __all__ = ["ScanWorker", "AtlasScanDialog", "private_model", "strip_recording_hooks", "stop_worker"]
 
@@ -189,7 +190,7 @@ class AtlasScanDialog(QtWidgets.QDialog):
         self.bar = QtWidgets.QProgressBar()
         self.bar.setRange(0, 100)
         self.bar.setValue(0)
-        self.status = QtWidgets.QLabel("")
+        self.status = plain_label("")                  # progress and errors quote file and folder names
         self.status.setWordWrap(True)
 
         self.start_button = QtWidgets.QPushButton("Scan")

@@ -24,6 +24,7 @@ from PyQt5 import QtCore, QtGui, QtWidgets
 
 from ..atlas import ActivationMaximizer, PRESETS, ReceptiveFields
 from .atlas_dialog import private_model
+from .plain import plain_label, plain_tooltip
 from .worker import NewestRequestThread
 
 __all__ = ["AtlasRequest", "AtlasCrops", "AtlasWorker", "AtlasPane"]
@@ -130,7 +131,7 @@ class AtlasPane(QtWidgets.QWidget):
         self.scan = None
         self.layer, self.unit = None, None
         self._seq = 0
-        self.title = QtWidgets.QLabel("No unit selected")
+        self.title = plain_label("No unit selected")      # layer names, file names, errors: as text
         self.image_grid, self.image_cells = self._grid(k)
         self.deconv_grid, self.deconv_cells = self._grid(k)
         self.opt_label = QtWidgets.QLabel()
@@ -146,7 +147,7 @@ class AtlasPane(QtWidgets.QWidget):
         self.method = QtWidgets.QComboBox()
         self.method.addItems(["guided", "deconvnet"])
         self.method.currentTextChanged.connect(lambda _: self._submit(False))
-        self.status = QtWidgets.QLabel("")
+        self.status = plain_label("")
         self.status.setWordWrap(True)
 
         right = QtWidgets.QVBoxLayout()
@@ -258,10 +259,10 @@ class AtlasPane(QtWidgets.QWidget):
             return
         for lab, img, cap in zip(self.image_cells, c.images, c.captions):
             lab.setPixmap(_pixmap(img, self.tile))
-            lab.setToolTip(cap)
+            lab.setToolTip(plain_tooltip(cap))          # the image's file name
         for lab, img, cap in zip(self.deconv_cells, c.deconvs, c.captions):
             lab.setPixmap(_pixmap(img, self.tile))
-            lab.setToolTip(cap)
+            lab.setToolTip(plain_tooltip(cap))
         self.status.setText(f"{len(c.images)} top images")
 
     def _on_step(self, req: AtlasRequest, step):

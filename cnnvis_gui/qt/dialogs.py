@@ -4,6 +4,7 @@ from __future__ import annotations
 from PyQt5 import QtCore, QtWidgets
 
 from ..core import FIT_MODES, InputSpec
+from .plain import html_text, plain_label
 
 
 def _floats(text: str):
@@ -46,7 +47,7 @@ class SpecDialog(QtWidgets.QDialog):
         form.addRow("channel order", self.order)
         form.addRow("scale", self.scale)
         form.addRow("fit", self.fit)
-        self.error = QtWidgets.QLabel("")
+        self.error = plain_label("")
         self.error.setStyleSheet("color: #e03030")
         form.addRow(self.error)
         bb = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.Ok | QtWidgets.QDialogButtonBox.Cancel)
@@ -109,9 +110,11 @@ class CheckpointDialog(QtWidgets.QDialog):
         super().__init__(parent)
         self.setWindowTitle("Open checkpoint")
         lay = QtWidgets.QVBoxLayout(self)
-        info = QtWidgets.QLabel(f"<b>{path}</b><br>{message}")
+        # the path and the loader's message quote the file (a pickle's global names): escaped, never markup
+        info = QtWidgets.QLabel(f"<b>{html_text(path)}</b><br>{html_text(message)}")
         info.setWordWrap(True)
         info.setTextFormat(QtCore.Qt.RichText)
+        info.setObjectName("checkpoint_message")
         lay.addWidget(info)
         form = QtWidgets.QFormLayout()
         self.arch = QtWidgets.QLineEdit()
@@ -119,7 +122,7 @@ class CheckpointDialog(QtWidgets.QDialog):
         form.addRow("architecture", self.arch)
         self.spec_btn = QtWidgets.QPushButton("Edit input spec…")
         self._spec = spec
-        self.spec_label = QtWidgets.QLabel(spec.describe() if spec else "(from the checkpoint / guessed)")
+        self.spec_label = plain_label(spec.describe() if spec else "(from the checkpoint / guessed)")
         self.spec_btn.clicked.connect(self._edit_spec)
         srow = QtWidgets.QHBoxLayout()
         srow.addWidget(self.spec_label, 1)

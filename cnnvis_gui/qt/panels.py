@@ -13,6 +13,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from .plain import html_text, plain_tooltip
 from .state import CAM_METHODS, METHOD_GROUPS, METHOD_LABELS, SMOOTHABLE_METHODS, ViewerState
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
@@ -50,13 +51,15 @@ class ElidedLabel(QtWidgets.QLabel):
     """
 
     def __init__(self, text="", parent=None):
-        super().__init__(text, parent)
+        super().__init__(parent)
+        self.setTextFormat(QtCore.Qt.PlainText)      # status messages and file names: shown as text
         self.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)
         self.setMinimumWidth(30)
+        self.setText(text)
 
     def setText(self, text):
         super().setText(text)
-        self.setToolTip(text)
+        self.setToolTip(plain_tooltip(text))
 
     def paintEvent(self, ev):
         p = QtGui.QPainter(self)
@@ -503,8 +506,7 @@ class Predictions(QtWidgets.QFrame):
         self.text.setText("".join(html))
 
 
-def _esc(s):
-    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+_esc = html_text     # a class label from a file, inside the table's markup
 
 
 class ModuleTree(QtWidgets.QTreeWidget):
@@ -557,12 +559,12 @@ class ModuleTree(QtWidgets.QTreeWidget):
             if not info.visualizable:
                 for c in range(4):
                     item.setForeground(c, grey)
-                    item.setToolTip(c, f"not visualizable: {info.reason or 'no unit output'}")
+                    item.setToolTip(c, plain_tooltip(f"not visualizable: {info.reason or 'no unit output'}"))
                 item.setFlags(item.flags() & ~QtCore.Qt.ItemIsSelectable)
             else:
                 tip = f"{name or 'model output'}: {info.type}, output {shape}"
                 for c in range(4):
-                    item.setToolTip(c, tip)
+                    item.setToolTip(c, plain_tooltip(tip))
         self.expandAll()
         for c in range(4):
             self.resizeColumnToContents(c)

@@ -12,6 +12,8 @@ import threading
 
 from PyQt5 import QtCore, QtWidgets
 
+from .plain import plain_label, plain_tooltip
+
 __all__ = ["PretrainedDialog", "PretrainedLoader"]
 
 _LIBS = (("torchvision", "torchvision (classification)"), ("timm", "timm"))
@@ -107,8 +109,8 @@ class PretrainedDialog(QtWidgets.QDialog):
         self.tree.setUniformRowHeights(True)
         self.tree.setSortingEnabled(False)
         self.tree.setSelectionMode(QtWidgets.QAbstractItemView.SingleSelection)
-        self.count = QtWidgets.QLabel("")
-        self.message = QtWidgets.QLabel("")
+        self.count = plain_label("")
+        self.message = plain_label("")                 # a failed load's message quotes the file
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
         self.buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.Open
@@ -167,7 +169,7 @@ class PretrainedDialog(QtWidgets.QDialog):
             it = QtWidgets.QTreeWidgetItem([name, r.variant + ("  (default)" if r.is_default else ""),
                                             "yes" if r.cached else "", r.detail])
             it.setData(0, QtCore.Qt.UserRole, (r.arch, r.variant, r.cached))
-            it.setToolTip(0, f"{r.arch} · {r.variant}")
+            it.setToolTip(0, plain_tooltip(f"{r.arch} · {r.variant}"))
             items.append(it)
         self.tree.addTopLevelItems(items)
         for c in range(4):

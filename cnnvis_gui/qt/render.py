@@ -14,6 +14,7 @@ from pathlib import Path
 from PyQt5 import QtCore
 
 from ..core.saliency_display import describe_display
+from .plain import html_text, plain_tooltip
 from .state import METHOD_LABELS
 from .timing import Rate
 from .worker import RenderRequest, RenderWorker
@@ -132,7 +133,8 @@ class RenderLoop(QtCore.QObject):
         win.unit_pane.set_unit(res.unit_rgb, res.unit_levels, *self._scalar(res))
         lo, hi = res.unit_levels
         what = "gradient at " if res.grid_mode == "gradients" else "of "
-        win.unit_pane.title.setText(f"Unit {res.unit} <span style='color:#888'>{what}{res.layer or 'output'}</span>")
+        win.unit_pane.title.setText(f"Unit {res.unit} <span style='color:#888'>{what}{html_text(res.layer or 'output')}"
+                                    f"</span>")
         scalar = res.unit_map.size == 1                                   # the number is shown instead
         win.unit_pane.info.setText("" if scalar else f"{lo:.2g} … {hi:.2g}")   # the colour bar has the scale
         win.unit_pane.info.setToolTip(f"values of unit {res.unit}: {lo:.6g} … {hi:.6g}")
@@ -146,7 +148,7 @@ class RenderLoop(QtCore.QObject):
                     where += f" · CAM {bp.cam_layer}"                  # cut first when the pane is narrow
                     tip += f", Grad-CAM at {bp.cam_layer}"
                 pane.info.setText(where)
-                pane.info.setToolTip(tip)
+                pane.info.setToolTip(plain_tooltip(tip))
             elif i == 0:
                 pane.clear()
                 pane.info.setText("off")
@@ -210,13 +212,13 @@ class RenderLoop(QtCore.QObject):
         z = self.state.zoom
         if z == "unit":
             win.zoom_unit.set_unit(res.unit_rgb, res.unit_levels, *self._scalar(res))
-            win.zoom_unit.title.setText(f"Unit {res.unit} <span style='color:#888'>of {res.layer or 'output'}"
+            win.zoom_unit.title.setText(f"Unit {res.unit} <span style='color:#888'>of {html_text(res.layer or 'output')}"
                                         f" — zoom (z: next, Esc: back)</span>")
         elif z == "backprop" and res.backprops:
             bp = res.backprops[0]
             win.zoom_bp.set_rgb(bp.image)
             win.zoom_bp.title.setText(f"Backprop — {METHOD_LABELS.get(bp.method, bp.method)} "
-                                      f"<span style='color:#888'>of {res.bp[0] or 'output'} #{res.bp[1]}"
+                                      f"<span style='color:#888'>of {html_text(res.bp[0] or 'output')} #{res.bp[1]}"
                                       f" — zoom (z: next, Esc: back)</span>")
 
     def update_grid_title(self) -> None:
@@ -232,8 +234,8 @@ class RenderLoop(QtCore.QObject):
             return
         win.grid.title.setToolTip("")
         shape = "×".join(str(x) for x in info.shape) if info.shape else ""
-        win.grid.title.setText(f"{what} — <b>{name}</b> "
-                               f"<span style='color:#888'>({info.type}, {shape})</span>")
+        win.grid.title.setText(f"{what} — <b>{html_text(name)}</b> "
+                               f"<span style='color:#888'>({html_text(info.type)}, {shape})</span>")
 
     def shutdown(self, timeout_ms) -> None:
         self._draw_timer.stop()

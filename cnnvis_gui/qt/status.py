@@ -6,6 +6,7 @@ import time
 from PyQt5 import QtCore, QtWidgets
 
 from .panels import ElidedLabel
+from .plain import plain_tooltip
 
 
 class StatusLine(QtCore.QObject):
@@ -43,8 +44,7 @@ class StatusLine(QtCore.QObject):
 
     def show_message(self, text, warn=False) -> None:
         self.msg.setStyleSheet("QLabel { color: #d08000; }" if warn else "")
-        self.msg.setText(text)
-        self.msg.setToolTip(text)
+        self.msg.setText(text)                 # plain text, its tooltip too (ElidedLabel)
 
     def show_error(self, text, seq=None) -> None:
         """Red, with the ⚠; ``seq``: the render request that failed (a newer drawn result clears it)."""
@@ -53,7 +53,6 @@ class StatusLine(QtCore.QObject):
         self._error_time = time.perf_counter()
         self.msg.setStyleSheet("QLabel { color: #e03030; font-weight: 600; }")
         self.msg.setText("⚠ " + text)
-        self.msg.setToolTip(text)
         self.win.renderFailed.emit(text)
 
     def error_is_fresh(self, seq=None) -> bool:
@@ -74,7 +73,7 @@ class StatusLine(QtCore.QObject):
         self.task.setRange(0, max(1, int(total)))
         self.task.setValue(max(0, min(int(done), int(total))))
         self.task.setFormat(text)
-        self.task.setToolTip(text)
+        self.task.setToolTip(plain_tooltip(text))
         self.task.show()
 
     def hide_task(self) -> None:
@@ -93,7 +92,7 @@ class StatusLine(QtCore.QObject):
             text += f" · {policy.threads} thread{'s' if policy.threads != 1 else ''}"
             tip = policy.describe()
         self.device.setText(text)
-        self.device.setToolTip(tip)
+        self.device.setToolTip(plain_tooltip(tip))
 
     def set_times(self, forward_ms, backward_ms) -> None:
         self.times.setText(f"fwd {forward_ms:.1f} ms  bwd {backward_ms:.1f} ms")

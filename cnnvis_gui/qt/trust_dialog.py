@@ -35,6 +35,9 @@ class TrustCodeDialog(QtWidgets.QMessageBox):
             f"Named by {escape(getattr(error, 'origin', '') or 'its metadata')}.<br>Running it can do anything "
             f"your user account can do. Answer Yes only if you trust where this file came from; otherwise give "
             f"the architecture yourself (File → Open checkpoint, architecture field).")
+        informative = self.findChild(QtWidgets.QLabel, "qt_msgbox_informativelabel")
+        if informative is not None:     # Qt 5 leaves it guessing: our markup around escaped strings, always
+            informative.setTextFormat(QtCore.Qt.RichText)
         self.setStandardButtons(QtWidgets.QMessageBox.Yes | QtWidgets.QMessageBox.No)
         self.setDefaultButton(QtWidgets.QMessageBox.No)
         self.setEscapeButton(QtWidgets.QMessageBox.No)
