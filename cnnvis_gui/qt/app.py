@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, metavar="K", help="integrated-gradients points")
     p.add_argument("--screenshot", metavar="PNG", help="save a window PNG after the first complete frame, exit")
     p.add_argument("--timeout", type=float, default=120.0,
-                   help="seconds to wait for the first frame with --screenshot / --quit-after (default 120)")
+                   help="with --screenshot / --quit-after: seconds from the start (model loading included) to the "
+                        "first frame; past it the run exits 1, even when the model's forward never returns "
+                        "(default 120)")
     p.add_argument("--quit-after", type=float, metavar="SECONDS",
                    help="run live for SECONDS from the first drawn frame, then exit 0 (with --stats: write rates)")
     p.add_argument("--stats", metavar="JSON",
@@ -91,6 +93,22 @@ def check_layer_and_unit(lm, layer, unit):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    watchdog = None
+    if args.screenshot or args.quit_after is not None:
+        if not args.timeout > 0:
+            return _fail(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+        from .watchdog import GRACE_S, Watchdog   # armed first: loading runs the model's code too
+        watchdog = Watchdog(args.timeout + GRACE_S,
+                            f"--timeout {args.timeout:g} s passed without a first frame and the model's "
+                            f"computation has not returned (a running thread cannot be stopped); exiting")
+    try:
+        return _main(args, watchdog)
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+def _main(args, watchdog) -> int:
     from .. import models
     from ..core import CnnvisError
 
@@ -156,8 +174,9 @@ def main(argv=None) -> int:
     run = None
     if automated:
         from .automation import AutomationRun
+        from .watchdog import GRACE_S
         run = AutomationRun(win, app, screenshot=args.screenshot, quit_after=args.quit_after, stats=args.stats,
-                            timeout=args.timeout)
+                            timeout=max(0.5, watchdog.remaining() - GRACE_S), watchdog=watchdog)
         win.atlas.auto_demo = False     # an automated run measures/shoots the first frames: no background atlas
 
     # ---- model: a failed start is said (and code a file names asked about) once the window is up
@@ -193,13 +212,12 @@ def main(argv=None) -> int:
 
     win.show()
     if run is not None and run.rc is not None:      # failed before the loop started
-        _teardown(win, app)
+        _end(_teardown(win, app), run.rc)
         return run.rc
     app.exec_()
-    _teardown(win, app)
-    if run is None:
-        return 0
-    return run.rc if run.rc is not None else 1
+    rc = 0 if run is None else (run.rc if run.rc is not None else 1)
+    _end(_teardown(win, app), rc)
+    return rc
 
 
 #: Qt messages that say nothing to a user (the offscreen platform cannot propagate size hints)
@@ -233,19 +251,43 @@ def _quiet_qt_messages() -> None:
     QtCore.qInstallMessageHandler(handler)
 
 
-def _teardown(win, app) -> None:
+def _teardown(win, app) -> list:
     """Stop every thread, then destroy the window while the QApplication still exists.
 
     Left to the interpreter's exit, the window (kept alive by the closures connected to its
-    signals) can outlive the QApplication and crash the process on the way out.
+    signals) can outlive the QApplication and crash the process on the way out.  Returns the
+    threads whose computation did not return in time (``worker.stop_thread``): then the window
+    is left alone, and :func:`_end` leaves the process.
     """
     from PyQt5 import sip
+    from .worker import stuck_threads
+    stuck = []
     try:
         win.shutdown()
     finally:
-        if not sip.isdeleted(win):
+        stuck = stuck_threads()
+        if not stuck and not sip.isdeleted(win):
             sip.delete(win)
         app.processEvents()
+    return stuck
+
+
+def _end(stuck, rc: int) -> None:
+    """A computation that never returns cannot be stopped or waited for: say so and leave the process.
+
+    The settings were saved before the window waited for it; nothing else is lost that a
+    normal exit would keep.  ``os._exit`` skips destroying the running thread (which would
+    abort) and the interpreter's wait for it (which would never end).
+    """
+    if not stuck:
+        return
+    import os
+    names = ", ".join(sorted({type(t).__name__ for t in stuck}))
+    print(f"cnnvis-gui: the model's computation ({names}) had not returned when the window closed; exiting "
+          f"without waiting for it (a running thread cannot be stopped)", file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(rc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -91,9 +91,14 @@ class LiveStats:
 class AutomationRun(QtCore.QObject):
     """Ends the app with an exit code after a screenshot and/or a timed live run."""
 
-    def __init__(self, win, app, screenshot=None, quit_after=None, stats=None, timeout=120.0):
+    #: how long an automated run's close waits for the render thread (then it is given up on)
+    STOP_TIMEOUT_MS = 2000
+
+    def __init__(self, win, app, screenshot=None, quit_after=None, stats=None, timeout=120.0, watchdog=None):
         super().__init__(win)
         self.win, self.app = win, app
+        self.watchdog = watchdog            # ends the process if the run overstays (.watchdog)
+        self.timeout = float(timeout)
         self.screenshot = screenshot
         self.quit_after = quit_after
         self.stats_path = stats
@@ -118,6 +123,9 @@ class AutomationRun(QtCore.QObject):
         if msg:
             print(f"cnnvis-gui: {msg}", file=sys.stderr)
         self._timeout.stop()
+        self._rearm(self.STOP_TIMEOUT_MS / 1000, "the run ended but the model's computation has not returned "
+                                                 "(a running thread cannot be stopped); exiting")
+        self.win.STOP_TIMEOUT_MS = self.STOP_TIMEOUT_MS
         self.win.close()
         self.app.quit()
 
@@ -163,8 +171,15 @@ class AutomationRun(QtCore.QObject):
             self.win.inputs.hold_after_first_frame(False)
             self._start_live()
 
+    def _rearm(self, seconds: float, message: str) -> None:
+        if self.watchdog is not None:
+            from .watchdog import GRACE_S
+            self.watchdog.rearm(seconds + GRACE_S, message)
+
     def _start_live(self):
         self._timeout.stop()
+        self._rearm(self.quit_after + self.timeout, f"--quit-after {self.quit_after:g} s (and --timeout "
+                                                    f"{self.timeout:g} s) passed and the run did not end; exiting")
         self.live = LiveStats(self.win)
         self.live.start()
         QtCore.QTimer.singleShot(int(self.quit_after * 1000), self._end_live)

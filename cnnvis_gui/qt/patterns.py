@@ -87,7 +87,7 @@ class PatternWorker(NewestRequestThread):
         self.model, self.spec = private_model(model), spec
 
     def stop(self, timeout_ms: int = 10000) -> bool:
-        """Ask the loop to end; wait for it (past ``timeout_ms`` too: see ``worker.stop_thread``)."""
+        """Ask the loop to end; wait up to ``timeout_ms`` for it (then give up: see ``worker.stop_thread``)."""
         self.request_stop()
         return stop_thread(self, timeout_ms)
 

@@ -54,7 +54,8 @@ class MainWindow(QtWidgets.QMainWindow):
     patternsReady = QtCore.pyqtSignal(object)          # PatternTiles of a layer, computed (s: pattern mode)
     sourceOpened = QtCore.pyqtSignal(object)           # a source opened by open_path is in use
 
-    #: how long close waits for the render worker's step before it says so (it still waits it out)
+    #: how long close waits for the render worker's step; a step still running then is given up on
+    #: (worker.stop_thread: the thread is kept referenced; the app then exits the process)
     STOP_TIMEOUT_MS = 10000
 
     def __init__(self, state: ViewerState | None = None, settings: QtCore.QSettings | None = None,

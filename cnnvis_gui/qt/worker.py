@@ -18,6 +18,7 @@ that nobody mutates again.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import threading
 import time
@@ -181,30 +182,48 @@ def _model_device(model) -> str:
         return "cpu"
 
 
-#: threads that outlived their stop timeout: referenced here until they finish, so that
-#: neither Python nor Qt destroys a running QThread ("QThread: Destroyed while thread is
-#: still running" aborts the process)
+#: threads given up on while still running: referenced here until they end, so that neither
+#: Python nor Qt destroys a running QThread ("QThread: Destroyed while thread is still running"
+#: aborts the process)
 _LINGERING: set = set()
 
 
 def stop_thread(thread: QtCore.QThread, timeout_ms: int = 10000) -> bool:
-    """Wait for ``thread`` (already asked to stop) to end; never give up on a running one.
+    """Wait up to ``timeout_ms`` for ``thread`` (already asked to stop) to end.
 
-    Each step of our workers (one forward, one backward, one tile) ends in bounded time, so
-    after ``timeout_ms`` the thread is kept referenced and waited for without a timeout,
-    and ``thread.overran`` is set (the caller may tell the user why closing took long).
+    Each step of our workers ends in bounded time -- unless the model's own code never returns
+    (a research model that loops, a deadlocked extension), and Python cannot stop a running
+    thread.  Past ``timeout_ms`` the thread is given up on: ``thread.stuck`` (and ``overran``)
+    are set, it is taken from its Qt parent and kept referenced (:func:`stuck_threads`), so it is
+    never destroyed while it runs; it ends by itself if its step ever returns.  The application
+    then leaves the process rather than wait forever (``qt/app.py``).
     Returns True once the thread has ended.
     """
     if not thread.isRunning() or thread.wait(max(0, int(timeout_ms))):
         return True
     thread.overran = True
+    thread.stuck = True
     _LINGERING.add(thread)
-    try:
-        thread.wait()               # no timeout: the step in progress finishes, then the loop ends
-    finally:
-        if not thread.isRunning():
-            _LINGERING.discard(thread)
+    if thread.parent() is not None:
+        thread.setParent(None)          # its window may be deleted now: the thread object must live on
     return not thread.isRunning()
+
+
+def stuck_threads() -> list:
+    """The threads :func:`stop_thread` gave up on that are still running (the ended ones are let go)."""
+    for t in list(_LINGERING):
+        if not t.isRunning():
+            _LINGERING.discard(t)
+    return list(_LINGERING)
+
+
+def _wait_for_lingering_threads() -> None:
+    """At interpreter exit: a stuck step that has since returned ends its thread; wait for that."""
+    for t in list(_LINGERING):
+        t.wait()
+
+
+atexit.register(_wait_for_lingering_threads)
 
 
 class NewestRequestThread(QtCore.QThread):
@@ -276,6 +295,7 @@ class RenderWorker(QtCore.QThread):
         self.dropped = 0
         self.forwards = 0
         self.overran = False                 # True when stop() had to wait past its timeout
+        self.stuck = False                   # True when stop() gave up on a computation that did not return
         # worker-thread-only state
         self._vis = None
         self._spec = None
@@ -314,10 +334,10 @@ class RenderWorker(QtCore.QThread):
             return self._pending is not None or self._pending_model is not None
 
     def stop(self, timeout_ms: int = 10000) -> bool:
-        """Ask the loop to end and wait for it (the current computation finishes first).
+        """Ask the loop to end and wait up to ``timeout_ms`` for the computation in progress.
 
-        See :func:`stop_thread`: a forward still running after ``timeout_ms`` is waited for
-        to its end (:attr:`overran` is then True) -- the thread is never left running.
+        See :func:`stop_thread`: a forward still running after ``timeout_ms`` is given up on
+        (:attr:`stuck` is then True; the thread is kept referenced and ends when it returns).
         """
         with self._cond:
             self._stopping = True

@@ -70,6 +70,16 @@ class StillSource:
 
 
 @pytest.fixture(autouse=True)
+def _patient_close(monkeypatch):
+    """A window's close gives up on a step still running after STOP_TIMEOUT_MS (10 s), which a normal
+    step can take on a loaded machine: tests wait with the suite's one bound instead."""
+    from cnnvis_gui.qt.window import MainWindow
+
+    from ..waits import WAIT_MS
+    monkeypatch.setattr(MainWindow, "STOP_TIMEOUT_MS", WAIT_MS)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNVIS_GUI_SETTINGS", str(tmp_path / "settings.ini"))
 

@@ -130,3 +130,40 @@ def test_quit_after_writes_the_stats(tmp_path):
     assert not (tmp_path / "s.ini").exists()
     p = run_gui(tmp_path, "--model", "shapes", "--stats", str(stats), timeout=60)
     assert p.returncode != 0 and "--stats needs --quit-after" in p.stderr
+
+
+STUCK_NET = '''
+import threading, time
+from torch import nn
+
+class Net(nn.Module):
+    """A forward that never returns ({where})."""
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if {everywhere} or threading.current_thread() is not threading.main_thread():
+            while True:
+                time.sleep(0.05)
+        return self.fc(self.pool(self.conv(x)).flatten(1))
+'''
+
+
+@pytest.mark.parametrize("everywhere", [False, True], ids=["render-thread", "gui-thread"])
+def test_timeout_ends_a_run_whose_forward_never_returns(tmp_path, everywhere):
+    """--timeout holds while the forward runs: in the render thread (the close gives it up) or in the
+    GUI thread while loading (the watchdog); the process exits 1 and says why."""
+    net = tmp_path / "stuck_net.py"
+    net.write_text(STUCK_NET.format(everywhere=everywhere, where="anywhere" if everywhere else "off the main thread"))
+    p = run_gui(tmp_path, "--model", f"{net}:Net", "--input-size", "32", "--screenshot", str(tmp_path / "x.png"),
+                "--timeout", "4", timeout=150)      # a hang would hit this bound and fail the test
+    assert p.returncode == 1, p.stderr
+    err = p.stderr
+    assert "cnnvis-gui:" in err and ("timed out waiting for the first frame" in err or "--timeout 4 s passed" in err)
+    if "timed out waiting" in err:                  # the orderly path: the window closed, the thread given up on
+        assert "had not returned when the window closed" in err
+    assert not (tmp_path / "x.png").exists()
+    assert "Traceback" not in err and "Aborted" not in err

@@ -6,6 +6,7 @@ import time
 
 import cv2
 import numpy as np
+from PyQt5 import QtWidgets
 from torch import nn
 
 from cnnvis_gui.qt.window import MainWindow
@@ -196,18 +197,51 @@ class SlowNet(TinyNet):
         return super().forward(x)
 
 
-def test_close_during_a_long_forward_waits_for_it(qtbot):
+def test_close_during_a_long_forward_waits_up_to_its_timeout(qtbot):
     model = SlowNet()
     win = make_window(qtbot, loaded(model), StillSource())
     worker = win.worker
     model.slow = 1.5
     win.set_frame(np.zeros((40, 48, 3), np.uint8))         # a new frame: a forward that takes 1.5 s
     assert model.started.wait(WAIT_S)
-    win.STOP_TIMEOUT_MS = 100                                # gives up waiting long before the forward ends
-    win.close()
+    win.close()                                              # STOP_TIMEOUT_MS (10 s) covers the step
     assert model.finished.is_set()                           # it waited the step out ...
-    assert not worker.isRunning() and worker.overran         # ... and the thread ended: never destroyed running
-    del win
-    import gc
-    gc.collect()
-    assert not worker.isRunning()
+    assert not worker.isRunning() and not worker.stuck       # ... and the thread ended: never destroyed running
+
+
+class StuckNet(TinyNet):
+    """TinyNet whose forward, once ``hang`` is set, does not return until ``release`` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.hang = False
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def forward(self, x):
+        if self.hang:
+            self.started.set()
+            self.release.wait()
+        return super().forward(x)
+
+
+def test_close_gives_up_on_a_forward_that_does_not_return(qtbot):
+    """The stuck thread is given up on, never destroyed while it runs, and ends when its step returns."""
+    from cnnvis_gui.qt import app
+    from cnnvis_gui.qt.worker import stuck_threads
+    model = StuckNet()
+    win = make_window(qtbot, loaded(model), StillSource())
+    worker = win.worker
+    model.hang = True
+    win.set_frame(np.zeros((40, 48, 3), np.uint8))
+    assert model.started.wait(WAIT_S)
+    win.STOP_TIMEOUT_MS = 200
+    try:
+        stuck = app._teardown(win, QtWidgets.QApplication.instance())   # what the app does at exit
+        assert stuck == [worker] and worker.stuck and worker.isRunning()
+        assert worker.parent() is None                        # the window may go: the thread object stays
+        assert stuck_threads() == [worker]
+    finally:
+        model.release.set()                                   # the step returns: the thread ends by itself
+    assert worker.wait(int(WAIT_S * 1000))
+    assert stuck_threads() == []

@@ -1,2 +1,2 @@
 """The Qt window fixtures of tests/qt, for the GUI consent tests."""
-from tests.qt.conftest import _isolated_settings, window  # noqa: F401
+from tests.qt.conftest import _isolated_settings, _patient_close, window  # noqa: F401
