@@ -131,7 +131,7 @@ class _Machine:
         name = op.name
         if name == "PROTO":
             self.proto = int(arg)
-        elif name in ("FRAME",):
+        elif name == "FRAME":
             pass
         elif name == "STOP":
             self.pop()
@@ -162,10 +162,8 @@ class _Machine:
             attr, module = self.pop(), self.pop()
             if isinstance(attr, str) and isinstance(module, str):
                 self.scan.add(f"{module}.{attr}")
-            elif attr is _OBJ or module is _OBJ:
+            else:       # a call's result (or bytes, which the unpickler refuses): not known here
                 self.scan.add(COMPUTED_NAME)
-            else:
-                raise _Stop("STACK_GLOBAL requires str")
             self.push(_OBJ)
         elif name == "INST":
             module, attr = arg

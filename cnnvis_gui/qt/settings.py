@@ -187,7 +187,9 @@ class Persistence:
         v = self.settings.value("recent_models", [])
         if isinstance(v, str):
             v = [v]
-        return list(v or [])
+        if not isinstance(v, (list, tuple)):
+            return []                       # a settings file of another shape: no recent models
+        return [r for r in v if isinstance(r, str) and r]
 
     def fill_recent(self) -> None:
         menu = self.win.recent_menu
