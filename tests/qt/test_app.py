@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ..waits import WAIT_S
+
 ROOT = Path(__file__).resolve().parents[2]
 
 models = pytest.importorskip("cnnvis_gui.models")
@@ -159,7 +161,7 @@ def test_timeout_ends_a_run_whose_forward_never_returns(tmp_path, everywhere):
     net = tmp_path / "stuck_net.py"
     net.write_text(STUCK_NET.format(everywhere=everywhere, where="anywhere" if everywhere else "off the main thread"))
     p = run_gui(tmp_path, "--model", f"{net}:Net", "--input-size", "32", "--screenshot", str(tmp_path / "x.png"),
-                "--timeout", "4", timeout=150)      # a hang would hit this bound and fail the test
+                "--timeout", "4", timeout=WAIT_S)     # a hang would hit this bound and fail the test
     assert p.returncode == 1, p.stderr
     err = p.stderr
     assert "cnnvis-gui:" in err and ("timed out waiting for the first frame" in err or "--timeout 4 s passed" in err)

@@ -23,6 +23,7 @@ from torch import nn  # noqa: E402
 
 from cnnvis_gui.core import InputSpec  # noqa: E402
 
+from ..waits import idle, signal, until  # noqa: E402
 from .hostile_pickles import as_zip_checkpoint, frame, su  # noqa: E402
 from .helpers import pth_with_meta  # noqa: E402
 
@@ -82,15 +83,14 @@ def test_the_window_shows_a_files_strings_literally(qtbot, window, tmp_path):
     """A model, labels, layer name, input file name and errors that hold HTML."""
     lm = hostile_model()
     layer = next(iter(lm.model._modules))
-    with qtbot.waitSignal(window.modelChanged, timeout=20000):
+    with signal(qtbot, window.modelChanged):
         window.load_model(lm, layer=layer)
     folder = tmp_path / "imgs"
     folder.mkdir()
     cv2.imwrite(str(folder / "<h1>tick trust.png"), np.full((40, 40, 3), 120, np.uint8))
-    with qtbot.waitSignal(window.frameDrawn, timeout=20000):
-        window.open_path(str(folder))
-    qtbot.waitUntil(lambda: not window.worker.busy(), timeout=20000)
-    qtbot.wait(200)
+    window.open_path(str(folder))
+    until(qtbot, lambda: SEEN in window.input_pane.info.text())      # the image's file name is shown
+    idle(qtbot, window)
     assert window.state.layer == layer
     shown = assert_literal(window)
     assert shown >= 4, shown        # grid title, predictions, tree tooltips, input file name...

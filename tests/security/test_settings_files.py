@@ -18,6 +18,7 @@ import pytest
 from cnnvis_gui.models import UntrustedCodeError
 from cnnvis_gui.options import model_from_entry
 
+from ..waits import WAIT_S
 from .helpers import py_beside
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,6 +112,6 @@ def test_screenshot_start_with_a_fifo_as_settings_does_not_hang(tmp_path):
     fifo = _fifo(tmp_path)
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CNNVIS_GUI_SETTINGS=str(fifo), OMP_NUM_THREADS="1")
     p = subprocess.run([sys.executable, str(ROOT / "run_gui.py"), "--model", "shapes", "--screenshot",
-                        str(tmp_path / "s.png")], env=env, capture_output=True, text=True, timeout=180)
+                        str(tmp_path / "s.png")], env=env, capture_output=True, text=True, timeout=WAIT_S)
     assert p.returncode == 0, p.stderr
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and (tmp_path / "s.png").is_file()
