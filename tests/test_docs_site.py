@@ -33,9 +33,9 @@ def test_site_builds_strictly_without_the_network(tmp_path):
     assert 'src="screenshot.png"' in home
     assert (site / "screenshot.png").stat().st_size > 10_000
     # the API reference is rendered from the docstrings: the public names, with their own words
-    core = (site / "api" / "core" / "index.html").read_text(encoding="utf-8")
+    core = (site / "api" / "core.html").read_text(encoding="utf-8")
     assert "Visualizer" in core and "InputSpec" in core and "Springenberg" in core
-    assert "ActivationMaximizer" in (site / "api" / "atlas" / "index.html").read_text(encoding="utf-8")
+    assert "ActivationMaximizer" in (site / "api" / "atlas.html").read_text(encoding="utf-8")
     # offline for the reader too: no page asks a web font or script server
     for page in site.rglob("*.html"):
         text = page.read_text(encoding="utf-8")
