@@ -145,6 +145,8 @@ def _main(args, watchdog) -> int:
         return _fail(str(e))
     if start.error is not None and automated:
         return _fail(f"cannot load the model: {start.error}")
+    if refused_reason(settings):
+        start.notes.insert(0, refused_reason(settings))    # said again once the model renders
     lm = start.loaded
     if lm is not None and (args.layer is not None or args.unit is not None):
         try:
@@ -189,6 +191,8 @@ def _main(args, watchdog) -> int:
         init = {}                       # --layer / --unit named the model that did not load
     for note in start.notes:
         win.show_error(note)
+    if start.notes and lm is not None:  # and kept in the model's own line once it is ready (the error fades)
+        lm.notes = [*start.notes, *(getattr(lm, "notes", None) or [])]
     if args.filter:
         win.state.update(filter=args.filter)
     win.state.update(**{k: getattr(args, k) for k in ("sign", "clip", "percentile") if getattr(args, k) is not None})
