@@ -198,19 +198,23 @@ MAX_ZIP_PICKLE_BYTES = 256 << 20
 LEGACY_PICKLES = 5
 
 
-def _pickle_bytes(path: Path) -> tuple:
-    """(the first :data:`SCAN_BYTES` of the file's pickle stream, pickles in it, whether more follows)."""
+def _pickle_bytes(path: Path) -> list:
+    """The file's pickle streams as [(bytes, pickles in them, whether more follows)], at most
+    :data:`SCAN_BYTES` in all: every ``data.pkl`` of a zip checkpoint (torch reads the one under the
+    archive's first folder, which a crafted zip may list after a decoy), else the file itself."""
     if zipfile.is_zipfile(path):
+        out, budget = [], SCAN_BYTES
         with zipfile.ZipFile(path) as z:
             for n in z.namelist():
                 if n.endswith("data.pkl"):
                     with z.open(n) as f:
-                        data = f.read(SCAN_BYTES + 1)
-                    return data[:SCAN_BYTES], 1, len(data) > SCAN_BYTES
-        return b"", 1, False
+                        data = f.read(budget + 1)
+                    out.append((data[:budget], 1, len(data) > budget))
+                    budget -= min(budget, len(data))
+        return out
     with open(path, "rb") as f:
         data = f.read(SCAN_BYTES + 1)
-    return data[:SCAN_BYTES], LEGACY_PICKLES, len(data) > SCAN_BYTES
+    return [(data[:SCAN_BYTES], LEGACY_PICKLES, len(data) > SCAN_BYTES)]
 
 
 #: globals of a plain tensor checkpoint (``torch.save`` of a state dict): not Python objects to refuse
@@ -227,10 +231,17 @@ def _classify_pickle(path: Path):
     "objects" when it looks up anything beyond a plain tensor checkpoint's globals.
     """
     try:
-        data, pickles, more = _pickle_bytes(path)
+        streams = _pickle_bytes(path)
     except Exception:  # noqa: BLE001 - unreadable: weights_only's own error says why
         return "broken", PickleScan()
-    scan = scan_globals(data, max_pickles=pickles, more_data=more)
+    scan = PickleScan()
+    for data, pickles, more in streams:
+        part = scan_globals(data, max_pickles=pickles, more_data=more) if data else PickleScan(truncated=more)
+        for g in part.globals:
+            scan.add(g)
+        scan.pickles += part.pickles
+        scan.truncated = scan.truncated or part.truncated
+        scan.stopped = scan.stopped or part.stopped
     if any(not g.startswith(_TENSOR_GLOBALS) for g in scan.globals):
         return "objects", scan
     return "broken", scan

@@ -74,7 +74,7 @@ def test_zip_pickle_bomb_is_refused_before_unpacking(tmp_path, monkeypatch):
 
 def test_pickle_scanner_decompresses_at_most_its_cap(tmp_path):
     p = _zip_checkpoint(tmp_path / "big.pth", 8 << 20)
-    data, n_pickles, more = pickles._pickle_bytes(p)
+    [(data, n_pickles, more)] = pickles._pickle_bytes(p)
     assert len(data) == pickles.SCAN_BYTES < 8 << 20 and more and n_pickles == 1
     assert pickles.MAX_ZIP_PICKLE_BYTES >= 64 << 20   # real checkpoints (a few MB of structure) still open
 

@@ -111,3 +111,20 @@ def test_real_checkpoints_scan_to_their_tensor_globals(tmp_path):
 ])
 def test_text_arguments_are_read_as_the_unpickler_reads_them(data, names):
     assert scan_globals(data).globals == names
+
+
+def test_every_data_pkl_of_a_zip_is_scanned(tmp_path):
+    """A crafted zip may list a harmless data.pkl first; torch reads the one under the first folder."""
+    import zipfile
+    from .hostile_pickles import memo_decoy
+    p = tmp_path / "two.pth"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("archive/version", "3\n")
+        z.writestr("decoy/data.pkl", b"\x80\x02cnumpy\ndtype\n.")
+        z.writestr("archive/data.pkl", memo_decoy(tmp_path / "PWNED"))
+    from cnnvis_gui.models.pickles import _classify_pickle
+    kind, scan = _classify_pickle(p)
+    assert kind == "objects" and "posix.system" in scan.globals
+    with pytest.raises(UntrustedPickleError) as ei:
+        read_weights(p)
+    assert ei.value.globals[0] == "posix.system" and not (tmp_path / "PWNED").exists()
