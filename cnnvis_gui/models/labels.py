@@ -29,7 +29,7 @@ def load_labels(path) -> list:
     except OSError as e:
         raise ModelLoadError(f"cannot read the labels file {p}: {e.strerror or e}.") from None
     s = text.strip()
-    if p.suffix.lower() == ".json" or s[:1] in "[{":
+    if p.suffix.lower() == ".json" or s.startswith(("[", "{")):      # ("" is in every string: not s[:1] in)
         try:
             data = json.loads(s)
         except json.JSONDecodeError as e:

@@ -8,13 +8,17 @@ from torch import nn
 
 from .errors import ModelLoadError, _short
 
-__all__ = ["STATE_DICT_KEYS", "STRIP_PREFIXES"]
+__all__ = ["STATE_DICT_KEYS", "STRIP_PREFIXES", "WRAPPER_COUNTERS"]
 
 #: Keys under which checkpoint dicts nest the state dict, in order of preference.
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "module",
                    "ema", "model_ema", "state_dict_ema", "ema_state_dict", "params")
 #: Prefixes stripped from state-dict keys when that makes them fit (DataParallel, Lightning, torch.compile).
 STRIP_PREFIXES = ("module.", "model.", "_orig_mod.", "net.")
+#: Tensors a training wrapper saves beside the network it wraps, not weights of it: torch's
+#: ``AveragedModel`` (SWA, EMA) keeps ``n_averaged`` beside ``module.*``.  Left out (with a note)
+#: when a prefix was stripped to reach the network.
+WRAPPER_COUNTERS = ("n_averaged",)
 
 
 def _chosen_state_dict(obj, key: str, fname: str) -> list:
@@ -111,6 +115,9 @@ def _fit_state_dict(model: nn.Module, candidates: list, strict: bool, notes: lis
             if best is None or rank > best[0]:
                 best = (rank, where, strip, d)
     _, where, strip, sd = best
+    counters = [k for k in sd if strip and k in WRAPPER_COUNTERS and k not in target]
+    if counters:
+        sd = {k: v for k, v in sd.items() if k not in counters}
     missing = [k for k in target if k not in sd]
     unexpected = [k for k in sd if k not in target]
     mismatched = [(k, tuple(sd[k].shape), tshape[k]) for k in sd if k in tshape and tuple(sd[k].shape) != tshape[k]]
@@ -128,6 +135,9 @@ def _fit_state_dict(model: nn.Module, candidates: list, strict: bool, notes: lis
     if strip:
         notes.append(f"stripped key prefix{'es' if len(strip) > 1 else ''} {' + '.join(repr(p) for p in strip)} "
                      f"so the keys fit the architecture")
+    if counters:
+        notes.append(f"left out {', '.join(counters)}: the averaging wrapper's counter (torch's AveragedModel), "
+                     f"not a weight of the network")
 
     if missing or unexpected or mismatched:
         if strict:
@@ -165,6 +175,11 @@ def _mismatch_report(fname, arch, target, sd, missing, unexpected, mismatched, k
                          f"{m}; pass num_classes={k} (Python: load(..., num_classes={k}); command line: "
                          f"--arch-kwarg num_classes={k}).")
     matched = len(sd) - len(unexpected) - len(mismatched)
+    if not hints and unexpected and not missing and not mismatched:
+        hints.append(f"every tensor of {arch} is in the checkpoint; the {len(unexpected)} other"
+                     f"{'s' if len(unexpected) > 1 else ''} ({_short(unexpected, 3)}) were saved beside the network "
+                     f"(a loss's weights, a training counter...): load with strict=False (command line: --no-strict) "
+                     f"to use the network's tensors and leave {'them' if len(unexpected) > 1 else 'it'} out.")
     if not hints:
         pref = _common_prefix(unexpected)
         if pref and missing:

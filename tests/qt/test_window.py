@@ -409,3 +409,23 @@ def test_a_new_frame_records_only_what_the_window_shows_then_the_whole_model_onc
     res = drawn(qtbot, window, lambda r: r.frame_id > fid)
     assert res.forwarded and worker._frame.recorded_layers == {"fc", res.bp[0], res.backprops[0].cam_layer}
     assert torch.is_tensor(worker._frame.input)
+
+
+def test_a_smaller_layer_keeps_the_selected_unit_inside_it(qtbot, window):
+    """conv2 has 12 units, conv1 8: a selected unit 7 stays 7; 8 (one past conv1's last) and 11
+    become 7, and every pane shows unit 7 of conv1."""
+    s = window.state
+    for start, want in ((7, 7), (8, 7), (11, 7)):
+        s.update(layer="conv2")
+        s.select_unit(start)
+        drawn(qtbot, window, lambda r, u=start: (r.layer, r.unit) == ("conv2", u))
+        window.tree.setCurrentItem(window.tree.items["conv1"])        # the user picks the smaller layer
+        res = drawn(qtbot, window, lambda r: r.layer == "conv1")
+        assert (s.unit, s.n_units) == (want, 8), start
+        assert res.unit == want and res.bp == ("conv1", want), start
+        assert window.unit_pane.title.text().startswith(f"Unit {want} "), start
+        x0, y0, w, h = window.grid.mosaic.tile_rect(want)
+        r = window.grid.sel_rect.rect()
+        assert (r.x(), r.y(), r.width(), r.height()) == (x0, y0, w, h), start
+        window.tree.setCurrentItem(window.tree.items["conv2"])
+        idle(qtbot, window)

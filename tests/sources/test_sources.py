@@ -441,3 +441,15 @@ def test_forgotten_source_stops_its_thread():
     assert src.wait_new_frame(0, WAIT_S) and pump_threads()
     del src                                   # never closed: garbage collection stops the pump
     assert poll(lambda: not pump_threads())
+
+
+def test_a_16_bit_image_is_scaled_to_8_bits_not_truncated(tmp_path):
+    """Every 16-bit level v of a PNG shows as round(v * 255 / 65535): white stays white, and the
+    levels just below a multiple of 256 are not shifted down by one as ``v >> 8`` would."""
+    levels = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    assert cv2.imwrite(str(tmp_path / "deep.png"), levels)
+    for src in (sources.open(tmp_path / "deep.png"), sources.open(tmp_path)):       # an image, a folder
+        got = src.read()
+        want = np.floor(levels.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8)
+        assert got.shape == (256, 256, 3) and (got == want[..., None]).all()
+    assert (want != levels >> 8).sum() > 100 and want[255, 255] == 255 and want[255, 0] == 254

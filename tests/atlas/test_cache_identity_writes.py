@@ -1,0 +1,142 @@
+"""The atlas cache from the user's side: which model a cached atlas belongs to, and what a failed
+write leaves behind.
+
+- A fine-tuned checkpoint that changed only BatchNorm running statistics computes other
+  activations, so it must get its own atlas, never the stale one of the model before.
+- A write that fails half-way (the disk filled up while a scan checkpointed its progress) must
+  leave the earlier file whole: the next scan resumes from it.
+"""
+from __future__ import annotations
+
+import copy
+import errno
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnvis_gui.atlas import TopKScan, cache, load_scan
+
+from .helpers import TINY_SPEC, make_images, run_scan
+
+
+class BNNet(nn.Module):
+    """conv -> BatchNorm -> ReLU twice, RGB 32 x 32 -> 4 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                                      nn.MaxPool2d(2), nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def bn_net(seed=0):
+    torch.manual_seed(seed)
+    return BNNet().eval()
+
+
+@pytest.fixture
+def folder(tmp_path):
+    make_images(tmp_path / "im", n=12, bad=False)
+    return tmp_path / "im"
+
+
+def scan(model, folder, cdir, **kw):
+    kw.setdefault("k", 2)
+    kw.setdefault("batch_size", 4)
+    return TopKScan(model, TINY_SPEC, folder, ["features.6"], cache_dir=cdir, **kw)
+
+
+def test_new_batchnorm_statistics_get_their_own_atlas(folder, tmp_path):
+    before = bn_net()
+    tuned = copy.deepcopy(before)
+    with torch.no_grad():
+        tuned.features[5].running_mean.add_(0.7)                # fine-tuned statistics, the same parameters
+        tuned.features[5].running_var.mul_(3.0)
+    assert all(torch.equal(p, q) for p, q in zip(before.parameters(), tuned.parameters()))
+    cdir = tmp_path / "cache"
+    first = run_scan(scan(before, folder, cdir))
+    assert load_scan(before, TINY_SPEC, folder, ["features.6"], k=2, cache_dir=cdir).from_cache
+    assert load_scan(tuned, TINY_SPEC, folder, ["features.6"], k=2, cache_dir=cdir) is None
+    second = run_scan(scan(tuned, folder, cdir))
+    assert not second.from_cache
+    fresh = run_scan(scan(tuned, folder, None, use_cache=False))
+    got, want, old = (r.layer("features.6").values for r in (second, fresh, first))
+    assert np.array_equal(got, want) and not np.allclose(got, old)   # the tuned model's own top activations
+    # a counter buffer only (num_batches_tracked) is a buffer too: another checkpoint, another key
+    counted = copy.deepcopy(before)
+    counted.features[1].num_batches_tracked += 1
+    assert cache.weights_hash(counted) != cache.weights_hash(before)
+    assert cache.weights_hash(copy.deepcopy(before)) == cache.weights_hash(before)
+
+
+def _disk_full_after(monkeypatch, n_ok):
+    """``os.fsync`` works ``n_ok`` times, then the disk is full."""
+    calls = [0]
+    real = os.fsync
+
+    def fsync(fd):
+        calls[0] += 1
+        if calls[0] > n_ok:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_checkpoint_that_fails_to_write_leaves_the_earlier_one_to_resume_from(folder, tmp_path, monkeypatch):
+    cdir = tmp_path / "cache"
+    s = scan(bn_net(), folder, cdir, checkpoint_every=0.0)         # a checkpoint after every batch
+    partial = s.cache_path / "partial.npz"
+    _disk_full_after(monkeypatch, 1)                                # the first checkpoint is written, then none
+    with pytest.raises(OSError, match="No space left"):
+        for _ in s.run():
+            pass
+    before = partial.read_bytes()
+    with np.load(partial) as z:
+        assert int(z["next_index"]) == 4                            # the earlier checkpoint, whole
+    assert [p.name for p in s.cache_path.iterdir()] == ["partial.npz"]      # no temporary file left behind
+    monkeypatch.undo()                                              # space again: the scan goes on from image 4
+    again = scan(bn_net(), folder, cdir, checkpoint_every=0.0)
+    steps = [p.done for p in again.run()]
+    assert steps[0] == 8 and before                                 # resumed, not started over
+    fresh = run_scan(scan(bn_net(), folder, None, use_cache=False))
+    assert np.array_equal(again.result.layer("features.6").values, fresh.layer("features.6").values)
+
+
+def test_a_failed_write_keeps_the_file_it_would_have_replaced(tmp_path, monkeypatch):
+    path = tmp_path / "meta.json"
+    cache.atomic_write_json(path, {"finished": "yesterday"})
+    old = path.read_bytes()
+    _disk_full_after(monkeypatch, 0)
+    with pytest.raises(OSError):
+        cache.atomic_write_json(path, {"finished": "today", "pad": "x" * 100_000})
+    assert path.read_bytes() == old and os.listdir(tmp_path) == ["meta.json"]
+    monkeypatch.undo()
+    real_fdopen = os.fdopen
+
+    class Torn:                               # the process is stopped half-way through writing the data
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:len(data) // 2])
+            raise KeyboardInterrupt
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: Torn(real_fdopen(fd, *a, **k)))
+    with pytest.raises(KeyboardInterrupt):
+        cache.atomic_save_npz(path, big=np.arange(10_000))
+    assert path.read_bytes() == old and os.listdir(tmp_path) == ["meta.json"]
+    assert cache.read_json(path) == {"finished": "yesterday"}
