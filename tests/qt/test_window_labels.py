@@ -22,4 +22,4 @@ def test_a_blank_line_in_the_labels_file_does_not_shift_the_names(qtbot, window,
     idle(qtbot, window)
     rows = shown_predictions(window)
     assert rows[0][0] == "dog" and rows[0][1] > 99, rows
-    assert {"cat", "bird"} <= {lab for lab, _ in rows[1:]}
+    assert "cat" in window.predictions.text.text() and "bird" in window.predictions.text.text()
