@@ -1,4 +1,4 @@
-"""Plant the bugs of issue 16's table, one at a time, and check that the suite catches each (not CI).
+"""Plant the bugs of issues 16's and 30's tables, one at a time, and check that the suite catches each (not CI).
 
     python tools/planted.py            # every planted bug; exit 1 if one survives
     python tools/planted.py -k scan    # only those whose name contains "scan"
@@ -67,6 +67,57 @@ PLANTED = {
         "normalize=\"unit\" if s.per_unit else \"layer\",",
         "normalize=\"layer\",",
         ["tests/qt/test_window_drawn.py", "tests/qt/test_window_keys.py"]),
+    # issue 30: plausible bugs that once passed the whole suite
+    "cache writes in place": (
+        "cnnvis_gui/atlas/cache.py",
+        "fd, tmp = tempfile.mkstemp(prefix=f\".{path.name}.\", suffix=\".tmp\", dir=str(path.parent))",
+        "fd, tmp = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), str(path)",
+        ["tests/atlas/test_cache_identity_writes.py"]),
+    "cache key over the parameters only": (
+        "cnnvis_gui/atlas/cache.py",
+        "for name, t in model.state_dict().items():",
+        "for name, t in model.named_parameters():",
+        ["tests/atlas/test_cache_identity_writes.py"]),
+    "pump does not mark a frame taken": (
+        "cnnvis_gui/sources/pump.py",
+        "self._taken_id = self._frame_id\n            return self._frame_id, self._frame",
+        "return self._frame_id, self._frame",
+        ["tests/sources/test_sources.py"]),
+    "window keeps a unit one past a smaller layer's last": (
+        "cnnvis_gui/qt/window.py",
+        "if self.state.unit >= n:",
+        "if self.state.unit > n:",
+        ["tests/qt/test_window.py"]),
+    "16-bit images truncated": (
+        "cnnvis_gui/sources/base.py",
+        "img = cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)",
+        "img = (img >> 8).astype(np.uint8)",
+        ["tests/sources/test_sources.py"]),
+    "trust: any head starting with torchvision": (
+        "cnnvis_gui/models/trust.py",
+        "if head == \"torchvision\":",
+        "if head.startswith(\"torchvision\"):",
+        ["tests/models/test_trust_boundaries.py", "tests/models/test_trust.py"]),
+    "trust: any head starting with timm": (
+        "cnnvis_gui/models/trust.py",
+        "if head == \"timm\":",
+        "if head.startswith(\"timm\"):",
+        ["tests/models/test_trust_boundaries.py", "tests/models/test_trust.py"]),
+    "labels skip blank lines": (
+        "cnnvis_gui/models/labels.py",
+        "labels = [ln.strip() for ln in text.splitlines()]",
+        "labels = [ln.strip() for ln in text.splitlines() if ln.strip()]",
+        ["tests/models/test_labels.py", "tests/qt/test_window_labels.py"]),
+    "key prefix stripped only when every key has it": (
+        "cnnvis_gui/models/state_dicts.py",
+        "if any(k.startswith(p) for k in d):",
+        "if all(k.startswith(p) for k in d):",
+        ["tests/models/test_state_dicts.py", "tests/models/test_models_loading.py"]),
+    "window computes a frame it already has": (
+        "cnnvis_gui/qt/inputs.py",
+        "if f is None or f is self._last_raw:",
+        "if f is None:",
+        ["tests/qt/test_live_input.py"]),
 }
 
 
