@@ -64,7 +64,10 @@ def read_start_model(args, settings, models) -> StartModel:
         except Exception as e:  # noqa: BLE001 - said in the window's box, or the exit message of an automated run
             start.error = e
         return start
-    return _last_model(settings, models)
+    try:
+        return _last_model(settings, models)
+    except Exception as e:  # noqa: BLE001 - even the demo did not load (a broken install): said like any failure
+        return StartModel(error=e)
 
 
 def _last_model(settings, models) -> StartModel:

@@ -97,3 +97,17 @@ def test_a_fifo_as_settings_file_starts_with_the_defaults_and_says_so(qapp, tmp_
     assert rc == 0 and seen == [] and shown["demo"] == "shapes"
     assert "not a regular file" in shown["status"] and "default settings" in shown["status"]
     assert "named pipe (FIFO)" in capsys.readouterr().err
+
+
+def test_a_broken_install_without_the_demo_says_so(qapp, tmp_path, monkeypatch):
+    """Not even the demo loads (its checkpoint is missing): a box, then an empty window that says why."""
+    from cnnvis_gui import models
+    from cnnvis_gui.models import ModelLoadError
+
+    def missing(name="shapes", device="cpu"):
+        raise ModelLoadError(f"the demo checkpoint {name}.pth is missing")
+    monkeypatch.setattr(models, "demo", missing)
+    rc, seen, status = run_interactive([], ready=lambda win: win.status_text() if "either" in win.status_text()
+                                       else None)
+    assert rc == 0 and [b["cls"] for b in seen] == ["QMessageBox"] and "shapes.pth is missing" in seen[0]["text"]
+    assert "the demo model did not load either" in status
