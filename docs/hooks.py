@@ -4,6 +4,8 @@
 - The sections were written as one README, so most start at ``##``: a page without a ``#`` heading has
   its headings lifted one level (their ids, and so every anchor, stay the same).
 - ``<!-- pages ... -->`` on the home page becomes the list of pages from the nav (as in the README).
+- The docstrings' Sphinx roles (``:class:`~pkg.Name```, ``:meth:`x```) show as their code, as Sphinx
+  shows them (``Name``, ``x``): mkdocstrings leaves them as text.
 - A link that leaves docs/ for a file of the repository (``../../benchmarks/bench_engine.py``, which is
   right on GitHub) gets a page of its own on the site showing that file, and the link points there.
   A link to a file that does not exist is left alone, so the strict build reports it.
@@ -24,6 +26,7 @@ NUMBERED = re.compile(r"^sections/\d+-(.+)\.md$")
 HOME = "sections/00-top.md"
 LINK = re.compile(r"(\]\()([^)\s#]+)((?:#[^)\s]*)?\))")
 REPO_PAGES = "repository"          # site folder of the pages that show repository files
+SPHINX_ROLE = re.compile(r":(?:attr|class|data|func|meth|mod|obj|exc):<code>(~(?:[\w.]*\.)?)?")
 LANGUAGES = {".py": "python", ".sh": "bash", ".toml": "toml", ".yml": "yaml", ".yaml": "yaml",
              ".json": "json", ".md": "markdown", ".txt": "text", ".cfg": "ini", ".ini": "ini"}
 
@@ -122,3 +125,9 @@ def on_page_markdown(markdown, page, config, files):
     if src.startswith("sections/"):
         markdown = lift_headings(markdown)
     return relink_outside(markdown, src)
+
+
+def on_page_content(html, page, config, files):
+    if not page.file.src_uri.startswith("api/"):
+        return html
+    return SPHINX_ROLE.sub("<code>", html)

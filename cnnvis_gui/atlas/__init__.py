@@ -1,5 +1,7 @@
 """Qt-free unit atlas: top-k image scans, receptive-field crops, activation maximization, the cache.
 
+Examples
+--------
 >>> from cnnvis_gui.atlas import TopKScan, ReceptiveFields, ActivationMaximizer
 >>> scan = TopKScan(lm.model, lm.spec, "photos/", ["features.10"], k=9)   # doctest: +SKIP
 >>> for p in scan.run(): print(p.describe())                              # doctest: +SKIP

@@ -40,8 +40,10 @@ class InputSpec:
 
     Parameters
     ----------
-    channels, height, width : int
-        Shape of one input (any channel count, any non-square size).
+    channels : int
+        Channels of one input (1 gray, 3 colour, or any count).
+    height, width : int
+        Size of one input (any, non-square too).
     mean, std : tuple of float
         Per-channel normalization applied after scaling: ``(v * scale - mean) / std``.
         Defaults: mean 0, std 1.

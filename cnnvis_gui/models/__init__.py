@@ -15,6 +15,8 @@ One file per concern (as torchvision's ``models/_api.py`` / ``_utils.py`` and ti
 - ``labels``       class-label files
 - ``demos``        the shipped demo models
 
+Examples
+--------
 >>> from cnnvis_gui.models import load, demo
 >>> lm = load("weights.pth", arch="torchvision:resnet18", num_classes=10)   # doctest: +SKIP
 >>> lm.model, lm.spec, lm.labels, lm.name, lm.notes                          # doctest: +SKIP

@@ -1,5 +1,9 @@
 """Qt-free input sources: cameras, video files and streams, image folders, single images.
 
+Imports numpy and OpenCV only (plus the core's InputSpec) -- never Qt.
+
+Examples
+--------
 >>> from cnnvis_gui import sources
 >>> src = sources.open(0)                 # camera 0 (SourceError if it does not open)
 >>> src = sources.open("clip.mp4", loop=False)
@@ -7,8 +11,6 @@
 >>> frame = src.read()                    # newest H x W x 3 uint8 BGR frame, or None yet
 >>> src.status                            # "camera 0 live (640x480, 29.9 fps)"
 >>> src.close()
-
-Imports numpy and OpenCV only (plus the core's InputSpec) -- never Qt.
 """
 from .base import (SourceError, Source, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, load_image, to_bgr8,
                    natural_key, quiet_opencv, opencv_name, have_image_reader, check_readable)

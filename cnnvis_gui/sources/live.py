@@ -154,8 +154,10 @@ class CameraSource(_PumpSource):
         A ``cv2.CAP_*`` constant; default: OpenCV chooses.
     capture_factory : callable (index) -> capture, optional
         Makes the capture object (tests inject fakes); default ``cv2.VideoCapture``.
-    retry_delay, retry_max : float
-        Back-off when the camera stops delivering frames: first delay, cap.
+    retry_delay : float
+        Back-off when the camera stops delivering frames: the first delay in seconds.
+    retry_max : float
+        Back-off cap: the longest delay in seconds.
     clock : pump.Clock, optional
         The reader's clock (tests give one whose time they control).
 

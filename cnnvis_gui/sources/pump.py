@@ -67,8 +67,10 @@ class CapturePump:
     pace : float or None
         Deliver at most this many frames per second (real-time playback of a file);
         None reads as fast as the capture delivers (cameras pace themselves).
-    retry_delay, retry_max : float
+    retry_delay : float
         First back-off delay in seconds, doubled after each failed attempt up to ``retry_max``.
+    retry_max : float
+        The longest back-off delay in seconds.
     fail_threshold : int
         Consecutive failed reads that count as "stopped delivering frames".
     stall_after : float
