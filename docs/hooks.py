@@ -4,6 +4,8 @@
 - The sections were written as one README, so most start at ``##``: a page without a ``#`` heading has
   its headings lifted one level (their ids, and so every anchor, stay the same).
 - ``<!-- pages ... -->`` on the home page becomes the list of pages from the nav (as in the README).
+- In a table row, ``\\|`` inside a code span becomes ``|`` (GitHub's reading; Python-Markdown keeps the
+  backslash).
 - The docstrings' Sphinx roles (``:class:`~pkg.Name```, ``:meth:`x```) show as their code, as Sphinx
   shows them (``Name``, ``x``): mkdocstrings leaves them as text.
 - A link that leaves docs/ for a file of the repository (``../../benchmarks/bench_engine.py``, which is
@@ -105,6 +107,22 @@ def lift_headings(markdown: str) -> str:
     return "\n".join(out)
 
 
+CODE_SPAN = re.compile(r"`[^`\n]*`")
+
+
+def table_code_pipes(markdown: str) -> str:
+    """``\\|`` inside a code span of a table row is a literal ``|`` on GitHub; Python-Markdown would show the
+    backslash, and it splits no cell at a pipe inside a code span, so the escape is dropped there."""
+    out, fenced = [], False
+    for line in markdown.split("\n"):
+        if FENCE.match(line):
+            fenced = not fenced
+        if not fenced and line.lstrip().startswith("|") and "\\|" in line:
+            line = CODE_SPAN.sub(lambda m: m.group(0).replace("\\|", "|"), line)
+        out.append(line)
+    return "\n".join(out)
+
+
 def relink_outside(markdown: str, src_uri: str) -> str:
     """Point links to repository files at their pages on the site."""
     def one(m):
@@ -124,6 +142,7 @@ def on_page_markdown(markdown, page, config, files):
         markdown = br.expand_pages(markdown, config["nav"])
     if src.startswith("sections/"):
         markdown = lift_headings(markdown)
+    markdown = table_code_pipes(markdown)
     return relink_outside(markdown, src)
 
 
