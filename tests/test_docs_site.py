@@ -36,6 +36,10 @@ def test_site_builds_strictly_without_the_network(tmp_path):
     core = (site / "api" / "core.html").read_text(encoding="utf-8")
     assert "Visualizer" in core and "InputSpec" in core and "Springenberg" in core
     assert "ActivationMaximizer" in (site / "api" / "atlas.html").read_text(encoding="utf-8")
+    for page in (site / "api").glob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert "<blockquote>" not in text, f"{page.name}: a docstring's >>> lines rendered as quotes, not code"
+        assert ":class:<code>" not in text and ":meth:<code>" not in text, f"{page.name}: a Sphinx role shown raw"
     # offline for the reader too: no page asks a web font or script server
     for page in site.rglob("*.html"):
         text = page.read_text(encoding="utf-8")
