@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .waits import CHILD_S
+
 ROOT = Path(__file__).resolve().parents[1]
 
 QT_FREE = ["cnnvis_gui.core", "cnnvis_gui.models", "cnnvis_gui.sources", "cnnvis_gui.optvis", "cnnvis_gui.atlas",
@@ -17,7 +19,7 @@ def test_qt_free_packages_import_no_qt():
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('PyQt5', 'pyqtgraph', 'PySide2', 'PySide6'))\n"
         "print(','.join(bad))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=CHILD_S)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "", f"Qt modules loaded by the Qt-free packages: {r.stdout.strip()}"
 
@@ -28,7 +30,7 @@ def test_core_does_not_import_other_project_packages():
         "print(','.join(sorted(m for m in sys.modules if m.startswith('cnnvis_gui.') "
         "and not m.startswith('cnnvis_gui.core'))))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=CHILD_S)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ""
 
@@ -40,7 +42,7 @@ def test_import_contracts_hold():
             "from importlinter.cli import lint_imports\n"
             f"sys.exit(lint_imports(config_filename={str(ROOT / 'pyproject.toml')!r}, no_cache=True))\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(ROOT),
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=CHILD_S, cwd=str(ROOT),
                        env=env)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "4 kept, 0 broken" in r.stdout, r.stdout[-4000:]

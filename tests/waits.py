@@ -6,7 +6,8 @@ A test that fails from load hides real catches and trains people to re-run, so:
 
 - every wait is on the *state* the test goes on to check (the newest request drawn, a status
   text, a worker gone), or on a signal connected before the action that emits it;
-- every wait has the same bound, :data:`WAIT_S` (``CNNVIS_TEST_WAIT_S``, default 180 s).  A wait
+- every wait has the same bound, :data:`WAIT_S` (``CNNVIS_TEST_WAIT_S``, default 180 s), and every
+  child process :data:`CHILD_S` (``CNNVIS_TEST_CHILD_S``, default 600 s).  A wait
   returns as soon as its state holds, so the bound costs nothing when the code works; it only
   decides how long a test that will never see its state takes to fail;
 - no test asserts how long something took.  A property that is about time (a pace, a back-off,
@@ -20,6 +21,9 @@ import time
 #: seconds any wait may take before the test fails (the machine may be loaded far past its cores)
 WAIT_S = float(os.environ.get("CNNVIS_TEST_WAIT_S", "") or 180.0)
 WAIT_MS = int(WAIT_S * 1000)
+#: seconds a child process (a fresh interpreter: importing torch alone took over 60 s at a load
+#: average of 30) may run before the test fails (``CNNVIS_TEST_CHILD_S``)
+CHILD_S = float(os.environ.get("CNNVIS_TEST_CHILD_S", "") or 600.0)
 
 
 def until(qtbot, condition) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import pytest
 
+from ..waits import CHILD_S
 from .helpers import make_images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +22,7 @@ def _cli_available():
 def _run(args, tmp_path):
     env = dict(os.environ, CNNVIS_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="2")
     return subprocess.run([sys.executable, "-m", "cnnvis_gui", *args], capture_output=True, text=True,
-                          cwd=str(ROOT), env=env, timeout=240)
+                          cwd=str(ROOT), env=env, timeout=CHILD_S)
 
 
 def test_atlas_command(tmp_path):

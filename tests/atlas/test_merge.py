@@ -17,6 +17,7 @@ from cnnvis_gui.atlas.distributed import world_from_env
 from cnnvis_gui.atlas.scan import TopKScan, shard_range
 from cnnvis_gui.core import CnnvisError
 
+from ..waits import CHILD_S
 from .helpers import TINY_SPEC, make_images, run_scan, tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,7 +216,7 @@ def test_a_killed_shard_resumes_from_its_last_checkpoint(tmp_path):
     folder = tmp_path / "im"
     make_images(folder, n=40, bad=False)
     r = subprocess.run([sys.executable, "-c", KILLED_SHARD, str(folder), str(tmp_path / "c")], cwd=str(ROOT),
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=CHILD_S)
     assert r.returncode == 9, r.stderr
     s = TopKScan(tiny_model(), TINY_SPEC, folder, ["features.3"], k=3, batch_size=4, cache_dir=tmp_path / "c",
                  shard=(1, 2))

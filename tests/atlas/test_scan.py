@@ -10,6 +10,7 @@ from cnnvis_gui.atlas.folders import list_images
 from cnnvis_gui.core import CnnvisError
 from cnnvis_gui.sources import load_image
 
+from ..waits import CHILD_S
 from .helpers import TINY_SPEC, make_images, tiny_model
 
 LAYERS = ["features.1", "features.4", "output"]
@@ -254,7 +255,7 @@ def test_resume_after_kill(image_folder, tmp_path):
         "for p in s.run():\n"
         "    pass\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=str(root), capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], cwd=str(root), capture_output=True, text=True, timeout=CHILD_S)
     assert r.returncode == 3, r.stderr
     model = Crash(tiny_model(), at=-1)
     s = TopKScan(model, TINY_SPEC, image_folder, ["inner.features.4"], k=3, batch_size=6, cache_dir=tmp_path)

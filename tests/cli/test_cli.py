@@ -22,6 +22,8 @@ from cnnvis_gui.core import saliency, grad_cam
 from cnnvis_gui.models import demo, demo_checkpoint, demo_samples
 from cnnvis_gui.sources import load_image
 
+from ..waits import CHILD_S
+
 REPO = Path(__file__).resolve().parents[2]
 
 needs_shapes = pytest.mark.skipif(not demo_checkpoint("shapes").is_file(),
@@ -52,13 +54,13 @@ def _env():
     return env
 
 
-def run_module(*args, cwd=None, timeout=120):
+def run_module(*args, cwd=None, timeout=CHILD_S):
     """``python -m cnnvis_gui ARGS`` -> CompletedProcess (text)."""
     return subprocess.run([sys.executable, "-m", "cnnvis_gui", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=_env(), timeout=timeout)
 
 
-def run_script(*args, cwd=None, timeout=120):
+def run_script(*args, cwd=None, timeout=CHILD_S):
     """The installed ``cnnvis`` console script (falls back to ``-m`` when it is not installed)."""
     exe = shutil.which("cnnvis", path=str(Path(sys.executable).parent))
     if exe is None:
@@ -82,7 +84,7 @@ def test_cli_imports_no_qt():
     code = ("import sys; import cnnvis_gui.cli as c; p = c.build_parser(); "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('PyQt5', 'pyqtgraph', 'PySide2', 'PySide6')]; "
             "assert not bad, bad; print('subcommands', sorted(p._subparsers._group_actions[0].choices))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=CHILD_S)
     assert r.returncode == 0, r.stderr
     assert "'export'" in r.stdout and "'info'" in r.stdout
 

@@ -23,6 +23,8 @@ NAN_NET = '''
 import torch
 from torch import nn
 
+from ..waits import CHILD_S
+
 class NaNNet(nn.Module):
     """conv1 relu1 conv2 relu2 pool fc with NaN put in by ``mode``:
 
@@ -77,12 +79,12 @@ def test_export_folder_with_a_non_utf8_file_name(tmp_path, images):
         pytest.skip("this file system refuses names that are not UTF-8")
     r = subprocess.run([sys.executable, "-m", "cnnvis_gui", "export", "--input", str(images), "--layer",
                         "features.0", "--units", "0", "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"],
-                       capture_output=True, cwd=REPO, env=_env(), timeout=300)
+                       capture_output=True, cwd=REPO, env=_env(), timeout=CHILD_S)
     assert r.returncode == 0, r.stderr.decode(errors="replace")
     assert len(list((tmp_path / "out").iterdir())) == 3 and b"Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "cnnvis_gui", "atlas", "--images", str(images), "--layer",
                         "features.0", "--units", "0", "--top", "3", "--out", str(tmp_path / "at"), "--quiet",
-                        "--no-cache", "--device", "cpu"], capture_output=True, cwd=REPO, env=_env(), timeout=300)
+                        "--no-cache", "--device", "cpu"], capture_output=True, cwd=REPO, env=_env(), timeout=CHILD_S)
     assert r.returncode == 0, r.stderr.decode(errors="replace")
     doc = json.loads((tmp_path / "at" / "atlas.json").read_text())
     assert doc["images"] == 3 and not doc["skipped"]
@@ -97,7 +99,7 @@ def test_gui_opens_a_folder_with_a_non_utf8_file_name(tmp_path, images):
     env = dict(_env(), CNNVIS_GUI_SETTINGS=str(tmp_path / "s.ini"))
     r = subprocess.run([sys.executable, str(REPO / "run_gui.py"), "--input", str(images), "--screenshot",
                         str(tmp_path / "s.png"), "--timeout", "120"], capture_output=True, cwd=REPO, env=env,
-                       timeout=300)
+                       timeout=CHILD_S)
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     assert (tmp_path / "s.png").stat().st_size > 0
 
@@ -105,7 +107,7 @@ def test_gui_opens_a_folder_with_a_non_utf8_file_name(tmp_path, images):
 def test_gui_camera_minus_one_is_an_error_not_a_signal(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "run_gui.py"), "--camera", "-1", "--screenshot",
                         str(tmp_path / "s.png"), "--timeout", "60"], capture_output=True, text=True, cwd=REPO,
-                       env=_env(), timeout=300)
+                       env=_env(), timeout=CHILD_S)
     assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
     assert "camera index -1 is not valid" in r.stderr
 

@@ -12,6 +12,7 @@ import pytest
 from cnnvis_gui.options import (PRETRAINED_ENTRY, UsageError, model_entry, model_from_args, model_from_entry,
                                 pretrained_entry)
 from tests.models.pretrained_helpers import TV_ARCH, TV_FILE, seed_torchvision, use_caches
+from ..waits import CHILD_S
 
 REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("torchvision")
@@ -19,7 +20,7 @@ pytest.importorskip("torchvision")
 
 def run_cli(*args, env):
     return subprocess.run([sys.executable, "-m", "cnnvis_gui", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=CHILD_S)
 
 
 @pytest.fixture

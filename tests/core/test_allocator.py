@@ -9,6 +9,8 @@ import pytest
 
 from cnnvis_gui.core import allocator
 
+from ..waits import CHILD_S
+
 SCRIPT = textwrap.dedent("""
     import ctypes, torch
     from cnnvis_gui.core.allocator import reuse_freed_memory
@@ -43,7 +45,7 @@ def _glibc() -> bool:
 
 @pytest.mark.skipif(not _glibc(), reason="the tuning is for glibc's malloc")
 def test_feature_maps_come_from_the_heap_and_stay_there_after_the_tuning():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=CHILD_S,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)})
     assert out.returncode == 0, out.stderr
     mapped_before, mapped_after, heap_after, state = out.stdout.strip().split("|")

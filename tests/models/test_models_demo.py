@@ -11,6 +11,8 @@ from cnnvis_gui.models import DEMO_NAMES, ModelLoadError, assets_dir, demo, demo
 from cnnvis_gui.models import train_demo
 from cnnvis_gui.models.demo_nets import ShapesNet
 
+from ..waits import CHILD_S
+
 
 @pytest.mark.parametrize("name", DEMO_NAMES)
 def test_shipped_checkpoint_classifies_its_samples(name):
@@ -74,5 +76,5 @@ def test_models_package_is_qt_free():
     code = ("import sys, cnnvis_gui.models, cnnvis_gui.models.train_demo; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('PyQt5', 'pyqtgraph', 'PySide2', 'PySide6')]; "
             "print(bad); sys.exit(1 if bad else 0)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=CHILD_S)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ..waits import WAIT_S
+from ..waits import CHILD_S, WAIT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ if not hasattr(models, "demo"):
     pytest.skip("demo models not available", allow_module_level=True)
 
 
-def run_gui(tmp_path, *args, timeout=120):
+def run_gui(tmp_path, *args, timeout=CHILD_S):
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CNNVIS_GUI_SETTINGS=str(tmp_path / "s.ini"),
                OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")  # a crash shows its Python stack in stderr
     return subprocess.run([sys.executable, str(ROOT / "run_gui.py"), *args], env=env, cwd=str(tmp_path),
@@ -62,10 +62,10 @@ def test_model_options_mean_what_they_mean_in_cnnvis(tmp_path):
 
 def test_unknown_layer_or_unit_exits_with_the_nearest_names(tmp_path):
     # no --screenshot: it must still exit (before any window opens) rather than start the GUI
-    p = run_gui(tmp_path, "--model", "shapes", "--layer", "features.1x", timeout=60)
+    p = run_gui(tmp_path, "--model", "shapes", "--layer", "features.1x")
     assert p.returncode != 0
     assert "Did you mean" in p.stderr and "'features.1'" in p.stderr
-    p = run_gui(tmp_path, "--model", "shapes", "--layer", "features.0", "--unit", "999", timeout=60)
+    p = run_gui(tmp_path, "--model", "shapes", "--layer", "features.0", "--unit", "999")
     assert p.returncode != 0 and "out of range" in p.stderr
 
 
@@ -130,7 +130,7 @@ def test_quit_after_writes_the_stats(tmp_path):
     assert d["frames_processed"] + d["dropped_frames"] == d["frames_captured"] and d["torch_threads"] == 1
     assert 1.8 < d["seconds"] < 10
     assert not (tmp_path / "s.ini").exists()
-    p = run_gui(tmp_path, "--model", "shapes", "--stats", str(stats), timeout=60)
+    p = run_gui(tmp_path, "--model", "shapes", "--stats", str(stats))
     assert p.returncode != 0 and "--stats needs --quit-after" in p.stderr
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from cnnvis_gui.sources import CameraSource
 
 from ..sources.fakes import FakeCamera
-from ..waits import drawn, idle, until
+from ..waits import idle, until
 
 
 def test_each_camera_frame_gets_one_forward_and_a_repeated_read_none(qtbot, window):
@@ -24,11 +24,12 @@ def test_each_camera_frame_gets_one_forward_and_a_repeated_read_none(qtbot, wind
         f0 = window.worker.forwards
         for n in (1, 2, 3):
             cam.give()
-            res = drawn(qtbot, window, lambda r, n=n: window.frame is not None and (window.frame == n).all())
-            assert res.forwarded and np.array_equal(res.raw_input, drawn_input(window))
-            seen = reads[0]
+            until(qtbot, lambda n=n: window.frame is not None and (window.frame == n).all())
+            fid, seen = window.frame_id, reads[0]
             until(qtbot, lambda: reads[0] >= seen + 5)     # the timer read the same frame again, 5 times
-            idle(qtbot, window)
+            assert window.frame_id == fid, "the same camera frame was taken as a new one"
+            res = idle(qtbot, window)
+            assert res.forwarded and np.array_equal(res.raw_input, drawn_input(window))
             assert window.worker.forwards == f0 + n, "a frame read again was computed again"
     finally:
         window.close()

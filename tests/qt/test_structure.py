@@ -5,13 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..waits import CHILD_S
+
 QT = Path(__file__).resolve().parents[2] / "cnnvis_gui" / "qt"
 
 
 def test_window_imports_neither_the_app_nor_the_command_line():
     code = ("import sys, cnnvis_gui.qt.window\n"
             "print(','.join(m for m in ('cnnvis_gui.qt.app', 'cnnvis_gui.cli') if m in sys.modules))\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=CHILD_S,
                        env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "", f"qt.window pulls in {r.stdout.strip()}"

@@ -21,7 +21,7 @@ from cnnvis_gui.core import CnnvisError, InputSpec
 from cnnvis_gui.sources import (CameraSource, ImageFolderSource, ImageSource, SourceError, VideoSource,
                                 natural_key)
 
-from ..waits import WAIT_S, poll
+from ..waits import CHILD_S, WAIT_S, poll
 from .fakes import FakeCamera, SteppedClock, pump_threads, write_video
 
 
@@ -433,7 +433,7 @@ def test_sources_do_not_import_qt():
     code = ("import sys, cnnvis_gui.sources; "
             "bad = [m for m in sys.modules if m.startswith(('PyQt5', 'pyqtgraph'))]; "
             "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=CHILD_S)
 
 
 def test_forgotten_source_stops_its_thread():

@@ -17,11 +17,13 @@ from cnnvis_gui import sources
 from cnnvis_gui.sources import SourceError
 from cnnvis_gui.sources import base
 
+from ..waits import CHILD_S
+
 
 def run_child(code: str):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, errors="replace",
-                       timeout=120, env=env)
+                       timeout=CHILD_S, env=env)
     assert r.returncode >= 0, f"killed by signal {-r.returncode}: {r.stderr[-2000:]}"
     return r
 
