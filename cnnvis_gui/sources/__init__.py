@@ -12,8 +12,8 @@ Examples
 >>> src.status                            # "camera 0 live (640x480, 29.9 fps)"
 >>> src.close()
 """
-from .base import (SourceError, Source, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, load_image, to_bgr8,
-                   natural_key, quiet_opencv, opencv_name, have_image_reader, check_readable)
+from .base import (SourceError, Source, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, load_image, load_raw_image,
+                   to_bgr8, natural_key, quiet_opencv, opencv_name, have_image_reader, check_readable)
 from .pump import CapturePump
 from .live import CameraSource, VideoSource, cameras
 from .stills import ImageSource, ImageFolderSource
@@ -21,4 +21,5 @@ from .factory import open
 
 __all__ = ["open", "cameras", "SourceError", "Source", "CameraSource", "VideoSource", "ImageSource",
            "ImageFolderSource", "CapturePump", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "load_image",
-           "to_bgr8", "natural_key", "quiet_opencv", "opencv_name", "have_image_reader", "check_readable"]
+           "load_raw_image", "to_bgr8", "natural_key", "quiet_opencv", "opencv_name", "have_image_reader",
+           "check_readable"]

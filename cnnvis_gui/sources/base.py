@@ -92,6 +92,19 @@ def load_image(path) -> np.ndarray:
     is applied (``IMREAD_UNCHANGED`` would ignore it).  Raises SourceError when the
     file is missing or does not decode.
     """
+    return to_bgr8(_decode_file(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR))
+
+
+def load_raw_image(path) -> np.ndarray:
+    """Decode one image file exactly as stored (``IMREAD_UNCHANGED``): its own channels and dtype.
+
+    For files whose pixel values are data, not colours (label maps): nothing is converted,
+    scaled or rotated.  Raises SourceError when the file is missing or does not decode.
+    """
+    return _decode_file(path, cv2.IMREAD_UNCHANGED)
+
+
+def _decode_file(path, flags: int) -> np.ndarray:
     p = Path(path)
     try:
         buf = np.fromfile(str(p), dtype=np.uint8)  # works with non-ASCII paths on Windows too
@@ -100,10 +113,10 @@ def load_image(path) -> np.ndarray:
     bad_png = _png_problem(buf)
     if bad_png:   # refused before libpng sees it: libpng prints its complaint straight to stderr
         raise SourceError(f"'{p.name}' could not be decoded as an image (corrupt PNG: {bad_png})")
-    img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if buf.size else None
+    img = cv2.imdecode(buf, flags) if buf.size else None
     if img is None:
         raise SourceError(f"'{p.name}' could not be decoded as an image (corrupt or unsupported format)")
-    return to_bgr8(img)
+    return img
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
