@@ -34,7 +34,7 @@ from ..core import CnnvisError
 from .merge import AtlasPart, first_difference
 
 __all__ = ["World", "PeerLost", "world_from_env", "rank_device", "backend_for", "process_group", "agree",
-           "gather_parts", "DEFAULT_TIMEOUT_S"]
+           "gather_parts", "all_gather", "gather", "DEFAULT_TIMEOUT_S"]
 
 #: how long a rank waits in a collective for the others (the slowest rank's extra scan time)
 DEFAULT_TIMEOUT_S = 3600.0
@@ -141,27 +141,39 @@ def _weights_only(fn) -> dict:
     return {"weights_only": True} if "weights_only" in inspect.signature(fn).parameters else {}
 
 
-def agree(world: World, meta: dict) -> None:
+def agree(world: World, meta: dict, same=None) -> None:
     """Raise on every rank when the ranks' scans differ (weights, spec, layers, k, folder, listing...).
 
-    ``meta`` is each rank's :class:`~cnnvis_gui.atlas.merge.AtlasPart` meta before scanning.
+    ``meta`` is each rank's :class:`~cnnvis_gui.atlas.merge.AtlasPart` meta before scanning;
+    ``same`` the (key, words) pairs to compare (default: a top-k scan's).
     """
-    metas = [None] * world.size
-    with _collective(world, "comparing the ranks' scans"):
-        dist.all_gather_object(metas, meta, **_weights_only(dist.all_gather_object))
+    metas = all_gather(world, meta, "comparing the ranks' scans")
     for r in range(1, world.size):
-        diff = first_difference(metas[0], metas[r])
+        diff = first_difference(metas[0], metas[r], *(() if same is None else (same,)))
         if diff is not None:
             raise CnnvisError(f"rank 0 and rank {r} of {world.size} would scan different things: {diff}. Every "
                               f"rank must load the same model and weights and see the same folder.")
 
 
+def all_gather(world: World, payload, step: str) -> list:
+    """Every rank's ``payload`` (plain types and CPU tensors) on every rank, in rank order."""
+    out = [None] * world.size
+    with _collective(world, step):
+        dist.all_gather_object(out, payload, **_weights_only(dist.all_gather_object))
+    return out
+
+
+def gather(world: World, payload, step: str) -> list | None:
+    """Every rank's ``payload`` on rank 0, in rank order; None on the other ranks."""
+    out = [None] * world.size if world.main else None
+    with _collective(world, step):
+        dist.gather_object(payload, out, dst=0, **_weights_only(dist.gather_object))
+    return out
+
+
 def gather_parts(world: World, part: AtlasPart) -> list | None:
     """Every rank's part on rank 0 (in rank order); None on the other ranks."""
-    out = [None] * world.size if world.main else None
-    payload = dict(part.to_payload(), label=f"rank {world.rank}")
-    with _collective(world, "gathering the ranks' top-k"):
-        dist.gather_object(payload, out, dst=0, **_weights_only(dist.gather_object))
+    out = gather(world, dict(part.to_payload(), label=f"rank {world.rank}"), "gathering the ranks' top-k")
     if not world.main:
         return None
     return [AtlasPart.from_payload(p) for p in out]

@@ -33,14 +33,14 @@ from .results import LayerTopK
 from .state import nothing_decoded_error, scan_arrays, state_from_arrays, store_result
 
 __all__ = ["AtlasPart", "PART_JSON", "PART_NPZ", "PART_VERSION", "part_meta", "part_from_scan", "write_part",
-           "read_part", "check_parts", "first_difference", "merge_topk", "cache_merged", "merge_parts", "parse_shard"]
+           "read_part", "check_parts", "first_difference", "SAME_SCAN", "merge_topk", "cache_merged", "merge_parts", "parse_shard"]
 
 PART_VERSION = 2
 PART_JSON = "atlas-part.json"
 PART_NPZ = "atlas-part.npz"
 
 #: identity fields that must be equal in every part: (meta key, what the user reads)
-_SAME = (("weights", "model weights"), ("spec", "input spec"), ("fit", "input fit"), ("layers", "layers"),
+SAME_SCAN = (("weights", "model weights"), ("spec", "input spec"), ("fit", "input fit"), ("layers", "layers"),
          ("k", "k (--top)"), ("recursive", "recursive listing"), ("folder", "image folder"),
          ("images", "number of images"), ("files", "image listing"), ("batch_size", "batch size"),
          ("count", "number of shards (N of --shard I/N)"))
@@ -184,10 +184,13 @@ def _describe(part: AtlasPart, key: str) -> str:
     return _short(v)
 
 
-def first_difference(a: dict, b: dict) -> str | None:
-    """What differs between two parts' meta ("different k (--top): 9 vs 5"), or None when they agree."""
+def first_difference(a: dict, b: dict, same=SAME_SCAN) -> str | None:
+    """What differs between two parts' meta ("different k (--top): 9 vs 5"), or None when they agree.
+
+    ``same`` lists the (meta key, words) pairs that must agree (default: a top-k scan's).
+    """
     pa, pb = AtlasPart(a, {}), AtlasPart(b, {})
-    for key, what in _SAME:
+    for key, what in same:
         if a.get(key) == b.get(key):
             continue
         if key == "spec":
@@ -205,18 +208,19 @@ def first_difference(a: dict, b: dict) -> str | None:
     return None
 
 
-def check_parts(parts) -> list:
+def check_parts(parts, same=SAME_SCAN) -> list:
     """Parts of one scan, sorted by slice; raises CnnvisError naming the first difference.
 
     The parts must share the model weights, input spec, layers, k, folder, image listing,
-    batch size and number of slices, and be exactly the slices 0..N-1 once each.
+    batch size and number of slices (``same``: another scan's list), and be exactly the slices
+    0..N-1 once each.  Any part with ``meta``, ``index``, ``range`` and ``label`` will do.
     """
     parts = list(parts)
     if not parts:
         raise CnnvisError("no parts to merge.")
     ref = parts[0]
     for p in parts[1:]:
-        diff = first_difference(ref.meta, p.meta)
+        diff = first_difference(ref.meta, p.meta, same)
         if diff is not None:
             raise CnnvisError(f"cannot merge {ref.label or 'part ' + str(ref.index)} and "
                               f"{p.label or 'part ' + str(p.index)}: {diff}.")

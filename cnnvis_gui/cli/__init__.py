@@ -24,6 +24,7 @@ any image was skipped that way.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -216,14 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_extensions(sub) -> None:
-    """Let ``cnnvis_gui.atlas.commands`` add its sub-commands (only skipped when it does not exist)."""
-    try:
-        from cnnvis_gui.atlas.commands import register
-    except ModuleNotFoundError as e:
-        if e.name in ("cnnvis_gui.atlas", "cnnvis_gui.atlas.commands"):
-            return
-        raise
-    register(sub, add_model_arguments, model_from_args)
+    """Let ``cnnvis_gui.atlas.commands`` and ``cnnvis_gui.dissect.commands`` add their sub-commands."""
+    for module in ("cnnvis_gui.atlas.commands", "cnnvis_gui.dissect.commands"):
+        try:
+            register = importlib.import_module(module).register
+        except ModuleNotFoundError as e:
+            if e.name in (module, module.rsplit(".", 1)[0]):
+                continue
+            raise
+        register(sub, add_model_arguments, model_from_args)
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,8 @@ Visual Representations", CVPR 2017 (and NetDissect-Lite).
 >>> d.result.unit("layer4", 37).describe()                               # doctest: +SKIP
 'stripes (texture), IoU 0.21'
 """
-from .concepts import Concept, ConceptError, ConceptSet, open_concepts
+from .concepts import Concept, ConceptError, ConceptSet
+from .formats import open_concepts
 from .results import DissectResult, LayerDissection, UnitLabel
 from .scan import DEFAULT_QUANTILE, DissectProgress, Dissection, dissect, load_dissection
 from .tally import IOU_INTERPRETABLE

@@ -2,7 +2,7 @@
 
 Network dissection (Bau et al., CVPR 2017) scores a unit against every concept of a labelled
 image set.  A :class:`ConceptSet` is such a set as this program reads it, from either of two
-on-disk formats (:func:`open_concepts` tells them apart):
+on-disk formats (:func:`~cnnvis_gui.dissect.formats.open_concepts` tells them apart):
 
 * **Broden** (:mod:`cnnvis_gui.dissect.broden`), the NetDissect authors' data set, as published;
 * **a simple folder** (:mod:`cnnvis_gui.dissect.folder`): ``images/``, ``masks/`` and ``labels.csv``.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -31,7 +30,7 @@ import numpy as np
 from ..core import CnnvisError
 from ..sources import SourceError, load_raw_image
 
-__all__ = ["ConceptError", "Concept", "AnnotatedImage", "ImageLabels", "ConceptSet", "open_concepts",
+__all__ = ["ConceptError", "Concept", "AnnotatedImage", "ImageLabels", "ConceptSet",
            "read_csv", "inside", "clean_name", "MAX_LABEL_ID", "MAX_CSV_BYTES"]
 
 #: the largest concept id a mask can carry (a uint16 label map; Broden's R + 256 G)
@@ -250,30 +249,3 @@ class ConceptSet:
                                f"{', '.join(map(str, bad[:5].tolist()))}{' ...' if len(bad) > 5 else ''}, which the "
                                f"concept list does not name (it names {known}); a mask holds concept ids, 0 for none.")
         return d
-
-
-def open_concepts(path, categories=None) -> ConceptSet:
-    """The concept set in folder ``path``: Broden (``index.csv``) or the simple format (``labels.csv``).
-
-    ``categories`` (Broden) keeps only these categories, as NetDissect's ``CATEGORIES`` setting.
-    """
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise ConceptError(f"--concepts: '{root}' is not a folder; give a folder with images/, masks/ and "
-                           f"labels.csv, or a Broden folder (index.csv, label.csv).")
-    if (root / "index.csv").is_file():
-        from .broden import open_broden
-        return open_broden(root, categories)
-    if (root / "labels.csv").is_file() or (root / "masks").is_dir() or (root / "images").is_dir():
-        if categories:
-            raise ConceptError("--category selects Broden categories; this is a simple concept folder "
-                               "(labels.csv), which uses all its concepts.")
-        from .folder import open_folder
-        return open_folder(root)
-    try:
-        empty = not any(os.scandir(root))
-    except OSError:
-        empty = False
-    raise ConceptError(f"'{root}' is {'an empty folder' if empty else 'not a concept set'}: expected images/NAME.png "
-                       f"with masks/NAME.png and labels.csv (id,name[,category]), or a Broden folder with index.csv "
-                       f"and label.csv.")

@@ -27,12 +27,12 @@ a listing of the concept files and a weights hash.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -47,14 +47,15 @@ from ..atlas.scan import model_device, shard_range
 from ..atlas.state import nothing_decoded_error
 from ..atlas.sweep import LayerForward, decode_images, prefetched, resolve_layers, to_model_input, training_off
 from ..core import FIT_MODES, CnnvisError, InputSpec
-from .concepts import ConceptSet, open_concepts
+from .concepts import ConceptSet
+from .formats import open_concepts
 from .maps import layer_layouts, to_unit_maps
 from .quantile import LogSketch, TopTail, tail_size
 from .results import DissectResult, LayerDissection, label_units
 from .store import DEFAULT_MEMORY_BUDGET, ActivationStore, free_bytes, store_bytes
 from .tally import Tally, mask_geometry
 
-__all__ = ["Dissection", "DissectProgress", "DEFAULT_QUANTILE", "dissect", "load_dissection"]
+__all__ = ["Dissection", "DissectProgress", "DEFAULT_QUANTILE", "dissect", "load_dissection", "build_result"]
 
 #: the paper's Q: a unit's top 0.5 % of activations make its mask
 DEFAULT_QUANTILE = 0.005
@@ -194,7 +195,7 @@ class Dissection:
         """The finished result from the cache, or None (never runs the model)."""
         if not self.use_cache or self.shard is not None:
             return None
-        path = self.cache_path / "result.json"
+        path = self.cache_root / f"dissect-{self.whole_key}" / "result.json"
         doc = _cache.read_json(path)
         if doc is None:
             if path.exists():
@@ -462,32 +463,18 @@ class Dissection:
             self._save(name_t, next_index=np.array(done, np.int64), **tally.arrays(self.layers))
 
     # ------------------------------------------------------------------ the whole
-    def run(self) -> Iterator[DissectProgress]:
-        """Dissect (or read the cached result), yielding progress; sets :attr:`result` when finished."""
+    @contextmanager
+    def opened(self):
+        """The pass-1 state and the activation stores of this scan, for a ``with`` block (closed after).
+
+        ``run()`` is built from these steps; ranks and shards (:mod:`cnnvis_gui.dissect.parts`)
+        put their exchanges between them: :meth:`activations`, :meth:`summaries`,
+        :meth:`thresholds`, :meth:`tally`, :meth:`finish`.
+        """
         self._cancel.clear()
-        self.notices = []
-        hit = self.cached()
-        if hit is not None:
-            self.result = hit
-            yield DissectProgress(self.total, self.total, 0.0, 0.0, len(hit.skipped), self.batch_size,
-                                  from_cache=True, phase="cached")
-            return
         stores = self._stores() if self.method == "exact" else {}
         try:
-            st = self._pass1_state()
-            if not st["finished"]:
-                yield from self._activations(st, stores)
-                if not st["finished"]:
-                    return
-            if not st["ok"].any() and self.shard is None:
-                raise nothing_decoded_error(self.concepts.root / "images", self.total, st["skipped"])
-            yield self._progress("thresholds", 0, st["skipped"], time.perf_counter(), 0)
-            thresholds = self.thresholds(self.summaries(st, stores))
-            yield from self.tally(st, stores, thresholds)
-            if self.tally_result is None:
-                return
-            self.result = self.finish(thresholds, self.tally_result, st["skipped"])
-            self._store_result(self.result)
+            yield self._pass1_state(), stores
         finally:
             for s in stores.values():
                 s.close()
@@ -495,25 +482,49 @@ class Dissection:
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None
 
+    def activations(self, st: dict, stores: dict) -> Iterator[DissectProgress]:
+        """Pass 1 to the end of the slice (nothing when the cache has it); ``st["finished"]`` says it ended."""
+        if not st["finished"]:
+            yield from self._activations(st, stores)
+        if st["finished"] and not st["ok"].any() and self.shard is None:
+            raise nothing_decoded_error(self.concepts.root / "images", self.total, st["skipped"])
+
+    def run(self) -> Iterator[DissectProgress]:
+        """Dissect (or read the cached result), yielding progress; sets :attr:`result` when finished."""
+        self.notices = []
+        hit = self.cached()
+        if hit is not None:
+            self.result = hit
+            yield DissectProgress(self.total, self.total, 0.0, 0.0, len(hit.skipped), self.batch_size,
+                                  from_cache=True, phase="cached")
+            return
+        with self.opened() as (st, stores):
+            yield from self.activations(st, stores)
+            if not st["finished"]:
+                return
+            yield self._progress("thresholds", 0, st["skipped"], time.perf_counter(), 0)
+            thresholds = self.thresholds(self.summaries(st, stores))
+            yield from self.tally(st, stores, thresholds)
+            if self.tally_result is None:
+                return
+            self.result = self.finish(thresholds, self.tally_result, st["skipped"])
+            self.store_result(self.result)
+
     def finish(self, thresholds: dict, tally: Tally, skipped, world_size: int = 1) -> DissectResult:
         """The result of (merged) thresholds and tally."""
-        cs = self.concepts
-        concepts = [{"id": c.id, "name": c.name, "category": c.category, "pixels": int(tally.label[j]),
-                     "images": int(tally.images[j])} for j, c in enumerate(cs.concepts, 1)]
-        layers = {n: LayerDissection(n, self.quantile, tuple(self.grids[n]),
-                                     label_units(tally.iou(n), thresholds[n], cs.concepts))
-                  for n in self.layers}
-        info = {"concept_set": {"path": str(cs.root.resolve()), "format": cs.format, "masks_resized": tally.resized},
-                "spec": self.spec.to_dict(), "fit": self.fit or self.spec.fit, "model": type(self.model).__name__}
-        return DissectResult(layers, concepts, list(cs.categories), tally.count, list(skipped), self.method, info,
-                             world_size=world_size)
+        return build_result(self.concepts, self.layers, self.grids, self.quantile, thresholds, tally, skipped,
+                            self.method, self.spec, self.fit, type(self.model).__name__, world_size)
 
-    def _store_result(self, res: DissectResult) -> None:
-        """Keep a finished result where the next run looks; the big intermediate files go."""
+    @property
+    def whole_key(self) -> str:
+        """The cache key of the same dissection in one process (where merged results are kept)."""
+        return _cache.digest({k: v for k, v in self.identity.items() if k not in ("shard", "batch_size")})
+
+    def store_result(self, res: DissectResult) -> None:
+        """Keep a finished result where a one-process run looks; this slice's big intermediate files go."""
         if not self.use_cache:
             return
-        if self.shard is None:
-            _cache.atomic_write_json(self.cache_path / "result.json", res.to_dict())
+        _cache.atomic_write_json(self.cache_root / f"dissect-{self.whole_key}" / "result.json", res.to_dict())
         self.delete_intermediates()
 
     def delete_intermediates(self) -> None:
@@ -522,6 +533,20 @@ class Dissection:
         for p in self.cache_path.glob("tally-*.npz") if self.cache_path.is_dir() else ():
             self._drop(p.name)
         self._drop("pass1.npz", "summary.npz")
+
+
+def build_result(concepts: ConceptSet, layers, grids: dict, quantile: float, thresholds: dict, tally: Tally,
+                 skipped, method: str, spec: InputSpec, fit, model_name: str, world_size: int = 1) -> DissectResult:
+    """A :class:`DissectResult` from thresholds and (merged) tally; the labels by :func:`label_units`."""
+    cs = concepts
+    doc_concepts = [{"id": c.id, "name": c.name, "category": c.category, "pixels": int(tally.label[j]),
+                     "images": int(tally.images[j])} for j, c in enumerate(cs.concepts, 1)]
+    out = {n: LayerDissection(n, quantile, tuple(int(g) for g in grids[n]),
+                              label_units(tally.iou(n), thresholds[n], cs.concepts)) for n in layers}
+    info = {"concept_set": {"path": str(cs.root.resolve()), "format": cs.format, "masks_resized": tally.resized},
+            "spec": spec.to_dict(), "fit": fit or spec.fit, "model": model_name}
+    return DissectResult(out, doc_concepts, list(cs.categories), tally.count, list(skipped), method, info,
+                         world_size=world_size)
 
 
 def dissect(model: nn.Module, spec: InputSpec, concepts, layers, quantile: float = DEFAULT_QUANTILE, progress=None,
@@ -543,7 +568,3 @@ def load_dissection(model: nn.Module, spec: InputSpec, concepts, layers, quantil
                     **kw) -> DissectResult | None:
     """The cached dissection for this model, spec, concept set, layers and Q, or None (never runs the model)."""
     return Dissection(model, spec, concepts, layers, quantile, **kw).cached()
-
-
-def result_json(res: DissectResult) -> str:
-    return json.dumps(res.to_dict(), indent=1)

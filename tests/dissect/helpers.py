@@ -116,7 +116,7 @@ def write_broden(root: Path, images: list, labels: list, categories: list, shift
     (root / "images").mkdir(parents=True, exist_ok=True)
     rows = ["image,split,ih,iw,sh,sw," + ",".join(categories)]
     for name, img, cats in images:
-        cv2.imwrite(str(root / "images" / f"{name}.jpg" if False else root / "images" / f"{name}.png"), img)
+        cv2.imwrite(str(root / "images" / f"{name}.png"), img)
         cells, sh, sw = [], img.shape[0], img.shape[1]
         for cat in categories:
             items = []
