@@ -78,7 +78,7 @@ class DissectPart:
     def to_payload(self) -> dict:
         """Plain types and CPU tensors (what ``weights_only`` unpickling accepts), for the collectives."""
         return {"meta": self.meta, "label": self.label, "skipped": [[str(p), str(r)] for p, r in self.skipped],
-                "arrays": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.arrays.items()}}
+                "arrays": {k: torch.from_numpy(np.array(v, order="C")) for k, v in self.arrays.items()}}
 
     @classmethod
     def from_payload(cls, d: dict) -> "DissectPart":
