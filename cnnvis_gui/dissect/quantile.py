@@ -108,11 +108,24 @@ class TopTail:
         return int(self.values.shape[1])
 
     def add(self, block: torch.Tensor) -> None:
-        """Take C x V more values (a torch tensor, any device) into the tail."""
+        """Take C x V more values (a torch tensor, any device) into the tail.
+
+        Only values above each unit's current m-th largest can enter, so once the tail is full a
+        block costs one comparison pass and a top-k over its few candidates.
+        """
         if block.numel() == 0:
             return
         vals = torch.nan_to_num(block, nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
         cur = torch.from_numpy(self.values).to(vals.device, vals.dtype)
+        cutoff = cur[:, -1:]
+        if bool(torch.isfinite(cutoff).all()):             # full: keep only the candidates
+            above = vals > cutoff
+            k = int(above.sum(1).max())
+            if k == 0:
+                self.n += int(block.shape[1])
+                return
+            vals = torch.where(above, vals, torch.full_like(vals, float("-inf")))
+            vals = torch.topk(vals, min(k, vals.shape[1]), dim=1, largest=True, sorted=False).values
         both = torch.cat([cur, vals], 1)
         k = min(self.m, both.shape[1])
         top = torch.topk(both, k, dim=1, largest=True, sorted=True).values

@@ -169,9 +169,11 @@ class Tally:
 
         ``maps`` is B x C x h x w (unit maps, any device), ``thresholds`` C (same device and
         dtype), ``items`` B pairs (:class:`~cnnvis_gui.dissect.concepts.ImageLabels`,
-        :class:`Geometry`).
+        :class:`Geometry`).  NaN counts as the lowest value (never above a threshold), also for
+        the bilinear samples next to it.
         """
-        maps = torch.nan_to_num(maps, nan=float("-inf"))
+        low = torch.finfo(maps.dtype)
+        maps = torch.nan_to_num(maps, nan=low.min, neginf=low.min, posinf=low.max)
         peak = maps.amax(dim=(2, 3))
         margin = thresholds.abs() * 1e-5 + 1e-30       # see the module docstring
         active = peak > (thresholds - margin)[None, :]
@@ -187,35 +189,43 @@ class Tally:
                 self._pairs(name, maps, thresholds, sel[pb], pc, [items[b][0] for b in members], pb, geom)
 
     def _pairs(self, name, maps, thresholds, image_b, unit_c, labels, local_b, geom: Geometry) -> None:
-        """Upsample, threshold and count the given (image, unit) pairs, all with one geometry."""
+        """Upsample, threshold and count the given (image, unit) pairs, all with one geometry.
+
+        Only the pixels above threshold are looked up in the label maps (they are few: the top
+        Q of each unit), so the cost is one pass over the upsampled maps.
+        """
         K1 = self.K + 1
         ch, cw = geom.canvas
         wy0, wx0, wy1, wx1 = geom.window
         my0, mx0, my1, mx1 = geom.crop
+        h, w = maps.shape[2:]
         step = max(1, PAIR_PIXELS // max(1, ch * cw))
         dev = maps.device
         ann = torch.from_numpy(np.stack([l.annotated for l in labels]).astype(np.int64)).to(dev)   # G x categories
         k_max = max(len(l.maps) for l in labels)
-        lab_maps = None
+        lab = None
         if k_max:
-            lab_maps = torch.zeros((len(labels), k_max, my1 - my0, mx1 - mx0), dtype=torch.int64, device=dev)
+            lab = torch.zeros((len(labels), k_max, (my1 - my0) * (mx1 - mx0)), dtype=torch.int64, device=dev)
             for j, l in enumerate(labels):
                 for k, m in enumerate(l.maps):
-                    lab_maps[j, k] = torch.from_numpy(np.ascontiguousarray(m[my0:my1, mx0:mx1])).to(dev)
+                    lab[j, k] = torch.from_numpy(np.ascontiguousarray(m[my0:my1, mx0:mx1]).reshape(-1)).to(dev)
         scalars = [[s for s in l.scalars if s > 0] for l in labels]
         inter = torch.zeros(self.inter[name].shape[0] * K1, dtype=torch.int64, device=dev)
         act = torch.zeros(self.act[name].shape, dtype=torch.int64, device=dev)
         for a in range(0, len(unit_c), step):
             b_idx, c_idx, l_idx = image_b[a:a + step], unit_c[a:a + step], local_b[a:a + step]
-            up = F.interpolate(maps[b_idx, c_idx][:, None], size=(ch, cw), mode="bilinear", align_corners=False)
-            on = up[:, 0, wy0:wy1, wx0:wx1] > thresholds[c_idx][:, None, None]
-            cnt = on.flatten(1).sum(1)
+            up = maps[b_idx, c_idx]
+            if (h, w) != (ch, cw):                       # the same size: bilinear is the identity
+                up = F.interpolate(up[:, None], size=(ch, cw), mode="bilinear", align_corners=False)[:, 0]
+            on = up[:, wy0:wy1, wx0:wx1] > thresholds[c_idx][:, None, None]
+            pair, pixel = on.reshape(len(c_idx), -1).nonzero(as_tuple=True)
+            cnt = torch.bincount(pair, minlength=len(c_idx))
             act.index_add_(0, c_idx, cnt[:, None] * ann[l_idx])
-            key = c_idx[:, None] * K1
+            unit_of = c_idx[pair] * K1
             for k in range(k_max):
-                lab = lab_maps[l_idx, k].flatten(1)
-                hit = on.flatten(1) & (lab > 0)
-                inter += torch.bincount((key + lab)[hit], minlength=inter.numel())
+                labs = lab[l_idx[pair], k, pixel]
+                keep = labs > 0
+                inter += torch.bincount((unit_of + labs)[keep], minlength=inter.numel())
             for j in {int(v) for v in l_idx.tolist() if scalars[int(v)]}:
                 rows = l_idx == j
                 for s in scalars[j]:

@@ -100,7 +100,12 @@ def _shape_mask(label: int, rng: np.random.Generator) -> np.ndarray:
     return cv2.resize(mask, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
 
-def _background(rng: np.random.Generator) -> np.ndarray:
+#: the three kinds of background :func:`_background` draws, by the number it draws first
+BACKGROUNDS = ("flat", "gradient", "blotchy")
+
+
+def _background(rng: np.random.Generator) -> tuple:
+    """(64 x 64 x 3 float32 BGR background, its kind: an index into :data:`BACKGROUNDS`)."""
     kind = rng.integers(3)
     base = rng.uniform(0, 255, 3)
     if kind == 0:
@@ -116,12 +121,17 @@ def _background(rng: np.random.Generator) -> np.ndarray:
         n = cv2.GaussianBlur(n, (0, 0), rng.uniform(2, 6))
         n /= n.std() + 1e-6
         bg = (base + n * rng.uniform(15, 40)).astype(np.float32)
-    return bg + rng.normal(0, rng.uniform(2, 14), (64, 64, 3)).astype(np.float32)
+    return bg + rng.normal(0, rng.uniform(2, 14), (64, 64, 3)).astype(np.float32), int(kind)
 
 
-def make_shape(label: int, rng: np.random.Generator) -> np.ndarray:
-    """One 64 x 64 x 3 uint8 BGR image of class ``label``."""
-    bg = _background(rng)
+def make_shape_parts(label: int, rng: np.random.Generator) -> tuple:
+    """One image of class ``label`` and how it was made: (64 x 64 x 3 uint8 BGR image, the figure's
+    coverage in [0, 1] (64 x 64 float32), its colour (BGR), the background kind (:data:`BACKGROUNDS`)).
+
+    The random draws are those of :func:`make_shape`, in the same order: the same seed gives the
+    same image (the shipped checkpoints were trained on them).
+    """
+    bg, kind = _background(rng)
     mean = bg.reshape(-1, 3).mean(0)
     for _ in range(50):
         fg = rng.uniform(0, 255, 3)
@@ -129,9 +139,14 @@ def make_shape(label: int, rng: np.random.Generator) -> np.ndarray:
             break
     else:
         fg = 255.0 - mean
-    a = _shape_mask(label, rng)[..., None]
-    img = bg * (1 - a) + fg * a + rng.normal(0, 3, (64, 64, 3))
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    a = _shape_mask(label, rng)
+    img = bg * (1 - a[..., None]) + fg * a[..., None] + rng.normal(0, 3, (64, 64, 3))
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), a, fg, kind
+
+
+def make_shape(label: int, rng: np.random.Generator) -> np.ndarray:
+    """One 64 x 64 x 3 uint8 BGR image of class ``label``."""
+    return make_shape_parts(label, rng)[0]
 
 
 # ----------------------------------------------------------------------------- glyphs
