@@ -43,7 +43,8 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
                     "(id,name[,category]). The scan is cached and resumes after an interruption.")
     add_model_arguments(pd)
     g = pd.add_argument_group("dissect")
-    g.add_argument("--concepts", "-c", metavar="DIR", help="concept folder: Broden or the simple format (required)")
+    g.add_argument("--concepts", "-c", metavar="DIR", help="concept folder: Broden or the simple format (required; "
+                                                          "the shapes demo has its own)")
     g.add_argument("--layer", "-l", action="append", metavar="L[,L...]",
                    help="layer name(s) from 'cnnvis info' whose units have a spatial map; repeat or comma-separate "
                         "(required)")
@@ -111,9 +112,27 @@ def _check_json_target(path) -> Path:
     return out
 
 
+def _concepts(args, lm):
+    """``--concepts``, or for the shapes demo its own concept set (drawn into the cache at first use)."""
+    if args.concepts:
+        return args.concepts
+    from ..models.demos import demo_name_of
+    if demo_name_of(lm) != "shapes":
+        raise CnnvisError("--concepts DIR is required: a Broden folder or a simple concept folder (images/, masks/, "
+                          "labels.csv). Only the shapes demo brings its own (cnnvis dissect --model shapes).")
+    from .demo import DEMO_CONCEPT_IMAGES, demo_concepts_folder, draw_demo_concepts
+    folder = demo_concepts_folder(cache_dir=args.cache_dir)
+    with stderr_progress("cnnvis dissect: drawing the shapes demo's concept images", DEMO_CONCEPT_IMAGES, "image",
+                         quiet=args.quiet or (folder / ".complete").is_file()) as bar:
+        for done in draw_demo_concepts(folder):
+            bar.update(done)
+    args.concepts = str(folder)
+    return args.concepts
+
+
 def _dissection(args, lm, shard=None):
     from .scan import Dissection
-    return Dissection(lm.model, lm.spec, args.concepts, _layers(args.layer), quantile=args.quantile,
+    return Dissection(lm.model, lm.spec, _concepts(args, lm), _layers(args.layer), quantile=args.quantile,
                       batch_size=args.batch_size, cache_dir=args.cache_dir, use_cache=not args.no_cache,
                       workers=args.workers, shard=shard, memory_budget=_budget(args.memory_budget),
                       categories=args.category)
@@ -173,8 +192,8 @@ def _write_result(args, res, name: str, t0: float, note: str = "") -> int:
 
 # ============================================================================ one process
 def cmd_dissect(args, model_from_args, parser=None, options=()) -> int:
-    if not args.concepts or not args.layer:
-        missing = [o for o, v in (("--concepts/-c", args.concepts), ("--layer/-l", args.layer)) if not v]
+    if not args.layer:
+        missing = ["--layer/-l"]
         if parser is not None:
             parser.error(f"the following arguments are required: {', '.join(missing)}")
         raise CnnvisError(f"missing {', '.join(missing)}.")

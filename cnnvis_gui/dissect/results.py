@@ -43,9 +43,12 @@ class UnitLabel:
     interpretable: bool = False
 
     def describe(self) -> str:
-        """``"stripes (texture), IoU 0.21"``; ``"no concept (IoU 0)"``."""
+        """``"stripes (texture), IoU 0.21"``; below the paper's cut ``"no detector (best: stripes, IoU 0.03)"``;
+        ``"no concept (IoU 0)"``."""
         if self.concept is None:
             return "no concept (IoU 0)"
+        if not self.interpretable:
+            return f"no detector (best: {self.concept}, IoU {self.iou:.2f})"
         return f"{self.concept} ({self.category}), IoU {self.iou:.2f}"
 
     def to_dict(self) -> dict:

@@ -68,7 +68,7 @@ class AtlasController(QtCore.QObject):
             self.pane.show()
         else:
             self.dock.show()
-        self.pane.show_unit(self.state.layer, self.state.unit)
+        self._show_unit()
         return self.pane
 
     def set_in_layout(self, on: bool) -> None:
@@ -97,7 +97,7 @@ class AtlasController(QtCore.QObject):
                 self.holder.hide()
             self.dock.setWidget(self.pane)
             self.dock.show()
-        self.pane.show_unit(self.state.layer, self.state.unit)
+        self._show_unit()
         win.persistence.set("atlas/in_layout", self.in_layout)
         self._sync_action()
 
@@ -169,9 +169,13 @@ class AtlasController(QtCore.QObject):
         self.restore()
 
     def follow(self, names) -> None:
-        """The selection moved: the atlas pane shows the new unit."""
-        if self.pane is not None and self.pane.isVisible() and names & {"layer", "unit"}:
-            self.pane.show_unit(self.state.layer, self.state.unit)
+        """The selection moved (or the dissection shown changed): the atlas pane shows the new unit."""
+        if self.pane is not None and self.pane.isVisible() and names & {"layer", "unit", "dissection"}:
+            self._show_unit()
+
+    def _show_unit(self) -> None:
+        lab = self.state.unit_label()
+        self.pane.show_unit(self.state.layer, self.state.unit, lab.describe() if lab is not None else "")
 
     # ---- reopening: the last scan of this model comes back from the cache at once
     def _settings_key(self) -> str:

@@ -129,7 +129,7 @@ class AtlasPane(QtWidgets.QWidget):
         super().__init__(parent)
         self.tile = tile
         self.scan = None
-        self.layer, self.unit = None, None
+        self.layer, self.unit, self.concept = None, None, ""
         self._seq = 0
         self.title = plain_label("No unit selected")      # layer names, file names, errors: as text
         self.image_grid, self.image_cells = self._grid(k)
@@ -193,9 +193,12 @@ class AtlasPane(QtWidgets.QWidget):
         if self.layer is not None:
             self._submit(False)
 
-    def show_unit(self, layer: str, unit: int):
-        """Select the unit to show (crops are computed in the worker; a cached optimized image is shown)."""
-        self.layer, self.unit = layer, int(unit)
+    def show_unit(self, layer: str, unit: int, concept: str = ""):
+        """Select the unit to show (crops are computed in the worker; a cached optimized image is shown).
+
+        ``concept``: what the unit detects (network dissection), shown in the title.
+        """
+        self.layer, self.unit, self.concept = layer, int(unit), concept
         self._submit(False)
 
     def optimize(self):
@@ -249,7 +252,8 @@ class AtlasPane(QtWidgets.QWidget):
         self._clear()
         name = self.layer or "output"
         has = self.scan is not None and self.layer in self.scan.layers
-        self.title.setText(f"{name} unit {self.unit}" + ("" if has else "  (no scan for this layer: Atlas → Scan)"))
+        self.title.setText(f"{name} unit {self.unit}" + (f" — detects {self.concept}" if self.concept else "")
+                           + ("" if has else "  (no scan for this layer: Atlas → Scan)"))
         self.status.setText("optimizing…" if optimize else ("computing crops…" if has else ""))
         self.worker.submit(AtlasRequest(self._seq, self.layer, self.unit, self.scan, optimize,
                                         int(self.preset.currentData()), self.method.currentText()))

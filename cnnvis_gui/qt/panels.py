@@ -142,6 +142,7 @@ class ActivationGrid(ImagePane):
         self.unit_mean = None
         self.hover_text = ""
         self._label_items = []
+        self._labels_key = None
         self.sel_rect = QtWidgets.QGraphicsRectItem(self.item)
         self.frozen_rect = QtWidgets.QGraphicsRectItem(self.item)
         for r, c, w in ((self.sel_rect, SELECTED_COLOR, 2.5), (self.frozen_rect, FROZEN_COLOR, 2.5)):
@@ -159,27 +160,49 @@ class ActivationGrid(ImagePane):
         old = self.mosaic
         self.mosaic, self.unit_max, self.unit_mean = mosaic, unit_max, unit_mean
         self.set_rgb(mosaic.image)
-        if old is None or old.image.shape != mosaic.image.shape or _labels(old) != _labels(mosaic):
+        key = (mosaic.image.shape, tuple(_labels(mosaic)), self._concepts_key())
+        if old is None or key != self._labels_key:
             self._place_labels()
         self.update_outlines()
 
+    def _concepts_key(self):
+        d = self.state.dissection
+        return (id(d), self.state.layer) if d is not None and self.state.layer in d.layers else None
+
     def _place_labels(self):
-        """Class names under the tiles of a labelled linear layer (few units only)."""
+        """Class names under the tiles of a labelled linear layer, or what each unit detects
+        (network dissection: the concept of its interpretable units), for up to 256 tiles."""
         for t in self._label_items:
             t.setParentItem(None)
             if t.scene() is not None:
                 t.scene().removeItem(t)
         self._label_items = []
         m = self.mosaic
-        names = _labels(m)
-        if not names or m.n_units > 64:
+        if m is None:
             return
-        for u, name in enumerate(names):
-            x0, y0, w, h = m.tile_rect(u)
-            t = pg.TextItem(str(name), color=(230, 230, 230), anchor=(0.5, 1.0), fill=(0, 0, 0, 140))
-            t.setParentItem(self.item)
-            t.setPos(x0 + w / 2, y0 + h)
-            self._label_items.append(t)
+        self._labels_key = (m.image.shape, tuple(_labels(m)), self._concepts_key())
+        names = _labels(m)
+        if names and m.n_units <= 64:
+            for u, name in enumerate(names):
+                self._add_label(u, str(name), (230, 230, 230))
+            return
+        if self._labels_key[2] is None or m.n_units > 256:
+            return
+        for u in range(m.n_units):
+            lab = self.state.unit_label(self.state.layer, u)
+            if lab is not None and lab.interpretable:
+                self._add_label(u, lab.concept, concept_colour(lab.category), small=True)
+
+    def _add_label(self, u: int, text: str, colour, small: bool = False) -> None:
+        x0, y0, w, h = self.mosaic.tile_rect(u)
+        t = pg.TextItem(text, color=colour, anchor=(0.5, 1.0), fill=(0, 0, 0, 150))
+        if small:
+            f = t.textItem.font()
+            f.setPointSizeF(7.0)
+            t.setFont(f)
+        t.setParentItem(self.item)
+        t.setPos(x0 + w / 2, y0 + h)
+        self._label_items.append(t)
 
     def unit_at(self, x: float, y: float):
         if self.mosaic is None:
@@ -201,7 +224,9 @@ class ActivationGrid(ImagePane):
         else:
             names = _labels(self.mosaic)
             name = f" ({names[u]})" if names and u < len(names) else ""
-            self.hover_text = (f"unit {u}{name}   max {self.unit_max[u]:.3g}   mean {self.unit_mean[u]:.3g}")
+            lab = self.state.unit_label(self.state.layer, u)
+            detects = f"   {lab.describe()}" if lab is not None else ""
+            self.hover_text = (f"unit {u}{name}   max {self.unit_max[u]:.3g}   mean {self.unit_mean[u]:.3g}{detects}")
         self.info.setText(self.hover_text or self._default_info())
 
     def _default_info(self):
@@ -211,6 +236,8 @@ class ActivationGrid(ImagePane):
     def _on_state(self, names):
         if names & {"unit", "frozen_unit", "layer"}:
             self.update_outlines()
+        if "dissection" in names and self.mosaic is not None:
+            self._place_labels()
 
     def update_outlines(self):
         m, s = self.mosaic, self.state
@@ -233,6 +260,22 @@ class ActivationGrid(ImagePane):
             self.frozen_rect.hide()
         if not self.hover_text:
             self.info.setText(self._default_info())
+
+
+#: the text colour of a concept's category in the grid (the paper's figures colour categories too)
+_CATEGORY_COLOURS = {"shape": (255, 190, 90), "object": (255, 190, 90), "color": (120, 220, 255),
+                     "texture": (150, 240, 140), "part": (240, 150, 240), "material": (240, 240, 120),
+                     "scene": (255, 140, 140)}
+
+
+def concept_colour(category) -> tuple:
+    """RGB of a concept category's labels (a stable colour for categories not listed)."""
+    if category in _CATEGORY_COLOURS:
+        return _CATEGORY_COLOURS[category]
+    import zlib
+    h = zlib.crc32(str(category).encode()) % 360
+    c = QtGui.QColor.fromHsv(h, 110, 250)
+    return (c.red(), c.green(), c.blue())
 
 
 def _labels(mosaic):

@@ -132,9 +132,7 @@ class RenderLoop(QtCore.QObject):
         self.state.update(grid_cols=int(res.mosaic.cols))
         win.unit_pane.set_unit(res.unit_rgb, res.unit_levels, *self._scalar(res))
         lo, hi = res.unit_levels
-        what = "gradient at " if res.grid_mode == "gradients" else "of "
-        win.unit_pane.title.setText(f"Unit {res.unit} <span style='color:#888'>{what}{html_text(res.layer or 'output')}"
-                                    f"</span>")
+        win.unit_pane.title.setText(self.unit_title(res))
         scalar = res.unit_map.size == 1                                   # the number is shown instead
         win.unit_pane.info.setText("" if scalar else f"{lo:.2g} … {hi:.2g}")   # the colour bar has the scale
         win.unit_pane.info.setToolTip(f"values of unit {res.unit}: {lo:.6g} … {hi:.6g}")
@@ -220,6 +218,27 @@ class RenderLoop(QtCore.QObject):
             win.zoom_bp.title.setText(f"Backprop — {METHOD_LABELS.get(bp.method, bp.method)} "
                                       f"<span style='color:#888'>of {html_text(res.bp[0] or 'output')} #{res.bp[1]}"
                                       f" — zoom (z: next, Esc: back)</span>")
+
+    def unit_title(self, res) -> str:
+        """The unit pane's title: ``Unit 5: star (shape, IoU 0.31) of features.14`` when the dissection shown
+        labels the unit (the concept first: a narrow pane cuts the end), else ``Unit 5 of features.14``."""
+        what = "gradient at " if res.grid_mode == "gradients" else "of "
+        where = f"{what}{html_text(res.layer or 'output')}"
+        lab = self.state.unit_label(res.layer, res.unit)
+        if lab is None:
+            return f"Unit {res.unit} <span style='color:#888'>{where}</span>"
+        if lab.concept is None:
+            return f"Unit {res.unit}: <span style='color:#888'>no concept (IoU 0) {where}</span>"
+        if not lab.interpretable:               # below the paper's cut: the best match, not a detector
+            return (f"Unit {res.unit}: <span style='color:#888'>no detector (best {html_text(lab.concept)}, IoU "
+                    f"{lab.iou:.2f}) {where}</span>")
+        return (f"Unit {res.unit}: <b>{html_text(lab.concept)}</b> <span style='color:#888'>"
+                f"({html_text(lab.category)}, IoU {lab.iou:.2f}) {where}</span>")
+
+    def update_unit_title(self) -> None:
+        """The unit pane's title again (the dissection shown changed)."""
+        if self.last_result is not None:
+            self.win.unit_pane.title.setText(self.unit_title(self.last_result))
 
     def update_grid_title(self) -> None:
         win, s = self.win, self.state

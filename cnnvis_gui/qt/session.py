@@ -35,6 +35,7 @@ class ModelSession:
         self.gen += 1
         self.mm = None
         win.atlas.reset()
+        win.state.update(dissection=None)          # the labels belong to the old model
         self._initial = {k: v for k, v in (("layer", layer), ("unit", unit), ("method", method)) if v is not None}
         self._notices = [str(n) for n in (getattr(loaded, "notes", None) or [])]
         name = getattr(loaded, "name", "model")

@@ -89,6 +89,7 @@ class ViewerState:
     frozen_frame: bool = False
     use_camera: bool = False
     show_help: bool = False
+    dissection: Optional[object] = None   # the DissectResult whose unit labels are shown (None: none)
     changed: list = field(default_factory=list, repr=False, compare=False)
 
     # ------------------------------------------------------------------ observer
@@ -118,6 +119,16 @@ class ViewerState:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "changed"}
 
     # ------------------------------------------------------------------ derived
+    def unit_label(self, layer: str | None = None, unit: int | None = None):
+        """What the dissection shown says unit ``unit`` of ``layer`` detects (a ``UnitLabel``), or None."""
+        d = self.dissection
+        layer = self.layer if layer is None else layer
+        unit = self.unit if unit is None else unit
+        t = getattr(d, "layers", {}).get(layer) if d is not None else None
+        if t is None or not 0 <= int(unit) < len(t.units):
+            return None
+        return t.units[int(unit)]
+
     @property
     def backprop_unit(self) -> tuple:
         """(layer, unit) whose backprop is shown: the frozen one if any, else the selection."""

@@ -8,6 +8,7 @@ The window owns the Qt-free :class:`ViewerState` (what the user looks at) and th
 ``inputs``         :class:`~.inputs.InputController` -- sources, frames, opening in threads
 ``render``         :class:`~.render.RenderLoop` -- requests to the worker, drawing the results
 ``atlas``          :class:`~.atlas_control.AtlasController` -- the atlas dock, pattern mode
+``dissect``        :class:`~.dissect_control.DissectController` -- network dissection: labels, summary
 ``saver``          :class:`~.saving.Saver` -- panes as PNG, raw arrays as .npz
 ``navigator``      :class:`~.navigation.Navigator` -- keys and layer / image steps
 ``persistence``    :class:`~.settings.Persistence` -- the user's saved settings
@@ -24,6 +25,7 @@ import sys
 from PyQt5 import QtCore, QtWidgets
 
 from .atlas_control import AtlasController
+from .dissect_control import DissectController
 from .inputs import InputController
 from .layout import build_menus, build_panels
 from .navigation import KeyFilter, Navigator
@@ -72,6 +74,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session = ModelSession(self)
         self.inputs = InputController(self)
         self.atlas = AtlasController(self)
+        self.dissect = DissectController(self)
         self.saver = Saver(self)
         self.navigator = Navigator(self)
         self.render = RenderLoop(self)
@@ -113,6 +116,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.atlas.apply_patterns()
         if names & {"grid_mode", "layer", "patterns"}:
             self.render.update_grid_title()
+        if "dissection" in names:
+            self.render.update_unit_title()
         if "zoom" in names:
             self._apply_zoom()
         if "compare" in names:
@@ -280,6 +285,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.inputs.shutdown()
         self.render.shutdown(self.STOP_TIMEOUT_MS)
         self.atlas.shutdown(self.STOP_TIMEOUT_MS)
+        self.dissect.shutdown()
         self.inputs.close_sources()
 
     def closeEvent(self, ev):
