@@ -1,0 +1,110 @@
+"""Network dissection in the window: the Dissect dialog, labels in the grid (tiles and hover), the
+unit pane's and the atlas pane's titles, the summary dock; the shapes demo labels itself at first
+start and comes back from the cache at the next."""
+from __future__ import annotations
+
+import pytest
+
+from cnnvis_gui.dissect import demo as DD
+from cnnvis_gui.models import demo_checkpoint
+
+from ..dissect.helpers import make_concepts
+
+
+def _hover(win, unit):
+    m = win.grid.mosaic
+    x0, y0, w, h = m.tile_rect(unit)
+    win.grid._on_hover(x0 + w / 2, y0 + h / 2)
+    return win.grid.info.text()
+
+
+def _labels(win):
+    return [t.textItem.toPlainText() for t in win.grid._label_items]
+
+
+def test_the_dialog_dissects_and_every_view_shows_the_labels(qtbot, window, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "cache"))
+    folder = make_concepts(tmp_path / "concepts", n=16, seed=1)
+    win = window
+    d = win.dissect.dialog()
+    qtbot.addWidget(d)
+    assert [d.layers.item(i).data(0x0100) for i in range(d.layers.count())] == \
+        ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2"]          # layers with a spatial map (pool2: 1 x 1)
+    d.concepts.setText(str(folder))
+    for i in range(d.layers.count()):
+        d.layers.item(i).setCheckState(2 if d.layers.item(i).data(0x0100) in ("relu1", "conv2") else 0)
+    d.quantile.setValue(0.1)
+    with qtbot.waitSignal(d.dissected, timeout=60000) as got:
+        d.start()
+    res, params = got.args
+    assert params == {"concepts": str(folder), "layers": ["relu1", "conv2"], "quantile": 0.1}
+    assert win.state.dissection is res and set(res.layers) == {"relu1", "conv2"}
+    assert "units interpretable" in d.status.text()
+    assert win.dissect.dock.isVisible() and "relu1" not in win.dissect.summary.title.text()
+    win.state.update(layer="conv2", unit=0)
+    with qtbot.waitSignal(win.frameDrawn, timeout=20000):
+        win.request_render()
+    lab = res.unit("conv2", 0)
+    assert lab.describe() in _hover(win, 0)                              # the hover line
+    title = win.unit_pane.title.text()
+    assert title.startswith("Unit 0: ") and (lab.concept in title)       # the unit pane's title
+    shown = _labels(win)
+    assert shown == [u.concept for u in res.layer("conv2").units if u.interpretable] and shown
+    assert "conv2" in win.dissect.summary.title.text()
+    pane = win.show_atlas()
+    assert lab.describe() in pane.title.text()                           # the atlas pane
+    # a layer without a dissection: no labels, a plain title
+    with qtbot.waitSignal(win.frameDrawn, timeout=20000):
+        win.state.update(layer="fc", unit=1)
+    assert _labels(win) == ["a", "b", "c", "d"] and win.unit_pane.title.text().startswith("Unit 1 ")
+    assert "No dissection of this layer" in win.dissect.summary.title.text()
+    assert win.dissect.remembered() == params
+
+
+def test_a_bad_concept_folder_is_one_line_in_the_dialog(qtbot, window, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "cache"))
+    folder = make_concepts(tmp_path / "concepts", n=4)
+    (folder / "masks" / "im001.png").unlink()
+    d = window.dissect.dialog()
+    qtbot.addWidget(d)
+    d.concepts.setText(str(folder))
+    d.start()
+    qtbot.waitUntil(lambda: d.status.text().startswith("Dissection failed"), timeout=60000)
+    assert "has no mask" in d.status.text() and "\n" not in d.status.text()
+    assert window.state.dissection is None
+
+
+@pytest.mark.skipif(not demo_checkpoint("shapes").is_file(), reason="demo checkpoints not built")
+def test_the_shapes_demo_shows_labels_at_first_start_and_from_the_cache_after(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CNNVIS_DEMO_DISSECT", "1")
+    monkeypatch.setattr(DD, "DEMO_CONCEPT_IMAGES", 40)
+    monkeypatch.setattr(DD, "DEMO_LAYERS", ("features.12", "features.14"))
+    from cnnvis_gui.qt.window import MainWindow
+
+    def start():
+        win = MainWindow()
+        qtbot.addWidget(win)
+        win.resize(1280, 720)
+        win.show()
+        win.open_demo("shapes", images=True)
+        return win
+    win = start()
+    qtbot.waitUntil(lambda: win.state.dissection is not None, timeout=120000)
+    res = win.state.dissection
+    assert not res.from_cache and res.images == 40 and set(res.layers) == {"features.12", "features.14"}
+    assert res.categories == ["shape", "color", "texture"]
+    assert win.dissect.dock.isVisible()
+    qtbot.waitUntil(lambda: win.grid.mosaic is not None and win.state.layer == "features.12", timeout=30000)
+    with qtbot.waitSignal(win.frameDrawn, timeout=20000):
+        win.request_render()
+    assert _labels(win) == [u.concept for u in res.layer("features.12").units if u.interpretable]
+    assert res.unit("features.12", 3).describe() in _hover(win, 3)
+    win.close()
+    # the next start: from the cache, nothing drawn or run again
+    win2 = start()
+    qtbot.waitUntil(lambda: win2.state.dissection is not None, timeout=60000)
+    again = win2.state.dissection
+    assert again.from_cache and win2.dissect.demo_worker is None
+    assert [u.to_dict() for u in again.layer("features.14").units] == [u.to_dict() for u in res.layer("features.14").units]
+    win2.close()
