@@ -33,7 +33,7 @@ from .results import LayerTopK
 from .state import nothing_decoded_error, scan_arrays, state_from_arrays, store_result
 
 __all__ = ["AtlasPart", "PART_JSON", "PART_NPZ", "PART_VERSION", "part_meta", "part_from_scan", "write_part",
-           "read_part", "check_parts", "first_difference", "SAME_SCAN", "merge_topk", "cache_merged", "merge_parts", "parse_shard"]
+           "read_part", "read_part_files", "check_parts", "first_difference", "SAME_SCAN", "merge_topk", "cache_merged", "merge_parts", "parse_shard"]
 
 PART_VERSION = 2
 PART_JSON = "atlas-part.json"
@@ -134,6 +134,23 @@ def write_part(folder, part: AtlasPart) -> None:
     _cache.atomic_write_json(folder / PART_JSON, part.meta)
 
 
+def read_part_files(folder: Path, json_name: str, npz_name: str, version: int, command: str) -> tuple:
+    """(meta, arrays or None) of a part folder; one clear error when its meta is missing or of another version.
+
+    The shards of ``cnnvis atlas`` and of ``cnnvis dissect`` write their parts this way: the
+    arrays first, then the meta (each atomically), so a meta names arrays that were complete.
+    """
+    meta = _cache.read_json(folder / json_name)
+    if not isinstance(meta, dict):
+        what = "is not a folder" if not folder.is_dir() else f"has no readable {json_name}"
+        raise CnnvisError(f"'{folder}' {what}: give the --out folders of '{command} --shard I/N' runs "
+                          f"that finished.")
+    if meta.get("version") != version:
+        raise CnnvisError(f"'{folder / json_name}' has format version {meta.get('version')!r}, this cnnvis "
+                          f"reads version {version}; run that shard again with this version.")
+    return meta, _cache.load_npz(folder / npz_name)
+
+
 def read_part(folder) -> AtlasPart:
     """The part written to ``folder`` by ``cnnvis atlas --shard I/N``; one clear error when there is none.
 
@@ -141,15 +158,7 @@ def read_part(folder) -> AtlasPart:
     damaged or hand-edited part is refused instead of merged.
     """
     folder = Path(folder).expanduser()
-    meta = _cache.read_json(folder / PART_JSON)
-    if not isinstance(meta, dict):
-        what = "is not a folder" if not folder.is_dir() else f"has no readable {PART_JSON}"
-        raise CnnvisError(f"'{folder}' {what}: give the --out folders of 'cnnvis atlas --shard I/N' runs "
-                          f"that finished.")
-    if meta.get("version") != PART_VERSION:
-        raise CnnvisError(f"'{folder / PART_JSON}' has format version {meta.get('version')!r}, this cnnvis "
-                          f"reads version {PART_VERSION}; rescan that shard with this version.")
-    z = _cache.load_npz(folder / PART_NPZ)
+    meta, z = read_part_files(folder, PART_JSON, PART_NPZ, PART_VERSION, "cnnvis atlas")
     try:
         if z is None:
             raise ValueError(f"no readable {PART_NPZ}")

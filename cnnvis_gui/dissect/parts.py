@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..atlas import cache as _cache
-from ..atlas.merge import check_parts
+from ..atlas.merge import check_parts, read_part_files
 from ..core import CnnvisError, InputSpec
 from .formats import open_concepts
 from .quantile import LogSketch, TopTail
@@ -131,15 +131,7 @@ def write_part(folder, part: DissectPart) -> None:
 def read_part(folder) -> DissectPart:
     """The part written to ``folder`` by ``cnnvis dissect --shard I/N``; one clear error when there is none."""
     folder = Path(folder).expanduser()
-    meta = _cache.read_json(folder / PART_JSON)
-    if not isinstance(meta, dict):
-        what = "is not a folder" if not folder.is_dir() else f"has no readable {PART_JSON}"
-        raise CnnvisError(f"'{folder}' {what}: give the --out folders of 'cnnvis dissect --shard I/N' runs that "
-                          f"finished.")
-    if meta.get("version") != PART_VERSION:
-        raise CnnvisError(f"'{folder / PART_JSON}' has format version {meta.get('version')!r}; this cnnvis reads "
-                          f"version {PART_VERSION}. Run that shard again with this version.")
-    z = _cache.load_npz(folder / PART_NPZ)
+    meta, z = read_part_files(folder, PART_JSON, PART_NPZ, PART_VERSION, "cnnvis dissect")
     try:
         if z is None:
             raise ValueError(f"no readable {PART_NPZ}")

@@ -23,7 +23,7 @@ from ..atlas import TopKScan, ScanProgress
 from ..core import CnnvisError
 from .plain import plain_label
 
-__all__ = ["ScanWorker", "AtlasScanDialog", "private_model", "strip_recording_hooks", "stop_worker"]
+__all__ = ["ScanWorker", "WorkerDialog", "AtlasScanDialog", "private_model", "strip_recording_hooks", "stop_worker"]
 
 
 _FORWARD_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks")
@@ -142,7 +142,101 @@ class ScanWorker(QtCore.QThread):
             self.failed.emit(f"{type(e).__name__}: {e}" if not str(e).startswith(type(e).__name__) else str(e))
 
 
-class AtlasScanDialog(QtWidgets.QDialog):
+class WorkerDialog(QtWidgets.QDialog):
+    """A dialog that runs one job in a :class:`ScanWorker`: progress bar, status line, Start / Cancel / Close.
+
+    A job is any object with ``run()`` (a generator of progress with ``fraction`` and
+    ``describe()``), ``cancel()`` and ``result`` (the atlas's scan, a dissection).  Subclasses build
+    their form around :attr:`bar`, :attr:`status` and :attr:`buttons`, call :meth:`launch`, and
+    implement ``_done(result)``.
+    """
+
+    #: the status line's words when the job fails, before the message
+    failed_prefix = "Failed"
+
+    def __init__(self, start_text: str, parent=None):
+        super().__init__(parent)
+        self.worker: ScanWorker | None = None
+        self.result = None
+        # the dialog may be deleted (WA_DeleteOnClose, its parent window closing) without a closeEvent:
+        # then too cancel the job and wait for it (a lambda that holds no reference to the dialog)
+        self._live = {"worker": None}
+        self.destroyed.connect(lambda _=None, live=self._live: stop_worker(live.pop("worker", None)))
+        self.bar = QtWidgets.QProgressBar()
+        self.bar.setRange(0, 100)
+        self.bar.setValue(0)
+        self.status = plain_label("")                  # progress and errors quote file and folder names
+        self.status.setWordWrap(True)
+        self.start_button = QtWidgets.QPushButton(start_text)
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QtWidgets.QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        close = QtWidgets.QPushButton("Close")
+        close.clicked.connect(self.close)
+        self.buttons = QtWidgets.QHBoxLayout()
+        self.buttons.addStretch(1)
+        for b in (self.start_button, self.cancel_button, close):
+            self.buttons.addWidget(b)
+
+    def start(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _done(self, result):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def launch(self, job, status: str) -> None:
+        """Run ``job`` in a new worker (no Qt parent: never destroyed with the dialog while it runs)."""
+        self.bar.setValue(0)
+        self.status.setText(status)
+        self.worker = ScanWorker(job)
+        self._live["worker"] = self.worker
+        self.worker.progress.connect(self._progress)
+        self.worker.finished_scan.connect(self._done)
+        self.worker.failed.connect(self._failed)
+        self.worker.finished.connect(self._worker_gone)
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.worker.start()
+
+    def cancel(self):
+        if self.worker is not None:
+            self.worker.cancel()
+            self.status.setText("Stopping after this batch… (it resumes where it stopped next time)")
+
+    def _progress(self, p):
+        self.bar.setValue(int(round(100 * p.fraction)))
+        self.status.setText(p.describe())
+
+    def _failed(self, message: str):
+        self.status.setText(f"{self.failed_prefix}: {message}")
+
+    def _worker_gone(self):
+        w = self.sender()
+        _forget(w)
+        if w is not None and w is not self.worker:   # an earlier job, already stopped by shutdown()
+            return
+        self.worker = self._live["worker"] = None
+        self.start_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def shutdown(self):
+        """Cancel a running job and wait for its thread to end (the partial job is checkpointed)."""
+        w, self.worker, self._live["worker"] = self.worker, None, None
+        stop_worker(w)
+        self.start_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def closeEvent(self, ev):
+        self.shutdown()
+        super().closeEvent(ev)
+
+    def reject(self):   # Escape: like Close
+        self.shutdown()
+        super().reject()
+
+
+class AtlasScanDialog(WorkerDialog):
     """Choose a folder, layers and k; scan with a progress bar; cancel; reopen cached scans at once.
 
     Signals
@@ -151,18 +245,13 @@ class AtlasScanDialog(QtWidgets.QDialog):
     """
 
     scanFinished = QtCore.pyqtSignal(object)
+    failed_prefix = "Scan failed"
 
     def __init__(self, model, spec, layers, folder=None, k: int = 9, selected=None, cache_dir=None,
                  batch_size: int = 32, parent=None):
-        super().__init__(parent)
+        super().__init__("Scan", parent)
         self.setWindowTitle("Unit atlas: scan a folder")
         self.model, self.spec, self.cache_dir = model, spec, cache_dir
-        self.worker: ScanWorker | None = None
-        self.result = None
-        # the dialog may be deleted (WA_DeleteOnClose, its parent window closing) without a closeEvent:
-        # then too cancel the scan and wait for it (a lambda that holds no reference to the dialog)
-        self._live = {"worker": None}
-        self.destroyed.connect(lambda _=None, live=self._live: stop_worker(live.pop("worker", None)))
 
         self.folder = QtWidgets.QLineEdit(str(folder or ""))
         self.folder.setPlaceholderText("folder of images (searched recursively)")
@@ -187,23 +276,6 @@ class AtlasScanDialog(QtWidgets.QDialog):
         self.batch = QtWidgets.QSpinBox()
         self.batch.setRange(1, 4096)
         self.batch.setValue(int(batch_size))
-        self.bar = QtWidgets.QProgressBar()
-        self.bar.setRange(0, 100)
-        self.bar.setValue(0)
-        self.status = plain_label("")                  # progress and errors quote file and folder names
-        self.status.setWordWrap(True)
-
-        self.start_button = QtWidgets.QPushButton("Scan")
-        self.start_button.clicked.connect(self.start)
-        self.cancel_button = QtWidgets.QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        close = QtWidgets.QPushButton("Close")
-        close.clicked.connect(self.close)
-        buttons = QtWidgets.QHBoxLayout()
-        buttons.addStretch(1)
-        for b in (self.start_button, self.cancel_button, close):
-            buttons.addWidget(b)
 
         form = QtWidgets.QFormLayout()
         form.addRow("Folder", row)
@@ -214,7 +286,7 @@ class AtlasScanDialog(QtWidgets.QDialog):
         lay.addLayout(form)
         lay.addWidget(self.bar)
         lay.addWidget(self.status)
-        lay.addLayout(buttons)
+        lay.addLayout(self.buttons)
 
     # ------------------------------------------------------------------ choices
     def chosen_layers(self) -> list:
@@ -245,26 +317,12 @@ class AtlasScanDialog(QtWidgets.QDialog):
             self.status.setText(f"Scan failed: {e}")
             return
         # the folder listing, weights hash and cache lookup happen in the worker, not here
-        self.bar.setValue(0)
-        self.status.setText("Listing the folder…")
-        self.worker = ScanWorker(scan)    # no Qt parent: never destroyed with the dialog while it runs
-        self._live["worker"] = self.worker
-        self.worker.progress.connect(self._progress)
-        self.worker.finished_scan.connect(self._done)
-        self.worker.failed.connect(self._failed)
-        self.worker.finished.connect(self._worker_gone)
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.worker.start()
+        self.launch(scan, "Listing the folder…")
 
     def cancel(self):
         if self.worker is not None:
             self.worker.cancel()
             self.status.setText("Stopping after this batch… (the scan resumes where it stopped next time)")
-
-    def _progress(self, p: ScanProgress):
-        self.bar.setValue(int(round(100 * p.fraction)))
-        self.status.setText(p.describe())
 
     def _done(self, result):
         if result is None:
@@ -277,30 +335,3 @@ class AtlasScanDialog(QtWidgets.QDialog):
         notes = list(getattr(getattr(self.sender(), "scan", None), "notices", None) or [])
         self.status.setText(" ".join([f"{len(result.paths)} images, {src}{sk}."] + notes))
         self.scanFinished.emit(result)
-
-    def _failed(self, message: str):
-        self.status.setText(f"Scan failed: {message}")
-
-    def _worker_gone(self):
-        w = self.sender()
-        _forget(w)
-        if w is not None and w is not self.worker:   # an earlier scan, already stopped by shutdown()
-            return
-        self.worker = self._live["worker"] = None
-        self.start_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-
-    def shutdown(self):
-        """Cancel a running scan and wait for its thread to end (the partial scan is checkpointed)."""
-        w, self.worker, self._live["worker"] = self.worker, None, None
-        stop_worker(w)
-        self.start_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-
-    def closeEvent(self, ev):
-        self.shutdown()
-        super().closeEvent(ev)
-
-    def reject(self):   # Escape: like Close
-        self.shutdown()
-        super().reject()

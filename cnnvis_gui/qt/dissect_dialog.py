@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PyQt5 import QtCore, QtWidgets
 
-from .atlas_dialog import ScanWorker, _forget, private_model, stop_worker
+from .atlas_dialog import WorkerDialog, private_model
 
 __all__ = ["DissectDialog", "DissectJob", "DEMO_CONCEPTS"]
 
@@ -59,7 +59,7 @@ class DissectJob:
         self.result = self._job.result
 
 
-class DissectDialog(QtWidgets.QDialog):
+class DissectDialog(WorkerDialog):
     """Choose a concept folder, layers and Q; dissect with a progress bar; cancel.
 
     Signals
@@ -68,16 +68,13 @@ class DissectDialog(QtWidgets.QDialog):
     """
 
     dissected = QtCore.pyqtSignal(object, dict)
+    failed_prefix = "Dissection failed"
 
     def __init__(self, model, spec, layers, selected=None, concepts=None, quantile: float = 0.005,
                  demo: bool = False, cache_dir=None, parent=None):
-        super().__init__(parent)
+        super().__init__("Dissect", parent)
         self.setWindowTitle("Network dissection: name what each unit detects")
         self.model, self.spec, self.cache_dir, self.demo = model, spec, cache_dir, demo
-        self.worker: ScanWorker | None = None
-        self.result = None
-        self._live = {"worker": None}
-        self.destroyed.connect(lambda _=None, live=self._live: stop_worker(live.pop("worker", None)))
 
         intro = QtWidgets.QLabel(
             "Network dissection (Bau et al., CVPR 2017): each unit's map is thresholded at the (1 − Q) quantile "
@@ -113,21 +110,6 @@ class DissectDialog(QtWidgets.QDialog):
         self.quantile.setSingleStep(0.001)
         self.quantile.setValue(float(quantile))
         self.quantile.setToolTip("Q: a unit's mask is where it exceeds its (1 − Q) quantile; the paper uses 0.005")
-        self.bar = QtWidgets.QProgressBar()
-        self.bar.setRange(0, 100)
-        self.status = QtWidgets.QLabel("")
-        self.status.setWordWrap(True)
-        self.start_button = QtWidgets.QPushButton("Dissect")
-        self.start_button.clicked.connect(self.start)
-        self.cancel_button = QtWidgets.QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        close = QtWidgets.QPushButton("Close")
-        close.clicked.connect(self.close)
-        buttons = QtWidgets.QHBoxLayout()
-        buttons.addStretch(1)
-        for b in (self.start_button, self.cancel_button, close):
-            buttons.addWidget(b)
         form = QtWidgets.QFormLayout()
         form.addRow("Concepts", row)
         form.addRow("Layers (with a spatial map)", self.layers)
@@ -137,7 +119,7 @@ class DissectDialog(QtWidgets.QDialog):
         lay.addLayout(form)
         lay.addWidget(self.bar)
         lay.addWidget(self.status)
-        lay.addLayout(buttons)
+        lay.addLayout(self.buttons)
         self.resize(560, 520)
 
     def chosen_layers(self) -> list:
@@ -171,26 +153,7 @@ class DissectDialog(QtWidgets.QDialog):
         except Exception as e:  # noqa: BLE001 - the model cannot be copied: say so
             self.status.setText(f"Dissection failed: {e}")
             return
-        self.bar.setValue(0)
-        self.status.setText("Reading the concept set…")
-        self.worker = ScanWorker(job)
-        self._live["worker"] = self.worker
-        self.worker.progress.connect(self._progress)
-        self.worker.finished_scan.connect(self._done)
-        self.worker.failed.connect(self._failed)
-        self.worker.finished.connect(self._worker_gone)
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.worker.start()
-
-    def cancel(self):
-        if self.worker is not None:
-            self.worker.cancel()
-            self.status.setText("Stopping after this batch… (it resumes where it stopped next time)")
-
-    def _progress(self, p):
-        self.bar.setValue(int(round(100 * p.fraction)))
-        self.status.setText(p.describe())
+        self.launch(job, "Reading the concept set…")
 
     def _done(self, result):
         if result is None:
@@ -209,29 +172,3 @@ class DissectDialog(QtWidgets.QDialog):
             parts.append(job.method_note)
         self.status.setText(" ".join(parts))
         self.dissected.emit(result, dict(getattr(job, "params", {}) or self.params()))
-
-    def _failed(self, message: str):
-        self.status.setText(f"Dissection failed: {message}")
-
-    def _worker_gone(self):
-        w = self.sender()
-        _forget(w)
-        if w is not None and w is not self.worker:
-            return
-        self.worker = self._live["worker"] = None
-        self.start_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-
-    def shutdown(self):
-        w, self.worker, self._live["worker"] = self.worker, None, None
-        stop_worker(w)
-        self.start_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-
-    def closeEvent(self, ev):
-        self.shutdown()
-        super().closeEvent(ev)
-
-    def reject(self):
-        self.shutdown()
-        super().reject()

@@ -1,0 +1,148 @@
+"""Network dissection throughput against the bare no-grad forward of the same model and batch size.
+
+    python benchmarks/bench_dissect.py [--device cpu|cuda] [--repeats 3] [--shapes-images 400] [--resnet-images 64]
+
+For each model, alternating runs (median over repeats, after one warm-up of each) measure:
+
+* forward: ``model(x)`` under ``torch.no_grad`` on batches already in memory (no decode);
+* scan: pass 1 of :class:`cnnvis_gui.dissect.Dissection` (decode images, check every mask,
+  normalize, forward with the hooks, unit maps into the activation store), cache off;
+* dissection: the whole of it (pass 1, the exact thresholds from the store, the tally that
+  upsamples the stored maps to every mask): what ``cnnvis dissect`` costs end to end.
+
+Models: the shapes demo on its own concept set (64 x 64 images, 64 x 64 masks with the shape,
+colour and texture categories; four layers from 64 x 64 to 8 x 8 maps), and torchvision's
+ResNet-18 (random init) at 224 x 224 on a generated simple-format concept folder (224 x 224 masks;
+``layer3`` 14 x 14 and ``layer4`` 7 x 7).  Prints images/s and ratios (scan target >= 0.8) and the
+load average; never part of the test pass/fail.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_atlas import bench_forward as _forward  # noqa: E402  (the atlas benchmark's floor)
+
+from cnnvis_gui.core import IMAGENET_MEAN, IMAGENET_STD, InputSpec  # noqa: E402
+from cnnvis_gui.dissect import Dissection  # noqa: E402
+
+
+def make_concepts(root: Path, n: int, size: int, seed: int = 0) -> Path:
+    """A simple-format concept folder: discs and boxes of 6 colours (label map: the colour's id)."""
+    rng = np.random.default_rng(seed)
+    colours = [(30, 30, 220), (40, 200, 40), (220, 60, 30), (30, 220, 230), (200, 40, 200), (240, 240, 240)]
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = np.clip(rng.normal(110, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+        lab = np.zeros((size, size), np.uint8)
+        for _ in range(4):
+            k = int(rng.integers(len(colours)))
+            m = np.zeros((size, size), np.uint8)
+            x, y = (int(v) for v in rng.integers(0, size, 2))
+            r = int(rng.integers(size // 16, size // 5))
+            if rng.random() < 0.5:
+                cv2.circle(m, (x, y), r, 1, -1)
+            else:
+                cv2.rectangle(m, (x - r, y - r), (x + r, y + r), 1, -1)
+            img[m > 0] = colours[k]
+            lab[m > 0] = k + 1
+        cv2.imwrite(str(root / "images" / f"im{i:05d}.jpg"), img)
+        cv2.imwrite(str(root / "masks" / f"im{i:05d}.png"), lab)
+    (root / "labels.csv").write_text("id,name,category\n" + "".join(
+        f"{k + 1},{n},color\n" for k, n in enumerate(["red", "green", "blue", "yellow", "magenta", "white"])))
+    return root
+
+
+def bench_forward(model, spec, n, batch, device):
+    """Images/s of the bare ``no_grad`` forward on batches already in memory (one run)."""
+    return _forward(model, spec, n, batch, device, 1)
+
+
+def bench_dissect(model, spec, concepts, layers, batch, workers):
+    """(scan images/s, whole dissection images/s, seconds per phase)."""
+    d = Dissection(model, spec, concepts, layers, batch_size=batch, use_cache=False, workers=workers)
+    n = d.total
+    with d.opened() as (st, stores):
+        t0 = time.perf_counter()
+        for _ in d.activations(st, stores):
+            pass
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        thresholds = d.thresholds(d.summaries(st, stores))
+        t2 = time.perf_counter()
+        for _ in d.tally(st, stores, thresholds):
+            pass
+        t3 = time.perf_counter()
+    return n / (t1 - t0), n / (t3 - t0), (t1 - t0, t2 - t1, t3 - t2)
+
+
+def run(name, model, spec, concepts, layers, n, batch, device, repeats, workers):
+    model = model.to(device).eval()
+    bench_forward(model, spec, min(n, 2 * batch), batch, device)             # warm-up
+    bench_dissect(model, spec, concepts, layers, batch, workers)
+    fw, sc, wh, phases = [], [], [], []
+    for _ in range(repeats):
+        fw.append(bench_forward(model, spec, n, batch, device))
+        s, w, p = bench_dissect(model, spec, concepts, layers, batch, workers)
+        sc.append(s)
+        wh.append(w)
+        phases.append(p)
+    f, s, w = statistics.median(fw), statistics.median(sc), statistics.median(wh)
+    p = [statistics.median(x[i] for x in phases) for i in range(3)]
+    print(f"{name:<34} {n:>6} {batch:>5} {f:>13.1f} {s:>10.1f} {s / f:>6.2f} {w:>11.1f} {w / f:>6.2f}   "
+          f"{p[0]:.1f} / {p[1]:.1f} / {p[2]:.1f}", flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--shapes-images", type=int, default=400)
+    ap.add_argument("--resnet-images", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--skip-resnet", action="store_true")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"{'model':<34} {'images':>6} {'batch':>5} {'forward img/s':>13} {'scan img/s':>10} {'ratio':>6} "
+          f"{'whole img/s':>11} {'ratio':>6}   seconds: scan / thresholds / tally")
+    with tempfile.TemporaryDirectory() as tmp:
+        from cnnvis_gui.dissect.demo import DEMO_LAYERS, demo_concepts_folder, draw_demo_concepts
+        from cnnvis_gui.models import demo
+        lm = demo("shapes", device="cpu")
+        folder = demo_concepts_folder(args.shapes_images, cache_dir=tmp)
+        for _ in draw_demo_concepts(folder, args.shapes_images):
+            pass
+        layers = ["features.2", "features.6", "features.10", "features.14"]
+        run("shapes demo 64x64 (4 layers)", lm.model, lm.spec, folder, layers, args.shapes_images, 64, device,
+            args.repeats, args.workers)
+        run("shapes demo 64x64 (features.14)", lm.model, lm.spec, folder, ["features.14"], args.shapes_images, 64,
+            device, args.repeats, args.workers)
+        if not args.skip_resnet:
+            import torchvision
+            spec = InputSpec(3, 224, 224, mean=IMAGENET_MEAN, std=IMAGENET_STD, channel_order="RGB", scale=1 / 255)
+            concepts = make_concepts(Path(tmp) / "resnet-concepts", args.resnet_images, 224)
+            torch.manual_seed(0)
+            net = torchvision.models.resnet18()
+            run("ResNet-18 (random init) 224x224", net, spec, concepts, ["layer3", "layer4"], args.resnet_images, 32,
+                device, args.repeats, args.workers)
+    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
