@@ -15,7 +15,7 @@ from collections import Counter
 import pyqtgraph as pg
 from PyQt5 import QtCore, QtWidgets
 
-from .panels import concept_colour
+from .activation_grid import concept_colour
 
 __all__ = ["DissectSummary"]
 

@@ -9,6 +9,7 @@ from cnnvis_gui.dissect import demo as DD
 from cnnvis_gui.models import demo_checkpoint
 
 from ..dissect.helpers import make_concepts
+from ..waits import drawn, signal, until
 
 
 def _hover(win, unit):
@@ -34,7 +35,7 @@ def test_the_dialog_dissects_and_every_view_shows_the_labels(qtbot, window, tmp_
     for i in range(d.layers.count()):
         d.layers.item(i).setCheckState(2 if d.layers.item(i).data(0x0100) in ("relu1", "conv2") else 0)
     d.quantile.setValue(0.1)
-    with qtbot.waitSignal(d.dissected, timeout=60000) as got:
+    with signal(qtbot, d.dissected) as got:
         d.start()
     res, params = got.args
     assert params == {"concepts": str(folder), "layers": ["relu1", "conv2"], "quantile": 0.1}
@@ -42,8 +43,8 @@ def test_the_dialog_dissects_and_every_view_shows_the_labels(qtbot, window, tmp_
     assert "units interpretable" in d.status.text()
     assert win.dissect.dock.isVisible() and "relu1" not in win.dissect.summary.title.text()
     win.state.update(layer="conv2", unit=0)
-    with qtbot.waitSignal(win.frameDrawn, timeout=20000):
-        win.request_render()
+    win.request_render()
+    drawn(qtbot, win, lambda r: r.layer == "conv2" and r.unit == 0)
     lab = res.unit("conv2", 0)
     assert lab.describe() in _hover(win, 0)                              # the hover line
     title = win.unit_pane.title.text()
@@ -54,8 +55,8 @@ def test_the_dialog_dissects_and_every_view_shows_the_labels(qtbot, window, tmp_
     pane = win.show_atlas()
     assert lab.describe() in pane.title.text()                           # the atlas pane
     # a layer without a dissection: no labels, a plain title
-    with qtbot.waitSignal(win.frameDrawn, timeout=20000):
-        win.state.update(layer="fc", unit=1)
+    win.state.update(layer="fc", unit=1)
+    drawn(qtbot, win, lambda r: r.layer == "fc" and r.unit == 1)
     assert _labels(win) == ["a", "b", "c", "d"] and win.unit_pane.title.text().startswith("Unit 1 ")
     assert "No dissection of this layer" in win.dissect.summary.title.text()
     assert win.dissect.remembered() == params
@@ -69,7 +70,7 @@ def test_a_bad_concept_folder_is_one_line_in_the_dialog(qtbot, window, tmp_path,
     qtbot.addWidget(d)
     d.concepts.setText(str(folder))
     d.start()
-    qtbot.waitUntil(lambda: d.status.text().startswith("Dissection failed"), timeout=60000)
+    until(qtbot, lambda: d.status.text().startswith("Dissection failed"))
     assert "has no mask" in d.status.text() and "\n" not in d.status.text()
     assert window.state.dissection is None
 
@@ -90,20 +91,20 @@ def test_the_shapes_demo_shows_labels_at_first_start_and_from_the_cache_after(qt
         win.open_demo("shapes", images=True)
         return win
     win = start()
-    qtbot.waitUntil(lambda: win.state.dissection is not None, timeout=120000)
+    until(qtbot, lambda: win.state.dissection is not None)
     res = win.state.dissection
     assert not res.from_cache and res.images == 40 and set(res.layers) == {"features.12", "features.14"}
     assert res.categories == ["shape", "color", "texture"]
     assert win.dissect.dock.isVisible()
-    qtbot.waitUntil(lambda: win.grid.mosaic is not None and win.state.layer == "features.12", timeout=30000)
-    with qtbot.waitSignal(win.frameDrawn, timeout=20000):
-        win.request_render()
+    until(qtbot, lambda: win.state.layer == "features.12")
+    win.request_render()
+    drawn(qtbot, win, lambda r: r.layer == "features.12")
     assert _labels(win) == [u.concept for u in res.layer("features.12").units if u.interpretable]
     assert res.unit("features.12", 3).describe() in _hover(win, 3)
     win.close()
     # the next start: from the cache, nothing drawn or run again
     win2 = start()
-    qtbot.waitUntil(lambda: win2.state.dissection is not None, timeout=60000)
+    until(qtbot, lambda: win2.state.dissection is not None)
     again = win2.state.dissection
     assert again.from_cache and win2.dissect.demo_worker is None
     assert [u.to_dict() for u in again.layer("features.14").units] == [u.to_dict() for u in res.layer("features.14").units]
