@@ -140,3 +140,59 @@ def test_a_failed_write_keeps_the_file_it_would_have_replaced(tmp_path, monkeypa
         cache.atomic_save_npz(path, big=np.arange(10_000))
     assert path.read_bytes() == old and os.listdir(tmp_path) == ["meta.json"]
     assert cache.read_json(path) == {"finished": "yesterday"}
+
+
+def test_where_the_cache_lives(tmp_path, monkeypatch):
+    monkeypatch.delenv(cache.ENV_VAR, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache.cache_dir() == tmp_path / "home" / ".cache" / "cnnvis-gui" / "atlas"
+    monkeypatch.setenv(cache.ENV_VAR, "~/elsewhere")
+    assert cache.cache_dir() == tmp_path / "home" / "elsewhere"                 # the variable, ~ expanded
+    assert cache.cache_dir("~/given") == tmp_path / "home" / "given"            # an argument wins over both
+    monkeypatch.setenv(cache.ENV_VAR, "")
+    assert cache.cache_dir() == tmp_path / "home" / ".cache" / "cnnvis-gui" / "atlas"   # empty: not set
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_cached_files_get_the_users_usual_permissions(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        cache.atomic_write_bytes(tmp_path / "sub" / "a.bin", b"x")      # the folder is made too
+        cache.atomic_save_npz(tmp_path / "b.npz", v=np.arange(3))
+    finally:
+        os.umask(old)
+    for p in (tmp_path / "sub" / "a.bin", tmp_path / "b.npz"):
+        assert (p.stat().st_mode & 0o777) == 0o666 & ~umask, (oct(p.stat().st_mode), oct(umask))
+    assert cache.load_npz(tmp_path / "b.npz")["v"].tolist() == [0, 1, 2]
+    assert (tmp_path / "sub" / "a.bin").read_bytes() == b"x"
+
+
+def test_durable_writes_reach_the_disk_and_pictures_skip_it(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    cache.atomic_write_json(tmp_path / "meta.json", {"a": 1})
+    assert len(synced) == 1
+    cache.atomic_write_bytes(tmp_path / "x.png", b"png", durable=False)
+    assert len(synced) == 1 and (tmp_path / "x.png").read_bytes() == b"png"
+
+
+def test_a_damaged_or_missing_cache_file_is_no_cache(tmp_path):
+    assert cache.load_npz(tmp_path / "missing.npz") is None and cache.read_json(tmp_path / "missing.json") is None
+    (tmp_path / "cut.npz").write_bytes(b"PK\x03\x04 cut short")
+    (tmp_path / "text.npz").write_text("not a zip")
+    (tmp_path / "bad.json").write_text("{not json")
+    assert cache.load_npz(tmp_path / "cut.npz") is None and cache.load_npz(tmp_path / "text.npz") is None
+    assert cache.read_json(tmp_path / "bad.json") is None
+    np.savez(tmp_path / "objects.npz", o=np.array([{"a": 1}], dtype=object))
+    assert cache.load_npz(tmp_path / "objects.npz") is None                    # never unpickled
+    cache.atomic_write_json(tmp_path / "ok.json", {"when": "now", "n": [1, 2]})
+    assert cache.read_json(tmp_path / "ok.json") == {"when": "now", "n": [1, 2]}
+
+
+def test_the_key_of_an_object_is_stable_and_versioned(monkeypatch):
+    a = cache.digest({"b": 1, "a": [1, 2]})
+    assert a == cache.digest({"a": [1, 2], "b": 1}) and len(a) == 24            # key order does not matter
+    assert a != cache.digest({"b": 1, "a": [2, 1]})
+    monkeypatch.setattr(cache, "CACHE_VERSION", cache.CACHE_VERSION + 1)
+    assert cache.digest({"b": 1, "a": [1, 2]}) != a                           # a new version: every key changes
