@@ -84,6 +84,9 @@ open("pyproject.toml", "w", encoding="utf-8").write(text[:start] + block + text[
 PY
 unset PYTHONPATH
 export QT_QPA_PLATFORM=offscreen OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# a mutant that breaks the state a test waits for fails after 30 s, not after the suite's 180 s bound
+# (mutmut would stop it for its CPU time and count a timeout); the clean run shows the tests pass with it
+export CNNVIS_TEST_WAIT_S="${CNNVIS_TEST_WAIT_S:-30}"
 echo "mutation.sh: mutating cnnvis_gui/$MOD, tests: $TESTS ${KEXPR:+(-k $KEXPR)} in $OUT" >&2
 t0=$(date +%s)
 if ! mutmut run --max-children "${JOBS:-1}" "${PATTERNS[@]}" > "$OUT/run.log" 2>&1; then
