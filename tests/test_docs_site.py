@@ -60,3 +60,13 @@ def test_broken_links_are_explained_with_their_fix():
     assert "id 'no-such-heading'" in cs.advice(
         "Doc file 'sections/60-cli.md' contains a link '50-gui.md#no-such-heading', but the doc "
         "'sections/50-gui.md' does not contain an anchor '#no-such-heading'.")
+
+
+def test_every_benchmark_the_docs_name_exists():
+    """A figure is traceable only if the script that printed it is still there (renamed? update the page)."""
+    import re
+    named = {m for page in (ROOT / "docs" / "sections").glob("*.md")
+             for m in re.findall(r"benchmarks/[\w-]+\.py", page.read_text(encoding="utf-8"))}
+    assert named, "the speed page names no benchmark script"
+    missing = sorted(n for n in named if not (ROOT / n).is_file())
+    assert not missing, f"the docs quote figures of scripts that do not exist: {missing}"
