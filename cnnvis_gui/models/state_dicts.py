@@ -164,9 +164,13 @@ def _mismatch_report(fname, arch, target, sd, missing, unexpected, mismatched, k
     lines = [f"{fname} does not fit {arch}: {len(sd)} tensors in the checkpoint, {len(target)} in the model; "
              f"{len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} with another shape."]
     hints = []
-    # num_classes: only the classifier's output dimension differs
+    # num_classes: only the classifier's output dimension differs -- in the model's last layer (the
+    # output), not in a first convolution whose filters number otherwise
+    weights = [k for k in target if k.endswith(".weight")]
+    last = weights[-1].rsplit(".", 1)[0] if weights else None
     if mismatched and not missing and not unexpected and all(
-            len(a) == len(b) and a[1:] == b[1:] and a[0] != b[0] for _, a, b in mismatched):
+            k.rsplit(".", 1)[0] == last and len(a) == len(b) and a[1:] == b[1:] and a[0] != b[0]
+            for k, a, b in mismatched):
         ks = {a[0] for _, a, _ in mismatched}
         ms = {b[0] for _, _, b in mismatched}
         if len(ks) == 1 and len(ms) == 1:

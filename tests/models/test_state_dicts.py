@@ -128,3 +128,52 @@ def test_at_most_three_prefixes_are_stripped(tmp_path, net, prefix, fits):
     else:
         with pytest.raises(ModelLoadError, match="does not fit GlyphsNet"):
             load(path, arch=ARCH)
+
+
+def _refusal(tmp_path, obj, name="w.pth"):
+    torch.save(obj, tmp_path / name)
+    with pytest.raises(ModelLoadError) as e:
+        load(tmp_path / name, arch=ARCH)
+    return str(e.value)
+
+
+def test_another_number_of_classes_is_named_with_the_option_to_pass(tmp_path):
+    msg = _refusal(tmp_path, GlyphsNet(num_classes=7).state_dict())
+    assert msg == (
+        "w.pth does not fit GlyphsNet: 22 tensors in the checkpoint, 22 in the model; 0 missing, 0 unexpected, "
+        "2 with another shape.\n"
+        "shape mismatches (2): classifier.3.weight: checkpoint (7, 64) vs model (10, 64), classifier.3.bias: "
+        "checkpoint (7,) vs model (10,)\n"
+        "Likely fix: only the classifier's output size differs: the checkpoint has 7 classes, the model 10; pass "
+        "num_classes=7 (Python: load(..., num_classes=7); command line: --arch-kwarg num_classes=7).")
+
+
+def test_another_first_layer_width_is_not_taken_for_a_number_of_classes(tmp_path, net):
+    """Only the first convolution's filter count differs: that is no num_classes question."""
+    sd = dict(net.state_dict())
+    sd["features.0.weight"] = torch.zeros(5, *sd["features.0.weight"].shape[1:])
+    msg = _refusal(tmp_path, sd)
+    assert "shape mismatches (1): features.0.weight: checkpoint (5, 1, 3, 3) vs model (16, 1, 3, 3)" in msg
+    assert "num_classes" not in msg
+    assert msg.endswith("Likely fix: the architecture is close but not the same: check the variant (e.g. resnet18 "
+                        "vs resnet34) and constructor arguments, or load with strict=False to keep what fits.")
+
+
+def test_an_unknown_key_prefix_is_named_with_how_to_strip_it(tmp_path, net):
+    msg = _refusal(tmp_path, prefixed(net.state_dict(), "backbone."))
+    assert msg.startswith("w.pth does not fit GlyphsNet: 22 tensors in the checkpoint, 22 in the model; 19 missing, "
+                          "22 unexpected, 0 with another shape.\nmissing in the checkpoint (19): features.0.weight, ")
+    assert msg.endswith("Likely fix: the checkpoint keys carry the prefix 'backbone.'; strip it "
+                        "({k.removeprefix('backbone.'): v for k, v in sd.items()}) and save again.")
+    # keys of which only some carry one prefix: no prefix to name
+    mixed = {("backbone." if i % 2 else "neck.") + k: v for i, (k, v) in enumerate(net.state_dict().items())}
+    assert "carry the prefix" not in _refusal(tmp_path, mixed, "mixed.pth")
+
+
+def test_weights_of_another_network_say_so(tmp_path):
+    from cnnvis_gui.models.demo_nets import ShapesNet
+    msg = _refusal(tmp_path, {f"head{i}.weight": torch.zeros(3) for i in range(5)})
+    assert "0 of 22 model tensors match by name and shape: the weights are probably for a different architecture; "\
+           "check arch= (and its constructor arguments). Checkpoint keys look like head0.weight, head1.weight, " \
+           "head2.weight, the model's like features.0.weight, features.1.weight, features.1.bias." in msg
+    assert "close but not the same" in _refusal(tmp_path, ShapesNet().state_dict(), "shapes.pth")

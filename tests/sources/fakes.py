@@ -69,10 +69,13 @@ class FakeCamera:
         self.reading = threading.Event()     # a read is under way (set by the first read)
         self.permits = threading.Semaphore(0) if gated else None
         self.plug_at = plug_at
+        self.on_open = None      # called at each open attempt (before it succeeds or fails)
         self.count = 0
 
     def __call__(self, index):
         self.opens += 1
+        if self.on_open is not None:
+            self.on_open()
         if self.plug_at is not None and self.opens >= self.plug_at:
             self.plugged = True
         return _FakeCapture(self, self.plugged)

@@ -193,7 +193,10 @@ def test_camera_lost_mid_stream_retries_with_backoff_and_recovers():
     try:
         assert src.wait_new_frame(0, WAIT_S)
         assert src.state == "live" and src.status.startswith("camera 0 live")
-        clock.on_wait = lambda s: seen.append((s, src.state, src.status, src.frame_id, src.read() is not None))
+        clock.on_wait = lambda s: seen.append((s, src.state, src.status, src.frame_id, src.read() is not None,
+                                               src.pump.attempts))
+        reopening = []                             # the status while the driver is asked to open again
+        cam.on_open = lambda: reopening.append(src.status)
         cam.plugged = False
         assert poll(lambda: cam.opens == 5 and src.frame_id > seen[0][3])    # back: a frame after the gap
         assert src.pump.reconnects == 1 and src.state == "live"
@@ -205,10 +208,27 @@ def test_camera_lost_mid_stream_retries_with_backoff_and_recovers():
         assert [st for _, st, *_ in seen[1:]] == ["retrying"] * 4
         assert [text for _, _, text, *_ in seen[1:]] == [
             f"camera 0 stopped delivering frames; retrying in {d} s…" for d in ("0.1", "0.2", "0.4", "0.4")]
-        assert all(fid == before and shown for *_, fid, shown in seen)   # the last frame stays meanwhile
+        assert all(fid == before and shown for *_, fid, shown, _ in seen)   # the last frame stays meanwhile
+        assert [n for *_, n in seen] == [0, 1, 2, 3, 4] and src.pump.attempts == 0    # re-open attempts, reset
+        assert reopening == ["camera 0 stopped delivering frames; reconnecting…"] * 4
         assert cam.opens == 5
         assert any(n.startswith("camera 0 stopped delivering frames at ") for n in src.notices)
         assert "camera 0 recovered after 1.1 s" in src.notices
+    finally:
+        src.close()
+
+
+def test_a_camera_gone_for_good_keeps_its_last_100_waits():
+    cam = FakeCamera(interval=0.002)
+    clock = SteppedClock()
+    src = CameraSource(0, capture_factory=cam, retry_delay=0.5, retry_max=4.0, fail_threshold=1, clock=clock)
+    try:
+        assert src.wait_new_frame(0, WAIT_S)
+        cam.plugged = False
+        assert poll(lambda: src.pump.attempts >= 103)
+        log = list(src.pump.retry_log)
+        assert len(log) == 100 and [d for _, d in log[-3:]] == [4.0] * 3        # the newest, capped at 4 s
+        assert src.state == "retrying" and src.read() is not None
     finally:
         src.close()
 
