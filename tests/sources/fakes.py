@@ -70,6 +70,7 @@ class FakeCamera:
         self.permits = threading.Semaphore(0) if gated else None
         self.plug_at = plug_at
         self.on_open = None      # called at each open attempt (before it succeeds or fails)
+        self.released = 0        # captures released (each one opened must be)
         self.count = 0
 
     def __call__(self, index):
@@ -115,3 +116,4 @@ class _FakeCapture:
 
     def release(self):
         self.opened = False
+        self.cam.released += 1

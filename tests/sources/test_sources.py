@@ -211,11 +211,29 @@ def test_camera_lost_mid_stream_retries_with_backoff_and_recovers():
         assert all(fid == before and shown for *_, fid, shown, _ in seen)   # the last frame stays meanwhile
         assert [n for *_, n in seen] == [0, 1, 2, 3, 4] and src.pump.attempts == 0    # re-open attempts, reset
         assert reopening == ["camera 0 stopped delivering frames; reconnecting…"] * 4
-        assert cam.opens == 5
+        assert cam.opens == 5 and cam.released == 4      # the lost capture and the 3 that did not open
         assert any(n.startswith("camera 0 stopped delivering frames at ") for n in src.notices)
         assert "camera 0 recovered after 1.1 s" in src.notices
     finally:
         src.close()
+
+
+def test_waiting_for_a_frame_gives_up_after_its_timeout_and_when_closed():
+    cam = FakeCamera(gated=True)
+    src = CameraSource(0, capture_factory=cam)
+    try:
+        out = []
+        t = threading.Thread(target=lambda: out.append(src.wait_new_frame(0, 0.05)), daemon=True)
+        t.start()
+        t.join(WAIT_S)
+        assert not t.is_alive() and out == [False]              # no frame came: False, after its timeout
+        cam.give()
+        assert src.wait_new_frame(0, WAIT_S) and src.frame_id == 1
+        src.close()
+        assert src.wait_new_frame(1, WAIT_S) is False              # closed: no newer frame will come
+    finally:
+        src.close()
+        cam.give(100)
 
 
 def test_a_camera_gone_for_good_keeps_its_last_100_waits():
