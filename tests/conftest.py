@@ -44,3 +44,44 @@ def realnet_env(realnet, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(realnet.torch_home))
     monkeypatch.setenv("CNNVIS_OFFLINE", "1")
     return realnet
+
+
+# ---------------------------------------------------------------- modern networks (issue 25)
+#: the modern networks of issue 25 (timm, random init): channels-last and token feature maps
+TIMM_NETS = {"convnext": "convnext_tiny", "swin": "swin_tiny_patch4_window7_224", "vit": "vit_tiny_patch16_224",
+             "deit": "deit_tiny_distilled_patch16_224"}
+
+
+@pytest.fixture(scope="session")
+def timm_net():
+    """``timm_net("vit")`` -> the model (eval, random init, seed 0), built once per test session.
+
+    Tests must not change the model: each is shared by every test that asks for it.
+    """
+    pytest.importorskip("timm")
+    import timm
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            torch.manual_seed(0)
+            cache[name] = timm.create_model(TIMM_NETS[name], pretrained=False).eval()
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def timm_map(timm_net):
+    """``timm_map("vit")`` -> (model, Visualizer with its 3x224x224 model map read), once per session."""
+    from cnnvis_gui.core import InputSpec, Visualizer
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            vis = Visualizer(timm_net(name), InputSpec(3, 224, 224))
+            vis.model_map()
+            cache[name] = (timm_net(name), vis)
+        return cache[name]
+
+    return get

@@ -57,7 +57,10 @@ def _layer_dict(l) -> dict:
     return {"name": l.name, "display_name": l.display_name, "type": l.type,
             "shape": list(l.shape) if l.shape is not None else None, "units": l.units, "calls": l.calls,
             "visualizable": l.visualizable, "reason": l.reason, "is_conv": l.is_conv, "order": l.order,
-            "depth": l.depth}
+            "depth": l.depth, "layout": l.layout.name if l.layout is not None else None,
+            "map_shape": list(l.map_shape) if l.map_shape is not None else None,
+            "prefix_tokens": l.layout.prefix if l.layout is not None else None,
+            "layout_source": l.layout.source if l.layout is not None else None}
 
 
 def _thread_policy(args):

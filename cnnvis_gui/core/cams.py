@@ -1,6 +1,8 @@
 """The class-activation-map family on one recorded frame.
 
-Notation: ``A_k`` is channel k (h x w) of the CAM layer's activations, ``g_k = dS/dA_k`` the
+Notation: ``A_k`` is channel k (h x w) of the CAM layer's activations read through its layout
+(:mod:`.layouts`: a channels-last map permuted, a token layer's patch tokens on their grid, prefix
+tokens left out -- what pytorch-grad-cam's hand-written ``reshape_transform`` does for a ViT), ``g_k = dS/dA_k`` the
 *plain* gradient of the unit's objective S w.r.t. it (the engine's ``"gradient"`` rule), sums
 over ``ij`` run over the h x w positions.  Every method builds an h x w map ``L``, then -- as
 :meth:`Frame.grad_cam` always did -- ``relu``, bilinear upsampling to the input's H x W
@@ -99,8 +101,18 @@ def eigen_cam(A: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def unit_scores(a: torch.Tensor, unit: int, objective="sum") -> torch.Tensor:
-    """Per-sample value of the unit's objective (what :meth:`Frame.saliency` differentiates)."""
+def unit_scores(a: torch.Tensor, unit: int, objective="sum", layout=None) -> torch.Tensor:
+    """Per-sample value of the unit's objective (what :meth:`Frame.saliency` differentiates).
+
+    ``a`` is the layer's output in the model's own layout; ``layout`` (:class:`~.layouts.Layout`,
+    default: channels first) says where the unit's map is.
+    """
+    from .engine import prefix_position
+    prefix = prefix_position(objective)
+    if layout is not None:
+        if prefix is not None:
+            return layout.prefix_tokens(a)[:, unit, prefix]
+        a = layout.to_nchw(a)
     sel = a[:, unit]
     if objective == "sum":
         return sel.reshape(sel.shape[0], -1).sum(dim=1)
@@ -120,9 +132,9 @@ class _UnitScores(HookSet):
     taken as the module returns it -- what :meth:`Frame.activations` gives for that call.
     """
 
-    def __init__(self, module, unit, objective):
+    def __init__(self, module, unit, objective, layout=None):
         super().__init__()                    # hooks ignore forwards run by other threads
-        self.module, self.unit, self.objective = module, unit, objective
+        self.module, self.unit, self.objective, self.layout = module, unit, objective, layout
         self.calls: list = []
 
     def register(self):
@@ -130,17 +142,17 @@ class _UnitScores(HookSet):
 
     def _hook(self, module, args, output):
         if threading.get_ident() == self.thread:
-            self.calls.append(unit_scores(output, self.unit, self.objective)
+            self.calls.append(unit_scores(output, self.unit, self.objective, self.layout)
                               if isinstance(output, torch.Tensor) else None)
 
 
-def _scores(model, module, xs, unit, objective, call) -> torch.Tensor:
+def _scores(model, module, xs, unit, objective, call, layout=None) -> torch.Tensor:
     """Per-sample objective of the unit for the batch ``xs`` (eval mode, no graph)."""
     training = [m for m in model.modules() if m.training]
     try:
         for m in training:
             m.training = False
-        with _UnitScores(module, unit, objective) as cap, torch.no_grad():
+        with _UnitScores(module, unit, objective, layout) as cap, torch.no_grad():
             model(xs)
     except CnnvisError:
         raise
@@ -165,7 +177,9 @@ def _score_cam(frame, layer, unit, A, objective, call) -> torch.Tensor:
     if vis is None:
         raise CnnvisError("Score-CAM needs a frame recorded by a Visualizer (it runs masked forwards).")
     model = vis.model
-    module = dict(model.named_modules())[frame.model_map[layer].name]
+    name = frame._call(layer, call)[0]
+    module = dict(model.named_modules())[name]
+    layout = frame.layout(name, call)
     x = frame.input
     N, K = A.shape[:2]
     H, W = x.shape[-2:]
@@ -189,7 +203,7 @@ def _score_cam(frame, layer, unit, A, objective, call) -> torch.Tensor:
         masks = torch.where(h > l, (upsampled(ks) - l) / torch.where(h > l, h - l, torch.ones_like(h)),
                             torch.zeros((), device=A.device, dtype=A.dtype))  # N x k x H x W in [0, 1]
         xs = x.unsqueeze(0) * masks.transpose(0, 1).unsqueeze(2)                 # k x N x C x H x W
-        s = _scores(model, module, xs.reshape((-1,) + tuple(x.shape[1:])), unit, objective, call)
+        s = _scores(model, module, xs.reshape((-1,) + tuple(x.shape[1:])), unit, objective, call, layout)
         scores[:, ks] = s.reshape(len(ks), N).T.double()
     scores = torch.where(varies, scores, torch.full_like(scores, float("-inf")))
     alive = varies.any(dim=1, keepdim=True)
@@ -223,12 +237,15 @@ def frame_cam(frame, layer: str, unit: int, cam_layer: str | None = None, method
         if cam_layer is None:
             raise CnnvisError(f"no convolutional layer runs before {layer!r}; choose a CAM layer.")
     cam_call = frame.cam_call(cam_layer, layer, call)
-    A = frame.activations(cam_layer, cam_call)
-    if A.ndim != 4:
-        raise CnnvisError(f"a CAM needs a layer with N x C x H x W output; {cam_layer!r} has shape "
-                          f"{tuple(A.shape)}.")
+    lay = frame.layout(cam_layer, cam_call)
+    if not lay.spatial or len(lay.map_shape) != 2:
+        raise CnnvisError(f"a CAM needs a layer whose units have an H x W map (N x C x H x W, channels-last "
+                          f"N x H x W x C or tokens on a grid); {cam_layer!r} has shape "
+                          f"{tuple(frame.activations(cam_layer, cam_call).shape)} (layout {lay.name}"
+                          f"{': ' + lay.reason if lay.reason else ''}).")
+    A = frame.unit_maps(cam_layer, cam_call)              # N x C x h x w (a view for channels-last / tokens)
     if method in GRADIENT_CAMS:
-        g = frame.gradient_at(cam_layer, layer, unit, "gradient", objective, call, at_call=cam_call)
+        g = lay.to_nchw(frame.gradient_at(cam_layer, layer, unit, "gradient", objective, call, at_call=cam_call))
         cam_map = cam_from_gradients(method, A, g)
     elif method == "eigencam":          # the unit is not used (cam_call has checked the layer and call)
         cam_map = eigen_cam(A)

@@ -38,7 +38,9 @@ import torch.nn as nn
 from . import attribution as _attribution
 from . import cams as _cams
 from .errors import CnnvisError, backward_errors
-from .modelmap import LayerInfo, ModelMap, build_map, resolve_layer_name  # noqa: F401 - LayerInfo re-exported
+from .layouts import Layout, check_overrides, fit_layout, infer_layouts, quick_layout
+from .modelmap import (CamCandidate, LayerInfo, ModelMap, build_map, choose_cam_layer,  # noqa: F401 - re-exported
+                       resolve_layer_name)
 from .recorder import Recording, Structure, _Recorder, model_device_dtype, run_recorded
 from .independence import backward_verdict, independence_notice, input_node, network_notice
 from .rules import ACTIVATIONS, GraphRules, RuleBox, activation_notices
@@ -51,7 +53,7 @@ OBJECTIVES = ("sum", "activation", "max")
 
 __all__ = [
     "METHODS", "SALIENCY_METHODS", "CAM_METHODS", "OBJECTIVES", "Visualizer", "Frame", "ModelMap",
-    "LayerInfo", "ModelForwardError", "saliency", "grad_cam", "cam", "model_map",
+    "LayerInfo", "Layout", "ModelForwardError", "saliency", "grad_cam", "cam", "model_map", "prefix_position",
 ]
 
 _model_device_dtype = model_device_dtype
@@ -134,6 +136,32 @@ def _is_unit_index(v) -> bool:
         return v.ndim == 0
     return isinstance(v, np.ndarray) and v.ndim == 0 and np.issubdtype(v.dtype, np.integer)
 
+def prefix_position(objective) -> int | None:
+    """The prefix token an objective names (``("prefix", i)`` or ``"prefix:i"``), or None."""
+    if isinstance(objective, str) and objective.startswith("prefix:"):
+        objective = ("prefix", objective[len("prefix:"):])
+    if isinstance(objective, (tuple, list)) and len(objective) == 2 and objective[0] == "prefix":
+        try:
+            return int(objective[1])
+        except (TypeError, ValueError):
+            raise CnnvisError(f"a prefix-token objective is ('prefix', i) with an integer i, got {objective!r}.") from None
+    return None
+
+
+def _objective_value(lay: Layout, value: torch.Tensor, unit: int, objective, pos, prefix) -> torch.Tensor:
+    """The scalar objective of ``unit`` on an output in layout ``lay`` (the sum over the batch)."""
+    if prefix is not None:
+        return lay.prefix_tokens(value)[:, unit, prefix].sum()
+    sel = lay.to_nchw(value)[:, unit]
+    if pos is not None:
+        return sel[(slice(None),) + pos].sum()
+    if objective == "sum":
+        return sel.sum()
+    if objective == "activation":
+        return 0.5 * (sel * sel).sum()
+    return sel.reshape(sel.shape[0], -1).amax(dim=1).sum()    # max
+
+
 # --------------------------------------------------------------------------- the public API
 class Visualizer:
     """Records a model's forward passes and answers saliency requests on them.
@@ -152,9 +180,15 @@ class Visualizer:
         every other rectifying activation (SiLU, GELU, LeakyReLU, PReLU, ELU, SELU, CELU,
         Mish, Hardswish, ReLU6/Hardtanh, Softplus) -- the default -- or at ReLUs only, the
         plain gradient elsewhere (what every other library does).  See :mod:`.rules`.
+    layouts : dict, optional
+        ``{layer name: layout}`` overriding the detected layout of those layers' outputs
+        (``"nchw"``, ``"nhwc"``, ``"tokens:P+HxW"``, ``"flat"``; see :mod:`.layouts`).  Names and
+        syntax are checked here; a layout that does not fit the layer's output raises
+        :class:`CnnvisError` naming the shape when the layouts are first read.
     """
 
-    def __init__(self, model: nn.Module, spec: InputSpec | None = None, activations: str = "all"):
+    def __init__(self, model: nn.Module, spec: InputSpec | None = None, activations: str = "all",
+                 layouts: dict | None = None):
         if not isinstance(model, nn.Module):
             raise CnnvisError(f"Visualizer needs a torch.nn.Module, got {type(model).__name__}")
         if isinstance(model, torch.jit.ScriptModule):
@@ -165,8 +199,11 @@ class Visualizer:
         self.model = model
         self.spec = spec
         self.activations = activations
+        self.layout_overrides = check_overrides(layouts, [n for n, _ in model.named_modules()])
         self._map: ModelMap | None = None
         self._structure: Structure | None = None
+        self._layouts: dict = {}            # per-sample input shape -> {name: [Layout per call]}
+        self._layouts_lock = threading.Lock()
 
     @property
     def device(self) -> torch.device:
@@ -188,11 +225,40 @@ class Visualizer:
             x = torch.zeros((1,) + self.spec.shape, device=device, dtype=dtype, requires_grad=True)
             structure = self._struct()
             rec = _Recorder(structure)
-            out = _run(structure, x.clone(), rec)
+            x_in = x.clone()
+            out = _run(structure, x_in, rec)
+            layouts = infer_layouts(rec.records, structure, x_in, self.layout_overrides)
+            with self._layouts_lock:
+                if refresh:
+                    self._layouts.clear()
+                self._layouts[tuple(self.spec.shape)] = layouts
             recording = Recording(structure, rec.records)
             census = _Census(recording, out, GraphRules(RuleBox(), self.activations), x)
-            self._map = build_map(structure, recording.calls, census)
+            self._map = build_map(structure, recording.calls, census, layouts)
         return self._map
+
+    def layouts_for(self, shape) -> dict:
+        """``{module name: [Layout per call]}`` for inputs of per-sample ``shape`` (C, H, W), read once.
+
+        From the model map's probe for the spec's shape, from the first forward that recorded every
+        module, or else from one probe forward (batch 1, zeros, no graph) for that shape.
+        """
+        key = tuple(int(s) for s in shape)
+        with self._layouts_lock:
+            hit = self._layouts.get(key)
+        if hit is not None:
+            return hit
+        structure = self._struct()
+        device, dtype = _model_device_dtype(self.model)
+        x_in = torch.zeros((1,) + key, device=device, dtype=dtype)
+        rec = _Recorder(structure)
+        try:
+            run_recorded(structure, x_in, rec, grad=False)
+        except Exception as e:  # the model's own forward: the same message a frame's forward gives
+            raise ModelForwardError(_forward_failure_message(rec, structure, x_in, e)) from e
+        layouts = infer_layouts(rec.records, structure, x_in, self.layout_overrides)
+        with self._layouts_lock:
+            return self._layouts.setdefault(key, layouts)
 
     def _prepare(self, x) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -233,6 +299,12 @@ class Visualizer:
             _run(structure, x_leaf.clone(), again)
             return again.records
 
+        if layers is None:
+            key = tuple(x.shape[1:])
+            if key not in self._layouts:       # read once, from this forward's own records
+                layouts = infer_layouts(rec.records, structure, x_in, self.layout_overrides)
+                with self._layouts_lock:
+                    self._layouts.setdefault(key, layouts)
         recording = Recording(structure, rec.records, reforward, layers)
         recording.activations = self.activations
         frame = Frame(x_leaf, out, recording, ms)
@@ -258,6 +330,7 @@ class Frame:
         self._census: _Census | None = None
         self._map: ModelMap | None = None
         self._lock = threading.Lock()
+        self._call_layouts: dict = {}       # record index -> Layout
         self.forward_ms = forward_ms
         self.last_backward_ms = 0.0
         self.visualizer: Visualizer | None = None  # set by Visualizer.forward
@@ -324,7 +397,12 @@ class Frame:
     @property
     def model_map(self) -> ModelMap:
         if self._map is None:
-            self._map = build_map(self._recording.structure, self._calls, self._counts())
+            layouts = {}
+            vis = self.visualizer
+            if vis is not None:
+                full = vis.layouts_for(self._x.shape[1:])
+                layouts = {n: full.get(n) for n in self._calls}
+            self._map = build_map(self._recording.structure, self._calls, self._counts(), layouts)
         return self._map
 
     def _call(self, layer, call=-1):
@@ -352,8 +430,60 @@ class Frame:
         return name, c
 
     def activations(self, layer: str, call: int = -1) -> torch.Tensor:
-        """The layer's output for this frame, N x C x H x W (or N x F), detached."""
+        """The layer's output for this frame in the model's own layout (N x C x H x W, N x H x W x C,
+        N x T x C, N x F...), detached.  :meth:`unit_maps` gives it as N x C x H x W."""
         return self._call(layer, call)[1].value.detach()
+
+    # ------------------------------------------------------------------ layouts
+    def _layout_of(self, name: str, c) -> Layout:
+        """The layout of call ``c`` of ``name`` (:mod:`.layouts`): the model map's answer for this input shape."""
+        lay = self._call_layouts.get(c.index)
+        if lay is not None:
+            return lay
+        rec = self._recording.records[c.index]
+        out = rec[4]
+        vis = self.visualizer
+        overrides = vis.layout_overrides if vis is not None else {}
+        batch = int(self._x.shape[0])
+        if name in overrides:
+            lay = fit_layout(overrides[name], tuple(out.shape[1:]), name, batch_ok=out.shape[0] == batch)
+        else:
+            lay = quick_layout(rec[1], out, batch)
+        if lay is None:
+            if vis is None:
+                raise CnnvisError("this frame was not recorded by a Visualizer: its layouts are unknown.")
+            per_call = vis.layouts_for(self._x.shape[1:]).get(name) or []
+            k = next(i for i, cc in enumerate(self._calls[name]) if cc.index == c.index)
+            lay = per_call[k] if k < len(per_call) else None
+            if lay is None or tuple(lay.shape) != tuple(out.shape[1:]):
+                raise CnnvisError(f"layer {name or 'output'!r} returned {_shape_str(out)} in this forward, not the "
+                                  f"shape its layout was read from; the model's output shapes depend on more than "
+                                  f"the input's shape.")
+        self._call_layouts[c.index] = lay
+        return lay
+
+    def layout(self, layer: str, call: int = -1) -> Layout:
+        """Where the layer's units and their map are (``nchw``, ``nhwc``, ``tokens:P+HxW``, ``flat``, ``other``).
+
+        Read once per model and input shape from the model map (:mod:`.layouts`); overridden with
+        ``Visualizer(model, layouts={...})``.
+        """
+        name, c = self._call(layer, call)
+        return self._layout_of(name, c)
+
+    def unit_maps(self, layer: str, call: int = -1) -> torch.Tensor:
+        """The layer's output as N x C x H x W (N x C x L, N x F): units first, their map after, detached.
+
+        A view of :meth:`activations` through the layer's :meth:`layout` (channels-last maps permuted,
+        token layers' patch tokens on their grid, prefix tokens left out: :meth:`prefix_tokens`).
+        """
+        name, c = self._call(layer, call)
+        return self._layout_of(name, c).to_nchw(c.value.detach())
+
+    def prefix_tokens(self, layer: str, call: int = -1) -> torch.Tensor | None:
+        """A token layer's prefix tokens (class, distillation, registers) as N x C x P, or None."""
+        name, c = self._call(layer, call)
+        return self._layout_of(name, c).prefix_tokens(c.value.detach())
 
     def first_nonfinite_layer(self) -> str | None:
         """The layer whose output first held NaN or +-inf in this forward, or None when all are finite.
@@ -376,7 +506,7 @@ class Frame:
 
     def top_units(self, layer: str, k: int = 9, by: str = "max", call: int = -1) -> list[int]:
         """Units of ``layer`` with the highest activation (max or mean over positions) in sample 0."""
-        a = self.activations(layer, call)[0].float()
+        a = self.unit_maps(layer, call)[0].float()
         a = a.reshape(a.shape[0], -1)
         score = a.amax(dim=1) if by == "max" else a.mean(dim=1)
         k = max(0, min(int(k), score.numel()))
@@ -396,7 +526,26 @@ class Frame:
             for cc in calls:
                 if cc.reason is None and len(cc.shape) == 4 and best_done < cc.done <= c.done:
                     best, best_done = n, cc.done
-        return best
+        if not self._may_hold_modern_maps(c.done, best_done):
+            return best
+        entries = []
+        for n, calls in self._calls.items():
+            for cc in calls:
+                if cc.reason is not None:
+                    continue
+                lay = self._layout_of(n, cc)
+                conv = bool(self._conv.get(n)) and len(cc.shape) == 4
+                entries.append(CamCandidate(n, lay, conv, self._types[n], cc.start, cc.done))
+        return choose_cam_layer(entries, c.done)
+
+    def _may_hold_modern_maps(self, done: int, after: int) -> bool:
+        """Could a channels-last or token map end in (after, done]?  False without asking the layouts when
+        every recorded output there is a 2-axis one or a convolution's (a CNN's CAM layer stays the conv)."""
+        for n, calls in self._calls.items():
+            for cc in calls:
+                if cc.reason is None and after < cc.done <= done and len(cc.shape) >= 3 and not self._conv.get(n):
+                    return True
+        return False
 
     def cam_call(self, cam_layer: str, layer: str, call: int = -1) -> int:
         """The call of ``cam_layer`` a CAM of ``layer``'s ``call`` reads: the last one that finishes
@@ -414,27 +563,41 @@ class Frame:
     def _objective(self, name, c, unit, objective):
         """(root, seed) for ``autograd.grad``: the objective as a scalar tensor, or -- for an
         output a later in-place op overwrote -- its gradient edge and the objective's gradient
-        there.  (None, None) when the objective does not depend on the input."""
-        shape = c.shape
-        units = shape[1]
+        there.  (None, None) when the objective does not depend on the input.
+
+        The unit is a channel (feature) of the layer's :meth:`layout`; its map is read through
+        :meth:`Layout.to_nchw` (a view), so for a channels-last or token layer the objective sums
+        the feature over its H x W positions (prefix tokens excluded) and a position is on the grid.
+        """
+        lay = self._layout_of(name, c)
+        if lay.kind == "other":
+            raise CnnvisError(f"layer {name or 'output'!r} ({self._types[name]}) has no units to choose: its output "
+                              f"is not spatial ({lay.reason}); choose another layer, or give its layout "
+                              f"(layouts={{{name!r}: ...}}, --layout {name or 'output'}=...).")
+        units = lay.units
         if not _is_unit_index(unit):
             raise CnnvisError(f"unit must be an integer, got {unit!r}")
         unit = int(unit)
         if not 0 <= unit < units:
             raise CnnvisError(f"unit {unit} is out of range for layer {name or 'output'!r}: "
                               f"it has {units} units (0..{units - 1}).")
-        if isinstance(objective, str):
+        pos = prefix = None
+        if isinstance(objective, str) and not objective.startswith("prefix:"):
             if objective not in OBJECTIVES:
                 raise CnnvisError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)} "
                                   f"or a (y, x) position.")
-            pos = None
+        elif (prefix := prefix_position(objective)) is not None:
+            if not 0 <= prefix < lay.prefix:
+                has = (f"its prefix tokens are 0..{lay.prefix - 1}" if lay.prefix
+                       else f"it has no prefix tokens (layout {lay.name})")
+                raise CnnvisError(f"prefix token {prefix} is not in layer {name or 'output'!r}: {has}.")
         else:
             try:
                 pos = tuple(int(p) for p in objective)
             except (TypeError, ValueError):
                 raise CnnvisError(f"objective must be one of {', '.join(OBJECTIVES)} or a (y, x) position, "
                                   f"got {objective!r}.") from None
-            per_unit = shape[2:]
+            per_unit = lay.map_shape
             if len(per_unit) != len(pos):
                 raise CnnvisError(f"layer {name!r} has per-unit shape {tuple(per_unit)}; a position needs "
                                   f"{len(per_unit)} coordinate(s), got {pos}.")
@@ -443,25 +606,22 @@ class Frame:
                     raise CnnvisError(f"position {pos} is outside layer {name!r}'s {tuple(per_unit)} map "
                                       f"({axis} must be in 0..{n - 1}).")
         if c.overwritten:
-            return self._objective_at_edge(c, unit, objective, pos)
-        sel = c.value[:, unit]
-        if pos is not None:
-            obj = sel[(slice(None),) + pos].sum()
-        elif objective == "sum":
-            obj = sel.sum()
-        elif objective == "activation":
-            obj = 0.5 * (sel * sel).sum()
-        else:  # max
-            obj = sel.reshape(sel.shape[0], -1).amax(dim=1).sum()
+            return self._objective_at_edge(c, lay, unit, objective, pos, prefix)
+        obj = _objective_value(lay, c.value, unit, objective, pos, prefix)
         return (obj, None) if obj.requires_grad else (None, None)
 
     @staticmethod
-    def _objective_at_edge(c, unit, objective, pos):
+    def _objective_at_edge(c, lay, unit, objective, pos, prefix):
         """The objective's gradient w.r.t. the output, written out (what autograd would seed)."""
         edge = c.edge
         if edge is None:
             return None, None
         a = c.value
+        if lay.kind not in ("nchw", "flat"):   # through the layout's view: autograd seeds it
+            leaf = a.detach().requires_grad_(True)
+            with torch.enable_grad():
+                (seed,) = torch.autograd.grad(_objective_value(lay, leaf, unit, objective, pos, prefix), leaf)
+            return edge, seed
         seed = torch.zeros_like(a)
         sel = seed[:, unit]
         if pos is not None:

@@ -523,9 +523,9 @@ class RenderWorker(QtCore.QThread):
             t0 = time.perf_counter()
             g = frame.gradient_at(req.layer, req.bp_layer, req.bp_unit, method=m, objective=req.objective)
             bw_ms += (time.perf_counter() - t0) * 1000
-            grid = g.detach().float().cpu()[0].numpy()
-        else:
-            grid = frame.activations(req.layer).detach().float().cpu()[0].numpy()
+            grid = frame.layout(req.layer).to_nchw(g).detach().float().cpu()[0].numpy()
+        else:   # units first, their map after, whatever the layer's layout (channels last, tokens)
+            grid = frame.unit_maps(req.layer).detach().float().cpu()[0].numpy()
         if not np.all(np.isfinite(grid)):
             bad = int(np.size(grid) - np.count_nonzero(np.isfinite(grid)))
             notices.append(f"{bad} NaN/inf values in {req.grid_mode} of layer '{req.layer or 'output'}' (shown as 0)")

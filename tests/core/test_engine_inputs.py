@@ -338,16 +338,16 @@ def test_model_map_lists_every_module_as_the_cli_prints_it():
     assert mm.default_layer == "features.0" and mm.output_name == ""
     assert mm["output"].name == mm["(model output)"].name == ""
     assert mm.describe().splitlines() == [
-        "name                                     type                   output              units calls",
-        "(model output)                           _Mapped                2                       2     1",
-        "features                                 Sequential             4x6x6                   4     1",
-        "features.0                               Conv2d                 4x6x6                   4     1",
-        "features.1                               ReLU                   4x6x6                   4     2",
-        "split                                    _Halves                -                       -     1"
+        "name                                     type                   output             layout            units calls",
+        "(model output)                           _Mapped                2                  flat                  2     1",
+        "features                                 Sequential             4x6x6              nchw                  4     1",
+        "features.0                               Conv2d                 4x6x6              nchw                  4     1",
+        "features.1                               ReLU                   4x6x6              nchw                  4     2",
+        "split                                    _Halves                -                  -                     -     1"
         "  [returns a tuple, not a tensor]",
-        "unused                                   Linear                 -                       -     0"
+        "unused                                   Linear                 -                  -                     -     0"
         "  [not run in the forward pass]",
-        "head                                     Linear                 2                       2     1",
+        "head                                     Linear                 2                  flat                  2     1",
     ]
     assert mm["unused"].visualizable is False and mm.default_cam_layer("features.1") == "features.0"
     with pytest.raises(CnnvisError) as ei:
