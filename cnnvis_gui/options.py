@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
-__all__ = ["UsageError", "add_model_arguments", "model_from_args", "spec_overrides", "model_from_entry",
+__all__ = ["UsageError", "add_model_arguments", "model_from_args", "spec_overrides", "layout_overrides", "model_from_entry",
            "model_entry", "pretrained_entry", "apply_thread_option", "WEIGHT_SUFFIXES", "PRETRAINED_ENTRY"]
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".tar")
@@ -36,7 +36,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options that choose and load a model (shared by every sub-command).
 
     ``--model``, ``--pretrained``, ``--weights``, ``--trust-pickle``, ``--trust-code``, ``--no-strict``,
-    ``--arch-kwarg``, ``--labels``, ``--device`` and the input-spec overrides ``--input-size``,
+    ``--arch-kwarg``, ``--labels``, ``--layout``, ``--device`` and the input-spec overrides ``--input-size``,
     ``--channels``, ``--mean``, ``--std``, ``--scale``, ``--bgr``, ``--fit``.
     Turn the parsed namespace into a model with :func:`model_from_args`.
     """
@@ -73,6 +73,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "state_dict_ema, model_ema (default: the first usual key that fits)")
     g.add_argument("--labels", metavar="FILE",
                    help="class labels: one per line, a JSON list or a JSON {index: label} object")
+    g.add_argument("--layout", action="append", default=[], metavar="NAME=LAYOUT",
+                   help="read layer NAME's output in this layout instead of the detected one: nchw (channels "
+                        "first), nhwc (channels last), tokens:P+HxW (P prefix tokens, then an H x W grid of patch "
+                        "tokens) or flat; repeatable. 'cnnvis info' shows every layer's layout")
     g.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
                    help="where the model runs (default: auto = cuda when available, else cpu)")
     g.add_argument("--threads", type=int, metavar="N",
@@ -138,6 +142,26 @@ def spec_overrides(args) -> dict:
     return d
 
 
+def layout_overrides(args) -> dict:
+    """``--layout NAME=LAYOUT`` options as ``{name: layout}`` (syntax checked; names are checked by the model map)."""
+    from .core import CnnvisError
+    from .core.layouts import parse_layout
+    out = {}
+    for item in getattr(args, "layout", None) or ():
+        name, sep, text = str(item).rpartition("=")
+        if not sep:
+            raise UsageError(f"--layout must be NAME=LAYOUT (e.g. blocks.5=tokens:1+14x14), got {item!r}")
+        name = name.strip()
+        if name in ("output", "(model output)"):
+            name = ""
+        try:
+            parse_layout(text)
+        except CnnvisError as e:
+            raise UsageError(f"--layout {item}: {e}") from None
+        out[name] = text.strip()
+    return out
+
+
 def _arch_kwargs(items) -> dict:
     out = {}
     for item in items or ():
@@ -171,6 +195,15 @@ def model_from_args(args):
     Raises :class:`~cnnvis_gui.models.ModelLoadError` (a CnnvisError) with a message for
     the user when the model cannot be loaded.
     """
+    layouts = layout_overrides(args)
+    lm = _load_from_args(args)
+    if layouts:
+        from .core.layouts import check_overrides
+        lm.layouts = check_overrides(layouts, [n for n, _ in lm.model.named_modules()])
+    return lm
+
+
+def _load_from_args(args):
     from cnnvis_gui import models
 
     model = getattr(args, "model", None)

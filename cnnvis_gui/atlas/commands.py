@@ -253,12 +253,14 @@ def cmd_atlas(args, model_from_args, parser=None, options=()) -> int:
     model, spec = lm.model, lm.spec
     out = Path(args.out).expanduser()
     t0 = time.perf_counter()
+    layouts = getattr(lm, "layouts", None)
     scan = TopKScan(model, spec, folder, _layers(args.layer), k=args.top, batch_size=args.batch_size,
-                    cache_dir=args.cache_dir, use_cache=not args.no_cache, workers=args.workers)
+                    cache_dir=args.cache_dir, use_cache=not args.no_cache, workers=args.workers, layouts=layouts)
     total = scan.total             # lists the folder: a folder without images is an error here
     out.mkdir(parents=True, exist_ok=True)
     run_scan_with_bar(scan, total, "cnnvis atlas: scan", args.quiet)
-    return write_atlas(args, model, spec, getattr(lm, "name", type(model).__name__), scan.result, out, t0)
+    return write_atlas(args, model, spec, getattr(lm, "name", type(model).__name__), scan.result, out, t0,
+                       layouts=layouts)
 
 
 def _torchrun_world():
@@ -279,11 +281,13 @@ def run_scan_with_bar(scan, total: int, desc: str, quiet: bool) -> None:
         print(f"cnnvis: note: {note}", file=sys.stderr)
 
 
-def write_atlas(args, model, spec, model_name: str, res, out: Path, t0: float, note: str = "") -> int:
+def write_atlas(args, model, spec, model_name: str, res, out: Path, t0: float, note: str = "",
+                layouts: dict | None = None) -> int:
     """Crops, montages and ``atlas.json`` of a finished scan; the summary line; the exit code.
 
     ``model`` may be None with ``args.no_montage`` (nothing runs the model then).  Returns 1
     when the model's forward raised on some images (they are named on stderr), else 0.
+    ``layouts``: the user's layout overrides (``--layout``), as the scan read them.
     """
     from .crops import ReceptiveFields
     from .montage import unit_montage
@@ -299,7 +303,8 @@ def write_atlas(args, model, spec, model_name: str, res, out: Path, t0: float, n
         progress = stderr_progress("cnnvis atlas: crops", len(todo), "unit", quiet=args.quiet)
         try:
             for name in res.layers:
-                rf = ReceptiveFields(model, spec, probes=args.probes, method=args.method, filter=args.filter)
+                rf = ReceptiveFields(model, spec, probes=args.probes, method=args.method, filter=args.filter,
+                                     layouts=layouts)
                 units_doc = doc["layers"][name or "output"]["units"]
                 try:
                     for u in _units(args.units, res.layer(name).units):
@@ -394,7 +399,8 @@ def _scan(args, lm, folder, shard):
     from .scan import TopKScan
 
     return TopKScan(lm.model, lm.spec, folder, _layers(args.layer), k=args.top, batch_size=args.batch_size,
-                    cache_dir=args.cache_dir, use_cache=not args.no_cache, workers=args.workers, shard=shard)
+                    cache_dir=args.cache_dir, use_cache=not args.no_cache, workers=args.workers, shard=shard,
+                    layouts=getattr(lm, "layouts", None))
 
 
 # ============================================================================ --shard I/N
@@ -454,7 +460,8 @@ def _torchrun(args, model_from_args, folder: Path, options, world) -> int:
     res = AtlasScan(folder, list(scan.result.paths), layers, args.top, lm.spec, skipped, ranges=ranges,
                     from_cache=all(p.meta.get("from_cache") for p in parts))
     note = f"; {world.size} ranks scanned {', '.join(map(str, res.images_per_rank))} images"
-    return write_atlas(args, lm.model, lm.spec, name, res, Path(args.out).expanduser(), t0, note)
+    return write_atlas(args, lm.model, lm.spec, name, res, Path(args.out).expanduser(), t0, note,
+                       layouts=getattr(lm, "layouts", None))
 
 
 # ============================================================================ merge
@@ -479,7 +486,7 @@ def cmd_atlas_merge(args, model_from_args, options) -> int:
         raise CnnvisError(f"the images in '{folder}' changed since the parts were scanned ({len(files)} image files "
                           f"now, {meta['images']} then, or some were rewritten); rescan the shards.")
     spec = InputSpec.from_dict(meta["spec"])
-    model, name = None, meta.get("model") or "?"
+    model, name, layouts = None, meta.get("model") or "?", None
     if not args.no_montage:
         lm = model_from_args(args)
         got = weights_hash(lm.model)
@@ -488,12 +495,12 @@ def cmd_atlas_merge(args, model_from_args, options) -> int:
             raise CnnvisError(f"the model given to merge ({getattr(lm, 'name', '?')}, weights {got[:12]}…) is "
                               f"not the one the parts were scanned with ({name}, weights {meta['weights'][:12]}…); give "
                               f"merge the same model options as the shards ({scanned}), or --no-montage.")
-        model = lm.model
+        model, layouts = lm.model, getattr(lm, "layouts", None)
     if not args.no_cache:
         cache_merged(args.cache_dir, layers, skipped, meta)
     res = AtlasScan(folder, [f[0] for f in files], layers, int(meta["k"]), spec, skipped, ranges=ranges)
     note = f"; merged {len(parts)} parts of {', '.join(map(str, res.images_per_rank))} images"
-    return write_atlas(args, model, spec, name, res, Path(args.out).expanduser(), t0, note)
+    return write_atlas(args, model, spec, name, res, Path(args.out).expanduser(), t0, note, layouts=layouts)
 
 
 # ============================================================================ optimize
@@ -524,16 +531,18 @@ def cmd_optimize(args, model_from_args) -> int:
     lm = model_from_args(args)
     model, spec = lm.model, lm.spec
     opt = ActivationMaximizer(model, spec, args.layer, args.unit, target, args.preset, cache_dir=args.cache_dir,
-                              use_cache=not args.no_cache, max_iter=args.iterations, lr=args.lr, seed=args.seed)
+                              use_cache=not args.no_cache, max_iter=args.iterations, lr=args.lr, seed=args.seed,
+                              layouts=getattr(lm, "layouts", None))
     if isinstance(target, tuple):
-        info = model_map(model, spec)[opt.layer]
-        if info.shape is None or len(info.shape) < 2:
+        info = model_map(model, spec, getattr(lm, "layouts", None))[opt.layer]
+        grid = info.map_shape            # the unit's map through the layer's layout (channels last, tokens)
+        if not grid:
             raise CnnvisError(f"--target {args.target}: layer {info.display_name!r} ({info.type}) is flat (shape "
                               f"{'x'.join(map(str, info.shape)) if info.shape else '?'}), it has no positions; "
                               f"drop --target (a flat layer's unit is a single number).")
-        if len(info.shape) != len(target) + 1 or any(not 0 <= t < n for t, n in zip(target, info.shape[1:])):
+        if len(grid) != len(target) or any(not 0 <= t < n for t, n in zip(target, grid)):
             raise CnnvisError(f"--target {args.target} is outside layer {info.display_name!r}'s "
-                              f"{'x'.join(map(str, info.shape[1:]))} map.")
+                              f"{'x'.join(map(str, grid))} map.")
     t0 = time.perf_counter()
     with stderr_progress(f"cnnvis optimize: {args.layer} unit {args.unit}", opt.params.max_iter, "step",
                          quiet=args.quiet) as progress:
@@ -544,7 +553,7 @@ def cmd_optimize(args, model_from_args) -> int:
     img = enlarge(img, args.zoom)
     _write_png(out, img)
     rnd = float(unit_activation(model, spec, opt.layer, opt.unit, random_input(spec, 1, seed=args.seed + 1),
-                                target)[0])
+                                target, layouts=getattr(lm, "layouts", None))[0])
     label = ""
     if opt.layer == "" and getattr(lm, "labels", None) and opt.unit < len(lm.labels):
         label = f" ({lm.labels[opt.unit]})"

@@ -121,14 +121,17 @@ class ReceptiveFields:
         Rule for the "max deconv" image.
     filter : str
         :data:`cnnvis_gui.core.FILTERS` name used to render it.
+    layouts : dict, optional
+        The user's layout overrides (``Visualizer(layouts=...)``): a hit's position is on the
+        layer's grid as its layout reads it.
     """
 
     def __init__(self, model: nn.Module, spec: InputSpec, probes: int = 4, method: str = "guided",
-                 filter: str = "raw", seed: int = 0, fit=None):
+                 filter: str = "raw", seed: int = 0, fit=None, layouts: dict | None = None):
         if method not in ("guided", "deconvnet", "gradient"):
             raise CnnvisError(f"method must be 'guided', 'deconvnet' or 'gradient', got {method!r}.")
         self.model, self.spec = model, spec
-        self.vis = Visualizer(model, spec)
+        self.vis = Visualizer(model, spec, layouts=layouts)
         self.probes, self.method, self.filter, self.seed, self.fit = int(probes), method, filter, seed, fit
         self._probe_frame = None       # ONE forward of the probe batch answers every layer
         self._probe_support: dict = {}
@@ -137,16 +140,17 @@ class ReceptiveFields:
     def _objective(frame, layer, y, x):
         """(objective, positional?) of a hit: its position for N x C x ... maps, "sum" for N x F features.
 
-        The scan stores a 4-D hit as (y, x), an N x C x L hit as (0, x) and an N x C x D x H x W
-        hit as (0, flat index); each is turned back into a position in the unit's map.
+        The scan stores a hit on an H x W map (channels first or last, or a token grid: the layer's
+        layout) as (y, x), on an L map as (0, x) and on a D x H x W map as (0, flat index); each is
+        turned back into a position in the unit's map.
         """
-        a = frame.activations(layer)
-        if a.ndim == 4:
+        per_unit = frame.layout(layer).map_shape
+        if len(per_unit) == 2:
             return (int(y), int(x)), True
-        if a.ndim == 3:
+        if len(per_unit) == 1:
             return (int(x),), True
-        if a.ndim > 4:
-            return tuple(int(i) for i in np.unravel_index(int(x), tuple(a.shape[2:]))), True
+        if len(per_unit) > 2:
+            return tuple(int(i) for i in np.unravel_index(int(x), tuple(per_unit))), True
         return "sum", False
 
     def _probes(self):
@@ -194,9 +198,9 @@ class ReceptiveFields:
 
 
 def crop_hits(model: nn.Module, spec: InputSpec, layer: str, unit: int, hits, probes: int = 4,
-              method: str = "guided", filter: str = "raw", fit=None) -> list:
+              method: str = "guided", filter: str = "raw", fit=None, layouts: dict | None = None) -> list:
     """:class:`HitCrops` for each hit of ``unit`` (see :class:`ReceptiveFields`)."""
-    rf = ReceptiveFields(model, spec, probes=probes, method=method, filter=filter, fit=fit)
+    rf = ReceptiveFields(model, spec, probes=probes, method=method, filter=filter, fit=fit, layouts=layouts)
     try:
         return [rf.crops(layer, unit, h) for h in hits]
     finally:

@@ -52,13 +52,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import CnnvisError, InputSpec
+from ..core import CnnvisError, InputSpec, model_map
 from ..core.errors import backward_errors
+from ..core.layouts import layout_key
 from . import cache as _cache
 from .scan import model_device, resolve_layers
 
 __all__ = ["OptimizeParams", "PRESETS", "OptStep", "OptimizeResult", "ActivationMaximizer", "maximize",
-           "unit_activation", "random_input"]
+           "unit_activation", "random_input", "layer_layout"]
 
 
 LR_1, LR_2, LR_3, LR_4 = 4.0, 8.0, 2.0, 4.0
@@ -202,7 +203,23 @@ def _pixel_bounds(spec: InputSpec, device, dtype):
     return torch.minimum(lo, hi), torch.maximum(lo, hi), to_x
 
 
-def _objective(a: torch.Tensor, unit: int, target, name: str):
+def layer_layout(model: nn.Module, spec: InputSpec, layer: str, layouts: dict | None = None):
+    """The layer's :class:`~cnnvis_gui.core.layouts.Layout` from the model map (one probe forward).
+
+    An objective reads the layer's output through ``layout.to_nchw(output)`` (N x C x H x W: a
+    ConvNeXt block's channels-last features or a ViT's patch tokens on their grid); a layer whose
+    output is not a map of units is refused here.
+    """
+    info = model_map(model, spec, layouts)[layer]
+    if info.layout is not None and info.layout.kind == "other":
+        raise CnnvisError(f"layer {info.display_name!r} ({info.type}) has no units to maximize: its output is not "
+                          f"spatial ({info.layout.reason}); choose another layer.")
+    return info.layout
+
+
+def _objective(a: torch.Tensor, unit: int, target, name: str, layout=None):
+    if layout is not None:
+        a = layout.to_nchw(a)
     units = a.shape[1]
     if not 0 <= unit < units:
         raise CnnvisError(f"unit {unit} is out of range for layer {name or 'output'!r}: it has {units} units "
@@ -244,15 +261,20 @@ def random_input(spec: InputSpec, n: int = 1, seed: int = 0) -> torch.Tensor:
 
 
 def unit_activation(model: nn.Module, spec: InputSpec, layer: str, unit: int, x: torch.Tensor,
-                    target="center") -> torch.Tensor:
-    """The objective (as optimized) for each input of a batch ``x`` -> N values (CPU)."""
+                    target="center", layout=None, layouts: dict | None = None) -> torch.Tensor:
+    """The objective (as optimized) for each input of a batch ``x`` -> N values (CPU).
+
+    ``layout``: the layer's layout (default: the model map's, with the user's ``layouts`` overrides).
+    """
     (name,) = resolve_layers(model, spec, [layer])
+    if layout is None:
+        layout = layer_layout(model, spec, name, layouts)
     device, dtype = model_device(model)
     grab = _Grab(dict(model.named_modules())[name])
     try:
         with torch.no_grad():
             model(x.to(device=device, dtype=dtype))
-        return _objective(grab.value.float(), int(unit), target, name).cpu()
+        return _objective(grab.value.float(), int(unit), target, name, layout).cpu()
     finally:
         grab.remove()
 
@@ -267,6 +289,8 @@ class ActivationMaximizer:
     target : "center" (default), "channel" or (y, x) for conv layers; ignored for flat layers
     preset : 1-4 (:data:`PRESETS`) or an :class:`OptimizeParams`; ``**overrides`` change single fields
     cache_dir, use_cache : like the scan's; the result is cached by weights, spec, unit and parameters
+    layouts : the user's layout overrides (:mod:`cnnvis_gui.core.layouts`); the unit is a channel of
+        the layer's layout and the target a position on its grid
 
     Examples
     --------
@@ -277,9 +301,11 @@ class ActivationMaximizer:
     """
 
     def __init__(self, model: nn.Module, spec: InputSpec, layer: str, unit: int, target="center",
-                 preset=DEFAULT_PRESET, cache_dir=None, use_cache: bool = True, **overrides):
+                 preset=DEFAULT_PRESET, cache_dir=None, use_cache: bool = True, layouts: dict | None = None,
+                 **overrides):
         self.model, self.spec = model, spec
         (self.layer,) = resolve_layers(model, spec, [layer])
+        self.layouts = dict(layouts or {})
         self.unit = int(unit)
         if not (target in ("center", "channel") or (isinstance(target, (tuple, list)) and len(target) == 2)):
             raise CnnvisError(f"target must be 'center', 'channel' or a (y, x) position, got {target!r}.")
@@ -296,7 +322,8 @@ class ActivationMaximizer:
         if self._key is None:
             self._key = _cache.digest({"kind": "optimize", "weights": _cache.weights_hash(self.model),
                                        "spec": self.spec.to_dict(), "layer": self.layer, "unit": self.unit,
-                                       "target": self.target, "params": asdict(self.params)})
+                                       "target": self.target, "params": asdict(self.params),
+                                       **layout_key(self.model, self.layouts)})
         return self._key
 
     @property
@@ -327,6 +354,7 @@ class ActivationMaximizer:
             return
         p = self.params
         model, spec = self.model, self.spec
+        layout = layer_layout(model, spec, self.layer, self.layouts)
         device, dtype = model_device(model)
         lo, hi, to_x = _pixel_bounds(spec, device, torch.float32)
         g = torch.Generator().manual_seed(p.seed)
@@ -350,7 +378,7 @@ class ActivationMaximizer:
                 a = grab.value.float()
                 if grab.pre:
                     a = F.leaky_relu(a, 0.01)
-                obj = _objective(a, self.unit, self.target, self.layer)[0]
+                obj = _objective(a, self.unit, self.target, self.layer, layout)[0]
                 with backward_errors():
                     (grad,) = torch.autograd.grad(obj, ur)
                 val = float(obj.detach())
@@ -387,7 +415,7 @@ class ActivationMaximizer:
             model.train(was_training)
         # the final image may beat the best jittered one: compare both without jitter
         cands = torch.stack([best_u, u.detach()]) * to_x
-        acts = unit_activation(model, spec, self.layer, self.unit, cands.to(dtype), self.target)
+        acts = unit_activation(model, spec, self.layer, self.unit, cands.to(dtype), self.target, layout)
         j = int(torch.argmax(acts))
         x = cands[j:j + 1].detach().float().cpu()
         self.result = OptimizeResult(x, spec.to_image(x), float(acts[j]), self.layer, self.unit, self.target, p,
@@ -399,9 +427,11 @@ class ActivationMaximizer:
 
 
 def maximize(model: nn.Module, spec: InputSpec, layer: str, unit: int, target="center", preset=DEFAULT_PRESET,
-             cache_dir=None, use_cache: bool = True, progress=None, **overrides) -> OptimizeResult:
+             cache_dir=None, use_cache: bool = True, progress=None, layouts: dict | None = None,
+             **overrides) -> OptimizeResult:
     """Run an :class:`ActivationMaximizer` to the end; ``progress(OptStep)`` is called on the way."""
-    opt = ActivationMaximizer(model, spec, layer, unit, target, preset, cache_dir, use_cache, **overrides)
+    opt = ActivationMaximizer(model, spec, layer, unit, target, preset, cache_dir, use_cache, layouts=layouts,
+                              **overrides)
     for step in opt.run():
         if progress is not None:
             progress(step)

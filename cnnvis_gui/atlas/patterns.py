@@ -16,11 +16,14 @@ __all__ = ["top1_crops", "optimized_images"]
 
 
 def top1_crops(model, spec: InputSpec, scan: AtlasScan, layer: str, units=None, probes: int = 4,
-               deconv: bool = False) -> list:
-    """Each unit's best hit, cropped to its receptive field (or its deconv crop when ``deconv``)."""
+               deconv: bool = False, layouts: dict | None = None) -> list:
+    """Each unit's best hit, cropped to its receptive field (or its deconv crop when ``deconv``).
+
+    A unit is a channel of the layer's layout (``layouts``: the user's overrides), as in the scan.
+    """
     t = scan.layer(layer)
     units = range(t.units) if units is None else units
-    rf = ReceptiveFields(model, spec, probes=probes)
+    rf = ReceptiveFields(model, spec, probes=probes, layouts=layouts)
     out = []
     try:
         for u in units:
@@ -36,10 +39,11 @@ def top1_crops(model, spec: InputSpec, scan: AtlasScan, layer: str, units=None, 
 
 
 def optimized_images(model, spec: InputSpec, layer: str, n_units: int, preset=DEFAULT_PRESET, cache_dir=None,
-                     **overrides) -> list:
+                     layouts: dict | None = None, **overrides) -> list:
     """Cached optimized images of units 0..n_units-1 (None for units not optimized yet; never computes)."""
     out = []
     for u in range(n_units):
-        res = ActivationMaximizer(model, spec, layer, u, preset=preset, cache_dir=cache_dir, **overrides).cached()
+        res = ActivationMaximizer(model, spec, layer, u, preset=preset, cache_dir=cache_dir, layouts=layouts,
+                                  **overrides).cached()
         out.append(None if res is None else res.image)
     return out

@@ -57,7 +57,9 @@ class LayerTopK:
     """The k best hits of every unit of one layer; arrays are units x k, best first.
 
     ``images`` is -1 where a unit has fewer than k hits (a folder with fewer than k images).
-    ``shape`` is the layer's per-sample output shape (e.g. (64, 16, 16) or (10,)).
+    ``shape`` is the per-sample shape of the layer's units and their map (e.g. (64, 16, 16) or (10,)):
+    its output read through its layout (:mod:`cnnvis_gui.core.layouts`), so a ViT block's
+    197 x 192 tokens are (192, 14, 14) and a hit's (y, x) is on that grid.
     """
 
     name: str

@@ -10,7 +10,10 @@ model in batches:
   model's device;
 * the forward runs under ``torch.no_grad`` on the model's own device; a forward hook on
   each chosen layer reduces its output at once to the per-channel maximum over positions
-  and the position of that maximum (so no activation map is kept);
+  and the position of that maximum (so no activation map is kept).  Channels and positions are
+  those of the layer's layout in the model map (:mod:`cnnvis_gui.core.layouts`): a ConvNeXt
+  block's channels-last features or a ViT's tokens are units on their H x W grid, prefix tokens
+  left out;
 * every unit keeps its k best (value, image, y, x); each image enters a unit's list at most
   once (its own maximum), so a unit's k images are distinct.  Ties go to the image listed
   first (stable merge: by the image's place in the sorted listing, then by position, the first
@@ -46,13 +49,14 @@ import torch
 from torch import nn
 
 from ..core import FIT_MODES, CnnvisError, InputSpec
+from ..core.layouts import check_overrides, layout_key
 from ..core.recorder import model_device_dtype as model_device   # (device, float dtype): the engine's own rule
 from ..sources import IMAGE_EXTENSIONS
 from . import cache as _cache
 from .folders import folder_fingerprint, list_images
 from .results import AtlasScan, ScanProgress
 from .state import check_state, nothing_decoded_error, scan_arrays, state_from_arrays
-from .sweep import (LayerForward, decode_images, normalize_batch, prefetched, resolve_layers, to_model_input,
+from .sweep import (LayerForward, decode_images, layer_layouts, through_layouts, normalize_batch, prefetched, resolve_layers, to_model_input,
                     training_off)
 
 __all__ = ["TopKScan", "scan_folder", "load_scan", "resolve_layers", "model_device", "shard_range"]
@@ -123,6 +127,9 @@ class TopKScan:
         Decode threads (default: up to 4, at most the CPU count).
     checkpoint_every : float
         Seconds between checkpoints of the partial state (also written on stop).
+    layouts : dict, optional
+        ``{layer name: layout}`` overriding the detected layouts (:mod:`cnnvis_gui.core.layouts`);
+        the scan reads each layer's units and positions through its layout.
     shard : (int, int), optional
         ``(I, N)``: scan only slice I of N of the listing (:func:`shard_range`, whole batches of
         ``batch_size``); the result keeps global image indices and the whole listing in
@@ -140,7 +147,7 @@ class TopKScan:
     def __init__(self, model: nn.Module, spec: InputSpec, folder, layers, k: int = 9, batch_size: int = 64,
                  cache_dir=None, use_cache: bool = True, workers: int | None = None,
                  checkpoint_every: float = 5.0, recursive: bool = True, fit: str | None = None,
-                 shard: tuple | None = None):
+                 shard: tuple | None = None, layouts: dict | None = None):
         if int(k) < 1:
             raise CnnvisError(f"k must be at least 1, got {k}.")
         if int(batch_size) < 1:
@@ -151,6 +158,8 @@ class TopKScan:
         self.spec = spec
         self.folder = Path(folder).expanduser()
         self.layers = resolve_layers(model, spec, layers)
+        self.layout_overrides = check_overrides(layouts, [n for n, _ in model.named_modules()])
+        self._layouts: dict | None = None
         self.k = int(k)
         self.batch_size = int(batch_size)
         self.cache_root = _cache.cache_dir(cache_dir)
@@ -174,6 +183,13 @@ class TopKScan:
         self._range = (0, 0)
         self.shard_batch_size = self.batch_size   # the slices are whole batches of this size
 
+    @property
+    def layouts(self) -> dict:
+        """Each scanned layer's :class:`~cnnvis_gui.core.layouts.Layout` (the model map's, with the overrides)."""
+        if self._layouts is None:
+            self._layouts = layer_layouts(self.model, self.spec, self.layers, self.layout_overrides)
+        return self._layouts
+
     # ------------------------------------------------------------------ keys & files
     def _prepare(self):
         if self._files is None:
@@ -182,7 +198,8 @@ class TopKScan:
                 raise CnnvisError(self._empty_message())
             key = {"kind": "scan", "weights": _cache.weights_hash(self.model), "spec": self.spec.to_dict(),
                    "fit": self.fit, "layers": self.layers, "k": self.k, "recursive": self.recursive,
-                   "folder": str(self.folder.resolve()), "files": folder_fingerprint(files)}
+                   "folder": str(self.folder.resolve()), "files": folder_fingerprint(files),
+                   **layout_key(self.model, self.layout_overrides)}
             self._range = (0, len(files))
             if self.shard is not None:
                 self._range = shard_range(len(files), self.shard[0], self.shard[1], self.shard_batch_size)
@@ -325,7 +342,8 @@ class TopKScan:
 
     def _forward_or_skip(self, x: torch.Tensor, ok: list) -> tuple:
         """The batch's reductions, or its images retried one by one when the model raises (:class:`LayerForward`)."""
-        fwd = LayerForward(self.model, self.layers, _max_and_position, self._smaller_batch)
+        fwd = LayerForward(self.model, self.layers, through_layouts(_max_and_position, self.layouts),
+                           self._smaller_batch)
         return fwd.or_skip(x, ok, lambda i: self._files[i][0])
 
     def _merge(self, state, shapes, found, index: torch.Tensor):
@@ -365,6 +383,7 @@ class TopKScan:
             self.result = hit
             yield ScanProgress(size, size, 0.0, 0.0, len(hit.skipped), self.batch_size, from_cache=True)
             return
+        self.layouts    # noqa: B018 - read from the model map before the first batch (one probe forward)
         device, dtype = model_device(self.model)
         start, state, shapes, skipped = first, {}, {}, []
         resumed = self._load_partial(device)

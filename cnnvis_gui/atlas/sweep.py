@@ -38,7 +38,7 @@ from ..core.hooks import HookSet
 from ..sources import load_image
 from .results import MODEL_FAILED
 
-__all__ = ["resolve_layers", "prefetched", "decode_images", "normalize_batch", "to_model_input",
+__all__ = ["resolve_layers", "layer_layouts", "through_layouts", "prefetched", "decode_images", "normalize_batch", "to_model_input",
            "LayerForward", "LayerCapture", "training_off", "is_oom", "is_fatal", "model_failed"]
 
 
@@ -65,6 +65,36 @@ def resolve_layers(model: nn.Module, spec: InputSpec, layers) -> list:
     if not out:
         raise CnnvisError("choose at least one layer to scan.")
     return out
+
+
+def layer_layouts(model: nn.Module, spec: InputSpec, layers, overrides: dict | None = None) -> dict:
+    """``{layer: Layout}`` of the scanned layers from the model map (one probe forward; overrides applied).
+
+    A scan reads each layer's units and positions through its layout (:mod:`cnnvis_gui.core.layouts`):
+    a ConvNeXt block's channels-last features, a ViT's patch tokens on their grid.  A layer whose
+    output is not a map of units (window attention, per-head tensors) is refused here.
+    """
+    mm = model_map(model, spec, overrides)
+    out = {}
+    for name in layers:
+        info = mm[name]
+        if info.layout is not None and info.layout.kind == "other":
+            raise CnnvisError(f"layer {info.display_name!r} ({info.type}) cannot be scanned: its output is not "
+                              f"spatial ({info.layout.reason}); choose another layer.")
+        out[name] = info.layout
+    return out
+
+
+def through_layouts(reduce: Callable, layouts: dict) -> Callable:
+    """``reduce(name, module, output)`` that gets each layer's output as N x C x H x W (its layout's view)."""
+
+    def reduce_units(name, module, output):
+        lay = layouts.get(name)
+        if lay is not None and isinstance(output, torch.Tensor):
+            output = lay.to_nchw(output)
+        return reduce(name, module, output)
+
+    return reduce_units
 
 
 # ============================================================================ errors

@@ -83,7 +83,7 @@ def cmd_info(args) -> int:
     from cnnvis_gui.core import Visualizer
 
     lm = model_from_args(args)
-    mm = Visualizer(lm.model, lm.spec).model_map()
+    mm = Visualizer(lm.model, lm.spec, layouts=getattr(lm, "layouts", None)).model_map()
     if args.json:
         doc = {
             "name": lm.name, "source": lm.source, "arch": lm.arch, "device": str(lm.device),
@@ -93,6 +93,7 @@ def cmd_info(args) -> int:
             "default_layer": mm.default_layer, "relu_calls": mm.relu_calls,
             "functional_relu_calls": mm.functional_relu_calls, "other_activations": mm.other_activations,
             "generalized_activations": mm.generalized_activations, "deconvnet_notice": mm.deconvnet_notice,
+            "mixing_operations": mm.mixing_operations,
             "layers": [_layer_dict(l) for l in mm],
             "threads": _thread_policy(args).threads, "threads_reason": _thread_policy(args).reason,
             "malloc": _malloc(args),
@@ -118,6 +119,8 @@ def cmd_info(args) -> int:
             f"{k} x{n}" for k, n in sorted(mm.generalized_activations.items()))
     if mm.other_activations:
         act += "; plain-gradient activations: " + ", ".join(f"{k} x{n}" for k, n in sorted(mm.other_activations.items()))
+    if mm.mixing_operations:
+        act += "; plain gradient through " + ", ".join(f"{k} x{n}" for k, n in sorted(mm.mixing_operations.items()))
     out.write(f"relus:   {act}\n")
     out.write(f"default layer: {mm.default_layer or 'output'}\n")
     for n in lm.notes + ([mm.deconvnet_notice] if mm.deconvnet_notice else []):
@@ -180,9 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
                          f"default {DEFAULT_STEPS})")
     io.add_argument("--seed", type=int, default=0, metavar="SEED",
                     help="seed of the SmoothGrad noise, so that a rerun writes the same files (default 0)")
-    io.add_argument("--objective", default="sum", metavar="sum|activation|max|Y,X",
+    io.add_argument("--objective", default="sum", metavar="sum|activation|max|Y,X|prefix:I",
                     help="what is maximized for a unit: the sum over positions (default), 1/2 sum of squares, the "
-                         "strongest position, or one position Y,X of the unit's map")
+                         "strongest position, one position Y,X of the unit's map, or a token layer's prefix token I "
+                         "(prefix:0 = the class token)")
     io.add_argument("--filter", default="raw", choices=FILTERS,
                     help="how gradients become pictures: raw (every channel; default), gray (channel mean), norm "
                          "(per-pixel L2 norm), normblur (the norm blurred)")
@@ -197,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"for --clip percentile / mass: 0 < P <= 100 (default {DEFAULT_PERCENTILE:g}: the brightest "
                          f"2 %% clip; 100 = max). The .npz (--raw) stays raw")
     io.add_argument("--cam-layer", metavar="L",
-                    help="the CAM methods' layer (default: the last convolution that runs before --layer)")
+                    help="the CAM methods' layer (default: the last convolution that runs before --layer, or its "
+                         "last channels-last / token map; a ViT's: the last block's norm1)")
     io.add_argument("--cam-style", default="overlay", choices=("overlay", "heatmap"),
                     help="CAM PNGs: the map over the input (default) or the colour map alone")
     io.add_argument("--cam-alpha", type=float, default=0.5, metavar="A", help="overlay opacity (default 0.5)")

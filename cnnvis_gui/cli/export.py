@@ -119,7 +119,11 @@ def _parse_objective(text: str):
     m = re.fullmatch(r"(\d+)\s*,\s*(\d+)", t)
     if m:
         return (int(m.group(1)), int(m.group(2)))
-    raise UsageError(f"--objective must be sum, activation, max or a position Y,X; got {text!r}")
+    m = re.fullmatch(r"prefix\s*:\s*(\d+)", t)
+    if m:                                   # a token layer's prefix token (0: the class token)
+        return ("prefix", int(m.group(1)))
+    raise UsageError(f"--objective must be sum, activation, max, a position Y,X or prefix:I (a token layer's "
+                     f"prefix token I, 0 = the class token); got {text!r}")
 
 
 class _Item:
@@ -324,7 +328,7 @@ def cmd_export(args) -> int:
         raise UsageError(f"--input: no such file or folder: '{Path(args.input).expanduser()}'")
     lm = model_from_args(args)
     spec = lm.spec
-    vis = Visualizer(lm.model, spec)
+    vis = Visualizer(lm.model, spec, layouts=getattr(lm, "layouts", None))
     mm = vis.model_map()
     info = mm[args.layer]          # CnnvisError naming the nearest valid layers
     layer = info.name
@@ -345,9 +349,10 @@ def cmd_export(args) -> int:
     cam_methods = set(_CAM_EXPORTS + ("guided-gradcam",)) & set(methods)
     if args.cam_layer is not None:
         cinfo = mm[args.cam_layer]
-        if not cinfo.visualizable or cinfo.shape is None or len(cinfo.shape) != 3:
-            raise UsageError(f"--cam-layer {cinfo.display_name!r} needs a C x H x W output; it has "
-                             f"{'x'.join(map(str, cinfo.shape)) if cinfo.shape else cinfo.reason}")
+        if not cinfo.visualizable or cinfo.map_shape is None or len(cinfo.map_shape) != 2:
+            raise UsageError(f"--cam-layer {cinfo.display_name!r} needs units with an H x W map (C x H x W, "
+                             f"H x W x C or tokens on a grid); it has "
+                             f"{'x'.join(map(str, cinfo.shape)) + ' (' + cinfo.layout_name + ')' if cinfo.shape else cinfo.reason}")
         cam_layer = cinfo.name
     else:
         cam_layer = None
@@ -388,8 +393,10 @@ def cmd_export(args) -> int:
             if n not in notices_shown and n != frame.deconvnet_notice:   # said below, per method asked for
                 notices_shown.add(n)
                 warn(n)
-        acts = frame.activations(layer)
-        per_item = [fixed_units if fixed_units is not None else _top_units(acts[i], top)
+        acts = frame.activations(layer)             # the model's own layout: what raw.npz keeps
+        maps = frame.unit_maps(layer)               # units first, their map after (its layout's view)
+        layout = frame.layout(layer)
+        per_item = [fixed_units if fixed_units is not None else _top_units(maps[i], top)
                     for i in range(len(batch))]
         unit0 = next((us[0] for us in per_item if us), None)
         for m in methods:           # deconvnet without max-pool switches: the same picture for every image
@@ -406,6 +413,7 @@ def cmd_export(args) -> int:
         cl = resolved_cam["name"]
         inp = frame.input.cpu()
         acts_np = acts.cpu().numpy()
+        maps_np = maps.cpu().numpy()
         dirs, shown = [], []
         for i, it in enumerate(batch):
             d = out_dir / it.stem
@@ -414,7 +422,7 @@ def cmd_export(args) -> int:
             shown.append(spec.to_image(inp[i]))
             check_finite(frame, acts[i], it.origin, f"the activations of {layer or 'output'!r}")
             _write_png(d / "input.png", shown[i], args.zoom)
-            _write_png(d / f"{lname}_mosaic.png", ActivationMosaic(acts_np[i]).image, args.zoom)
+            _write_png(d / f"{lname}_mosaic.png", ActivationMosaic(np.ascontiguousarray(maps_np[i])).image, args.zoom)
             n_files += 2
         # one backward per (unit, method) for the whole batch; each sample keeps its own units.  The
         # PNGs are written at once and the map dropped, so memory does not grow with the number of
@@ -456,7 +464,7 @@ def cmd_export(args) -> int:
             if raw is not None:
                 arrays = {"input": inp[i:i + 1].numpy(), "image": shown[i],
                           "activations": acts_np[i:i + 1], "units": np.asarray(per_item[i], dtype=np.int64),
-                          "layer": np.asarray(layer), "methods": np.asarray(methods),
+                          "layout": np.asarray(layout.name), "layer": np.asarray(layer), "methods": np.asarray(methods),
                           "objective": np.asarray(str(objective)), "source": np.asarray(it.origin)}
                 if cam_methods:
                     arrays["cam_layer"] = np.asarray(cl)

@@ -115,6 +115,7 @@ class _Census:
                                       else None)
         self.other_activations = dict(rules.others)
         self.generalized_activations = dict(rules.generalized)
+        self.mixing_operations = dict(rules.mixing)
         self.notices = activation_notices(rules)
         source = input_node(x_leaf)
         # deconvnet from the output never reads the input (no max-pool switches): say so (core.independence)
@@ -369,6 +370,12 @@ class Frame:
     def other_activations(self) -> dict:
         """Activations in the recorded graph that keep the plain gradient, by name, with their call counts."""
         return self._counts().other_activations
+
+    @property
+    def mixing_operations(self) -> dict:
+        """LayerNorm / RMSNorm / softmax / fused attention calls in the recorded graph: the plain gradient
+        passes through them under every method (no rule is invented there)."""
+        return self._counts().mixing_operations
 
     @property
     def generalized_activations(self) -> dict:
@@ -780,6 +787,9 @@ def cam(model: nn.Module, x: torch.Tensor, layer: str, unit: int, cam_layer: str
         return frame.cam(layer, unit, cam_layer, method, objective)[0]
 
 
-def model_map(model: nn.Module, spec: InputSpec) -> ModelMap:
-    """Every module with type, output shape, units and calls per forward (one probe forward)."""
-    return Visualizer(model, spec).model_map()
+def model_map(model: nn.Module, spec: InputSpec, layouts: dict | None = None) -> ModelMap:
+    """Every module with type, output shape, layout, units and calls per forward (one probe forward).
+
+    ``layouts``: the user's overrides, ``{layer name: "nchw" | "nhwc" | "tokens:P+HxW" | "flat"}``.
+    """
+    return Visualizer(model, spec, layouts=layouts).model_map()

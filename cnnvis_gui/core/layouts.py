@@ -62,12 +62,15 @@ import torch.nn as nn
 
 from .errors import CnnvisError
 
-__all__ = ["Layout", "LAYOUT_KINDS", "MAX_PREFIX", "parse_layout", "fit_layout", "check_overrides",
-           "infer_layouts", "quick_layout", "layout_help"]
+__all__ = ["Layout", "LAYOUT_KINDS", "MAX_PREFIX", "LAYOUT_RULES", "parse_layout", "fit_layout", "check_overrides",
+           "infer_layouts", "quick_layout", "layout_help", "layout_key"]
 
 LAYOUT_KINDS = ("nchw", "nhwc", "tokens", "flat", "other")
 #: the most prefix tokens (class, distillation, registers) a token layout is detected with
 MAX_PREFIX = 16
+#: version of the detection rules, in the cache keys of results that depend on them (:func:`layout_key`)
+LAYOUT_RULES = 1
+_NOT_BATCH = "first axis"
 
 
 def _dims(shape) -> str:
@@ -94,6 +97,11 @@ class Layout:
         if self.kind == "tokens":
             return f"tokens:{self.prefix}+{self.grid[0]}x{self.grid[1]}"
         return self.kind
+
+    @property
+    def batch_first(self) -> bool:
+        """False when the output's first axis is not the batch (window attention): no layout fits it."""
+        return not (self.kind == "other" and self.source == _NOT_BATCH)
 
     @property
     def spatial(self) -> bool:
@@ -238,6 +246,23 @@ def fit_layout(text, shape, name: str = "", batch_ok: bool = True) -> Layout:
     return Layout(kind, shape, prefix, tuple(grid), None, "set by the user")
 
 
+def layout_key(model: nn.Module, overrides: dict | None = None) -> dict:
+    """What a cached result (an atlas scan, an optimized image) must add to its key for the layouts.
+
+    Empty for a model with no module that makes channels-last or token maps (no LayerNorm, no
+    attention, no patch grid, no ``data_format``) and no override: a CNN's cache keys stay what they
+    were.  Otherwise the rules' version and the user's overrides, so that a result read before the
+    layouts were understood (a ViT's tokens taken as units) is never reused.
+    """
+    modern = any(isinstance(m, (nn.LayerNorm, nn.MultiheadAttention)) or hasattr(m, "grid_size")
+                 or hasattr(m, "data_format") for m in model.modules())
+    if not modern and not overrides:
+        return {}
+    return {"layouts": {"rules": LAYOUT_RULES,
+                        "overrides": {k: parse_layout(v)[0] + str(parse_layout(v)[1:]) for k, v in
+                                      sorted((overrides or {}).items())}}}
+
+
 def check_overrides(layouts, names) -> dict:
     """``{module name: layout text}`` checked for syntax and names (shapes are checked by :func:`infer_layouts`)."""
     from .modelmap import resolve_layer_name
@@ -318,7 +343,7 @@ def quick_layout(mod, out: torch.Tensor, batch: int) -> Layout | None:
 def _not_batch(shape, first, batch) -> Layout:
     return Layout("other", shape, reason=f"the first axis ({first} for {batch} sample{'s' if batch != 1 else ''}) "
                                          f"is not the batch: samples x windows or heads (window attention)",
-                  source="first axis")
+                  source=_NOT_BATCH)
 
 
 # ============================================================================ inference

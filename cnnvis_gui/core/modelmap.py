@@ -51,7 +51,8 @@ class ModelMap:
     """Every module by its dotted name, in ``named_modules()`` order."""
 
     def __init__(self, layers: Sequence[LayerInfo], relu_calls=0, functional_relu_calls=0,
-                 other_activations=None, generalized_activations=None, deconvnet_notice=None):
+                 other_activations=None, generalized_activations=None, deconvnet_notice=None,
+                 mixing_operations=None):
         self.layers = list(layers)
         self.deconvnet_notice = deconvnet_notice   # deconvnet is input-independent here (core.independence)
         self._by_name = {l.name: l for l in self.layers}
@@ -59,6 +60,7 @@ class ModelMap:
         self.functional_relu_calls = functional_relu_calls
         self.other_activations = dict(other_activations or {})         # those keeping the plain gradient
         self.generalized_activations = dict(generalized_activations or {})  # those with the generalized rule
+        self.mixing_operations = dict(mixing_operations or {})   # LayerNorm / softmax / attention: plain gradient
 
     def __iter__(self):
         return iter(self.layers)
@@ -230,4 +232,5 @@ def build_map(structure, calls: dict, census, layouts: dict | None = None) -> Mo
                                 structure.conv[name], cs[0].start, depth, tuple(c.done for c in cs),
                                 layout if last.reason is None else None))
     return ModelMap(layers, census.relu_calls, census.functional_relu_calls, census.other_activations,
-                    census.generalized_activations, getattr(census, "deconvnet_notice", None))
+                    census.generalized_activations, getattr(census, "deconvnet_notice", None),
+                    getattr(census, "mixing_operations", None))

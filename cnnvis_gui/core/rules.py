@@ -41,6 +41,14 @@ For ReLU (``f'(x) = [x > 0]``) this is exactly the rule above, computed exactly 
 restores the old behaviour: the rules at ReLUs only, the plain gradient elsewhere.  Gates
 (Sigmoid, Hardsigmoid, Tanh, GLU) are not rectifiers and always keep the plain gradient.
 The same walk counts every activation for the frame's notices.
+
+Normalization and attention
+---------------------------
+Transformers and ConvNeXt add operations that are neither rectifiers nor gates of one input:
+LayerNorm (every feature depends on every other of its token), softmax attention (every token on
+every other) and RMS norms.  Deconvnet and guided backprop define no rule there, and none is
+invented: the plain gradient passes through them, under every method, and the notices say how
+many such calls the graph runs (:data:`MIXING_NODES`).
 """
 from __future__ import annotations
 
@@ -77,6 +85,21 @@ _OTHER_NODES = {
     "GluBackward0": "GLU", "LogSigmoidBackward0": "LogSigmoid", "ThresholdBackward0": "Threshold",
     "ThresholdBackward1": "Threshold", "SigmoidBackward0": "Sigmoid", "TanhBackward0": "Tanh",
 }
+
+
+# operations that mix features or tokens and keep the plain gradient under every method (counted, named)
+MIXING_NODES = {"NativeLayerNormBackward0": "LayerNorm", "FusedRmsNormBackward0": "RMSNorm",
+                "_FusedRmsNormBackward0": "RMSNorm", "SoftmaxBackward0": "softmax"}
+
+
+def mixing_label(node) -> str | None:
+    """``"LayerNorm"``, ``"RMSNorm"``, ``"softmax"`` or ``"attention"`` (a fused scaled dot-product
+    attention kernel, whose softmax is inside it) for such a node, else None."""
+    name = type(node).__name__
+    label = MIXING_NODES.get(name)
+    if label is None and "ScaledDotProduct" in name:
+        label = "attention"
+    return label
 
 
 # activations that get the generalized rule: node class name -> the saved tensor whose sign is
@@ -204,6 +227,7 @@ class GraphRules:
         self.relu_on_views = 0        # in-place ReLUs on a view the rule cannot reach (no saved view)
         self.generalized: Counter = Counter()   # activations that got the generalized rule
         self.others: Counter = Counter()        # activations that keep the plain gradient
+        self.mixing: Counter = Counter()        # LayerNorm / softmax / attention: the plain gradient
         self.stale: str | None = None    # a saved tensor changed in place since: no backward runs through it
 
     def _saved(self, node, attr: str):
@@ -234,6 +258,8 @@ class GraphRules:
                 self.relu_nodes += 1
             elif name == "CopySlices":
                 self._copy_slices(node)
+            elif (mix := mixing_label(node)) is not None:
+                self.mixing[mix] += 1
             elif name in _OTHER_NODES:
                 label = activation_label(node)
                 attr = _RECTIFIER_INPUT.get(name) if self.generalize else None
@@ -295,6 +321,12 @@ def activation_notices(rules: GraphRules) -> list[str]:
         why = ("deconvnet/guided rules apply to ReLUs only" if activations == "relu-only"
                else "gates, not rectifiers: no deconvnet/guided rule")
         notes.append(f"{text} use{'s' if total == 1 else ''} the plain gradient ({why})")
+    if rules.mixing:
+        text, total = listing(rules.mixing)
+        text = text.replace(" activation call", " call")
+        notes.append(f"{text} mix{'es' if total == 1 else ''} features or tokens: the plain gradient passes "
+                     f"through {'it' if total == 1 else 'them'} under every method (deconvnet and guided backprop "
+                     f"have rules for rectifiers only; none is invented for normalization or attention)")
     if relu_on_views:
         notes.append(f"{relu_on_views} in-place ReLU call{'s' if relu_on_views != 1 else ''} on a view of "
                      f"another tensor keep{'s' if relu_on_views == 1 else ''} the plain gradient")

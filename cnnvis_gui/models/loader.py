@@ -51,6 +51,8 @@ class LoadedModel:
     name : str               display name
     source : str             where it came from (weights path and/or architecture)
     notes : list of str      guesses made, prefixes stripped, keys left at random init...
+    layouts : dict           the user's feature-map layout overrides (``--layout NAME=SPEC``), given to
+                             every ``Visualizer`` of this model (:mod:`cnnvis_gui.core.layouts`)
     """
 
     model: nn.Module
@@ -63,6 +65,7 @@ class LoadedModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     output_shape: tuple | None = None
     pretrained: str | None = None       # the pretrained weights' name ("IMAGENET1K_V2", "a1_in1k"), if any
+    layouts: dict = field(default_factory=dict)   # the user's layout overrides: {layer name: "nhwc", ...}
 
     def __repr__(self) -> str:
         n = f", {len(self.labels)} labels" if self.labels else ""

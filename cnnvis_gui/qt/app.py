@@ -78,7 +78,7 @@ def check_layer_and_unit(lm, layer, unit):
     typo`` says what ``cnnvis info`` would, before any window opens.
     """
     from ..core import CnnvisError, Visualizer
-    mm = Visualizer(lm.model, lm.spec).model_map()
+    mm = Visualizer(lm.model, lm.spec, layouts=getattr(lm, "layouts", None)).model_map()
     info = mm[layer] if layer is not None else mm[mm.default_layer]
     if not info.visualizable:
         raise CnnvisError(f"layer {layer!r} cannot be shown: {info.reason}; visualizable layers: "

@@ -56,7 +56,7 @@ class AtlasController(QtCore.QObject):
             return None
         if self.pane is None:
             from .atlas_pane import AtlasPane
-            self.pane = AtlasPane(loaded.model, loaded.spec)
+            self.pane = AtlasPane(loaded.model, loaded.spec, layouts=getattr(loaded, "layouts", None))
             self.dock = QtWidgets.QDockWidget("Unit atlas", win)
             self.dock.setObjectName("atlas_dock")
             self.dock.setWidget(self.pane)
@@ -128,7 +128,8 @@ class AtlasController(QtCore.QObject):
         selected = set(last.get("layers", [])) | {self.state.layer}
         loaded = win.session.loaded
         d = AtlasScanDialog(loaded.model, loaded.spec, layers=win.session.mm.visualizable_names(),
-                            folder=last.get("folder"), k=last.get("k", 9), selected=selected, parent=win)
+                            folder=last.get("folder"), k=last.get("k", 9), selected=selected, parent=win,
+                            layouts=getattr(loaded, "layouts", None))
         d.scanFinished.connect(self.on_scan)
         d.setAttribute(QtCore.Qt.WA_DeleteOnClose)
         d.show()
@@ -165,7 +166,7 @@ class AtlasController(QtCore.QObject):
     def on_model_ready(self) -> None:
         loaded = self.win.session.loaded
         if self.pane is not None:
-            self.pane.set_model(loaded.model, loaded.spec)
+            self.pane.set_model(loaded.model, loaded.spec, getattr(loaded, "layouts", None))
         self.restore()
 
     def follow(self, names) -> None:
@@ -225,6 +226,7 @@ class AtlasController(QtCore.QObject):
             self.start_demo_atlas()
             return
         model, spec, gen = win.session.loaded.model, win.session.loaded.spec, win.session.gen
+        layouts = getattr(win.session.loaded, "layouts", None)
         modules = dict(model.named_modules())
         if any(name not in modules for name in last["layers"]):
             return      # another architecture under the same name: nothing to reopen
@@ -232,7 +234,7 @@ class AtlasController(QtCore.QObject):
         def work():
             try:
                 from ..atlas import TopKScan
-                scan = TopKScan(model, spec, last["folder"], last["layers"], k=last["k"]).cached()
+                scan = TopKScan(model, spec, last["folder"], last["layers"], k=last["k"], layouts=layouts).cached()
             except Exception:  # noqa: BLE001 - an unreadable cache is no cache
                 scan = None
             self._atlasLookedUp.emit(gen, scan)
@@ -356,7 +358,8 @@ class AtlasController(QtCore.QObject):
         win = self.win
         if self._pattern_worker is None:
             try:
-                self._pattern_worker = PatternWorker(win.session.loaded.model, win.session.loaded.spec, win)
+                loaded = win.session.loaded
+                self._pattern_worker = PatternWorker(loaded.model, loaded.spec, win, getattr(loaded, "layouts", None))
             except CnnvisError as e:  # the model could not be copied for the background thread
                 win.show_error(f"pattern mode is not available: {e}")
                 self.state.update(patterns=False)

@@ -248,10 +248,11 @@ class AtlasScanDialog(WorkerDialog):
     failed_prefix = "Scan failed"
 
     def __init__(self, model, spec, layers, folder=None, k: int = 9, selected=None, cache_dir=None,
-                 batch_size: int = 32, parent=None):
+                 batch_size: int = 32, parent=None, layouts=None):
         super().__init__("Scan", parent)
         self.setWindowTitle("Unit atlas: scan a folder")
         self.model, self.spec, self.cache_dir = model, spec, cache_dir
+        self.layouts = dict(layouts or {})      # the user's layout overrides: the scan reads units through them
 
         self.folder = QtWidgets.QLineEdit(str(folder or ""))
         self.folder.setPlaceholderText("folder of images (searched recursively)")
@@ -312,7 +313,7 @@ class AtlasScanDialog(WorkerDialog):
             return
         try:
             scan = TopKScan(private_model(self.model), self.spec, folder, layers, k=self.k.value(),
-                            batch_size=self.batch.value(), cache_dir=self.cache_dir)
+                            batch_size=self.batch.value(), cache_dir=self.cache_dir, layouts=self.layouts)
         except Exception as e:
             self.status.setText(f"Scan failed: {e}")
             return

@@ -57,9 +57,10 @@ class AtlasWorker(NewestRequestThread):
     status = QtCore.pyqtSignal(object, str)      # (AtlasRequest, text)
     failed = QtCore.pyqtSignal(object, str)
 
-    def __init__(self, model, spec, parent=None):
+    def __init__(self, model, spec, parent=None, layouts=None):
         super().__init__(parent)
         self.spec, self.copy_error = spec, None
+        self.layouts = dict(layouts or {})
         try:
             self.model = private_model(model)
         except Exception as e:  # never share the window's model: say so for every request instead
@@ -90,7 +91,8 @@ class AtlasWorker(NewestRequestThread):
             if rf is None:
                 for old in self._rf.values():
                     old.close()
-                self._rf = {key: ReceptiveFields(self.model, self.spec, method=req.method, fit=None)}
+                self._rf = {key: ReceptiveFields(self.model, self.spec, method=req.method, fit=None,
+                                                 layouts=self.layouts)}
                 rf = self._rf[key]
             imgs, decs, caps = [], [], []
             for hit in scan.hits(req.layer, req.unit):
@@ -101,7 +103,7 @@ class AtlasWorker(NewestRequestThread):
                 decs.append(c.deconv)
                 caps.append(f"{hit.value:.3g} @ ({hit.y}, {hit.x})  {hit.path.name}")
             self.cropsReady.emit(AtlasCrops(req.seq, req.layer, req.unit, tuple(imgs), tuple(decs), tuple(caps)))
-        opt = ActivationMaximizer(self.model, self.spec, req.layer, req.unit, preset=req.preset)
+        opt = ActivationMaximizer(self.model, self.spec, req.layer, req.unit, preset=req.preset, layouts=self.layouts)
         cached = opt.cached()
         if cached is None and not req.optimize:
             self.status.emit(req, "not optimized yet")
@@ -125,7 +127,7 @@ def _pixmap(rgb: np.ndarray, size: int) -> QtGui.QPixmap:
 class AtlasPane(QtWidgets.QWidget):
     """Top-k crops (left), their backprop crops (middle) and the optimized image (right) of one unit."""
 
-    def __init__(self, model, spec, k: int = 9, tile: int = 72, parent=None):
+    def __init__(self, model, spec, k: int = 9, tile: int = 72, parent=None, layouts=None):
         super().__init__(parent)
         self.tile = tile
         self.scan = None
@@ -173,16 +175,16 @@ class AtlasPane(QtWidgets.QWidget):
         lay.addWidget(self.title)
         lay.addLayout(grids)
         lay.addWidget(self.status)
-        self.worker = AtlasWorker(model, spec, self)
+        self.worker = AtlasWorker(model, spec, self, layouts)
         self._connect(self.worker)
         self.worker.start()
 
     # ------------------------------------------------------------------ public API
-    def set_model(self, model, spec):
+    def set_model(self, model, spec, layouts=None):
         """A new model: restart the worker on it and forget the scan (it belongs to the old model)."""
         self.close_worker()
         self.scan = None
-        self.worker = AtlasWorker(model, spec, self)
+        self.worker = AtlasWorker(model, spec, self, layouts)
         self._connect(self.worker)
         self.worker.start()
         self._clear()

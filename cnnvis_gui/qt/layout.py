@@ -17,12 +17,13 @@ from .panels import BackpropPane, ClickableImageItem, ImagePane, ModuleTree, Pre
 
 #: the objective box: (shown, ViewerState.objective; "position" = the point clicked in the unit map)
 OBJECTIVE_CHOICES = (("sum", "sum"), ("activation", "activation"), ("max", "max"),
-                     ("position (click the unit)", "position"))
+                     ("position (click the unit)", "position"), ("class token", "prefix:0"))
 
 
 def build_panels(win) -> None:
     s = win.state
     win.tree = ModuleTree(s)
+    win.tree.layoutRequested.connect(lambda name, text: win.session.set_layout(name, text))
     dock = QtWidgets.QDockWidget("Modules", win)
     dock.setObjectName("modules_dock")
     dock.setWidget(win.tree)
@@ -58,8 +59,9 @@ def build_panels(win) -> None:
     for text, data in OBJECTIVE_CHOICES:
         win.objective_box.addItem(text, data)
     win.objective_box.setToolTip("what the backprop pushes back from the unit: the sum of its map, its value at "
-                                 "its most active position (activation), its maximum, or one position you "
-                                 "click in the unit map")
+                                 "its most active position (activation), its maximum, one position you "
+                                 "click in the unit map, or (a ViT's token layers) the feature at the class "
+                                 "token, which is not on the map")
     win.objective_box.currentIndexChanged.connect(lambda i: win.navigator.choose_objective(
         win.objective_box.itemData(i)))
     win.unit_pane.item.clicked.connect(win.navigator.click_unit_map)
@@ -142,6 +144,7 @@ def build_menus(win) -> None:
     mm.addSeparator()
     _act(mm, "Edit input &spec…", session.edit_spec_dialog)
     _act(mm, "Edit &labels…", session.edit_labels_dialog)
+    _act(mm, "Layer la&yout…", session.layout_dialog)
     am = mb.addMenu("&Atlas")
     _act(am, "&Scan a folder for each unit's top images…", atlas.scan_dialog)
     _act(am, "Show the unit &atlas pane", atlas.show_atlas)

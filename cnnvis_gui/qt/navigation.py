@@ -114,7 +114,16 @@ class Navigator:
 
     # ------------------------------------------------------------------ the backprop objective
     def choose_objective(self, choice) -> None:
-        """The objective box: sum / activation / max, or "position" (the centre until a click)."""
+        """The objective box: sum / activation / max, "position" (the centre until a click), or a token
+        layer's prefix token ("prefix:0", the class token: beside the map, not on it)."""
+        if isinstance(choice, str) and choice.startswith("prefix:"):
+            if self._prefix_tokens() <= int(choice.split(":")[1]):
+                self.win.show_message("the class-token objective needs a token layer with a class token "
+                                      "(a ViT block); this layer has none")
+                self.win.sync_controls()
+                return
+            self.state.update(objective=choice)
+            return
         if choice != "position":
             self.state.update(objective=choice)
             return
@@ -144,12 +153,25 @@ class Navigator:
         layer = self.state.backprop_unit[0]
         if mm is None or layer not in mm.names():
             return None
-        shape = tuple(mm[layer].shape or ())
-        return shape[-2:] if len(shape) == 3 else None
+        shape = tuple(mm[layer].map_shape or ())         # through the layer's layout (channels last, tokens)
+        return shape if len(shape) == 2 else None
+
+    def _prefix_tokens(self) -> int:
+        """How many prefix tokens (class, ...) the backprop unit's layer has: 0 unless it is a token layer."""
+        mm = self.win.session.mm
+        layer = self.state.backprop_unit[0]
+        if mm is None or layer not in mm.names() or mm[layer].layout is None:
+            return 0
+        return mm[layer].layout.prefix
 
     def fit_objective(self) -> None:
-        """The backprop unit moved to another layer: a clicked position is kept inside its map."""
+        """The backprop unit moved to another layer: a clicked position is kept inside its map, a
+        prefix-token objective needs a layer with that prefix token."""
         pos = self.state.objective
+        if isinstance(pos, str) and pos.startswith("prefix:"):
+            if self._prefix_tokens() <= int(pos.split(":")[1]):
+                self.state.update(objective="sum")
+            return
         if not isinstance(pos, tuple):
             return
         shape = self._unit_map_shape()

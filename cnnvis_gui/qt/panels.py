@@ -400,18 +400,26 @@ _esc = html_text     # a class label from a file, inside the table's markup
 
 
 class ModuleTree(QtWidgets.QTreeWidget):
-    """The model's modules with output shape, unit count and type; choosing one sets the layer.
+    """The model's modules with output shape, unit count, layout and type; choosing one sets the layer.
 
     The type comes last: on a narrow dock it is the column that scrolls off (every row's
-    tooltip names it too), while the shape and unit count stay readable.
+    tooltip names it too), while the shape and unit count stay readable.  The layout column says
+    where a layer's units are (``nchw``, channels-last ``nhwc``, ``tokens:P+HxW``, ``flat``); a
+    right click on a layer offers to read it in another layout (:attr:`layoutRequested`).
     """
 
     NAME_ROLE = QtCore.Qt.UserRole
+    COLUMNS = ["Module", "Output", "Units", "Layout", "Type"]
+    #: (layer name, layout text or None for the detected one): the user chose a layout in the menu
+    layoutRequested = QtCore.pyqtSignal(str, object)
 
     def __init__(self, state: ViewerState, parent=None):
         super().__init__(parent)
         self.state = state
-        self.setHeaderLabels(["Module", "Output", "Units", "Type"])
+        self.setHeaderLabels(self.COLUMNS)
+        self.setContextMenuPolicy(QtCore.Qt.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._layout_menu)
+        self.layouts = {}
         self.setUniformRowHeights(True)
         self.setAlternatingRowColors(True)
         self.setRootIsDecorated(True)
@@ -427,7 +435,9 @@ class ModuleTree(QtWidgets.QTreeWidget):
         self.clear()
         self.items = {}
         self.visualizable = {}
+        self.layouts = {i.name: i.layout for i in mm}
         grey = QtGui.QBrush(QtGui.QColor(140, 140, 140))
+        ncol = len(self.COLUMNS)
         infos = sorted(list(mm), key=lambda i: (i.name != "", getattr(i, "order", 0)))
         by_name = {i.name: i for i in infos}
         for info in sorted(infos, key=lambda i: (i.name.count("."), getattr(i, "order", 0))):
@@ -442,25 +452,65 @@ class ModuleTree(QtWidgets.QTreeWidget):
                 label = name.rsplit(".", 1)[-1]
             shape = "×".join(str(s) for s in info.shape) if info.shape else "—"
             units = "" if info.units is None else str(info.units)
-            item = QtWidgets.QTreeWidgetItem(parent, [label, shape, units, info.type])
+            lay = info.layout
+            item = QtWidgets.QTreeWidgetItem(parent, [label, shape, units, lay.name if lay else "", info.type])
             item.setData(0, self.NAME_ROLE, name)
             self.items[name] = item
             self.visualizable[name] = bool(info.visualizable)
             if not info.visualizable:
-                for c in range(4):
+                for c in range(ncol):
                     item.setForeground(c, grey)
                     item.setToolTip(c, plain_tooltip(f"not visualizable: {info.reason or 'no unit output'}"))
                 item.setFlags(item.flags() & ~QtCore.Qt.ItemIsSelectable)
             else:
                 tip = f"{name or 'model output'}: {info.type}, output {shape}"
-                for c in range(4):
+                if lay is not None:
+                    tip += f"\nlayout {lay.name}: {lay.describe()}\n({lay.source}; right click: another layout)"
+                for c in range(ncol):
                     item.setToolTip(c, plain_tooltip(tip))
         self.expandAll()
-        for c in range(4):
+        for c in range(ncol):
             self.resizeColumnToContents(c)
         self.setColumnWidth(0, min(self.columnWidth(0), 150))
         self._syncing = False
         self._select(self.state.layer)
+
+    def _layout_menu(self, pos) -> None:
+        item = self.itemAt(pos)
+        name = item.data(0, self.NAME_ROLE) if item is not None else None
+        if name is None:
+            return
+        menu = self.layout_menu(name)
+        if menu is not None:
+            menu.exec_(self.viewport().mapToGlobal(pos))
+
+    def layout_menu(self, name: str):
+        """The menu of layouts for layer ``name`` (None when its output has no batch-first tensor)."""
+        lay = self.layouts.get(name)
+        if lay is None or not lay.batch_first:
+            return None
+        menu = QtWidgets.QMenu(self)
+        menu.addSection(f"read '{name or 'output'}' as")
+        user = lay.source == "set by the user"
+        a = menu.addAction("the detected layout" + ("" if user else f" ({lay.name})"))
+        a.triggered.connect(lambda _=False: self.layoutRequested.emit(name, None))
+        for text, what in (("nchw", "channels first"), ("nhwc", "channels last"), ("flat", "features")):
+            a = menu.addAction(f"{text} ({what})")
+            a.setCheckable(True)
+            a.setChecked(user and lay.name == text)
+            a.triggered.connect(lambda _=False, t=text: self.layoutRequested.emit(name, t))
+        a = menu.addAction("tokens: P prefix + H x W grid…")
+        a.triggered.connect(lambda _=False: self._ask_tokens(name, lay))
+        return menu
+
+    def _ask_tokens(self, name, lay) -> None:
+        guess = lay.name if lay.kind == "tokens" else "tokens:1+14x14"
+        text, ok = QtWidgets.QInputDialog.getText(
+            self, "Token layout", f"'{name or 'output'}' outputs N x {' x '.join(map(str, lay.shape))}: its tokens "
+            f"as P prefix tokens (class, distillation, registers) then an H x W grid,\nfeatures last:",
+            text=guess)
+        if ok and text.strip():
+            self.layoutRequested.emit(name, text.strip())
 
     def _on_current(self, cur, _prev):
         if self._syncing or cur is None:

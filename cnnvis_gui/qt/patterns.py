@@ -82,9 +82,10 @@ class PatternWorker(NewestRequestThread):
     progress = QtCore.pyqtSignal(object, int, int)  # (key, units done, units)
     failed = QtCore.pyqtSignal(object, str)         # (key, message)
 
-    def __init__(self, model, spec, parent=None):
+    def __init__(self, model, spec, parent=None, layouts=None):
         super().__init__(parent)
         self.model, self.spec = private_model(model), spec
+        self.layouts = dict(layouts or {})
 
     def stop(self, timeout_ms: int = 10000) -> bool:
         """Ask the loop to end; wait up to ``timeout_ms`` for it (then give up: see ``worker.stop_thread``)."""
@@ -109,11 +110,12 @@ class PatternWorker(NewestRequestThread):
             for u in range(n):
                 if self._newer():
                     return None
-                res = ActivationMaximizer(self.model, self.spec, layer, u, preset=req.preset).cached()
+                res = ActivationMaximizer(self.model, self.spec, layer, u, preset=req.preset,
+                                          layouts=self.layouts).cached()
                 if res is not None:
                     tiles[u] = fit_tile(res.image, size)
                     kinds[u] = "optimized"
-        rf = ReceptiveFields(self.model, self.spec)        # the atlas pane's crops (same fit, probes)
+        rf = ReceptiveFields(self.model, self.spec, layouts=self.layouts)   # the atlas pane's crops (same fit, probes)
         try:
             for u in range(n):
                 if self._newer():

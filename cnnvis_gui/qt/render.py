@@ -134,8 +134,16 @@ class RenderLoop(QtCore.QObject):
         lo, hi = res.unit_levels
         win.unit_pane.title.setText(self.unit_title(res))
         scalar = res.unit_map.size == 1                                   # the number is shown instead
-        win.unit_pane.info.setText("" if scalar else f"{lo:.2g} … {hi:.2g}")   # the colour bar has the scale
-        win.unit_pane.info.setToolTip(f"values of unit {res.unit}: {lo:.6g} … {hi:.6g}")
+        info = "" if scalar else f"{lo:.2g} … {hi:.2g}"                   # the colour bar has the scale
+        tip = f"values of unit {res.unit}: {lo:.6g} … {hi:.6g}"
+        if res.prefix_values:        # a token layer: the prefix tokens of this feature, beside its map
+            info += " · " + ("class token " if len(res.prefix_values) == 1 else "prefix tokens ") + \
+                ", ".join(f"{v:.3g}" for v in res.prefix_values)
+            tip += (f"\nthe {len(res.prefix_values)} prefix token(s) (class, distillation, registers) are not on the "
+                    f"map; their value for this feature: " + ", ".join(f"{v:.6g}" for v in res.prefix_values) +
+                    "\nobjective 'class token' backprops from prefix token 0")
+        win.unit_pane.info.setText(info)
+        win.unit_pane.info.setToolTip(tip)
         for i, pane in enumerate((win.bp1, win.bp2)):
             if i < len(res.backprops):
                 bp = res.backprops[i]
@@ -251,8 +259,12 @@ class RenderLoop(QtCore.QObject):
         name = info.name or "output"
         if win.atlas.pattern_title(what, name):
             return
-        win.grid.title.setToolTip("")
         shape = "×".join(str(x) for x in info.shape) if info.shape else ""
+        lay = info.layout
+        if lay is not None and lay.kind in ("nhwc", "tokens"):    # the grid shows its units on their map
+            shape += f", {lay.name}: {lay.units} units of {'×'.join(map(str, lay.map_shape))}"
+        win.grid.title.setToolTip(plain_tooltip(f"layout {lay.name}: {lay.describe()} ({lay.source})")
+                                  if lay is not None else "")
         win.grid.title.setText(f"{what} — <b>{html_text(name)}</b> "
                                f"<span style='color:#888'>({html_text(info.type)}, {shape})</span>")
 

@@ -62,7 +62,16 @@ class Saver:
         arrays = {"input": res.raw_input, "grid": res.raw_grid, "unit_map": res.unit_map,
                   "unit_max": res.unit_max, "unit_mean": res.unit_mean,
                   "layer": np.array(res.layer), "unit": np.array(res.unit),
-                  "grid_mode": np.array(res.grid_mode)}
+                  "grid_mode": np.array(res.grid_mode), "layout": np.array(res.layout)}
+        mm = self.win.session.mm
+        lay = mm[res.layer].layout if mm is not None and res.layer in mm else None
+        if res.grid_mode == "activations" and lay is not None and lay.kind in ("nhwc", "tokens"):
+            # "grid" is units x map; "activations" is the layer's output in the model's own layout
+            import torch
+            prefix = None if res.prefix_tokens is None else torch.from_numpy(np.asarray(res.prefix_tokens))[None]
+            arrays["activations"] = lay.from_nchw(torch.from_numpy(np.asarray(res.raw_grid))[None], prefix)[0].numpy()
+            if res.prefix_tokens is not None:
+                arrays["prefix_tokens"] = res.prefix_tokens
         for bp in res.backprops:
             arrays[f"backprop_{bp.method}"] = bp.raw
         path = Path(path)

@@ -41,7 +41,7 @@ class ModelSession:
         name = getattr(loaded, "name", "model")
         win.setWindowTitle(f"cnnvis-gui — {name}")
         win.show_message(f"loading {name} …")
-        win.render.worker.set_model(self.gen, loaded.model, loaded.spec)
+        win.render.worker.set_model(self.gen, loaded.model, loaded.spec, getattr(loaded, "layouts", None))
 
     def on_model_ready(self, ready) -> None:
         """The worker has the model and its map: choose the first layer/unit, fill the panes."""
@@ -90,6 +90,50 @@ class ModelSession:
         calm_gc()
         win.modelChanged.emit()
         win.render.request_render()
+
+    def set_layout(self, layer: str, text) -> bool:
+        """Read ``layer`` in the layout ``text`` (None: the detected one) and show the model again.
+
+        The layout is checked against the layer's shape first: a wrong one is a message, and the
+        model stays as it was.  Returns True when the model is reloaded with the new layouts.
+        """
+        from ..core.layouts import fit_layout
+        win = self.win
+        if self.mm is None or self.loaded is None:
+            return False
+        try:
+            info = self.mm[layer]
+            if text is not None:
+                if info.shape is None:
+                    raise CnnvisError(f"layer {info.display_name!r} has no tensor output to read: {info.reason}")
+                fit_layout(text, info.shape, info.name,
+                           batch_ok=info.layout is None or info.layout.batch_first)
+        except CnnvisError as e:
+            win.show_error(str(e))
+            return False
+        layouts = dict(getattr(self.loaded, "layouts", None) or {})
+        if text is None:
+            if layouts.pop(info.name, None) is None:
+                return False
+        else:
+            layouts[info.name] = text
+        self.loaded.layouts = layouts
+        self.load_model(self.loaded, layer=win.state.layer, unit=win.state.unit)
+        return True
+
+    def layout_dialog(self) -> None:
+        """Model > Layer layout: read the current layer in another layout (empty: the detected one)."""
+        from ..core.layouts import layout_help
+        win = self.win
+        if self.mm is None:
+            return
+        info = self.mm[win.state.layer]
+        cur = info.layout.name if info.layout is not None else ""
+        text, ok = QtWidgets.QInputDialog.getText(
+            win, "Layer layout", f"'{info.display_name}' outputs N x {'x'.join(map(str, info.shape or ()))}, read as "
+            f"{cur}.\nRead it as {layout_help()}.\nLeave empty for the detected layout:", text=cur)
+        if ok:
+            self.set_layout(info.name, text.strip() or None)
 
     def units(self, layer) -> int:
         """Number of units of ``layer`` on the current model map (0 before it is ready)."""

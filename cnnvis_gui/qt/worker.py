@@ -107,6 +107,15 @@ class RenderResult:
     notices: tuple
     raw_input: np.ndarray = field(repr=False, default=None)
     raw_grid: np.ndarray = field(repr=False, default=None)
+    layout: str = ""                  # the grid layer's layout (nchw, nhwc, tokens:P+HxW, flat)
+    prefix_tokens: np.ndarray = field(repr=False, default=None)   # a token layer's C x P prefix tokens
+
+    @property
+    def prefix_values(self) -> tuple:
+        """The selected unit's prefix tokens (class, distillation, registers): beside its map, not on it."""
+        if self.prefix_tokens is None:
+            return ()
+        return tuple(float(v) for v in self.prefix_tokens[self.unit])
 
 
 @dataclass(frozen=True)
@@ -311,10 +320,13 @@ class RenderWorker(QtCore.QThread):
         self._last_choice = None
 
     # ------------------------------------------------------------------ GUI-thread API
-    def set_model(self, gen: int, model, spec) -> None:
-        """Use ``model`` (an nn.Module) with ``spec`` from now on; drops any pending render."""
+    def set_model(self, gen: int, model, spec, layouts=None) -> None:
+        """Use ``model`` (an nn.Module) with ``spec`` from now on; drops any pending render.
+
+        ``layouts``: the user's layout overrides (``{layer: "nhwc", ...}``, :mod:`cnnvis_gui.core.layouts`).
+        """
         with self._cond:
-            self._pending_model = (gen, model, spec)
+            self._pending_model = (gen, model, spec, dict(layouts or {}))
             if self._pending is not None:
                 self.dropped += 1
             self._pending = None
@@ -414,13 +426,13 @@ class RenderWorker(QtCore.QThread):
         self._frame = None
         self._frame_key = None
 
-    def _load(self, gen, model, spec):
+    def _load(self, gen, model, spec, layouts=None):
         from ..core import Visualizer
         self._drop_frame()
         self._vis = self._map = None
         self._gen = gen
         try:
-            vis = Visualizer(model, spec=spec)
+            vis = Visualizer(model, spec=spec, layouts=layouts)
             mm = vis.model_map()
         except Exception as e:  # noqa: BLE001
             msg = str(e) if isinstance(e, CnnvisError) else f"{type(e).__name__}: {e}"
@@ -542,6 +554,10 @@ class RenderWorker(QtCore.QThread):
                                   aspect=req.aspect,
                                   labels=list(labels) if labels else None)
         unit = max(0, min(req.unit, n_units - 1))
+        layout = frame.layout(req.layer)
+        prefix = None
+        if req.grid_mode == "activations" and layout.prefix:   # beside the map: each unit's class token...
+            prefix = _frozen(frame.prefix_tokens(req.layer)[0].float().cpu().numpy())
         umap = np.ascontiguousarray(_unit_map(grid, unit), dtype=np.float32)
         lo, hi = float(umap.min()), float(umap.max())
         if hi <= lo:
@@ -606,4 +622,5 @@ class RenderWorker(QtCore.QThread):
             backprops=tuple(bps),
             predictions=self._predictions, forward_ms=self._forward_ms if forwarded else 0.0,
             backward_ms=bw_ms, total_ms=(time.perf_counter() - t_start) * 1000,
-            notices=tuple(dict.fromkeys(notices)), raw_input=self._raw_input, raw_grid=_frozen(grid))
+            notices=tuple(dict.fromkeys(notices)), raw_input=self._raw_input, raw_grid=_frozen(grid),
+            layout=layout.name, prefix_tokens=prefix)
