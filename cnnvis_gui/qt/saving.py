@@ -68,8 +68,8 @@ class Saver:
         if res.grid_mode == "activations" and lay is not None and lay.kind in ("nhwc", "tokens"):
             # "grid" is units x map; "activations" is the layer's output in the model's own layout
             import torch
-            prefix = None if res.prefix_tokens is None else torch.from_numpy(np.asarray(res.prefix_tokens))[None]
-            arrays["activations"] = lay.from_nchw(torch.from_numpy(np.asarray(res.raw_grid))[None], prefix)[0].numpy()
+            prefix = None if res.prefix_tokens is None else torch.tensor(np.asarray(res.prefix_tokens))[None]
+            arrays["activations"] = lay.from_nchw(torch.tensor(np.asarray(res.raw_grid))[None], prefix)[0].numpy()
             if res.prefix_tokens is not None:
                 arrays["prefix_tokens"] = res.prefix_tokens
         for bp in res.backprops:
