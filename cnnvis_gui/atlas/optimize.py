@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import CnnvisError, InputSpec, model_map
+from ..core import CnnvisError, InputSpec, Visualizer
 from ..core.errors import backward_errors
 from ..core.layouts import layout_key
 from . import cache as _cache
@@ -208,13 +208,16 @@ def layer_layout(model: nn.Module, spec: InputSpec, layer: str, layouts: dict | 
 
     An objective reads the layer's output through ``layout.to_nchw(output)`` (N x C x H x W: a
     ConvNeXt block's channels-last features or a ViT's patch tokens on their grid); a layer whose
-    output is not a map of units is refused here.
+    output is not a map of units is refused here.  None (channels first, no probe forward) for a
+    network without a module that makes channels-last or token maps and without overrides.
     """
-    info = model_map(model, spec, layouts)[layer]
-    if info.layout is not None and info.layout.kind == "other":
-        raise CnnvisError(f"layer {info.display_name!r} ({info.type}) has no units to maximize: its output is not "
-                          f"spatial ({info.layout.reason}); choose another layer.")
-    return info.layout
+    if not layout_key(model, layouts):
+        return None
+    lay = Visualizer(model, spec, layouts=layouts).layout(layer)
+    if lay is not None and lay.kind == "other":
+        raise CnnvisError(f"layer {layer or 'output'!r} ({type(dict(model.named_modules())[layer]).__name__}) has no "
+                          f"units to maximize: its output is not spatial ({lay.reason}); choose another layer.")
+    return lay
 
 
 def _objective(a: torch.Tensor, unit: int, target, name: str, layout=None):

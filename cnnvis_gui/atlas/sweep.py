@@ -35,6 +35,7 @@ from torch import nn
 
 from ..core import CnnvisError, InputSpec, model_map
 from ..core.hooks import HookSet
+from ..core.layouts import layout_key
 from ..sources import load_image
 from .results import MODEL_FAILED
 
@@ -73,15 +74,22 @@ def layer_layouts(model: nn.Module, spec: InputSpec, layers, overrides: dict | N
     A scan reads each layer's units and positions through its layout (:mod:`cnnvis_gui.core.layouts`):
     a ConvNeXt block's channels-last features, a ViT's patch tokens on their grid.  A layer whose
     output is not a map of units (window attention, per-head tensors) is refused here.
+
+    A network without a module that makes channels-last or token maps (no LayerNorm, attention,
+    patch grid or ``data_format``; :func:`~cnnvis_gui.core.layouts.layout_key`) and without
+    overrides is read channels first with no probe forward: ``{}``, the scan as it always was.
     """
-    mm = model_map(model, spec, overrides)
+    from ..core import Visualizer
+    if not layout_key(model, overrides):
+        return {}
+    vis = Visualizer(model, spec, layouts=overrides)
     out = {}
     for name in layers:
-        info = mm[name]
-        if info.layout is not None and info.layout.kind == "other":
-            raise CnnvisError(f"layer {info.display_name!r} ({info.type}) cannot be scanned: its output is not "
-                              f"spatial ({info.layout.reason}); choose another layer.")
-        out[name] = info.layout
+        lay = vis.layout(name)
+        if lay is not None and lay.kind == "other":
+            raise CnnvisError(f"layer {name or 'output'!r} ({type(dict(model.named_modules())[name]).__name__}) cannot "
+                              f"be scanned: its output is not spatial ({lay.reason}); choose another layer.")
+        out[name] = lay
     return out
 
 

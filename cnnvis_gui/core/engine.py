@@ -38,7 +38,7 @@ import torch.nn as nn
 from . import attribution as _attribution
 from . import cams as _cams
 from .errors import CnnvisError, backward_errors
-from .layouts import Layout, check_overrides, fit_layout, infer_layouts, quick_layout
+from .layouts import Layout, check_overrides, fit_layout, infer_layouts, layout_key, quick_layout
 from .modelmap import (CamCandidate, LayerInfo, ModelMap, build_map, choose_cam_layer,  # noqa: F401 - re-exported
                        resolve_layer_name)
 from .recorder import Recording, Structure, _Recorder, model_device_dtype, run_recorded
@@ -201,6 +201,9 @@ class Visualizer:
         self.spec = spec
         self.activations = activations
         self.layout_overrides = check_overrides(layouts, [n for n, _ in model.named_modules()])
+        # a network with no module that makes channels-last or token maps: a frame reads an output the
+        # module alone does not decide channels first, with no probe forward (what it always did)
+        self.may_hold_modern_maps = bool(layout_key(model, self.layout_overrides))
         self._map: ModelMap | None = None
         self._structure: Structure | None = None
         self._layouts: dict = {}            # per-sample input shape -> {name: [Layout per call]}
@@ -260,6 +263,23 @@ class Visualizer:
         layouts = infer_layouts(rec.records, structure, x_in, self.layout_overrides)
         with self._layouts_lock:
             return self._layouts.setdefault(key, layouts)
+
+    def layout(self, layer: str, shape=None) -> Layout | None:
+        """The layout of ``layer``'s last call for inputs of per-sample ``shape`` (default: the spec's).
+
+        :meth:`layouts_for` without the model map's activation census: what a scan or an optimizer
+        needs before it runs.  None when the layer returns no tensor.
+        """
+        if shape is None:
+            if self.spec is None:
+                raise CnnvisError("Visualizer.layout needs an input shape or an InputSpec.")
+            shape = self.spec.shape
+        structure = self._struct()
+        name = resolve_layer_name(layer, structure.types, structure.order)
+        calls = self.layouts_for(shape).get(name) or []
+        if not calls:
+            raise CnnvisError(f"layer {name or 'output'!r} did not run in the forward pass; nothing to show.")
+        return calls[-1]
 
     def _prepare(self, x) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -456,6 +476,11 @@ class Frame:
             lay = fit_layout(overrides[name], tuple(out.shape[1:]), name, batch_ok=out.shape[0] == batch)
         else:
             lay = quick_layout(rec[1], out, batch)
+        if lay is None and vis is not None and not vis.may_hold_modern_maps:
+            known = vis._layouts.get(tuple(self._x.shape[1:]))       # the model map's, when it was read
+            if known is None:
+                lay = Layout("nchw", tuple(out.shape[1:]), source="no module of this network makes channels-last "
+                                                                  "or token maps: channels first")
         if lay is None:
             if vis is None:
                 raise CnnvisError("this frame was not recorded by a Visualizer: its layouts are unknown.")

@@ -7,9 +7,8 @@ Grad-CAM (Selvaraju et al. 2017) at a ViT block is the formula on the patch toke
         result = tensor[:, 1:, :].reshape(tensor.size(0), height, width, tensor.size(2))
         return result.transpose(2, 3).transpose(1, 2)
 
-Here it is written out once more, from a plain forward hook and autograd, with no code of ours.
-(pytorch-grad-cam itself is compared in ``benchmarks/bench_layouts.py``: its wheel needs the GUI
-build of OpenCV, which would replace the headless one this project depends on.)
+Here it is written out once more, from a plain forward hook and autograd, with no code of ours, and
+pytorch-grad-cam itself (the ``grad-cam`` wheel, in the test extra) gives the same map.
 """
 import pytest
 import torch
@@ -156,3 +155,24 @@ def test_score_cam_and_eigen_cam_on_tokens():
     cam = F.interpolate(cam, size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
     _close(score, cam / cam.amax(dim=(1, 2), keepdim=True), rel=1e-4)
     assert eigen.shape == (2, 16, 16) and float(eigen.max()) == pytest.approx(1.0)
+
+
+def test_grad_cam_at_a_vit_block_equals_pytorch_grad_cam(timm_net):
+    """pytorch-grad-cam 1.5.7 (its ViT tutorial: target layer blocks[-1].norm1, the reshape_transform
+    above) gives the same map.  It min-max scales where we divide by the maximum: compared min-max scaled."""
+    gradcam = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    import copy
+    model = copy.deepcopy(timm_net("vit"))          # pytorch-grad-cam's backward leaves .grad on the weights
+    x = torch.randn(2, 3, 224, 224)
+    classes = [281, 7]
+    with gradcam.GradCAM(model=model, target_layers=[model.blocks[-1].norm1],
+                         reshape_transform=reshape_transform) as cam:
+        theirs = torch.from_numpy(cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(c) for c in classes]))
+    vis = Visualizer(model, InputSpec(3, 224, 224))
+    for i, c in enumerate(classes):
+        with vis.forward(x[i:i + 1]) as frame:
+            ours = frame.grad_cam("", c)[0]                 # the default CAM layer: blocks.11.norm1
+        ours = (ours - ours.min()) / (ours.max() - ours.min())
+        assert float(theirs[i].max()) == pytest.approx(1.0, abs=1e-5)
+        _close(ours, theirs[i], rel=2e-4)

@@ -233,13 +233,13 @@ def test_the_colour_bar_follows_a_live_unit_at_a_bounded_rate(qtbot, window):
 def test_the_module_tree_keeps_shapes_whole_and_lets_the_type_scroll_off(qtbot, window):
     tree = window.tree
     header = [tree.headerItem().text(c) for c in range(tree.columnCount())]
-    assert header == ["Module", "Output", "Units", "Type"]
+    assert header == ["Module", "Output", "Units", "Layout", "Type"]
     name = next(n for n in tree.items if n and tree.visualizable[n] and "conv" in n)
     item = tree.items[name]
     info = window.session.mm[name]
     shape = item.text(1)
     assert shape == "×".join(str(s) for s in info.shape) and item.text(2) == str(info.units)
-    assert item.text(3) == info.type
+    assert item.text(3) == info.layout_name == "nchw" and item.text(4) == info.type
     fm = tree.fontMetrics()
     assert tree.columnWidth(1) >= fm.horizontalAdvance(shape)      # never cut to "64×1…"
     assert tree.columnWidth(2) >= fm.horizontalAdvance(item.text(2))
