@@ -198,7 +198,7 @@ def model_from_args(args):
     layouts = layout_overrides(args)
     lm = _load_from_args(args)
     if layouts:
-        from .core.layouts import check_overrides
+        from .core.modelmap import check_overrides
         lm.layouts = check_overrides(layouts, [n for n, _ in lm.model.named_modules()])
     return lm
 

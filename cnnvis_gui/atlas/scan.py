@@ -49,7 +49,8 @@ import torch
 from torch import nn
 
 from ..core import FIT_MODES, CnnvisError, InputSpec
-from ..core.layouts import check_overrides, layout_key
+from ..core.layouts import layout_key
+from ..core.modelmap import check_overrides
 from ..core.recorder import model_device_dtype as model_device   # (device, float dtype): the engine's own rule
 from ..sources import IMAGE_EXTENSIONS
 from . import cache as _cache

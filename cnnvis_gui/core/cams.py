@@ -107,7 +107,7 @@ def unit_scores(a: torch.Tensor, unit: int, objective="sum", layout=None) -> tor
     ``a`` is the layer's output in the model's own layout; ``layout`` (:class:`~.layouts.Layout`,
     default: channels first) says where the unit's map is.
     """
-    from .engine import prefix_position
+    from .layouts import prefix_position
     prefix = prefix_position(objective)
     if layout is not None:
         if prefix is not None:

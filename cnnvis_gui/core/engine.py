@@ -38,9 +38,9 @@ import torch.nn as nn
 from . import attribution as _attribution
 from . import cams as _cams
 from .errors import CnnvisError, backward_errors
-from .layouts import Layout, check_overrides, fit_layout, infer_layouts, layout_key, quick_layout
-from .modelmap import (CamCandidate, LayerInfo, ModelMap, build_map, choose_cam_layer,  # noqa: F401 - re-exported
-                       resolve_layer_name)
+from .layouts import Layout, fit_layout, infer_layouts, layout_key, prefix_position, quick_layout
+from .modelmap import (CamCandidate, LayerInfo, ModelMap, build_map, check_overrides,  # noqa: F401 - re-exported
+                       choose_cam_layer, resolve_layer_name)
 from .recorder import Recording, Structure, _Recorder, model_device_dtype, run_recorded
 from .independence import backward_verdict, independence_notice, input_node, network_notice
 from .rules import ACTIVATIONS, GraphRules, RuleBox, activation_notices
@@ -136,18 +136,6 @@ def _is_unit_index(v) -> bool:
     if isinstance(v, torch.Tensor):
         return v.ndim == 0
     return isinstance(v, np.ndarray) and v.ndim == 0 and np.issubdtype(v.dtype, np.integer)
-
-def prefix_position(objective) -> int | None:
-    """The prefix token an objective names (``("prefix", i)`` or ``"prefix:i"``), or None."""
-    if isinstance(objective, str) and objective.startswith("prefix:"):
-        objective = ("prefix", objective[len("prefix:"):])
-    if isinstance(objective, (tuple, list)) and len(objective) == 2 and objective[0] == "prefix":
-        try:
-            return int(objective[1])
-        except (TypeError, ValueError):
-            raise CnnvisError(f"a prefix-token objective is ('prefix', i) with an integer i, got {objective!r}.") from None
-    return None
-
 
 def _objective_value(lay: Layout, value: torch.Tensor, unit: int, objective, pos, prefix) -> torch.Tensor:
     """The scalar objective of ``unit`` on an output in layout ``lay`` (the sum over the batch)."""

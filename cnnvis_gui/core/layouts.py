@@ -62,7 +62,7 @@ import torch.nn as nn
 
 from .errors import CnnvisError
 
-__all__ = ["Layout", "LAYOUT_KINDS", "MAX_PREFIX", "LAYOUT_RULES", "parse_layout", "fit_layout", "check_overrides",
+__all__ = ["Layout", "LAYOUT_KINDS", "MAX_PREFIX", "LAYOUT_RULES", "parse_layout", "fit_layout", "prefix_position",
            "infer_layouts", "quick_layout", "layout_help", "layout_key"]
 
 LAYOUT_KINDS = ("nchw", "nhwc", "tokens", "flat", "other")
@@ -263,19 +263,16 @@ def layout_key(model: nn.Module, overrides: dict | None = None) -> dict:
                                       sorted((overrides or {}).items())}}}
 
 
-def check_overrides(layouts, names) -> dict:
-    """``{module name: layout text}`` checked for syntax and names (shapes are checked by :func:`infer_layouts`)."""
-    from .modelmap import resolve_layer_name
-    out = {}
-    if layouts is None:
-        return out
-    if not isinstance(layouts, dict):
-        raise CnnvisError(f"layouts must be a dict of layer name -> layout, got {type(layouts).__name__}.")
-    known = {n: n for n in names}
-    for name, text in layouts.items():
-        parse_layout(text)
-        out[resolve_layer_name(name, known, list(names))] = text
-    return out
+def prefix_position(objective) -> int | None:
+    """The prefix token an objective names (``("prefix", i)`` or ``"prefix:i"``), or None."""
+    if isinstance(objective, str) and objective.startswith("prefix:"):
+        objective = ("prefix", objective[len("prefix:"):])
+    if isinstance(objective, (tuple, list)) and len(objective) == 2 and objective[0] == "prefix":
+        try:
+            return int(objective[1])
+        except (TypeError, ValueError):
+            raise CnnvisError(f"a prefix-token objective is ('prefix', i) with an integer i, got {objective!r}.") from None
+    return None
 
 
 # ============================================================================ evidence from modules
@@ -428,7 +425,7 @@ def infer_layouts(records, structure, model_input: torch.Tensor, overrides: dict
     ``records`` are the recorder's tuples ``(name, module, args, kwargs, output, ...)`` in the order
     the calls ended (before :class:`~cnnvis_gui.core.recorder.Recording` drops the inputs it does not
     need); ``model_input`` is the tensor the model was called with.  ``overrides`` (``{name: text}``,
-    checked by :func:`check_overrides`) replace the inferred layout of every call of those modules;
+    checked by :func:`~.modelmap.check_overrides`) replace the inferred layout of every call of those modules;
     one that does not fit its output raises :class:`CnnvisError` naming the shape.
     """
     overrides = overrides or {}

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .errors import CnnvisError
-from .layouts import Layout
+from .layouts import Layout, parse_layout
 
-__all__ = ["LayerInfo", "ModelMap", "CamCandidate", "choose_cam_layer", "resolve_layer_name", "build_map"]
+__all__ = ["LayerInfo", "ModelMap", "CamCandidate", "choose_cam_layer", "resolve_layer_name", "check_overrides",
+           "build_map"]
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,20 @@ def resolve_layer_name(name, known, candidates) -> str:
     raise CnnvisError(f"unknown layer {name!r}.{hint} Valid layers are names from "
                       f"model.named_modules(), e.g. {', '.join(repr(c) for c in named[:8])}"
                       f"{' ...' if len(named) > 8 else ''} (or 'output' for the model output).")
+
+
+def check_overrides(layouts, names) -> dict:
+    """``{module name: layout text}`` checked for syntax and names (shapes are checked by :func:`~.layouts.infer_layouts`)."""
+    out = {}
+    if layouts is None:
+        return out
+    if not isinstance(layouts, dict):
+        raise CnnvisError(f"layouts must be a dict of layer name -> layout, got {type(layouts).__name__}.")
+    known = {n: n for n in names}
+    for name, text in layouts.items():
+        parse_layout(text)
+        out[resolve_layer_name(name, known, list(names))] = text
+    return out
 
 
 def build_map(structure, calls: dict, census, layouts: dict | None = None) -> ModelMap:
