@@ -71,6 +71,7 @@ class FakeCamera:
         self.plug_at = plug_at
         self.on_open = None      # called at each open attempt (before it succeeds or fails)
         self.released = 0        # captures released (each one opened must be)
+        self.on_read = None      # called in the reader's thread at each read
         self.count = 0
 
     def __call__(self, index):
@@ -102,6 +103,8 @@ class _FakeCapture:
     def read(self):
         cam = self.cam
         cam.reading.set()
+        if cam.on_read is not None:
+            cam.on_read()
         if cam.block is not None:
             cam.block.wait()
         if cam.permits is not None:

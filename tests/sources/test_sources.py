@@ -288,9 +288,31 @@ def test_blocked_read_never_blocks_the_caller():
         assert "opening camera 0" in src.status
         assert _returns_while_the_driver_hangs(cam, lambda: src.close(timeout=0.05))
         assert src.state == "closed" and pump_threads()            # the hung reader is left to its driver
+        pump = src.pump
+        assert pump.stop(0.01) is False                            # the pump says its reader has not ended
+        assert (pump.state, pump.status) == ("closed", "camera 0 closed")
     finally:
         cam.block.set()                      # the driver returns: the thread ends by itself
     assert poll(lambda: not pump_threads())
+    assert src.pump.stop(0) is True
+
+
+def test_a_source_stopped_from_its_own_reader_thread_stops_cleanly():
+    """The last reference to a source can go in its reader thread: stopping there must not join itself."""
+    cam = FakeCamera(interval=0.002)
+    src = CameraSource(0, capture_factory=cam)
+    out = []
+
+    def stop_here():
+        if not out:
+            try:
+                out.append(src.pump.stop(0))
+            except Exception as e:  # noqa: BLE001 - what the test checks
+                out.append(e)
+    cam.on_read = stop_here
+    assert poll(lambda: bool(out)) and out == [False]             # asked to end; it ends after this read
+    assert poll(lambda: not pump_threads()) and src.pump.state == "closed"
+    src.close()
 
 
 def test_cameras_probes_within_its_time_budget_and_quietly(monkeypatch):
