@@ -177,3 +177,9 @@ def test_weights_of_another_network_say_so(tmp_path):
            "check arch= (and its constructor arguments). Checkpoint keys look like head0.weight, head1.weight, " \
            "head2.weight, the model's like features.0.weight, features.1.weight, features.1.bias." in msg
     assert "close but not the same" in _refusal(tmp_path, ShapesNet().state_dict(), "shapes.pth")
+
+
+def test_other_classes_beside_an_extra_tensor_is_no_num_classes_question(tmp_path):
+    msg = _refusal(tmp_path, {**GlyphsNet(num_classes=7).state_dict(), "loss_fn.weight": torch.ones(7)})
+    assert "1 unexpected, 2 with another shape" in msg and "num_classes" not in msg
+    assert "the architecture is close but not the same" in msg
