@@ -79,7 +79,10 @@ block = ("[tool.mutmut]\n"
          'also_copy = ["assets", "docs", "README.md"]\n'   # samples, checkpoints; the key table the window tests read
          # a mutant that loops is stopped after 2 x 3 x (its tests' time + 1 s) of CPU (mutmut's
          # default 15 x cost up to 3 minutes for each such mutant of the engine)
-         'timeout_multiplier = 3.0\n').replace("'", '"')
+         'timeout_multiplier = 3.0\n'
+         # ... plus 20 s: a mutant's process pays the imports (torchvision, timm: seconds of CPU) that the
+         # stats run paid once, in its first test; with mutmut's 1 s every trust.py mutant hit SIGXCPU
+         'timeout_constant = 20.0\n').replace("'", '"')
 open("pyproject.toml", "w", encoding="utf-8").write(text[:start] + block + text[end:])
 PY
 unset PYTHONPATH
