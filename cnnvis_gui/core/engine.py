@@ -37,6 +37,7 @@ import torch.nn as nn
 
 from . import attribution as _attribution
 from . import cams as _cams
+from . import rollout as _rollout
 from .errors import CnnvisError, backward_errors
 from .layouts import Layout, fit_layout, infer_layouts, layout_key, prefix_position, quick_layout
 from .modelmap import (CamCandidate, LayerInfo, ModelMap, build_map, check_overrides,  # noqa: F401 - re-exported
@@ -741,6 +742,14 @@ class Frame:
         :mod:`cnnvis_gui.core.cams`.
         """
         return _cams.frame_cam(self, layer, unit, cam_layer, method, objective, call)
+
+    def attention_rollout(self, residual: float = 0.5) -> torch.Tensor:
+        """Attention rollout (Abnar & Zuidema 2020) of a ViT frame: N x H x W in [0, 1].
+
+        How much each patch flows into the class token through every attention layer (class-agnostic);
+        formula: :mod:`cnnvis_gui.core.rollout`.  Needs a frame that recorded every module.
+        """
+        return _rollout.attention_rollout(self, residual)
 
     def guided_grad_cam(self, layer: str, unit: int, cam_layer: str | None = None, objective="sum",
                         call: int = -1) -> torch.Tensor:
