@@ -23,7 +23,10 @@ maximizer as the ReLU's output, but a gradient that does not vanish while the un
 
 Activation layouts: ``"flat"`` (N x C), ``"nchw"`` (channels on axis 1, any number of
 spatial axes), ``"nhwc"`` and ``"tokens"`` (N x ... x C, channels last).  Without a layout
-the rank decides: 2-D is flat, otherwise channels come first.
+the rank decides: 2-D is flat, otherwise channels come first.  A layout may also be the model
+map's :class:`~cnnvis_gui.core.layouts.Layout` (what :class:`.render.Renderer` fills in for a network
+with channels-last or token maps): the activations are then read through its N x C x H x W view, so
+a ViT's units are its features on the 14 x 14 patch grid, the class token left out.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import CnnvisError
+from ..core.layouts import Layout
 
 __all__ = ["LAYOUTS", "Objective", "channel", "neuron", "class_logit", "direction", "diversity", "gram_matrices", "per_image",
            "unit_map"]
@@ -42,8 +46,16 @@ def _layer_words(layer: str) -> str:
     return repr(layer) if layer else "'output'"
 
 
-def unit_map(a: torch.Tensor, layer: str = "", layout: str | None = None) -> torch.Tensor:
+def _through(a: torch.Tensor, layout):
+    """(activations, layout name): a model-map :class:`Layout` becomes its N x C x H x W view."""
+    if isinstance(layout, Layout):
+        return layout.to_nchw(a), ("flat" if layout.kind == "flat" else "nchw")
+    return a, layout
+
+
+def unit_map(a: torch.Tensor, layer: str = "", layout=None) -> torch.Tensor:
     """A layer's activations as N x units x positions (positions = 1 for a flat layer)."""
+    a, layout = _through(a, layout)
     if layout is None:
         layout = "flat" if a.ndim == 2 else "nchw"
     if layout not in LAYOUTS:
@@ -153,8 +165,8 @@ def neuron(layer: str, unit: int, position=None) -> Objective:
     pos = None if position is None else tuple(int(p) for p in position)
 
     def fn(acts, lay):
-        a = acts[layer]
-        layout = lay.get(layer) or ("flat" if a.ndim == 2 else "nchw")
+        a, layout = _through(acts[layer], lay.get(layer))
+        layout = layout or ("flat" if a.ndim == 2 else "nchw")
         _units(acts, lay, layer, unit)                                  # the range check
         if layout == "flat":
             if pos not in (None, ()):

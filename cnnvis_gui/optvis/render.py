@@ -151,7 +151,10 @@ class Renderer:
         One seed per image (:func:`sample_seed`), or a count: images 0..n-1 from ``params.seed``.
     params : RenderParams
     layouts : dict or None
-        Layer name -> activation layout (:data:`.objectives.LAYOUTS`); missing layers go by rank.
+        Layer name -> activation layout (:data:`.objectives.LAYOUTS`, or a model map's
+        :class:`~cnnvis_gui.core.layouts.Layout`).  For a network with channels-last or token maps
+        (:func:`~cnnvis_gui.core.layouts.layout_key`), a layer left out gets its layout from the model
+        map (one probe forward before the first step); otherwise missing layers go by rank.
     """
 
     def __init__(self, model: nn.Module, spec: InputSpec, objective: Objective, seeds=1,
@@ -187,6 +190,22 @@ class Renderer:
             opts["decay"] = p.decay
         return opts
 
+    def _fill_layouts(self) -> None:
+        """The model map's layout of every layer the objective reads and no layout was given for."""
+        from ..core import Visualizer
+        from ..core.layouts import layout_key
+        missing = [n for n in self.objective.layers if n not in self.layouts]
+        if not missing or not layout_key(self.model):
+            return
+        vis = Visualizer(self.model, self.spec)
+        for name in missing:
+            lay = vis.layout(name)
+            if lay is not None and lay.kind == "other":
+                raise CnnvisError(f"layer {name or 'output'!r} has no units to optimize: its output is not spatial "
+                                  f"({lay.reason}); choose another layer.")
+            if lay is not None:
+                self.layouts[name] = lay
+
     # ------------------------------------------------------------------ the loop
     def _no_gradient(self) -> str:
         return (f"cannot take a gradient of {self.objective.text!r}: its value does not depend on the image "
@@ -206,6 +225,7 @@ class Renderer:
         self._stop.clear()
         p, spec, model = self.params, self.spec, self.model
         device, dtype = model_device_dtype(model)
+        self._fill_layouts()
         param = make_param(p.param, spec, self.seeds, device=device, **self._param_options())
         gens = [torch.Generator().manual_seed(s ^ 0x5DEECE6) for s in self.seeds]
         opt = Adam(param.params, lr=p.lr)

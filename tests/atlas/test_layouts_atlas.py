@@ -138,3 +138,20 @@ def test_optimization_objective_reads_the_layout(timm_net):
     opt = ActivationMaximizer(model, SPEC64, layer, unit, max_iter=2, use_cache=False)
     steps = list(opt.run(every=1))
     assert opt.result.iterations == 2 and np.isfinite(steps[-1].activation)
+
+
+def test_optvis_objectives_read_the_model_maps_layout(timm_net):
+    """optvis: a neuron / channel of a ViT block is a feature on the 14 x 14 grid (the class token left out)."""
+    from cnnvis_gui.core import Visualizer
+    from cnnvis_gui.optvis.objectives import channel, neuron
+    from cnnvis_gui.optvis.render import Renderer, RenderParams
+    model = timm_net("vit")
+    lay = Visualizer(model, InputSpec(3, 224, 224)).layout("blocks.5")
+    a = torch.randn(2, 197, 192)
+    torch.testing.assert_close(neuron("blocks.5", 7)({"blocks.5": a}, {"blocks.5": lay}), a[:, 1 + 7 * 14 + 7, 7])
+    torch.testing.assert_close(neuron("blocks.5", 7, (2, 3))({"blocks.5": a}, {"blocks.5": lay}),
+                               a[:, 1 + 2 * 14 + 3, 7])
+    torch.testing.assert_close(channel("blocks.5", 9)({"blocks.5": a}, {"blocks.5": lay}), a[:, 1:, 9].mean(1))
+    r = Renderer(model, InputSpec(3, 224, 224), channel("blocks.5", 9), params=RenderParams(max_iter=1))
+    r._fill_layouts()
+    assert r.layouts["blocks.5"].name == "tokens:1+14x14"
