@@ -46,6 +46,16 @@ from .rules import activation_label
 
 __all__ = ["Verdict", "backward_verdict", "input_node", "independence_notice", "network_notice"]
 
+def _has_saved_result(node) -> bool:
+    """Whether ``node`` still holds its saved forward result.  Reading a result that a later in-place
+    op overwrote raises autograd's "modified by an inplace operation"; such a node's backward cannot
+    run at all, so it is not counted as a rule that ignores the input."""
+    try:
+        return getattr(node, "_saved_result", None) is not None
+    except RuntimeError:
+        return False
+
+
 # linear maps with input-independent coefficients (whatever their inputs)
 _LINEAR = frozenset({
     "AddBackward0", "AddBackward1", "SubBackward0", "SubBackward1", "RsubBackward0", "RsubBackward1",
@@ -178,7 +188,7 @@ def backward_verdict(roots, source, rule: str, generalize: bool = True) -> Verdi
             wrapped = getattr(node, "_wrapped_node", None)
             wname = type(wrapped).__name__ if wrapped is not None else ""
             if rule == "deconvnet" and (wname in _RELU or (generalize and wname in _RECTIFIERS)) and \
-                    getattr(wrapped, "_saved_result", None) is not None:
+                    _has_saved_result(wrapped):
                 v.rectifiers[_label(wrapped)] += 1
                 continue
         if name in SWITCHES:

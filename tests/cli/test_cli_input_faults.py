@@ -17,13 +17,13 @@ from cnnvis_gui.core.display import MAX_ZOOM, enlarge
 from cnnvis_gui.models import demo_samples
 from cnnvis_gui.sources import base as sources_base
 
+from ..waits import CHILD_S
 from .test_cli import REPO, _env, run_module
 
 NAN_NET = '''
 import torch
 from torch import nn
 
-from ..waits import CHILD_S
 
 class NaNNet(nn.Module):
     """conv1 relu1 conv2 relu2 pool fc with NaN put in by ``mode``:
