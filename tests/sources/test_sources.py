@@ -148,6 +148,9 @@ def test_a_slow_consumer_gets_the_newest_frame_and_the_skipped_ones_are_counted(
         assert src.pump.frames_captured == 5
         assert src.fps_measured == pytest.approx(30.0)               # on the pump's clock: 1/30 s apart
         assert src.status == "camera 0 live (40x30, 30.0 fps)"
+        _deliver(src, cam, clock, 1, dt=0.1)                         # one late frame moves the average a tenth:
+        assert src.fps_measured == pytest.approx(1 / (0.9 / 30 + 0.1 * 0.1))   # 25 fps, not 10
+        assert src.status == "camera 0 live (40x30, 25.0 fps)"
         clock.advance(2.5)                                           # no frame for longer than stall_after (2 s)
         assert src.status == "camera 0: no new frame for 2.5 s"
         assert pump_threads()
