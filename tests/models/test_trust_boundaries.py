@@ -76,6 +76,9 @@ def test_a_missing_library_is_left_to_the_builder_to_report(monkeypatch):
     ("sub/evil:Net", "the Python file sub/evil (its top level runs on import, then Net is called)"),
     ("sub\\evil:Net", "the Python file sub\\evil (its top level runs on import, then Net is called)"),
     ("evil.pyx:Net", "the Python callable evil.pyx:Net"),
+    ("C:\\models\\evil.py:Net",                            # a drive letter: the callable is after the last colon
+     "the Python file C:\\models\\evil.py (its top level runs on import, then Net is called)"),
+    ("timm:hf-hub:x/y", "the Python callable timm:hf-hub:x/y"),
     ("torchvision:no_such_net", "torchvision:no_such_net, which torchvision does not list as a model"),
     ("timm:no_such_net", "timm:no_such_net, which timm does not list as a model"),
     ("torchvision_extra:resnet18", "the Python callable torchvision_extra:resnet18"),
