@@ -183,3 +183,14 @@ def test_other_classes_beside_an_extra_tensor_is_no_num_classes_question(tmp_pat
     msg = _refusal(tmp_path, {**GlyphsNet(num_classes=7).state_dict(), "loss_fn.weight": torch.ones(7)})
     assert "1 unexpected, 2 with another shape" in msg and "num_classes" not in msg
     assert "the architecture is close but not the same" in msg
+
+
+def test_inconsistent_classifier_sizes_and_all_shapes_different_are_no_num_classes_question(tmp_path, net):
+    sd = dict(net.state_dict())
+    sd["classifier.3.weight"], sd["classifier.3.bias"] = torch.zeros(7, 64), torch.zeros(8)   # 7 rows, 8 biases
+    msg = _refusal(tmp_path, sd)
+    assert "2 with another shape" in msg and "num_classes" not in msg
+    wider = {k: torch.zeros(*(s + 1 for s in v.shape)) if v.dim() else v for k, v in net.state_dict().items()}
+    msg = _refusal(tmp_path, wider, "wider.pth")                # every name found, no shape fits
+    assert "only 3 of 22 model tensors match by name and shape: the weights are probably for a different " \
+           "architecture" in msg
