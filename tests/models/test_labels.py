@@ -38,3 +38,40 @@ def test_an_empty_json_file_is_said_to_be_json(tmp_path):
     p.write_text("  \n")
     with pytest.raises(ModelLoadError, match="labels file labels.json is not valid JSON"):
         load_labels(p)
+
+
+@pytest.mark.parametrize("name, text, want", [
+    ("l.json", '["cat", "dog"]', ["cat", "dog"]),
+    ("l.txt", ' ["cat", 3]', ["cat", "3"]),                                      # JSON found by its first character
+    ("l.txt", '{"labels": ["cat", "dog"]}', ["cat", "dog"]),
+    ("l.json", '{"labels": {"1": "dog"}}', ["0", "dog"]),
+    ("l.json", '{"2": "bird", "0": "cat"}', ["cat", "1", "bird"]),            # a gap gets its index
+    ("l.json", '{"0": ["n01440764", "tench"], "1": ["n01443537", "goldfish"]}', ["tench", "goldfish"]),
+    ("l.json", '[["n01440764", "tench"], []]', ["tench", "[]"]),
+    ("l.json", "{}", []),
+])
+def test_json_labels(tmp_path, name, text, want):
+    p = tmp_path / name
+    p.write_text(text)
+    assert load_labels(p) == want
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("l.json", b'{"cat": "x"}', "l.json: a labels mapping needs integer keys (class index -> label)."),
+    ("l.json", b"[1, 2", "labels file l.json is not valid JSON: "),
+    ("l.json", b"3", "labels file l.json: expected a JSON list or an object {index: label}."),
+    ("l.txt", b"\xff\xfecat", "labels file l.txt is not UTF-8 text."),
+])
+def test_labels_files_that_cannot_be_read_say_why(tmp_path, name, data, message):
+    p = tmp_path / name
+    p.write_bytes(data)
+    with pytest.raises(ModelLoadError) as e:
+        load_labels(p)
+    assert str(e.value).startswith(message)
+
+
+def test_a_missing_labels_file_or_a_folder(tmp_path):
+    with pytest.raises(ModelLoadError, match=f"^labels file not found: {tmp_path / 'none.txt'}$"):
+        load_labels(tmp_path / "none.txt")
+    with pytest.raises(ModelLoadError, match="is a folder; give the labels file inside it"):
+        load_labels(tmp_path)
