@@ -434,20 +434,33 @@ def infer_layouts(records, structure, model_input: torch.Tensor, overrides: dict
     if model_input.ndim >= 3:
         ev.add(model_input, "first", "the model's input is an image, channels first")
     spatial = []
+    linears = []
     for r in records:
         mod, args, kwargs, out = r[1], r[2], r[3], r[4]
         if not isinstance(out, torch.Tensor) or out.ndim < 3 or out.shape[0] != batch:
             continue
         shape = tuple(out.shape[1:])
         a = _first_tensor(args, kwargs)
-        orient, why = _module_evidence(mod, shape, out.ndim)
-        if orient is not None:
-            ev.add(out, orient, why)
-            if isinstance(a, torch.Tensor) and a.ndim == out.ndim and a.shape[0] == batch and (
-                    orient == "last" or isinstance(mod, _FIRST_TYPES)):
-                ev.add(a, orient, f"read by {type(mod).__name__}: {why}")
+        if isinstance(mod, nn.Linear):       # decided once the other modules have spoken (below)
+            linears.append((mod, a, out))
+        else:
+            orient, why = _module_evidence(mod, shape, out.ndim)
+            if orient is not None:
+                ev.add(out, orient, why)
+                if isinstance(a, torch.Tensor) and a.ndim == out.ndim and a.shape[0] == batch:
+                    ev.add(a, orient, f"read by {type(mod).__name__}: {why}")
         if isinstance(a, torch.Tensor) and a.shape == out.shape:
             ev.tie(a, out)
+    # A Linear acts on the last axis.  That axis holds the features unless the Linear's input is known to
+    # be channels first: then it mixes positions (MLP-Mixer's token mixing, a Linear over a Conv1d's
+    # sequence) and the channels stay on axis 1.
+    first = ev.solve()
+    for mod, a, out in linears:
+        t = type(mod).__name__
+        if isinstance(a, torch.Tensor) and a.ndim == out.ndim and first.get(id(a), (None,))[0] == "first":
+            ev.add(out, "first", f"{t} over the positions of a channels-first input: the channels stay first")
+        else:
+            ev.add(out, "last", f"{t} on a {out.ndim}-D tensor acts on the last axis")
     orient_of = ev.solve()
     for r in records:
         out = r[4]
