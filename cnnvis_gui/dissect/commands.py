@@ -135,7 +135,7 @@ def _dissection(args, lm, shard=None):
     return Dissection(lm.model, lm.spec, _concepts(args, lm), _layers(args.layer), quantile=args.quantile,
                       batch_size=args.batch_size, cache_dir=args.cache_dir, use_cache=not args.no_cache,
                       workers=args.workers, shard=shard, memory_budget=_budget(args.memory_budget),
-                      categories=args.category)
+                      categories=args.category, layouts=getattr(lm, "layouts", None))
 
 
 def _with_progress(steps, desc: str, total: int, quiet: bool):

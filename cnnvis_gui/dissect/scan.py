@@ -47,6 +47,8 @@ from ..atlas.scan import model_device, shard_range
 from ..atlas.state import nothing_decoded_error
 from ..atlas.sweep import LayerForward, decode_images, prefetched, resolve_layers, to_model_input, training_off
 from ..core import FIT_MODES, CnnvisError, InputSpec
+from ..core.layouts import layout_key
+from ..core.modelmap import check_overrides
 from .concepts import ConceptSet
 from .formats import open_concepts
 from .maps import layer_layouts, to_unit_maps
@@ -98,12 +100,15 @@ class Dissection:
         Bytes of unit maps the store may keep (default 4 GiB); past it, the streaming quantile.
     categories : list of str, optional
         Broden: only these categories.
+    layouts : dict, optional
+        ``{layer: layout}`` overriding the layouts the model map detects (``"nhwc"``,
+        ``"tokens:1+14x14"``...; :mod:`cnnvis_gui.core.layouts`).
     """
 
     def __init__(self, model: nn.Module, spec: InputSpec, concepts, layers, quantile: float = DEFAULT_QUANTILE,
                  batch_size: int = 64, cache_dir=None, use_cache: bool = True, workers: int | None = None,
                  checkpoint_every: float = 5.0, fit: str | None = None, shard: tuple | None = None,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET, categories=None):
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, categories=None, layouts: dict | None = None):
         q = float(quantile)
         if not 0.0 < q < 1.0:
             raise CnnvisError(f"the quantile Q must be between 0 and 1 (the paper uses 0.005), got {quantile}.")
@@ -129,13 +134,15 @@ class Dissection:
         self.paths = [im.image for im in self.concepts.images]
         n = len(self.paths)
         self.range = (0, n) if self.shard is None else shard_range(n, self.shard[0], self.shard[1], self.batch_size)
-        self.layouts = layer_layouts(model, spec, self.layers)          # refuses layers without a map
+        self.layout_overrides = check_overrides(layouts, [n for n, _ in model.named_modules()])
+        self.layouts = layer_layouts(model, spec, self.layers, self.layout_overrides)   # refuses layers without a map
         self.grids = {name: grid for name, (_, grid) in self.layouts.items()}
         _, dtype = model_device(model)
         self.dtype = np.float64 if dtype == torch.float64 else np.float32
         self.method, self.method_note = self._choose_method()
         key = {"kind": "dissect", "weights": _cache.weights_hash(model), "spec": spec.to_dict(), "fit": fit,
-               "layers": self.layers, "quantile": q, "concepts": self.concepts.identity(), "method": self.method}
+               "layers": self.layers, "quantile": q, "concepts": self.concepts.identity(), "method": self.method,
+               **layout_key(model, self.layout_overrides)}
         if self.shard is not None:
             key["shard"] = list(self.range)
             key["batch_size"] = self.batch_size

@@ -54,7 +54,8 @@ class DissectController(QtCore.QObject):
         mm = self.win.session.mm
         if mm is None:
             return []
-        return [l.name for l in mm if l.visualizable and l.shape is not None and len(l.shape) == 3]
+        return [l.name for l in mm if l.visualizable and l.layout is not None and l.layout.spatial
+                and l.layout.map_shape is not None and len(l.layout.map_shape) == 2]
 
     def dialog(self):
         """Atlas → Dissect…: the dialog, with this model's last choices (or the demo's set); returns it."""

@@ -58,3 +58,62 @@ def test_the_reference_upsampling_is_pytorchs():
     t = torch.nn.functional.interpolate(torch.from_numpy(a)[None, None], size=(13, 11), mode="bilinear",
                                         align_corners=False)[0, 0].numpy()
     assert np.allclose(bilinear(a, 13, 11), t, atol=1e-6)
+
+
+class Shift(torch.nn.Module):
+    """Adds a fixed map (ColourNet's jitter), in whatever layout its input has."""
+
+    def __init__(self, jitter):
+        super().__init__()
+        self.register_buffer("jitter", jitter.clone())
+
+    def forward(self, x):
+        return x + self.jitter
+
+
+class ChannelsLast(torch.nn.Module):
+    """ColourNet's first layer computed channels-last: a Linear over the features of an N x H x W x 3
+    tensor (the model map reads its output, and the shift's after it, as nhwc)."""
+
+    def __init__(self):
+        super().__init__()
+        ref = colour_net()
+        self.lin = torch.nn.Linear(3, 5)
+        with torch.no_grad():
+            self.lin.weight.copy_(ref.conv.weight[:, :, 0, 0])
+            self.lin.bias.copy_(ref.conv.bias)
+        self.shift = Shift(ref.jitter.permute(0, 2, 3, 1))
+        self.head = torch.nn.Linear(5, 2)
+
+    def forward(self, x):
+        f = self.shift(self.lin(x.permute(0, 2, 3, 1)))             # N x H x W x 5
+        return self.head(f.mean((1, 2)))
+
+
+class JitteredConv(torch.nn.Module):
+    """The same numbers channels first: the conv plus the jitter, as one module's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.ref = colour_net()
+
+    def forward(self, x):
+        return self.ref.conv(x) + self.ref.jitter
+
+
+def test_a_channels_last_layer_is_read_through_its_layout(concepts, tmp_path):
+    from cnnvis_gui.core import model_map
+    last = ChannelsLast().eval()
+    assert model_map(last, SPEC)["shift"].layout.kind == "nhwc"
+    wrapped = torch.nn.Sequential()
+    wrapped.add_module("layer", JitteredConv())
+    a = Dissection(last, SPEC, concepts, ["shift"], quantile=0.1, batch_size=8, use_cache=False)
+    b = Dissection(wrapped.eval(), SPEC, concepts, ["layer"], quantile=0.1, batch_size=8, use_cache=False)
+    for d in (a, b):
+        for _ in d.run():
+            pass
+    assert a.grids["shift"] == (5, 32, 32)
+    got, want = a.result.layer("shift").units, b.result.layer("layer").units
+    assert [u.concept for u in got] == [u.concept for u in want]
+    for u, v in zip(got, want):
+        assert u.threshold == pytest.approx(v.threshold, rel=1e-5) and u.iou == pytest.approx(v.iou, abs=1e-3)
