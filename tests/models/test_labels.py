@@ -75,3 +75,24 @@ def test_a_missing_labels_file_or_a_folder(tmp_path):
         load_labels(tmp_path / "none.txt")
     with pytest.raises(ModelLoadError, match="is a folder; give the labels file inside it"):
         load_labels(tmp_path)
+
+
+def test_a_list_entry_gives_its_last_name(tmp_path):
+    p = tmp_path / "l.json"
+    p.write_text('[["tench"], ["n01443537", "goldfish", "Carassius auratus"], "shark"]')
+    assert load_labels(p) == ["tench", "Carassius auratus", "shark"]
+
+
+@pytest.mark.parametrize("error, said", [(OSError(5, "Input/output error"), "Input/output error"),
+                                         (OSError("the disk went away"), "the disk went away")])
+def test_a_labels_file_the_system_cannot_read_says_why(tmp_path, monkeypatch, error, said):
+    from pathlib import Path
+    p = tmp_path / "l.txt"
+    p.write_text("cat\n")
+
+    def fail(self, *a, **k):
+        raise error
+    monkeypatch.setattr(Path, "read_text", fail)
+    with pytest.raises(ModelLoadError) as e:
+        load_labels(p)
+    assert str(e.value) == f"cannot read the labels file {p}: {said}."
