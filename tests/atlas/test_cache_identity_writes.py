@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import errno
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +197,33 @@ def test_the_key_of_an_object_is_stable_and_versioned(monkeypatch):
     assert a != cache.digest({"b": 1, "a": [2, 1]})
     monkeypatch.setattr(cache, "CACHE_VERSION", cache.CACHE_VERSION + 1)
     assert cache.digest({"b": 1, "a": [1, 2]}) != a                           # a new version: every key changes
+
+
+def test_a_key_is_the_same_in_every_release_and_takes_paths():
+    """An atlas cached by an earlier release is found again: the key of the same inputs never moves
+    (unless CACHE_VERSION does); a path in a key is its text."""
+    assert cache.digest({"a": 1}) == "48ffc58d1dc75caa03b160bf"
+    assert cache.digest({"p": Path("/x")}) == cache.digest({"p": "/x"}) == "fd5004d74f7676fe741e869e"
+
+
+def test_meta_files_take_paths_and_numpy_numbers(tmp_path):
+    cache.atomic_write_json(tmp_path / "meta.json", {"folder": Path("/data/im"), "n": np.int64(3)})
+    assert cache.read_json(tmp_path / "meta.json") == {"folder": "/data/im", "n": "3"}
+
+
+def test_the_umask_is_read_without_changing_it_also_without_proc(monkeypatch):
+    import builtins
+    old = os.umask(0o027)
+    try:
+        assert cache._umask() == 0o027
+        real_open = builtins.open
+
+        def no_proc(path, *a, **k):
+            if str(path).startswith("/proc/"):
+                raise OSError(errno.ENOENT, "no /proc here")
+            return real_open(path, *a, **k)
+        monkeypatch.setattr(builtins, "open", no_proc)
+        assert cache._umask() == 0o027                      # asked the system, and set it back
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(old)
