@@ -81,19 +81,22 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
 
     sub = pd.add_subparsers(dest="dissect_command", metavar="merge", required=False)
     pm = sub.add_parser("merge", help="merge the parts of 'cnnvis dissect --shard I/N' runs",
-                        prog=pd.prog + " merge", usage="%(prog)s DIR_0 ... DIR_N-1 --json OUT.json [options]",
+                        prog=pd.prog + " merge", usage="%(prog)s [model options] DIR_0 ... DIR_N-1 --json OUT.json [options]",
                         description="Pass-1 parts: writes the exact thresholds next to the JSON (OUT.thresholds.json) "
                                     "for the shards' second run. Tally parts: writes the result JSON, the one a "
-                                    "single process writes. Parts of different dissections are refused.")
+                                    "single process writes; with the shards' model options it is also kept in the "
+                                    "cache for the app. Parts of different dissections are refused.")
+    add_model_arguments(pm)
     pm.add_argument("parts", nargs="+", metavar="DIR_I", help="the --out folders of the shards")
     pm.add_argument("--json", "-o", required=True, metavar="OUT.json", help="the result (or, for pass-1 parts, "
                                                                              "where the thresholds go next to)")
-    pm.add_argument("--cache-dir", metavar="DIR", help="where to keep the merged result for the app")
+    pm.add_argument("--cache-dir", metavar="DIR", help="where to keep the merged result for the app (with the "
+                                                      "shards' model options, whose weights are checked)")
     pm.add_argument("--no-cache", action="store_true", help="do not keep the merged result in the cache")
     pm.add_argument("--top", type=_ranged(int, 0, False, "--top"), default=5, metavar="N", help="units listed per "
                                                                                                 "layer (default 5)")
     pm.add_argument("--quiet", "-q", action="store_true", help="no summary")
-    pm.set_defaults(func=cmd_dissect_merge)
+    pm.set_defaults(func=lambda args: cmd_dissect_merge(args, model_from_args, options))
 
 
 # ============================================================================ helpers
@@ -262,7 +265,7 @@ def _shard(args, model_from_args, options) -> int:
     return 0
 
 
-def cmd_dissect_merge(args) -> int:
+def cmd_dissect_merge(args, model_from_args=None, options=()) -> int:
     """``cnnvis dissect merge DIR_0 ... DIR_N-1 --json OUT``: thresholds from pass-1 parts, or the result."""
     from .parts import merge_summaries, merge_tallies, read_part, result_of, thresholds_path, write_thresholds
 
@@ -282,10 +285,27 @@ def cmd_dissect_merge(args) -> int:
     tally, thresholds, skipped, ordered, cs = merge_tallies(parts)
     meta = ordered[0].meta
     res = result_of(meta, cs, thresholds, tally, skipped, len(ordered))
+    note = ""
     if not args.no_cache:
-        _cache.atomic_write_json(_cache.cache_dir(args.cache_dir) / f"dissect-{meta['whole_key']}" / "result.json",
-                                 res.to_dict())
-    return _write_result(args, res, meta.get("model") or "?", t0, f"; merged {len(ordered)} parts")
+        note = _cache_merged(args, meta, res, model_from_args, options)
+    return _write_result(args, res, meta.get("model") or "?", t0, f"; merged {len(ordered)} parts{note}")
+
+
+def _cache_merged(args, meta: dict, res, model_from_args, options) -> str:
+    """Keep a merged result in the cache, where a one-process run (the window) opens it, when the model
+    the parts name is given and is theirs: parts are files, and a cache entry is trusted later."""
+    from .parts import whole_key
+    key = whole_key(meta)
+    if not model_options_text(args, options):
+        return " (not kept in the cache: give merge the shards' model options to keep it for the app)"
+    lm = model_from_args(args)
+    got = _cache.weights_hash(lm.model)
+    if got != meta["weights"]:
+        raise CnnvisError(f"the model given to merge (weights {got[:12]}…) is not the one the shards dissected "
+                          f"(weights {str(meta['weights'])[:12]}…, model options {meta.get('options') or 'none'!r}); "
+                          f"give merge the shards' model options, or --no-cache.")
+    _cache.atomic_write_json(_cache.cache_dir(args.cache_dir) / f"dissect-{key}" / "result.json", res.to_dict())
+    return ""
 
 
 # ============================================================================ torchrun

@@ -42,7 +42,7 @@ from .quantile import LogSketch, TopTail
 from .tally import Tally
 
 __all__ = ["DissectPart", "PART_JSON", "PART_NPZ", "SAME_DISSECTION", "part_meta", "part_of", "write_part",
-           "read_part", "merge_summaries", "merge_tallies", "write_thresholds", "read_thresholds", "thresholds_path"]
+           "read_part", "whole_key", "merge_summaries", "merge_tallies", "write_thresholds", "read_thresholds", "thresholds_path"]
 
 PART_VERSION = 1
 PART_JSON = "dissect-part.json"
@@ -53,7 +53,7 @@ SAME_DISSECTION = (("weights", "model weights"), ("spec", "input spec"), ("fit",
                    ("quantile", "quantile Q (--quantile)"), ("concepts", "concept set"),
                    ("method", "quantile method (--memory-budget)"), ("images", "number of images"),
                    ("batch_size", "batch size"), ("count", "number of shards (N of --shard I/N)"),
-                   ("stage", "stage (run every shard with the same --thresholds)"),
+                   ("whole", "dissection"), ("stage", "stage (run every shard with the same --thresholds)"),
                    ("thresholds", "thresholds (--thresholds)"))
 
 
@@ -92,7 +92,7 @@ def part_meta(d, stage: str, thresholds: dict | None = None, model_name: str = "
     meta = {k: v for k, v in d.identity.items() if k not in ("kind", "shard")}
     meta.update(version=PART_VERSION, images=len(d.paths), batch_size=d.batch_size, index=index, count=count,
                 range=list(d.range), stage=stage, grids={n: list(g) for n, g in d.grids.items()},
-                dtype=np.dtype(d.dtype).name, whole_key=d.whole_key, model=model_name, options=options,
+                dtype=np.dtype(d.dtype).name, whole=d.whole_identity, model=model_name, options=options,
                 thresholds=threshold_digest(thresholds) if thresholds is not None else None)
     return json.loads(json.dumps(meta, default=str))
 
@@ -112,6 +112,16 @@ def part_of(d, st: dict, stage: str, summaries: dict | None = None, tally: Tally
         arrays.update(tally.arrays(d.layers))
         arrays.update({f"thr{i}": np.asarray(thresholds[n]) for i, n in enumerate(d.layers)})
     return DissectPart(part_meta(d, stage, thresholds, model_name, options), arrays, list(st["skipped"]))
+
+
+def whole_key(meta: dict) -> str:
+    """The one-process cache key of the dissection a part belongs to, computed from what it says it is
+    (never a key the file gives: a path is made of it)."""
+    whole = meta.get("whole")
+    if not isinstance(whole, dict) or any(whole.get(k) != meta.get(k) for k in ("weights", "layers", "quantile",
+                                                                                    "concepts", "method")):
+        raise CnnvisError("the part's description of its dissection does not match its fields; run that shard again.")
+    return _cache.digest(whole)
 
 
 def threshold_digest(thresholds: dict) -> str:
@@ -196,6 +206,7 @@ def merge_summaries(parts, q: float) -> tuple:
     """(thresholds {layer: C}, ordered parts) of pass-1 parts: the exact merge of their summaries."""
     ordered = check_parts(parts, SAME_DISSECTION)
     meta = ordered[0].meta
+    whole_key(meta)                                   # the part's own description must agree with it
     if meta["stage"] != "summary":
         raise CnnvisError("these parts already hold tallies: they make the result, not thresholds.")
     dtype = np.dtype(meta.get("dtype", "float32"))
@@ -215,6 +226,7 @@ def merge_tallies(parts) -> tuple:
     """(merged Tally, thresholds, skipped in listing order, ordered parts, concept set) of tally parts."""
     ordered = check_parts(parts, SAME_DISSECTION)
     meta = ordered[0].meta
+    whole_key(meta)
     if meta["stage"] != "tally":
         raise CnnvisError("these parts hold pass 1 only: merge them for the thresholds first.")
     cs = open_concepts(meta["concepts"]["root"], meta["concepts"]["categories"] if meta["concepts"]["format"]

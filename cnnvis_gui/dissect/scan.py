@@ -523,9 +523,14 @@ class Dissection:
                             self.method, self.spec, self.fit, type(self.model).__name__, world_size)
 
     @property
+    def whole_identity(self) -> dict:
+        """What the same dissection in one process depends on (its :attr:`identity` without the slice)."""
+        return {k: v for k, v in self.identity.items() if k not in ("shard", "batch_size")}
+
+    @property
     def whole_key(self) -> str:
         """The cache key of the same dissection in one process (where merged results are kept)."""
-        return _cache.digest({k: v for k, v in self.identity.items() if k not in ("shard", "batch_size")})
+        return _cache.digest(self.whole_identity)
 
     def store_result(self, res: DissectResult) -> None:
         """Keep a finished result where a one-process run looks; this slice's big intermediate files go."""

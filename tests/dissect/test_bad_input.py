@@ -19,8 +19,11 @@ from torch import nn
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 2)
+        g = torch.random.fork_rng()
+        with g:
+            torch.manual_seed(0)                 # the same weights in every process and every load
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 2)
 
     def forward(self, x):
         return self.fc(self.conv(x).mean((2, 3)))
@@ -157,3 +160,24 @@ def test_a_broden_mask_that_is_not_r_plus_256g_is_refused(tmp_path, net, capsys)
     (b / "index.csv").write_text("image,split,ih,iw,sh,sw,color\na.png,train,32,32,32,32,m.tif\n")
     (b / "label.csv").write_text("number,name,category,frequency,coverage,syns\n1,red,color(1),1,1.0,\n")
     _fails(capsys, _run(net, b, tmp_path / "o.json"), "m.tif", "floating-point", "R + 256 * G")
+
+
+def test_crafted_parts_are_refused_and_never_name_a_cache_path(tmp_path, net, capsys):
+    c = make_concepts(tmp_path / "c", n=4)
+    parts = [tmp_path / f"p{i}" for i in range(2)]
+    for i, p in enumerate(parts):
+        assert main(["dissect", *net, "--concepts", str(c), "--layer", "conv", "--shard", f"{i}/2", "--batch-size",
+                     "2", "--cache-dir", str(tmp_path / "cache"), "-q", "--out", str(p)]) == 0
+    meta = json.loads((parts[1] / "dissect-part.json").read_text())
+    meta["whole"]["weights"] = "../../../victim"
+    (parts[1] / "dissect-part.json").write_text(json.dumps(meta))
+    _fails(capsys, ["dissect", "merge", *map(str, parts), "--json", str(tmp_path / "o.json")], "cannot merge",
+           "different dissection")
+    meta["whole"] = dict(json.loads((parts[0] / "dissect-part.json").read_text())["whole"], weights="0" * 40)
+    for p in parts:
+        m = json.loads((p / "dissect-part.json").read_text())
+        m["whole"] = meta["whole"]
+        (p / "dissect-part.json").write_text(json.dumps(m))
+    _fails(capsys, ["dissect", "merge", *map(str, parts), "--json", str(tmp_path / "o.json")],
+           "does not match its fields")
+    assert not (tmp_path / "o.json").exists() and not list(tmp_path.glob("victim*"))

@@ -83,9 +83,21 @@ def test_shards_and_merge_write_the_one_process_json(tmp, one_process, budget, c
     assert thresholds.is_file() and not out.exists()
     for i, p in enumerate(parts):
         assert main(["dissect", *shard, "--shard", f"{i}/2", "--thresholds", str(thresholds), "--out", str(p)]) == 0
-    assert main(["dissect", "merge", *map(str, parts), "--json", str(out), "--cache-dir", str(cache)]) == 0
+    assert main(["dissect", "merge", "--model", "shapes", "--device", "cpu", *map(str, parts), "--json", str(out),
+                 "--cache-dir", str(cache)]) == 0
     if budget == "4G":
         assert _doc(out) == one_process
+        # kept where a one-process run finds it: the model given to merge is the shards' own
+        from cnnvis_gui.dissect import load_dissection
+        from cnnvis_gui.models import demo
+        lm = demo("shapes", device="cpu")
+        res = load_dissection(lm.model, lm.spec, tmp / "concepts", LAYERS.split(","), 0.02, cache_dir=cache)
+        assert res is not None and res.from_cache
+        capsys.readouterr()
+        assert main(["dissect", "merge", "--model", "glyphs", "--device", "cpu", *map(str, parts), "--json",
+                     str(tmp / "other.json"), "--cache-dir", str(cache)]) == 2
+        assert "is not the one the shards dissected" in capsys.readouterr().err
+        assert not (tmp / "other.json").exists()
     else:                                                # streaming: the same as one streaming process
         single = tmp / "one-streaming.json"
         assert main(["dissect", *COMMON, "--concepts", str(tmp / "concepts"), "--memory-budget", "1K",
