@@ -109,3 +109,28 @@ def test_the_shapes_demo_shows_labels_at_first_start_and_from_the_cache_after(qt
     assert again.from_cache and win2.dissect.demo_worker is None
     assert [u.to_dict() for u in again.layer("features.14").units] == [u.to_dict() for u in res.layer("features.14").units]
     win2.close()
+
+
+def test_a_models_last_dissection_comes_back_from_the_cache_when_it_is_opened_again(qtbot, window, tmp_path,
+                                                                                     monkeypatch):
+    from cnnvis_gui.qt.window import MainWindow
+
+    from .conftest import loaded
+    monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "cache"))
+    folder = make_concepts(tmp_path / "concepts", n=8, seed=2)
+    d = window.dissect.dialog()
+    qtbot.addWidget(d)
+    d.concepts.setText(str(folder))
+    with signal(qtbot, d.dissected) as got:
+        d.start()
+    first = got.args[0]
+    d.close()
+    model = window.session.loaded.model
+    win2 = MainWindow()                   # the same settings file: this model's last dissection is remembered
+    qtbot.addWidget(win2)
+    win2.load_model(loaded(model))
+    until(qtbot, lambda: win2.state.dissection is not None)
+    again = win2.state.dissection
+    assert again.from_cache and list(again.layers) == list(first.layers)
+    assert [u.to_dict() for u in again.layer("conv2").units] == [u.to_dict() for u in first.layer("conv2").units]
+    win2.close()
