@@ -227,3 +227,29 @@ def test_the_umask_is_read_without_changing_it_also_without_proc(monkeypatch):
         assert os.umask(0o027) == 0o027
     finally:
         os.umask(old)
+
+
+def test_what_names_a_model_class_in_its_key(tmp_path):
+    """A class from a file: 'file.' + qualname + '@' + the hash of the file's bytes (the random module name
+    a loaded .py gets is no part of it); an installed class: its module; a class without a source file
+    (built at run time): its module and qualname, a user file's random suffix removed."""
+    import hashlib
+    import importlib.util
+    import sys
+    f = tmp_path / "net.py"
+    f.write_text("import torch.nn as nn\nclass Net(nn.Module):\n    pass\n")
+    spec = importlib.util.spec_from_file_location("_cnnvis_user_net_0123abcd", f)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    try:
+        spec.loader.exec_module(mod)
+        digest = hashlib.blake2b(f.read_bytes(), digest_size=16).hexdigest()
+        assert cache.class_key(mod.Net) == f"file.Net@{digest}"
+    finally:
+        del sys.modules[spec.name]
+    here = hashlib.blake2b(Path(__file__).read_bytes(), digest_size=16).hexdigest()
+    assert cache.class_key(BNNet) == f"{__name__}.BNNet@{here}"
+    for module, want in (("_cnnvis_user_net_89abcdef", "_cnnvis_user_net.Built"), ("lab.models", "lab.models.Built"),
+                         ("", ".Built")):
+        built = type("Built", (nn.Module,), {"__module__": module})
+        assert cache.class_key(built) == want, module
