@@ -16,6 +16,10 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
+# the largest model input side ``--input-size`` accepts (a 3 x 8192 x 8192 float32 input is 0.8 GB)
+from .core.bounds import MAX_INPUT_SIDE, MAX_THREADS, not_a_file
+from .core.errors import CnnvisError
+
 __all__ = ["UsageError", "add_model_arguments", "model_from_args", "spec_overrides", "layout_overrides", "model_from_entry",
            "model_entry", "pretrained_entry", "apply_thread_option", "WEIGHT_SUFFIXES", "PRETRAINED_ENTRY"]
 
@@ -24,11 +28,9 @@ WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".tar")
 PRETRAINED_ENTRY = "pretrained:"
 
 
-#: The largest model input side ``--input-size`` accepts (a 3 x 8192 x 8192 float32 input is 0.8 GB).
-MAX_INPUT_SIDE = 8192
 
 
-class UsageError(Exception):
+class UsageError(CnnvisError):
     """A command-line argument the user must fix (exit code 2)."""
 
 
@@ -186,6 +188,10 @@ def apply_thread_option(args, reserve: int = 0):
     n = getattr(args, "threads", None)
     if n is not None and n < 1:
         raise UsageError(f"--threads must be at least 1, got {n}")
+    if n is not None and n > MAX_THREADS:   # libgomp aborts at ~20,000 threads, the process segfaults at 100,000
+        import os
+        raise UsageError(f"--threads must be at most {MAX_THREADS} (this machine has {os.cpu_count() or 1} CPUs; "
+                         f"more threads than cores only slow torch down), got {n}")
     return apply_threads(n, reserve=reserve)
 
 
@@ -258,10 +264,13 @@ def _check_file(option: str, value) -> None:
     if value is None:
         return
     p = Path(value).expanduser()
-    if p.is_dir():
+    kind = not_a_file(p)
+    if kind == "a folder":
         raise UsageError(f"{option}: '{value}' is a folder; give the file inside it")
-    if not p.is_file():
+    if kind == "missing":
         raise UsageError(f"{option}: no such file: '{value}'")
+    if kind is not None:
+        raise UsageError(f"{option}: '{value}' is {kind}, not a regular file; give a file")
 
 
 def model_from_entry(what: str, arch: str = "", device="auto", trust_code: bool = False, settings_file=None):

@@ -8,19 +8,18 @@ spec, the layer(s), and for scans the folder's contents (relative paths, sizes a
 modification times of its image files).  A changed weight file, spec or folder gives a
 new key, so a result computed for another model or another folder is never shown.
 
-Files are written atomically (a temporary file in the same folder, then ``os.replace``),
-so a crash or kill mid-write leaves the previous file intact, never a torn one.
+Files are written atomically by the one writer of :mod:`cnnvis_gui.core.files` (a temporary
+file in the same folder, then ``os.replace``), so a crash, a kill or a full disk mid-write leaves
+the previous file intact, never a torn one; a write that fails says which cache folder is full
+and the way out (:func:`cache_hint`).
 """
 from __future__ import annotations
 
 import hashlib
 import inspect
-import io
 import json
 import os
 import re
-import tempfile
-import threading
 import weakref
 from pathlib import Path
 
@@ -29,12 +28,15 @@ import torch
 from torch import nn
 
 from ..core import InputSpec
+from ..core.bounds import MAX_JSON_BYTES, load_json_bounded
+# the one atomic writer (core/files.py), used here for every cache file
+from ..core.files import WriteError, atomic_save_npz, atomic_write_bytes, atomic_write_json
 
 ENV_VAR = "CNNVIS_CACHE_DIR"
 CACHE_VERSION = 1
 
-__all__ = ["ENV_VAR", "cache_dir", "weights_hash", "class_key", "spec_key", "digest", "atomic_write_bytes",
-           "atomic_write_json", "atomic_save_npz", "load_npz", "read_json"]
+__all__ = ["ENV_VAR", "cache_dir", "cache_hint", "weights_hash", "class_key", "spec_key", "digest", "is_digest",
+           "atomic_write_bytes", "atomic_write_json", "atomic_save_npz", "load_npz", "read_json", "WriteError"]
 
 
 def cache_dir(override=None) -> Path:
@@ -120,58 +122,18 @@ def digest(obj) -> str:
     return hashlib.blake2b(s.encode(), digest_size=12).hexdigest()
 
 
-def _umask() -> int:
-    """The process's umask, read without changing it where the system says it (Linux), else set back at once."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    with _UMASK_LOCK:
-        old = os.umask(0o022)
-        os.umask(old)
-    return old
+_DIGEST = re.compile(r"[0-9a-f]{24}")
 
 
-_UMASK_LOCK = threading.Lock()
+def is_digest(text) -> bool:
+    """Whether ``text`` is a key :func:`digest` can return (24 lower-case hex digits), nothing else."""
+    return isinstance(text, str) and _DIGEST.fullmatch(text) is not None
 
 
-def atomic_write_bytes(path, data: bytes, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    Readers never see a torn file.  ``durable`` also syncs the data to disk before the rename
-    (cache files that must survive a crash); exported pictures skip that cost.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        if hasattr(os, "fchmod"):   # mkstemp makes 0600 whatever the umask: give the usual 0666 & ~umask
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_json(path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, default=str).encode("utf-8"))
-
-
-def atomic_save_npz(path, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+def cache_hint(root=None) -> str:
+    """The way out when a cache file cannot be written (a full disk, a read-only folder)."""
+    return (f"the atlas cache is kept in '{cache_dir(root)}': free some space there, point --cache-dir or "
+            f"{ENV_VAR} at another folder, or run with --no-cache")
 
 
 def load_npz(path) -> dict | None:
@@ -185,8 +147,9 @@ def load_npz(path) -> dict | None:
         return None
 
 
-def read_json(path):
+def read_json(path, limit: int = MAX_JSON_BYTES):
+    """The JSON document of a cache or part file, or None when it is missing, too big, too deep or not JSON."""
     try:
-        return json.loads(Path(path).read_text("utf-8"))
+        return load_json_bounded(path, "cache file", limit)
     except (OSError, ValueError):
         return None

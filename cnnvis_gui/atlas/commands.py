@@ -30,8 +30,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core import CnnvisError, InputSpec
+from ..core import CnnvisError, InputSpec, model_map
+from ..core.bounds import MAX_PROBES, MAX_TOP, MAX_WORKERS, check_output_size
 from ..core.display import MAX_ZOOM, enlarge
+from ..core.files import atomic_write_image, atomic_write_json, file_name_part, output_path
 from ..core.progress import stderr_progress
 
 __all__ = ["register", "cmd_atlas", "cmd_atlas_split", "cmd_atlas_merge", "cmd_optimize", "write_atlas",
@@ -81,11 +83,13 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     g.add_argument("--layer", "-l", action="append", metavar="L[,L...]",
                    help="layer name(s) from 'cnnvis info' ('output' = model output); repeat or comma-separate "
                         "(required)")
-    g.add_argument("--top", "-k", type=_ranged(int, 0, True, "--top"), default=9, metavar="K", help="images per unit (default 9)")
+    g.add_argument("--top", "-k", type=_ranged(int, 0, True, "--top", MAX_TOP), default=9, metavar="K",
+                   help=f"images per unit (default 9, at most {MAX_TOP})")
     g.add_argument("--out", "-o", metavar="DIR", help="output folder (created if needed; required)")
     _add_output_arguments(g)
     g.add_argument("--batch-size", type=_ranged(int, 0, True, "--batch-size"), default=64, metavar="B", help="images per forward (default 64)")
-    g.add_argument("--workers", type=_ranged(int, 0, True, "--workers"), metavar="N", help="decode threads (default: up to 4)")
+    g.add_argument("--workers", type=_ranged(int, 0, True, "--workers", MAX_WORKERS), metavar="N",
+                   help=f"decode threads (default: up to 4, at most {MAX_WORKERS})")
     g.add_argument("--cache-dir", metavar="DIR", help="cache folder (default $CNNVIS_CACHE_DIR or "
                                                       "~/.cache/cnnvis-gui/atlas)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
@@ -150,8 +154,9 @@ def _add_output_arguments(g) -> None:
                    help="backprop rule for the deconv crops (default guided)")
     g.add_argument("--filter", default="raw", choices=("raw", "gray", "norm", "normblur"),
                    help="how the deconv images are drawn (default raw)")
-    g.add_argument("--probes", type=_ranged(int, 0, False, "--probes"), default=4, metavar="N",
-                   help="random probe inputs united with the hit image for the receptive field (default 4)")
+    g.add_argument("--probes", type=_ranged(int, 0, False, "--probes", MAX_PROBES), default=4, metavar="N",
+                   help=f"random probe inputs united with the hit image for the receptive field (default 4, at most "
+                        f"{MAX_PROBES})")
     g.add_argument("--tile", type=_ranged(int, 0, True, "--tile", MAX_TILE), default=64, metavar="PX",
                    help=f"montage cell size in pixels (default 64, at most {MAX_TILE})")
     g.add_argument("--no-montage", action="store_true", help="only write atlas.json")
@@ -207,18 +212,13 @@ def _units(text, n: int) -> list:
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name or "output")
+    """A layer name as one folder name inside ``--out`` (never ``..`` or a path)."""
+    return file_name_part(re.sub(r"[^A-Za-z0-9_.-]+", "_", name or "output"), "layer")
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    """Encode by the file's extension and write atomically (temporary file + ``os.replace``)."""
-    from .cache import atomic_write_bytes
-
-    ext = path.suffix or ".png"
-    ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[..., ::-1]))
-    if not ok:
-        raise OSError(f"could not encode '{path}'")
-    atomic_write_bytes(path, buf.tobytes())
+    """Encode by the file's extension and write by the one atomic writer (temporary file + ``os.replace``)."""
+    atomic_write_image(path, rgb, durable=True)
 
 
 #: the "coordinates" note of atlas.json: what a hit's path, y/x and box mean
@@ -310,7 +310,7 @@ def write_atlas(args, model, spec, model_name: str, res, out: Path, t0: float, n
                     for u in _units(args.units, res.layer(name).units):
                         crops = [rf.crops(name, u, h) for h in res.hits(name, u)]
                         rel = Path(_safe(name)) / f"unit_{u:04d}.png"
-                        _write_png(out / rel, unit_montage(crops, res.k, tile=args.tile))
+                        _write_png(output_path(out, *rel.parts), unit_montage(crops, res.k, tile=args.tile))
                         n_png += 1
                         units_doc[u]["montage"] = rel.as_posix()
                         for hd, c in zip(units_doc[u]["hits"], crops):
@@ -320,7 +320,6 @@ def write_atlas(args, model, spec, model_name: str, res, out: Path, t0: float, n
                     rf.close()
         finally:
             progress.finish()
-    from .cache import atomic_write_json
     atomic_write_json(out / "atlas.json", doc)
     warn_nonfinite(res, model, spec)
     failed = res.model_failures
@@ -466,9 +465,15 @@ def _torchrun(args, model_from_args, folder: Path, options, world) -> int:
 
 # ============================================================================ merge
 def cmd_atlas_merge(args, model_from_args, options) -> int:
-    """``cnnvis atlas merge DIR_0 ... DIR_N-1 --out DIR``: check, merge exactly, crop once, write."""
+    """``cnnvis atlas merge DIR_0 ... DIR_N-1 --out DIR``: check, merge exactly, crop once, write.
+
+    The parts are checked against each other, the folder on disk and (whenever the model is
+    given: always for the montages, and for the cache) the model: its weights, every layer's
+    units and map size.  Only then is the merged scan kept in the cache, under the key recomputed
+    from the checked fields, and only after the atlas was written: a failed merge caches nothing.
+    """
     from .cache import weights_hash
-    from .merge import cache_merged, merge_parts, read_part
+    from .merge import cache_merged, check_against_model, merge_parts, read_part
     from .folders import folder_fingerprint, list_images
     from .results import AtlasScan
 
@@ -486,8 +491,13 @@ def cmd_atlas_merge(args, model_from_args, options) -> int:
         raise CnnvisError(f"the images in '{folder}' changed since the parts were scanned ({len(files)} image files "
                           f"now, {meta['images']} then, or some were rewritten); rescan the shards.")
     spec = InputSpec.from_dict(meta["spec"])
-    model, name, layouts = None, meta.get("model") or "?", None
-    if not args.no_montage:
+    model, name, layouts = None, str(meta.get("model") or "?"), None
+    to_cache = not args.no_cache
+    note = ""
+    if to_cache and args.no_montage and not model_options_text(args, options):
+        to_cache = False     # nothing to check the parts against: a cache entry must be checked
+        note = "; not cached (give the model options to check the parts against the model)"
+    if not args.no_montage or to_cache:
         lm = model_from_args(args)
         got = weights_hash(lm.model)
         if got != meta["weights"]:
@@ -496,11 +506,21 @@ def cmd_atlas_merge(args, model_from_args, options) -> int:
                               f"not the one the parts were scanned with ({name}, weights {meta['weights'][:12]}…); give "
                               f"merge the same model options as the shards ({scanned}), or --no-montage.")
         model, layouts = lm.model, getattr(lm, "layouts", None)
-    if not args.no_cache:
-        cache_merged(args.cache_dir, layers, skipped, meta)
+        mm = model_map(model, spec, layouts)
+        check_against_model(layers, {n: _scanned_shape(mm[n]) for n in layers})
     res = AtlasScan(folder, [f[0] for f in files], layers, int(meta["k"]), spec, skipped, ranges=ranges)
-    note = f"; merged {len(parts)} parts of {', '.join(map(str, res.images_per_rank))} images"
-    return write_atlas(args, model, spec, name, res, Path(args.out).expanduser(), t0, note, layouts=layouts)
+    note = f"; merged {len(parts)} parts of {', '.join(map(str, res.images_per_rank))} images" + note
+    code = write_atlas(args, model, spec, name, res, Path(args.out).expanduser(), t0, note, layouts=layouts)
+    if to_cache:
+        cache_merged(args.cache_dir, layers, skipped, meta)
+    return code
+
+
+def _scanned_shape(info) -> tuple | None:
+    """A layer's per-sample shape as the scan records it: units first, then its layout's map (C x H x W)."""
+    if info.layout is not None and info.map_shape is not None and info.units is not None:
+        return (int(info.units),) + tuple(int(s) for s in info.map_shape)
+    return info.shape
 
 
 # ============================================================================ optimize
@@ -530,6 +550,7 @@ def cmd_optimize(args, model_from_args) -> int:
         raise CnnvisError(f"--out: '{out}' is a folder; give an image file name such as {out / 'unit.png'}.")
     lm = model_from_args(args)
     model, spec = lm.model, lm.spec
+    check_output_size(spec.height, spec.width, args.zoom, "--zoom")     # before the optimization, not after
     opt = ActivationMaximizer(model, spec, args.layer, args.unit, target, args.preset, cache_dir=args.cache_dir,
                               use_cache=not args.no_cache, max_iter=args.iterations, lr=args.lr, seed=args.seed,
                               layouts=getattr(lm, "layouts", None))

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..core import CnnvisError, InputSpec, Visualizer, saliency_to_image
+from ..core.bounds import MAX_PROBES, bounded_int
 from ..sources import load_image
 from .results import Hit
 
@@ -132,7 +133,8 @@ class ReceptiveFields:
             raise CnnvisError(f"method must be 'guided', 'deconvnet' or 'gradient', got {method!r}.")
         self.model, self.spec = model, spec
         self.vis = Visualizer(model, spec, layouts=layouts)
-        self.probes, self.method, self.filter, self.seed, self.fit = int(probes), method, filter, seed, fit
+        self.probes = bounded_int(probes, "probes (random inputs per receptive field)", 0, MAX_PROBES)
+        self.method, self.filter, self.seed, self.fit = method, filter, seed, fit
         self._probe_frame = None       # ONE forward of the probe batch answers every layer
         self._probe_support: dict = {}
 

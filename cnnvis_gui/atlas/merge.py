@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from ..core import CnnvisError
+from ..core.bounds import MAX_SHARDS, MAX_TOP, bounded_int
+from ..core.text import printable
 from . import cache as _cache
 from .results import LayerTopK
 from .state import nothing_decoded_error, scan_arrays, state_from_arrays, store_result
@@ -146,7 +148,7 @@ def read_part_files(folder: Path, json_name: str, npz_name: str, version: int, c
         raise CnnvisError(f"'{folder}' {what}: give the --out folders of '{command} --shard I/N' runs "
                           f"that finished.")
     if meta.get("version") != version:
-        raise CnnvisError(f"'{folder / json_name}' has format version {meta.get('version')!r}, this cnnvis "
+        raise CnnvisError(f"'{folder / json_name}' has format version {_short(meta.get('version'))}, this cnnvis "
                           f"reads version {version}; run that shard again with this version.")
     return meta, _cache.load_npz(folder / npz_name)
 
@@ -160,18 +162,65 @@ def read_part(folder) -> AtlasPart:
     folder = Path(folder).expanduser()
     meta, z = read_part_files(folder, PART_JSON, PART_NPZ, PART_VERSION, "cnnvis atlas")
     try:
+        meta = checked_meta(meta)
         if z is None:
             raise ValueError(f"no readable {PART_NPZ}")
-        for key in ("index", "count", "range", "images", "k", "layers", "weights", "files", "spec", "folder"):
-            meta[key]
-        a, b = (int(v) for v in meta["range"])
-        layers, skipped = state_from_arrays(z, list(meta["layers"]), int(meta["k"]), int(meta["images"]), (a, b))
+        a, b = meta["range"]
+        layers, skipped = state_from_arrays(z, meta["layers"], meta["k"], meta["images"], (a, b))
         if any(not (a <= i < b) for t in layers.values() for i in t.images[t.images >= 0].tolist()):
             raise ValueError("a hit outside the part's slice")
     except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise CnnvisError(f"'{folder}' holds a damaged or incomplete part ({e}); rerun that shard "
-                          f"(it resumes from its cache).") from None
+        raise CnnvisError(f"'{folder}' holds a damaged or incomplete part ({printable(e, newlines=False)}); "
+                          f"rerun that shard (it resumes from its cache).") from None
     return AtlasPart(meta, layers, skipped, str(folder))
+
+
+#: the type of every meta field a part must have (what :func:`checked_meta` checks)
+_META_TYPES = (("weights", str), ("files", str), ("folder", str), ("spec", dict), ("layers", list),
+               ("recursive", bool), ("range", list))
+
+
+def checked_meta(meta: dict) -> dict:
+    """A part's meta with every field the merge reads checked for type and bound (a copy).
+
+    Numbers are read by :func:`~cnnvis_gui.core.bounds.bounded_int` before anything is built from
+    them (a ``count`` of 10^12 would list 10^12 missing shards); ``scan_key`` is not trusted at
+    all: the merge recomputes the key from the checked fields (:func:`scan_key`).  Raises
+    ValueError / KeyError naming the field.
+    """
+    out = dict(meta)
+    for key, kind in _META_TYPES:
+        if key not in meta:
+            raise KeyError(f"no {key!r} field")
+        if not isinstance(meta[key], kind):
+            raise ValueError(f"its {key!r} is {type(meta[key]).__name__}, not {kind.__name__}")
+    if not meta["layers"] or not all(isinstance(n, str) for n in meta["layers"]):
+        raise ValueError("its 'layers' is not a list of layer names")
+    out["count"] = bounded_int(meta.get("count"), "its 'count'", 1, MAX_SHARDS)
+    out["index"] = bounded_int(meta.get("index"), "its 'index'", 0, out["count"] - 1)
+    out["images"] = bounded_int(meta.get("images"), "its 'images'", 0, 1 << 40)
+    out["k"] = bounded_int(meta.get("k"), "its 'k'", 1, MAX_TOP)
+    out["batch_size"] = bounded_int(meta.get("batch_size", 1), "its 'batch_size'", 1, 1 << 30)
+    if len(meta["range"]) != 2:
+        raise ValueError("its 'range' is not [start, stop]")
+    a = bounded_int(meta["range"][0], "its range start", 0, out["images"])
+    out["range"] = [a, bounded_int(meta["range"][1], "its range stop", a, out["images"])]
+    out["layers"] = list(meta["layers"])
+    out["scan_key"] = scan_key(out)
+    return out
+
+
+#: the meta fields the one-process scan's cache key is made of (with ``kind``: see TopKScan._prepare)
+_KEY_FIELDS = ("weights", "spec", "fit", "layers", "k", "recursive", "folder", "files")
+
+
+def scan_key(meta: dict) -> str:
+    """The cache key of the one-process scan a part belongs to, recomputed from its fields.
+
+    A part file's own ``scan_key`` is never joined into a path: the merged result is kept under
+    the key this function returns, always a hex digest (:func:`~cnnvis_gui.atlas.cache.is_digest`).
+    """
+    return _cache.digest({"kind": "scan", **{k: meta.get(k) for k in _KEY_FIELDS}})
 
 
 # ============================================================================ checks
@@ -240,10 +289,12 @@ def check_parts(parts, same=SAME_SCAN) -> list:
             raise CnnvisError(f"{by_index[p.index].label} and {p.label} are both shard {p.index}/{count}; "
                               f"give each shard once.")
         by_index[p.index] = p
-    missing = [i for i in range(count) if i not in by_index]
-    if missing:
-        raise CnnvisError(f"shard{'s' if len(missing) > 1 else ''} {', '.join(f'{i}/{count}' for i in missing)} "
-                          f"missing: the merge needs all {count} parts of the scan.")
+    if len(by_index) < count:      # by_index has at most len(parts) entries: the list below stays short
+        missing = [i for i in range(count) if i not in by_index][:8]
+        more = count - len(by_index) - len(missing)
+        raise CnnvisError(f"shard{'s' if len(missing) > 1 else ''} {', '.join(f'{i}/{count}' for i in missing)}"
+                          f"{f' and {more} more' if more > 0 else ''} missing: the merge needs all {count} parts "
+                          f"of the scan.")
     ordered = [by_index[i] for i in range(count)]
     pos = 0
     for p in ordered:
@@ -274,14 +325,39 @@ def merge_topk(tables, k: int) -> tuple:
 
 
 def cache_merged(cache_root, layers: dict, skipped, meta: dict):
-    """Keep a merged result in the scan cache under the one-process key (``meta["scan_key"]``).
+    """Keep a merged result in the scan cache under the one-process key, recomputed from ``meta`` (:func:`scan_key`).
 
     The app, ``load_scan`` and a later ``cnnvis atlas`` of the same model, spec, folder, layers
-    and k then open it from the cache instead of scanning again on one machine.
+    and k then open it from the cache instead of scanning again on one machine.  Only results
+    checked against the model (:func:`check_against_model`) belong here: the cache is trusted.
     """
+    key = scan_key(meta)
     info = {k: meta.get(k) for k in ("folder", "layers", "k", "images", "spec", "model")}
-    return store_result(cache_root, meta["scan_key"], meta["layers"], layers, int(meta["images"]), skipped,
+    return store_result(cache_root, key, meta["layers"], layers, int(meta["images"]), skipped,
                         dict(info, skipped=len(skipped), merged_from=int(meta["count"])))
+
+
+def check_against_model(layers: dict, layer_shapes: dict) -> None:
+    """Refuse merged tables that do not fit the model: units and map size per layer.
+
+    ``layer_shapes``: layer name -> the model's per-sample output shape for that layer (the
+    model map's).  A part that claims 3 units for a 64-unit layer, or a hit outside the map,
+    raises CnnvisError before anything is cached or drawn.
+    """
+    from .state import check_positions
+
+    for name, t in layers.items():
+        want = tuple(int(s) for s in layer_shapes.get(name) or ())
+        if tuple(t.shape) != want:
+            raise CnnvisError(f"the parts say layer {printable(name or 'output', newlines=False)!r} has output shape "
+                              f"{'x'.join(map(str, t.shape))}, but the model gives "
+                              f"{'x'.join(map(str, want)) or 'none'}: the parts are not from this model (or were "
+                              f"edited); nothing was cached.")
+        try:
+            check_positions(t.ys, t.xs, t.images, want)
+        except ValueError as e:
+            raise CnnvisError(f"the parts' hits in layer {printable(name or 'output', newlines=False)!r}: {e}; "
+                              f"nothing was cached.") from None
 
 
 def merge_parts(parts) -> tuple:

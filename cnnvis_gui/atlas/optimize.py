@@ -424,7 +424,8 @@ class ActivationMaximizer:
         self.result = OptimizeResult(x, spec.to_image(x), float(acts[j]), self.layer, self.unit, self.target, p,
                                      it, history)
         if self.use_cache and not self._stop.is_set():
-            _cache.atomic_save_npz(self.cache_file, x=x.numpy(), activation=np.array(float(acts[j])),
+            _cache.atomic_save_npz(self.cache_file, hint=_cache.cache_hint(self.cache_root), x=x.numpy(),
+                                   activation=np.array(float(acts[j])),
                                    iterations=np.array(it), history=np.array(history, np.float32))
         yield OptStep(it, p.max_iter, float(acts[j]), max(best_val, float(acts[j])), self.result.image)
 

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from ..core import FIT_MODES, CnnvisError, InputSpec
+from ..core.bounds import MAX_TOP, bounded_int, check_batch
 from ..core.layouts import layout_key
 from ..core.modelmap import check_overrides
 from ..core.recorder import model_device_dtype as model_device   # (device, float dtype): the engine's own rule
@@ -153,6 +154,8 @@ class TopKScan:
             raise CnnvisError(f"k must be at least 1, got {k}.")
         if int(batch_size) < 1:
             raise CnnvisError(f"batch_size must be at least 1, got {batch_size}.")
+        bounded_int(k, "k (images kept per unit)", 1, MAX_TOP)              # a units x k table per layer
+        check_batch(batch_size, spec.shape, "batch_size")
         if fit is not None and fit not in FIT_MODES:      # refused here, not as a failure of every image
             raise CnnvisError(f"fit must be one of {', '.join(FIT_MODES)}, got {fit!r}.")
         self.model = model
@@ -326,7 +329,7 @@ class TopKScan:
 
     def _checkpoint(self, state, next_index, skipped, shapes):
         if self.use_cache:
-            _cache.atomic_save_npz(self.cache_path / "partial.npz",
+            _cache.atomic_save_npz(self.cache_path / "partial.npz", hint=_cache.cache_hint(self.cache_root),
                                    **self._state_arrays(state, next_index, skipped, shapes))
 
     # ------------------------------------------------------------------ the loop
@@ -432,8 +435,9 @@ class TopKScan:
                 arrays = self._state_arrays(state, total, skipped, shapes)
                 self.result = self._result_from(arrays, files)
                 if self.use_cache:
-                    _cache.atomic_save_npz(self.cache_path / "result.npz", **arrays)
-                    _cache.atomic_write_json(self.cache_path / "meta.json", {
+                    hint = _cache.cache_hint(self.cache_root)
+                    _cache.atomic_save_npz(self.cache_path / "result.npz", hint=hint, **arrays)
+                    _cache.atomic_write_json(self.cache_path / "meta.json", hint=hint, obj={
                         "folder": str(self.folder), "layers": self.layers, "k": self.k, "images": size,
                         "skipped": len(skipped), "spec": self.spec.to_dict(), "model": type(self.model).__name__,
                         "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
@@ -446,7 +450,7 @@ class TopKScan:
             if not finished and done > start:
                 try:
                     self._checkpoint(state, done, skipped, shapes)
-                except OSError:
+                except (OSError, _cache.WriteError):   # the error in flight says more than a full cache
                     pass
 
 

@@ -12,7 +12,8 @@ from ..core import CnnvisError, ModelForwardError
 from . import cache as _cache
 from .results import MODEL_FAILED, LayerTopK
 
-__all__ = ["check_state", "nothing_decoded_error", "scan_arrays", "state_from_arrays", "store_result"]
+__all__ = ["check_state", "check_positions", "nothing_decoded_error", "scan_arrays", "state_from_arrays",
+           "store_result"]
 
 
 def check_state(z: dict, n_layers: int, k: int, n_files: int, finished: bool, span: tuple | None = None) -> None:
@@ -45,8 +46,35 @@ def check_state(z: dict, n_layers: int, k: int, n_files: int, finished: bool, sp
             raise ValueError(f"layer {i}: shape {shape.tolist()} for {v.shape[0]} units")
         if im.size and (int(im.min()) < -1 or int(im.max()) >= n_files):
             raise ValueError(f"layer {i}: image indices outside the {n_files} images")
-        if y.size and (int(y.min()) < 0 or int(x.min()) < 0):
-            raise ValueError(f"layer {i}: negative positions")
+        try:
+            check_positions(y, x, im, tuple(int(s) for s in shape))
+        except ValueError as e:
+            raise ValueError(f"layer {i}: {e}") from None
+
+
+def check_positions(ys, xs, images, shape: tuple) -> None:
+    """Raise ValueError unless every hit's (y, x) lies in a layer output of per-sample ``shape``.
+
+    As the scan records them: a flat layer (C,) has (0, 0); a C x H x W map has y < H, x < W;
+    any other map has y = 0 and x < the product of its sizes after C.  Empty entries (image -1)
+    are not positions and are not checked.
+    """
+    if len(shape) < 1 or any(s < 1 for s in shape):
+        raise ValueError(f"output shape {list(shape)} is not a layer's")
+    hit = np.asarray(images) >= 0
+    y, x = np.asarray(ys)[hit], np.asarray(xs)[hit]
+    if not y.size:
+        return
+    if len(shape) == 3:
+        h, w = shape[1], shape[2]
+    else:
+        h, w = 1, int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+    if int(y.min()) < 0 or int(x.min()) < 0:
+        raise ValueError("negative positions")
+    if int(y.max()) >= h or int(x.max()) >= w:
+        where = f"a {h}x{w} map" if len(shape) == 3 else ("a flat layer (no positions)" if len(shape) == 1
+                                                            else f"a map of {w} positions")
+        raise ValueError(f"positions outside {where}")
 
 
 def nothing_decoded_error(folder, total: int, skipped) -> CnnvisError:
@@ -108,6 +136,7 @@ def store_result(cache_root, key: str, layer_names, layers: dict, n_files: int, 
     """
     path = _cache.cache_dir(cache_root) / f"scan-{key}"
     tables = {n: (t.values, t.images, t.ys, t.xs, t.shape) for n, t in layers.items()}
-    _cache.atomic_save_npz(path / "result.npz", **scan_arrays(layer_names, tables, n_files, skipped))
-    _cache.atomic_write_json(path / "meta.json", dict(info, finished=time.strftime("%Y-%m-%d %H:%M:%S")))
+    hint = _cache.cache_hint(cache_root)
+    _cache.atomic_save_npz(path / "result.npz", hint=hint, **scan_arrays(layer_names, tables, n_files, skipped))
+    _cache.atomic_write_json(path / "meta.json", dict(info, finished=time.strftime("%Y-%m-%d %H:%M:%S")), hint=hint)
     return path

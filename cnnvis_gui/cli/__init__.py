@@ -13,9 +13,10 @@ Other packages add sub-commands through :func:`cnnvis_gui.options.add_model_argu
 :func:`cnnvis_gui.options.model_from_args` (the model options both front ends share): ``cnnvis_gui.atlas.commands.register(subparsers,
 add_model_arguments, model_from_args)`` is called when that module exists.  A sub-command
 parser sets ``set_defaults(func=handler)`` where ``handler(args) -> int`` is the exit code;
-a :class:`~cnnvis_gui.core.CnnvisError` it raises becomes ``cnnvis: error: <message>``
-with exit code 2 (no traceback), except :class:`~cnnvis_gui.core.ModelForwardError` (the
-model's own forward raised), which gives exit code 1.
+any exception it raises becomes one line ``cnnvis: error: <message>`` (:mod:`.boundary`):
+exit code 2 for a :class:`~cnnvis_gui.core.CnnvisError`, 1 for
+:class:`~cnnvis_gui.core.ModelForwardError` (the model's own forward raised), a
+:class:`~cnnvis_gui.core.files.WriteError` (disk full...) and any error nobody foresaw.
 
 ``cnnvis export`` skips an image on which the model's forward raises (a failing batch is
 retried image by image), names it in a warning and in the summary, and exits with 1 when
@@ -32,6 +33,7 @@ from ..core.attribution import DEFAULT_NOISE, DEFAULT_STEPS
 from ..core.display import MAX_ZOOM
 from ..core.saliency_display import DEFAULT_PERCENTILE, DEFAULT_CLIP, DEFAULT_SIGN, FILTERS, CLIPS, SIGNS
 from ..options import UsageError, add_model_arguments, apply_thread_option, model_from_args
+from .boundary import guarded
 from .codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PROG
 from .export import DEFAULT_TOP, EXPORT_METHODS, cmd_export, parse_methods, parse_units, safe_name
 
@@ -98,8 +100,9 @@ def cmd_info(args) -> int:
             "threads": _thread_policy(args).threads, "threads_reason": _thread_policy(args).reason,
             "malloc": _malloc(args),
         }
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        # ASCII only: every control character from a file is a \uXXXX escape (DEL too, which json leaves
+        # raw), so the output is valid JSON and the terminal filter has nothing left to change in it
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=True).replace("\x7f", "\\u007f") + "\n")
         return EXIT_OK
     out = sys.stdout
     out.write(f"model:   {lm.name}  ({type(lm.model).__name__})\n")
@@ -237,47 +240,25 @@ def _register_extensions(sub) -> None:
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``cnnvis`` console script; returns the exit code."""
-    from cnnvis_gui.core import CnnvisError, ModelForwardError
+    """Entry point of the ``cnnvis`` console script; returns the exit code.
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    show_tb = "--traceback" in argv   # accepted anywhere on the line
-    argv = [a for a in argv if a != "--traceback"]
-    try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if getattr(args, "func", None) is None:
-            parser.print_help(sys.stderr)
-            return EXIT_USAGE
-        args.thread_policy = apply_thread_option(args)
-        from cnnvis_gui.core.allocator import reuse_freed_memory
-        args.malloc = reuse_freed_memory()
-        return int(args.func(args) or 0)
-    except ModelForwardError as e:   # the run started, the model itself raised: not a bad argument
-        if show_tb:
-            raise
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return EXIT_FAILURE
-    except (UsageError, CnnvisError) as e:
-        if show_tb:
-            raise
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+    The whole run is inside the error boundary (:func:`cnnvis_gui.cli.boundary.guarded`): any
+    exception becomes one line on stderr, control characters from files are shown escaped, and
+    ``--traceback`` (anywhere on the line) shows the details.
+    """
+    return guarded(_run, sys.argv[1:] if argv is None else argv, PROG)
+
+
+def _run(argv) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `cnnvis info | head`: the reader went away; not an error of ours
-        import os
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except OSError:
-            pass
-        return EXIT_OK
-    except (ValueError, OSError, RuntimeError) as e:
-        if show_tb:
-            raise
-        print(f"{PROG}: error: {type(e).__name__}: {e} (run with --traceback for details)", file=sys.stderr)
-        return EXIT_FAILURE
+    args.thread_policy = apply_thread_option(args)
+    from cnnvis_gui.core.allocator import reuse_freed_memory
+    args.malloc = reuse_freed_memory()
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.bounds import check_batch, check_output_size, not_a_file
 from ..core.display import MAX_ZOOM, enlarge
+from ..core.files import atomic_save_npz, atomic_write_image, file_name_part, output_path
 from ..core.progress import stderr_progress
 from ..options import UsageError, model_from_args
 from .codes import EXIT_FAILURE, EXIT_OK, PROG
@@ -152,6 +154,9 @@ class _Inputs:
         self.frame_step = max(1, int(frame_step))
         if not p.exists():
             raise UsageError(f"--input: no such file or folder: '{p}'")
+        kind = not_a_file(p)
+        if kind not in (None, "a folder", "missing"):
+            raise UsageError(f"--input: '{p}' is {kind}, not an image, video or folder")
         if not p.is_dir():
             try:
                 sources.check_readable(p)
@@ -203,7 +208,7 @@ class _Inputs:
 
     def __iter__(self):
         if self.kind == "image":
-            yield _Item(self.path.stem, self.frame, str(self.path))
+            yield _Item(file_name_part(self.path.stem, "image"), self.frame, str(self.path))
         elif self.kind == "folder":
             used: set = set()
             for q in self.paths:
@@ -225,7 +230,7 @@ class _Inputs:
                     break
                 if index % self.frame_step == 0:
                     done += 1
-                    yield _Item(f"{self.path.stem}_f{index:06d}", self.sources.to_bgr8(frame),
+                    yield _Item(file_name_part(f"{self.path.stem}_f{index:06d}"), self.sources.to_bgr8(frame),
                                 f"{self.path}#{index}")
                 index += 1
         finally:
@@ -245,8 +250,7 @@ def _why(e: Exception, path: Path) -> str:
 
 def _unique_stem(path: Path, root: Path, used: set) -> str:
     rel = path.relative_to(root).with_suffix("")
-    stem = "__".join(rel.parts)
-    stem = re.sub(r"[^A-Za-z0-9_.+=@-]", "_", stem) or "image"
+    stem = file_name_part("__".join(rel.parts), "image")      # never "..", "." or a path
     cand = stem
     if cand in used:
         cand = f"{stem}_{path.suffix.lstrip('.').lower()}"
@@ -259,20 +263,8 @@ def _unique_stem(path: Path, root: Path, used: set) -> str:
 
 
 def _write_png(path: Path, rgb: np.ndarray, zoom: int) -> None:
-    import cv2
-
-    img = enlarge(np.ascontiguousarray(rgb), zoom)
-    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", bgr)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    _atomic_write(path, buf.tobytes())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and ``os.replace``: never a torn file."""
-    from ..atlas.cache import atomic_write_bytes
-    atomic_write_bytes(path, data, durable=False)
+    """Write a picture (enlarged ``zoom`` times) by the one atomic writer: never a torn file."""
+    atomic_write_image(path, enlarge(np.ascontiguousarray(rgb), zoom))
 
 
 def _top_units(acts, k: int) -> list:
@@ -328,6 +320,9 @@ def cmd_export(args) -> int:
         raise UsageError(f"--input: no such file or folder: '{Path(args.input).expanduser()}'")
     lm = model_from_args(args)
     spec = lm.spec
+    # sizes that depend on the model: bounded before anything is allocated for them
+    check_output_size(spec.height, spec.width, args.zoom, "--zoom")
+    check_batch(args.batch_size, spec.shape)
     vis = Visualizer(lm.model, spec, layouts=getattr(lm, "layouts", None))
     mm = vis.model_map()
     info = mm[args.layer]          # CnnvisError naming the nearest valid layers
@@ -416,13 +411,14 @@ def cmd_export(args) -> int:
         maps_np = maps.cpu().numpy()
         dirs, shown = [], []
         for i, it in enumerate(batch):
-            d = out_dir / it.stem
+            d = output_path(out_dir, it.stem)      # inside --out whatever the input's name
             d.mkdir(parents=True, exist_ok=True)
             dirs.append(d)
             shown.append(spec.to_image(inp[i]))
             check_finite(frame, acts[i], it.origin, f"the activations of {layer or 'output'!r}")
             _write_png(d / "input.png", shown[i], args.zoom)
-            _write_png(d / f"{lname}_mosaic.png", ActivationMosaic(np.ascontiguousarray(maps_np[i])).image, args.zoom)
+            _write_png(output_path(d, f"{lname}_mosaic.png"), ActivationMosaic(np.ascontiguousarray(maps_np[i])).image,
+                       args.zoom)
             n_files += 2
         # one backward per (unit, method) for the whole batch; each sample keeps its own units.  The
         # PNGs are written at once and the map dropped, so memory does not grow with the number of
@@ -453,7 +449,7 @@ def cmd_export(args) -> int:
                     else:
                         img = saliency_to_image(a, filter=args.filter, sign=args.sign, clip=args.clip,
                                                 percentile=args.percentile)
-                    _write_png(dirs[i] / f"{lname}_u{u:04d}_{m}.png", img, args.zoom)
+                    _write_png(output_path(dirs[i], f"{lname}_u{u:04d}_{m}.png"), img, args.zoom)
                     n_files += 1
                     if raw is not None:
                         raw[i][m].append((u, a.copy()))
@@ -475,10 +471,7 @@ def cmd_export(args) -> int:
                     stack = [by_unit[u] for u in per_item[i]]
                     arrays[key] = np.stack(stack) if stack else np.zeros((0,))
                 raw[i] = None
-                import io
-                buf = io.BytesIO()
-                np.savez_compressed(buf, **arrays)
-                _atomic_write(dirs[i] / "raw.npz", buf.getvalue())
+                atomic_save_npz(dirs[i] / "raw.npz", durable=False, compressed=True, **arrays)
                 n_files += 1
             n_images += 1
             progress.update(n_images + len(model_failed))

@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 import cv2
 
+from .bounds import check_output_size
 from .errors import CnnvisError
 
 __all__ = [
@@ -553,4 +554,5 @@ def enlarge(img: np.ndarray, zoom: int) -> np.ndarray:
         raise CnnvisError(f"zoom must be an integer in 1..{MAX_ZOOM}, got {zoom!r}")
     if zoom == 1:
         return img
+    check_output_size(img.shape[0], img.shape[1], zoom, "zoom")       # before the enlarged copy is made
     return cv2.resize(img, (img.shape[1] * zoom, img.shape[0] * zoom), interpolation=cv2.INTER_NEAREST)

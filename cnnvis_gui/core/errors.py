@@ -42,3 +42,31 @@ def backward_errors():
         if what is None:
             raise
         raise not_differentiable(what) from None
+
+
+def one_line(error: BaseException) -> str:
+    """Any exception as the text of one ``prog: error: ...`` line (a multi-line message of ours keeps its
+    lines; the front end indents them).
+
+    A :class:`CnnvisError` is already written for the user: its message as it is.  Anything else
+    is a failure nobody foresaw, so it is named by its type, with a pointer to ``--traceback``;
+    running out of memory, nesting too deep to read and OpenCV's own errors are said in words.
+    """
+    if isinstance(error, CnnvisError):
+        return str(error).strip() or type(error).__name__
+    text = str(error).strip()
+    name = type(error).__name__
+    if isinstance(error, MemoryError):
+        return ("out of memory" + (f" ({text})" if text else "") + ": the input or an option asks for more memory "
+                "than this machine has; use smaller images, fewer units or a smaller --batch-size")
+    if isinstance(error, RecursionError):
+        return "an input is nested too deeply to read (RecursionError); it is not a file of ours"
+    if type(error).__module__.startswith("cv2") or name == "error" and "OpenCV" in text:
+        at = text.find(") ", text.find("error: (")) if "error: (" in text else -1
+        why = text[at + 2:] if at >= 0 else text
+        return f"OpenCV could not process the input: {why.splitlines()[0] if why else name}"
+    first = text.splitlines()[0] if text else ""
+    if isinstance(error, KeyError) and first:
+        first = f"missing entry {first}"
+    return f"{name}: {first} (run with --traceback for details)" if first else \
+        f"{name} (run with --traceback for details)"

@@ -7,13 +7,16 @@ turns an input-shaped tensor back into a displayable RGB uint8 image.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, asdict, replace
 
 import numpy as np
 import cv2
 import torch
 
+from .bounds import MAX_IMAGE_SIDE, MAX_INPUT_CHANNELS, MAX_INPUT_VALUES, bounded_int, finite_float
 from .errors import CnnvisError
+from .text import printable
 
 FIT_MODES = ("crop", "stretch", "letterbox")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -21,17 +24,24 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _as_tuple(v, n, name):
+    """One finite number per channel from a number or a flat sequence of numbers (checked before it is built)."""
     if v is None:
         return None
-    if isinstance(v, (int, float)):
-        return (float(v),) * n
-    t = tuple(float(a) for a in v)
-    if len(t) == 1 and n > 1:
-        t = t * n
-    if len(t) != n:
-        raise CnnvisError(f"InputSpec: {name} has {len(t)} values but the model has {n} channels; "
+    if isinstance(v, numbers.Real) and not isinstance(v, bool):
+        return (finite_float(v, f"InputSpec: {name}"),) * n
+    if isinstance(v, (str, bytes, dict)) or not hasattr(v, "__len__") or not hasattr(v, "__iter__"):
+        raise CnnvisError(f"InputSpec: {name} must be a number or a list of numbers, got {type(v).__name__}.")
+    if len(v) not in (1, n):
+        raise CnnvisError(f"InputSpec: {name} has {len(v)} values but the model has {n} channels; "
                           f"give one value per channel (or a single value for all).")
-    return t
+    t = tuple(finite_float(a, f"InputSpec: {name}[{i}]") for i, a in enumerate(v))
+    return t * n if len(t) == 1 and n > 1 else t
+
+
+def _shown(v) -> str:
+    """A bad value as the message shows it: short, its control characters escaped."""
+    text = repr(v)
+    return printable(text if len(text) <= 60 else text[:57] + "...", newlines=False)
 
 
 @dataclass(frozen=True)
@@ -68,11 +78,19 @@ class InputSpec:
     fit: str = "crop"
 
     def __post_init__(self):
+        # sizes first, bounded, before anything is built per channel (a spec may come from a file)
         for name in ("channels", "height", "width"):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or int(v) < 1:
-                raise CnnvisError(f"InputSpec: {name} must be a positive integer, got {v!r}.")
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or int(v) < 1:
+                raise CnnvisError(f"InputSpec: {name} must be a positive integer, got {_shown(v)}.")
             object.__setattr__(self, name, int(v))
+        values = self.channels * self.height * self.width
+        if values > MAX_INPUT_VALUES:   # a crafted spec would make every input allocate gigabytes
+            raise CnnvisError(f"InputSpec: {self.channels}x{self.height}x{self.width}: one input would hold "
+                              f"{values:,} values, more than {MAX_INPUT_VALUES:,} (3 x 8192 x 8192); give the size "
+                              f"the model was trained with.")
+        for name, high in (("channels", MAX_INPUT_CHANNELS), ("height", MAX_IMAGE_SIDE), ("width", MAX_IMAGE_SIDE)):
+            bounded_int(getattr(self, name), f"InputSpec: {name}", 1, high)
         c = self.channels
         mean = _as_tuple(self.mean, c, "mean") or (0.0,) * c
         std = _as_tuple(self.std, c, "std") or (1.0,) * c
@@ -80,13 +98,12 @@ class InputSpec:
             raise CnnvisError("InputSpec: std must not contain zeros.")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
-        order = str(self.channel_order).upper()
-        if order not in ("RGB", "BGR"):
-            raise CnnvisError(f"InputSpec: channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}.")
-        object.__setattr__(self, "channel_order", order)
-        if self.fit not in FIT_MODES:
-            raise CnnvisError(f"InputSpec: fit must be one of {', '.join(FIT_MODES)}, got {self.fit!r}.")
-        object.__setattr__(self, "scale", float(self.scale))
+        if not isinstance(self.channel_order, str) or self.channel_order.upper() not in ("RGB", "BGR"):
+            raise CnnvisError(f"InputSpec: channel_order must be 'RGB' or 'BGR', got {_shown(self.channel_order)}.")
+        object.__setattr__(self, "channel_order", self.channel_order.upper())
+        if not isinstance(self.fit, str) or self.fit not in FIT_MODES:
+            raise CnnvisError(f"InputSpec: fit must be one of {', '.join(FIT_MODES)}, got {_shown(self.fit)}.")
+        object.__setattr__(self, "scale", finite_float(self.scale, "InputSpec: scale", positive=True))
 
     # ------------------------------------------------------------------ serialization
     @property

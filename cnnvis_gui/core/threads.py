@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .bounds import MAX_THREADS, bounded_int
+
 __all__ = ["ThreadPolicy", "physical_cores", "choose_threads", "apply_threads", "current_policy"]
 
 
@@ -67,10 +69,13 @@ def choose_threads(requested: int | None = None, reserve: int = 0, env=None) -> 
     env : the environment to read ``OMP_NUM_THREADS`` from (default ``os.environ``).
     """
     if requested is not None and int(requested) > 0:
-        return ThreadPolicy(int(requested), "--threads")
+        return ThreadPolicy(bounded_int(requested, "the torch thread count (--threads)", 1, MAX_THREADS,
+                                        "more threads than cores only slow torch down"), "--threads")
     env = os.environ if env is None else env
     omp = str(env.get("OMP_NUM_THREADS", "")).strip()
     if omp.isdigit() and int(omp) > 0:
+        if int(omp) > MAX_THREADS:
+            return ThreadPolicy(MAX_THREADS, f"OMP_NUM_THREADS={omp[:12]} capped at {MAX_THREADS}")
         return ThreadPolicy(int(omp), "OMP_NUM_THREADS")
     cores = physical_cores()
     keep = max(0, min(int(reserve), cores - 1))

@@ -1,65 +1,97 @@
 """Class labels: a labels file (lines, JSON list, JSON mapping) or a mapping in metadata."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..core import CnnvisError
+from ..core.bounds import MAX_LABELS, parse_json_bounded, read_bounded
 from .errors import ModelLoadError
 
-__all__ = ["load_labels"]
+__all__ = ["load_labels", "MAX_LABELS_FILE_BYTES", "labels_list"]
+
+#: the largest labels file read (a million labels of 60 characters)
+MAX_LABELS_FILE_BYTES = 64 << 20
+#: the longest label kept (longer ones are cut: a label is a class name)
+MAX_LABEL_CHARS = 1000
 
 
 def load_labels(path) -> list:
     """Read class labels: one per line, a JSON list, or a JSON dict ``{index: label}``.
 
     Also accepts ImageNet-style ``{"0": ["n01440764", "tench"]}`` (the last string is used).
+    Bounded: a regular file of at most :data:`MAX_LABELS_FILE_BYTES`, at most
+    :data:`~cnnvis_gui.core.bounds.MAX_LABELS` labels (a mapping's largest index counts, before the
+    list is built), each cut to :data:`MAX_LABEL_CHARS` characters.
     """
     p = Path(path)
-    if p.is_dir():
-        raise ModelLoadError(f"labels file {p} is a folder; give the labels file inside it.")
-    if not p.is_file():
-        raise ModelLoadError(f"labels file not found: {p}")
     try:
-        text = p.read_text(encoding="utf-8-sig")
+        data = read_bounded(p, MAX_LABELS_FILE_BYTES, "labels file")
+    except CnnvisError as e:
+        raise ModelLoadError(str(e)) from None
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ModelLoadError(f"labels file {p.name} is not UTF-8 text.") from None
-    except PermissionError:
-        raise ModelLoadError(f"cannot read the labels file {p}: permission denied (check the file's "
-                             f"permissions).") from None
-    except OSError as e:
-        raise ModelLoadError(f"cannot read the labels file {p}: {e.strerror or e}.") from None
     s = text.strip()
     if p.suffix.lower() == ".json" or s.startswith(("[", "{")):      # ("" is in every string: not s[:1] in)
         try:
-            data = json.loads(s)
-        except json.JSONDecodeError as e:
-            raise ModelLoadError(f"labels file {p.name} is not valid JSON: {e}") from None
-        if isinstance(data, dict) and isinstance(data.get("labels"), (list, dict)):
-            data = data["labels"]
-        if isinstance(data, list):
-            return [_label_str(v) for v in data]
-        if isinstance(data, dict):
-            return _labels_from_mapping(data, p.name)
+            doc = parse_json_bounded(s, f"labels file {p.name}")
+        except CnnvisError as e:
+            raise ModelLoadError(str(e)) from None
+        if isinstance(doc, dict) and isinstance(doc.get("labels"), (list, dict)):
+            doc = doc["labels"]
+        if isinstance(doc, (list, dict)):
+            return labels_list(doc, f"labels file {p.name}")
         raise ModelLoadError(f"labels file {p.name}: expected a JSON list or an object {{index: label}}.")
-    labels = [ln.strip() for ln in text.splitlines()]
+    labels = [_label_str(ln.strip()) for ln in text.splitlines()]
     while labels and not labels[-1]:
         labels.pop()
     if not labels:
         raise ModelLoadError(f"labels file {p.name} is empty.")
+    _check_count(len(labels), p.name)
     return labels
+
+
+def labels_list(value, what: str = "labels") -> list:
+    """Labels from a list (``["cat", ...]``) or a mapping (``{index: label}``), bounded (see :func:`load_labels`).
+
+    What a checkpoint's metadata, a sidecar or the caller gives goes through here as well.
+    """
+    if isinstance(value, dict):
+        return _labels_from_mapping(value, what)
+    if isinstance(value, (list, tuple)):
+        _check_count(len(value), what)
+        return [_label_str(v) for v in value]
+    raise ModelLoadError(f"{what}: expected a list of labels or a mapping {{index: label}}, got "
+                         f"{type(value).__name__}.")
+
+
+def _check_count(n: int, what: str) -> None:
+    if n > MAX_LABELS:
+        raise ModelLoadError(f"{what}: {n:,} labels, more than the {MAX_LABELS:,} a model's classes may have; is it "
+                             f"a labels file?")
 
 
 def _label_str(v) -> str:
     if isinstance(v, (list, tuple)) and v:
-        return str(v[-1])
-    return str(v)
+        v = v[-1]
+    s = v if isinstance(v, str) else str(v) if isinstance(v, (int, float, bool)) or v is None else repr(v)
+    return s[:MAX_LABEL_CHARS]
 
 
 def _labels_from_mapping(d: dict, what: str) -> list:
-    try:
-        items = {int(k): _label_str(v) for k, v in d.items()}
-    except (TypeError, ValueError):
-        raise ModelLoadError(f"{what}: a labels mapping needs integer keys (class index -> label).") from None
+    items = {}
+    for k, v in d.items():
+        try:
+            i = int(k) if not isinstance(k, (bool, float)) else None
+        except (TypeError, ValueError):
+            i = None
+        if i is None:
+            raise ModelLoadError(f"{what}: a labels mapping needs integer keys (class index -> label).")
+        if not 0 <= i < MAX_LABELS:   # the list below has max(index) + 1 entries: bounded before it is built
+            raise ModelLoadError(f"{what}: label index {i:,} is outside 0..{MAX_LABELS - 1:,} (a mapping's largest "
+                                 f"index decides how many labels there are).")
+        items[i] = _label_str(v)
     if not items:
         return []
     n = max(items) + 1

@@ -29,11 +29,12 @@ from torch import nn
 from ..core import InputSpec
 from .builders import build_arch
 from .errors import ModelLoadError, _short
-from .labels import _labels_from_mapping, load_labels
+from .labels import labels_list, load_labels
 from .metadata import CHECKPOINT_META_KEY, _read_sidecar, _resolve_meta_arch
 from .probe import _guess_labels, _resolve_spec, _spec_dict
 from .trust import check_file_arch, check_file_kwargs
-from .state_dicts import STATE_DICT_KEYS, _chosen_state_dict, _fit_state_dict, _state_dict_candidates
+from .state_dicts import (STATE_DICT_KEYS, _chosen_state_dict, _fit_state_dict, _state_dict_candidates,
+                          check_kwarg_sizes)
 from .weights import read_weights
 
 __all__ = ["load", "LoadedModel"]
@@ -161,12 +162,16 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
         meta.update(spec=pre.spec, labels=pre.labels, name=pre.name)
         notes.extend(pre.notes)
     elif arch_src is not None:
-        model = build_arch(arch_src, **kwargs)
+        sd_candidates = None
         if obj is not None:
             if state_dict_key is not None:
                 sd_candidates = _chosen_state_dict(obj, str(state_dict_key), path.name)
             else:
                 sd_candidates = _state_dict_candidates(obj, trust_pickle)
+        # the file's shapes bound what is built (num_classes=2500000 is refused before 5 GB are allocated)
+        check_kwarg_sizes(kwargs, sd_candidates or [], path.name if path is not None else None)
+        model = build_arch(arch_src, **kwargs)
+        if obj is not None:
             if not sd_candidates:
                 raise ModelLoadError(f"{path.name}: found no weights in it (no tensors at the top level nor under "
                                      f"any of {', '.join(STATE_DICT_KEYS)}); top-level keys: "
@@ -203,10 +208,8 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
         if not lp.is_absolute() and path is not None and labels is None:
             lp = path.parent / lp   # metadata names a file next to the checkpoint (joined once, here)
         lab = load_labels(lp)
-    elif isinstance(lab, dict):
-        lab = _labels_from_mapping(lab, "labels")
     elif lab is not None:
-        lab = [str(v) for v in lab]
+        lab = labels_list(lab, "labels")
 
     given = _spec_dict(spec, "spec=") if spec is not None else None
     meta_spec = _spec_dict(meta["spec"], "metadata 'spec'") if meta.get("spec") else None

@@ -5,12 +5,12 @@ decided by :mod:`.trust`, not here.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..core import CnnvisError, InputSpec
+from ..core.bounds import load_json_bounded
 from .errors import ModelLoadError
-from .labels import _labels_from_mapping
+from .labels import labels_list
 from .probe import _spec_dict
 
 __all__ = ["CHECKPOINT_META_KEY"]
@@ -36,11 +36,11 @@ def _read_sidecar(path: Path, notes: list | None = None):
         if not cand.is_file() or cand == path:
             continue
         ignored = f"{cand.name} next to the weights was ignored: "
-        try:
-            d = json.loads(cand.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        try:   # bounded: size, nesting depth (a foreign file nested 100,000 deep is ignored, not a crash)
+            d = load_json_bounded(cand, cand.name)
+        except CnnvisError as e:
             if notes is not None:
-                notes.append(ignored + f"it is not valid JSON ({e})")
+                notes.append(ignored + f"it is not a metadata file we can read ({str(e).rstrip('.')})")
             return None
         if not isinstance(d, dict):
             if notes is not None:
@@ -88,11 +88,9 @@ def _meta_problem(key: str, value, folder: Path) -> str | None:
             p = Path(value).expanduser()
             p = p if p.is_absolute() else folder / p
             return None if p.is_file() else f"no labels file {p}"
-        if isinstance(value, list):
-            return None
-        if isinstance(value, dict):
+        if isinstance(value, (list, dict)):
             try:
-                _labels_from_mapping(value, "labels")
+                labels_list(value, "labels")
             except ModelLoadError as e:
                 return str(e)
             return None

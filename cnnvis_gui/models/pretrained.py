@@ -342,13 +342,20 @@ class Pretrained:
 
 
 def _flat_state_dict(obj, path: Path) -> dict:
+    """The state dict in a hub-cache file (keyed by parameter names), or ModelLoadError saying what it holds."""
     if isinstance(obj, dict):
         for k in ("state_dict", "model", "state_dict_ema"):
             if isinstance(obj.get(k), dict):
                 obj = obj[k]
                 break
+        bad = next((k for k in obj if not isinstance(k, str)), None)
+        if not obj or bad is not None:
+            what = "nothing" if not obj else f"the key {bad!r} ({type(bad).__name__}), not a parameter name"
+            raise ModelLoadError(f"{path} does not hold a state dict of named tensors (it holds {what}): the cached "
+                                 f"file is damaged or not these weights; delete it and load again to download it.")
         return obj
-    raise ModelLoadError(f"{path} does not hold a state dict (it holds a {type(obj).__name__}).")
+    raise ModelLoadError(f"{path} does not hold a state dict (it holds a {type(obj).__name__}); delete it and load "
+                         f"again to download it.")
 
 
 def build(arch: str, pretrained=True, progress=None, cancel=None, **kwargs) -> Pretrained:

@@ -5,6 +5,8 @@ import torch
 from torch import nn
 
 from ..core import CnnvisError, IMAGENET_MEAN, IMAGENET_STD, InputSpec
+# the most values one model input may hold (3 x 8192 x 8192 float32 = 0.8 GB), whoever gave the spec
+from ..core.bounds import MAX_INPUT_VALUES
 from .errors import ModelLoadError
 
 _GUESS_SIZES = (224, 64, 32, 28, 96, 128, 256, 299, 160, 48, 16)
@@ -32,8 +34,6 @@ def _first_conv_channels(model: nn.Module):
     return None
 
 
-#: The most values one model input may hold (3 x 8192 x 8192 float32 = 0.8 GB), whoever gave the spec.
-MAX_INPUT_VALUES = 3 * 8192 * 8192
 
 
 def _resolve_spec(model, given, meta_spec, arch_name, notes, dev):

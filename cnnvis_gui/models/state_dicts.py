@@ -103,8 +103,21 @@ def _prefix_variants(sd: dict):
                 queue.append((strip + (p,), {(k[len(p):] if k.startswith(p) else k): v for k, v in d.items()}))
 
 
+def _check_not_quantized(target: dict, arch: str) -> None:
+    """Refuse a model whose state holds quantized tensors or packed parameters (``quantize=True``):
+    gradients do not flow through quantized kernels, so nothing here could be shown for it."""
+    odd = next((k for k, v in target.items() if not isinstance(v, torch.Tensor) or v.is_quantized), None)
+    if odd is not None:
+        raise ModelLoadError(f"{arch} is a quantized model ({odd!r} is a {type(target[odd]).__name__}"
+                             f"{' of dtype ' + str(target[odd].dtype) if isinstance(target[odd], torch.Tensor) else ''}"
+                             f"): backpropagation does not run through quantized layers, so saliency, deconvnet and "
+                             f"CAMs cannot be computed; load its float version instead (e.g. torchvision:resnet18, "
+                             f"or without quantize=True).")
+
+
 def _fit_state_dict(model: nn.Module, candidates: list, strict: bool, notes: list, fname: str, kwargs: dict):
     target = model.state_dict()
+    _check_not_quantized(target, type(model).__name__)
     tshape = {k: tuple(v.shape) for k, v in target.items()}
     best = None
     for order, (where, sd) in enumerate(candidates):
@@ -220,3 +233,39 @@ def _common_prefix(keys) -> str:
         if all(k.startswith(p) for k in keys):
             return p
     return ""
+
+
+#: an integer constructor argument up to this is never questioned (image sizes, widths, depths)
+SMALL_KWARG = 1 << 16
+
+
+def check_kwarg_sizes(kwargs: dict, candidates: list, fname: str | None) -> None:
+    """Refuse an integer constructor argument that would build a model far larger than the weights.
+
+    Checked *before* the architecture is built: ``num_classes=2500000`` read from a checkpoint's
+    ``arch_kwargs`` builds a 5 GB classifier only to find that the weights do not fit.  With a
+    weight file (``candidates``: its state dicts) an integer above :data:`SMALL_KWARG` must not
+    exceed the largest dimension of any tensor in the file (a model with that many classes has a
+    tensor that long); without one, a ``num_*`` / ``*classes`` argument is bounded by
+    :data:`~cnnvis_gui.core.bounds.MAX_CLASSES`.
+    """
+    from ..core.bounds import MAX_CLASSES
+
+    big = {k: v for k, v in kwargs.items() if type(v) is int and v > SMALL_KWARG}
+    if not big:
+        return
+    if fname is None:
+        for k, v in big.items():
+            if (k.startswith("num_") or "classes" in k) and v > MAX_CLASSES:
+                raise ModelLoadError(f"{k}={v:,} is more than the {MAX_CLASSES:,} this program builds a model for "
+                                     f"(the layer alone would take {v * 4 / 2**20:,.0f} MB per input feature); "
+                                     f"check the value.")
+        return
+    largest = max((max(t.shape, default=1) for _, sd in candidates for t in sd.values()
+                   if isinstance(t, torch.Tensor)), default=0)
+    for k, v in big.items():
+        if v > largest:
+            raise ModelLoadError(f"{fname}: the constructor argument {k}={v:,} is larger than every dimension of "
+                                 f"the weights in the file (the largest is {largest:,}): a model built with it "
+                                 f"cannot hold these weights, and building it would take memory for nothing; give "
+                                 f"the right {k} (command line: --arch-kwarg {k}=N).")

@@ -92,7 +92,19 @@ def check_layer_and_unit(lm, layer, unit):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    """Entry point of ``cnnvis-gui``; returns the exit code.
+
+    Runs inside the command line's error boundary (:func:`cnnvis_gui.cli.boundary.guarded`): an
+    error before or after the window (a model that will not load with ``--screenshot``, a bad
+    option) is one line on stderr, text from files is shown with its control characters escaped,
+    and ``--traceback`` shows the details.
+    """
+    from ..cli.boundary import guarded
+    return guarded(_start, sys.argv[1:] if argv is None else argv, "cnnvis-gui")
+
+
+def _start(argv) -> int:
+    args = build_parser().parse_args(argv)
     watchdog = None
     if args.screenshot or args.quit_after is not None:
         if not args.timeout > 0:

@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 from PyQt5 import QtWidgets
 
+from ..core.errors import CnnvisError, one_line
+from ..core.files import WriteError, atomic_save_npz, atomic_write_bytes, encode_image, file_name_part, output_path
+
 
 #: shorter side of a saved pane image, at least (pixels)
 MIN_SAVED_SIDE = 256
@@ -29,36 +32,48 @@ def readable(img: np.ndarray) -> np.ndarray:
 
 
 class Saver:
-    """File → Save panes / Save raw arrays of one window."""
+    """File → Save panes / Save raw arrays of one window.
+
+    Every file goes through the one atomic writer (:mod:`cnnvis_gui.core.files`): a full disk or
+    a read-only folder leaves the earlier file as it was, and the failure is reported (the
+    :class:`~cnnvis_gui.core.files.WriteError` names the file, how many were saved before it and
+    what to do); the count in the status bar is the files actually written.
+    """
 
     def __init__(self, win):
         self.win = win
 
     def save_pngs(self, folder) -> list:
-        """Save each pane (and the whole window) as PNG into ``folder``; returns the paths."""
-        import cv2
+        """Save each pane (and the whole window) as PNG into ``folder``; returns the paths written.
+
+        Raises :class:`~cnnvis_gui.core.files.WriteError` at the first file that cannot be written.
+        """
         win, state = self.win, self.win.state
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        out = []
-        stem = f"{(state.layer or 'output').replace('.', '_')}_u{state.unit}"
+        stem = file_name_part(f"{(state.layer or 'output').replace('.', '_')}_u{state.unit}", "pane")
+        todo = []
         for tag, pane in (("input", win.input_pane), ("grid", win.grid), ("unit", win.unit_pane),
                           ("backprop", win.bp1), ("backprop2", win.bp2)):
             img = pane.last_image
             if img is None or (tag == "backprop2" and not state.compare):
                 continue
-            p = folder / f"{stem}_{tag}.png"
-            cv2.imwrite(str(p), np.ascontiguousarray(readable(img)[..., ::-1]))
-            out.append(p)
-        p = folder / f"{stem}_window.png"
-        win.grab().save(str(p))
-        out.append(p)
+            todo.append((output_path(folder, f"{stem}_{tag}.png"), lambda p, img=img: encode_image(p, readable(img))))
+        todo.append((output_path(folder, f"{stem}_window.png"), lambda p: _pixmap_png(win.grab())))
+        out = []
+        for path, encode in todo:
+            try:
+                atomic_write_bytes(path, encode(path), durable=False)
+            except WriteError as e:
+                done = f" ({len(out)} of {len(todo)} PNGs were saved before it)" if out else " (none was saved)"
+                raise WriteError(str(e).rstrip(".") + done + ".", e.path, e.errno) from None
+            out.append(path)
         return out
 
     def save_npz(self, path) -> Path:
+        """The last result's raw arrays as ``.npz`` (``.npz`` is added to a name without it, as numpy does)."""
         res = self.win.render.last_result
         if res is None:
-            raise RuntimeError("nothing computed yet")
+            raise CnnvisError("nothing computed yet: wait for the first frame, then save.")
         arrays = {"input": res.raw_input, "grid": res.raw_grid, "unit_map": res.unit_map,
                   "unit_max": res.unit_max, "unit_mean": res.unit_mean,
                   "layer": np.array(res.layer), "unit": np.array(res.unit),
@@ -75,8 +90,9 @@ class Saver:
         for bp in res.backprops:
             arrays[f"backprop_{bp.method}"] = bp.raw
         path = Path(path)
-        np.savez_compressed(path, **arrays)
-        return path
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
+        return atomic_save_npz(path, compressed=True, **arrays)
 
     def save_pngs_dialog(self):
         win = self.win
@@ -84,9 +100,9 @@ class Saver:
         if d:
             try:
                 paths = self.save_pngs(d)
-                win.show_message(f"saved {len(paths)} PNGs in {d}")
-            except Exception as e:  # noqa: BLE001
-                win.show_error(f"save: {e}")
+                win.show_message(f"saved {len(paths)} PNG{'s' if len(paths) != 1 else ''} in {d}")
+            except Exception as e:  # noqa: BLE001 - every failure is shown, none is a crash
+                win.show_error(f"save: {one_line(e)}")
 
     def save_npz_dialog(self):
         win = self.win
@@ -94,7 +110,21 @@ class Saver:
                                                      "NumPy (*.npz)")
         if p:
             try:
-                self.save_npz(p)
-                win.show_message(f"saved {p}")
+                path = self.save_npz(p)
+                win.show_message(f"saved {path}")
             except Exception as e:  # noqa: BLE001
-                win.show_error(f"save: {e}")
+                win.show_error(f"save: {one_line(e)}")
+
+
+def _pixmap_png(pixmap) -> bytes:
+    """A QPixmap encoded as PNG bytes (in memory; the file is written by the atomic writer)."""
+    from PyQt5 import QtCore
+
+    data = QtCore.QByteArray()
+    buf = QtCore.QBuffer(data)
+    buf.open(QtCore.QIODevice.WriteOnly)
+    ok = pixmap.save(buf, "PNG")
+    buf.close()
+    if not ok or data.isEmpty():
+        raise WriteError("cannot save the window picture: Qt could not encode it as PNG.")
+    return bytes(data)

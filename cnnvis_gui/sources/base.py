@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import cv2
 
+from ..core.bounds import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, read_bounded
 from ..core.errors import CnnvisError
 from ..core.spec import InputSpec, FIT_MODES
+from .headers import declared_size
 
 # Everything cv2.imdecode can read (decoders that are not built in just fail to decode:
 # such files are then skipped with a notice).
@@ -84,13 +86,22 @@ def to_bgr8(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+#: the largest image file read (a 100-megapixel 16-bit RGBA TIFF is 800 MB uncompressed)
+MAX_IMAGE_FILE_BYTES = 2 << 30
+
+
 def load_image(path) -> np.ndarray:
     """Decode one image file -> H x W x 3 uint8 BGR.
 
     Decoded with ``IMREAD_ANYDEPTH | IMREAD_ANYCOLOR``: 16-bit and gray survive the
     decode (then :func:`to_bgr8` scales them) *and* the EXIF orientation of photos
     is applied (``IMREAD_UNCHANGED`` would ignore it).  Raises SourceError when the
-    file is missing or does not decode.
+    file is missing, not a regular file, or does not decode.
+
+    Memory is bounded before the decoder runs: the file is read only when it is a regular
+    file of at most :data:`MAX_IMAGE_FILE_BYTES`, and the pixel size its header declares
+    (:func:`~cnnvis_gui.sources.headers.declared_size`) must be within
+    :data:`~cnnvis_gui.core.bounds.MAX_IMAGE_PIXELS` (a 1 MB PNG may declare 32000 x 32000).
     """
     return to_bgr8(_decode_file(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR))
 
@@ -107,31 +118,56 @@ def load_raw_image(path) -> np.ndarray:
 def _decode_file(path, flags: int) -> np.ndarray:
     p = Path(path)
     try:
-        buf = np.fromfile(str(p), dtype=np.uint8)  # works with non-ASCII paths on Windows too
-    except OSError as e:
-        raise SourceError(f"cannot read image file '{p}': {e.strerror or e}") from None
-    bad_png = _png_problem(buf)
+        data = read_bounded(p, MAX_IMAGE_FILE_BYTES, "image file")
+    except CnnvisError as e:
+        raise SourceError(str(e).rstrip(".")) from None
+    size = declared_size(data)
+    if size is not None:
+        _check_pixels(p, *size)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    bad_png, buf = _png_checked(buf)
     if bad_png:   # refused before libpng sees it: libpng prints its complaint straight to stderr
         raise SourceError(f"'{p.name}' could not be decoded as an image (corrupt PNG: {bad_png})")
-    img = cv2.imdecode(buf, flags) if buf.size else None
+    try:
+        img = cv2.imdecode(buf, flags) if buf.size else None
+    except cv2.error as e:        # OpenCV's own size limit (formats whose header is not read above)
+        why = str(e).strip().splitlines()[-1] if str(e).strip() else "decoder error"
+        raise SourceError(f"'{p.name}' could not be decoded as an image (OpenCV refused it: "
+                          f"{why.split(') ', 1)[-1]})") from None
     if img is None:
         raise SourceError(f"'{p.name}' could not be decoded as an image (corrupt or unsupported format)")
     return img
 
 
+def _check_pixels(p: Path, w: int, h: int) -> None:
+    """Refuse a declared image size past the bounds, before it is decoded."""
+    if w < 1 or h < 1:
+        raise SourceError(f"'{p.name}' could not be decoded as an image (its header declares {w}x{h} pixels)")
+    if w * h > MAX_IMAGE_PIXELS or max(w, h) > MAX_IMAGE_SIDE:
+        raise SourceError(f"'{p.name}' declares {w}x{h} pixels ({w * h / 1e6:,.0f} megapixels), more than the "
+                          f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (at most {MAX_IMAGE_SIDE} a side) an image may "
+                          f"have here; it was not decoded (scale it down first)")
+
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: ancillary PNG chunks that only carry text or a colour profile (never applied by OpenCV) and make
+#: libpng print warnings of its own on stderr ("iCCP: known incorrect sRGB profile"): dropped before decoding
+_QUIET_CHUNKS = frozenset({b"iCCP", b"tEXt", b"zTXt", b"iTXt"})
 
 
-def _png_problem(buf: np.ndarray) -> str | None:
-    """Why the bytes of a PNG file are broken (truncated, a chunk's checksum wrong), or None.
+def _png_checked(buf: np.ndarray) -> tuple:
+    """(why the bytes of a PNG file are broken or None, the bytes to decode).
 
     Walks the chunk list and checks every CRC (zlib's crc32, as the PNG spec defines it), so a
-    damaged file is refused with our message instead of libpng's line on stderr.
+    damaged file is refused with our message instead of libpng's line on stderr; the chunks of
+    :data:`_QUIET_CHUNKS` are left out of the bytes handed to the decoder for the same reason.
+    Not a PNG: (None, ``buf``) unchanged.
     """
     data = memoryview(buf)
     if bytes(data[:8]) != _PNG_SIGNATURE:
-        return None
+        return None, buf
     pos, n = 8, len(data)
+    keep, dropped = [data[:8]], False
     while pos + 12 <= n:
         length = int.from_bytes(data[pos:pos + 4], "big")
         kind = bytes(data[pos + 4:pos + 8])
@@ -139,11 +175,20 @@ def _png_problem(buf: np.ndarray) -> str | None:
         if end > n:
             break
         if zlib.crc32(data[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
-            return f"bad checksum in its {kind.decode('latin-1')!s} chunk"
+            return f"bad checksum in its {kind.decode('latin-1')!s} chunk", buf
+        if kind in _QUIET_CHUNKS:
+            dropped = True
+        else:
+            keep.append(data[pos:end])
         if kind == b"IEND":
-            return None
+            return None, (np.frombuffer(b"".join(keep), np.uint8) if dropped else buf)
         pos = end
-    return "the file is truncated (no IEND chunk)"
+    return "the file is truncated (no IEND chunk)", buf
+
+
+def _png_problem(buf: np.ndarray) -> str | None:
+    """Why the bytes of a PNG file are broken (truncated, a chunk's checksum wrong), or None."""
+    return _png_checked(buf)[0]
 
 
 def opencv_name(path) -> str | None:

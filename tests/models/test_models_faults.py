@@ -1,7 +1,7 @@
 """Weight and labels files that cannot be read, folders given as files, zip decompression bombs."""
 from __future__ import annotations
 
-import pathlib
+import os
 import zipfile
 
 import pytest
@@ -9,6 +9,7 @@ import torch
 
 from cnnvis_gui import cli
 from cnnvis_gui.models import ModelLoadError, load, load_labels, read_weights
+from cnnvis_gui.core import bounds
 from cnnvis_gui.models import pickles, weights
 from cnnvis_gui.models.demo_nets import GlyphsNet
 
@@ -33,8 +34,10 @@ def test_unreadable_weight_file_is_a_model_load_error(tmp_path, monkeypatch, cap
 def test_unreadable_labels_file_is_a_model_load_error(tmp_path, monkeypatch, capsys):
     lab = tmp_path / "labels.txt"
     lab.write_text("a\nb\n")
-    monkeypatch.setattr(pathlib.Path, "read_text", _denied)
-    with pytest.raises(ModelLoadError, match=r"cannot read the labels file .*labels\.txt: permission denied"):
+    real_open = os.open
+    # root ignores chmod 000: the bounded reader's open is denied for this file only
+    monkeypatch.setattr(bounds.os, "open", lambda p, *a, **k: _denied() if str(p) == str(lab) else real_open(p, *a, **k))
+    with pytest.raises(ModelLoadError, match=r"cannot read the labels file .*labels\.txt': permission denied"):
         load_labels(lab)
     assert cli.main(["info", "--model", "glyphs", "--labels", str(lab)]) == cli.EXIT_USAGE
     assert "permission denied" in capsys.readouterr().err
