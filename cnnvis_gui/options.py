@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -101,12 +102,17 @@ def _floats(text: str, what: str) -> list:
         a, sep, b = v.partition("/")          # 1/255 is accepted as a number
         return float(ast.literal_eval(a.strip())) / (float(ast.literal_eval(b.strip())) if sep else 1.0)
 
+    words = [v.strip() for v in str(text).split(",") if v.strip()]
+    if any(w.lower().lstrip("+-") in ("nan", "inf", "infinity") for w in words):
+        raise UsageError(f"{what} must be finite numbers (as std must not be 0), got {text!r}")
     try:
-        vals = [num(v) for v in str(text).split(",") if v.strip()]
-    except (ValueError, SyntaxError, TypeError, ZeroDivisionError):
+        vals = [num(v) for v in words]
+    except (ValueError, SyntaxError, TypeError, ZeroDivisionError, MemoryError, RecursionError):
         raise UsageError(f"{what} must be numbers separated by commas, got {text!r}") from None
     if not vals:
         raise UsageError(f"{what} needs at least one number")
+    if not all(math.isfinite(v) for v in vals):
+        raise UsageError(f"{what} must be finite numbers (as std must not be 0), got {text!r}")
     return vals
 
 

@@ -548,6 +548,9 @@ def cmd_optimize(args, model_from_args) -> int:
                           f" such as .png or .jpg.")
     if out.is_dir():
         raise CnnvisError(f"--out: '{out}' is a folder; give an image file name such as {out / 'unit.png'}.")
+    size = re.fullmatch(r"\s*(\d+)\s*(?:[xX*,]\s*(\d+))?\s*", getattr(args, "input_size", None) or "")
+    if size:                          # --input-size x --zoom, before a model is built at that size
+        check_output_size(int(size.group(1)), int(size.group(2) or size.group(1)), args.zoom, "--zoom")
     lm = model_from_args(args)
     model, spec = lm.model, lm.spec
     check_output_size(spec.height, spec.width, args.zoom, "--zoom")     # before the optimization, not after

@@ -45,8 +45,12 @@ def exit_code(error: BaseException) -> int:
 
 
 def error_line(prog: str, error: BaseException) -> str:
-    """``prog: error: <message>``; the further lines of a multi-line message indented under it."""
-    lines = [printable(s, newlines=False) for s in one_line(error).splitlines() if s.strip()] or [type(error).__name__]
+    """``prog: error: <message>``; the further lines of a multi-line message indented under it.
+
+    Only ``\n`` (which our own messages use to list things) starts a line; every other line break a
+    file may bring (``\r``, ``\v``, ``\x1c``, U+2028...) is shown escaped like any control character.
+    """
+    lines = [printable(s, newlines=False) for s in one_line(error).split("\n") if s.strip()] or [type(error).__name__]
     return "\n".join([f"{prog}: error: {lines[0]}"] + [f"  {s}" for s in lines[1:]])
 
 

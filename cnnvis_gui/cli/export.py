@@ -19,7 +19,7 @@ from ..core.bounds import check_batch, check_output_size, not_a_file
 from ..core.display import MAX_ZOOM, enlarge
 from ..core.files import atomic_save_npz, atomic_write_image, file_name_part, output_path
 from ..core.progress import stderr_progress
-from ..options import UsageError, model_from_args
+from ..options import UsageError, model_from_args, spec_overrides
 from .codes import EXIT_FAILURE, EXIT_OK, PROG
 
 __all__ = ["cmd_export", "parse_units", "parse_methods", "safe_name", "EXPORT_METHODS", "DEFAULT_TOP"]
@@ -318,6 +318,9 @@ def cmd_export(args) -> int:
 
     if not Path(args.input).expanduser().exists():   # before the (slower) model load
         raise UsageError(f"--input: no such file or folder: '{Path(args.input).expanduser()}'")
+    given = spec_overrides(args)
+    if "height" in given:             # --input-size x --zoom, before a model is built at that size
+        check_output_size(given["height"], given["width"], args.zoom, "--zoom")
     lm = model_from_args(args)
     spec = lm.spec
     # sizes that depend on the model: bounded before anything is allocated for them

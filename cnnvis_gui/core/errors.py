@@ -44,6 +44,15 @@ def backward_errors():
         raise not_differentiable(what) from None
 
 
+def opencv_reason(error: BaseException) -> str:
+    """What a ``cv2.error`` says, without OpenCV's version, source path and assertion code:
+    ``"pixels <= CV_IO_MAX_IMAGE_PIXELS in function 'validateInputImageSize'"``."""
+    text = str(error).strip()
+    at = text.find(") ", text.find("error: (")) if "error: (" in text else -1
+    why = (text[at + 2:] if at >= 0 else text).strip()
+    return why.splitlines()[0] if why else type(error).__name__
+
+
 def one_line(error: BaseException) -> str:
     """Any exception as the text of one ``prog: error: ...`` line (a multi-line message of ours keeps its
     lines; the front end indents them).
@@ -62,9 +71,7 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, RecursionError):
         return "an input is nested too deeply to read (RecursionError); it is not a file of ours"
     if type(error).__module__.startswith("cv2") or name == "error" and "OpenCV" in text:
-        at = text.find(") ", text.find("error: (")) if "error: (" in text else -1
-        why = text[at + 2:] if at >= 0 else text
-        return f"OpenCV could not process the input: {why.splitlines()[0] if why else name}"
+        return f"OpenCV could not process the input: {opencv_reason(error)}"
     first = text.splitlines()[0] if text else ""
     if isinstance(error, KeyError) and first:
         first = f"missing entry {first}"

@@ -17,7 +17,7 @@ import numpy as np
 import cv2
 
 from ..core.bounds import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, read_bounded
-from ..core.errors import CnnvisError
+from ..core.errors import CnnvisError, opencv_reason
 from ..core.spec import InputSpec, FIT_MODES
 from .headers import declared_size
 
@@ -131,9 +131,8 @@ def _decode_file(path, flags: int) -> np.ndarray:
     try:
         img = cv2.imdecode(buf, flags) if buf.size else None
     except cv2.error as e:        # OpenCV's own size limit (formats whose header is not read above)
-        why = str(e).strip().splitlines()[-1] if str(e).strip() else "decoder error"
         raise SourceError(f"'{p.name}' could not be decoded as an image (OpenCV refused it: "
-                          f"{why.split(') ', 1)[-1]})") from None
+                          f"{opencv_reason(e)})") from None
     if img is None:
         raise SourceError(f"'{p.name}' could not be decoded as an image (corrupt or unsupported format)")
     return img
