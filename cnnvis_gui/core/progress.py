@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from .text import printable, raw_stream
+
 __all__ = ["Progress", "ProgressReport", "stderr_progress", "format_duration", "LOG_INTERVAL_S"]
 
 #: seconds between two log lines on a non-terminal stderr (``CNNVIS_PROGRESS_S`` overrides it)
@@ -286,19 +288,21 @@ class _StderrListener:
     def _draw(self, r: ProgressReport) -> None:
         if self.bar is None:
             from tqdm import tqdm
-            self.bar = tqdm(total=r.total, desc=r.what, unit=r.unit or "it", file=self.stream, dynamic_ncols=True)
+            # the bar draws with \r on purpose: it writes under the terminal filter (core/text.py)
+            self.bar = tqdm(total=r.total, desc=printable(r.what, newlines=False), unit=r.unit or "it",
+                            file=raw_stream(self.stream), dynamic_ncols=True)
         self.bar.n = int(math.floor(r.done + 1e-9))
         if r.total is not None and self.bar.total != r.total:
             self.bar.total = r.total
         if r.note:
-            self.bar.set_postfix_str(r.note, refresh=False)
+            self.bar.set_postfix_str(printable(r.note, newlines=False), refresh=False)
         self.bar.refresh()
         if r.finished:
             self.bar.close()
 
     def write(self, text: str) -> None:
-        if self.bar is not None and not self.bar.disable:
-            self.bar.write(text, file=self.stream)
+        if self.bar is not None and not self.bar.disable:    # above the bar, on its stream, filtered here
+            self.bar.write(printable(text), file=raw_stream(self.stream))
         else:
             print(text, file=self.stream, flush=True)
 

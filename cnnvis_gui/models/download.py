@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+from ..core.text import printable, raw_stream
 from .errors import ModelLoadError
 
 __all__ = ["OFFLINE_ENV", "CONNECT_TIMEOUT_S", "READ_TIMEOUT_S", "DownloadCancelled", "offline", "unreachable",
@@ -186,8 +187,8 @@ def terminal_progress(desc: str, stream=None) -> Progress | None:
     def update(done: int, total):
         b = bar.get("bar")
         if b is None:
-            b = bar["bar"] = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                                  file=stream, dynamic_ncols=True)
+            b = bar["bar"] = tqdm(total=total, desc=printable(desc, newlines=False), unit="B", unit_scale=True,
+                                  unit_divisor=1024, file=raw_stream(stream), dynamic_ncols=True)
         b.update(done - b.n)
         if total is not None and done >= total:
             b.close()
