@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..core import InputSpec
-from ..core.bounds import MAX_JSON_BYTES, load_json_bounded
+from ..core.bounds import MAX_JSON_BYTES, MAX_NPZ_BYTES, load_json_bounded, npz_declared_bytes
 # the one atomic writer (core/files.py), used here for every cache file
 from ..core.files import WriteError, atomic_save_npz, atomic_write_bytes, atomic_write_json
 
@@ -136,9 +136,12 @@ def cache_hint(root=None) -> str:
             f"{ENV_VAR} at another folder, or run with --no-cache")
 
 
-def load_npz(path) -> dict | None:
-    """The arrays of an ``.npz`` file, or None when it is missing or unreadable (treated as no cache)."""
+def load_npz(path, limit: int = MAX_NPZ_BYTES) -> dict | None:
+    """The arrays of an ``.npz`` file, or None when it is missing, unreadable or declares more than
+    ``limit`` bytes (checked on the headers before any array is allocated): treated as no cache."""
     try:
+        if npz_declared_bytes(path) > limit:
+            return None
         with np.load(str(path), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, KeyError, EOFError):

@@ -30,7 +30,7 @@ __all__ = ["SizeError", "bounded_int", "finite_float", "read_bounded", "load_jso
            "MAX_INPUT_VALUES", "MAX_INPUT_CHANNELS", "MAX_LABELS", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE",
            "MAX_THREADS", "MAX_PROBES", "MAX_TOP", "MAX_SHARDS", "MAX_OUTPUT_PIXELS", "MAX_JSON_BYTES",
            "MAX_JSON_DEPTH", "MAX_CLASSES", "MAX_UNITS", "MAX_WORKERS", "MAX_BATCH_VALUES", "not_a_file",
-           "parse_json_bounded", "check_batch", "check_output_size"]
+           "parse_json_bounded", "check_batch", "check_output_size", "npz_declared_bytes", "MAX_NPZ_BYTES"]
 
 #: the largest model input side (a 3 x 8192 x 8192 float32 input is 0.8 GB)
 MAX_INPUT_SIDE = 8192
@@ -66,6 +66,8 @@ MAX_BATCH_VALUES = 1 << 30
 MAX_JSON_BYTES = 64 << 20
 #: the deepest nesting of such a JSON document (metadata is a few levels deep)
 MAX_JSON_DEPTH = 64
+#: the most bytes the arrays of one cache or part ``.npz`` may declare (a units x k table is a few MB)
+MAX_NPZ_BYTES = 2 << 30
 
 
 class SizeError(CnnvisError):
@@ -228,6 +230,33 @@ def _file_kind(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "not a regular file"
+
+
+def npz_declared_bytes(path) -> int:
+    """The bytes the arrays of an ``.npz`` file declare in their headers, read without loading any array.
+
+    A 1 KB archive may declare an array of 10^12 elements; numpy allocates what the header says
+    before it reads a byte, so :func:`cnnvis_gui.atlas.cache.load_npz` compares this sum with its
+    bound first.  Raises ValueError for a member that is not a plain ``.npy`` array.
+    """
+    import zipfile
+
+    import numpy as np
+
+    total = 0
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            with zf.open(info) as f:
+                major, _ = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+            if dtype.hasobject:
+                raise ValueError(f"{info.filename} holds Python objects")
+            n = 1
+            for s in shape:
+                n *= int(s)
+            total += n * dtype.itemsize
+    return total
 
 
 def load_json_bounded(path, what: str, limit: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH):

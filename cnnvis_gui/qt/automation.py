@@ -17,9 +17,11 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from PyQt5 import QtCore
+
+from ..core.files import WriteError, atomic_write_bytes
+from .saving import pixmap_bytes
 
 from .timing import StallMeter
 
@@ -162,10 +164,12 @@ class AutomationRun(QtCore.QObject):
         if self.rc is not None:
             return
         self.app.processEvents()
-        ok = self.win.grab().save(self.screenshot)
-        if not ok:
-            self.finish(1, f"could not write {self.screenshot}")
-        elif self.quit_after is None:
+        try:      # the one atomic writer: a failed shot leaves an earlier file whole, and says why
+            atomic_write_bytes(self.screenshot, pixmap_bytes(self.win.grab(), self.screenshot), durable=False)
+        except WriteError as e:
+            self.finish(1, str(e))
+            return
+        if self.quit_after is None:
             self.finish(0)
         else:
             self.win.inputs.hold_after_first_frame(False)
@@ -190,8 +194,8 @@ class AutomationRun(QtCore.QObject):
         result = self.live.result()
         if self.stats_path:
             try:
-                Path(self.stats_path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-            except OSError as e:
-                self.finish(1, f"could not write {self.stats_path}: {e}")
+                atomic_write_bytes(self.stats_path, (json.dumps(result, indent=2) + "\n").encode("utf-8"), durable=False)
+            except WriteError as e:
+                self.finish(1, str(e))
                 return
         self.finish(0)

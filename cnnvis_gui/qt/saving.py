@@ -58,7 +58,7 @@ class Saver:
             if img is None or (tag == "backprop2" and not state.compare):
                 continue
             todo.append((output_path(folder, f"{stem}_{tag}.png"), lambda p, img=img: encode_image(p, readable(img))))
-        todo.append((output_path(folder, f"{stem}_window.png"), lambda p: _pixmap_png(win.grab())))
+        todo.append((output_path(folder, f"{stem}_window.png"), lambda p: pixmap_bytes(win.grab(), p)))
         out = []
         for path, encode in todo:
             try:
@@ -116,15 +116,18 @@ class Saver:
                 win.show_error(f"save: {one_line(e)}")
 
 
-def _pixmap_png(pixmap) -> bytes:
-    """A QPixmap encoded as PNG bytes (in memory; the file is written by the atomic writer)."""
+def pixmap_bytes(pixmap, path) -> bytes:
+    """A QPixmap encoded in memory in the format of ``path``'s extension (PNG without one); the file
+    itself is then written by the atomic writer."""
     from PyQt5 import QtCore
 
+    fmt = (Path(path).suffix.lstrip(".") or "png").upper()
     data = QtCore.QByteArray()
     buf = QtCore.QBuffer(data)
     buf.open(QtCore.QIODevice.WriteOnly)
-    ok = pixmap.save(buf, "PNG")
+    ok = pixmap.save(buf, fmt)
     buf.close()
     if not ok or data.isEmpty():
-        raise WriteError("cannot save the window picture: Qt could not encode it as PNG.")
+        raise WriteError(f"cannot write '{path}': Qt cannot encode the window as {fmt}; give a .png or .jpg file "
+                         f"name.", Path(path))
     return bytes(data)

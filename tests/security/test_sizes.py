@@ -148,3 +148,21 @@ def test_sizes_from_arguments_are_bounded_with_one_line(tmp_path, capsys, args, 
     args = [a.format(img=img, o=tmp_path / "o") for a in args]
     assert main(args) == 2
     assert words in _one_line(capsys.readouterr().err)
+
+
+def test_an_npz_declaring_a_huge_array_is_not_loaded(tmp_path, monkeypatch):
+    """A 1 KB part archive whose array header declares 10^12 floats: refused on the header."""
+    import io
+    import zipfile
+
+    from cnnvis_gui.atlas import cache
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f8", "fortran_order": False, "shape": (10 ** 12,)})
+    p = tmp_path / "atlas-part.npz"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("v0.npy", b"\x93NUMPY\x01\x00" + head.getvalue()[8:] + b"\0" * 64)
+    assert p.stat().st_size < 2000
+    from cnnvis_gui.core.bounds import npz_declared_bytes
+    assert npz_declared_bytes(p) == 8 * 10 ** 12
+    monkeypatch.setattr(cache.np, "load", lambda *a, **k: pytest.fail("the arrays were loaded"))
+    assert cache.load_npz(p) is None
