@@ -14,6 +14,8 @@ from cnnvis_gui.core import files
 from cnnvis_gui.core.files import (WriteError, atomic_save_npz, atomic_write_bytes, atomic_write_image,
                                    file_name_part, output_path)
 
+from ..waits import CHILD_S
+
 
 def _leftovers(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
@@ -74,7 +76,7 @@ def test_a_file_size_limit_in_a_real_process_keeps_the_earlier_file(tmp_path):
     code = ("import sys\nfrom cnnvis_gui.core.files import atomic_write_bytes, WriteError\n"
             "try:\n    atomic_write_bytes(sys.argv[1], b'N' * 20000)\n"
             "except WriteError as e:\n    print(e)\n    sys.exit(3)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=120,
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=CHILD_S,
                        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000)))
     assert r.returncode == 3, r.stderr
     assert "larger than allowed" in r.stdout and str(p) in r.stdout

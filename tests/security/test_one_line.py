@@ -19,6 +19,7 @@ import torch
 
 from cnnvis_gui.cli import main
 from cnnvis_gui.models import load
+from tests.waits import CHILD_S
 
 from .helpers import shapes_state_dict
 from .test_sizes import lying_png
@@ -137,7 +138,7 @@ def test_libpngs_iccp_warning_stays_off_stderr(tmp_path):
     code = ("import sys; from cnnvis_gui.sources import load_image; "
             "print(load_image(sys.argv[1]).shape); import cv2, numpy as np; "
             "cv2.imdecode(np.fromfile(sys.argv[1], np.uint8), cv2.IMREAD_COLOR)")
-    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=CHILD_S)
     assert r.returncode == 0 and r.stdout.strip() == "(8, 8, 3)"
     # the raw decoder (last call) does complain: the test would see it, and load_image kept it quiet
     assert r.stderr.count("libpng warning") == 1, r.stderr

@@ -15,6 +15,7 @@ import pytest
 from cnnvis_gui.cli import main
 from tests.atlas.helpers import make_images
 from tests.cli.test_cli import _env
+from tests.waits import CHILD_S
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPES = ["--model", "shapes", "--device", "cpu"]
@@ -27,7 +28,7 @@ def _snapshot(root: Path) -> dict:
 def _limited(args, fsize: int, cwd=None, env=None):
     """``python -m cnnvis_gui ARGS`` with a file size limit: writes past ``fsize`` bytes fail (EFBIG) as on a full disk."""
     return subprocess.run([sys.executable, "-m", "cnnvis_gui", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env or _env(), timeout=300,
+                          cwd=cwd, env=env or _env(), timeout=CHILD_S,
                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize)))
 
 
@@ -66,7 +67,7 @@ def test_export_on_a_full_disk_keeps_every_earlier_file_and_says_so(tmp_path):
     # a second run with other maps, under a file size limit the raw .npz cannot fit in
     r = _limited([*cmd, "--method", "gradient"], fsize=max(len(v) for k, v in before.items() if k.endswith(".png")) + 1)
     assert r.returncode == 1, r.stderr
-    lines = r.stderr.strip().splitlines()
+    lines = [s for s in r.stderr.strip().splitlines() if not s.startswith("cnnvis: warning: ")]
     assert len(lines) == 1 and lines[0].startswith("cnnvis: error: cannot write '") and "Traceback" not in r.stderr
     assert "the file is larger than allowed" in lines[0] and "the earlier file, if any, is unchanged" in lines[0]
     after = _snapshot(out)
@@ -194,9 +195,9 @@ def test_window_saves_are_atomic_and_failures_are_reported(qtbot, window, tmp_pa
 
     from cnnvis_gui.core import files
     from tests.core.test_files import _FailingFile
-    from tests.qt.test_window import wait_idle
+    from tests.waits import idle
 
-    wait_idle(qtbot, window)
+    idle(qtbot, window)
     npz = window.save_npz(tmp_path / "a.npz")
     before = npz.read_bytes()
     real = files.os.fdopen
