@@ -20,6 +20,7 @@ the difference, and parts that do not tile the listing (a slice missing or given
 """
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,7 +291,7 @@ def check_parts(parts, same=SAME_SCAN) -> list:
                               f"give each shard once.")
         by_index[p.index] = p
     if len(by_index) < count:      # by_index has at most len(parts) entries: the list below stays short
-        missing = [i for i in range(count) if i not in by_index][:8]
+        missing = list(itertools.islice((i for i in range(count) if i not in by_index), 8))
         more = count - len(by_index) - len(missing)
         raise CnnvisError(f"shard{'s' if len(missing) > 1 else ''} {', '.join(f'{i}/{count}' for i in missing)}"
                           f"{f' and {more} more' if more > 0 else ''} missing: the merge needs all {count} parts "
