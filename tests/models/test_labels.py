@@ -57,7 +57,7 @@ def test_json_labels(tmp_path, name, text, want):
 
 
 @pytest.mark.parametrize("name, data, message", [
-    ("l.json", b'{"cat": "x"}', "l.json: a labels mapping needs integer keys (class index -> label)."),
+    ("l.json", b'{"cat": "x"}', "labels file l.json: a labels mapping needs integer keys (class index -> label)."),
     ("l.json", b"[1, 2", "labels file l.json is not valid JSON: "),
     ("l.json", b"3", "labels file l.json: expected a JSON list or an object {index: label}."),
     ("l.txt", b"\xff\xfecat", "labels file l.txt is not UTF-8 text."),
@@ -71,9 +71,9 @@ def test_labels_files_that_cannot_be_read_say_why(tmp_path, name, data, message)
 
 
 def test_a_missing_labels_file_or_a_folder(tmp_path):
-    with pytest.raises(ModelLoadError, match=f"^labels file not found: {tmp_path / 'none.txt'}$"):
+    with pytest.raises(ModelLoadError, match=f"^labels file not found: '{tmp_path / 'none.txt'}'.$"):
         load_labels(tmp_path / "none.txt")
-    with pytest.raises(ModelLoadError, match="is a folder; give the labels file inside it"):
+    with pytest.raises(ModelLoadError, match="is a folder; give the file inside it"):
         load_labels(tmp_path)
 
 
@@ -86,13 +86,17 @@ def test_a_list_entry_gives_its_last_name(tmp_path):
 @pytest.mark.parametrize("error, said", [(OSError(5, "Input/output error"), "Input/output error"),
                                          (OSError("the disk went away"), "the disk went away")])
 def test_a_labels_file_the_system_cannot_read_says_why(tmp_path, monkeypatch, error, said):
-    from pathlib import Path
+    import os
+    import types
+
+    from cnnvis_gui.core import bounds
     p = tmp_path / "l.txt"
     p.write_text("cat\n")
 
-    def fail(self, *a, **k):
+    def fail(*a, **k):
         raise error
-    monkeypatch.setattr(Path, "read_text", fail)
+    # the bounded reader's own read fails (a disk error after the open), nobody else's
+    monkeypatch.setattr(bounds, "os", types.SimpleNamespace(**{**vars(os), "read": fail}))
     with pytest.raises(ModelLoadError) as e:
         load_labels(p)
-    assert str(e.value) == f"cannot read the labels file {p}: {said}."
+    assert str(e.value) == f"cannot read the labels file '{p}': {said}."
