@@ -255,3 +255,41 @@ def test_what_names_a_model_class_in_its_key(tmp_path):
                          ("", ".Built")):
         built = type("Built", (nn.Module,), {"__module__": module})
         assert cache.class_key(built) == want, module
+
+
+class Odd(nn.Module):
+    """A bfloat16 weight, an empty buffer before a float weight, and an extra state that is no tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.ones(3, dtype=torch.bfloat16))
+        self.register_buffer("empty", torch.zeros(0))
+        self.b = nn.Parameter(torch.ones(2))
+        self.note = {"steps": 1}
+
+    def get_extra_state(self):
+        return self.note
+
+    def set_extra_state(self, state):
+        self.note = state
+
+
+def test_every_kind_of_state_is_in_the_key():
+    base = cache.weights_hash(Odd())
+    assert len(base) == 40 and base == cache.weights_hash(Odd())
+    for change in (lambda m: m.a.data.add_(1), lambda m: m.b.data.add_(1),       # after the empty buffer too
+                   lambda m: m.note.update(steps=2)):
+        m = Odd()
+        with torch.no_grad():
+            change(m)
+        assert cache.weights_hash(m) != base
+
+
+def test_the_temporary_file_is_beside_the_target_and_hidden(tmp_path, monkeypatch):
+    moved = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (moved.append((Path(src), Path(dst))), real(src, dst))[1])
+    cache.atomic_write_bytes(tmp_path / "result.npz", b"x")
+    (src, dst), = moved
+    assert dst == tmp_path / "result.npz" and src.parent == tmp_path           # one file system: an atomic rename
+    assert src.name.startswith(".result.npz.") and src.name.endswith(".tmp")   # hidden, and says what it was for
