@@ -7,6 +7,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("CNNVIS_DEMO_ATLAS", "0")
 
 import pytest
+
+import cnnvis_gui  # noqa: F401,E402 - before torch: OpenMP's threads sleep while they wait (see cnnvis_gui/__init__.py)
 import torch
 
 # Two cores: keep torch from oversubscribing when pytest-qt threads run too.

@@ -83,6 +83,8 @@ def _malloc(args) -> str:
 def cmd_info(args) -> int:
     """``cnnvis info``: print the model's module map and the input spec in use."""
     from cnnvis_gui.core import Visualizer
+    from cnnvis_gui.core.stops import first_layer, layer_stops
+    from cnnvis_gui.core.threads import openmp_waiting
 
     lm = model_from_args(args)
     mm = Visualizer(lm.model, lm.spec, layouts=getattr(lm, "layouts", None)).model_map()
@@ -92,12 +94,14 @@ def cmd_info(args) -> int:
             "spec": lm.spec.to_dict(), "spec_text": lm.spec.describe(),
             "output_shape": list(lm.output_shape) if lm.output_shape is not None else None,
             "labels": lm.labels, "notes": list(lm.notes),
-            "default_layer": mm.default_layer, "relu_calls": mm.relu_calls,
+            "default_layer": mm.default_layer, "first_view": first_layer(mm), "stops": layer_stops(mm),
+            "relu_calls": mm.relu_calls,
             "functional_relu_calls": mm.functional_relu_calls, "other_activations": mm.other_activations,
             "generalized_activations": mm.generalized_activations, "deconvnet_notice": mm.deconvnet_notice,
             "mixing_operations": mm.mixing_operations,
             "layers": [_layer_dict(l) for l in mm],
             "threads": _thread_policy(args).threads, "threads_reason": _thread_policy(args).reason,
+            "openmp_waiting": openmp_waiting(),
             "malloc": _malloc(args),
         }
         # ASCII only: every control character from a file is a \uXXXX escape (DEL too, which json leaves
@@ -108,7 +112,7 @@ def cmd_info(args) -> int:
     out.write(f"model:   {lm.name}  ({type(lm.model).__name__})\n")
     out.write(f"source:  {lm.source}\n")
     out.write(f"device:  {lm.device}\n")
-    out.write(f"threads: {_thread_policy(args).describe()}\n")
+    out.write(f"threads: {_thread_policy(args).describe()}; {openmp_waiting()}\n")
     out.write(f"memory:  {_malloc(args)}\n")
     out.write(f"input:   {lm.spec.describe()}\n")
     if lm.output_shape is not None:
@@ -125,7 +129,8 @@ def cmd_info(args) -> int:
     if mm.mixing_operations:
         act += "; plain gradient through " + ", ".join(f"{k} x{n}" for k, n in sorted(mm.mixing_operations.items()))
     out.write(f"relus:   {act}\n")
-    out.write(f"default layer: {mm.default_layer or 'output'}\n")
+    out.write(f"first view: {first_layer(mm) or 'output'} (the layer the window opens on; last convolution: "
+              f"{mm.default_layer or 'output'}; {len(layer_stops(mm))} layers for o / u)\n")
     for n in lm.notes + ([mm.deconvnet_notice] if mm.deconvnet_notice else []):
         out.write(f"note:    {n}\n")
     out.write("\n" + mm.describe() + "\n")

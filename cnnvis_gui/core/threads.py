@@ -9,6 +9,14 @@ The policy: the user's explicit choice (``--threads N``, else ``$OMP_NUM_THREADS
 otherwise the physical cores this process may run on, minus the cores reserved for threads
 that must stay responsive (``reserve``: the window keeps one for its GUI and capture
 threads, the command line none), never fewer than 1.
+
+And OpenMP's threads *sleep* while they wait for work (``OMP_WAIT_POLICY=PASSIVE``, set by
+``import cnnvis_gui`` before torch loads OpenMP; :func:`openmp_waiting` says which policy runs).
+Measured by ``benchmarks/bench_threads.py`` on the shared 2-core machine (load average 11-21):
+2 spinning threads ran an export image 20x and an optimize step 8-50x slower than 1 thread,
+2 sleeping threads 1.2-1.4x and 3.7-3.9x *faster* than 1 thread.  A spinning thread burns its
+time slice waiting at every parallel region for a sibling the scheduler has put aside; a sleeping
+one gives the core back.  So the command line keeps every physical core, with sleeping threads.
 """
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ from dataclasses import dataclass
 
 from .bounds import MAX_THREADS, bounded_int
 
-__all__ = ["ThreadPolicy", "physical_cores", "choose_threads", "apply_threads", "current_policy"]
+__all__ = ["ThreadPolicy", "physical_cores", "choose_threads", "apply_threads", "current_policy", "openmp_waiting"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,21 @@ def choose_threads(requested: int | None = None, reserve: int = 0, env=None) -> 
 
 
 _applied: ThreadPolicy | None = None
+
+
+def openmp_waiting(env=None) -> str:
+    """How OpenMP's threads wait between parallel regions in this process, in words (``cnnvis info``).
+
+    Read from ``OMP_WAIT_POLICY`` as OpenMP read it when torch loaded it (``import cnnvis_gui``
+    sets ``PASSIVE`` when it comes first and the user set nothing).
+    """
+    v = str((os.environ if env is None else env).get("OMP_WAIT_POLICY", "")).strip()
+    if not v:
+        return ("OpenMP threads spin a while before they sleep (OpenMP's own policy: torch came before "
+                "cnnvis_gui, or CNNVIS_OPENMP_WAIT=default)")
+    if v.upper() == "PASSIVE":
+        return "OpenMP threads sleep while they wait (OMP_WAIT_POLICY=PASSIVE)"
+    return f"OpenMP threads wait as OMP_WAIT_POLICY={v} says"
 
 
 def apply_threads(requested: int | None = None, reserve: int = 0) -> ThreadPolicy:

@@ -78,8 +78,9 @@ def check_layer_and_unit(lm, layer, unit):
     typo`` says what ``cnnvis info`` would, before any window opens.
     """
     from ..core import CnnvisError, Visualizer
+    from ..core.stops import first_layer
     mm = Visualizer(lm.model, lm.spec, layouts=getattr(lm, "layouts", None)).model_map()
-    info = mm[layer] if layer is not None else mm[mm.default_layer]
+    info = mm[layer] if layer is not None else mm[first_layer(mm)]
     if not info.visualizable:
         raise CnnvisError(f"layer {layer!r} cannot be shown: {info.reason}; visualizable layers: "
                           + ", ".join(n or "output" for n in mm.visualizable_names()[:12]))

@@ -13,7 +13,8 @@ from PyQt5 import QtCore, QtGui, QtWidgets
 from . import keys as keytable
 from .display_controls import SaliencyDisplayControls
 from .activation_grid import ActivationGrid
-from .panels import BackpropPane, ClickableImageItem, ImagePane, ModuleTree, Predictions, UnitPane
+from .panels import BackpropPane, ClickableImageItem, ImagePane, ModuleTree
+from .readouts import Predictions, UnitPane
 
 #: the objective box: (shown, ViewerState.objective; "position" = the point clicked in the unit map)
 OBJECTIVE_CHOICES = (("sum", "sum"), ("activation", "activation"), ("max", "max"),

@@ -76,6 +76,8 @@ class Navigator:
                          "move_down": (0, 1)}[action])
         elif action in ("prev_layer", "next_layer"):
             self.step_layer(-1 if action == "prev_layer" else 1)
+        elif action in ("prev_module", "next_module"):
+            self.step_module(-1 if action == "prev_module" else 1)
         elif action in ("prev_image", "next_image"):
             win.inputs.step_image(-1 if action == "prev_image" else 1)
         elif action == "toggle_camera":
@@ -180,7 +182,8 @@ class Navigator:
         else:
             self.state.update(objective=(min(pos[0], shape[0] - 1), min(pos[1], shape[1] - 1)))
 
-    def step_layer(self, d: int) -> None:
+    def step_module(self, d: int) -> None:
+        """``U`` / ``O``: the previous / next module in the tree's order (every visualizable module)."""
         mm = self.win.session.mm
         if mm is None:
             return
@@ -189,3 +192,31 @@ class Navigator:
             return
         i = names.index(self.state.layer) if self.state.layer in names else 0
         self.state.update(layer=names[max(0, min(len(names) - 1, i + d))])
+
+    def step_layer(self, d: int) -> None:
+        """``u`` / ``o``: the previous / next stop (:mod:`cnnvis_gui.core.stops`) in forward order.
+
+        From a module that is not a stop (chosen in the tree, or with ``U`` / ``O``), the nearest
+        stop that ends before / after it.
+        """
+        mm = self.win.session.mm
+        if mm is None:
+            return
+        stops = self._stops(mm)
+        if not stops:
+            return self.step_module(d)
+        cur = self.state.layer
+        if cur in stops:
+            i = stops.index(cur) + d
+        else:
+            ends = mm[cur].ends if cur in mm else ()
+            at = ends[-1] if ends else -1
+            before = [k for k, n in enumerate(stops) if mm[n].ends[-1] < at]
+            i = (before[-1] if before else -1) + (1 if d > 0 else 0)
+        self.state.update(layer=stops[max(0, min(len(stops) - 1, i))])
+
+    def _stops(self, mm) -> list:
+        if getattr(self, "_stops_of", None) is not mm:
+            from ..core.stops import layer_stops
+            self._stops_of, self._stop_names = mm, layer_stops(mm)
+        return self._stop_names

@@ -7,8 +7,6 @@ write the user's choices into it and redraw from finished arrays only.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pyqtgraph as pg
 from PyQt5 import QtCore, QtGui, QtWidgets
@@ -50,21 +48,26 @@ class ElidedLabel(QtWidgets.QLabel):
     a middle cut made "featu…res.8" out of two names.
     """
 
-    def __init__(self, text="", parent=None):
+    def __init__(self, text="", parent=None, elide=QtCore.Qt.ElideRight):
         super().__init__(parent)
         self.setTextFormat(QtCore.Qt.PlainText)      # status messages and file names: shown as text
         self.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)
         self.setMinimumWidth(30)
+        self.elide = elide          # ElideLeft for a module path: its end says where it is
         self.setText(text)
 
     def setText(self, text):
         super().setText(text)
         self.setToolTip(plain_tooltip(text))
 
+    def is_cut(self) -> bool:
+        """The text is wider than the label (it is painted with an ellipsis)."""
+        return self.fontMetrics().horizontalAdvance(self.text()) > self.width()
+
     def paintEvent(self, ev):
         p = QtGui.QPainter(self)
         p.setPen(self.palette().color(QtGui.QPalette.WindowText))
-        text = self.fontMetrics().elidedText(self.text(), QtCore.Qt.ElideRight, self.width())
+        text = self.fontMetrics().elidedText(self.text(), self.elide, self.width())
         p.drawText(self.rect(), int(self.alignment()), text)
 
 
@@ -129,88 +132,6 @@ class ImagePane(QtWidgets.QFrame):
         self._shape = None
 
 
-class UnitPane(ImagePane):
-    """The selected unit's activation map, enlarged, with a colour scale.
-
-    The worker sends the map already coloured (uint8 RGB); the colour bar only shows the scale.
-    """
-
-    def __init__(self, parent=None, lut=None, item=None):
-        super().__init__("Unit", item, parent, (160, 140))
-        self.bar = None
-        if lut is not None:
-            cmap = pg.ColorMap(np.linspace(0, 1, len(lut)), np.asarray(lut, dtype=np.ubyte))
-            self.bar = pg.ColorBarItem(values=(0, 1), colorMap=cmap, interactive=False, width=12)
-            self.view.addItem(self.bar)
-        self._bar_levels, self._bar_time, self._bar_pending = None, 0.0, None
-        self._bar_timer = QtCore.QTimer(self)
-        self._bar_timer.setSingleShot(True)
-        self._bar_timer.timeout.connect(self._bar_catch_up)
-        # a unit with one value (fc layers, the output): the number and a bar, not a 1 x 1 image
-        self.value = QtWidgets.QLabel()
-        self.value.setTextFormat(QtCore.Qt.RichText)
-        self.value.setAlignment(QtCore.Qt.AlignCenter)
-        self.value.setMinimumSize(160, 140)
-        self.value.hide()
-        self.layout().insertWidget(self.layout().indexOf(self.view), self.value, 1)
-
-    #: the colour bar's scale is redrawn when an end moves by more than this part of the range ...
-    BAR_TOLERANCE = 0.02
-    #: ... and at most this often (s) while it keeps moving (a live source); the header has the exact range
-    BAR_INTERVAL = 0.25
-    #: seconds on a monotonic clock (tests give the pane a clock of their own)
-    clock = staticmethod(time.monotonic)
-
-    def _bar_moved(self, levels) -> bool:
-        """A live unit's range changes every frame; redrawing the bar's axis (ticks, labels) took
-        ~7 ms of the GUI thread per frame, time the render thread waited for the GIL.  The bar is
-        redrawn when an end moves by more than ``BAR_TOLERANCE`` of the range, at most every
-        ``BAR_INTERVAL`` seconds; a change that settles is drawn by the next frame after that."""
-        lo, hi = (float(v) for v in levels)
-        old = self._bar_levels
-        now = self.clock()
-        if old is not None:
-            tol = self.BAR_TOLERANCE * max(hi - lo, old[1] - old[0], 1e-12)
-            if abs(lo - old[0]) <= tol and abs(hi - old[1]) <= tol:
-                return False
-            wait = self._bar_time + self.BAR_INTERVAL - now
-            if wait > 0:
-                self._bar_pending = (lo, hi)          # drawn when the interval is over, if no frame comes
-                if not self._bar_timer.isActive():
-                    self._bar_timer.start(max(1, int(wait * 1000)))
-                return False
-        self._bar_levels, self._bar_time, self._bar_pending = (lo, hi), now, None
-        self._bar_timer.stop()
-        return True
-
-    def _bar_catch_up(self):
-        if self._bar_pending is not None and self.bar is not None:
-            self._bar_levels, self._bar_time = self._bar_pending, self.clock()
-            self.bar.setLevels(self._bar_pending)
-            self._bar_pending = None
-
-    def set_unit(self, rgb, levels, value=None, value_range=None):
-        """Show the unit's map; a 1 x 1 map with its ``value`` shows the number and where it lies
-        in ``value_range`` (the layer's lowest to highest unit value)."""
-        if self.bar is not None and self._bar_moved(levels):
-            self.bar.setLevels(levels)
-        scalar = value is not None and rgb.shape[0] == 1 and rgb.shape[1] == 1
-        self.view.setVisible(not scalar)
-        self.value.setVisible(scalar)
-        if scalar:
-            self.value.setText(_value_html(float(value), value_range))
-        self.set_rgb(rgb)
-
-
-def _value_html(v: float, value_range) -> str:
-    lo, hi = value_range if value_range is not None else (min(v, 0.0), max(v, 0.0))
-    frac = 0.0 if hi <= lo else min(1.0, max(0.0, (v - lo) / (hi - lo)))
-    w = max(1, int(round(frac * 200)))
-    return (f"<div style='font-size:26px; font-weight:600'>{v:.4g}</div>"
-            f"<table cellspacing='0' cellpadding='0' style='margin-top:6px'><tr>"
-            f"<td bgcolor='#e0a030' width='{w}' height='12'></td>"
-            f"<td bgcolor='#303038' width='{201 - w}' height='12'></td></tr></table>"
-            f"<div style='color:#888'>layer units range {lo:.3g} … {hi:.3g}</div>")
 
 
 class MethodSettings(QtWidgets.QWidget):
@@ -362,41 +283,20 @@ class BackpropPane(ImagePane):
         self.title.setText("backprop off (b)" if off else METHOD_LABELS.get(m, m))
 
 
-class Predictions(QtWidgets.QFrame):
-    """Top-5 classes with probability bars."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setFrameShape(QtWidgets.QFrame.StyledPanel)
-        lay = QtWidgets.QVBoxLayout(self)
-        lay.setContentsMargins(3, 3, 3, 3)
-        lay.addWidget(_title("Predictions (top 5)"))
-        self.text = QtWidgets.QLabel("—")
-        self.text.setTextFormat(QtCore.Qt.RichText)
-        self.text.setAlignment(QtCore.Qt.AlignTop | QtCore.Qt.AlignLeft)
-        lay.addWidget(self.text, 1)
-        self.rows = ()
-
-    def set_predictions(self, rows):
-        rows = tuple(rows)
-        if rows == self.rows:
-            return
-        self.rows = rows
-        if not rows:
-            self.text.setText("<span style='color:#888'>the output is not a class score vector</span>")
-            return
-        html = ["<table cellspacing='0' cellpadding='1'>"]
-        for label, p in rows:       # percentage, label, bar: a narrow pane cuts a long label, never the number
-            w = max(1, int(round(p * 100)))
-            html.append(f"<tr><td style='padding-right:6px' align='right'>{p * 100:.1f}%</td>"
-                        f"<td style='padding-right:6px'>{_esc(label)}</td>"
-                        f"<td><table cellspacing='0' cellpadding='0'><tr><td bgcolor='#3a8ee6' width='{w}'"
-                        f" height='10'></td></tr></table></td></tr>")
-        html.append("</table>")
-        self.text.setText("".join(html))
-
-
 _esc = html_text     # a class label from a file, inside the table's markup
+
+
+def tree_label(name: str) -> str:
+    """A module's row label: its own name (``conv1``, ``downsample``), or -- when that is a bare
+    index (``0``, ``1``, ``2`` of a ``Sequential``) -- its dotted path, so that a row deep in the
+    hierarchy says where it is: ``features.17``, ``17.conv.0.2`` (the top container's name is
+    dropped below its numbered blocks, where every row would repeat it), ``layer1.0.downsample.0``."""
+    parts = name.split(".")
+    if not parts[-1].isdigit():
+        return parts[-1]
+    if len(parts) > 2 and parts[1].isdigit() and not any(c.isdigit() for c in parts[0]):
+        return ".".join(parts[1:])
+    return name
 
 
 class ModuleTree(QtWidgets.QTreeWidget):
@@ -424,6 +324,7 @@ class ModuleTree(QtWidgets.QTreeWidget):
         self.setAlternatingRowColors(True)
         self.setRootIsDecorated(True)
         self.setIndentation(12)   # deep trees (ResNet blocks) keep their names readable
+        self.setTextElideMode(QtCore.Qt.ElideLeft)   # a cut path keeps its end: "…17.conv.0.2"
         self.items = {}
         self.visualizable = {}
         self._syncing = False
@@ -449,7 +350,7 @@ class ModuleTree(QtWidgets.QTreeWidget):
                 parent_name = name.rsplit(".", 1)[0] if "." in name else ""
                 parent = self.items.get(parent_name) if parent_name in by_name else None
                 parent = parent if parent is not None else self.items.get("", self.invisibleRootItem())
-                label = name.rsplit(".", 1)[-1]
+                label = tree_label(name)
             shape = "×".join(str(s) for s in info.shape) if info.shape else "—"
             units = "" if info.units is None else str(info.units)
             lay = info.layout
@@ -469,11 +370,27 @@ class ModuleTree(QtWidgets.QTreeWidget):
                 for c in range(ncol):
                     item.setToolTip(c, plain_tooltip(tip))
         self.expandAll()
-        for c in range(ncol):
-            self.resizeColumnToContents(c)
-        self.setColumnWidth(0, min(self.columnWidth(0), 150))
+        self.fit_columns()
         self._syncing = False
         self._select(self.state.layer)
+
+    def fit_columns(self) -> None:
+        """Columns to their contents; the module column gives way so that Output and Units stay whole.
+
+        A long module name is cut at its start (``…17.conv.0.2``): its end is where the row is.
+        """
+        for c in range(self.columnCount()):
+            self.resizeColumnToContents(c)
+        heads = [self.headerItem().text(c) for c in range(self.columnCount())]
+        keep = sum(self.columnWidth(c) for c in range(1, heads.index("Units") + 1)) if "Units" in heads else 0
+        room = self.viewport().width() - keep
+        self.setColumnWidth(0, max(90, min(self.columnWidth(0), room)))
+
+    def resizeEvent(self, ev):
+        super().resizeEvent(ev)
+        if self.items:
+            self.fit_columns()
+
 
     def _layout_menu(self, pos) -> None:
         item = self.itemAt(pos)

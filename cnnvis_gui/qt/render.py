@@ -132,10 +132,10 @@ class RenderLoop(QtCore.QObject):
         self.state.update(grid_cols=int(res.mosaic.cols))
         win.unit_pane.set_unit(res.unit_rgb, res.unit_levels, *self._scalar(res))
         lo, hi = res.unit_levels
-        win.unit_pane.title.setText(self.unit_title(res))
-        scalar = res.unit_map.size == 1                                   # the number is shown instead
-        info = "" if scalar else f"{lo:.2g} … {hi:.2g}"                   # the colour bar has the scale
-        tip = f"values of unit {res.unit}: {lo:.6g} … {hi:.6g}"
+        win.unit_pane.title.setText(self.unit_title(res))     # the layer beside it, cut at its start if need be
+        what = "gradient at " if res.grid_mode == "gradients" else "of "
+        info = f"{what}{res.layer or 'output'}"
+        tip = f"unit {res.unit} {what}{res.layer or 'output'}: values {lo:.6g} … {hi:.6g} (the colour bar has the scale)"
         if res.prefix_values:        # a token layer: the prefix tokens of this feature, beside its map
             info += " · " + ("class token " if len(res.prefix_values) == 1 else "prefix tokens ") + \
                 ", ".join(f"{v:.3g}" for v in res.prefix_values)
@@ -143,7 +143,12 @@ class RenderLoop(QtCore.QObject):
                     f"map; their value for this feature: " + ", ".join(f"{v:.6g}" for v in res.prefix_values) +
                     "\nobjective 'class token' backprops from prefix token 0")
         win.unit_pane.info.setText(info)
-        win.unit_pane.info.setToolTip(tip)
+        win.unit_pane.info.setToolTip(plain_tooltip(tip))
+        own = res.grid_mode == "gradients" and res.bp[0] == res.layer
+        win.grid.set_note(f"The gradient of unit {res.bp[1]} at its own layer is nonzero on its own map only: "
+                          f"a unit's gradient with respect to itself, one lit tile and nothing else to read. "
+                          f"Press d to freeze the unit, then u to step to a lower layer and see which of its units "
+                          f"feed it; a to go back to activations." if own else "")
         for i, pane in enumerate((win.bp1, win.bp2)):
             if i < len(res.backprops):
                 bp = res.backprops[i]
@@ -228,20 +233,19 @@ class RenderLoop(QtCore.QObject):
                                       f" — zoom (z: next, Esc: back)</span>")
 
     def unit_title(self, res) -> str:
-        """The unit pane's title: ``Unit 5: star (shape, IoU 0.31) of features.14`` when the dissection shown
-        labels the unit (the concept first: a narrow pane cuts the end), else ``Unit 5 of features.14``."""
-        what = "gradient at " if res.grid_mode == "gradients" else "of "
-        where = f"{what}{html_text(res.layer or 'output')}"
+        """The unit pane's title: ``Unit 5: star (shape, IoU 0.31)`` when the dissection shown labels the
+        unit (the concept first: a narrow pane cuts the end), else ``Unit 5``; the layer is the pane's
+        info beside it ("of features.14", cut at its start in a narrow pane)."""
         lab = self.state.unit_label(res.layer, res.unit)
         if lab is None:
-            return f"Unit {res.unit} <span style='color:#888'>{where}</span>"
+            return f"Unit {res.unit}"
         if lab.concept is None:
-            return f"Unit {res.unit}: <span style='color:#888'>no concept (IoU 0) {where}</span>"
+            return f"Unit {res.unit}: <span style='color:#888'>no concept (IoU 0)</span>"
         if not lab.interpretable:               # below the paper's cut: the best match, not a detector
             return (f"Unit {res.unit}: <span style='color:#888'>no detector (best {html_text(lab.concept)}, IoU "
-                    f"{lab.iou:.2f}) {where}</span>")
+                    f"{lab.iou:.2f})</span>")
         return (f"Unit {res.unit}: <b>{html_text(lab.concept)}</b> <span style='color:#888'>"
-                f"({html_text(lab.category)}, IoU {lab.iou:.2f}) {where}</span>")
+                f"({html_text(lab.category)}, IoU {lab.iou:.2f})</span>")
 
     def update_unit_title(self) -> None:
         """The unit pane's title again (the dissection shown changed)."""

@@ -65,8 +65,9 @@ class ModelSession:
                 if layer not in names:
                     win.show_error(f"layer {info.name or 'output'!r} cannot be shown: {info.reason}")
                     layer = None
-        if layer is None:
-            layer = self.mm.default_layer if self.mm.default_layer in names else (names[-1] if names else "")
+        if layer is None:          # the first view: a mid-network stop with readable maps (core.stops)
+            from ..core.stops import first_layer
+            layer = first_layer(self.mm)
         win.tree.set_model_map(self.mm)
         cams = [i.name for i in self.mm if getattr(i, "is_conv", False)]
         win.bp1.set_cam_layers(cams)

@@ -28,6 +28,10 @@ _CHOICES = {"method": BACKPROP_METHODS, "method2": BACKPROP_METHODS, "filter": F
 DEFAULT_SIZE = (1500, 920)
 
 
+#: room (w, h) kept for a window manager's frame and title bar before the window is shown
+FRAME_RESERVE = (8, 36)
+
+
 def default_size() -> tuple:
     """The window's first size: :data:`DEFAULT_SIZE`, shrunk to fit the screen's free area.
 
@@ -42,7 +46,10 @@ def default_size() -> tuple:
     if screen is None:
         return w, h
     avail = screen.availableGeometry()
-    return min(w, avail.width()), min(h, avail.height())
+    # the size is the client area's; the window manager's title bar and frame come on top of it
+    # (about 30 px under openbox, GNOME, Windows): keep room for them, fit_on_screen corrects the rest
+    frame_w, frame_h = FRAME_RESERVE
+    return min(w, avail.width() - frame_w), min(h, avail.height() - frame_h)
 
 
 def fit_on_screen(win) -> None:

@@ -1,4 +1,8 @@
-"""The status bar: one message line (notes in orange, errors in red) and the live rates."""
+"""The status bar: one message line (notes in orange, errors in red) and the live rates.
+
+A line too long for the bar is cut with "…"; hovering shows it whole (a paragraph per notice), and a
+click opens it in a box.
+"""
 from __future__ import annotations
 
 import time
@@ -7,6 +11,12 @@ from PyQt5 import QtCore, QtWidgets
 
 from .panels import ElidedLabel
 from .plain import plain_tooltip
+
+
+def _tip(text: str) -> str:
+    """A status text as rich text: one paragraph per notice (" · " joins them on the line), wrapped."""
+    from html import escape
+    return "".join(f"<p style='margin:0 0 6px 0'>{escape(part)}</p>" for part in text.split(" · ") if part)
 
 
 class StatusLine(QtCore.QObject):
@@ -23,6 +33,8 @@ class StatusLine(QtCore.QObject):
         self._error_seq = None
         sb = win.statusBar()
         self.msg = ElidedLabel("starting…")
+        self.msg.setCursor(QtCore.Qt.PointingHandCursor)
+        self.msg.installEventFilter(self)           # a click shows the whole message (a cut notice)
         self.capture = QtWidgets.QLabel("capture — fps")
         self.proc = QtWidgets.QLabel("processing — fps")
         self.times = QtWidgets.QLabel("fwd — ms  bwd — ms")
@@ -44,7 +56,30 @@ class StatusLine(QtCore.QObject):
 
     def show_message(self, text, warn=False) -> None:
         self.msg.setStyleSheet("QLabel { color: #d08000; }" if warn else "")
-        self.msg.setText(text)                 # plain text, its tooltip too (ElidedLabel)
+        self.msg.setText(text)
+        self.msg.setToolTip(_tip(text))
+
+    def eventFilter(self, obj, ev):
+        if obj is self.msg and ev.type() == QtCore.QEvent.MouseButtonRelease:
+            self.show_whole_message()
+            return True
+        return False
+
+    def show_whole_message(self) -> None:
+        """The status line's whole text in a box (its notices one per paragraph): what a cut line hides."""
+        text = self.msg.text()
+        if not text:
+            return
+        box = QtWidgets.QMessageBox(self.win)
+        box.setWindowTitle("cnnvis-gui: status")
+        box.setTextFormat(QtCore.Qt.RichText)
+        box.setText(_tip(text))
+        box.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        box.setStandardButtons(QtWidgets.QMessageBox.Close)
+        box.setModal(False)
+        box.setAttribute(QtCore.Qt.WA_DeleteOnClose)
+        box.show()
+        self.message_box = box
 
     def show_error(self, text, seq=None) -> None:
         """Red, with the ⚠; ``seq``: the render request that failed (a newer drawn result clears it)."""
@@ -53,6 +88,7 @@ class StatusLine(QtCore.QObject):
         self._error_time = time.perf_counter()
         self.msg.setStyleSheet("QLabel { color: #e03030; font-weight: 600; }")
         self.msg.setText("⚠ " + text)
+        self.msg.setToolTip(_tip(text))
         self.win.renderFailed.emit(text)
 
     def error_is_fresh(self, seq=None) -> bool:

@@ -157,6 +157,15 @@ class MainWindow(QtWidgets.QMainWindow):
             self._fitted = True
             from .settings import fit_on_screen
             fit_on_screen(self)             # a laptop screen: nothing outside the screen
+            # the window manager adds its title bar and frame after the window is shown: fit the
+            # frame again once they are known (1280x720 under openbox: the status bar fell off-screen)
+            for ms in (150, 600, 1500):
+                QtCore.QTimer.singleShot(ms, self._fit_frame)
+
+    def _fit_frame(self):
+        from .settings import fit_on_screen
+        if self.isVisible() and not (self.isMaximized() or self.isFullScreen()):
+            fit_on_screen(self)
 
     def resizeEvent(self, ev):
         super().resizeEvent(ev)

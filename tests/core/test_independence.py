@@ -165,8 +165,10 @@ def test_objectives_that_read_the_forward_are_not_input_independent():
 
 
 def test_torchvision_vgg11_has_no_notice_and_resnet18_neither():
-    tv = pytest.importorskip("torchvision")
-    for make in (lambda: tv.models.vgg11(num_classes=4), lambda: tv.models.resnet18(num_classes=4)):
+    pytest.importorskip("torchvision")
+    from .test_stops import vgg11_features_with_a_small_head
+    import torchvision as tv
+    for make in (vgg11_features_with_a_small_head, lambda: tv.models.resnet18(num_classes=4)):
         model = make().eval()
         frame = Visualizer(model).forward(torch.randn(1, 3, 32, 32))
         assert frame.deconvnet_notice is None

@@ -112,10 +112,12 @@ def test_keys_move_selection_and_change_modes(qtbot, window):
     qtbot.keyClick(window, QtCore.Qt.Key_Left, QtCore.Qt.ShiftModifier)
     assert s.unit == max(0, min(1 + 3, cols - 1) - 3)
     names = list(window.mm.visualizable_names())
-    qtbot.keyClick(window, "u")
-    assert s.layer == names[names.index("conv2") - 1] and s.layer != "conv2"
-    qtbot.keyClick(window, "o")
-    assert s.layer == "conv2"
+    qtbot.keyClick(window, "u")                     # the stop before conv2 (core.stops) ...
+    assert s.layer == "pool1"
+    qtbot.keyClick(window, "o")                     # ... the stop after it: conv2 after its ReLU
+    assert s.layer == "relu2"
+    qtbot.keyClick(window, "U")                     # every module: the one before relu2
+    assert s.layer == names[names.index("relu2") - 1] == "conv2"
     qtbot.keyClick(window, "b")                     # guided -> off
     assert not s.backprop_on
     qtbot.keyClick(window, "b")
@@ -210,7 +212,7 @@ def test_model_error_shows_in_status_bar_and_window_keeps_working(qtbot, window)
         window.load_model(loaded(TinyNet(fail=True), name="broken"))
     assert "boom" in window.status_text()
     window.load_model(loaded())
-    assert idle(qtbot, window).layer == "conv2"
+    assert idle(qtbot, window).layer == "relu2"        # the first view (core.stops): conv2 after its ReLU
 
 
 def test_bad_input_and_nan_activations_are_reported(qtbot, window):
@@ -423,7 +425,8 @@ def test_a_smaller_layer_keeps_the_selected_unit_inside_it(qtbot, window):
         res = drawn(qtbot, window, lambda r: r.layer == "conv1")
         assert (s.unit, s.n_units) == (want, 8), start
         assert res.unit == want and res.bp == ("conv1", want), start
-        assert window.unit_pane.title.text().startswith(f"Unit {want} "), start
+        assert window.unit_pane.title.text() == f"Unit {want}", start
+        assert window.unit_pane.info.text() == "of conv1", start
         x0, y0, w, h = window.grid.mosaic.tile_rect(want)
         r = window.grid.sel_rect.rect()
         assert (r.x(), r.y(), r.width(), r.height()) == (x0, y0, w, h), start

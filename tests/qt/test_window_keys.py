@@ -85,7 +85,20 @@ def test_move_keys(qtbot, window):
 
 
 # ---------------------------------------------------------------------------- the other keys
-def _layer_step(d):
+def _layer_step(d, want):
+    """u / o: the layers a researcher means (core.stops): TinyNet's are relu1, pool1, relu2, pool2, output."""
+    def check(qtbot, win, before):
+        from cnnvis_gui.core.stops import layer_stops
+        assert layer_stops(win.mm) == ["relu1", "pool1", "relu2", "pool2", ""]
+        assert win.state.layer == want, (before["layer"], d)
+        res = settle(qtbot, win)
+        assert res.layer == want and win.grid.mosaic.n_units == win.last_result.raw_grid.shape[0]
+        assert (want or "output") in win.grid.title.text()
+    return check
+
+
+def _module_step(d):
+    """U / O: every module, in the tree's order."""
     def check(qtbot, win, before):
         names = list(win.mm.visualizable_names())
         want = names[names.index(before["layer"]) + d]
@@ -188,6 +201,8 @@ def _grid_mode(qtbot, win, before):
     assert win.state.grid_mode == "gradients"
     res = settle(qtbot, win)
     assert res.grid_mode == "gradients" and win.grid.title.text().startswith("Gradients")
+    # at the unit's own layer: one lit tile, and a sentence over the grid saying why
+    assert res.bp[0] == res.layer and win.grid.note.isVisible() and "its own layer" in win.grid.note.text()
 
 
 def _patterns_without_atlas(qtbot, win, before):
@@ -210,7 +225,9 @@ def _prepare_reset(win):
 
 #: key name -> (setup or None, check(qtbot, window, before))
 OTHER_KEYS = {
-    "u": (None, _layer_step(-1)), "o": (lambda w: w.state.update(layer="conv1"), _layer_step(1)),
+    # from conv2 (not a stop) u goes to the stop before it; from conv1, o to the stop after it
+    "u": (None, _layer_step(-1, "pool1")), "o": (lambda w: w.state.update(layer="conv1"), _layer_step(1, "relu1")),
+    "U": (None, _module_step(-1)), "O": (lambda w: w.state.update(layer="conv1"), _module_step(1)),
     "PgUp": (None, _image_step(-1)), "w": (None, _image_step(-1)),
     "PgDown": (None, _image_step(1)), "e": (None, _image_step(1)),
     "f": (None, _freeze_frame), "d": (lambda w: w.state.select_unit(5), _freeze_unit),
