@@ -96,11 +96,11 @@ def test_the_shapes_demo_shows_labels_at_first_start_and_from_the_cache_after(qt
     assert not res.from_cache and res.images == 40 and set(res.layers) == {"features.12", "features.14"}
     assert res.categories == ["shape", "color", "texture"]
     assert win.dissect.dock.isVisible()
-    until(qtbot, lambda: win.state.layer == "features.12")
+    until(qtbot, lambda: win.state.layer == "features.14")        # the demo's first view (core.stops)
     win.request_render()
-    drawn(qtbot, win, lambda r: r.layer == "features.12")
-    assert _labels(win) == [u.concept for u in res.layer("features.12").units if u.interpretable]
-    assert res.unit("features.12", 3).describe() in _hover(win, 3)
+    drawn(qtbot, win, lambda r: r.layer == "features.14")
+    assert _labels(win) == [u.concept for u in res.layer("features.14").units if u.interpretable]
+    assert res.unit("features.14", 3).describe() in _hover(win, 3)
     win.close()
     # the next start: from the cache, nothing drawn or run again
     win2 = start()
