@@ -42,7 +42,8 @@ def settled(win) -> bool:
     and the newest request -- for the current model and frame -- is the result on screen."""
     res = win.last_result
     return (res is not None and not win._resize_timer.isActive() and not win.worker.busy()
-            and res.gen == win.session.gen and res.seq == win.seq and res.frame_id == win.frame_id)
+            and res.gen == win.session.gen and res.seq == win.seq and res.frame_id == win.frame_id
+            and not res.partial)
 
 
 def idle(qtbot, win):

@@ -17,8 +17,9 @@ import numpy as np
 
 from ..core.bounds import check_batch, check_output_size, not_a_file
 from ..core.display import MAX_ZOOM, enlarge
+from ..core.cams import scorecam_cost
 from ..core.files import atomic_save_npz, atomic_write_image, file_name_part, output_path
-from ..core.progress import stderr_progress
+from ..core.progress import roughly, stderr_progress
 from ..options import UsageError, model_from_args, spec_overrides
 from .codes import EXIT_FAILURE, EXIT_OK, PROG
 
@@ -409,6 +410,13 @@ def cmd_export(args) -> int:
                                  f"nowhere to look; choose one with --cam-layer")
             resolved_cam["name"] = c
         cl = resolved_cam["name"]
+        if "scorecam" in methods and not resolved_cam.get("costed"):   # its cost, said before it starts
+            resolved_cam["costed"] = True
+            n, secs = scorecam_cost(frame, frame.activations(cl)[:1])
+            each = len(fixed_units) if fixed_units is not None else top
+            progress.write(f"{PROG}: Score-CAM at {cl!r} scores {n} masked inputs per unit and image: "
+                           f"{roughly(secs)} per unit, {roughly(secs * each)} per image "
+                           f"({each} unit{'s' if each != 1 else ''}), estimated from the first forward")
         inp = frame.input.cpu()
         acts_np = acts.cpu().numpy()
         maps_np = maps.cpu().numpy()
@@ -434,7 +442,9 @@ def cmd_export(args) -> int:
         for u in todo:
             for m in methods:
                 if m in _CAM_EXPORTS:
-                    v = frame.cam(layer, u, cl, m, objective)
+                    v = frame.cam(layer, u, cl, m, objective,
+                                  progress=(lambda r, u=u: progress.note(f"unit {u}: {r.status()}")
+                                            if not r.finished else progress.note("")) if m == "scorecam" else None)
                 elif m == "guided-gradcam":
                     v = frame.guided_grad_cam(layer, u, cl, objective)
                 else:

@@ -51,13 +51,14 @@ import torch.nn.functional as F
 
 from .errors import CnnvisError
 from .hooks import HookSet
+from .progress import Progress
 
 CAM_METHODS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam")
 GRADIENT_CAMS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++")
 SCORECAM_BATCH = 16   # masked inputs per Score-CAM forward
 
 __all__ = ["CAM_METHODS", "GRADIENT_CAMS", "SCORECAM_BATCH", "frame_cam", "cam_from_gradients",
-           "eigen_cam", "unit_scores"]
+           "eigen_cam", "unit_scores", "scorecam_cost"]
 
 
 def cam_from_gradients(method: str, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -172,7 +173,35 @@ def _scores(model, module, xs, unit, objective, call, layout=None) -> torch.Tens
     return s
 
 
-def _score_cam(frame, layer, unit, A, objective, call) -> torch.Tensor:
+def scorecam_cost(frame, A) -> tuple:
+    """Score-CAM's cost before it starts: (masked inputs to score, estimated seconds).
+
+    One masked copy of the input per channel of the CAM layer and per sample, scored by forwards of
+    :data:`SCORECAM_BATCH`; each costs about what the frame's own forward cost per sample (an upper
+    bound: a batched forward is cheaper per sample).  At MobileNetV2's last layer that is 1,280
+    forwards: minutes on a CPU.
+    """
+    n = int(A.shape[0]) * int(A.shape[1])
+    per = max(frame.forward_ms, 1.0) / 1000.0 / max(1, int(A.shape[0]))
+    return n, n * per
+
+
+def _score_batches(model, module, x, A, channels, per, lo, hi, upsampled, scores, unit, objective, call, watch,
+                   layout=None):
+    """Score-CAM's masked forwards, ``per`` channels a batch, into ``scores`` (N x K); a report a batch."""
+    N = x.shape[0]
+    for i in range(0, len(channels), per):
+        ks = channels[i:i + per]
+        l, h = lo[:, ks, None, None], hi[:, ks, None, None]
+        masks = torch.where(h > l, (upsampled(ks) - l) / torch.where(h > l, h - l, torch.ones_like(h)),
+                            torch.zeros((), device=A.device, dtype=A.dtype))  # N x k x H x W in [0, 1]
+        xs = x.unsqueeze(0) * masks.transpose(0, 1).unsqueeze(2)                 # k x N x C x H x W
+        s = _scores(model, module, xs.reshape((-1,) + tuple(x.shape[1:])), unit, objective, call, layout)
+        scores[:, ks] = s.reshape(len(ks), N).T.double()
+        watch.advance(len(ks) * N)
+
+
+def _score_cam(frame, layer, unit, A, objective, call, progress=None) -> torch.Tensor:
     vis = frame.visualizer
     if vis is None:
         raise CnnvisError("Score-CAM needs a frame recorded by a Visualizer (it runs masked forwards).")
@@ -197,14 +226,12 @@ def _score_cam(frame, layer, unit, A, objective, call) -> torch.Tensor:
     varies = hi > lo                                                             # N x K
     channels = torch.nonzero(varies.any(dim=0)).flatten().tolist()
     scores = torch.full((N, K), float("-inf"), device=A.device, dtype=torch.float64)
-    for i in range(0, len(channels), per):
-        ks = channels[i:i + per]
-        l, h = lo[:, ks, None, None], hi[:, ks, None, None]
-        masks = torch.where(h > l, (upsampled(ks) - l) / torch.where(h > l, h - l, torch.ones_like(h)),
-                            torch.zeros((), device=A.device, dtype=A.dtype))  # N x k x H x W in [0, 1]
-        xs = x.unsqueeze(0) * masks.transpose(0, 1).unsqueeze(2)                 # k x N x C x H x W
-        s = _scores(model, module, xs.reshape((-1,) + tuple(x.shape[1:])), unit, objective, call, layout)
-        scores[:, ks] = s.reshape(len(ks), N).T.double()
+    n_inputs, estimate = scorecam_cost(frame, A[:, channels])
+    # a report (and a chance to stop) after every batch of masked forwards
+    watch = Progress("Score-CAM", n_inputs, "masked input", listener=progress, estimate_s=estimate, interval_s=0.0)
+    with watch:                         # finished (a last report) also when stopped or failed
+        _score_batches(model, module, x, A, channels, per, lo, hi, upsampled, scores, unit, objective, call, watch,
+                       layout)
     scores = torch.where(varies, scores, torch.full_like(scores, float("-inf")))
     alive = varies.any(dim=1, keepdim=True)
     weights = torch.where(alive, torch.softmax(torch.where(alive, scores, torch.zeros_like(scores)), dim=1),
@@ -222,13 +249,15 @@ def _finish(cam_map: torch.Tensor, size) -> torch.Tensor:
 
 
 def frame_cam(frame, layer: str, unit: int, cam_layer: str | None = None, method: str = "gradcam",
-              objective="sum", call: int = -1) -> torch.Tensor:
+              objective="sum", call: int = -1, progress=None) -> torch.Tensor:
     """CAM ``method`` of the unit (its objective S) at ``cam_layer``: N x H x W in [0, 1].
 
     ``cam_layer`` defaults to the last convolutional layer that finishes before ``layer``
     (:meth:`Frame.default_cam_layer`); of a module that runs more than once, the CAM reads its last
     call that finishes before the unit's (:meth:`Frame.cam_call`).  See the module docstring for
-    each method's formula.
+    each method's formula.  ``progress`` (a :mod:`.progress` listener) follows Score-CAM's masked
+    forwards, with its cost estimated before the first (:func:`scorecam_cost`); it may raise
+    :class:`~cnnvis_gui.core.progress.Cancelled` to stop them.
     """
     if method not in CAM_METHODS:
         raise CnnvisError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}.")
@@ -253,5 +282,5 @@ def frame_cam(frame, layer: str, unit: int, cam_layer: str | None = None, method
         # the gradient of the objective at the unit's own layer: a backward through one op that
         # checks unit and objective with the engine's own messages before any masked forward
         frame.gradient_at(layer, layer, unit, "gradient", objective, call, at_call=call)
-        cam_map = _score_cam(frame, layer, unit, A, objective, call)
+        cam_map = _score_cam(frame, layer, unit, A, objective, call, progress)
     return _finish(cam_map, tuple(frame.input.shape[-2:]))

@@ -43,8 +43,9 @@ from .layouts import Layout, fit_layout, infer_layouts, layout_key, prefix_posit
 from .modelmap import (CamCandidate, LayerInfo, ModelMap, build_map, check_overrides,  # noqa: F401 - re-exported
                        choose_cam_layer, resolve_layer_name)
 from .recorder import Recording, Structure, _Recorder, model_device_dtype, run_recorded
-from .independence import backward_verdict, independence_notice, input_node, network_notice
-from .rules import ACTIVATIONS, GraphRules, RuleBox, activation_notices
+from .census import Census as _Census
+from .independence import backward_verdict, independence_notice, input_node
+from .rules import ACTIVATIONS, GraphRules, RuleBox
 from .spec import InputSpec
 
 METHODS = ("gradient", "deconvnet", "guided")
@@ -88,41 +89,6 @@ def _forward_failure_message(recorder: _Recorder, structure: Structure, x_in, e:
     msg += ("; if that shape is not what the model was trained on, fix the input spec (channels, height, "
             "width); if it is, the model's own code failed on this input.")
     return msg
-
-
-def _tensors(out) -> list:
-    """The tensors in a model output (a tensor, or tuples/lists/dicts of them)."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (tuple, list)):
-        return [t for o in out for t in _tensors(o)]
-    return []
-
-
-class _Census:
-    """Which activations the recorded graph runs, counted by walking it once (for the notices)."""
-
-    def __init__(self, recording: Recording, output, rules: GraphRules, x_leaf=None):
-        outputs = [t.grad_fn for t in _tensors(output)]
-        roots = outputs + [r[6] for r in recording.records]
-        rules.visit(roots)
-        module_relus = sum(1 for r in recording.records
-                           if id(r[1]) in recording.structure.relu_modules and r[6] is not None)
-        self.relu_calls = rules.relu_calls
-        # (unknown when only some modules were recorded: the nn.ReLU calls were not counted)
-        self.functional_relu_calls = (max(0, rules.relu_calls - module_relus) if recording.layers is None
-                                      else None)
-        self.other_activations = dict(rules.others)
-        self.generalized_activations = dict(rules.generalized)
-        self.mixing_operations = dict(rules.mixing)
-        self.notices = activation_notices(rules)
-        source = input_node(x_leaf)
-        # deconvnet from the output never reads the input (no max-pool switches): say so (core.independence)
-        self.deconvnet_notice = (network_notice(backward_verdict(outputs, source, "deconvnet", rules.generalize))
-                                 if source is not None else None)
-        self.notices += [self.deconvnet_notice] if self.deconvnet_notice else []
 
 
 # --------------------------------------------------------------------------- model map
@@ -734,14 +700,15 @@ class Frame:
         return _cams.frame_cam(self, layer, unit, cam_layer, "gradcam", objective, call)
 
     def cam(self, layer: str, unit: int, cam_layer: str | None = None, method: str = "gradcam",
-            objective="sum", call: int = -1) -> torch.Tensor:
+            objective="sum", call: int = -1, progress=None) -> torch.Tensor:
         """A CAM of the unit at ``cam_layer`` (:data:`CAM_METHODS`), N x H x W in [0, 1].
 
         The gradient-based methods and Eigen-CAM are answered from this frame (one backward, no
-        new forward); Score-CAM runs its masked forwards batched.  Formulas and papers:
+        new forward); Score-CAM runs its masked forwards batched, reporting to ``progress`` (a
+        :mod:`~cnnvis_gui.core.progress` listener) with its cost estimated first.  Formulas and papers:
         :mod:`cnnvis_gui.core.cams`.
         """
-        return _cams.frame_cam(self, layer, unit, cam_layer, method, objective, call)
+        return _cams.frame_cam(self, layer, unit, cam_layer, method, objective, call, progress)
 
     def attention_rollout(self, residual: float = 0.5) -> torch.Tensor:
         """Attention rollout (Abnar & Zuidema 2020) of a ViT frame: N x H x W in [0, 1].

@@ -39,10 +39,19 @@ from typing import Callable
 
 from .text import printable, raw_stream
 
-__all__ = ["Progress", "ProgressReport", "stderr_progress", "format_duration", "LOG_INTERVAL_S"]
+__all__ = ["Progress", "ProgressReport", "Cancelled", "stderr_progress", "format_duration", "roughly",
+           "LOG_INTERVAL_S"]
 
 #: seconds between two log lines on a non-terminal stderr (``CNNVIS_PROGRESS_S`` overrides it)
 LOG_INTERVAL_S = 10.0
+
+
+class Cancelled(Exception):
+    """Raised by a listener to stop the work it watches (a newer request arrived, the user cancelled).
+
+    The work stops at its next step and leaves nothing half-done behind; the caller that raised it
+    catches it.
+    """
 
 
 def format_duration(seconds: float) -> str:
@@ -60,6 +69,12 @@ def format_duration(seconds: float) -> str:
         return f"{m} min {s:02d} s" if s else f"{m} min"
     h, rest = divmod(s, 3600)
     return f"{h} h {rest // 60:02d} min"
+
+
+def roughly(seconds: float) -> str:
+    """An estimate as a person says it: ``"about 4 min 41 s"``, ``"under 1 s"``."""
+    text = format_duration(seconds)
+    return text if text in ("under 1 s", "unknown") else f"about {text}"
 
 
 def _plural(unit: str, n: float) -> str:
@@ -104,6 +119,12 @@ class ProgressReport:
             return f"{r:.3g} {_plural(unit, 2)}/s"
         return f"{1.0 / r:.3g} s/{unit}"
 
+    def left_text(self) -> str:
+        """``"about 4 min 41 s left"`` (``"under 1 s left"``), or "" when unknown."""
+        if self.left_s is None:
+            return ""
+        return f"{roughly(self.left_s)} left"
+
     def status(self) -> str:
         """The report without the work's name: ``"12/160 images (8%), 1.9 s/image, about 4 min 41 s left"``."""
         whole = int(math.floor(self.done + 1e-9))
@@ -120,8 +141,7 @@ class ProgressReport:
             if rate:
                 parts.append(rate)
             if self.left_s is not None:
-                left = format_duration(self.left_s)
-                parts.append(f"{left} left" if left.startswith("under") else f"about {left} left")
+                parts.append(self.left_text())
         if self.note:
             parts.append(self.note)
         return ", ".join(parts)
@@ -147,7 +167,8 @@ class Progress:
         The unit's name in the singular (``"image"``, ``"masked input"``, ``"step"``).
     listener : callable, optional
         ``listener(ProgressReport)``; called at the start, on each change (at most every
-        ``interval_s`` seconds), and once more when the work finishes.
+        ``interval_s`` seconds), and once more when the work finishes.  It may raise
+        :class:`Cancelled` to stop the work.
     estimate_s : float, optional
         The caller's own estimate of the whole work's seconds, used for the time left until a
         step has been measured.
@@ -280,7 +301,7 @@ class _StderrListener:
             if r.done == 0 and not r.finished:
                 head = f"{r.what}: starting" + (f", {r.total} {_plural(r.unit, r.total)}" if r.total is not None else "")
                 if r.left_s is not None:
-                    head += f", about {format_duration(r.left_s)} estimated"
+                    head += f", {roughly(r.left_s)} estimated"
                 print(head, file=self.stream, flush=True)
             else:
                 print(r.line(), file=self.stream, flush=True)

@@ -50,6 +50,8 @@ class LiveStats:
         self.meter.start()
 
     def _on_rendered(self, res):
+        if res.partial:                 # the rest of this result comes with the complete one
+            return
         if res.forwarded and res.frame_id > self.frame0:      # a frame captured inside the measured time
             self.processed += 1
             self.forward.append(res.forward_ms)
@@ -114,9 +116,19 @@ class AutomationRun(QtCore.QObject):
             win.inputs.hold_after_first_frame()
         self._timeout = QtCore.QTimer(self)
         self._timeout.setSingleShot(True)
-        self._timeout.timeout.connect(lambda: self.finish(1, "timed out waiting for the first frame"
-                                                          + (f" ({self.errors[-1]})" if self.errors else "")))
+        self._work = None                 # the newest progress report of slow work (Score-CAM)
+        win.worker.progress.connect(self._on_progress)
+        self._timeout.timeout.connect(self._timed_out)
         self._timeout.start(int(timeout * 1000))
+
+    def _on_progress(self, report) -> None:
+        self._work = None if report.finished else report
+
+    def _timed_out(self) -> None:
+        why = f" ({self.errors[-1]})" if self.errors else ""
+        if self._work is not None:      # say what it was doing, and how far it got
+            why = f" (still computing: {self._work.line()}; raise --timeout)"
+        self.finish(1, "timed out waiting for the first frame" + why)
 
     def finish(self, rc, msg=None) -> None:
         if self.rc is not None:
@@ -141,8 +153,8 @@ class AutomationRun(QtCore.QObject):
     def _complete(self, res) -> bool:
         """``res`` is the newest render of the current frame, with every backprop pane asked for."""
         win = self.win
-        if win.worker.busy() or res.seq != win.seq or res.frame_id != win.frame_id:
-            return False        # a newer request is on its way: wait for it
+        if win.worker.busy() or res.seq != win.seq or res.frame_id != win.frame_id or res.partial:
+            return False        # a newer request is on its way, or Score-CAM still runs: wait for it
         if win.state.backprop_on:
             want = 1 + int(win.state.compare)
             if len(res.backprops) < want:

@@ -41,6 +41,7 @@ class RenderLoop(QtCore.QObject):
         self.worker = RenderWorker()
         self.worker.rendered.connect(self._on_rendered)
         self.worker.failed.connect(self._on_failed)
+        self.worker.progress.connect(self._on_progress)
         self.worker.modelReady.connect(win.session.on_model_ready)
         self._draw_timer = QtCore.QTimer(self)
         self._draw_timer.setSingleShot(True)
@@ -160,6 +161,9 @@ class RenderLoop(QtCore.QObject):
                     tip += f", Grad-CAM at {bp.cam_layer}"
                 pane.info.setText(where)
                 pane.info.setToolTip(plain_tooltip(tip))
+            elif res.partial and (i == 0 or self.state.compare):
+                pane.clear()                                       # Score-CAM still runs for it
+                pane.info.setText("computing… (progress in the status bar)")
             elif i == 0:
                 pane.clear()
                 pane.info.setText("off")
@@ -203,6 +207,10 @@ class RenderLoop(QtCore.QObject):
         shown = describe_display(s.filter, s.sign, s.clip, s.percentile)
         return " · ".join([f"layer {res.layer or 'output'}, unit {res.unit}", bp, shown] + extra) + \
             "   (h: keys)"
+
+    def _on_progress(self, report) -> None:
+        """Slow work in the worker (Score-CAM's masked forwards): its progress and time left in the status bar."""
+        self.win.status.show_report(report)
 
     def _on_failed(self, f):
         if f.gen != self.win.session.gen or self.win.closed:

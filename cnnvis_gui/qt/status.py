@@ -9,6 +9,7 @@ import time
 
 from PyQt5 import QtCore, QtWidgets
 
+from ..core.progress import format_duration
 from .panels import ElidedLabel
 from .plain import plain_tooltip
 
@@ -111,6 +112,19 @@ class StatusLine(QtCore.QObject):
         self.task.setFormat(text)
         self.task.setToolTip(plain_tooltip(text))
         self.task.show()
+
+    def show_report(self, report) -> None:
+        """Slow work's progress (a :class:`~cnnvis_gui.core.progress.ProgressReport`) beside the message
+        line: the percentage and the time left on the bar, the whole report in its tooltip; hidden
+        when the work finished (or was stopped)."""
+        if report.finished:
+            self.hide_task()
+            return
+        total = report.total or 0
+        pct = f" {100 * (report.fraction or 0):.0f}%" if total else ""
+        left = f"{format_duration(report.left_s)} left" if report.left_s is not None else "estimating…"
+        self.show_task(f"{report.what}{pct} · {left}", int(report.done), max(1, total))
+        self.task.setToolTip(plain_tooltip(report.line()))
 
     def hide_task(self) -> None:
         self.task.hide()

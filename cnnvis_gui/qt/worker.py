@@ -109,6 +109,7 @@ class RenderResult:
     notices: tuple
     raw_input: np.ndarray = field(repr=False, default=None)
     raw_grid: np.ndarray = field(repr=False, default=None)
+    partial: bool = False             # slow work (Score-CAM) still runs for the panes not in ``backprops``
     layout: str = ""                  # the grid layer's layout (nchw, nhwc, tokens:P+HxW, flat)
     prefix_tokens: np.ndarray = field(repr=False, default=None)   # a token layer's C x P prefix tokens
 
@@ -199,6 +200,7 @@ class RenderWorker(QtCore.QThread):
     rendered = QtCore.pyqtSignal(object)     # RenderResult
     failed = QtCore.pyqtSignal(object)       # RenderFailure
     modelReady = QtCore.pyqtSignal(object)   # ModelReady
+    progress = QtCore.pyqtSignal(object)     # core.progress.ProgressReport of slow work (Score-CAM)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -305,10 +307,33 @@ class RenderWorker(QtCore.QThread):
             return None     # (a frame lacking a layer: the new frame's forward records it anyway)
         return dataclasses.replace(req, frame_id=self._frame_key[1], frame=None)
 
+    def _watch(self, req: RenderRequest):
+        """A :mod:`~cnnvis_gui.core.progress` listener for slow work on ``req``: its reports go to the
+        GUI; a newer request with another choice (layer, unit, method...), a new model or closing the
+        window stops the work (a new frame of a live source with the same choice does not)."""
+        from ..core.progress import Cancelled
+        mine = _choice(req)
+
+        def listener(report):
+            self.progress.emit(report)
+            if report.finished:
+                return
+            with self._cond:
+                pending = self._pending
+                stop = self._stopping or self._pending_model is not None or (
+                    pending is not None and (pending.gen != req.gen or _choice(pending) != mine))
+            if stop:
+                raise Cancelled()
+        return listener
+
     def _run_one(self, req: RenderRequest):
+        from ..core.progress import Cancelled
         self._last_choice = _choice(req)
         try:
             res = self._render(req)
+        except Cancelled:
+            self._last_choice = None    # nothing was drawn for this choice
+            return
         except _ForwardFailed as e:
             cause = e.__cause__ or e
             msg = str(cause) if isinstance(cause, CnnvisError) else f"{type(cause).__name__}: {cause}"
@@ -470,9 +495,25 @@ class RenderWorker(QtCore.QThread):
         if hi <= lo:
             hi = lo + 1e-6
 
+        def result(bps, partial=False):
+            return RenderResult(
+                seq=req.seq, gen=req.gen, frame_id=req.frame_id, forwarded=forwarded,
+                layer=req.layer, unit=unit, bp=(req.bp_layer, req.bp_unit), grid_mode=req.grid_mode,
+                input_rgb=self._input_rgb, mosaic=mosaic,
+                unit_max=_frozen(flat.max(axis=1)), unit_mean=_frozen(flat.mean(axis=1)),
+                unit_map=_frozen(umap), unit_levels=(lo, hi),
+                unit_rgb=_frozen(heatmap(np.clip((umap - lo) / (hi - lo), 0, 1), cmap="inferno")),
+                backprops=tuple(bps),
+                predictions=self._predictions, forward_ms=self._forward_ms if forwarded else 0.0,
+                backward_ms=bw_ms, total_ms=(time.perf_counter() - t_start) * 1000,
+                notices=tuple(dict.fromkeys(notices)), raw_input=self._raw_input, raw_grid=_frozen(grid),
+                layout=layout.name, prefix_tokens=prefix, partial=partial)
+
         # ---- backprop panes
         bps = []
         for method in req.methods:
+            if method == "scorecam":        # minutes at a wide layer: show everything else while it runs
+                self.rendered.emit(result(bps, partial=True))
             t0 = time.perf_counter()
             note = None
             cam_layer = None
@@ -504,7 +545,7 @@ class RenderWorker(QtCore.QThread):
             elif method in _CAMS:
                 cam_layer = self._cam_layer(req)
                 cam = frame.cam(req.bp_layer, req.bp_unit, cam_layer=cam_layer, method=method,
-                                objective=req.objective)
+                                objective=req.objective, progress=self._watch(req) if method == "scorecam" else None)
                 raw = cam.detach().float().cpu()[0].numpy()
                 raw = np.nan_to_num(raw, nan=0.0)
                 if not np.any(raw):
@@ -519,15 +560,4 @@ class RenderWorker(QtCore.QThread):
             bps.append(BackpropImage(method, _frozen(np.array(img, dtype=np.uint8, copy=True)),
                                      _frozen(np.array(raw, copy=True)), cam_layer, note))
 
-        return RenderResult(
-            seq=req.seq, gen=req.gen, frame_id=req.frame_id, forwarded=forwarded,
-            layer=req.layer, unit=unit, bp=(req.bp_layer, req.bp_unit), grid_mode=req.grid_mode,
-            input_rgb=self._input_rgb, mosaic=mosaic,
-            unit_max=_frozen(flat.max(axis=1)), unit_mean=_frozen(flat.mean(axis=1)),
-            unit_map=_frozen(umap), unit_levels=(lo, hi),
-            unit_rgb=_frozen(heatmap(np.clip((umap - lo) / (hi - lo), 0, 1), cmap="inferno")),
-            backprops=tuple(bps),
-            predictions=self._predictions, forward_ms=self._forward_ms if forwarded else 0.0,
-            backward_ms=bw_ms, total_ms=(time.perf_counter() - t_start) * 1000,
-            notices=tuple(dict.fromkeys(notices)), raw_input=self._raw_input, raw_grid=_frozen(grid),
-            layout=layout.name, prefix_tokens=prefix)
+        return result(bps)

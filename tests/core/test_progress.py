@@ -126,3 +126,50 @@ def test_environment_sets_the_log_interval(monkeypatch):
             clock.t += 1.0
             p.advance()
     assert len(out.getvalue().splitlines()) == 1 + 5 + 1
+
+
+# ---------------------------------------------------------------------- Score-CAM's progress
+def _scorecam_frame():
+    import torch
+    from torch import nn
+    from cnnvis_gui.core import Visualizer
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1), nn.ReLU(), nn.Conv2d(24, 40, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(40, 5)).eval()
+    return Visualizer(model).forward(torch.randn(2, 3, 16, 16))
+
+
+def test_scorecam_reports_its_estimated_cost_first_then_every_masked_batch():
+    from cnnvis_gui.core import cams
+    frame = _scorecam_frame()
+    seen = []
+    cam = frame.cam("6", 1, "2", "scorecam", progress=seen.append)
+    plain = frame.cam("6", 1, "2", "scorecam")
+    assert torch_equal(cam, plain)                                   # watching changes nothing
+    first, last = seen[0], seen[-1]
+    A = frame.activations("2")
+    n, est = cams.scorecam_cost(frame, A)
+    assert (first.what, first.unit, first.done, first.total) == ("Score-CAM", "masked input", 0, n) and n == 80
+    assert first.left_s == pytest.approx(est, rel=0.5) and est > 0   # the estimate, before any forward
+    assert last.finished and last.done == n
+    dones = [r.done for r in seen]
+    assert dones == sorted(dones) and len(set(dones)) >= n // cams.SCORECAM_BATCH
+
+
+def test_a_listener_stops_scorecam():
+    from cnnvis_gui.core.progress import Cancelled
+    frame = _scorecam_frame()
+    calls = []
+
+    def stop_after_first_batch(report):
+        calls.append(report.done)
+        if report.done > 0 and not report.finished:
+            raise Cancelled()
+    with pytest.raises(Cancelled):
+        frame.cam("6", 1, "2", "scorecam", progress=stop_after_first_batch)
+    assert calls[0] == 0 and 0 < calls[-1] < 80                          # stopped after one batch of 16 x 2
+
+
+def torch_equal(a, b):
+    import torch
+    return torch.equal(a, b)

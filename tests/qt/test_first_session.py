@@ -149,3 +149,39 @@ def test_the_deconvnet_pane_says_input_independent_on_a_net_without_switches(qtb
     res = idle(qtbot, win)
     assert not any("input-independent" in n for n in res.notices)
     win.close()
+
+
+def test_scorecam_shows_the_rest_first_its_progress_and_stops_for_a_newer_choice(qtbot, window, monkeypatch):
+    """A slow Score-CAM: the other panes come first, the status bar shows how far it is and the time
+    left, and choosing another unit stops it (the newest choice only) -- gated so it cannot finish first."""
+    import threading
+    from cnnvis_gui.core import cams
+    monkeypatch.setattr(cams, "SCORECAM_BATCH", 1)            # conv1's 8 channels: 8 masked forwards
+    gate, calls = threading.Event(), []
+    scores = cams._scores
+
+    def gated(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            assert gate.wait(60), "the test never opened the gate"
+        return scores(*a, **k)
+    monkeypatch.setattr(cams, "_scores", gated)
+    reports, partial_info = [], []
+    window.worker.progress.connect(reports.append)
+    window.frameDrawn.connect(lambda r: partial_info.append(window.bp1.info.text()) if r.partial else None)
+    s = window.state
+    s.update(method="scorecam", cam_layer="conv1", backprop_on=True)
+    until(qtbot, lambda: any(r.done >= 1 and not r.finished for r in reports) and bool(partial_info))
+    assert window.status.task.isVisible() and "Score-CAM" in window.status.task.format()
+    assert "left" in window.status.task.format() and "masked input" in window.status.task.toolTip()
+    assert partial_info[-1].startswith("computing")          # the grid and unit are drawn, the pane waits
+    first = reports[0]
+    assert first.done == 0 and first.total == 8 and first.left_s is not None   # the estimate, before any forward
+    s.select_unit(3)                                           # a newer choice while Score-CAM runs
+    gate.set()
+    res = idle(qtbot, window)
+    assert res.bp == ("conv2", 3) and res.backprops[0].method == "scorecam" and not res.partial
+    stopped = [r for r in reports if r.finished and r.done < r.total]
+    assert len(stopped) == 1 and stopped[0].done <= 2          # unit 0's Score-CAM stopped after its 2nd batch
+    assert reports[-1].finished and reports[-1].done == 8      # unit 3's ran to the end
+    until(qtbot, lambda: not window.status.task.isVisible())
