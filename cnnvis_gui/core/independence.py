@@ -122,6 +122,15 @@ class Verdict:
     reaches_input: bool = True
 
 
+def _has_saved_result(node) -> bool:
+    """The node kept the view it wrote (the rules reach it); False also when the model changed that
+    tensor in place after the forward saved it (no backward runs through it: nothing to claim)."""
+    try:
+        return getattr(node, "_saved_result", None) is not None
+    except RuntimeError:
+        return False
+
+
 def _depends_on_input(roots, source) -> set:
     """The nodes reachable from ``roots`` from which ``source`` is reachable (iterative post-order)."""
     dep: set = set()

@@ -39,7 +39,7 @@ class AtlasController(QtCore.QObject):
         self._pattern_worker = None     # PatternWorker, created on the first s with a scan
         self._pattern_tiles = {}        # (scan key, layer, preset) -> PatternTiles
         self._pattern_pending = None    # key being computed
-        self._pattern_progress = (0, 0)
+        self._pattern_progress = None       # the newest ProgressReport of the pending pattern tiles
         self._pattern_mosaic = None     # (tiles key, rows, cols, n) , ActivationMosaic
         self._atlasLookedUp.connect(self._on_looked_up)
         #: build the demo models' atlas at first start (off: CNNVIS_DEMO_ATLAS=0, or cnnvis-gui --screenshot)
@@ -123,13 +123,18 @@ class AtlasController(QtCore.QObject):
         pane = self.show_atlas()
         if pane is None or win.session.mm is None:
             return None
+        from ..core.stops import layer_stops
         from .atlas_dialog import AtlasScanDialog
         last = self.remembered() or {}
         selected = set(last.get("layers", [])) | {self.state.layer}
         loaded = win.session.loaded
+        folder = last.get("folder")
+        if not folder or not Path(folder).is_dir():     # the folder being looked at, when it is one
+            folder = getattr(win.inputs.active_source(), "folder", None) or folder
         d = AtlasScanDialog(loaded.model, loaded.spec, layers=win.session.mm.visualizable_names(),
-                            folder=last.get("folder"), k=last.get("k", 9), selected=selected, parent=win,
-                            layouts=getattr(loaded, "layouts", None))
+                            folder=folder, k=last.get("k", 9), selected=selected, parent=win,
+                            layouts=getattr(loaded, "layouts", None), stops=layer_stops(win.session.mm),
+                            current=self.state.layer)
         d.scanFinished.connect(self.on_scan)
         d.setAttribute(QtCore.Qt.WA_DeleteOnClose)
         d.show()
@@ -369,7 +374,7 @@ class AtlasController(QtCore.QObject):
             self._pattern_worker.failed.connect(self._on_pattern_failed)
             self._pattern_worker.start()
         self._pattern_pending = key
-        self._pattern_progress = (0, self.scan.layer(key[1]).units)
+        self._pattern_progress = None
         self._pattern_worker.submit(PatternRequest(key, self.scan, key[1], key[2]))
         win.show_message(f"computing the patterns of layer {key[1] or 'output'} (top-1 crops) in the background…")
 
@@ -389,9 +394,10 @@ class AtlasController(QtCore.QObject):
                              f"(s: back to activations)")
         win.patternsReady.emit(tiles)
 
-    def _on_pattern_progress(self, key, done, n):
-        if key == self._pattern_pending:
-            self._pattern_progress = (done, n)
+    def _on_pattern_progress(self, key, report):
+        if key == self._pattern_pending or report.finished:
+            self._pattern_progress = None if report.finished else report
+            self.win.status.show_report(report)              # how far, and the time left
             self.win.render.update_grid_title()
 
     def _on_pattern_failed(self, key, message):
@@ -413,9 +419,10 @@ class AtlasController(QtCore.QObject):
             grid.title.setToolTip("each unit's optimized image where one is cached (atlas pane: Optimize),"
                                   " else the crop of its best image in the atlas scan; s: activations")
             return True
-        done, n = self._pattern_progress
+        r = self._pattern_progress
+        how = (f"{int(r.done)}/{r.total}" + (f", {r.left_text()}" if r.left_s is not None else "")) if r else "…"
         grid.title.setText(f"{what} — <b>{html_text(name)}</b> <span style='color:#888'>(patterns: computing top-1"
-                           f" crops {done}/{n or '?'}…)</span>")
+                           f" crops {how})</span>")
         return True
 
     def grid_mosaic(self, res):

@@ -248,7 +248,7 @@ class AtlasScanDialog(WorkerDialog):
     failed_prefix = "Scan failed"
 
     def __init__(self, model, spec, layers, folder=None, k: int = 9, selected=None, cache_dir=None,
-                 batch_size: int = 32, parent=None, layouts=None):
+                 batch_size: int = 32, parent=None, layouts=None, stops=None, current=None):
         super().__init__("Scan", parent)
         self.setWindowTitle("Unit atlas: scan a folder")
         self.model, self.spec, self.cache_dir = model, spec, cache_dir
@@ -262,14 +262,26 @@ class AtlasScanDialog(WorkerDialog):
         row.addWidget(self.folder, 1)
         row.addWidget(browse)
 
+        # the ticked layers come first, where they are seen; with ``stops`` (core.stops) the other modules
+        # wait behind "every module" (MobileNetV2 has 213)
         self.layers = QtWidgets.QListWidget()
         selected = set(selected or [])
-        for name in layers:
-            it = QtWidgets.QListWidgetItem(name or "output")
+        self.current, self.stops = current, None if stops is None else set(stops)
+        for name in [n for n in layers if n in selected] + [n for n in layers if n not in selected]:
+            it = QtWidgets.QListWidgetItem((name or "output") + ("   (the current layer)" if name == current else ""))
             it.setData(QtCore.Qt.UserRole, name)
             it.setFlags(it.flags() | QtCore.Qt.ItemIsUserCheckable)
             it.setCheckState(QtCore.Qt.Checked if name in selected else QtCore.Qt.Unchecked)
             self.layers.addItem(it)
+        self.every_module = QtWidgets.QCheckBox("every module")
+        self.every_module.setToolTip("list every module, not only the layers o / u step through")
+        self.every_module.setVisible(self.stops is not None)
+        self.every_module.toggled.connect(self._show_layers)
+        self.ticked = plain_label("")
+        self.ticked.setWordWrap(True)
+        self.layers.itemChanged.connect(lambda _it: self._say_ticked())
+        self._show_layers()
+        self._say_ticked()
 
         self.k = QtWidgets.QSpinBox()
         self.k.setRange(1, 100)
@@ -281,6 +293,8 @@ class AtlasScanDialog(WorkerDialog):
         form = QtWidgets.QFormLayout()
         form.addRow("Folder", row)
         form.addRow("Layers", self.layers)
+        form.addRow("", self.every_module)
+        form.addRow("Scans", self.ticked)
         form.addRow("Images per unit (k)", self.k)
         form.addRow("Batch size", self.batch)
         lay = QtWidgets.QVBoxLayout(self)
@@ -290,6 +304,24 @@ class AtlasScanDialog(WorkerDialog):
         lay.addLayout(self.buttons)
 
     # ------------------------------------------------------------------ choices
+    def _show_layers(self) -> None:
+        every = self.stops is None or self.every_module.isChecked()
+        for i in range(self.layers.count()):
+            it = self.layers.item(i)
+            name = it.data(QtCore.Qt.UserRole)
+            it.setHidden(not (every or name in self.stops or it.checkState() == QtCore.Qt.Checked))
+        self.layers.scrollToTop()
+
+    def _say_ticked(self) -> None:
+        """The layers that will be scanned, in words: nothing is scanned that the user cannot see."""
+        names = self.chosen_layers()
+        if not names:
+            self.ticked.setText("no layer ticked yet")
+            return
+        shown = [(n or "output") + (" (the current layer)" if n == self.current else "") for n in names[:6]]
+        more = f" and {len(names) - 6} more" if len(names) > 6 else ""
+        self.ticked.setText(f"{len(names)} layer{'s' if len(names) != 1 else ''}: {', '.join(shown)}{more}")
+
     def chosen_layers(self) -> list:
         return [self.layers.item(i).data(QtCore.Qt.UserRole) for i in range(self.layers.count())
                 if self.layers.item(i).checkState() == QtCore.Qt.Checked]

@@ -124,12 +124,40 @@ def _pixmap(rgb: np.ndarray, size: int) -> QtGui.QPixmap:
     return QtGui.QPixmap.fromImage(img).scaled(size, size, QtCore.Qt.KeepAspectRatio, QtCore.Qt.FastTransformation)
 
 
+def tile_layout(width: int, height: int, k: int, spacing: int = 2, min_tile: int = 48,
+                max_tile: int = 320) -> tuple:
+    """(columns, tile px) that make the biggest tiles for ``k`` top images and ``k`` backprop crops side by
+    side, plus the optimized image (two tiles wide), in ``width`` x ``height`` pixels.
+
+    A tall column (the deep visualization toolbox's place) takes 3 x 3 grids; a wide, low dock takes
+    fewer rows (a 1,300 x 260 dock: 5 columns of 2 rows, ~100 px tiles instead of 3 x 3 of ~62 px).
+    """
+    square = int(np.ceil(np.sqrt(k)))
+    best = (square, min_tile)
+    for cols in sorted(range(1, k + 1), key=lambda c: abs(c - square)):   # ties: the squarer grid
+        rows = -(-k // cols)
+        across = 2 * cols + 2            # two grids and the optimized image (2 tiles wide)
+        tile = min((width - spacing * (across + 4)) // across, (height - spacing * (rows + 1)) // max(rows, 2))
+        tile = int(max(min_tile, min(max_tile, tile)))
+        if tile > best[1]:
+            best = (cols, tile)
+    return best
+
+
 class AtlasPane(QtWidgets.QWidget):
-    """Top-k crops (left), their backprop crops (middle) and the optimized image (right) of one unit."""
+    """Top-k crops (left), their backprop crops (middle) and the optimized image (right) of one unit.
+
+    The tiles fill the pane (:func:`tile_layout`): as big as its width and height allow, in as many
+    columns as make them biggest; the images are scaled from the crops kept, never recomputed.
+    """
 
     def __init__(self, model, spec, k: int = 9, tile: int = 72, parent=None, layouts=None):
         super().__init__(parent)
         self.tile = tile
+        self.k = k
+        self.cols = int(np.ceil(np.sqrt(k)))
+        self._crops = None           # the AtlasCrops shown (re-scaled when the tiles change size)
+        self._opt_rgb = None
         self.scan = None
         self.layer, self.unit, self.concept = None, None, ""
         self._seq = 0
@@ -235,6 +263,31 @@ class AtlasPane(QtWidgets.QWidget):
             cells.append(lab)
         return g, cells
 
+    def resizeEvent(self, ev):
+        super().resizeEvent(ev)
+        self.fit_tiles()
+
+    def fit_tiles(self) -> None:
+        """Tiles as big as the pane allows (:func:`tile_layout`); the shown images are scaled again."""
+        head = self.title.sizeHint().height() + self.status.sizeHint().height() + 40
+        cols, tile = tile_layout(self.width() - 24, self.height() - head, self.k)
+        if (cols, tile) == (self.cols, self.tile):
+            return
+        if cols != self.cols:
+            for grid, cells in ((self.image_grid, self.image_cells), (self.deconv_grid, self.deconv_cells)):
+                for lab in cells:
+                    grid.removeWidget(lab)
+                for i, lab in enumerate(cells):
+                    grid.addWidget(lab, i // cols, i % cols)
+        self.cols, self.tile = cols, tile
+        for lab in self.image_cells + self.deconv_cells:
+            lab.setFixedSize(tile, tile)
+        self.opt_label.setFixedSize(2 * tile, 2 * tile)
+        if self._crops is not None:
+            self._show_crops(self._crops)
+        if self._opt_rgb is not None:
+            self.opt_label.setPixmap(_pixmap(self._opt_rgb, 2 * tile))
+
     def _connect(self, w: AtlasWorker):
         w.cropsReady.connect(self._on_crops)
         w.optimized.connect(self._on_step)
@@ -246,6 +299,7 @@ class AtlasPane(QtWidgets.QWidget):
             lab.clear()
             lab.setToolTip("")
         self.opt_label.clear()
+        self._crops = self._opt_rgb = None
 
     def _submit(self, optimize: bool):
         if self.worker is None or self.layer is None:
@@ -263,17 +317,22 @@ class AtlasPane(QtWidgets.QWidget):
     def _on_crops(self, c: AtlasCrops):
         if c.seq != self._seq:
             return
+        self._crops = c
+        self._show_crops(c)
+        self.status.setText(f"{len(c.images)} top images")
+
+    def _show_crops(self, c: AtlasCrops):
         for lab, img, cap in zip(self.image_cells, c.images, c.captions):
             lab.setPixmap(_pixmap(img, self.tile))
             lab.setToolTip(plain_tooltip(cap))          # the image's file name
         for lab, img, cap in zip(self.deconv_cells, c.deconvs, c.captions):
             lab.setPixmap(_pixmap(img, self.tile))
             lab.setToolTip(plain_tooltip(cap))
-        self.status.setText(f"{len(c.images)} top images")
 
     def _on_step(self, req: AtlasRequest, step):
         if req.seq != self._seq:
             return
+        self._opt_rgb = step.image
         self.opt_label.setPixmap(_pixmap(step.image, 2 * self.tile))
         self.opt_label.setToolTip(f"activation {step.activation:.4g}")
         self.status.setText(f"optimizing: step {step.iteration}/{step.max_iter}, activation {step.activation:.4g}")

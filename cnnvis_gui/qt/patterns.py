@@ -25,6 +25,7 @@ from PyQt5 import QtCore
 
 from ..atlas import ActivationMaximizer, ReceptiveFields, cache_dir, fit_tile
 from ..core import ActivationMosaic
+from ..core.progress import Progress
 from .atlas_dialog import private_model
 from .worker import NewestRequestThread, stop_thread
 
@@ -79,7 +80,7 @@ class PatternWorker(NewestRequestThread):
     """Builds :class:`PatternTiles` off the GUI thread, on a private copy of the model."""
 
     ready = QtCore.pyqtSignal(object)               # PatternTiles
-    progress = QtCore.pyqtSignal(object, int, int)  # (key, units done, units)
+    progress = QtCore.pyqtSignal(object, object)    # (key, core.progress.ProgressReport: units, time left)
     failed = QtCore.pyqtSignal(object, str)         # (key, message)
 
     def __init__(self, model, spec, parent=None, layouts=None):
@@ -116,18 +117,19 @@ class PatternWorker(NewestRequestThread):
                     tiles[u] = fit_tile(res.image, size)
                     kinds[u] = "optimized"
         rf = ReceptiveFields(self.model, self.spec, layouts=self.layouts)   # the atlas pane's crops (same fit, probes)
+        todo = [u for u in range(n) if not kinds[u]]
+        watch = Progress("patterns", len(todo), "crop", listener=lambda r: self.progress.emit(req.key, r),
+                         interval_s=0.5)                    # a crop: one forward and backward of its image
         try:
-            for u in range(n):
-                if self._newer():
-                    return None
-                if kinds[u]:
-                    continue
-                hits = scan.hits(layer, u)
-                if hits:
-                    tiles[u] = fit_tile(rf.crops(layer, u, hits[0]).image, size)
-                    kinds[u] = "crop"
-                if u % 4 == 3:
-                    self.progress.emit(req.key, u + 1, n)
+            with watch:
+                for u in todo:
+                    if self._newer():
+                        return None
+                    hits = scan.hits(layer, u)
+                    if hits:
+                        tiles[u] = fit_tile(rf.crops(layer, u, hits[0]).image, size)
+                        kinds[u] = "crop"
+                    watch.advance()
         finally:
             rf.close()
         tiles.setflags(write=False)
