@@ -124,7 +124,10 @@ def _pixmap(rgb: np.ndarray, size: int) -> QtGui.QPixmap:
     return QtGui.QPixmap.fromImage(img).scaled(size, size, QtCore.Qt.KeepAspectRatio, QtCore.Qt.FastTransformation)
 
 
-def tile_layout(width: int, height: int, k: int, spacing: int = 2, min_tile: int = 48,
+MIN_TILE = 48          # px: the smallest tile the pane draws (a crop is still recognisable)
+
+
+def tile_layout(width: int, height: int, k: int, spacing: int = 2, min_tile: int = MIN_TILE,
                 max_tile: int = 320) -> tuple:
     """(columns, tile px) that make the biggest tiles for ``k`` top images and ``k`` backprop crops side by
     side, plus the optimized image (two tiles wide), in ``width`` x ``height`` pixels.
@@ -280,9 +283,12 @@ class AtlasPane(QtWidgets.QWidget):
                 for i, lab in enumerate(cells):
                     grid.addWidget(lab, i // cols, i % cols)
         self.cols, self.tile = cols, tile
-        for lab in self.image_cells + self.deconv_cells:
-            lab.setFixedSize(tile, tile)
-        self.opt_label.setFixedSize(2 * tile, 2 * tile)
+        for lab in self.image_cells + self.deconv_cells:     # at most a tile; the pane may still shrink
+            lab.setMinimumSize(MIN_TILE, MIN_TILE)
+            lab.setMaximumSize(tile, tile)
+            lab.resize(tile, tile)
+        self.opt_label.setMinimumSize(2 * MIN_TILE, 2 * MIN_TILE)
+        self.opt_label.setMaximumSize(2 * tile, 2 * tile)
         if self._crops is not None:
             self._show_crops(self._crops)
         if self._opt_rgb is not None:

@@ -33,6 +33,8 @@ __all__ = ["PATTERN_TILE", "PatternRequest", "PatternTiles", "PatternWorker"]
 
 #: side of one pattern tile in pixels (crops and optimized images are fitted into it, aspect kept)
 PATTERN_TILE = 64
+#: seconds between two progress reports of the crops (the status bar's time left)
+PATTERN_REPORT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ class PatternWorker(NewestRequestThread):
         rf = ReceptiveFields(self.model, self.spec, layouts=self.layouts)   # the atlas pane's crops (same fit, probes)
         todo = [u for u in range(n) if not kinds[u]]
         watch = Progress("patterns", len(todo), "crop", listener=lambda r: self.progress.emit(req.key, r),
-                         interval_s=0.5)                    # a crop: one forward and backward of its image
+                         interval_s=PATTERN_REPORT_S)       # a crop: one forward and backward of its image
         try:
             with watch:
                 for u in todo:
