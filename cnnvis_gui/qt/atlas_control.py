@@ -59,7 +59,13 @@ class AtlasController(QtCore.QObject):
             self.pane = AtlasPane(loaded.model, loaded.spec, layouts=getattr(loaded, "layouts", None))
             self.dock = QtWidgets.QDockWidget("Unit atlas", win)
             self.dock.setObjectName("atlas_dock")
-            self.dock.setWidget(self.pane)
+            # in a scroll area: the dock can be as low as the screen needs (1280 x 720: the window had
+            # grown past the screen), the tiles fill whatever it gets (AtlasPane.fit_tiles)
+            self.dock_scroll = QtWidgets.QScrollArea()
+            self.dock_scroll.setWidgetResizable(True)
+            self.dock_scroll.setFrameShape(QtWidgets.QFrame.NoFrame)
+            self.dock_scroll.setWidget(self.pane)
+            self.dock.setWidget(self.dock_scroll)
             if not win.restoreDockWidget(self.dock):      # where it was last time, if anywhere
                 win.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.dock)
             if self.scan is not None:
@@ -81,6 +87,7 @@ class AtlasController(QtCore.QObject):
         self.in_layout = bool(on)
         if self.in_layout:
             self.dock.hide()
+            self.dock_scroll.takeWidget()
             if self.holder is None:                      # scrolls: the pane is ~620 px wide at least
                 self.holder = QtWidgets.QScrollArea()
                 self.holder.setWidgetResizable(True)
@@ -95,7 +102,7 @@ class AtlasController(QtCore.QObject):
             if self.holder is not None and self.holder.widget() is self.pane:
                 self.holder.takeWidget()
                 self.holder.hide()
-            self.dock.setWidget(self.pane)
+            self.dock_scroll.setWidget(self.pane)
             self.dock.show()
         self._show_unit()
         win.persistence.set("atlas/in_layout", self.in_layout)

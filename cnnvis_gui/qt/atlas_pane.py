@@ -124,7 +124,7 @@ def _pixmap(rgb: np.ndarray, size: int) -> QtGui.QPixmap:
     return QtGui.QPixmap.fromImage(img).scaled(size, size, QtCore.Qt.KeepAspectRatio, QtCore.Qt.FastTransformation)
 
 
-MIN_TILE = 48          # px: the smallest tile the pane draws (a crop is still recognisable)
+MIN_TILE = 40          # px: the smallest tile the pane draws (a crop is still recognisable)
 
 
 def tile_layout(width: int, height: int, k: int, spacing: int = 2, min_tile: int = MIN_TILE,
@@ -136,14 +136,17 @@ def tile_layout(width: int, height: int, k: int, spacing: int = 2, min_tile: int
     fewer rows (a 1,300 x 260 dock: 5 columns of 2 rows, ~100 px tiles instead of 3 x 3 of ~62 px).
     """
     square = int(np.ceil(np.sqrt(k)))
-    best = (square, min_tile)
-    for cols in sorted(range(1, k + 1), key=lambda c: abs(c - square)):   # ties: the squarer grid
+    best, best_key = None, None
+    for cols in range(1, k + 1):
         rows = -(-k // cols)
-        across = 2 * cols + 2            # two grids and the optimized image (2 tiles wide)
-        tile = min((width - spacing * (across + 4)) // across, (height - spacing * (rows + 1)) // max(rows, 2))
+        opt = min(rows, 2)               # the optimized image: 2 tiles wide and tall, 1 beside a single row
+        across = 2 * cols + opt          # two grids and the optimized image
+        tile = min((width - spacing * (across + 4)) // across, (height - spacing * (rows + 1)) // rows)
         tile = int(max(min_tile, min(max_tile, tile)))
-        if tile > best[1]:
-            best = (cols, tile)
+        overflow = max(0, across * tile - width) + max(0, rows * tile - height)
+        key = (tile, -overflow, -abs(cols - square))   # biggest; then what spills least; then the squarer
+        if best_key is None or key > best_key:
+            best, best_key = (cols, tile), key
     return best
 
 
@@ -158,7 +161,7 @@ class AtlasPane(QtWidgets.QWidget):
         super().__init__(parent)
         self.tile = tile
         self.k = k
-        self.cols = int(np.ceil(np.sqrt(k)))
+        self.cols = -(-k // 2)       # two rows until the pane knows its size: a low dock fits a 720 px screen
         self._crops = None           # the AtlasCrops shown (re-scaled when the tiles change size)
         self._opt_rgb = None
         self.scan = None
@@ -168,7 +171,8 @@ class AtlasPane(QtWidgets.QWidget):
         self.image_grid, self.image_cells = self._grid(k)
         self.deconv_grid, self.deconv_cells = self._grid(k)
         self.opt_label = QtWidgets.QLabel()
-        self.opt_label.setFixedSize(2 * tile, 2 * tile)
+        self.opt_label.setMinimumSize(MIN_TILE, MIN_TILE)           # fit_tiles sizes it: the dock may shrink
+        self.opt_label.setMaximumSize(2 * tile, 2 * tile)
         self.opt_label.setAlignment(QtCore.Qt.AlignCenter)
         self.opt_label.setStyleSheet("background: #202020")
         self.preset = QtWidgets.QComboBox()
@@ -183,11 +187,14 @@ class AtlasPane(QtWidgets.QWidget):
         self.status = plain_label("")
         self.status.setWordWrap(True)
 
-        right = QtWidgets.QVBoxLayout()
-        right.addWidget(QtWidgets.QLabel("Optimized"))
+        right = QtWidgets.QVBoxLayout()               # its controls beside its heading: the tiles get the height
+        opt_head = QtWidgets.QHBoxLayout()
+        opt_head.addWidget(QtWidgets.QLabel("Optimized"))
+        opt_head.addWidget(self.preset)
+        opt_head.addWidget(self.optimize_button)
+        opt_head.addStretch(1)
+        right.addLayout(opt_head)
         right.addWidget(self.opt_label)
-        right.addWidget(self.preset)
-        right.addWidget(self.optimize_button)
         right.addStretch(1)
         grids = QtWidgets.QHBoxLayout()
         for title, g in (("Top images", self.image_grid), ("Backprop", self.deconv_grid)):
@@ -202,6 +209,7 @@ class AtlasPane(QtWidgets.QWidget):
             col.addStretch(1)
             grids.addLayout(col)
         grids.addLayout(right)
+        grids.addStretch(1)                          # the tiles keep together at the left
         lay = QtWidgets.QVBoxLayout(self)
         lay.addWidget(self.title)
         lay.addLayout(grids)
@@ -255,11 +263,12 @@ class AtlasPane(QtWidgets.QWidget):
     def _grid(self, k):
         g = QtWidgets.QGridLayout()
         g.setSpacing(2)
-        cols = int(np.ceil(np.sqrt(k)))
+        cols = self.cols
         cells = []
         for i in range(k):
             lab = QtWidgets.QLabel()
-            lab.setFixedSize(self.tile, self.tile)
+            lab.setMinimumSize(MIN_TILE, MIN_TILE)       # fit_tiles makes them as big as the pane allows
+            lab.setMaximumSize(self.tile, self.tile)
             lab.setAlignment(QtCore.Qt.AlignCenter)
             lab.setStyleSheet("background: #202020")
             g.addWidget(lab, i // cols, i % cols)
@@ -270,10 +279,28 @@ class AtlasPane(QtWidgets.QWidget):
         super().resizeEvent(ev)
         self.fit_tiles()
 
+    def event(self, ev):
+        if ev.type() == QtCore.QEvent.ParentChange:      # a scroll area's viewport: follow its size
+            parent = self.parentWidget()
+            if parent is not None and parent is not getattr(self, "_watched", None):
+                parent.installEventFilter(self)
+                self._watched = parent
+        return super().event(ev)
+
+    def eventFilter(self, obj, ev):
+        if obj is getattr(self, "_watched", None) and ev.type() == QtCore.QEvent.Resize:
+            self.fit_tiles()
+        return False
+
     def fit_tiles(self) -> None:
-        """Tiles as big as the pane allows (:func:`tile_layout`); the shown images are scaled again."""
-        head = self.title.sizeHint().height() + self.status.sizeHint().height() + 40
-        cols, tile = tile_layout(self.width() - 24, self.height() - head, self.k)
+        """Tiles as big as the pane's visible area allows (:func:`tile_layout`; in a scroll area, its
+        viewport); the shown images are scaled again, not recomputed."""
+        head = self.title.sizeHint().height() + self.status.sizeHint().height() + self.method.sizeHint().height() + 30
+        area = self.size()
+        viewport = self.parentWidget()
+        if viewport is not None and isinstance(viewport.parentWidget(), QtWidgets.QAbstractScrollArea):
+            area = viewport.size()
+        cols, tile = tile_layout(area.width() - 24, area.height() - head, self.k)
         if (cols, tile) == (self.cols, self.tile):
             return
         if cols != self.cols:
@@ -287,12 +314,17 @@ class AtlasPane(QtWidgets.QWidget):
             lab.setMinimumSize(MIN_TILE, MIN_TILE)
             lab.setMaximumSize(tile, tile)
             lab.resize(tile, tile)
-        self.opt_label.setMinimumSize(2 * MIN_TILE, 2 * MIN_TILE)
-        self.opt_label.setMaximumSize(2 * tile, 2 * tile)
+        side = self.opt_side()
+        self.opt_label.setMinimumSize(MIN_TILE, MIN_TILE)
+        self.opt_label.setMaximumSize(side, side)
         if self._crops is not None:
             self._show_crops(self._crops)
         if self._opt_rgb is not None:
-            self.opt_label.setPixmap(_pixmap(self._opt_rgb, 2 * tile))
+            self.opt_label.setPixmap(_pixmap(self._opt_rgb, side))
+
+    def opt_side(self) -> int:
+        """The optimized image's side: two tiles, or one beside a single row of tiles."""
+        return self.tile * min(2, -(-self.k // self.cols))
 
     def _connect(self, w: AtlasWorker):
         w.cropsReady.connect(self._on_crops)
@@ -339,7 +371,7 @@ class AtlasPane(QtWidgets.QWidget):
         if req.seq != self._seq:
             return
         self._opt_rgb = step.image
-        self.opt_label.setPixmap(_pixmap(step.image, 2 * self.tile))
+        self.opt_label.setPixmap(_pixmap(step.image, self.opt_side()))
         self.opt_label.setToolTip(f"activation {step.activation:.4g}")
         self.status.setText(f"optimizing: step {step.iteration}/{step.max_iter}, activation {step.activation:.4g}")
 

@@ -459,6 +459,7 @@ class RenderWorker(QtCore.QThread):
         # deconvnet's network-wide notice is replaced by the one for the pane that shows it (below)
         notices = [str(n) for n in (getattr(frame, "notices", None) or []) if n != getattr(frame, "deconvnet_notice", None)]
         notices += list(self._forward_notices)
+        pane_notes = []                 # what a pane's picture needs said (input-independent, all zero, NaN)
         bw_ms = 0.0
 
         # ---- grid: activations (or gradients) of the current layer
@@ -506,7 +507,8 @@ class RenderWorker(QtCore.QThread):
                 backprops=tuple(bps),
                 predictions=self._predictions, forward_ms=self._forward_ms if forwarded else 0.0,
                 backward_ms=bw_ms, total_ms=(time.perf_counter() - t_start) * 1000,
-                notices=tuple(dict.fromkeys(notices)), raw_input=self._raw_input, raw_grid=_frozen(grid),
+                notices=tuple(dict.fromkeys(pane_notes + notices)), raw_input=self._raw_input,
+                raw_grid=_frozen(grid),
                 layout=layout.name, prefix_tokens=prefix, partial=partial)
 
         # ---- backprop panes
@@ -556,7 +558,7 @@ class RenderWorker(QtCore.QThread):
                 raise CnnvisError(f"unknown backprop method {method!r}")
             bw_ms += (time.perf_counter() - t0) * 1000
             if note:
-                notices.append(note)
+                pane_notes.append(note)     # first on the status line: about the picture on screen
             bps.append(BackpropImage(method, _frozen(np.array(img, dtype=np.uint8, copy=True)),
                                      _frozen(np.array(raw, copy=True)), cam_layer, note))
 

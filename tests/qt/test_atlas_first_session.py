@@ -22,7 +22,8 @@ def test_tile_layout_fills_a_wide_low_dock_and_a_tall_column():
     for w, h in ((1300, 260), (700, 700), (420, 1000), (1900, 300)):
         cols, tile = tile_layout(w, h, 9)
         rows = -(-9 // cols)
-        assert (2 * cols + 2) * tile <= w and rows * tile <= h, (w, h, cols, tile)
+        assert (2 * cols + min(rows, 2)) * tile <= w and rows * tile <= h, (w, h, cols, tile)
+    assert tile_layout(1450, 70, 9) == (9, 66)                            # a strip: one row beside the optimized
 
 
 def test_the_pane_scales_its_tiles_with_the_dock(qtbot, tmp_path):

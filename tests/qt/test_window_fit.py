@@ -205,7 +205,7 @@ def test_the_unit_atlas_can_be_a_column_of_the_window(qtbot, window):
     window.state.select_unit(7)
     assert (pane.layer, pane.unit) == (window.state.layer, 7)      # it follows the selection
     action.trigger()
-    assert not window.atlas.in_layout and window.atlas.dock.isVisible() and window.atlas.dock.widget() is pane
+    assert not window.atlas.in_layout and window.atlas.dock.isVisible() and window.atlas.dock.widget().widget() is pane
     assert not holder.isVisible()
     assert window.persistence.settings.value("atlas/in_layout") in (False, "false")
 
