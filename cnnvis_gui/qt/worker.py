@@ -34,7 +34,6 @@ from ..core.attribution import DEFAULT_NOISE, DEFAULT_STEPS
 from .request_thread import (_LINGERING, NewestRequestThread, stop_thread,  # noqa: F401 - also here, as before
                              stuck_threads)
 from ..core.saliency_display import DEFAULT_CLIP, DEFAULT_PERCENTILE, DEFAULT_SIGN
-from .background import NewestRequestThread, stop_thread, stuck_threads  # noqa: F401 - used and re-exported
 
 #: the backprop rules (the grid's "gradients" mode uses one of them at the grid's layer)
 SALIENCY_METHODS = ("gradient", "deconvnet", "guided")
