@@ -48,7 +48,7 @@ def load_labels(path) -> list:
         labels.pop()
     if not labels:
         raise ModelLoadError(f"labels file {p.name} is empty.")
-    _check_count(len(labels), p.name)
+    _check_count(len(labels), f"labels file {p.name}")
     return labels
 
 
@@ -75,7 +75,8 @@ def _check_count(n: int, what: str) -> None:
 def _label_str(v) -> str:
     if isinstance(v, (list, tuple)) and v:
         v = v[-1]
-    s = v if isinstance(v, str) else str(v) if isinstance(v, (int, float, bool)) or v is None else repr(v)
+    # str, not repr: a numpy number (``list(np.unique(y))``) is named "3", not "np.int64(3)"
+    s = v if isinstance(v, str) else str(v)
     return s[:MAX_LABEL_CHARS]
 
 

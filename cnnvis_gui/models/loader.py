@@ -209,7 +209,7 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
             lp = path.parent / lp   # metadata names a file next to the checkpoint (joined once, here)
         lab = load_labels(lp)
     elif lab is not None:
-        lab = labels_list(lab, "labels")
+        lab = labels_list(lab)
 
     given = _spec_dict(spec, "spec=") if spec is not None else None
     meta_spec = _spec_dict(meta["spec"], "metadata 'spec'") if meta.get("spec") else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnnvis_gui.models import ModelLoadError, load_labels
+from cnnvis_gui.models import ModelLoadError, load, load_labels
 
 
 @pytest.mark.parametrize("text, want", [
@@ -100,3 +100,67 @@ def test_a_labels_file_the_system_cannot_read_says_why(tmp_path, monkeypatch, er
     with pytest.raises(ModelLoadError) as e:
         load_labels(p)
     assert str(e.value) == f"cannot read the labels file '{p}': {said}."
+
+
+# ---------------------------------------------------------------------------- bounds and odd values
+ARCH = "cnnvis_gui.models.demo_nets:GlyphsNet"
+
+
+def test_a_labels_file_may_have_as_many_lines_as_a_model_may_have_classes(tmp_path):
+    from cnnvis_gui.core.bounds import MAX_LABELS
+    p = tmp_path / "labels.txt"
+    p.write_bytes(b"a\n" * (MAX_LABELS - 1) + b"last\n")
+    labels = load_labels(p)
+    assert len(labels) == MAX_LABELS and labels[-1] == "last"
+    p.write_bytes(b"a\n" * (MAX_LABELS + 1))
+    with pytest.raises(ModelLoadError) as e:
+        load_labels(p)
+    assert str(e.value) == ("labels file labels.txt: 1,048,577 labels, more than the 1,048,576 a model's classes "
+                            "may have; is it a labels file?")
+
+
+@pytest.fixture(scope="module")
+def glyphs_weights(tmp_path_factory):
+    """A small checkpoint to load with the labels a user gives (``load(..., labels=...)``)."""
+    import torch
+
+    from cnnvis_gui.models.demo_nets import GlyphsNet
+    path = tmp_path_factory.mktemp("labels") / "glyphs.pth"
+    torch.manual_seed(0)
+    torch.save(GlyphsNet().state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("labels, message", [
+    (42, "labels: expected a list of labels or a mapping {index: label}, got int."),
+    ({"0": "cat", "x": "dog"}, "labels: a labels mapping needs integer keys (class index -> label)."),
+    ({0: "cat", 1.0: "dog"}, "labels: a labels mapping needs integer keys (class index -> label)."),   # 1.0 is no index
+    ({0: "cat", True: "dog"}, "labels: a labels mapping needs integer keys (class index -> label)."),
+    ({-1: "cat"}, "labels: label index -1 is outside 0..1,048,575 (a mapping's largest index decides how many "
+                  "labels there are)."),
+    ({1 << 20: "cat"}, "labels: label index 1,048,576 is outside 0..1,048,575 (a mapping's largest index decides "
+                       "how many labels there are)."),
+    (["x"] * ((1 << 20) + 1), "labels: 1,048,577 labels, more than the 1,048,576 a model's classes may have; is it "
+                              "a labels file?"),
+])
+def test_labels_given_to_load_that_cannot_be_class_names_say_why(glyphs_weights, labels, message):
+    with pytest.raises(ModelLoadError) as e:
+        load(glyphs_weights, arch=ARCH, labels=labels)
+    assert str(e.value) == message
+
+
+def test_labels_given_to_load_at_their_bounds(glyphs_weights):
+    lm = load(glyphs_weights, arch=ARCH, labels={(1 << 20) - 1: "last", 2: "bird"})
+    assert len(lm.labels) == 1 << 20 and lm.labels[:4] == ["0", "1", "bird", "3"] and lm.labels[-1] == "last"
+    lm = load(glyphs_weights, arch=ARCH, labels=["x"] * (1 << 20))
+    assert len(lm.labels) == 1 << 20
+
+
+def test_labels_that_are_numbers_are_named_as_numbers(glyphs_weights):
+    """``list(np.unique(y))`` gives numpy numbers: the predictions pane says 3, not np.int64(3)."""
+    import numpy as np
+    given = [np.int64(3), np.float32(0.5), np.uint8(7), 2, 1.5, True, None, ("n0", np.int16(9)), {"a": 1}, []]
+    lm = load(glyphs_weights, arch=ARCH, labels=given)
+    assert lm.labels == ["3", "0.5", "7", "2", "1.5", "True", "None", "9", "{'a': 1}", "[]"]
+    lm = load(glyphs_weights, arch=ARCH, labels={np.int64(1): np.int64(5)})
+    assert lm.labels == ["0", "5"]
