@@ -121,21 +121,25 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     pm.set_defaults(func=lambda args: cmd_atlas_merge(args, model_from_args, options))
 
     po = subparsers.add_parser(
-        "optimize", help="synthesize an image that maximizes a unit (Yosinski et al. 2015 regularizers)",
-        description="Regularized gradient ascent from a small random image (L2 decay, Gaussian blur, clipping of "
-                    "pixels with small norm / small contribution, jitter). Writes the image and prints the unit's "
-                    "activation for it next to that of a random input.")
+        "optimize", help="synthesize an image of what a unit responds to (feature visualization)",
+        description="Optimizes an image for one unit: by default Lucid's Fourier image with decorrelated colour, "
+                    "random jitter, scale and rotation at every step, and Adam (Olah et al. 2017; measured best on the "
+                    "real MobileNetV2, see the README's benchmark); --preset maco / pixel change the image's "
+                    "parameterization, yosinski-1..4 run the regularized ascent of Yosinski et al. 2015. Writes the "
+                    "image, says what was used, and prints the unit's activation for it next to that of a random "
+                    "input.")
     add_model_arguments(po)
     g = po.add_argument_group("optimize")
     g.add_argument("--layer", "-l", required=True, metavar="L", help="layer name ('output' = class scores)")
     g.add_argument("--unit", "-u", required=True, type=int, metavar="U", help="unit (channel / class) index")
-    g.add_argument("--preset", type=int, default=3, choices=(1, 2, 3, 4),
-                   help="hyper-parameter set of the paper's Table 1 (default 3)")
-    g.add_argument("--target", default="center", metavar="center|channel|Y,X",
-                   help="conv layers: the centre position (default), the whole channel, or position Y,X "
-                        "(a flat layer such as fc/output has no positions: Y,X is refused there)")
+    g.add_argument("--preset", default="fourier", metavar="NAME",
+                   help="fourier (default), maco, pixel, or yosinski-1..4 (the paper's Table 1; 1..4 also work)")
+    g.add_argument("--target", default=None, metavar="channel|center|Y,X",
+                   help="conv layers: the whole channel (the default, except the Yosinski presets: the centre "
+                        "position), the centre position, or position Y,X (a flat layer such as fc/output has no "
+                        "positions: Y,X is refused there)")
     g.add_argument("--iterations", type=_ranged(int, 0, True, "--iterations"), metavar="N", help="override the preset's iteration count")
-    g.add_argument("--lr", type=_ranged(float, 0, True, "--lr"), metavar="LR", help="override the preset's step size (pixel units)")
+    g.add_argument("--lr", type=_ranged(float, 0, True, "--lr"), metavar="LR", help="override the preset's step size (Adam's; pixel units for the Yosinski presets)")
     g.add_argument("--seed", type=int, default=0, help="random start (default 0)")
     g.add_argument("--zoom", type=_ranged(int, 0, True, "--zoom", MAX_ZOOM), default=1, metavar="K",
                    help=f"enlarge the PNG K times (nearest neighbour, 1..{MAX_ZOOM})")
@@ -525,7 +529,7 @@ def _scanned_shape(info) -> tuple | None:
 
 # ============================================================================ optimize
 def _target(text):
-    if text in ("center", "channel"):
+    if text is None or text in ("center", "channel"):
         return text
     m = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", str(text))
     if not m:
@@ -534,11 +538,12 @@ def _target(text):
 
 
 def cmd_optimize(args, model_from_args) -> int:
-    from .optimize import ActivationMaximizer, random_input, unit_activation
+    from .optimize import ActivationMaximizer, preset_name, random_input, unit_activation
 
     from ..core import model_map
 
     target = _target(args.target)
+    preset_name(args.preset)        # an unknown preset is refused before the model loads
     if args.zoom < 1:
         raise CnnvisError("--zoom must be at least 1.")
     out = Path(args.out).expanduser()
@@ -554,9 +559,9 @@ def cmd_optimize(args, model_from_args) -> int:
     lm = model_from_args(args)
     model, spec = lm.model, lm.spec
     check_output_size(spec.height, spec.width, args.zoom, "--zoom")     # before the optimization, not after
-    opt = ActivationMaximizer(model, spec, args.layer, args.unit, target, args.preset, cache_dir=args.cache_dir,
-                              use_cache=not args.no_cache, max_iter=args.iterations, lr=args.lr, seed=args.seed,
-                              layouts=getattr(lm, "layouts", None))
+    opt = ActivationMaximizer(model, spec, args.layer, args.unit, target, preset_name(args.preset),
+                              cache_dir=args.cache_dir, use_cache=not args.no_cache, max_iter=args.iterations,
+                              lr=args.lr, seed=args.seed, layouts=getattr(lm, "layouts", None))
     if isinstance(target, tuple):
         info = model_map(model, spec, getattr(lm, "layouts", None))[opt.layer]
         grid = info.map_shape            # the unit's map through the layer's layout (channels last, tokens)
@@ -577,11 +582,16 @@ def cmd_optimize(args, model_from_args) -> int:
     img = enlarge(img, args.zoom)
     _write_png(out, img)
     rnd = float(unit_activation(model, spec, opt.layer, opt.unit, random_input(spec, 1, seed=args.seed + 1),
-                                target, layouts=getattr(lm, "layouts", None))[0])
+                                opt.target, layouts=getattr(lm, "layouts", None))[0])
     label = ""
     if opt.layer == "" and getattr(lm, "labels", None) and opt.unit < len(lm.labels):
         label = f" ({lm.labels[opt.unit]})"
     print(f"layer {opt.layer or 'output'} unit {opt.unit}{label}: activation {res.activation:.4g} for the optimized "
-          f"image, {rnd:.4g} for a random input (preset {args.preset}, {res.iterations} iterations"
+          f"image, {rnd:.4g} for a random input (preset {opt.preset}, {res.iterations} iterations"
           f"{', from cache' if res.from_cache else ''}, {time.perf_counter() - t0:.1f} s) -> {out}")
+    if res.description:
+        print(f"  image: {res.description}; objective: {opt.objective_text}")
+    if res.problem:
+        print(f"cnnvis optimize: {res.problem}; {out} holds the last good image.", file=sys.stderr)
+        return 1
     return 0

@@ -200,6 +200,11 @@ class ActivationMaximizer:
                               self.params, int(z["iterations"]), [float(v) for v in z["history"]], True,
                               self.preset, str(z["description"]) if "description" in z else "")
 
+    @property
+    def objective_text(self) -> str:
+        """What is maximized, in words: "features.10 channel 5", "class 281 logit + 1 log p"..."""
+        return self._objective().text
+
     def _objective(self):
         if self.layer == "" and not self.yosinski:
             return class_logit(self.unit, self.params.class_probability)

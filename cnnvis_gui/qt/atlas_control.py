@@ -338,7 +338,7 @@ class AtlasController(QtCore.QObject):
 
     def _pattern_key(self, layer) -> tuple:
         from ..atlas.optimize import DEFAULT_PRESET
-        preset = int(self.pane.preset.currentData()) if self.pane is not None else int(DEFAULT_PRESET)
+        preset = str(self.pane.preset.currentData()) if self.pane is not None else DEFAULT_PRESET
         return (self.scan.key or str(id(self.scan)), layer, preset)
 
     def toggle_patterns(self) -> None:

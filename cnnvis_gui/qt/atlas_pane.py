@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from ..atlas import ActivationMaximizer, PRESETS, ReceptiveFields
+from ..atlas import DEFAULT_PRESET, PRESET_WORDS, PRESETS, ActivationMaximizer, ReceptiveFields
 from .atlas_dialog import private_model
 from .plain import plain_label, plain_tooltip
 from .worker import NewestRequestThread
@@ -37,7 +37,7 @@ class AtlasRequest:
     unit: int
     scan: object = None          # AtlasScan or None
     optimize: bool = False       # run the optimization (a cached optimized image is shown anyway)
-    preset: int = 3
+    preset: str = DEFAULT_PRESET
     method: str = "guided"
 
 
@@ -112,9 +112,10 @@ class AtlasWorker(NewestRequestThread):
             self.optimized.emit(req, step)
             if self._newer():
                 opt.stop()
-        if opt.result is not None and not self._newer():
-            self.status.emit(req, f"activation {opt.result.activation:.4g}"
-                                  f"{' (cached)' if opt.result.from_cache else ''}")
+        res = opt.result
+        if res is not None and not self._newer():
+            self.status.emit(req, f"activation {res.activation:.4g}{' (cached)' if res.from_cache else ''}"
+                                  f"{'; ' + res.problem if res.problem else ''}")
 
 
 def _pixmap(rgb: np.ndarray, size: int) -> QtGui.QPixmap:
@@ -176,9 +177,12 @@ class AtlasPane(QtWidgets.QWidget):
         self.opt_label.setAlignment(QtCore.Qt.AlignCenter)
         self.opt_label.setStyleSheet("background: #202020")
         self.preset = QtWidgets.QComboBox()
-        for i in sorted(PRESETS):
-            self.preset.addItem(f"preset {i}", i)
-        self.preset.setCurrentIndex(2)
+        for name in PRESETS:
+            self.preset.addItem(PRESET_WORDS[name], name)
+        self.preset.setCurrentIndex(self.preset.findData(DEFAULT_PRESET))
+        self.preset.setToolTip("How the optimized image is made: Fourier (Lucid's Fourier image with decorrelated "
+                               "colour and random transforms, the default), MACO (natural-image magnitude, phase "
+                               "only), pixels, or the regularized ascent of Yosinski et al. 2015 (1-4)")
         self.optimize_button = QtWidgets.QPushButton("Optimize")
         self.optimize_button.clicked.connect(self.optimize)
         self.method = QtWidgets.QComboBox()
@@ -243,7 +247,7 @@ class AtlasPane(QtWidgets.QWidget):
         self._submit(False)
 
     def optimize(self):
-        """Run (or show the cached) activation maximization of the current unit with the chosen preset."""
+        """Run (or show the cached) optimized image of the current unit with the chosen preset."""
         if self.layer is not None:
             self._submit(True)
 
@@ -350,7 +354,7 @@ class AtlasPane(QtWidgets.QWidget):
                            + ("" if has else "  (no scan for this layer: Atlas → Scan)"))
         self.status.setText("optimizing…" if optimize else ("computing crops…" if has else ""))
         self.worker.submit(AtlasRequest(self._seq, self.layer, self.unit, self.scan, optimize,
-                                        int(self.preset.currentData()), self.method.currentText()))
+                                        str(self.preset.currentData()), self.method.currentText()))
 
     def _on_crops(self, c: AtlasCrops):
         if c.seq != self._seq:
@@ -372,7 +376,7 @@ class AtlasPane(QtWidgets.QWidget):
             return
         self._opt_rgb = step.image
         self.opt_label.setPixmap(_pixmap(step.image, self.opt_side()))
-        self.opt_label.setToolTip(f"activation {step.activation:.4g}")
+        self.opt_label.setToolTip(f"activation {step.activation:.4g}; {PRESET_WORDS.get(req.preset, req.preset)}")
         self.status.setText(f"optimizing: step {step.iteration}/{step.max_iter}, activation {step.activation:.4g}")
 
     def _on_status(self, req: AtlasRequest, text: str):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from PyQt5 import QtCore
 
-from ..atlas import ActivationMaximizer, ReceptiveFields, cache_dir, fit_tile
+from ..atlas import DEFAULT_PRESET, ActivationMaximizer, ReceptiveFields, cache_dir, fit_tile
 from ..core import ActivationMosaic
 from ..core.progress import Progress
 from .atlas_dialog import private_model
@@ -42,7 +42,7 @@ class PatternRequest:
     key: tuple                   # (scan key, layer, preset): the cache key of the result
     scan: object                 # AtlasScan
     layer: str
-    preset: int = 3
+    preset: str = DEFAULT_PRESET
     tile: int = PATTERN_TILE
 
 

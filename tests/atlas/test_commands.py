@@ -60,8 +60,21 @@ def test_optimize_command(tmp_path):
               "--preset", "1", "--iterations", "40", "--zoom", "2", "--out", str(out)], tmp_path)
     assert r.returncode == 0, r.stderr
     assert cv2.imread(str(out)).shape == (128, 128, 3)
-    line = r.stdout.strip().splitlines()[-1]
-    assert "optimized" in line and "random input" in line
+    first, image = r.stdout.strip().splitlines()[-2:]
+    assert "optimized" in first and "random input" in first and "(preset yosinski-1, 40 iterations" in first
+    assert image.startswith("  image: Yosinski et al. 2015: pixels, decay 0, blur 0.5 px every 4, small-norm clip 50 %")
+    assert image.endswith("objective: features.10 unit 5 centre")
+    # the default: Fourier image, the whole channel, what was used said
+    r = _run(["optimize", "--model", "shapes", "--device", "cpu", "--layer", "features.10", "--unit", "5",
+              "--iterations", "20", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    first, image = r.stdout.strip().splitlines()[-2:]
+    assert "(preset fourier, 20 iterations" in first
+    assert image.startswith("  image: Fourier, 1/f^") and "decorrelated colour (ImageNet)" in image
+    assert image.endswith("Adam lr 0.05; objective: features.10 channel 5")
+    r = _run(["optimize", "--model", "shapes", "--device", "cpu", "--layer", "features.10", "--unit", "5",
+              "--preset", "cppn", "--out", str(out)], tmp_path)
+    assert r.returncode == 2 and "unknown preset 'cppn'; choose one of fourier, maco, pixel, yosinski-1" in r.stderr
     r = _run(["optimize", "--model", "shapes", "--device", "cpu", "--layer", "nope", "--unit", "5",
               "--out", str(out)], tmp_path)
     assert r.returncode == 2 and "nope" in r.stderr

@@ -50,7 +50,7 @@ def _demo():
 
 def test_presets_are_the_papers_table():
     rows = [(p.decay, p.blur_radius, p.blur_every, p.small_norm_pct, p.px_abs_benefit_pct)
-            for p in (PRESETS[i] for i in (1, 2, 3, 4))]
+            for p in (PRESETS[f"yosinski-{i}"] for i in (1, 2, 3, 4))]
     assert rows == [(0, 0.5, 4, 50, 0), (0.3, 0, 0, 20, 0), (0.0001, 1.0, 4, 0, 0), (0, 0.5, 4, 0, 90)]
 
 

@@ -40,7 +40,7 @@ def test_pane_shows_crops_and_optimized_image(qtbot, tmp_path):
         pane.show_unit("features.4", 2)
     assert all(lab.pixmap() is not None and not lab.pixmap().isNull() for lab in pane.image_cells)
     assert all(not lab.pixmap().isNull() for lab in pane.deconv_cells)
-    pane.preset.setCurrentIndex(1)   # preset 2: 750 steps; stopped by selecting another unit
+    pane.preset.setCurrentIndex(pane.preset.findData("yosinski-2"))   # 750 steps; stopped by selecting another unit
     with signal(qtbot, pane.worker.optimized):
         pane.optimize()
     assert not pane.opt_label.pixmap().isNull()

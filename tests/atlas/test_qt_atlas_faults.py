@@ -184,7 +184,7 @@ def test_closing_the_pane_stops_a_running_optimization(qtbot, tmp_path):
     from cnnvis_gui.qt.atlas_pane import AtlasPane
     pane = AtlasPane(tiny_model(), TINY_SPEC)
     qtbot.addWidget(pane)
-    pane.preset.setCurrentIndex(3)           # preset 4: 1000 steps
+    pane.preset.setCurrentIndex(pane.preset.findData("yosinski-4"))   # 1000 steps
     pane.show_unit("features.7", 1)
     worker, steps = pane.worker, []
 
