@@ -63,7 +63,8 @@ def measure(paths) -> np.ndarray:
             raise SystemExit(f"cannot read {p}")
         rgb = bgr[..., ::-1].astype(np.float64) / 255.0
         for k in (1, 2, 4):
-            img = rgb if k == 1 else cv2.resize(rgb, (rgb.shape[1] // k, rgb.shape[0] // k), interpolation=cv2.INTER_AREA)
+            img = rgb if k == 1 else cv2.resize(rgb, (rgb.shape[1] // k, rgb.shape[0] // k),
+                                                interpolation=cv2.INTER_AREA)
             z = np.einsum("dc,hwc->dhw", inv, img)
             for size in CROPS:
                 if min(z.shape[1:]) < size:
@@ -94,7 +95,8 @@ def measure(paths) -> np.ndarray:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "cnnvis_gui/optvis/natural_spectrum.json"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "cnnvis_gui" / "optvis" /
+                                         "natural_spectrum.json"))
     args = ap.parse_args(argv)
     paths = [Path(args.folder) / n for n in PHOTOS]
     table = measure(paths)

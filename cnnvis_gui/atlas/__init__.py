@@ -16,7 +16,8 @@ from .results import Hit, ScanProgress, LayerTopK, AtlasScan
 from .scan import TopKScan, scan_folder, load_scan, resolve_layers
 from .crops import Box, HitCrops, ReceptiveFields, crop_hits, support_box, input_position, fit_tile
 from .optimize import (OptimizeParams, RenderParams, PRESETS, DEFAULT_PRESET, PRESET_WORDS, TOOLBOX_LR, OptStep,
-                       OptimizeResult, ActivationMaximizer, maximize, preset_name, unit_activation, random_input)
+                       OptimizeResult, ActivationMaximizer, maximize, optimize_units, preset_name, unit_activation,
+                       random_input)
 from .montage import grid, unit_montage
 from .patterns import top1_crops, optimized_images
 
@@ -25,5 +26,5 @@ __all__ = ["cache_dir", "weights_hash", "ENV_VAR",
            "resolve_layers",
            "Box", "HitCrops", "ReceptiveFields", "crop_hits", "support_box", "input_position", "fit_tile",
            "OptimizeParams", "RenderParams", "PRESETS", "DEFAULT_PRESET", "PRESET_WORDS", "TOOLBOX_LR", "OptStep",
-           "OptimizeResult", "ActivationMaximizer", "maximize", "preset_name", "unit_activation", "random_input", "grid", "unit_montage", "top1_crops",
-           "optimized_images"]
+           "OptimizeResult", "ActivationMaximizer", "maximize", "optimize_units", "preset_name", "unit_activation",
+           "random_input", "grid", "unit_montage", "top1_crops", "optimized_images"]

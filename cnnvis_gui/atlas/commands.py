@@ -131,7 +131,13 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     add_model_arguments(po)
     g = po.add_argument_group("optimize")
     g.add_argument("--layer", "-l", required=True, metavar="L", help="layer name ('output' = class scores)")
-    g.add_argument("--unit", "-u", required=True, type=int, metavar="U", help="unit (channel / class) index")
+    which = g.add_mutually_exclusive_group(required=True)
+    which.add_argument("--unit", "-u", type=int, metavar="U", help="unit (channel / class) index")
+    which.add_argument("--units", metavar="0,5,10-15",
+                       help="several units of the layer ('all': every one), --batch at a time in one optimization; "
+                            "--out is then their montage, and each image is cached for the window's pattern mode")
+    g.add_argument("--batch", type=_ranged(int, 0, True, "--batch"), default=8, metavar="N",
+                   help="units optimized together with --units (default 8)")
     g.add_argument("--preset", default="fourier", metavar="NAME",
                    help="fourier (default), maco, pixel, or yosinski-1..4 (the paper's Table 1; 1..4 also work)")
     g.add_argument("--target", default=None, metavar="channel|center|Y,X",
@@ -559,6 +565,8 @@ def cmd_optimize(args, model_from_args) -> int:
     lm = model_from_args(args)
     model, spec = lm.model, lm.spec
     check_output_size(spec.height, spec.width, args.zoom, "--zoom")     # before the optimization, not after
+    if args.units is not None:
+        return _optimize_units(args, lm, target, out)
     opt = ActivationMaximizer(model, spec, args.layer, args.unit, target, preset_name(args.preset),
                               cache_dir=args.cache_dir, use_cache=not args.no_cache, max_iter=args.iterations,
                               lr=args.lr, seed=args.seed, layouts=getattr(lm, "layouts", None))
@@ -595,3 +603,39 @@ def cmd_optimize(args, model_from_args) -> int:
         print(f"cnnvis optimize: {res.problem}; {out} holds the last good image.", file=sys.stderr)
         return 1
     return 0
+
+
+def _optimize_units(args, lm, target, out) -> int:
+    """``cnnvis optimize --units``: every chosen unit's image, --batch per optimization, as one montage."""
+    from .montage import grid
+    from .optimize import optimize_units, preset_name
+
+    from ..core import model_map
+    from ..optvis import resolve_layer
+
+    model, spec = lm.model, lm.spec
+    layer = resolve_layer(model, args.layer)
+    info = model_map(model, spec)[layer]
+    if not info.units:
+        raise CnnvisError(f"layer {info.display_name!r} has no units to optimize ({info.reason or 'no tensor'}).")
+    units = _units(args.units, info.units)
+    t0 = time.perf_counter()
+    with stderr_progress(f"cnnvis optimize: {args.layer} units {args.units}", len(units), "unit",
+                         quiet=args.quiet) as progress:
+        results = optimize_units(model, spec, layer, units, preset_name(args.preset), target, args.batch,
+                                 args.cache_dir, not args.no_cache, lambda done, n: progress.update(done),
+                                 max_iter=args.iterations, lr=args.lr, seed=args.seed)
+    tile = max(spec.height, spec.width) * args.zoom
+    _write_png(out, grid([r.image for r in results], tile=tile))
+    cached = sum(r.from_cache for r in results)
+    acts = np.array([r.activation for r in results])
+    print(f"layer {layer or 'output'} units {args.units}: {len(results)} images ({cached} from cache), activation "
+          f"{acts.min():.4g} to {acts.max():.4g} (median {np.median(acts):.4g}; preset {preset_name(args.preset)}, "
+          f"{time.perf_counter() - t0:.1f} s), montage in unit order -> {out}")
+    described = [r.description for r in results if r.description]
+    if described:
+        print(f"  image: {described[0]}")
+    problems = [(u, r.problem) for u, r in zip(units, results) if r.problem]
+    for u, problem in problems:
+        print(f"cnnvis optimize: unit {u}: {problem}; the montage holds its last good image.", file=sys.stderr)
+    return 1 if problems else 0

@@ -35,14 +35,15 @@ import torch
 from torch import nn
 
 from ..core import CnnvisError, InputSpec
-from ..optvis import LayerCapture, RenderParams, Renderer, channel, class_logit, neuron, resolve_layer
+from ..optvis import (LayerCapture, RenderParams, Renderer, channel, class_logit, neuron, per_image,
+                      resolve_layer, sample_seed)
 from ..optvis.render import RenderStep
 from ..optvis.yosinski import TOOLBOX_LR, YOSINSKI_PRESETS, OptimizeParams, YosinskiAscent
 from . import cache as _cache
 
 __all__ = ["PRESETS", "DEFAULT_PRESET", "PRESET_WORDS", "OptimizeParams", "RenderParams", "TOOLBOX_LR", "OptStep",
-           "OptimizeResult", "ActivationMaximizer", "maximize", "params_for", "preset_name", "unit_activation",
-           "random_input"]
+           "OptimizeResult", "ActivationMaximizer", "maximize", "optimize_units", "params_for", "preset_name",
+           "unit_activation", "random_input"]
 
 #: every preset by name; the first is the default
 PRESETS = {"fourier": RenderParams(), "maco": RenderParams(param="maco"), "pixel": RenderParams(param="pixel")}
@@ -201,6 +202,11 @@ class ActivationMaximizer:
                               self.preset, str(z["description"]) if "description" in z else "")
 
     @property
+    def seed(self) -> int:
+        """The image's own seed: the run's seed, the layer and the unit (the same alone or in a batch)."""
+        return sample_seed(self.params.seed, self.layer, self.unit)
+
+    @property
     def objective_text(self) -> str:
         """What is maximized, in words: "features.10 channel 5", "class 281 logit + 1 log p"..."""
         return self._objective().text
@@ -221,9 +227,7 @@ class ActivationMaximizer:
         if self.yosinski:
             runner = YosinskiAscent(self.model, self.spec, self._objective(), self.params)
         else:
-            from ..optvis import sample_seed
-            runner = Renderer(self.model, self.spec, self._objective(),
-                              [sample_seed(self.params.seed, self.layer, self.unit)], self.params)
+            runner = Renderer(self.model, self.spec, self._objective(), [self.seed], self.params)
         self._runner = runner
         held = None                  # the runner's last step reports its objective: ours reports the unit
         for step in runner.run(every):
@@ -232,17 +236,61 @@ class ActivationMaximizer:
             if held is not None:
                 yield held
             held = step
-        res = runner.result
-        act = float(unit_activation(self.model, self.spec, self.layer, self.unit, res.x, self.target)[0])
-        self.result = OptimizeResult(res.x, res.images[0], act, self.layer, self.unit, self.target, self.params,
-                                     res.iterations, [float(v) for v in res.history[:, 0]], False, self.preset,
+        self.finish(runner.result, 0)
+        r = self.result
+        yield OptStep(r.iterations, self.params.max_iter, [r.activation], [r.activation], [r.image])
+
+    def finish(self, res, i: int) -> OptimizeResult:
+        """:attr:`result` from image ``i`` of a finished run ``res`` (a RenderResult), measured and cached."""
+        x = res.x[i:i + 1]
+        act = float(unit_activation(self.model, self.spec, self.layer, self.unit, x, self.target)[0])
+        self.result = OptimizeResult(x, res.images[i], act, self.layer, self.unit, self.target, self.params,
+                                     res.iterations, [float(v) for v in res.history[:, i]], False, self.preset,
                                      res.description, res.problem)
         if self.use_cache and not res.stopped and res.problem is None:
-            _cache.atomic_save_npz(self.cache_file, x=res.x.numpy(), activation=np.array(act),
+            _cache.atomic_save_npz(self.cache_file, x=x.numpy(), activation=np.array(act),
                                    iterations=np.array(res.iterations),
                                    history=np.array(self.result.history, np.float32),
                                    description=np.array(res.description))
-        yield OptStep(res.iterations, self.params.max_iter, [act], [act], [self.result.image])
+        return self.result
+
+
+def optimize_units(model: nn.Module, spec: InputSpec, layer: str, units, preset=DEFAULT_PRESET, target=None,
+                   batch: int = 8, cache_dir=None, use_cache: bool = True, progress=None, **overrides) -> list:
+    """Optimized images of several units of one layer, ``batch`` units in one optimization at a time.
+
+    Each image has its own seed and its own transforms (:mod:`cnnvis_gui.optvis.param`), so a unit's
+    image is the one :class:`ActivationMaximizer` gives it alone, and it is cached under the same key:
+    the window's pattern mode and Atlas dock show it.  Cached units are not optimized again.  The
+    Yosinski presets optimize one unit at a time.  ``progress(done, total)`` after each batch.
+    Returns one :class:`OptimizeResult` per unit, in order.
+    """
+    makers = [ActivationMaximizer(model, spec, layer, u, target, preset, cache_dir, use_cache, **overrides)
+              for u in units]
+    out = [m.cached() for m in makers]
+    todo = [i for i, r in enumerate(out) if r is None]
+    batch = 1 if makers and makers[0].yosinski else max(1, int(batch))
+    done = len(makers) - len(todo)
+    if progress is not None:
+        progress(done, len(makers))
+    for k in range(0, len(todo), batch):
+        chunk = [makers[i] for i in todo[k:k + batch]]
+        if chunk[0].yosinski:
+            for _ in chunk[0].run():
+                pass
+            results = [chunk[0].result]
+        else:
+            r = Renderer(model, spec, per_image([m._objective() for m in chunk]), [m.seed for m in chunk],
+                         chunk[0].params)
+            for _ in r.run(every=10 ** 9):
+                pass
+            results = [m.finish(r.result, j) for j, m in enumerate(chunk)]
+        for i, res in zip(todo[k:k + batch], results):
+            out[i] = res
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(makers))
+    return out
 
 
 def maximize(model: nn.Module, spec: InputSpec, layer: str, unit: int, target=None, preset=DEFAULT_PRESET,

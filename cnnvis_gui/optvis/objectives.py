@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from ..core import CnnvisError
 from ..core.layouts import Layout
 
-__all__ = ["LAYOUTS", "Objective", "channel", "neuron", "class_logit", "direction", "diversity", "gram_matrices", "per_image",
+__all__ = ["LAYOUTS", "Objective", "channel", "neuron", "class_logit", "direction", "diversity", "gram_matrices",
+           "per_image",
            "unit_map"]
 
 LAYOUTS = ("flat", "nchw", "nhwc", "tokens")

@@ -121,7 +121,7 @@ class FourierImage(ImageParam):
 
     name = "fourier"
 
-    def __init__(self, spec, seeds, decorrelate=None, device=None, decay: float = 1.0, sd: float = 0.01):
+    def __init__(self, spec, seeds, decorrelate=None, device=None, decay: float = 1.25, sd: float = 0.01):
         super().__init__(spec, seeds, decorrelate, device)
         c, h, w = spec.shape
         self.decay, self.sd = float(decay), float(sd)

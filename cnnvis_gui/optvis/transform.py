@@ -161,7 +161,7 @@ class Transforms:
         return ", ".join(map(repr, self.transforms)) + f" (outside: {fill})"
 
 
-def standard_transforms(jitter: float = 16.0, scale=(0.9, 1.1), rotate: float = 10.0, pad: float = 0.0,
+def standard_transforms(jitter: float = 16.0, scale=(0.8, 1.2), rotate: float = 10.0, pad: float = 0.0,
                         fill=0.5) -> Transforms:
     """The default robustness set: [pad], jitter, random scale, small rotation, a second small jitter."""
     ts = [Pad(pad)] if pad else []

@@ -109,7 +109,8 @@ TOOLBOX_LR = {1: dict(lr_policy="progress", max_lr=100.0, desired_prog=2.0),
               2: dict(lr_policy="constant", lr=100.0),
               3: dict(lr_policy="constant", lr=100.0),
               4: dict(lr_policy="progress", max_lr=1e8, desired_prog=2.0)}
-"""The toolbox's own learning-rate settings per preset (for CaffeNet), e.g. ``YOSINSKI_PRESETS[3].replace(**TOOLBOX_LR[3])``."""
+"""The toolbox's own learning-rate settings per preset (for CaffeNet),
+e.g. ``YOSINSKI_PRESETS[3].replace(**TOOLBOX_LR[3])``."""
 
 
 def _pixel_bounds(spec: InputSpec, device, dtype):

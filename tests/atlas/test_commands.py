@@ -78,3 +78,24 @@ def test_optimize_command(tmp_path):
     r = _run(["optimize", "--model", "shapes", "--device", "cpu", "--layer", "nope", "--unit", "5",
               "--out", str(out)], tmp_path)
     assert r.returncode == 2 and "nope" in r.stderr
+
+
+def test_optimize_several_units_writes_their_montage_and_caches_each(tmp_path):
+    _cli_available()
+    out = tmp_path / "units.png"
+    args = ["optimize", "--model", "shapes", "--device", "cpu", "--layer", "features.10", "--units", "0-2,5",
+            "--batch", "3", "--iterations", "8", "--out", str(out)]
+    r = _run(args, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert cv2.imread(str(out)).shape == (64 * 2 + 2, 64 * 2 + 2, 3)          # 4 tiles of the 64 x 64 input
+    summary, image = r.stdout.strip().splitlines()[-2:]
+    assert summary.startswith("layer features.10 units 0-2,5: 4 images (0 from cache), activation ")
+    assert "montage in unit order" in summary and image.startswith("  image: Fourier")
+    assert "4/4 units (100%)" in r.stderr                                    # progress on a non-terminal stderr
+    r = _run(["optimize", "--model", "shapes", "--device", "cpu", "--layer", "features.10", "--unit", "5",
+              "--iterations", "8", "--out", str(tmp_path / "u5.png")], tmp_path)
+    assert r.returncode == 0 and "from cache" in r.stdout                    # the single unit's key
+    r = _run(args[:-6] + ["--units", "0-64", "--out", str(out)], tmp_path)
+    assert r.returncode == 2 and "--units: '0-64' is out of range (0..63)" in r.stderr
+    r = _run(args[:7] + ["--unit", "3"] + args[7:], tmp_path)
+    assert r.returncode == 2 and "not allowed with argument" in r.stderr

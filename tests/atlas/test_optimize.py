@@ -154,3 +154,59 @@ def test_a_model_whose_backward_cannot_run_gets_one_line(tmp_path):
     with pytest.raises(CnnvisError, match=r"changes in place a tensor its backward needs \(output 0 of Elu1") as e:
         maximize(m, InputSpec(channels=3, height=8, width=8), "output", 0, use_cache=False, max_iter=2)
     assert "\n" not in str(e.value)
+
+
+def test_default_preset_is_feature_visualization_of_the_whole_channel(tmp_path):
+    lm, samples = _demo()
+    res = maximize(lm.model, lm.spec, "features.10", 5, cache_dir=tmp_path, max_iter=40)
+    assert res.preset == "fourier" and res.target == "channel" and res.description.startswith("Fourier")
+    got = float(measured(lm.model, "features.10", 5, res.x, "channel")[0])
+    assert got == pytest.approx(res.activation, rel=1e-4, abs=1e-5)
+    assert got > 1.5 * float(measured(lm.model, "features.10", 5, samples, "channel").max())
+    assert maximize(lm.model, lm.spec, "features.10", 5, cache_dir=tmp_path, max_iter=40).from_cache
+    with pytest.raises(CnnvisError, match="class_probability: not a setting of this preset"):
+        maximize(lm.model, lm.spec, "features.10", 5, preset="yosinski-2", use_cache=False, class_probability=1.0)
+
+
+def test_several_units_in_one_optimization_share_the_single_units_cache(tmp_path):
+    from cnnvis_gui.atlas import ActivationMaximizer, optimize_units
+    lm, _ = _demo()
+    seen = []
+    res = optimize_units(lm.model, lm.spec, "features.10", [1, 4, 6], batch=2, cache_dir=tmp_path, max_iter=15,
+                         progress=lambda d, n: seen.append((d, n)))
+    assert [r.unit for r in res] == [1, 4, 6] and seen == [(0, 3), (2, 3), (3, 3)]
+    alone = ActivationMaximizer(lm.model, lm.spec, "features.10", 4, cache_dir=tmp_path, max_iter=15)
+    hit = alone.cached()
+    assert hit is not None and np.array_equal(hit.x.numpy(), res[1].x.numpy())
+    fresh = maximize(lm.model, lm.spec, "features.10", 4, use_cache=False, max_iter=15)
+    assert np.abs(fresh.image.astype(int) - res[1].image.astype(int)).max() <= 1
+    again = optimize_units(lm.model, lm.spec, "features.10", [1, 4, 6, 7], batch=4, cache_dir=tmp_path, max_iter=15)
+    assert [r.from_cache for r in again] == [True, True, True, False]
+    for r in res:
+        assert float(measured(lm.model, "features.10", r.unit, r.x, "channel")[0]) == pytest.approx(r.activation,
+                                                                                                    rel=1e-4)
+
+
+class NaNAfterThree(nn.Module):
+    """A conv whose backward turns NaN from its fourth call on."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.calls = 0
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.training is False and torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls >= 4:
+                y = y + 0 * torch.sqrt(-torch.ones_like(y))      # NaN in the backward (and the value)
+        return y.mean((2, 3))
+
+
+def test_a_run_that_ends_on_nan_keeps_its_last_good_image_and_is_not_cached(tmp_path):
+    m = NaNAfterThree().eval()
+    spec = InputSpec(channels=3, height=12, width=12)
+    res = maximize(m, spec, "output", 1, cache_dir=tmp_path, max_iter=30)
+    assert res.problem.startswith("the objective became NaN or infinite at step 4")
+    assert res.iterations == 3 and np.isfinite(res.x.numpy()).all() and not list(tmp_path.glob("optimize-*"))

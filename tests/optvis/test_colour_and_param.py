@@ -91,7 +91,7 @@ def test_fourier_without_decorrelation_and_one_channel():
         p.spectrum.normal_()
         got = p()[0, 0].numpy()
     s = p.spectrum.detach().double().numpy()[0, 0]
-    want = sigmoid(irfft2_written_out((s[..., 0] + 1j * s[..., 1]) * power_law_scale(5, 9).numpy(), 5, 9) / 4)
+    want = sigmoid(irfft2_written_out((s[..., 0] + 1j * s[..., 1]) * power_law_scale(5, 9, p.decay).numpy(), 5, 9) / 4)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert "1 channel independently" in p.describe() and not p.decorrelate
     with pytest.raises(CnnvisError, match="3-channel"):
