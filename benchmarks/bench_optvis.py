@@ -8,7 +8,8 @@ order alternating from unit to unit:
   other parameterizations at the same settings);
 * ``lucent`` -- ``lucent.optvis.render.render_vis(model, "layer:unit")`` with every default
   (128 x 128 Fourier image, decorrelated colour, ``standard_transforms``, Adam 0.05, the model
-  used as its README shows: ``.eval()``, weights not frozen);
+  used as its README shows: ``.eval()``, weights not frozen; ``--frozen-steps`` also times it
+  with the weights frozen, which saves lucent their gradients);
 * ``horama`` -- ``horama.maco`` with its defaults (1280 x 1280 image, 6 crops of 20-25 % per
   step, NAdam 1.0), given this project's natural-image magnitude (it downloads its own, and
   there is no internet here).  Optional: ``--peers lucent,horama``.
@@ -65,6 +66,9 @@ unit, steps, seed, threads = int(unit), int(steps), int(seed), int(threads)
 torch.set_num_threads(threads)
 torch.manual_seed(seed); np.random.seed(seed)
 m = torchvision.models.mobilenet_v2(weights="IMAGENET1K_V1").eval()
+if peer == "lucent-frozen":                                          # timing only: weights without gradients
+    m.requires_grad_(False)
+    peer = "lucent"
 if peer == "lucent":
     from lucent.optvis import render
     name = "classifier_1" if layer == "output" else layer.replace(".", "_")
@@ -172,8 +176,9 @@ def run_ours(model, layer, unit, steps, param, seed):
     from cnnvis_gui.core import InputSpec
     from cnnvis_gui.optvis import RenderParams, Renderer, channel, class_logit
     spec = InputSpec(3, 224, 224, MEAN, STD)
-    obj = class_logit(unit) if layer == "output" else channel(layer, unit)
-    r = Renderer(model, spec, obj, [seed], RenderParams(max_iter=steps, seed=seed, **variant(param)))
+    params = RenderParams(max_iter=steps, seed=seed, **variant(param))
+    obj = class_logit(unit, params.class_probability) if layer == "output" else channel(layer, unit)
+    r = Renderer(model, spec, obj, [seed], params)
     c0, t0 = time.process_time(), time.perf_counter()
     for _ in r.run(every=10 ** 9):
         pass
@@ -241,6 +246,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-n", type=int, default=32, help="random transforms per image in the evaluation")
+    ap.add_argument("--frozen-steps", type=int, default=32,
+                    help="also time lucent with the model's weights frozen (requires_grad False) for this many "
+                         "steps per unit: the time per step of a lucent user who freezes them (0: skip)")
     ap.add_argument("--grid", default="", help="write the image grid here (PNG)")
     ap.add_argument("--keep", default="", help="keep every image (.npy) in this folder")
     args = ap.parse_args(argv)
@@ -274,6 +282,10 @@ def main(argv=None):
                 np.save(Path(workdir) / f"{m.replace(' ', '_').strip('()')}_{layer}_{unit}.npy", img)
             r = measure(meter, layer, unit, to_eval(m, img), draws)
             r.update(cpu_ms=cpu * 1000, wall_ms=wall * 1000)
+            if m == "lucent" and args.frozen_steps:
+                _, fcpu, _ = run_peer(args.peer_python, "lucent-frozen", layer, unit, args.frozen_steps, args.seed,
+                                      args.threads, workdir)
+                r["frozen_cpu_ms"] = fcpu * 1000
             results[(m, layer, unit)] = r
             print(f"  {label_of(layer, unit, categories)}, {m}: value {r['value']:.3g}, under transforms "
                   f"{r['mean_t']:.3g}, top-1 {r['top1']:.2f}, std {r['std']:.3f}, {r['cpu_ms']:.0f} ms CPU/step",
@@ -307,6 +319,11 @@ def main(argv=None):
         print(f"{first} beats lucent on {sum(wins)} of {len(units)} units (higher mean under transforms, top-1 rate "
               f"at least lucent's for classes, pixel std >= 0.10); median CPU time per step "
               f"{float(np.median(ratios)):.2f}x lucent's")
+        frozen = [results[(first, l, u)]["cpu_ms"] / results[(ref, l, u)]["frozen_cpu_ms"] for l, u in units
+                  if "frozen_cpu_ms" in results[(ref, l, u)]]
+        if frozen:
+            print(f"  and {float(np.median(frozen)):.2f}x lucent's with the model's weights frozen (requires_grad "
+                  f"False; {args.frozen_steps} steps per unit, timing only)")
     if args.grid:
         rows = [(l, u, label_of(l, u, categories)) for l, u in units]
         write_grid(args.grid, rows, methods, images)

@@ -208,7 +208,7 @@ class ActivationMaximizer:
 
     @property
     def objective_text(self) -> str:
-        """What is maximized, in words: "features.10 channel 5", "class 281 logit + 1 log p"..."""
+        """What is maximized, in words: "features.10 channel 5", "class 281 logit + 4 log p"..."""
         return self._objective().text
 
     def _objective(self):

@@ -36,11 +36,14 @@ import torch.nn.functional as F
 from ..core import CnnvisError
 from ..core.layouts import Layout
 
-__all__ = ["LAYOUTS", "Objective", "channel", "neuron", "class_logit", "direction", "diversity", "gram_matrices",
+__all__ = ["LAYOUTS", "CLASS_PROBABILITY", "Objective", "channel", "neuron", "class_logit", "direction", "diversity", "gram_matrices",
            "per_image",
            "unit_map"]
 
 LAYOUTS = ("flat", "nchw", "nhwc", "tokens")
+#: the weight of the log-probability term of :func:`class_logit` (measured: 1 left a 'tabby' image read as
+#: another cat in 4 of 32 random transforms after 512 steps on MobileNetV2, 4 and 8 in none, the logit as high)
+CLASS_PROBABILITY = 4.0
 
 
 def _layer_words(layer: str) -> str:
@@ -185,7 +188,7 @@ def neuron(layer: str, unit: int, position=None) -> Objective:
     return Objective(fn, [layer], f"{layer or 'output'} unit {unit} {where}")
 
 
-def class_logit(unit: int, probability_weight: float = 1.0, layer: str = "") -> Objective:
+def class_logit(unit: int, probability_weight: float = CLASS_PROBABILITY, layer: str = "") -> Objective:
     """Class ``unit``'s score ``z_k`` of the model output, plus ``probability_weight * log softmax(z)_k``.
 
     Simonyan, Vedaldi & Zisserman 2014 maximize the unnormalized score, not the probability,

@@ -36,7 +36,7 @@ from ..core.recorder import model_device_dtype
 from .adam import Adam
 from .capture import LayerCapture
 from .colour import to_model_input
-from .objectives import Objective
+from .objectives import CLASS_PROBABILITY, Objective
 from .param import PARAMETERIZATIONS, make_param
 from .transform import standard_transforms
 
@@ -77,7 +77,7 @@ class RenderParams:
     rotate: float = 10.0
     pad: float = 0.0
     fill: object = 0.5
-    class_probability: float = 1.0
+    class_probability: float = CLASS_PROBABILITY
     seed: int = 0
 
     def __post_init__(self):

@@ -114,8 +114,9 @@ class AtlasWorker(NewestRequestThread):
                 opt.stop()
         res = opt.result
         if res is not None and not self._newer():
+            image = res.description.split(";")[0]          # what was used: the parameterization and colour
             self.status.emit(req, f"activation {res.activation:.4g}{' (cached)' if res.from_cache else ''}"
-                                  f"{'; ' + res.problem if res.problem else ''}")
+                                  f"{' · ' + image if image else ''}{'; ' + res.problem if res.problem else ''}")
 
 
 def _pixmap(rgb: np.ndarray, size: int) -> QtGui.QPixmap:

@@ -35,6 +35,9 @@ def test_pane_shows_crops_and_optimized_image(qtbot, tmp_path):
         pass
     pane = AtlasPane(model, TINY_SPEC)
     qtbot.addWidget(pane)
+    assert [pane.preset.itemText(i) for i in range(pane.preset.count())] == [
+        "Fourier (default)", "MACO", "pixels", "Yosinski 1", "Yosinski 2", "Yosinski 3", "Yosinski 4"]
+    assert pane.preset.currentData() == "fourier"
     pane.set_scan(s.result)
     with signal(qtbot, pane.worker.cropsReady):
         pane.show_unit("features.4", 2)

@@ -50,7 +50,7 @@ def test_unit_out_of_range_is_one_line():
 def test_class_logit_adds_the_log_probability():
     z = Z.numpy()
     logp = z[:, 4] - np.log(np.exp(z).sum(axis=1))
-    np.testing.assert_allclose(class_logit(4)(ACTS).numpy(), z[:, 4] + logp, rtol=1e-6)
+    np.testing.assert_allclose(class_logit(4)(ACTS).numpy(), z[:, 4] + 4 * logp, rtol=1e-6)   # the default: 4
     np.testing.assert_allclose(class_logit(4, probability_weight=0.5)(ACTS).numpy(), z[:, 4] + 0.5 * logp, rtol=1e-6)
     np.testing.assert_allclose(class_logit(4, probability_weight=0)(ACTS).numpy(), z[:, 4])
 

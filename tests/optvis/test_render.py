@@ -253,7 +253,7 @@ class Detached(Small):
 def test_an_objective_without_a_gradient_is_one_line():
     for m in (Detached().eval(), Small().eval().requires_grad_(False)):
         if isinstance(m, Detached):
-            with pytest.raises(CnnvisError, match=r"^cannot take a gradient of 'class 1 logit \+ 1 log p'"):
+            with pytest.raises(CnnvisError, match=r"^cannot take a gradient of 'class 1 logit \+ 4 log p'"):
                 render(m, SPEC, class_logit(1), params=FAST)
         else:                                          # frozen weights are fine: the image still has a gradient
             assert render(m, SPEC, class_logit(1), params=FAST.replace(max_iter=2)).iterations == 2
