@@ -615,7 +615,8 @@ def _optimize_units(args, lm, target, out) -> int:
 
     model, spec = lm.model, lm.spec
     layer = resolve_layer(model, args.layer)
-    info = model_map(model, spec)[layer]
+    layouts = getattr(lm, "layouts", None)
+    info = model_map(model, spec, layouts)[layer]
     if not info.units:
         raise CnnvisError(f"layer {info.display_name!r} has no units to optimize ({info.reason or 'no tensor'}).")
     units = _units(args.units, info.units)
@@ -624,7 +625,7 @@ def _optimize_units(args, lm, target, out) -> int:
                          quiet=args.quiet) as progress:
         results = optimize_units(model, spec, layer, units, preset_name(args.preset), target, args.batch,
                                  args.cache_dir, not args.no_cache, lambda done, n: progress.update(done),
-                                 max_iter=args.iterations, lr=args.lr, seed=args.seed)
+                                 layouts, max_iter=args.iterations, lr=args.lr, seed=args.seed)
     tile = max(spec.height, spec.width) * args.zoom
     _write_png(out, grid([r.image for r in results], tile=tile))
     cached = sum(r.from_cache for r in results)

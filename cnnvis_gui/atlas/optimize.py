@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import CnnvisError, InputSpec
+from ..core import CnnvisError, InputSpec, Visualizer
+from ..core.layouts import layout_key
 from ..optvis import (LayerCapture, RenderParams, Renderer, channel, class_logit, neuron, per_image,
                       resolve_layer, sample_seed)
 from ..optvis.render import RenderStep
@@ -43,7 +44,7 @@ from . import cache as _cache
 
 __all__ = ["PRESETS", "DEFAULT_PRESET", "PRESET_WORDS", "OptimizeParams", "RenderParams", "TOOLBOX_LR", "OptStep",
            "OptimizeResult", "ActivationMaximizer", "maximize", "optimize_units", "params_for", "preset_name",
-           "unit_activation", "random_input"]
+           "unit_activation", "random_input", "layer_layout"]
 
 #: every preset by name; the first is the default
 PRESETS = {"fourier": RenderParams(), "maco": RenderParams(param="maco"), "pixel": RenderParams(param="pixel")}
@@ -118,16 +119,38 @@ def _unit_objective(layer: str, unit: int, target):
     return neuron(layer, unit, target)
 
 
+def layer_layout(model: nn.Module, spec: InputSpec, layer: str, layouts: dict | None = None):
+    """The layer's :class:`~cnnvis_gui.core.layouts.Layout` from the model map (one probe forward).
+
+    An objective reads the layer's output through ``layout.to_nchw(output)`` (N x C x H x W: a
+    ConvNeXt block's channels-last features or a ViT's patch tokens on their grid); a layer whose
+    output is not a map of units is refused here.  None (channels first, no probe forward) for a
+    network without a module that makes channels-last or token maps and without overrides.
+    """
+    if not layout_key(model, layouts):
+        return None
+    lay = Visualizer(model, spec, layouts=layouts).layout(layer)
+    if lay is not None and lay.kind == "other":
+        raise CnnvisError(f"layer {layer or 'output'!r} ({type(dict(model.named_modules())[layer]).__name__}) has no "
+                          f"units to maximize: its output is not spatial ({lay.reason}); choose another layer.")
+    return lay
+
+
 def unit_activation(model: nn.Module, spec: InputSpec, layer: str, unit: int, x: torch.Tensor,
-                    target="center") -> torch.Tensor:
-    """The unit's own value (after its ReLU; a class's logit) for each input of a batch ``x`` -> N values (CPU)."""
+                    target="center", layout=None, layouts: dict | None = None) -> torch.Tensor:
+    """The unit's own value (after its ReLU; a class's logit) for each input of a batch ``x`` -> N values (CPU).
+
+    ``layout``: the layer's layout (default: the model map's, with the user's ``layouts`` overrides).
+    """
     from ..core.recorder import model_device_dtype
     name = resolve_layer(model, layer)
+    if layout is None:
+        layout = layer_layout(model, spec, name, layouts)
     device, dtype = model_device_dtype(model)
     obj = _unit_objective(name, int(unit), target)
     with torch.no_grad(), LayerCapture(model, [name], pre_activation=False) as cap:
         cap.forward(x.to(device=device, dtype=dtype))
-        return obj(cap.values).float().cpu()
+        return obj(cap.values, {name: layout} if layout is not None else {}).float().cpu()
 
 
 class ActivationMaximizer:
@@ -141,6 +164,8 @@ class ActivationMaximizer:
         presets, "center" for the Yosinski ones); ignored for flat layers
     preset : a name of :data:`PRESETS` (default "fourier"), 1-4 for the Yosinski presets, or parameters
     cache_dir, use_cache : like the scan's; the result is cached by weights, spec, unit, preset and parameters
+    layouts : the user's layout overrides (:mod:`cnnvis_gui.core.layouts`); the unit is a channel of
+        the layer's layout and the target a position on its grid
     **overrides : single settings of the preset (``max_iter``, ``lr``, ``seed``, ...)
 
     >>> opt = ActivationMaximizer(lm.model, lm.spec, "features.10", 5)           # doctest: +SKIP
@@ -150,9 +175,12 @@ class ActivationMaximizer:
     """
 
     def __init__(self, model: nn.Module, spec: InputSpec, layer: str, unit: int, target=None,
-                 preset=DEFAULT_PRESET, cache_dir=None, use_cache: bool = True, **overrides):
+                 preset=DEFAULT_PRESET, cache_dir=None, use_cache: bool = True, layouts: dict | None = None,
+                 **overrides):
         self.model, self.spec = model, spec
         self.layer = resolve_layer(model, layer)
+        self.layouts = dict(layouts or {})
+        self._layout = False                 # not read yet (one probe forward, only when it runs)
         self.unit = int(unit)
         self.preset = preset_name(preset) if not isinstance(preset, (OptimizeParams, RenderParams)) else \
             ("yosinski" if isinstance(preset, OptimizeParams) else "custom")
@@ -177,7 +205,8 @@ class ActivationMaximizer:
                                        "spec": self.spec.to_dict(), "layer": self.layer, "unit": self.unit,
                                        "target": self.target, "preset": self.preset,
                                        "params": {k: (list(v) if isinstance(v, tuple) else v)
-                                                  for k, v in asdict(self.params).items()}})
+                                                  for k, v in asdict(self.params).items()},
+                                       **layout_key(self.model, self.layouts)})
         return self._key
 
     @property
@@ -211,6 +240,17 @@ class ActivationMaximizer:
         """What is maximized, in words: "features.10 channel 5", "class 281 logit + 4 log p"..."""
         return self._objective().text
 
+    @property
+    def layout(self):
+        """The layer's layout (None: channels first), read once."""
+        if self._layout is False:
+            self._layout = layer_layout(self.model, self.spec, self.layer, self.layouts)
+        return self._layout
+
+    @property
+    def layer_layouts(self) -> dict:
+        return {} if self.layout is None else {self.layer: self.layout}
+
     def _objective(self):
         if self.layer == "" and not self.yosinski:
             return class_logit(self.unit, self.params.class_probability)
@@ -225,9 +265,9 @@ class ActivationMaximizer:
             yield OptStep(hit.iterations, self.params.max_iter, [hit.activation], [hit.activation], [hit.image])
             return
         if self.yosinski:
-            runner = YosinskiAscent(self.model, self.spec, self._objective(), self.params)
+            runner = YosinskiAscent(self.model, self.spec, self._objective(), self.params, self.layer_layouts)
         else:
-            runner = Renderer(self.model, self.spec, self._objective(), [self.seed], self.params)
+            runner = Renderer(self.model, self.spec, self._objective(), [self.seed], self.params, self.layer_layouts)
         self._runner = runner
         held = None                  # the runner's last step reports its objective: ours reports the unit
         for step in runner.run(every):
@@ -243,7 +283,8 @@ class ActivationMaximizer:
     def finish(self, res, i: int) -> OptimizeResult:
         """:attr:`result` from image ``i`` of a finished run ``res`` (a RenderResult), measured and cached."""
         x = res.x[i:i + 1]
-        act = float(unit_activation(self.model, self.spec, self.layer, self.unit, x, self.target)[0])
+        act = float(unit_activation(self.model, self.spec, self.layer, self.unit, x, self.target, self.layout,
+                                    self.layouts)[0])
         self.result = OptimizeResult(x, res.images[i], act, self.layer, self.unit, self.target, self.params,
                                      res.iterations, [float(v) for v in res.history[:, i]], False, self.preset,
                                      res.description, res.problem)
@@ -256,7 +297,8 @@ class ActivationMaximizer:
 
 
 def optimize_units(model: nn.Module, spec: InputSpec, layer: str, units, preset=DEFAULT_PRESET, target=None,
-                   batch: int = 8, cache_dir=None, use_cache: bool = True, progress=None, **overrides) -> list:
+                   batch: int = 8, cache_dir=None, use_cache: bool = True, progress=None, layouts: dict | None = None,
+                   **overrides) -> list:
     """Optimized images of several units of one layer, ``batch`` units in one optimization at a time.
 
     Each image has its own seed and its own transforms (:mod:`cnnvis_gui.optvis.param`), so a unit's
@@ -265,7 +307,7 @@ def optimize_units(model: nn.Module, spec: InputSpec, layer: str, units, preset=
     Yosinski presets optimize one unit at a time.  ``progress(done, total)`` after each batch.
     Returns one :class:`OptimizeResult` per unit, in order.
     """
-    makers = [ActivationMaximizer(model, spec, layer, u, target, preset, cache_dir, use_cache, **overrides)
+    makers = [ActivationMaximizer(model, spec, layer, u, target, preset, cache_dir, use_cache, layouts, **overrides)
               for u in units]
     out = [m.cached() for m in makers]
     todo = [i for i, r in enumerate(out) if r is None]
@@ -281,7 +323,7 @@ def optimize_units(model: nn.Module, spec: InputSpec, layer: str, units, preset=
             results = [chunk[0].result]
         else:
             r = Renderer(model, spec, per_image([m._objective() for m in chunk]), [m.seed for m in chunk],
-                         chunk[0].params)
+                         chunk[0].params, chunk[0].layer_layouts)
             for _ in r.run(every=10 ** 9):
                 pass
             results = [m.finish(r.result, j) for j, m in enumerate(chunk)]
@@ -294,9 +336,11 @@ def optimize_units(model: nn.Module, spec: InputSpec, layer: str, units, preset=
 
 
 def maximize(model: nn.Module, spec: InputSpec, layer: str, unit: int, target=None, preset=DEFAULT_PRESET,
-             cache_dir=None, use_cache: bool = True, progress=None, **overrides) -> OptimizeResult:
+             cache_dir=None, use_cache: bool = True, progress=None, layouts: dict | None = None,
+             **overrides) -> OptimizeResult:
     """Run an :class:`ActivationMaximizer` to the end; ``progress(OptStep)`` is called on the way."""
-    opt = ActivationMaximizer(model, spec, layer, unit, target, preset, cache_dir, use_cache, **overrides)
+    opt = ActivationMaximizer(model, spec, layer, unit, target, preset, cache_dir, use_cache, layouts=layouts,
+                              **overrides)
     for step in opt.run():
         if progress is not None:
             progress(step)

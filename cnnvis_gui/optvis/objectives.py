@@ -21,12 +21,10 @@ pre-activation) to the objectives, as Lucid does with its ``_pre_relu`` layers: 
 maximizer as the ReLU's output, but a gradient that does not vanish while the unit is off
 (and, for ReLU6, does not stop at 6).
 
-Activation layouts: ``"flat"`` (N x C), ``"nchw"`` (channels on axis 1, any number of
-spatial axes), ``"nhwc"`` and ``"tokens"`` (N x ... x C, channels last).  Without a layout
-the rank decides: 2-D is flat, otherwise channels come first.  A layout may also be the model
-map's :class:`~cnnvis_gui.core.layouts.Layout` (what :class:`.render.Renderer` fills in for a network
-with channels-last or token maps): the activations are then read through its N x C x H x W view, so
-a ViT's units are its features on the 14 x 14 patch grid, the class token left out.
+Layouts: an objective reads a layer through its :class:`~cnnvis_gui.core.layouts.Layout` (decided
+once in the model map: ``Visualizer.layout``; channels-last ConvNeXt / Swin maps and ViT tokens
+become ``N x C x H x W`` views through ``Layout.to_nchw``); without one, the layer's output is read
+channels first (a 2-D output is flat), which is what a CNN's layers are.
 """
 from __future__ import annotations
 
@@ -34,13 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from ..core import CnnvisError
-from ..core.layouts import Layout
 
-__all__ = ["LAYOUTS", "CLASS_PROBABILITY", "Objective", "channel", "neuron", "class_logit", "direction", "diversity", "gram_matrices",
-           "per_image",
-           "unit_map"]
+__all__ = ["CLASS_PROBABILITY", "Objective", "channel", "neuron", "class_logit", "direction", "diversity",
+           "gram_matrices", "per_image", "channels_first", "unit_map"]
 
-LAYOUTS = ("flat", "nchw", "nhwc", "tokens")
 #: the weight of the log-probability term of :func:`class_logit` (measured: 1 left a 'tabby' image read as
 #: another cat in 4 of 32 random transforms after 512 steps on MobileNetV2, 4 and 8 in none, the logit as high)
 CLASS_PROBABILITY = 4.0
@@ -50,28 +45,20 @@ def _layer_words(layer: str) -> str:
     return repr(layer) if layer else "'output'"
 
 
-def _through(a: torch.Tensor, layout):
-    """(activations, layout name): a model-map :class:`Layout` becomes its N x C x H x W view."""
-    if isinstance(layout, Layout):
-        return layout.to_nchw(a), ("flat" if layout.kind == "flat" else "nchw")
-    return a, layout
+def channels_first(a: torch.Tensor, layer: str = "", layout=None) -> torch.Tensor:
+    """A layer's output as N x C (x map...): ``layout.to_nchw(a)``, or ``a`` itself without a layout."""
+    if layout is not None:
+        return layout.to_nchw(a)
+    if a.ndim < 2:
+        raise CnnvisError(f"layer {_layer_words(layer)} gives a tensor of shape {tuple(a.shape)}: no units per "
+                          f"sample to optimize; choose another layer.")
+    return a
 
 
 def unit_map(a: torch.Tensor, layer: str = "", layout=None) -> torch.Tensor:
     """A layer's activations as N x units x positions (positions = 1 for a flat layer)."""
-    a, layout = _through(a, layout)
-    if layout is None:
-        layout = "flat" if a.ndim == 2 else "nchw"
-    if layout not in LAYOUTS:
-        raise CnnvisError(f"unknown activation layout {layout!r}; one of {', '.join(LAYOUTS)}.")
-    if a.ndim < 2 or (layout == "flat") != (a.ndim == 2):
-        raise CnnvisError(f"layer {_layer_words(layer)} gives a {a.ndim}-D tensor of shape {tuple(a.shape)}, "
-                          f"which is not a {layout} layout.")
-    if layout == "flat":
-        return a[:, :, None]
-    if layout == "nchw":
-        return a.flatten(2)
-    return a.flatten(1, -2).transpose(1, 2)
+    m = channels_first(a, layer, layout)
+    return m[:, :, None] if m.ndim == 2 else m.flatten(2)
 
 
 class Objective:
@@ -81,7 +68,7 @@ class Objective:
     ----------
     fn : callable
         ``fn(acts, layouts) -> N-vector``: ``acts`` maps layer names ("" = model output) to the
-        captured tensors, ``layouts`` maps layer names to their layout (missing: by rank).
+        captured tensors, ``layouts`` maps layer names to their Layout (missing: channels first).
     layers : iterable of str
         The layers ``fn`` reads.
     text : str
@@ -169,20 +156,19 @@ def neuron(layer: str, unit: int, position=None) -> Objective:
     pos = None if position is None else tuple(int(p) for p in position)
 
     def fn(acts, lay):
-        a, layout = _through(acts[layer], lay.get(layer))
-        layout = layout or ("flat" if a.ndim == 2 else "nchw")
         _units(acts, lay, layer, unit)                                  # the range check
-        if layout == "flat":
+        m = channels_first(acts[layer], layer, lay.get(layer))
+        if m.ndim == 2:
             if pos not in (None, ()):
-                raise CnnvisError(f"layer {_layer_words(layer)} is flat (shape {tuple(a.shape[1:])}): it has "
-                                  f"no positions; use its channel instead.")
-            return a[:, unit]
-        grid = tuple(a.shape[2:]) if layout == "nchw" else tuple(a.shape[1:-1])
+                raise CnnvisError(f"layer {_layer_words(layer)} is flat ({m.shape[1]} units): it has no "
+                                  f"positions; use its channel instead.")
+            return m[:, unit]
+        grid = tuple(m.shape[2:])
         p = tuple(s // 2 for s in grid) if pos is None else pos
         if len(p) != len(grid) or any(not 0 <= i < s for i, s in zip(p, grid)):
             raise CnnvisError(f"position {p} is outside the {'x'.join(map(str, grid))} map of layer "
                               f"{_layer_words(layer)}.")
-        return a[(slice(None), unit) + p] if layout == "nchw" else a[(slice(None),) + p + (unit,)]
+        return m[(slice(None), unit) + p]
 
     where = "centre" if pos is None else f"at {pos}"
     return Objective(fn, [layer], f"{layer or 'output'} unit {unit} {where}")

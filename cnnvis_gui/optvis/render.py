@@ -160,10 +160,10 @@ class Renderer:
         One seed per image (:func:`sample_seed`), or a count: images 0..n-1 from ``params.seed``.
     params : RenderParams
     layouts : dict or None
-        Layer name -> activation layout (:data:`.objectives.LAYOUTS`, or a model map's
-        :class:`~cnnvis_gui.core.layouts.Layout`).  For a network with channels-last or token maps
-        (:func:`~cnnvis_gui.core.layouts.layout_key`), a layer left out gets its layout from the model
-        map (one probe forward before the first step); otherwise missing layers go by rank.
+        Layer name -> its :class:`~cnnvis_gui.core.layouts.Layout` (``Visualizer.layout``).  For a network
+        with channels-last or token maps (:func:`~cnnvis_gui.core.layouts.layout_key`), a layer left out
+        gets its layout from the model map (one probe forward before the first step); otherwise a layer
+        without one is read channels first.
     """
 
     def __init__(self, model: nn.Module, spec: InputSpec, objective: Objective, seeds=1,

@@ -146,8 +146,10 @@ class YosinskiAscent:
     jittered step and the last one.
     """
 
-    def __init__(self, model: nn.Module, spec: InputSpec, objective: Objective, params: OptimizeParams):
+    def __init__(self, model: nn.Module, spec: InputSpec, objective: Objective, params: OptimizeParams,
+                 layouts: dict | None = None):
         self.model, self.spec, self.objective, self.params = model, spec, objective, params
+        self.layouts = dict(layouts or {})
         self.result: RenderResult | None = None
         self._stop = threading.Event()
 
@@ -167,7 +169,7 @@ class YosinskiAscent:
         for name in self.objective.layers:
             if name and isinstance(modules[name], PRE_ACTIVATION_MODULES):
                 acts[name] = F.leaky_relu(acts[name].float(), 0.01)
-        return self.objective(acts).float()
+        return self.objective(acts, self.layouts).float()
 
     def run(self, every: int = 10) -> Iterator[RenderStep]:
         self._stop.clear()

@@ -29,15 +29,20 @@ def test_neuron_centre_and_position():
         neuron("", 0, (1, 1))(ACTS)
 
 
-def test_channels_last_layouts_give_the_same_units():
-    nhwc = {"conv": A.permute(0, 2, 3, 1)}
-    tokens = {"conv": A.flatten(2).transpose(1, 2)}           # N x positions x C
-    for acts, lay in ((nhwc, "nhwc"), (tokens, "tokens")):
+def test_channels_last_and_token_layouts_give_the_same_units():
+    """Objectives read a layer through the model map's Layout (core.layouts): the same unit either way."""
+    from cnnvis_gui.core.layouts import Layout
+    nhwc = {"conv": A.permute(0, 2, 3, 1)}                                       # N x H x W x C
+    cls = torch.randn(3, 1, 5, dtype=torch.float64)
+    tokens = {"conv": torch.cat([cls, A.flatten(2).transpose(1, 2)], dim=1)}    # N x (1 + H*W) x C
+    lays = {"nhwc": Layout("nhwc", (4, 6, 5)), "tokens": Layout("tokens", (25, 5), prefix=1, grid=(4, 6))}
+    for acts, lay in ((nhwc, lays["nhwc"]), (tokens, lays["tokens"])):
         np.testing.assert_allclose(channel("conv", 3)(acts, {"conv": lay}).numpy(), channel("conv", 3)(ACTS).numpy())
         torch.testing.assert_close(unit_map(acts["conv"], "conv", lay), unit_map(A))
-    np.testing.assert_allclose(neuron("conv", 2, (1, 4))(nhwc, {"conv": "nhwc"}).numpy(), A[:, 2, 1, 4].numpy())
-    with pytest.raises(CnnvisError, match="not a flat layout"):
-        channel("conv", 0)(ACTS, {"conv": "flat"})
+        np.testing.assert_allclose(neuron("conv", 2, (1, 4))(acts, {"conv": lay}).numpy(), A[:, 2, 1, 4].numpy())
+        np.testing.assert_allclose(neuron("conv", 2)(acts, {"conv": lay}).numpy(), A[:, 2, 2, 3].numpy())
+    with pytest.raises(CnnvisError, match="does not have the per-sample shape"):
+        channel("conv", 0)(ACTS, {"conv": lays["nhwc"]})
 
 
 def test_unit_out_of_range_is_one_line():
