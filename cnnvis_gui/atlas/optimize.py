@@ -168,6 +168,8 @@ class ActivationMaximizer:
         the layer's layout and the target a position on its grid
     **overrides : single settings of the preset (``max_iter``, ``lr``, ``seed``, ...)
 
+    Examples
+    --------
     >>> opt = ActivationMaximizer(lm.model, lm.spec, "features.10", 5)           # doctest: +SKIP
     >>> for step in opt.run(every=10):                                           # doctest: +SKIP
     ...     show(step.image)
