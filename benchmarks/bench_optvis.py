@@ -203,10 +203,25 @@ def write_horama_spectrum(workdir):
     np.save(Path(workdir) / "spectrum_decorrelated.npy", natural_magnitude(1280, 1280).numpy().astype(np.float32))
 
 
+def _kept_name(method, layer, unit) -> str:
+    return f"kept_{method.replace(' ', '_').replace('(', '').replace(')', '').replace(':', '_')}_{layer}_{unit}.npy"
+
+
 def label_of(layer, unit, categories):
     if layer == "output":
         return f"class {unit} '{categories[unit]}'"
     return f"{layer} channel {unit}"
+
+
+PEER_TITLES = {"lucent": "lucent render_vis, defaults", "horama": "horama maco, defaults"}
+
+
+def title(method: str) -> str:
+    """A grid column's title: "ours (fourier)" -> "ours: cnnvis optimize, defaults"."""
+    if method.startswith("ours ("):
+        v = method[len("ours ("):-1]
+        return "ours: cnnvis optimize, " + ("defaults" if v == "fourier" else v)
+    return PEER_TITLES.get(method, method)
 
 
 def write_grid(path, rows, methods, images):
@@ -216,8 +231,8 @@ def write_grid(path, rows, methods, images):
     h = head + len(rows) * (cell + pad)
     canvas = np.full((h, w, 3), 255, np.uint8)
     for j, m in enumerate(methods):
-        cv2.putText(canvas, m, (190 + j * (cell + pad) + 4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(canvas, title(m), (190 + j * (cell + pad) + 4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0),
+                    1, cv2.LINE_AA)
     for i, (layer, unit, label) in enumerate(rows):
         y = head + i * (cell + pad)
         for k, line in enumerate(label.split(" '")):
@@ -251,6 +266,8 @@ def main(argv=None):
                          "steps per unit: the time per step of a lucent user who freezes them (0: skip)")
     ap.add_argument("--grid", default="", help="write the image grid here (PNG)")
     ap.add_argument("--keep", default="", help="keep every image (.npy) in this folder")
+    ap.add_argument("--grid-only", action="store_true",
+                    help="only draw --grid again from the images a run kept in --keep (no optimization)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -264,6 +281,13 @@ def main(argv=None):
     peers = [p for p in args.peers.split(",") if p]
     methods = [f"ours ({p})" for p in ours] + peers
     results, images, desc = {}, {}, {}
+    if args.grid_only:
+        for layer, unit in units:
+            for m in methods:
+                images[(m, layer, unit)] = np.load(Path(args.keep) / _kept_name(m, layer, unit))
+        write_grid(args.grid, [(l, u, label_of(l, u, categories)) for l, u in units], methods, images)
+        print(f"grid -> {args.grid}")
+        return
     workdir = args.keep or tempfile.mkdtemp(prefix="bench_optvis_")
     Path(workdir).mkdir(parents=True, exist_ok=True)
     if "horama" in peers:
@@ -279,7 +303,7 @@ def main(argv=None):
                                           workdir)
             images[(m, layer, unit)] = img
             if args.keep:
-                np.save(Path(workdir) / f"{m.replace(' ', '_').strip('()')}_{layer}_{unit}.npy", img)
+                np.save(Path(workdir) / _kept_name(m, layer, unit), img)
             r = measure(meter, layer, unit, to_eval(m, img), draws)
             r.update(cpu_ms=cpu * 1000, wall_ms=wall * 1000)
             if m == "lucent" and args.frozen_steps:
@@ -297,6 +321,8 @@ def main(argv=None):
         load = "load average ?"
     print(f"MobileNetV2 IMAGENET1K_V1, {args.steps} steps, torch {torch.__version__}, {args.threads} thread(s), "
           f"{args.eval_n} random transforms per image (shift ±16 px, scale 0.9-1.1, rotation ±10°); {load}")
+    import cnnvis_gui
+    print(f"ours: cnnvis_gui from {Path(cnnvis_gui.__file__).parent}")
     for m, d in desc.items():
         print(f"{m}: {d}")
     ref = "lucent" if "lucent" in peers else None
