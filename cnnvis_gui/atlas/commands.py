@@ -620,14 +620,16 @@ def _optimize_units(args, lm, target, out) -> int:
     if not info.units:
         raise CnnvisError(f"layer {info.display_name!r} has no units to optimize ({info.reason or 'no tensor'}).")
     units = _units(args.units, info.units)
+    side = max(spec.height, spec.width)
+    cols = int(math.ceil(math.sqrt(len(units))))
+    check_output_size(side * int(math.ceil(len(units) / cols)), side * cols, args.zoom, "--zoom")   # the montage
     t0 = time.perf_counter()
     with stderr_progress(f"cnnvis optimize: {args.layer} units {args.units}", len(units), "unit",
                          quiet=args.quiet) as progress:
         results = optimize_units(model, spec, layer, units, preset_name(args.preset), target, args.batch,
                                  args.cache_dir, not args.no_cache, lambda done, n: progress.update(done),
                                  layouts, max_iter=args.iterations, lr=args.lr, seed=args.seed)
-    tile = max(spec.height, spec.width) * args.zoom
-    _write_png(out, grid([r.image for r in results], tile=tile))
+    _write_png(out, grid([r.image for r in results], cols, tile=side * args.zoom))
     cached = sum(r.from_cache for r in results)
     acts = np.array([r.activation for r in results])
     print(f"layer {layer or 'output'} units {args.units}: {len(results)} images ({cached} from cache), activation "

@@ -291,7 +291,8 @@ class ActivationMaximizer:
                                      res.iterations, [float(v) for v in res.history[:, i]], False, self.preset,
                                      res.description, res.problem)
         if self.use_cache and not res.stopped and res.problem is None:
-            _cache.atomic_save_npz(self.cache_file, x=x.numpy(), activation=np.array(act),
+            _cache.atomic_save_npz(self.cache_file, hint=_cache.cache_hint(self.cache_root), x=x.numpy(),
+                                   activation=np.array(act),
                                    iterations=np.array(res.iterations),
                                    history=np.array(self.result.history, np.float32),
                                    description=np.array(res.description))
