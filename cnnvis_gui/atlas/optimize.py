@@ -50,7 +50,8 @@ __all__ = ["PRESETS", "DEFAULT_PRESET", "PRESET_WORDS", "OptimizeParams", "Rende
 PRESETS = {"fourier": RenderParams(), "maco": RenderParams(param="maco"), "pixel": RenderParams(param="pixel")}
 PRESETS.update({f"yosinski-{i}": p for i, p in YOSINSKI_PRESETS.items()})
 DEFAULT_PRESET = "fourier"
-PRESET_WORDS = {"fourier": "Fourier (default)", "maco": "MACO", "pixel": "pixels",
+#: the words the Atlas dock shows (its tooltip says which is the default; the pane must stay narrow)
+PRESET_WORDS = {"fourier": "Fourier", "maco": "MACO", "pixel": "pixels",
                 **{f"yosinski-{i}": f"Yosinski {i}" for i in YOSINSKI_PRESETS}}
 
 OptStep = RenderStep

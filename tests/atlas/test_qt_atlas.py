@@ -36,7 +36,7 @@ def test_pane_shows_crops_and_optimized_image(qtbot, tmp_path):
     pane = AtlasPane(model, TINY_SPEC)
     qtbot.addWidget(pane)
     assert [pane.preset.itemText(i) for i in range(pane.preset.count())] == [
-        "Fourier (default)", "MACO", "pixels", "Yosinski 1", "Yosinski 2", "Yosinski 3", "Yosinski 4"]
+        "Fourier", "MACO", "pixels", "Yosinski 1", "Yosinski 2", "Yosinski 3", "Yosinski 4"]
     assert pane.preset.currentData() == "fourier"
     pane.set_scan(s.result)
     with signal(qtbot, pane.worker.cropsReady):
