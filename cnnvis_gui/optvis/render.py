@@ -36,14 +36,13 @@ from ..core.recorder import model_device_dtype
 from .adam import Adam
 from .capture import LayerCapture
 from .colour import to_model_input
+from .health import ZERO_PATIENCE, GradientWatch, no_gradient
 from .objectives import CLASS_PROBABILITY, Objective
 from .param import PARAMETERIZATIONS, make_param
 from .transform import standard_transforms
 
 __all__ = ["ZERO_PATIENCE", "DEFAULT_JITTER", "RenderParams", "RenderStep", "RenderResult", "Renderer", "render", "sample_seed"]
 
-#: steps in a row with a gradient of exactly zero everywhere before a run gives up
-ZERO_PATIENCE = 8
 #: the largest random shift at 224 x 224 (pixels); other sizes get it in proportion to their smaller side
 DEFAULT_JITTER = 16.0
 
@@ -216,11 +215,6 @@ class Renderer:
                 self.layouts[name] = lay
 
     # ------------------------------------------------------------------ the loop
-    def _no_gradient(self) -> str:
-        return (f"cannot take a gradient of {self.objective.text!r}: its value does not depend on the image "
-                f"through autograd (the model computes that layer without gradients: torch.no_grad, .detach(), "
-                f"an integer op); choose another layer.")
-
     def _values(self, cap: LayerCapture, image: torch.Tensor, dtype) -> torch.Tensor:
         cap.forward(to_model_input(image, self.spec).to(dtype))
         v = self.objective(cap.values, self.layouts)
@@ -241,7 +235,8 @@ class Renderer:
         n = len(self.seeds)
         best = torch.full((n,), -math.inf)
         best_img = None
-        history, problem, zero_steps, it = [], None, 0, 0
+        history, problem, it = [], None, 0
+        watch = GradientWatch()
         was_training = model.training
         try:
             model.eval()
@@ -251,21 +246,16 @@ class Renderer:
                     seen = self.transforms(image, gens)
                     vals = self._values(cap, seen, dtype)
                     if not vals.requires_grad:
-                        raise CnnvisError(self._no_gradient())
+                        raise no_gradient(self.objective.text)
                     with backward_errors():
                         grads = torch.autograd.grad(-vals.sum(), param.params, allow_unused=True)
                     if all(g is None for g in grads):
-                        raise CnnvisError(self._no_gradient())
+                        raise no_gradient(self.objective.text)
                     grads = [torch.zeros_like(q) if g is None else g for q, g in zip(param.params, grads)]
-                    if not all(bool(torch.isfinite(g).all()) for g in grads) or not bool(torch.isfinite(vals).all()):
-                        what = "objective" if not bool(torch.isfinite(vals).all()) else "gradient"
-                        problem = (f"the {what} became NaN or infinite at step {it}: stopped there, keeping the "
-                                   f"images of step {it - 1}" if it > 1 else
-                                   f"the {what} is NaN or infinite from the first step: the model gives no usable "
-                                   f"gradient for this objective (the image shown is the random start)")
+                    problem = watch.nonfinite(it, vals, grads)
+                    if problem is not None:
                         it -= 1
                         break
-                    zero_steps = zero_steps + 1 if all(not bool(g.any()) for g in grads) else 0
                     cur = image.detach()
                     v = vals.detach().cpu()
                     history.append(v.numpy().copy())
@@ -275,10 +265,8 @@ class Renderer:
                     elif bool(better.any()):
                         best_img[better.to(cur.device)] = cur[better.to(cur.device)]
                     best = torch.where(better, v, best)
-                    if zero_steps >= ZERO_PATIENCE:
-                        problem = (f"the gradient is zero everywhere for {zero_steps} steps in a row (steps "
-                                   f"{it - zero_steps + 1}-{it}): the objective does not respond to the image "
-                                   f"(a dead unit, or a step such as round/argmax before it); stopped")
+                    problem = watch.zero(it, grads)
+                    if problem is not None:
                         break
                     opt.step(grads)
                     if it % max(1, every) == 0 or it == p.max_iter:

@@ -51,6 +51,7 @@ from ..core import CnnvisError, InputSpec
 from ..core.errors import backward_errors
 from ..core.recorder import model_device_dtype
 from .capture import PRE_ACTIVATION_MODULES, LayerCapture
+from .health import GradientWatch, no_gradient
 from .objectives import Objective
 from .render import RenderResult, RenderStep
 
@@ -184,8 +185,8 @@ class YosinskiAscent:
         rng = np.random.default_rng(p.seed)
         was_training = model.training
         best_val, best_u = -math.inf, u.clone()
-        history = []
-        it = 0
+        history, problem, it = [], None, 0
+        watch = GradientWatch()
         try:
             model.eval()
             with torch.enable_grad(), LayerCapture(model, self.objective.layers) as cap:
@@ -195,15 +196,23 @@ class YosinskiAscent:
                     x = torch.roll(ur, (dy, dx), dims=(1, 2)) * to_x
                     obj = self._value(cap, x[None], dtype)[0]
                     if not obj.requires_grad:
-                        raise CnnvisError(f"cannot take a gradient of {self.objective.text!r}: its value does not "
-                                          f"depend on the image through autograd; choose another layer.")
+                        raise no_gradient(self.objective.text)
                     with backward_errors():
-                        (grad,) = torch.autograd.grad(obj, ur)
+                        (grad,) = torch.autograd.grad(obj, ur, allow_unused=True)
+                    if grad is None:                 # the value depends on the weights, not on the image
+                        raise no_gradient(self.objective.text)
+                    grad = grad.detach().float()
+                    problem = watch.nonfinite(it, obj.detach(), [grad])
+                    if problem is not None:
+                        it -= 1
+                        break
                     val = float(obj.detach())
                     history.append(val)
                     if val > best_val:
                         best_val, best_u = val, u.detach().clone()
-                    grad = torch.nan_to_num(grad.detach().float())
+                    problem = watch.zero(it, [grad])
+                    if problem is not None:
+                        break
                     if p.lr_policy == "normalized":
                         rms = float(grad.pow(2).mean().sqrt())
                         lr = p.lr / rms if rms > 0 else 0.0
@@ -237,5 +246,5 @@ class YosinskiAscent:
         j = int(torch.argmax(vals))
         x = cands[j:j + 1].detach().float().cpu()
         self.result = RenderResult(x, [spec.to_image(x)], [float(vals[j])], it, np.array(history, np.float32)[:, None],
-                                   self.describe(), None, self._stop.is_set())
+                                   self.describe(), problem, self._stop.is_set())
         yield RenderStep(it, p.max_iter, [float(vals[j])], [max(best_val, float(vals[j]))], self.result.images)

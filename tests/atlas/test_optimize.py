@@ -192,6 +192,7 @@ class NaNAfterThree(nn.Module):
 
     def __init__(self):
         super().__init__()
+        torch.manual_seed(0)
         self.conv = nn.Conv2d(3, 4, 3)
         self.calls = 0
 
@@ -204,9 +205,39 @@ class NaNAfterThree(nn.Module):
         return y.mean((2, 3))
 
 
-def test_a_run_that_ends_on_nan_keeps_its_last_good_image_and_is_not_cached(tmp_path):
-    m = NaNAfterThree().eval()
+@pytest.mark.parametrize("preset", ["fourier", "yosinski-2"])
+def test_a_run_that_ends_on_nan_keeps_its_last_good_image_and_is_not_cached(preset, tmp_path):
     spec = InputSpec(channels=3, height=12, width=12)
-    res = maximize(m, spec, "output", 1, cache_dir=tmp_path, max_iter=30)
-    assert res.problem.startswith("the objective became NaN or infinite at step 4")
+    res = maximize(NaNAfterThree().eval(), spec, "output", 1, preset=preset, cache_dir=tmp_path, max_iter=30)
+    assert res.problem.startswith("the objective became NaN or infinite at step 4: stopped there, keeping the "
+                                  "images of step 3")
     assert res.iterations == 3 and np.isfinite(res.x.numpy()).all() and not list(tmp_path.glob("optimize-*"))
+    # the image kept is the one a run of 3 steps ends with (same model, same seed)
+    three = maximize(NaNAfterThree().eval(), spec, "output", 1, preset=preset, use_cache=False, max_iter=3)
+    assert three.problem is None
+    np.testing.assert_array_equal(res.x.numpy(), three.x.numpy())
+
+
+class RoundsItsInput(nn.Module):
+    """A conv after ``round``: the output depends on the image, its gradient is zero everywhere."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(torch.round(x * 4) / 4).mean((2, 3))
+
+
+@pytest.mark.parametrize("preset", ["fourier", "pixel", "yosinski-3"])
+def test_a_gradient_zero_everywhere_says_so_for_every_preset_and_is_not_cached(preset, tmp_path):
+    from cnnvis_gui.optvis.health import ZERO_PATIENCE
+    m = RoundsItsInput().eval()
+    res = maximize(m, InputSpec(channels=3, height=12, width=12), "output", 2, preset=preset, cache_dir=tmp_path,
+                   max_iter=50)
+    assert res.problem == (f"the gradient is zero everywhere for {ZERO_PATIENCE} steps in a row (steps "
+                           f"1-{ZERO_PATIENCE}): the objective does not respond to the image (a dead unit, or a step "
+                           f"such as round/argmax before it); stopped")
+    assert res.iterations == ZERO_PATIENCE and len(res.history) == ZERO_PATIENCE
+    assert res.image.dtype == np.uint8 and not list(tmp_path.glob("optimize-*"))

@@ -200,3 +200,65 @@ def test_closing_the_pane_stops_a_running_optimization(qtbot, tmp_path):
     pane.close_worker()
     assert not worker.isRunning() and pane.worker is None
     assert steps and max(steps) < 1000                     # stopped at the step it was on, not run out
+
+
+class _NaNOnTheFourthGradient(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 5, 3)
+        self.calls = 0
+
+    def forward(self, x):
+        y = self.conv(x)
+        if torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls >= 4:
+                y = y + 0 * torch.sqrt(-torch.ones_like(y))
+        return y.mean((2, 3))
+
+
+class _UnderNoGrad(_NaNOnTheFourthGradient):
+    def forward(self, x):
+        with torch.no_grad():
+            return self.conv(x).mean((2, 3))
+
+
+class _Rounds(_NaNOnTheFourthGradient):
+    def forward(self, x):
+        return self.conv(torch.round(x * 4) / 4).mean((2, 3))
+
+
+@pytest.mark.parametrize("model,layer,unit,preset,words", [
+    (_NaNOnTheFourthGradient, "output", 1, "fourier",
+     "; the objective became NaN or infinite at step 4: stopped there, keeping the images of step 3"),
+    (_Rounds, "conv", 2, "yosinski-3", "; the gradient is zero everywhere for 8 steps in a row (steps 1-8)"),
+    (_UnderNoGrad, "output", 1, "fourier", "failed: cannot take a gradient of 'class 1 logit + 4 log p': its value "
+                                           "does not depend on the image through autograd"),
+    (_NaNOnTheFourthGradient, "conv", 5, "maco", "failed: unit 5 is out of range for layer 'conv': it has 5 units "
+                                                 "(0..4)."),
+])
+def test_the_atlas_pane_says_why_an_optimization_stopped_in_one_line(qtbot, tmp_path, monkeypatch, model, layer,
+                                                                      unit, preset, words):
+    """Optimize in the Atlas dock on a model that cannot be optimized: the status line says why (one line),
+    a run that ended early shows its last good image, and the pane takes the next unit."""
+    from cnnvis_gui.core import InputSpec
+    from cnnvis_gui.qt.atlas_pane import AtlasPane
+    monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "cache"))
+    pane = AtlasPane(model().eval(), InputSpec(3, 16, 16))
+    qtbot.addWidget(pane)
+    pane.preset.setCurrentIndex(pane.preset.findData(preset))
+    pane.show_unit(layer, unit)
+    pane.optimize()
+    until(qtbot, lambda: words in pane.status.text())
+    text = pane.status.text()
+    assert "\n" not in text and "Traceback" not in text
+    if text.startswith("failed: "):
+        assert pane.opt_label.pixmap() is None or pane.opt_label.pixmap().isNull()
+    else:                                            # the last good image is shown, and was not cached
+        assert text.startswith("activation ") and not pane.opt_label.pixmap().isNull()
+        assert not list((tmp_path / "cache").glob("optimize-*"))
+    with signal(qtbot, pane.worker.status):       # the pane goes on working: the next unit is served
+        pane.show_unit("conv", 0)
+    assert pane.status.text() == "not optimized yet"
+    pane.close_worker()
