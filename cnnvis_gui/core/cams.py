@@ -30,7 +30,18 @@ scorecam   ``sum_k a_k A_k``, ``a = softmax_k(S(x * H_k))``, where  Wang et al. 
 eigencam   ``A V_1``: the (h w) x K matrix of activations times     Muhammad & Yeasin 2020,
            its first right singular vector, sign chosen so that     "Eigen-CAM"
            the map sums to >= 0.  Class-agnostic: ignores the unit
+rollout    the class token's row of ``Â_i ... Â_1``, ``Â = 0.5 A   Abnar & Zuidema 2020,
+           + 0.5 I`` (head-averaged attention, rows renormalized)   "Quantifying Attention Flow
+           over the attention layers before the unit.  No CAM      in Transformers"
+           layer; class-agnostic: ignores the unit (:mod:`.rollout`)
+legrad     ``mean_l mean_h,i relu(∂s^l/∂A^l)[h, i, patches]``,      Bousselham et al. 2024,
+           ``s^l`` the head read on block l's tokens; min-max       "LeGrad"
+           scaled.  No CAM layer; a class of the output only
+           (:mod:`.legrad`)
 ========== ======================================================== ==============================
+
+``rollout`` and ``legrad`` (:data:`ATTENTION_CAMS`) read every attention layer of a ViT instead of a
+CAM layer; :meth:`Frame.cam` answers them from :mod:`.rollout` and :mod:`.legrad`.
 
 Grad-CAM++ note: the paper takes the class score as ``Y = exp(S)``, so that its second and third
 derivatives are powers of ``g``; the positive factor ``exp(S)`` in ``relu(dY/dA)`` cancels in
@@ -53,11 +64,15 @@ from .errors import CnnvisError
 from .hooks import HookSet
 from .progress import Progress
 
-CAM_METHODS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam")
+#: the CAMs that weigh one CAM layer's maps
+LAYER_CAMS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam")
+#: the CAM-family methods that read a ViT's attention layers instead of a CAM layer
+ATTENTION_CAMS = ("rollout", "legrad")
+CAM_METHODS = LAYER_CAMS + ATTENTION_CAMS
 GRADIENT_CAMS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++")
 SCORECAM_BATCH = 16   # masked inputs per Score-CAM forward
 
-__all__ = ["CAM_METHODS", "GRADIENT_CAMS", "SCORECAM_BATCH", "frame_cam", "cam_from_gradients",
+__all__ = ["CAM_METHODS", "LAYER_CAMS", "ATTENTION_CAMS", "GRADIENT_CAMS", "SCORECAM_BATCH", "frame_cam", "cam_from_gradients",
            "eigen_cam", "unit_scores", "scorecam_cost"]
 
 
@@ -259,8 +274,9 @@ def frame_cam(frame, layer: str, unit: int, cam_layer: str | None = None, method
     forwards, with its cost estimated before the first (:func:`scorecam_cost`); it may raise
     :class:`~cnnvis_gui.core.progress.Cancelled` to stop them.
     """
-    if method not in CAM_METHODS:
-        raise CnnvisError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}.")
+    if method not in LAYER_CAMS:
+        raise CnnvisError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}"
+                          f"{' (Frame.cam answers the attention methods)' if method in ATTENTION_CAMS else ''}.")
     if cam_layer is None:
         cam_layer = frame.default_cam_layer(layer, call)
         if cam_layer is None:

@@ -37,6 +37,7 @@ import torch.nn as nn
 
 from . import attribution as _attribution
 from . import cams as _cams
+from . import legrad as _legrad
 from . import rollout as _rollout
 from .errors import CnnvisError, backward_errors
 from .layouts import Layout, fit_layout, infer_layouts, layout_key, prefix_position, quick_layout
@@ -51,10 +52,13 @@ from .spec import InputSpec
 METHODS = ("gradient", "deconvnet", "guided")
 SALIENCY_METHODS = METHODS + _attribution.ATTRIBUTION_METHODS   # everything Frame.saliency answers
 CAM_METHODS = _cams.CAM_METHODS
+LAYER_CAMS = _cams.LAYER_CAMS              # the CAMs that weigh one CAM layer's maps
+ATTENTION_CAMS = _cams.ATTENTION_CAMS      # rollout and LeGrad: a ViT's attention layers, no CAM layer
 OBJECTIVES = ("sum", "activation", "max")
 
 __all__ = [
-    "METHODS", "SALIENCY_METHODS", "CAM_METHODS", "OBJECTIVES", "Visualizer", "Frame", "ModelMap",
+    "METHODS", "SALIENCY_METHODS", "CAM_METHODS", "LAYER_CAMS", "ATTENTION_CAMS", "OBJECTIVES", "Visualizer",
+    "Frame", "ModelMap",
     "LayerInfo", "Layout", "ModelForwardError", "saliency", "grad_cam", "cam", "model_map", "prefix_position",
 ]
 
@@ -705,18 +709,32 @@ class Frame:
 
         The gradient-based methods and Eigen-CAM are answered from this frame (one backward, no
         new forward); Score-CAM runs its masked forwards batched, reporting to ``progress`` (a
-        :mod:`~cnnvis_gui.core.progress` listener) with its cost estimated first.  Formulas and papers:
-        :mod:`cnnvis_gui.core.cams`.
+        :mod:`~cnnvis_gui.core.progress` listener) with its cost estimated first.  ``"rollout"`` and
+        ``"legrad"`` read a ViT's attention layers (no ``cam_layer``): attention rollout of the layers
+        before the unit (class-agnostic, :mod:`cnnvis_gui.core.rollout`) and LeGrad of a class of the
+        model's output (one backward per attention layer, :mod:`cnnvis_gui.core.legrad`).  Formulas and
+        papers: :mod:`cnnvis_gui.core.cams`.
         """
+        if method in _cams.ATTENTION_CAMS:
+            if cam_layer is not None:
+                raise CnnvisError(f"{method} reads every attention layer of the network, not a CAM layer; "
+                                  f"leave cam_layer out (got {cam_layer!r}).")
+            if method == "rollout":
+                name, c = self._call(layer, call)
+                with self._lock:
+                    self._objective(name, c, unit, objective)    # the unit must exist, though the map ignores it
+                return _rollout.attention_rollout(self, layer=layer, call=call)
+            return _legrad.legrad(self, layer, unit, objective, call)
         return _cams.frame_cam(self, layer, unit, cam_layer, method, objective, call, progress)
 
-    def attention_rollout(self, residual: float = 0.5) -> torch.Tensor:
+    def attention_rollout(self, residual: float = 0.5, layer: str | None = None, call: int = -1) -> torch.Tensor:
         """Attention rollout (Abnar & Zuidema 2020) of a ViT frame: N x H x W in [0, 1].
 
-        How much each patch flows into the class token through every attention layer (class-agnostic);
-        formula: :mod:`cnnvis_gui.core.rollout`.  Needs a frame that recorded every module.
+        How much each patch flows into the class token through the attention layers that finish before
+        ``layer``'s call (default: every one); class-agnostic.  Formula: :mod:`cnnvis_gui.core.rollout`.
+        Needs a frame that recorded every module.  ``cam(..., method="rollout")`` is this at the unit's layer.
         """
-        return _rollout.attention_rollout(self, residual)
+        return _rollout.attention_rollout(self, residual, layer, call)
 
     def guided_grad_cam(self, layer: str, unit: int, cam_layer: str | None = None, objective="sum",
                         call: int = -1) -> torch.Tensor:

@@ -21,6 +21,7 @@ as close to bare PyTorch as possible:
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import threading
@@ -33,7 +34,7 @@ from torch.autograd.graph import GradientEdge
 from .errors import CnnvisError
 from .hooks import ModuleCallHook
 
-__all__ = ["Structure", "Recording", "Call", "run_recorded", "model_device_dtype"]
+__all__ = ["Structure", "Recording", "Call", "run_recorded", "frozen_eval", "model_device_dtype"]
 
 _Tensor = torch.Tensor
 _NO_OUT = object()
@@ -329,9 +330,14 @@ class Recording:
         return self._cache[key]
 
 
-def run_recorded(structure: Structure, x_in, recorder: _Recorder, grad: bool = True):
-    """Forward ``x_in`` with the recorder's hook: eval mode and frozen parameters during the call only."""
-    model = structure.model
+@contextlib.contextmanager
+def frozen_eval(structure: Structure):
+    """Eval mode and frozen parameters inside the block; every flag restored after, also on an error.
+
+    What a recorded forward runs under, and what any later computation through the model's own
+    modules on a frame's graph runs under (LeGrad's head readouts): the graph it builds is the one
+    a bare forward builds, and no parameter gradient can be formed.
+    """
     training = [m for m in structure.modules if m.training]
     trainable = [p for p in structure.params if p.requires_grad]
     try:
@@ -339,18 +345,24 @@ def run_recorded(structure: Structure, x_in, recorder: _Recorder, grad: bool = T
             m.training = False
         for p in trainable:
             p.requires_grad_(False)
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+        for m in training:
+            m.training = True
+
+
+def run_recorded(structure: Structure, x_in, recorder: _Recorder, grad: bool = True):
+    """Forward ``x_in`` with the recorder's hook: eval mode and frozen parameters during the call only."""
+    with frozen_eval(structure):
         # The hook keeps every call's output, args and node alive until the frame goes: no
         # garbage collection can free any of them, so none is run meanwhile.
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
             with recorder, torch.set_grad_enabled(grad):
-                return model(x_in)
+                return structure.model(x_in)
         finally:
             if gc_was_enabled:
                 gc.enable()
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
-        for m in training:
-            m.training = True

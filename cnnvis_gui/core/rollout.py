@@ -1,14 +1,17 @@
 """Attention rollout (Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers").
 
-How much each patch token flows into the class token through all the attention layers:
+How much each patch token flows into the class token through the attention layers:
 
     A_l   = mean over heads of softmax(q k^T * scale)          (T x T, rows sum to 1)
     Â_l   = a A_l + (1 - a) I    (a = 0.5: the residual connection, the paper's choice)
-    R     = Â_L ... Â_2 Â_1
-    map   = R[class token, patch tokens], on the H x W patch grid
+    R_i   = Â_i ... Â_2 Â_1      (the paper's rollout at layer i)
+    map   = R_i[class token, patch tokens], on the H x W patch grid
 
 then, as every CAM here (:mod:`.cams`), bilinear upsampling to the input and division by the
-maximum.  Class-agnostic: it says where information can flow, not what a unit responds to.
+maximum.  ``i`` is the last attention layer that finishes before the unit asked about (the whole
+network for the model's output): the paper's rollout "at layer i".  Class-agnostic: it says where
+information can flow into the class token, not what a unit responds to, so every unit of a layer
+gets the same map.
 
 The attention probabilities are recomputed from each attention's recorded queries and keys (timm's
 ``Attention.q_norm`` / ``k_norm`` outputs, N x heads x T x d, and its ``scale``): timm's fused
@@ -22,7 +25,12 @@ import torch
 from .cams import _finish
 from .errors import CnnvisError
 
-__all__ = ["attention_rollout", "attention_modules"]
+__all__ = ["attention_rollout", "attention_modules", "attention_before", "no_attention_reason", "token_grid",
+           "ATTENTION_NEEDED"]
+
+#: why the attention methods (rollout, LeGrad) cannot run on a network without attention layers
+ATTENTION_NEEDED = ("needs attention layers that expose their queries and keys (timm's Attention with q_norm / "
+                    "k_norm: ViT, DeiT)")
 
 
 def attention_modules(model) -> list:
@@ -31,23 +39,63 @@ def attention_modules(model) -> list:
             if all(hasattr(m, a) for a in ("q_norm", "k_norm", "scale", "num_heads"))]
 
 
-def attention_rollout(frame, residual: float = 0.5) -> torch.Tensor:
-    """Attention rollout of a ViT frame: N x H x W in [0, 1] (the input's H x W).
+def no_attention_reason(model) -> str | None:
+    """Why attention rollout and LeGrad cannot run on ``model`` (one line), or None when they can."""
+    if attention_modules(model):
+        return None
+    return f"{ATTENTION_NEEDED}; this network has none"
 
-    ``residual`` is the weight of the attention against the identity (the paper's 0.5).  The frame
-    must have recorded every attention's ``q_norm`` and ``k_norm`` (``Visualizer.forward(x)``
-    records every module).
-    """
+
+def _visualizer(frame, what: str):
     vis = frame.visualizer
     if vis is None:
-        raise CnnvisError("attention rollout needs a frame recorded by a Visualizer.")
-    names = attention_modules(vis.model)
+        raise CnnvisError(f"{what} needs a frame recorded by a Visualizer.")
+    return vis
+
+
+def attention_before(frame, what: str, layer: str | None = None, call: int = -1) -> list:
+    """The attention modules whose call finishes no later than ``layer``'s ``call`` (all of them when
+    ``layer`` is None), in the order they ran; a clear error when there are none."""
+    names = attention_modules(_visualizer(frame, what).model)
     if not names:
-        raise CnnvisError("attention rollout needs attention layers that expose their queries and keys (timm's "
-                          "Attention with q_norm / k_norm: ViT, DeiT); this model has none.")
+        raise CnnvisError(f"{what} {ATTENTION_NEEDED}; this model has none.")
+    if layer is None:
+        return names
+    unit_name, c = frame._call(layer, call)
+    done = {n: frame._call(f"{n}.k_norm")[1].done for n in names}      # its probabilities exist from here
+    before = sorted((n for n in names if done[n] <= c.done), key=done.get)
+    if not before:
+        raise CnnvisError(f"{what}: no attention layer runs before {unit_name or 'output'!r}; choose a unit after "
+                          f"the first attention ({names[0]!r}).")
+    return before
+
+
+def token_grid(frame, what: str, layer: str) -> tuple:
+    """(prefix tokens P, (H, W)) of a token layer, or a clear error naming its layout."""
+    lay = frame.layout(layer)
+    if lay.kind != "tokens":
+        raise CnnvisError(f"{what} needs token layers on a patch grid; {layer!r} reads as {lay.name} "
+                          f"(give its layout: --layout {layer}=tokens:P+HxW).")
+    return lay.prefix, lay.grid
+
+
+def attention_rollout(frame, residual: float = 0.5, layer: str | None = None, call: int = -1) -> torch.Tensor:
+    """Attention rollout of a ViT frame: N x H x W in [0, 1] (the input's H x W).
+
+    Parameters
+    ----------
+    frame : Frame
+        A frame that recorded every attention's ``q_norm`` and ``k_norm`` (``Visualizer.forward(x)``
+        records every module).
+    residual : float
+        The weight of the attention against the identity, in (0, 1] (the paper's 0.5).
+    layer, call : str, int
+        Roll out the attention layers that finish before this layer's call (default: all of them).
+    """
     if not 0.0 < residual <= 1.0:
         raise CnnvisError(f"residual must be in (0, 1], got {residual}.")
-    modules = dict(vis.model.named_modules())
+    names = attention_before(frame, "attention rollout", layer, call)
+    modules = dict(frame.visualizer.model.named_modules())
     rollout = None
     for name in names:
         q = frame.activations(f"{name}.q_norm").double()         # N x heads x T x d
@@ -57,11 +105,7 @@ def attention_rollout(frame, residual: float = 0.5) -> torch.Tensor:
         a = residual * a + (1.0 - residual) * eye
         a = a / a.sum(dim=-1, keepdim=True)
         rollout = a if rollout is None else a @ rollout
-    lay = frame.layout(names[-1])
-    if lay.kind != "tokens":
-        raise CnnvisError(f"attention rollout needs token layers on a patch grid; {names[-1]!r} reads as {lay.name} "
-                          f"(give its layout: --layout {names[-1]}=tokens:P+HxW).")
-    P, (H, W) = lay.prefix, lay.grid
+    P, (H, W) = token_grid(frame, "attention rollout", names[-1])
     flow = rollout[:, 0, P:] if P else rollout.mean(dim=1)[:, P:]     # into the class token (no class token: all)
     x = frame.input
     return _finish(flow.reshape(-1, 1, H, W).to(x.dtype), tuple(x.shape[-2:]))

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from cnnvis_gui.core import CAM_METHODS, CnnvisError, Visualizer, cam, grad_cam
+from cnnvis_gui.core import ATTENTION_CAMS, CAM_METHODS, LAYER_CAMS, CnnvisError, Visualizer, cam, grad_cam
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,8 @@ def _corr(a, b):
 
 
 def test_every_method_is_listed():
-    assert CAM_METHODS == ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam")
+    assert LAYER_CAMS == ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam")
+    assert CAM_METHODS == LAYER_CAMS + ATTENTION_CAMS == LAYER_CAMS + ("rollout", "legrad")   # tests/core/test_legrad.py
 
 
 @pytest.mark.parametrize("layer,unit,cam_layer", [("fc", 3, "layer3"), ("fc", 6, "layer4"),
@@ -122,7 +123,7 @@ def test_gradcam_is_grad_cam_exactly(resnet):
 def test_methods_differ(shapes):
     model, xs = shapes
     with Visualizer(model).forward(xs[0]) as frame:
-        maps = {m: frame.cam("fc2", 3, "features.10", method=m) for m in CAM_METHODS}
+        maps = {m: frame.cam("fc2", 3, "features.10", method=m) for m in LAYER_CAMS}   # a CNN: no attention
     names = list(maps)
     assert all(float(m.max()) == pytest.approx(1.0) for m in maps.values())
     for i, a in enumerate(names):
