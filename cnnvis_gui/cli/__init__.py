@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                             f"--top {DEFAULT_TOP})")
     io.add_argument("--method", action="append", metavar="M[,M...]",
                     help=f"saliency method(s), comma-separated or repeated: {', '.join(EXPORT_METHODS)} or 'all' "
-                         f"(default guided)")
+                         f"(default guided). rollout and legrad read a ViT's attention layers (legrad: a class of "
+                         f"the output); 'all' leaves them out where they cannot run")
     io.add_argument("--smoothgrad", type=int, default=0, metavar="N",
                     help="average the saliency methods over N noisy copies of each image (SmoothGrad; default 0: off)")
     io.add_argument("--noise", type=float, default=DEFAULT_NOISE, metavar="S",
@@ -210,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                          f"2 %% clip; 100 = max). The .npz (--raw) stays raw")
     io.add_argument("--cam-layer", metavar="L",
                     help="the CAM methods' layer (default: the last convolution that runs before --layer, or its "
-                         "last channels-last / token map; a ViT's: the last block's norm1)")
+                         "last channels-last / token map; a ViT's: the last block's norm1); rollout and legrad read "
+                         "every attention layer instead")
     io.add_argument("--cam-style", default="overlay", choices=("overlay", "heatmap"),
                     help="CAM PNGs: the map over the input (default) or the colour map alone")
     io.add_argument("--cam-alpha", type=float, default=0.5, metavar="A", help="overlay opacity (default 0.5)")

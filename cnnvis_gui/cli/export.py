@@ -27,14 +27,19 @@ __all__ = ["cmd_export", "parse_units", "parse_methods", "safe_name", "EXPORT_ME
 
 # the saliency methods (core.SALIENCY_METHODS), the CAM family (core.CAM_METHODS), guided Grad-CAM
 EXPORT_METHODS = ("gradient", "deconvnet", "guided", "input-x-gradient", "integrated-gradients", "gradcam",
-                  "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam", "guided-gradcam")
-_CAM_EXPORTS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam")
+                  "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam", "guided-gradcam",
+                  "rollout", "legrad")
+_LAYER_CAM_EXPORTS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam")
+# core.ATTENTION_CAMS: a ViT's attention layers, no CAM layer; 'all' leaves them out where they cannot run
+_ATTENTION_EXPORTS = ("rollout", "legrad")
+_CAM_EXPORTS = _LAYER_CAM_EXPORTS + _ATTENTION_EXPORTS
 _METHOD_ALIASES = {"guidedgradcam": "guided-gradcam", "guided-grad-cam": "guided-gradcam", "grad-cam": "gradcam",
                    "ig": "integrated-gradients", "integrated-gradient": "integrated-gradients",
                    "inputxgradient": "input-x-gradient", "input-x-grad": "input-x-gradient",
                    "grad-cam++": "gradcam++", "gradcampp": "gradcam++", "gradcamplusplus": "gradcam++",
                    "hires-cam": "hirescam", "xgrad-cam": "xgradcam", "layer-cam": "layercam",
-                   "score-cam": "scorecam", "eigen-cam": "eigencam"}
+                   "score-cam": "scorecam", "eigen-cam": "eigencam", "attention-rollout": "rollout",
+                   "le-grad": "legrad"}
 DEFAULT_TOP = 9
 
 
@@ -48,8 +53,11 @@ def safe_name(name: str) -> str:
     return s or "layer"
 
 
-def parse_methods(values) -> list:
-    """``["guided,gradcam", "gradient"]`` -> ``["guided", "gradcam", "gradient"]`` (``all``: every method)."""
+def parse_methods(values, expand_all: bool = True) -> list:
+    """``["guided,gradcam", "gradient"]`` -> ``["guided", "gradcam", "gradient"]`` (``all``: every method).
+
+    ``expand_all=False`` leaves ``all`` out: the methods the user named one by one.
+    """
     out = []
     for v in values or ():
         for m in str(v).split(","):
@@ -57,7 +65,7 @@ def parse_methods(values) -> list:
             if not m:
                 continue
             if m == "all":
-                out.extend(EXPORT_METHODS)
+                out.extend(EXPORT_METHODS if expand_all else ())
                 continue
             m = _METHOD_ALIASES.get(m, m)
             if m not in EXPORT_METHODS:
@@ -345,7 +353,8 @@ def cmd_export(args) -> int:
                              f"units (0..{n_units - 1})") from None
     else:
         fixed_units = None
-    cam_methods = set(_CAM_EXPORTS + ("guided-gradcam",)) & set(methods)
+    cam_methods = set(_LAYER_CAM_EXPORTS + ("guided-gradcam",)) & set(methods)    # the ones with a CAM layer
+    named = set(parse_methods(args.method, expand_all=False))
     if args.cam_layer is not None:
         cinfo = mm[args.cam_layer]
         if not cinfo.visualizable or cinfo.map_shape is None or len(cinfo.map_shape) != 2:
@@ -410,6 +419,14 @@ def cmd_export(args) -> int:
                                  f"nowhere to look; choose one with --cam-layer")
             resolved_cam["name"] = c
         cl = resolved_cam["name"]
+        for m in [m for m in methods if m in _ATTENTION_EXPORTS]:     # before any file: said, or left out of 'all'
+            why = frame.cam_unavailable(layer, m)
+            if why is None:
+                continue
+            if m in named:
+                raise UsageError(f"--method {m}: {why}")
+            methods.remove(m)
+            warn(f"--method all: {m} left out: {why}")
         if "scorecam" in methods and not resolved_cam.get("costed"):   # its cost, said before it starts
             resolved_cam["costed"] = True
             n, secs = scorecam_cost(frame, frame.activations(cl)[:1])
@@ -441,7 +458,9 @@ def cmd_export(args) -> int:
         n_maps, n_made = max(1, len(todo) * len(methods)), 0
         for u in todo:
             for m in methods:
-                if m in _CAM_EXPORTS:
+                if m in _ATTENTION_EXPORTS:
+                    v = frame.cam(layer, u, None, m, objective)
+                elif m in _CAM_EXPORTS:
                     v = frame.cam(layer, u, cl, m, objective,
                                   progress=(lambda r, u=u: progress.note(f"unit {u}: {r.status()}")
                                             if not r.finished else progress.note("")) if m == "scorecam" else None)

@@ -727,6 +727,19 @@ class Frame:
             return _legrad.legrad(self, layer, unit, objective, call)
         return _cams.frame_cam(self, layer, unit, cam_layer, method, objective, call, progress)
 
+    def cam_unavailable(self, layer: str, method: str, call: int = -1) -> str | None:
+        """Why ``method`` cannot map the units of ``layer`` on this frame (one line), or None.
+
+        For the attention methods: a network without attention layers, a unit before the first
+        attention (rollout), a unit that is not a class of the model's output (LeGrad).  The CAMs of a
+        CAM layer answer None (their errors come with the request).
+        """
+        if method == "rollout":
+            return _rollout.attention_reason(self, "attention rollout", layer, call)
+        if method == "legrad":
+            return _legrad.legrad_reason(self, layer, call)
+        return None
+
     def attention_rollout(self, residual: float = 0.5, layer: str | None = None, call: int = -1) -> torch.Tensor:
         """Attention rollout (Abnar & Zuidema 2020) of a ViT frame: N x H x W in [0, 1].
 

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from .cams import unit_scores
 from .errors import CnnvisError, backward_errors
 from .recorder import frozen_eval
-from .rollout import attention_before, token_grid
+from .rollout import attention_before, attention_reason, token_grid
 
-__all__ = ["legrad", "head_readout"]
+__all__ = ["legrad", "legrad_reason", "head_readout"]
 
 _WHAT = "LeGrad"
 
@@ -54,6 +54,27 @@ def _is_model_output(frame, name: str, c) -> bool:
     v = c.value
     return isinstance(out, torch.Tensor) and isinstance(v, torch.Tensor) and (
         v is out or (v.shape == out.shape and bool(torch.equal(v.detach(), out.detach()))))
+
+
+def legrad_reason(frame, layer: str, call: int = -1) -> str | None:
+    """Why LeGrad cannot map the units of ``layer`` on this frame (one line), or None.
+
+    A model without attention layers, a layer that is not the model's output (LeGrad's layer-wise
+    scores exist for the head's classes only), a model without timm's head to read the blocks with.
+    """
+    reason = attention_reason(frame, _WHAT)
+    if reason is not None:
+        return reason
+    name, c = frame._call(layer, call)
+    if not _is_model_output(frame, name, c):
+        return (f"{_WHAT} explains the model's output: its layer-wise scores read every block's tokens through the "
+                f"model's head, so its unit is a class; {name!r} is not the output (choose the output layer, or "
+                f"attention rollout / Grad-CAM for an inner unit).")
+    model = frame.visualizer.model
+    if head_readout(model) is None:
+        return (f"{_WHAT} reads every block's tokens through the model's head (timm's norm and forward_head); "
+                f"{type(model).__name__} has no such head.")
+    return None
 
 
 def _parts(frame, attn: str, module) -> tuple:
@@ -90,19 +111,15 @@ def legrad(frame, layer: str, unit: int, objective="sum", call: int = -1) -> tor
     torch.Tensor
         N x H x W (the input's size), each sample min-max scaled to [0, 1] (a constant map is zero).
     """
-    names = attention_before(frame, _WHAT)
     name, c = frame._call(layer, call)
     with frame._lock:
         frame._objective(name, c, unit, objective)          # the engine's own checks of unit and objective
-    if not _is_model_output(frame, name, c):
-        raise CnnvisError(f"{_WHAT} explains the model's output: its layer-wise scores read every block's tokens "
-                          f"through the model's head, so its unit is a class; {name!r} is not the output (choose "
-                          f"the output layer, or attention rollout / Grad-CAM for an inner unit).")
+    reason = legrad_reason(frame, layer, call)
+    if reason is not None:
+        raise CnnvisError(reason)
+    names = attention_before(frame, _WHAT)
     model = frame.visualizer.model
     readout = head_readout(model)
-    if readout is None:
-        raise CnnvisError(f"{_WHAT} reads every block's tokens through the model's head (timm's norm and "
-                          f"forward_head); {type(model).__name__} has no such head.")
     modules = dict(model.named_modules())
     blocks = [n.rpartition(".")[0] for n in names]             # each attention's block: its tokens Z^l
     P, (H, W) = token_grid(frame, _WHAT, blocks[-1])

@@ -25,8 +25,8 @@ import torch
 from .cams import _finish
 from .errors import CnnvisError
 
-__all__ = ["attention_rollout", "attention_modules", "attention_before", "no_attention_reason", "token_grid",
-           "ATTENTION_NEEDED"]
+__all__ = ["attention_rollout", "attention_modules", "attention_before", "attention_reason", "no_attention_reason",
+           "token_grid", "ATTENTION_NEEDED"]
 
 #: why the attention methods (rollout, LeGrad) cannot run on a network without attention layers
 ATTENTION_NEEDED = ("needs attention layers that expose their queries and keys (timm's Attention with q_norm / "
@@ -53,21 +53,38 @@ def _visualizer(frame, what: str):
     return vis
 
 
+def _before(frame, names: list, layer: str, call: int) -> tuple:
+    """(the unit's layer name, the attention modules whose probabilities exist before its call, in order)."""
+    unit_name, c = frame._call(layer, call)
+    done = {n: frame._call(f"{n}.k_norm")[1].done for n in names}      # its probabilities exist from here
+    return unit_name, sorted((n for n in names if done[n] <= c.done), key=done.get)
+
+
+def attention_reason(frame, what: str, layer: str | None = None, call: int = -1) -> str | None:
+    """Why ``what`` (an attention method) cannot map a unit of ``layer`` on this frame (one line), or None.
+
+    A model without attention layers, or a unit before the first attention; an unknown layer or a
+    layer the frame did not record is an error (:class:`CnnvisError`), not a reason.
+    """
+    names = attention_modules(_visualizer(frame, what).model)
+    if not names:
+        return f"{what} {ATTENTION_NEEDED}; this model has none."
+    if layer is not None:
+        unit_name, before = _before(frame, names, layer, call)
+        if not before:
+            return (f"{what}: no attention layer runs before {unit_name or 'output'!r}; choose a unit after the "
+                    f"first attention ({names[0]!r}).")
+    return None
+
+
 def attention_before(frame, what: str, layer: str | None = None, call: int = -1) -> list:
     """The attention modules whose call finishes no later than ``layer``'s ``call`` (all of them when
     ``layer`` is None), in the order they ran; a clear error when there are none."""
-    names = attention_modules(_visualizer(frame, what).model)
-    if not names:
-        raise CnnvisError(f"{what} {ATTENTION_NEEDED}; this model has none.")
-    if layer is None:
-        return names
-    unit_name, c = frame._call(layer, call)
-    done = {n: frame._call(f"{n}.k_norm")[1].done for n in names}      # its probabilities exist from here
-    before = sorted((n for n in names if done[n] <= c.done), key=done.get)
-    if not before:
-        raise CnnvisError(f"{what}: no attention layer runs before {unit_name or 'output'!r}; choose a unit after "
-                          f"the first attention ({names[0]!r}).")
-    return before
+    reason = attention_reason(frame, what, layer, call)
+    if reason is not None:
+        raise CnnvisError(reason)
+    names = attention_modules(frame.visualizer.model)
+    return names if layer is None else _before(frame, names, layer, call)[1]
 
 
 def token_grid(frame, what: str, layer: str) -> tuple:

@@ -15,8 +15,10 @@ needs_shapes = pytest.mark.skipif(not demo_checkpoint("shapes").is_file(),
 
 def test_every_core_method_is_exported_and_aliases_resolve():
     assert set(SALIENCY_METHODS) | set(CAM_METHODS) | {"guided-gradcam"} == set(cli.EXPORT_METHODS)
-    assert cli.parse_methods(["IG,grad-cam++", "score-cam", "input_x_gradient"]) == [
-        "integrated-gradients", "gradcam++", "scorecam", "input-x-gradient"]
+    assert cli.parse_methods(["IG,grad-cam++", "score-cam", "input_x_gradient", "attention_rollout,le-grad"]) == [
+        "integrated-gradients", "gradcam++", "scorecam", "input-x-gradient", "rollout", "legrad"]
+    assert cli.parse_methods(["all"]) == list(cli.EXPORT_METHODS)
+    assert cli.parse_methods(["all,legrad"], expand_all=False) == ["legrad"]
 
 
 @needs_shapes

@@ -123,7 +123,17 @@ def test_legrad_needs_a_class_and_attention(timm_map):
             frame.cam("", 1000, method="legrad")
         with pytest.raises(CnnvisError, match="not a CAM layer"):
             frame.cam("", 3, cam_layer="blocks.5", method="legrad")
+        # the reasons, asked before anything runs (the window greys a pane with them; export checks first)
+        assert frame.cam_unavailable("", "legrad") is None and frame.cam_unavailable("head", "legrad") is None
+        assert "'blocks.5' is not the output" in frame.cam_unavailable("blocks.5", "legrad")
+        assert frame.cam_unavailable("blocks.5", "rollout") is None
+        assert "no attention layer runs before 'blocks.0.norm1'" in frame.cam_unavailable("blocks.0.norm1", "rollout")
+        assert frame.cam_unavailable("blocks.0.norm1", "gradcam") is None
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
     with Visualizer(net).forward(torch.randn(1, 3, 8, 8)) as frame:
         with pytest.raises(CnnvisError, match="LeGrad needs attention layers .* this model has none"):
             frame.cam("", 0, method="legrad")
+        for method in ("rollout", "legrad"):
+            assert frame.cam_unavailable("3", method).endswith("needs attention layers that expose their queries "
+                                                               "and keys (timm's Attention with q_norm / k_norm: "
+                                                               "ViT, DeiT); this model has none.")
