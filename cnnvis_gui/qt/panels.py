@@ -12,7 +12,7 @@ import pyqtgraph as pg
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from .plain import html_text, plain_tooltip
-from .state import CAM_METHODS, METHOD_GROUPS, METHOD_LABELS, SMOOTHABLE_METHODS, ViewerState
+from .state import CAM_LAYER_METHODS, METHOD_GROUPS, METHOD_LABELS, SMOOTHABLE_METHODS, ViewerState
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
@@ -231,6 +231,7 @@ class BackpropPane(ImagePane):
         self.method_box.currentIndexChanged.connect(self._on_method)
         self.cam_box.currentIndexChanged.connect(self._on_cam)
         state.connect(self._on_state)
+        self._grey_unavailable()
         self._sync()
 
     def set_cam_layers(self, names):
@@ -257,8 +258,22 @@ class BackpropPane(ImagePane):
         self.state.update(cam_layer=self.cam_box.itemData(i))
 
     def _on_state(self, names):
+        if "unavailable" in names:
+            self._grey_unavailable()
         if names & {"method", "method2", "cam_layer", "backprop_on"}:
             self._sync()
+
+    def _grey_unavailable(self):
+        """Grey the methods this model cannot run (the attention methods on a CNN), their reason as tooltip."""
+        why = dict(self.state.unavailable)
+        model = self.method_box.model()
+        for i in range(self.method_box.count()):
+            m = self.method_box.itemData(i)
+            if not m:            # "off" and the headings
+                continue
+            model.item(i).setEnabled(m not in why)
+            model.item(i).setToolTip(plain_tooltip(f"{METHOD_LABELS[m]} {why[m]}") if m in why else "")
+            self.method_box.setItemText(i, "   " + METHOD_LABELS[m] + ("  (ViT only)" if m in why else ""))
 
     def _sync(self):
         m = getattr(self.state, self.which)
@@ -266,7 +281,7 @@ class BackpropPane(ImagePane):
         self.method_box.setCurrentIndex(max(0, self.method_box.findData(m)))
         self.method_box.blockSignals(False)
         off = self.which == "method" and not self.state.backprop_on
-        cam = m in CAM_METHODS and not off
+        cam = m in CAM_LAYER_METHODS and not off       # rollout / LeGrad read every attention layer
         self.settings.show_for(None if off else m)
         self.settings.steps.setVisible(m == "integrated_gradients" and not off)
         self.cam_box.setVisible(cam)

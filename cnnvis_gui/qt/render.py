@@ -16,6 +16,14 @@ from PyQt5 import QtCore
 from ..core.saliency_display import describe_display
 from .plain import html_text, plain_tooltip
 from .state import METHOD_LABELS
+
+#: what a backprop pane's tooltip adds for the attention methods (they read no CAM layer)
+ATTENTION_NOTES = {
+    "rollout": ": the attention flowing into the class token through the attention layers before the unit "
+               "(Abnar & Zuidema 2020); class-agnostic, the same map for every unit of the layer",
+    "legrad": ": the positive gradient of the class score, read through the head after every block, with respect "
+              "to each layer's attention, averaged over the layers (Bousselham et al. 2024)",
+}
 from .timing import Rate
 from .worker import RenderRequest, RenderWorker
 
@@ -159,6 +167,10 @@ class RenderLoop(QtCore.QObject):
                 if bp.cam_layer:
                     where += f" · CAM {bp.cam_layer}"                  # cut first when the pane is narrow
                     tip += f", Grad-CAM at {bp.cam_layer}"
+                elif bp.method in ATTENTION_NOTES:
+                    tip += ATTENTION_NOTES[bp.method]
+                if bp.unavailable:                                     # the reason instead of a map
+                    where, tip = bp.note, bp.note
                 pane.info.setText(where)
                 pane.info.setToolTip(plain_tooltip(tip))
             elif res.partial and (i == 0 or self.state.compare):

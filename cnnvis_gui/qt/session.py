@@ -72,7 +72,7 @@ class ModelSession:
         cams = [i.name for i in self.mm if getattr(i, "is_conv", False)]
         win.bp1.set_cam_layers(cams)
         win.bp2.set_cam_layers(cams)
-        upd = dict(layer=layer, frozen_unit=None, cam_layer=None)
+        upd = dict(layer=layer, frozen_unit=None, cam_layer=None, unavailable=getattr(ready, "unavailable", ()))
         if "method" in init:
             upd.update(method=init["method"], backprop_on=True)
         n = self.units(layer)

@@ -20,11 +20,16 @@ from ..core.saliency_display import CLIPS, DEFAULT_CLIP, DEFAULT_PERCENTILE, DEF
 METHOD_GROUPS = (
     ("gradients", ("gradient", "deconvnet", "guided", "input_x_gradient", "integrated_gradients")),
     ("CAMs", ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam",
-              "guided_gradcam")),
+              "guided_gradcam", "rollout", "legrad")),
 )
 BACKPROP_METHODS = tuple(m for _, group in METHOD_GROUPS for m in group)
-#: the CAM methods (a CAM layer applies); the others are input-shaped saliency maps
+#: the CAM family (coarse maps over the input); the others are input-shaped saliency maps
 CAM_METHODS = METHOD_GROUPS[1][1]
+#: the CAM-family methods that read a ViT's attention layers (core.ATTENTION_CAMS): no CAM layer to choose,
+#: greyed in the choosers on a network without attention (:attr:`ViewerState.unavailable` says why)
+ATTENTION_METHODS = ("rollout", "legrad")
+#: the methods whose pane has a CAM layer to choose
+CAM_LAYER_METHODS = tuple(m for m in CAM_METHODS if m not in ATTENTION_METHODS)
 #: the methods SmoothGrad applies to (every gradient method)
 SMOOTHABLE_METHODS = METHOD_GROUPS[0][1]
 #: the order ``n`` cycles (the classic, one-backward methods)
@@ -43,6 +48,8 @@ METHOD_LABELS = {
     "scorecam": "Score-CAM",
     "eigencam": "Eigen-CAM",
     "guided_gradcam": "guided Grad-CAM",
+    "rollout": "attention rollout",
+    "legrad": "LeGrad",
 }
 #: ``b`` cycles off -> gradient -> deconvnet -> guided -> off (the deep visualization toolbox's order).
 B_CYCLE = (None, "gradient", "deconvnet", "guided")
@@ -90,6 +97,7 @@ class ViewerState:
     use_camera: bool = False
     show_help: bool = False
     dissection: Optional[object] = None   # the DissectResult whose unit labels are shown (None: none)
+    unavailable: tuple = ()          # ((method, why), ...) the model cannot run: greyed in the choosers
     changed: list = field(default_factory=list, repr=False, compare=False)
 
     # ------------------------------------------------------------------ observer

@@ -41,6 +41,8 @@ SALIENCY_METHODS = ("gradient", "deconvnet", "guided")
 _SALIENCY = {"gradient": "gradient", "deconvnet": "deconvnet", "guided": "guided",
              "input_x_gradient": "input-x-gradient", "integrated_gradients": "integrated-gradients"}
 _CAMS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++", "scorecam", "eigencam")
+#: the attention methods (core.ATTENTION_CAMS): every attention layer, no CAM layer
+_ATTENTION = ("rollout", "legrad")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class BackpropImage:
     raw: np.ndarray                   # saliency C x H x W, or Grad-CAM H x W
     cam_layer: Optional[str] = None
     note: Optional[str] = None
+    unavailable: bool = False         # the method cannot map this unit here: ``note`` says why (image: the input, dim)
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ class ModelReady:
     model_map: object
     device: str
     notices: tuple = ()
+    unavailable: tuple = ()           # ((method, why), ...): methods this model cannot run (rollout / LeGrad on a CNN)
 
 
 class _ForwardFailed(Exception):
@@ -226,6 +230,7 @@ class RenderWorker(QtCore.QThread):
         self._forward_ms = 0.0
         self._forward_notices = []
         self._last_choice = None
+        self._has_attention = False          # the model has attention layers (rollout / LeGrad can run)
 
     # ------------------------------------------------------------------ GUI-thread API
     def set_model(self, gen: int, model, spec, layouts=None) -> None:
@@ -361,6 +366,7 @@ class RenderWorker(QtCore.QThread):
         from ..core import Visualizer
         self._drop_frame()
         self._vis = self._map = None
+        self._has_attention = False
         self._gen = gen
         try:
             vis = Visualizer(model, spec=spec, layouts=layouts)
@@ -369,8 +375,12 @@ class RenderWorker(QtCore.QThread):
             msg = str(e) if isinstance(e, CnnvisError) else f"{type(e).__name__}: {e}"
             self.failed.emit(RenderFailure(-1, gen, f"model check failed: {msg}", traceback.format_exc()))
             return
+        from ..core.rollout import no_attention_reason
         self._vis, self._spec, self._map = vis, spec, mm
-        self.modelReady.emit(ModelReady(gen, mm, _model_device(model)))
+        why = no_attention_reason(model)
+        self._has_attention = why is None
+        self.modelReady.emit(ModelReady(gen, mm, _model_device(model),
+                                        unavailable=tuple((m, why) for m in _ATTENTION) if why else ()))
 
     # ------------------------------------------------------------------ what a request reads
     def _cam_layer(self, req: RenderRequest):
@@ -386,6 +396,8 @@ class RenderWorker(QtCore.QThread):
         own message ("unknown layer ... Did you mean").
         """
         mm = self._map
+        if self._has_attention and any(m in _ATTENTION for m in req.methods):
+            return None                      # rollout / LeGrad read every attention layer and the head
         need = {req.layer}
         if req.methods or req.grid_mode == "gradients":
             need.add(req.bp_layer)
@@ -518,6 +530,7 @@ class RenderWorker(QtCore.QThread):
             t0 = time.perf_counter()
             note = None
             cam_layer = None
+            unavailable = False
             if method in _SALIENCY or method == "guided_gradcam":
                 if method == "guided_gradcam":
                     cam_layer = self._cam_layer(req)
@@ -553,12 +566,32 @@ class RenderWorker(QtCore.QThread):
                     note = f"the {method} map of unit {req.bp_unit} is all zero at '{cam_layer}' for this input"
                 # a CAM is coarse: it reads best on top of the input (as in Selvaraju et al.)
                 img = overlay(self._input_rgb, raw, alpha=0.5)
+            elif method in _ATTENTION:
+                raw, img, note, unavailable = self._attention_map(frame, req, method)
             else:
                 raise CnnvisError(f"unknown backprop method {method!r}")
             bw_ms += (time.perf_counter() - t0) * 1000
             if note:
                 pane_notes.append(note)     # first on the status line: about the picture on screen
             bps.append(BackpropImage(method, _frozen(np.array(img, dtype=np.uint8, copy=True)),
-                                     _frozen(np.array(raw, copy=True)), cam_layer, note))
+                                     _frozen(np.array(raw, copy=True)), cam_layer, note,
+                                     unavailable=unavailable))
 
         return result(bps)
+
+    def _attention_map(self, frame, req: RenderRequest, method: str) -> tuple:
+        """(raw map, picture, note, unavailable) of attention rollout / LeGrad for the backprop unit.
+
+        Where the method cannot map this unit (a CNN, LeGrad of an inner unit, a unit before the first
+        attention) the pane shows the input dimmed and the reason: a state of the view, not a failure.
+        """
+        from ..core import overlay
+        why = frame.cam_unavailable(req.bp_layer, method)
+        if why is not None:
+            h, w = self._input_rgb.shape[:2]
+            dim = (self._input_rgb.astype(np.float32).mean(axis=2, keepdims=True) * 0.35).astype(np.uint8)
+            return np.zeros((h, w), np.float32), np.repeat(dim, 3, axis=2), why, True
+        cam = frame.cam(req.bp_layer, req.bp_unit, method=method, objective=req.objective)
+        raw = np.nan_to_num(cam.detach().float().cpu()[0].numpy(), nan=0.0)
+        note = None if np.any(raw) else f"the {method} map of unit {req.bp_unit} is all zero for this input"
+        return raw, overlay(self._input_rgb, raw, alpha=0.5), note, False

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from cnnvis_gui.core import Visualizer
-from cnnvis_gui.qt.state import BACKPROP_METHODS, CAM_METHODS, METHOD_GROUPS
+from cnnvis_gui.qt.state import ATTENTION_METHODS, BACKPROP_METHODS, CAM_LAYER_METHODS, CAM_METHODS, METHOD_GROUPS
 from cnnvis_gui.qt.window import MainWindow
 
 from ..waits import idle
@@ -39,11 +39,26 @@ def test_every_method_renders_in_the_pane(qtbot, window):
         bp = res.backprops[0]
         assert bp.method == method
         assert bp.image.dtype == np.uint8 and bp.image.shape == (32, 32, 3)
-        if method in CAM_METHODS and method != "guided_gradcam":
+        if method in ATTENTION_METHODS:          # a CNN: the pane says why, the input dimmed, no exception
+            assert bp.unavailable and bp.raw.shape == (32, 32) and bp.cam_layer is None
+            assert "needs attention layers" in bp.note and window.bp1.info.text() == bp.note
+        elif method in CAM_METHODS and method != "guided_gradcam":
             assert bp.raw.shape == (32, 32) and bp.cam_layer == "conv2"
         else:
             assert bp.raw.shape == (3, 32, 32)
-        assert window.bp1.cam_box.isVisibleTo(window.bp1) == (method in CAM_METHODS)
+        assert window.bp1.cam_box.isVisibleTo(window.bp1) == (method in CAM_LAYER_METHODS)
+
+
+def test_attention_methods_are_greyed_on_a_cnn_with_the_reason(window):
+    for pane in (window.bp1, window.bp2):
+        box = pane.method_box
+        for m in BACKPROP_METHODS:
+            item = box.model().item(box.findData(m))
+            assert item.isEnabled() == (m not in ATTENTION_METHODS), m
+            if m in ATTENTION_METHODS:
+                assert item.text().endswith("(ViT only)")
+                assert "needs attention layers that expose their queries and keys" in item.toolTip()
+                assert "this network has none" in item.toolTip()
 
 
 def test_any_two_side_by_side_and_smoothgrad_is_the_cores(qtbot, window):
