@@ -72,8 +72,8 @@ CAM_METHODS = LAYER_CAMS + ATTENTION_CAMS
 GRADIENT_CAMS = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++")
 SCORECAM_BATCH = 16   # masked inputs per Score-CAM forward
 
-__all__ = ["CAM_METHODS", "LAYER_CAMS", "ATTENTION_CAMS", "GRADIENT_CAMS", "SCORECAM_BATCH", "frame_cam", "cam_from_gradients",
-           "eigen_cam", "unit_scores", "scorecam_cost"]
+__all__ = ["CAM_METHODS", "LAYER_CAMS", "ATTENTION_CAMS", "GRADIENT_CAMS", "SCORECAM_BATCH", "frame_cam",
+           "cam_from_gradients", "eigen_cam", "unit_scores", "scorecam_cost"]
 
 
 def cam_from_gradients(method: str, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

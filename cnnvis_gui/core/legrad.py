@@ -13,7 +13,7 @@ then bilinear upsampling to the input and min-max scaling to [0, 1] (the paper's
 Unlike Grad-CAM the attention values themselves are not multiplied in: the gradient is the signal.
 
 The objective of the unit (``"sum"``, ``"activation"``, ``"max"``) is applied to each ``s^l`` as to
-the class score.  LeGrad explains the model's output: its layer-wise scores exist only for the head's
+the class score.  LeGrad maps the model's output: its layer-wise scores exist only for the head's
 classes, so the unit must be one of the model's output (a class); an inner unit gets a clear error.
 
 timm's fused attention never materializes ``A^l``, and reading it needs no change to the model: the
@@ -67,9 +67,8 @@ def legrad_reason(frame, layer: str, call: int = -1) -> str | None:
         return reason
     name, c = frame._call(layer, call)
     if not _is_model_output(frame, name, c):
-        return (f"{_WHAT} explains the model's output: its layer-wise scores read every block's tokens through the "
-                f"model's head, so its unit is a class; {name!r} is not the output (choose the output layer, or "
-                f"attention rollout / Grad-CAM for an inner unit).")
+        return (f"{_WHAT} maps the model's output classes only (it reads the head on every block), not units of "
+                f"{name!r}: choose the output layer; attention rollout and Grad-CAM map inner units.")
     model = frame.visualizer.model
     if head_readout(model) is None:
         return (f"{_WHAT} reads every block's tokens through the model's head (timm's norm and forward_head); "

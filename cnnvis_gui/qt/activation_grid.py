@@ -43,33 +43,6 @@ class ActivationGrid(ImagePane):
         self.item.clicked.connect(self._on_click)
         self.item.hovered.connect(self._on_hover)
         state.connect(self._on_state)
-        # a sentence over the grid when what it shows needs saying (the gradient of a unit at its own layer)
-        self.note = QtWidgets.QLabel(self.view)
-        self.note.setTextFormat(QtCore.Qt.PlainText)
-        self.note.setWordWrap(True)
-        self.note.setStyleSheet("QLabel { background: rgba(20, 20, 24, 215); color: #f0f0f0; padding: 8px; "
-                                "border: 1px solid #d08000; }")
-        self.note.hide()
-
-    def set_note(self, text: str) -> None:
-        """Show ``text`` over the top of the grid (empty: hide it)."""
-        if text == self.note.text() and self.note.isVisible() == bool(text):
-            return
-        self.note.setText(text)
-        self.note.setVisible(bool(text))
-        self._place_note()
-
-    def _place_note(self):
-        if self.note.isVisible():
-            w = max(120, self.view.width() - 24)
-            self.note.setFixedWidth(w)
-            self.note.adjustSize()
-            self.note.move(12, 12)
-
-    def resizeEvent(self, ev):
-        super().resizeEvent(ev)
-        self._place_note()
-
     def set_mosaic(self, mosaic, unit_max, unit_mean) -> None:
         old = self.mosaic
         self.mosaic, self.unit_max, self.unit_mean = mosaic, unit_max, unit_mean

@@ -106,6 +106,35 @@ class ImagePane(QtWidgets.QFrame):
         lay.addWidget(self.view, 1)
         self._shape = None
         self.last_image = None
+        # a sentence over the picture when what it shows needs saying (the gradient of a unit at its own
+        # layer in the grid; why a backprop pane's method cannot map this unit)
+        self.note = QtWidgets.QLabel(self.view)
+        self.note.setTextFormat(QtCore.Qt.PlainText)
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet("QLabel { background: rgba(20, 20, 24, 215); color: #f0f0f0; padding: 8px; "
+                                "border: 1px solid #d08000; }")
+        self.note.hide()
+
+    def set_note(self, text: str) -> None:
+        """Show ``text`` over the top of the picture (empty: hide it)."""
+        if text == self.note.text() and self.note.isVisible() == bool(text):
+            return
+        self.note.setText(text)
+        self.note.setToolTip(plain_tooltip(text))          # whole, where a small pane cuts it
+        self.note.setVisible(bool(text))
+        self._place_note()
+
+    def _place_note(self):
+        if self.note.isVisible():
+            w = max(120, self.view.width() - 24)
+            self.note.setFixedWidth(w)
+            h = self.note.heightForWidth(w)                    # the wrapped text's height at this width
+            self.note.setFixedHeight(min(max(h, 24), max(40, self.view.height() - 24)))   # inside the view
+            self.note.move(12, 12)
+
+    def resizeEvent(self, ev):
+        super().resizeEvent(ev)
+        self._place_note()
 
     def set_rgb(self, img: np.ndarray) -> None:
         """Show an H x W x 3 uint8 RGB array (kept by reference: never mutate it afterwards).

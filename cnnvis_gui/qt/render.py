@@ -169,14 +169,15 @@ class RenderLoop(QtCore.QObject):
                     tip += f", Grad-CAM at {bp.cam_layer}"
                 elif bp.method in ATTENTION_NOTES:
                     tip += ATTENTION_NOTES[bp.method]
-                if bp.unavailable:                                     # the reason instead of a map
-                    where, tip = bp.note, bp.note
+                pane.set_note(bp.note if bp.unavailable else "")       # the reason over the dimmed input
                 pane.info.setText(where)
                 pane.info.setToolTip(plain_tooltip(tip))
             elif res.partial and (i == 0 or self.state.compare):
+                pane.set_note("")
                 pane.clear()                                       # Score-CAM still runs for it
                 pane.info.setText("computing… (progress in the status bar)")
             elif i == 0:
+                pane.set_note("")
                 pane.clear()
                 pane.info.setText("off")
         self.draw_zoom(res)

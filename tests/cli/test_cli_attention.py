@@ -53,7 +53,8 @@ def test_legrad_at_an_inner_layer_is_one_line_before_any_file(tmp_path, photo, c
                    "--units", "3", "--method", "guided,legrad", "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == cli.EXIT_USAGE and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("cnnvis: error: --method legrad: LeGrad explains the model's output")
+    assert err.strip().splitlines()[-1].startswith("cnnvis: error: --method legrad: LeGrad maps the model's output "
+                                                   "classes only")
     assert not any(p.is_file() for p in out.rglob("*"))
 
 

@@ -117,7 +117,7 @@ def test_legrad_equals_torchcam(timm_map):
 def test_legrad_needs_a_class_and_attention(timm_map):
     _, vis = timm_map("vit")
     with vis.forward(torch.randn(1, 3, 224, 224)) as frame:
-        with pytest.raises(CnnvisError, match="LeGrad explains the model's output.*'blocks.5' is not the output"):
+        with pytest.raises(CnnvisError, match="LeGrad maps the model's output classes only .* not units of 'blocks.5'"):
             frame.cam("blocks.5", 3, method="legrad")
         with pytest.raises(CnnvisError, match="unit 1000 is out of range"):
             frame.cam("", 1000, method="legrad")
@@ -125,7 +125,7 @@ def test_legrad_needs_a_class_and_attention(timm_map):
             frame.cam("", 3, cam_layer="blocks.5", method="legrad")
         # the reasons, asked before anything runs (the window greys a pane with them; export checks first)
         assert frame.cam_unavailable("", "legrad") is None and frame.cam_unavailable("head", "legrad") is None
-        assert "'blocks.5' is not the output" in frame.cam_unavailable("blocks.5", "legrad")
+        assert "not units of 'blocks.5'" in frame.cam_unavailable("blocks.5", "legrad")
         assert frame.cam_unavailable("blocks.5", "rollout") is None
         assert "no attention layer runs before 'blocks.0.norm1'" in frame.cam_unavailable("blocks.0.norm1", "rollout")
         assert frame.cam_unavailable("blocks.0.norm1", "gradcam") is None

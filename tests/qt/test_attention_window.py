@@ -34,8 +34,10 @@ def test_rollout_and_legrad_in_the_pane_are_the_cores(qtbot, open_window, timm_n
     # an inner unit: LeGrad says why in the pane (not an error); rollout maps it
     res = _choose(qtbot, win, "blocks.5")
     bp = res.backprops[0]
-    assert bp.unavailable and "LeGrad explains the model's output" in win.bp1.info.text()
+    assert bp.unavailable and win.bp1.note.isVisibleTo(win.bp1)
+    assert win.bp1.note.text().startswith("LeGrad maps the model's output classes only")
     assert not np.any(bp.raw) and win.status.last_error == ""
     res = _method(qtbot, win, "rollout")
     assert not res.backprops[0].unavailable and win.bp1.title.text() == "attention rollout"
+    assert not win.bp1.note.isVisibleTo(win.bp1)
     np.testing.assert_allclose(res.backprops[0].raw, roll, atol=1e-5)

@@ -39,9 +39,11 @@ def test_every_method_renders_in_the_pane(qtbot, window):
         bp = res.backprops[0]
         assert bp.method == method
         assert bp.image.dtype == np.uint8 and bp.image.shape == (32, 32, 3)
-        if method in ATTENTION_METHODS:          # a CNN: the pane says why, the input dimmed, no exception
+        # a CNN: rollout and LeGrad say why over the input dimmed, no exception; other methods have no note
+        assert window.bp1.note.isVisibleTo(window.bp1) == (method in ATTENTION_METHODS)
+        if method in ATTENTION_METHODS:
             assert bp.unavailable and bp.raw.shape == (32, 32) and bp.cam_layer is None
-            assert "needs attention layers" in bp.note and window.bp1.info.text() == bp.note
+            assert "needs attention layers" in bp.note and window.bp1.note.text() == bp.note
         elif method in CAM_METHODS and method != "guided_gradcam":
             assert bp.raw.shape == (32, 32) and bp.cam_layer == "conv2"
         else:
