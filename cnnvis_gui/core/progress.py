@@ -83,11 +83,24 @@ def _plural(unit: str, n: float) -> str:
     return unit if unit.endswith("s") else unit + "s"
 
 
+def _count_text(done: float) -> str:
+    """The units done as the line shows them: whole units as ``"12"``; a unit part-way done with two
+    decimals at most (``"0.33"``, ``"2.75"``), so the count and the percentage beside it agree (a lone
+    image a third through its maps is ``0.33/1 image (33%)``, not ``0/1 image (33%)``)."""
+    whole = math.floor(done + 1e-9)
+    if done - whole < 5e-3:
+        return str(int(whole))
+    if math.ceil(done) - done < 5e-3:
+        return f"{done:.2f}"          # 0.999 -> "1.00": not yet done, shown as not whole
+    return f"{done:.2f}".rstrip("0")
+
+
 @dataclass(frozen=True)
 class ProgressReport:
     """One immutable snapshot of a :class:`Progress`.
 
-    ``done`` may be fractional (an image half through its maps); lines show the whole units done.
+    ``done`` may be fractional (an image half through its maps); lines show it with two decimals at most
+    (``0.33/1 image (33%)``), whole units as integers.
     ``rate`` is in units per second (None until measurable), ``left_s`` the estimated seconds
     left (None when unknown), ``finished`` True for the last report of the work.
     """
@@ -127,13 +140,13 @@ class ProgressReport:
 
     def status(self) -> str:
         """The report without the work's name: ``"12/160 images (8%), 1.9 s/image, about 4 min 41 s left"``."""
-        whole = int(math.floor(self.done + 1e-9))
-        unit = _plural(self.unit, self.total if self.total is not None else whole)
+        count = _count_text(self.done)
+        unit = _plural(self.unit, self.total if self.total is not None else self.done)
         if self.total is not None:
-            parts = [f"{whole}/{self.total}" + (f" {unit}" if unit else "") +
+            parts = [f"{count}/{self.total}" + (f" {unit}" if unit else "") +
                      f" ({100.0 * (self.fraction or 0.0):.0f}%)"]
         else:
-            parts = [f"{whole}" + (f" {unit}" if unit else "")]
+            parts = [count + (f" {unit}" if unit else "")]
         if self.finished:
             parts.append(f"done in {format_duration(self.elapsed_s)}")
         else:

@@ -41,6 +41,7 @@ class ActivationGrid(ImagePane):
             r.setZValue(10)
             r.hide()
         self.item.clicked.connect(self._on_click)
+        self.vb.sigTransformChanged.connect(self._fit_labels)    # zoom, resize: the labels fit their tiles again
         self.item.hovered.connect(self._on_hover)
         state.connect(self._on_state)
     def set_mosaic(self, mosaic, unit_max, unit_mean) -> None:
@@ -83,13 +84,38 @@ class ActivationGrid(ImagePane):
     def _add_label(self, u: int, text: str, colour, small: bool = False) -> None:
         x0, y0, w, h = self.mosaic.tile_rect(u)
         t = pg.TextItem(text, color=colour, anchor=(0.5, 1.0), fill=(0, 0, 0, 150))
-        if small:
-            f = t.textItem.font()
-            f.setPointSizeF(7.0)
-            t.setFont(f)
+        t.full_text, t.tile_width, t.base_pt = text, w, (7.0 if small else t.textItem.font().pointSizeF())
+        t.setToolTip(f"unit {u}: {text}")
         t.setParentItem(self.item)
         t.setPos(x0 + w / 2, y0 + h)
         self._label_items.append(t)
+        self._fit_label(t)
+
+    #: the smallest font a tile's label shrinks to before it is cut with "…" (the hover line names it whole)
+    MIN_LABEL_PT = 6.0
+
+    def _fit_label(self, t) -> None:
+        """Fit a tile's label into the tile's width on screen: the font shrinks (down to ``MIN_LABEL_PT``)
+        before the word is cut, and a cut word ends in "…" ("checkerb…"), never in a bare cut letter."""
+        px = self.vb.viewPixelSize()[0] if self.vb.width() > 0 else 0.0
+        room = t.tile_width / px - 4 if px > 0 else 1e9          # the tile's width in screen pixels, less a margin
+        f = QtGui.QFont(t.textItem.font())
+        pt = t.base_pt
+        while True:
+            f.setPointSizeF(pt)
+            fm = QtGui.QFontMetricsF(f)
+            if fm.horizontalAdvance(t.full_text) <= room or pt <= self.MIN_LABEL_PT:
+                break
+            pt = max(self.MIN_LABEL_PT, pt - 0.5)
+        text = t.full_text if fm.horizontalAdvance(t.full_text) <= room else \
+            fm.elidedText(t.full_text, QtCore.Qt.ElideRight, max(room, fm.horizontalAdvance("x…")))
+        t.setFont(f)
+        if t.textItem.toPlainText() != text:
+            t.setText(text)
+
+    def _fit_labels(self, *_) -> None:
+        for t in self._label_items:
+            self._fit_label(t)
 
     def unit_at(self, x: float, y: float):
         if self.mosaic is None:

@@ -368,7 +368,8 @@ class ModuleTree(QtWidgets.QTreeWidget):
         self.setAlternatingRowColors(True)
         self.setRootIsDecorated(True)
         self.setIndentation(12)   # deep trees (ResNet blocks) keep their names readable
-        self.setTextElideMode(QtCore.Qt.ElideLeft)   # a cut path keeps its end: "…17.conv.0.2"
+        # a cut path keeps its block and its end: "10.c…0.1" (a start cut, "…conv.0.1", lost which block)
+        self.setTextElideMode(QtCore.Qt.ElideMiddle)
         self.items = {}
         self.visualizable = {}
         self._syncing = False
@@ -421,7 +422,7 @@ class ModuleTree(QtWidgets.QTreeWidget):
     def fit_columns(self) -> None:
         """Columns to their contents; the module column gives way so that Output and Units stay whole.
 
-        A long module name is cut at its start (``…17.conv.0.2``): its end is where the row is.
+        A long module name is cut in its middle (``17.c…0.2``): its start names the block, its end the row.
         """
         for c in range(self.columnCount()):
             self.resizeColumnToContents(c)

@@ -18,6 +18,13 @@ from .plain import plain_tooltip
 __all__ = ["UnitPane", "Predictions"]
 
 
+def _row(widget) -> QtWidgets.QHBoxLayout:
+    row = QtWidgets.QHBoxLayout()
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(widget, 1)
+    return row
+
+
 class UnitPane(ImagePane):
     """The selected unit's activation map, enlarged, with a colour scale.
 
@@ -27,6 +34,14 @@ class UnitPane(ImagePane):
     def __init__(self, parent=None, lut=None, item=None):
         super().__init__("Unit", item, parent, (160, 140))
         self.info.elide = QtCore.Qt.ElideLeft        # "…features.13": the layer name's end says where
+        # the dissection's label of the unit, on a line of its own under "Unit N  of layer": it wraps in a
+        # narrow pane ("no detector (best checkerboard, IoU 0.04)" beside the title was cut mid-word)
+        self.concept = QtWidgets.QLabel()
+        self.concept.setTextFormat(QtCore.Qt.RichText)
+        self.concept.setWordWrap(True)
+        self.concept.setStyleSheet("QLabel { padding: 0px 2px; }")
+        self.concept.hide()
+        self.layout().insertLayout(1, _row(self.concept))
         self.bar = None
         if lut is not None:
             cmap = pg.ColorMap(np.linspace(0, 1, len(lut)), np.asarray(lut, dtype=np.ubyte))
@@ -44,6 +59,12 @@ class UnitPane(ImagePane):
         self.value.setMinimumSize(160, 140)
         self.value.hide()
         self.layout().insertWidget(self.layout().indexOf(self.view), self.value, 1)
+
+    def set_concept(self, html: str, tip: str = "") -> None:
+        """The unit's dissection label under the title (rich text; "" hides the line)."""
+        self.concept.setText(html)
+        self.concept.setToolTip(plain_tooltip(tip))
+        self.concept.setVisible(bool(html))
 
     #: the colour bar's scale is redrawn when an end moves by more than this part of the range ...
     BAR_TOLERANCE = 0.02

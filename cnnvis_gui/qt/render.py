@@ -141,7 +141,8 @@ class RenderLoop(QtCore.QObject):
         self.state.update(grid_cols=int(res.mosaic.cols))
         win.unit_pane.set_unit(res.unit_rgb, res.unit_levels, *self._scalar(res))
         lo, hi = res.unit_levels
-        win.unit_pane.title.setText(self.unit_title(res))     # the layer beside it, cut at its start if need be
+        win.unit_pane.title.setText(f"Unit {res.unit}")     # the layer beside it, cut at its start if need be
+        win.unit_pane.set_concept(*self.unit_concept(res))    # the dissection's label on a line of its own
         what = "gradient at " if res.grid_mode == "gradients" else "of "
         info = f"{what}{res.layer or 'output'}"
         tip = f"unit {res.unit} {what}{res.layer or 'output'}: values {lo:.6g} … {hi:.6g} (the colour bar has the scale)"
@@ -253,25 +254,28 @@ class RenderLoop(QtCore.QObject):
                                       f"<span style='color:#888'>of {html_text(res.bp[0] or 'output')} #{res.bp[1]}"
                                       f" — zoom (z: next, Esc: back)</span>")
 
-    def unit_title(self, res) -> str:
-        """The unit pane's title: ``Unit 5: star (shape, IoU 0.31)`` when the dissection shown labels the
-        unit (the concept first: a narrow pane cuts the end), else ``Unit 5``; the layer is the pane's
-        info beside it ("of features.14", cut at its start in a narrow pane)."""
+    def unit_concept(self, res) -> tuple:
+        """The unit pane's dissection line, (rich text, tooltip): ``star (shape, IoU 0.31)`` when the
+        dissection shown labels the unit, ``no detector (best stripes, IoU 0.03)`` below the paper's cut,
+        ("", "") without a label.  It wraps under the title ``Unit 5``; the layer is the pane's info
+        beside the title ("of features.14", cut at its start in a narrow pane)."""
         lab = self.state.unit_label(res.layer, res.unit)
         if lab is None:
-            return f"Unit {res.unit}"
+            return "", ""
+        where = f"unit {res.unit} of {res.layer or 'output'}"
         if lab.concept is None:
-            return f"Unit {res.unit}: <span style='color:#888'>no concept (IoU 0)</span>"
+            return "<span style='color:#888'>no concept (IoU 0)</span>", f"{where}: no concept overlaps it (IoU 0)"
         if not lab.interpretable:               # below the paper's cut: the best match, not a detector
-            return (f"Unit {res.unit}: <span style='color:#888'>no detector (best {html_text(lab.concept)}, IoU "
-                    f"{lab.iou:.2f})</span>")
-        return (f"Unit {res.unit}: <b>{html_text(lab.concept)}</b> <span style='color:#888'>"
-                f"({html_text(lab.category)}, IoU {lab.iou:.2f})</span>")
+            return (f"<span style='color:#888'>no detector (best {html_text(lab.concept)}, IoU {lab.iou:.2f})</span>",
+                    f"{where}: no detector; its best concept is {lab.concept} ({lab.category}), IoU {lab.iou:.3f}, "
+                    f"below the dissection's cut")
+        return (f"<b>{html_text(lab.concept)}</b> <span style='color:#888'>({html_text(lab.category)}, IoU "
+                f"{lab.iou:.2f})</span>", f"{where}: detects {lab.concept} ({lab.category}), IoU {lab.iou:.3f}")
 
     def update_unit_title(self) -> None:
-        """The unit pane's title again (the dissection shown changed)."""
+        """The unit pane's dissection line again (the dissection shown changed)."""
         if self.last_result is not None:
-            self.win.unit_pane.title.setText(self.unit_title(self.last_result))
+            self.win.unit_pane.set_concept(*self.unit_concept(self.last_result))
 
     def update_grid_title(self) -> None:
         win, s = self.win, self.state

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, fields
 from typing import Callable, Optional
 
 from ..core.attribution import DEFAULT_NOISE, DEFAULT_STEPS
-from ..core.saliency_display import CLIPS, DEFAULT_CLIP, DEFAULT_PERCENTILE, DEFAULT_SIGN, FILTERS, SIGNS
+from ..core.saliency_display import (CLIPS, DEFAULT_CLIP, DEFAULT_FILTER, DEFAULT_PERCENTILE, DEFAULT_SIGN, FILTERS,
+                                     SIGNS)
 
 #: Methods a backprop pane can show, by group (the pane's chooser lists them under these headings).
 #: Names are the core's with ``_`` for ``-`` (``integrated_gradients`` is ``"integrated-gradients"``).
@@ -80,7 +81,7 @@ class ViewerState:
     smoothgrad: int = 0              # SmoothGrad copies for the gradient methods (0: off)
     noise: float = DEFAULT_NOISE     # SmoothGrad noise, std as a fraction of the input's range
     ig_steps: int = DEFAULT_STEPS    # integrated-gradients points
-    filter: str = "normblur"
+    filter: str = DEFAULT_FILTER     # raw, as cnnvis export / atlas and saliency_to_image: every channel, unblurred
     sign: str = DEFAULT_SIGN         # saliency display: signed / positive / negative / absolute
     clip: str = DEFAULT_CLIP         # saliency display: the full-brightness value (percentile / mass / max)
     percentile: float = DEFAULT_PERCENTILE

@@ -18,7 +18,7 @@ from .test_cli import _env, run_module
 needs_shapes = pytest.mark.skipif(not demo_checkpoint("shapes").is_file(),
                                   reason="the shapes demo checkpoint (assets/models/shapes.pth) is not built")
 
-LINE = re.compile(r"^(?P<what>cnnvis [a-z]+(: [^:]+)?): (?P<done>\d+)/(?P<total>\d+) (?P<unit>\w+) "
+LINE = re.compile(r"^(?P<what>cnnvis [a-z]+(: [^:]+)?): (?P<done>\d+(\.\d+)?)/(?P<total>\d+) (?P<unit>\w+) "
                   r"\((?P<pct>\d+)%\)(?P<rest>.*)$")
 
 
@@ -46,8 +46,11 @@ def test_export_and_atlas_print_progress_lines_to_a_pipe(tmp_path, three_images,
     assert lines[0] == "cnnvis export: starting, 3 images"
     steps = _progress(r.stderr, "cnnvis export")
     assert steps and all(m["total"] == "3" and m["unit"] == "images" for m in steps)
-    done = [int(m["done"]) for m in steps]
+    done = [float(m["done"]) for m in steps]
     assert done == sorted(done) and done[-1] == 3
+    assert any(d != int(d) for d in done)                          # an image part-way through its maps
+    for m in steps:                                                # the count agrees with its percentage
+        assert abs(100 * float(m["done"]) / 3 - int(m["pct"])) <= 1, m.group(0)
     assert any("s left" in m["rest"] for m in steps[:-1])          # a time left before the end
     assert steps[-1]["rest"].startswith(", done in ")
     assert "\r" not in r.stderr and "it/s" not in r.stderr          # no tqdm bar in a log

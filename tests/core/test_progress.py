@@ -58,7 +58,7 @@ def test_the_callers_estimate_stands_until_a_step_is_measured():
     assert "masked inputs/s" in p.report().status()
 
 
-def test_fractional_done_shows_whole_units_and_fast_rates_per_second():
+def test_fractional_done_agrees_with_its_percentage_and_fast_rates_per_second():
     clock = Clock()
     p = Progress("x", total=4, unit="image", clock=clock)
     clock.t += 1.0
@@ -66,8 +66,26 @@ def test_fractional_done_shows_whole_units_and_fast_rates_per_second():
     clock.t += 0.1
     p.update(2.75)
     r = p.report()
-    assert r.status().startswith("2/4 images (69%), 22.5 images/s")
+    assert r.status().startswith("2.75/4 images (69%), 22.5 images/s")
     assert ProgressReport("x", 3, None, "", 1.0, None, None).status() == "3"
+    assert ProgressReport("x", 3.0000001, 4, "image", 1.0, None, None).status() == "3/4 images (75%)"
+
+
+@pytest.mark.parametrize("done, total, start", [
+    (1 / 3, 1, "0.33/1 image (33%)"),       # the reported line was "0/1 image (33%)"
+    (2 / 3, 1, "0.67/1 image (67%)"),
+    (0.5, 2, "0.5/2 images (25%)"),
+    (12.1, 160, "12.1/160 images (8%)"),
+    (0.999, 1, "1.00/1 image (100%)"),
+])
+def test_a_unit_part_way_done_is_counted_as_the_percentage_says(done, total, start):
+    """The count and the percentage beside it are the same number: a lone image a third through its
+    maps was printed ``0/1 image (33%)`` by cnnvis export."""
+    status = ProgressReport("cnnvis export", done, total, "image", 1.0, None, None).status()
+    assert status == start
+    count = float(status.split("/")[0])
+    pct = float(status.split("(")[1].split("%")[0])
+    assert round(100 * count / total) == pytest.approx(pct, abs=1)
 
 
 def test_listener_is_throttled_but_start_and_finish_always_report():

@@ -16,7 +16,7 @@ def test_defaults_are_shown(qtbot):
     s, w = _make(qtbot)
     assert (s.sign, s.clip, s.percentile) == ("signed", "percentile", 98.0)
     assert (w.filter_box.currentText(), w.sign_box.currentText(), w.clip_box.currentText()) == \
-        ("normblur", "signed", "98th pct")
+        ("raw", "signed", "98th pct")
     assert [w.clip_box.itemText(i) for i in range(w.clip_box.count())] == [c[2] for c in CLIP_CHOICES]
     assert "the 98th (99.5th) percentile of |g|" in w.clip_box.toolTip() and "captum" in w.clip_box.toolTip()
 

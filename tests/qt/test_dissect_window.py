@@ -20,7 +20,12 @@ def _hover(win, unit):
 
 
 def _labels(win):
-    return [t.textItem.toPlainText() for t in win.grid._label_items]
+    """The concepts under the tiles (a name wider than its tile is shown shrunk or cut with "…": the whole
+    name is the label's own; tests/qt/test_first_session.py checks the fit)."""
+    shown = [t.textItem.toPlainText() for t in win.grid._label_items]
+    full = [t.full_text for t in win.grid._label_items]
+    assert all(a == b or (a.endswith("…") and b.startswith(a[:-1])) for a, b in zip(shown, full)), (shown, full)
+    return full
 
 
 def test_the_dialog_dissects_and_every_view_shows_the_labels(qtbot, window, tmp_path, monkeypatch):
@@ -47,8 +52,10 @@ def test_the_dialog_dissects_and_every_view_shows_the_labels(qtbot, window, tmp_
     drawn(qtbot, win, lambda r: r.layer == "conv2" and r.unit == 0)
     lab = res.unit("conv2", 0)
     assert lab.describe() in _hover(win, 0)                              # the hover line
-    title = win.unit_pane.title.text()
-    assert title.startswith("Unit 0: ") and (lab.concept in title)       # the unit pane's title
+    assert win.unit_pane.title.text() == "Unit 0"                          # the unit pane's title, and under it
+    concept = win.unit_pane.concept                                      # the label on a line that wraps
+    assert concept.isVisible() and concept.wordWrap() and lab.concept in concept.text()
+    assert lab.concept in concept.toolTip() and f"{lab.iou:.3f}" in concept.toolTip()
     shown = _labels(win)
     assert shown == [u.concept for u in res.layer("conv2").units if u.interpretable] and shown
     assert "conv2" in win.dissect.summary.title.text()
@@ -58,6 +65,7 @@ def test_the_dialog_dissects_and_every_view_shows_the_labels(qtbot, window, tmp_
     win.state.update(layer="fc", unit=1)
     drawn(qtbot, win, lambda r: r.layer == "fc" and r.unit == 1)
     assert _labels(win) == ["a", "b", "c", "d"] and win.unit_pane.title.text() == "Unit 1"
+    assert not win.unit_pane.concept.isVisible()
     assert "No dissection of this layer" in win.dissect.summary.title.text()
     assert win.dissect.remembered() == params
 

@@ -185,3 +185,32 @@ def test_scorecam_shows_the_rest_first_its_progress_and_stops_for_a_newer_choice
     assert len(stopped) == 1 and stopped[0].done <= 2          # unit 0's Score-CAM stopped after its 2nd batch
     assert reports[-1].finished and reports[-1].done == 8      # unit 3's ran to the end
     until(qtbot, lambda: not window.status.task.isVisible())
+
+
+def test_tile_labels_fit_their_tiles_and_a_cut_word_ends_in_an_ellipsis(qtbot):
+    """Class names (and dissection concepts) under the tiles: a name wider than its tile shrinks, then ends
+    in "…" ("checkerboa" was cut mid-letter at 1280 x 720); the whole name is the label's tooltip."""
+    from PyQt5 import QtGui
+    torch.manual_seed(0)
+    win = _open(qtbot, Nested(), size=(1280, 720), layer="")
+    grid = win.grid
+    until(qtbot, lambda: len(grid._label_items) == 5)
+    idle(qtbot, win)
+
+    def check():
+        px = grid.vb.viewPixelSize()[0]
+        cut = 0
+        for t, name in zip(grid._label_items, ["a short one", "black-and-tan coonhound", "Greater Swiss Mountain dog",
+                                               "American Staffordshire terrier", "e"]):
+            shown = t.textItem.toPlainText()
+            width = QtGui.QFontMetricsF(t.textItem.font()).horizontalAdvance(shown)
+            assert width <= t.tile_width / px, (shown, width, t.tile_width / px)
+            assert shown == name or (shown.endswith("…") and name.startswith(shown[:-1])), (shown, name)
+            assert name in t.toolTip()
+            cut += shown != name
+        return cut
+    wide = check()
+    grid.vb.scaleBy((4, 4))                    # zoomed out: the tiles shrink on screen, the labels follow
+    qtbot.wait(50)
+    assert check() >= wide and grid._label_items[1].textItem.toPlainText() != "black-and-tan coonhound"
+    win.close()

@@ -55,12 +55,11 @@ def test_backprop_pane_shows_the_core_saliency_of_the_frozen_unit_with_the_chose
     s = window.state
     settle(qtbot, window)
     fr = core_frame(window)
-    assert (s.layer, s.unit, s.method, s.filter) == ("conv2", 0, "guided", "normblur")
-    assert_image_close(drawn(window.bp1), saliency_image(fr, "conv2", 0, "guided", "normblur"), what="default")
+    # the window's default filter is the command line's and the core's: raw (every channel, unblurred)
+    assert (s.layer, s.unit, s.method, s.filter) == ("conv2", 0, "guided", "raw")
+    assert_image_close(drawn(window.bp1), saliency_image(fr, "conv2", 0, "guided", "raw"), what="default")
+    assert "raw · signed · clip 98th pct" in window.status_text()    # the pane's filter, named
 
-    press(qtbot, window, "m")                                    # normblur -> raw
-    assert s.filter == "raw"
-    assert_image_close(drawn(window.bp1), saliency_image(fr, "conv2", 0, "guided", "raw"), what="raw")
     press(qtbot, window, "m")                                    # raw -> gray
     assert_image_close(drawn(window.bp1), saliency_image(fr, "conv2", 0, "guided", "gray"), what="gray")
 
@@ -143,7 +142,7 @@ def test_unit_pane_and_zoom_show_the_selected_unit(qtbot, window):
     assert_image_close(drawn(window.zoom_unit), want, what="unit zoom")
     press(qtbot, window, "z")                                   # zoom: the backprop fills the centre
     assert window.center.currentWidget() is window.zoom_bp
-    assert_image_close(drawn(window.zoom_bp), saliency_image(fr, "conv2", u, "guided", "normblur"),
+    assert_image_close(drawn(window.zoom_bp), saliency_image(fr, "conv2", u, "guided", "raw"),
                        what="backprop zoom")
 
 
