@@ -8,7 +8,7 @@ drawn over the input and ignore them.
 """
 from __future__ import annotations
 
-from PyQt5 import QtWidgets
+from PyQt5 import QtCore, QtWidgets
 
 from .state import CLIP_CHOICES, DISPLAY_FILTERS, ViewerState
 
@@ -28,7 +28,7 @@ def _clip_key(clip: str, percentile: float) -> str:
 
 
 def _combo(tip: str) -> QtWidgets.QComboBox:
-    """A combo box that shrinks with a narrow column (the list it opens stays wide enough to read)."""
+    """A combo box that shrinks with a narrow column down to its longest choice (:func:`_popup_fits`)."""
     box = QtWidgets.QComboBox()
     box.setToolTip(tip)
     box.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
@@ -38,11 +38,18 @@ def _combo(tip: str) -> QtWidgets.QComboBox:
 
 
 def _popup_fits(box: QtWidgets.QComboBox) -> None:
+    """The list it opens is wide enough to read, and the box itself never cuts a choice's name
+    ("normblu" at 1280 x 720): its least width holds the longest one."""
     box.view().setMinimumWidth(box.view().sizeHintForColumn(0) + 24)
+    widest = max(box.fontMetrics().horizontalAdvance(box.itemText(i)) for i in range(box.count()))
+    opt = QtWidgets.QStyleOptionComboBox()
+    box.initStyleOption(opt)
+    size = QtCore.QSize(widest + 2, box.fontMetrics().height())
+    box.setMinimumWidth(box.style().sizeFromContents(QtWidgets.QStyle.CT_ComboBox, opt, size, box).width())
 
 
 class SaliencyDisplayControls(QtWidgets.QWidget):
-    """``filter [..]  sign [..]`` over ``clip [..]``: how gradient maps become pictures."""
+    """``filter [..]``, ``sign [..]`` and ``clip [..]``, one a row: how gradient maps become pictures."""
 
     def __init__(self, state: ViewerState, parent=None):
         super().__init__(parent)
@@ -62,21 +69,23 @@ class SaliencyDisplayControls(QtWidgets.QWidget):
                                "and the rest looks flat")
         for clip, p, shown in CLIP_CHOICES:
             self.clip_box.addItem(shown, _clip_key(clip, p))
-        # filter [..]  sign [..]
-        # clip   [..]  (overlay)
+        # filter [..........]
+        # sign   [..........]
+        # clip   [.....]  (overlay)
+        # one box a row: each keeps its longest choice whole in the narrow right column, and the backprop
+        # pane under them is as tall as it is wide there anyway (two boxes a row cut "normblur" at 1280 x 720)
         grid = QtWidgets.QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setHorizontalSpacing(4)
         grid.setVerticalSpacing(3)
-        for (row, col), text, box in (((0, 0), "filter", self.filter_box), ((0, 2), "sign", self.sign_box),
-                                      ((1, 0), "clip", self.clip_box)):
+        for row, text, box, span in ((0, "filter", self.filter_box, 2), (1, "sign", self.sign_box, 2),
+                                     (2, "clip", self.clip_box, 1)):
             label = QtWidgets.QLabel(text)
             label.setToolTip(box.toolTip())
-            grid.addWidget(label, row, col)
-            grid.addWidget(box, row, col + 1)
+            grid.addWidget(label, row, 0)
+            grid.addWidget(box, row, 1, 1, span)
             _popup_fits(box)
         grid.setColumnStretch(1, 1)
-        grid.setColumnStretch(3, 1)
         self.grid = grid          # the window puts the overlay box after the clip box
         self.filter_box.currentIndexChanged.connect(lambda i: state.update(filter=self.filter_box.itemData(i)))
         self.sign_box.currentIndexChanged.connect(lambda i: state.update(sign=self.sign_box.itemData(i)))
@@ -86,7 +95,7 @@ class SaliencyDisplayControls(QtWidgets.QWidget):
 
     def add_to_clip_row(self, widget: QtWidgets.QWidget) -> None:
         """Place ``widget`` (the overlay box) at the end of the clip row."""
-        self.grid.addWidget(widget, 1, 2, 1, 2)
+        self.grid.addWidget(widget, 2, 2)
 
     def _on_clip(self, i):
         clip, p = self.clip_box.itemData(i).split(":")
@@ -105,6 +114,7 @@ class SaliencyDisplayControls(QtWidgets.QWidget):
             self.clip_box.addItem({"percentile": f"{p:g}th pct", "mass": f"{p:g}% mass"}.get(s.clip, "max"),
                                   cur)
             self.clip_box.blockSignals(False)
+            _popup_fits(self.clip_box)
         for box, value in ((self.filter_box, s.filter), (self.sign_box, s.sign), (self.clip_box, cur)):
             i = box.findData(value)
             box.blockSignals(True)

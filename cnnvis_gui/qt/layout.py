@@ -100,8 +100,10 @@ def build_panels(win) -> None:
     win.splitter.setStretchFactor(1, 5)
     win.splitter.setStretchFactor(2, 2)
     win.splitter.setSizes([300, 700, 320])
-    for w in (left, win.center, right):
+    for w in (left, win.center):
         w.setMinimumWidth(200)
+    # the display boxes never cut a choice ("normblu"): the column keeps the width its rows need
+    right.setMinimumWidth(max(200, win.display_controls.minimumSizeHint().width()))
     win.setCentralWidget(win.splitter)
 
     win.help_overlay = QtWidgets.QLabel(win)

@@ -97,6 +97,17 @@ def test_narrow_panes_keep_their_words(qtbot):
     width = 170
     assert label.heightForWidth(width) > label.heightForWidth(2000)        # wraps when narrow ...
     assert "coonhound" in label.text() and "coonhound" in label.toolTip()   # ... and keeps every word
+    # the saliency display's boxes show every choice whole ("normblu" was cut at 1280 x 720)
+    from PyQt5 import QtWidgets
+    idle(qtbot, win)
+    dc = win.display_controls
+    for box in (dc.filter_box, dc.sign_box, dc.clip_box):
+        opt = QtWidgets.QStyleOptionComboBox()
+        box.initStyleOption(opt)
+        field = box.style().subControlRect(QtWidgets.QStyle.CC_ComboBox, opt, QtWidgets.QStyle.SC_ComboBoxEditField,
+                                           box)
+        widest = max(box.fontMetrics().horizontalAdvance(box.itemText(i)) for i in range(box.count()))
+        assert field.width() >= widest, (box.currentText(), field.width(), widest)
     win.close()
 
 
