@@ -49,7 +49,8 @@ def _popup_fits(box: QtWidgets.QComboBox) -> None:
 
 
 class SaliencyDisplayControls(QtWidgets.QWidget):
-    """``filter [..]``, ``sign [..]`` and ``clip [..]``, one a row: how gradient maps become pictures."""
+    """``filter [..]``, ``sign [..]`` and ``clip [..]``, one a row (the overlay box under them): how gradient maps
+    become pictures."""
 
     def __init__(self, state: ViewerState, parent=None):
         super().__init__(parent)
@@ -71,19 +72,19 @@ class SaliencyDisplayControls(QtWidgets.QWidget):
             self.clip_box.addItem(shown, _clip_key(clip, p))
         # filter [..........]
         # sign   [..........]
-        # clip   [.....]  (overlay)
+        # clip   [..........]
+        #        (overlay)
         # one box a row: each keeps its longest choice whole in the narrow right column, and the backprop
         # pane under them is as tall as it is wide there anyway (two boxes a row cut "normblur" at 1280 x 720)
         grid = QtWidgets.QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setHorizontalSpacing(4)
         grid.setVerticalSpacing(3)
-        for row, text, box, span in ((0, "filter", self.filter_box, 2), (1, "sign", self.sign_box, 2),
-                                     (2, "clip", self.clip_box, 1)):
+        for row, text, box in ((0, "filter", self.filter_box), (1, "sign", self.sign_box), (2, "clip", self.clip_box)):
             label = QtWidgets.QLabel(text)
             label.setToolTip(box.toolTip())
             grid.addWidget(label, row, 0)
-            grid.addWidget(box, row, 1, 1, span)
+            grid.addWidget(box, row, 1)
             _popup_fits(box)
         grid.setColumnStretch(1, 1)
         self.grid = grid          # the window puts the overlay box after the clip box
@@ -94,8 +95,9 @@ class SaliencyDisplayControls(QtWidgets.QWidget):
         self._sync()
 
     def add_to_clip_row(self, widget: QtWidgets.QWidget) -> None:
-        """Place ``widget`` (the overlay box) at the end of the clip row."""
-        self.grid.addWidget(widget, 2, 2)
+        """Place ``widget`` (the overlay box) under the clip box (beside it, the column had to be wider than
+        the grid could spare when the unit atlas is a column of the window)."""
+        self.grid.addWidget(widget, 3, 1)
 
     def _on_clip(self, i):
         clip, p = self.clip_box.itemData(i).split(":")
