@@ -159,3 +159,21 @@ def test_kwargs_that_are_not_an_object():
         with pytest.raises(ModelLoadError, match=f"^f: 'arch_kwargs' must be an object of keyword arguments, "
                                                  f"got {type(bad).__name__}.$"):
             check_file_kwargs(bad, "f")
+
+
+@pytest.mark.parametrize("arch", ["timm:hf-hub:someone/net", "torchvision:hf-hub:someone/net", "timm:a:b",
+                                  "timm:", "torchvision:", "timm", "torchvision"])
+def test_the_policy_refuses_a_second_colon_or_no_name_whatever_the_library_lists(monkeypatch, arch):
+    """timm builds ``hf-hub:org/net`` by downloading it from the Hugging Face Hub: a file naming
+    ``timm:hf-hub:...`` must be refused by the policy itself, not only because today's ``timm.is_model``
+    happens to answer False.  Here the libraries list every name, and the shape of the name still decides."""
+    import timm
+    import torchvision.models as tvm
+
+    class Everything(list):
+        def __contains__(self, name):
+            return True
+    monkeypatch.setattr(timm, "is_model", lambda name: True)
+    monkeypatch.setattr(tvm, "list_models", lambda *a, **k: Everything())
+    assert allowed_without_consent("timm:anything") and allowed_without_consent("torchvision:anything")
+    assert allowed_without_consent(arch) is False
