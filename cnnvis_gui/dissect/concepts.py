@@ -205,6 +205,23 @@ class ConceptSet:
         the set does not list, unreadable).
         """
         item = self.images[i]
+        maps, size, resized = self._dense_maps(i, image_hw)
+        annotated = np.zeros(len(self.categories), bool)
+        annotated[list(item.categories)] = True
+        counts = np.zeros(len(self.concept_category), bool)      # concepts of the annotated categories
+        counts[1:] = annotated[self.concept_category[1:]]
+        arr = np.stack(maps) if maps else np.zeros((0,) + tuple(size), np.int32)
+        arr = np.where(counts[arr], arr, 0).astype(np.int32)
+        scalars = tuple(d for d in (int(self.dense[s]) for s in item.scalars) if counts[d])
+        return ImageLabels(arr, scalars, annotated, tuple(int(s) for s in size), resized)
+
+    def check(self, i: int, image_hw: tuple) -> None:
+        """Read image ``i``'s masks and raise the :class:`ConceptError` :meth:`labels` would (nothing kept)."""
+        self._dense_maps(i, image_hw)
+
+    def _dense_maps(self, i: int, image_hw: tuple) -> tuple:
+        """([dense label map per mask], (h, w) of the counts, whether a mask was resized to its image)."""
+        item = self.images[i]
         maps, resized = [], False
         size = item.mask_size
         for rel in item.masks:
@@ -219,16 +236,7 @@ class ConceptSet:
                 raise ConceptError(f"mask '{self.root / rel}' is {m.shape[1]}x{m.shape[0]}, the other masks of its "
                                    f"image are {size[1]}x{size[0]}; an image's masks must have one size.")
             maps.append(self._dense(m, rel))
-        if size is None:
-            size = tuple(image_hw)
-        annotated = np.zeros(len(self.categories), bool)
-        annotated[list(item.categories)] = True
-        counts = np.zeros(len(self.concept_category), bool)      # concepts of the annotated categories
-        counts[1:] = annotated[self.concept_category[1:]]
-        arr = np.stack(maps) if maps else np.zeros((0,) + tuple(size), np.int32)
-        arr = np.where(counts[arr], arr, 0).astype(np.int32)
-        scalars = tuple(d for d in (int(self.dense[s]) for s in item.scalars) if counts[d])
-        return ImageLabels(arr, scalars, annotated, tuple(int(s) for s in size), resized)
+        return maps, tuple(image_hw) if size is None else size, resized
 
     def _read_mask(self, rel: str) -> np.ndarray:
         path = self.root / rel

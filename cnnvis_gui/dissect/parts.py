@@ -37,11 +37,13 @@ import torch
 from ..atlas import cache as _cache
 from ..atlas.merge import check_parts, read_part_files
 from ..core import CnnvisError, InputSpec
+from ..core.bounds import MAX_IMAGE_SIDE, MAX_SHARDS, MAX_UNITS, SizeError, bounded_int
+from ..core.text import printable
 from .formats import open_concepts
 from .quantile import LogSketch, TopTail
 from .tally import Tally
 
-__all__ = ["DissectPart", "PART_JSON", "PART_NPZ", "SAME_DISSECTION", "part_meta", "part_of", "write_part",
+__all__ = ["DissectPart", "PART_JSON", "PART_NPZ", "SAME_DISSECTION", "checked_meta", "part_meta", "part_of", "write_part",
            "read_part", "whole_key", "merge_summaries", "merge_tallies", "write_thresholds", "read_thresholds", "thresholds_path"]
 
 PART_VERSION = 1
@@ -143,27 +145,68 @@ def read_part(folder) -> DissectPart:
     folder = Path(folder).expanduser()
     meta, z = read_part_files(folder, PART_JSON, PART_NPZ, PART_VERSION, "cnnvis dissect")
     try:
+        meta = checked_meta(meta)
         if z is None:
             raise ValueError(f"no readable {PART_NPZ}")
-        layers, grids = list(meta["layers"]), meta["grids"]
-        a, b = (int(v) for v in meta["range"])
-        if not (0 <= a <= b <= int(meta["images"]) and 0 <= int(meta["index"]) < int(meta["count"])):
-            raise ValueError("its slice is outside the listing")
-        if meta["stage"] not in ("summary", "tally"):
-            raise ValueError(f"unknown stage {meta['stage']!r}")
+        layers, grids = meta["layers"], meta["grids"]
         for i, n in enumerate(layers):
-            units = int(grids[n][0])
+            units = grids[n][0]
             if meta["stage"] == "summary":
                 key = f"tail{i}" if meta["method"] == "exact" else f"sketch{i}"
                 if z[key].ndim != 2 or z[key].shape[0] != units:
                     raise ValueError(f"layer {n!r}: a summary of another shape")
             elif z[f"inter{i}"].shape[0] != units or z[f"act{i}"].shape[0] != units:
                 raise ValueError(f"layer {n!r}: a tally of another shape")
-        skipped = list(zip([str(s) for s in z.pop("skipped_paths")], [str(s) for s in z.pop("skipped_reasons")]))
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-        raise CnnvisError(f"'{folder}' holds a damaged or incomplete part ({e}); run that shard again (it resumes "
-                          f"from its cache).") from None
+        paths, reasons = z.pop("skipped_paths"), z.pop("skipped_reasons")
+        if paths.shape != reasons.shape or paths.ndim != 1 or len(paths) > meta["range"][1] - meta["range"][0]:
+            raise ValueError(f"{len(paths)} skipped images for a slice of {meta['range'][1] - meta['range'][0]}")
+        skipped = list(zip([str(s) for s in paths], [str(s) for s in reasons]))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, SizeError) as e:
+        raise CnnvisError(f"'{folder}' holds a damaged or incomplete part ({printable(e, newlines=False)}); run that "
+                          f"shard again (it resumes from its cache).") from None
     return DissectPart(meta, z, skipped, str(folder))
+
+
+def checked_meta(meta: dict) -> dict:
+    """A dissection part's meta with every count the reader and the merge use checked for type and bound (a copy).
+
+    Counts come from a file and are bounded by :mod:`cnnvis_gui.core.bounds` before anything is
+    sized by them: shards (``count``, ``index``) by ``MAX_SHARDS``, units per layer by
+    ``MAX_UNITS``, map sides by ``MAX_IMAGE_SIDE``, layers by ``MAX_UNITS``, images by 2^40,
+    the slice inside the listing.  Raises ValueError / KeyError naming the field.
+    """
+    out = dict(meta)
+    for key, kind in (("layers", list), ("grids", dict), ("range", list), ("stage", str), ("method", str)):
+        if key not in meta:
+            raise KeyError(f"no {key!r} field")
+        if not isinstance(meta[key], kind):
+            raise ValueError(f"its {key!r} is {type(meta[key]).__name__}, not {kind.__name__}")
+    layers = meta["layers"]
+    bounded_int(len(layers), "its number of layers", 1, MAX_UNITS)
+    if not all(isinstance(n, str) for n in layers) or len(set(layers)) != len(layers):
+        raise ValueError("its 'layers' is not a list of distinct layer names")
+    if meta["stage"] not in ("summary", "tally"):
+        raise ValueError(f"unknown stage {printable(meta['stage'][:40], newlines=False)!r}")
+    if meta["method"] not in ("exact", "streaming"):
+        raise ValueError(f"unknown quantile method {printable(meta['method'][:40], newlines=False)!r}")
+    out["count"] = bounded_int(meta.get("count"), "its 'count' (shards)", 1, MAX_SHARDS)
+    out["index"] = bounded_int(meta.get("index"), "its 'index'", 0, out["count"] - 1)
+    out["images"] = bounded_int(meta.get("images"), "its 'images'", 0, 1 << 40)
+    out["batch_size"] = bounded_int(meta.get("batch_size"), "its 'batch_size'", 1, 1 << 30)
+    if len(meta["range"]) != 2:
+        raise ValueError("its 'range' is not [start, stop]")
+    a = bounded_int(meta["range"][0], "its range start", 0, out["images"])
+    out["range"] = [a, bounded_int(meta["range"][1], "its range stop", a, out["images"])]
+    grids = {}
+    for n in layers:
+        g = meta["grids"].get(n)
+        if not isinstance(g, list) or len(g) != 3:
+            raise ValueError(f"layer {printable(n[:80], newlines=False)!r} has no C x H x W grid")
+        grids[n] = [bounded_int(g[0], f"layer {printable(n[:80], newlines=False)!r}: its units", 1, MAX_UNITS)] + \
+            [bounded_int(v, f"layer {printable(n[:80], newlines=False)!r}: its map side", 1, MAX_IMAGE_SIDE)
+             for v in g[1:]]
+    out["grids"], out["layers"] = grids, list(layers)
+    return out
 
 
 def thresholds_path(json_out) -> Path:

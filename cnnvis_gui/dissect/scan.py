@@ -238,17 +238,26 @@ class Dissection:
                 for i, name in enumerate(self.layers)}
 
     def _load_images(self, start: int, stop: int, check_masks: bool = True):
+        """Decode a batch and check its masks (in a loader thread, ahead of the forward).
+
+        For a model on the CPU the batch is normalized here too (the same torch operations as on
+        the device, :func:`~cnnvis_gui.atlas.sweep.to_model_input`), so that the forward's thread
+        does nothing but the forward while the next batch is prepared.
+        """
         arr, ok, bad, hw = decode_images(self.spec, self.concepts.root, self.paths, start, stop, self.fit, sizes=True)
         if check_masks:
             for i, size in zip(ok, hw):
-                self.concepts.labels(i, size)                 # a bad mask stops the scan here, with its name
+                self.concepts.check(i, size)                  # a bad mask stops the scan here, with its name
+        device, dtype = model_device(self.model)
+        if ok and device.type == "cpu":
+            arr = to_model_input(self.spec, arr, device, dtype)
         return arr, ok, bad, hw
 
     def _reduce(self, name, module, output) -> tuple:
         return (to_unit_maps(name, output, self.layouts[name][0]),)
 
     def _forward(self, arr, ok, device, dtype) -> tuple:
-        x = to_model_input(self.spec, arr, device, dtype)
+        x = arr if isinstance(arr, torch.Tensor) else to_model_input(self.spec, arr, device, dtype)
         fwd = LayerForward(self.model, self.layers, self._reduce, self._smaller_batch)
         with torch.no_grad():
             return fwd.or_skip(x, ok, lambda i: self.paths[i])
@@ -285,8 +294,10 @@ class Dissection:
         return state
 
     def _save_pass1(self, st: dict, stores: dict) -> None:
+        if not self.use_cache:
+            return                                      # nothing resumes a scan without a cache
         for s in stores.values():
-            s.flush()
+            s.flush()                                   # the rows before the checkpoint that counts them
         arrays = {"next_index": np.array(st["next"], np.int64), "ok": st["ok"], "sizes": st["sizes"],
                   "finished": np.array(st["finished"]),
                   "skipped_paths": np.array([p for p, _ in st["skipped"]], dtype=str),

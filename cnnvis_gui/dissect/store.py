@@ -8,11 +8,18 @@ hold it), B x C x H x W rows in listing order, written as batches finish and flu
 checkpoint, so a killed scan resumes with the rows it has.  It is deleted once the dissection
 is finished.
 
+Rows are written with ``os.pwrite`` on the file (one copy into the page cache per batch) and read
+through the memory map: assigning into a fresh shared map instead costs a page fault per 4 KiB,
+which for a small network doubled the cost of keeping its maps.  Both see the same page cache, so
+a process that is killed loses nothing it wrote; :meth:`ActivationStore.flush` (``fsync``, at the
+checkpoints of a cached scan) makes the rows as durable as the checkpoint that counts them.
+
 Its size is the memory budget's measure (:func:`store_bytes`): past ``memory_budget`` (or the
 free space of the cache's disk) a dissection keeps no maps and uses the streaming quantile.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -58,6 +65,7 @@ class ActivationStore:
         self.path = Path(path)
         shape = (int(rows),) + tuple(int(g) for g in grid)
         self.array = None
+        self._fd = None
         if self.path.is_file():
             try:
                 a = np.lib.format.open_memmap(str(self.path), mode="r+")
@@ -68,23 +76,40 @@ class ActivationStore:
         if self.array is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.array = np.lib.format.open_memmap(str(self.path), mode="w+", dtype=dtype, shape=shape)
+        self._row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * self.array.dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDWR | getattr(os, "O_BINARY", 0))
 
     def write(self, rows: np.ndarray, maps: np.ndarray) -> None:
-        if len(rows) and rows[-1] - rows[0] == len(rows) - 1:
-            self.array[rows[0]:rows[-1] + 1] = maps            # consecutive rows: one slice
-        else:
-            self.array[rows] = maps
+        """Rows ``rows`` (ascending) := ``maps`` (len(rows) x C x H x W, the store's dtype)."""
+        maps = np.ascontiguousarray(maps, self.array.dtype)
+        if len(rows) != len(maps) or maps.shape[1:] != self.array.shape[1:]:
+            raise ValueError(f"{len(maps)} maps of shape {maps.shape[1:]} for {len(rows)} rows of {self.array.shape[1:]}")
+        rows = np.asarray(rows, np.int64)
+        a = 0
+        while a < len(rows):                                 # runs of consecutive rows: one write each
+            b = a + 1
+            while b < len(rows) and rows[b] == rows[b - 1] + 1:
+                b += 1
+            data = memoryview(maps[a:b]).cast("B")
+            pos = self.array.offset + int(rows[a]) * self._row_bytes
+            while len(data):
+                n = os.pwrite(self._fd, data, pos)
+                data, pos = data[n:], pos + n
+            a = b
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return np.asarray(self.array[start:stop])
 
     def flush(self) -> None:
-        if self.array is not None:
-            self.array.flush()
+        """Make the written rows durable (``fsync``): before a checkpoint that counts them is written."""
+        if self._fd is not None:
+            os.fsync(self._fd)
 
     def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self.array is not None:
-            self.array.flush()
             mm = getattr(self.array, "_mmap", None)
             self.array = None
             if mm is not None:
@@ -94,7 +119,7 @@ class ActivationStore:
                     pass
 
     def delete(self) -> None:
-        self.array = None
+        self.close()
         try:
             self.path.unlink()
         except OSError:

@@ -181,3 +181,91 @@ def test_crafted_parts_are_refused_and_never_name_a_cache_path(tmp_path, net, ca
     _fails(capsys, ["dissect", "merge", *map(str, parts), "--json", str(tmp_path / "o.json")],
            "does not match its fields")
     assert not (tmp_path / "o.json").exists() and not list(tmp_path.glob("victim*"))
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("count", 10 ** 12, ("'count' (shards) is 1,000,000,000,000, outside 1..65,536",)),
+    ("count", "2", ("'count' (shards) must be a whole number",)),
+    ("index", 7, ("'index' is 7, outside 0..1",)),
+    ("images", 10 ** 15, ("'images'", "outside")),
+    ("range", [0, 10 ** 9], ("range stop", "outside")),
+    ("grids", {"conv": [10 ** 12, 32, 32]}, ("layer 'conv': its units", "outside 1..1,048,576")),
+    ("grids", {"conv": [4, 10 ** 9, 32]}, ("its map side", "outside")),
+    ("layers", ["conv"] * 3, ("not a list of distinct layer names",)),
+    ("stage", "x" * 10_000, ("unknown stage",)),
+])
+def test_a_part_that_claims_huge_counts_is_one_line_before_anything_is_sized(tmp_path, net, capsys, field, value,
+                                                                             words):
+    c = make_concepts(tmp_path / "c", n=4)
+    parts = [tmp_path / f"p{i}" for i in range(2)]
+    for i, p in enumerate(parts):
+        assert main(["dissect", *net, "--concepts", str(c), "--layer", "conv", "--shard", f"{i}/2", "--batch-size",
+                     "2", "--cache-dir", str(tmp_path / "cache"), "-q", "--out", str(p)]) == 0
+    meta = json.loads((parts[1] / "dissect-part.json").read_text())
+    meta[field] = value
+    (parts[1] / "dissect-part.json").write_text(json.dumps(meta))
+    line = _fails(capsys, ["dissect", "merge", *map(str, parts), "--json", str(tmp_path / "o.json")],
+                  str(parts[1]), "damaged or incomplete part", *words)
+    assert len(line) < 400
+    assert not (tmp_path / "o.json").exists() and not (tmp_path / "o.thresholds.json").exists()
+
+
+def test_a_part_listing_more_skipped_images_than_its_slice_is_refused(tmp_path, net, capsys):
+    c = make_concepts(tmp_path / "c", n=4)
+    parts = [tmp_path / f"p{i}" for i in range(2)]
+    for i, p in enumerate(parts):
+        assert main(["dissect", *net, "--concepts", str(c), "--layer", "conv", "--shard", f"{i}/2", "--batch-size",
+                     "2", "--cache-dir", str(tmp_path / "cache"), "-q", "--out", str(p)]) == 0
+    z = dict(np.load(parts[0] / "dissect-part.npz"))
+    z["skipped_paths"] = np.array(["x.png"] * 5)
+    z["skipped_reasons"] = np.array(["bad"] * 5)
+    np.savez(parts[0] / "dissect-part.npz", **z)
+    _fails(capsys, ["dissect", "merge", *map(str, parts), "--json", str(tmp_path / "o.json")],
+           str(parts[0]), "5 skipped images for a slice of 2")
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_a_bad_mask_found_mid_run_is_one_line_leaves_no_result_and_the_fixed_set_runs(tmp_path, net, capsys):
+    c = make_concepts(tmp_path / "c", n=12)
+    cache = tmp_path / "cache"
+    good = cv2.imread(str(c / "masks" / "im009.png"), cv2.IMREAD_UNCHANGED)
+    bad = good.copy()
+    bad[3, 3] = 200
+    cv2.imwrite(str(c / "masks" / "im009.png"), bad)
+    out = tmp_path / "o.json"
+    args = ["dissect", *net, "--concepts", str(c), "--layer", "conv", "--json", str(out), "--batch-size", "2",
+            "--cache-dir", str(cache), "-q"]
+    _fails(capsys, args, "im009.png", "holds concept id 200", "does not name")
+    assert not out.exists() and not list(cache.rglob("result.json"))
+    cv2.imwrite(str(c / "masks" / "im009.png"), good)          # fixed: the run goes through
+    assert main(args) == 0
+    assert json.loads(out.read_text())["images"] == 12
+
+
+def _broden(root, masks: dict):
+    """A one-image Broden folder whose masks are ``{category: array}`` written as PNGs."""
+    (root / "images").mkdir(parents=True)
+    cv2.imwrite(str(root / "images" / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    for cat, m in masks.items():
+        cv2.imwrite(str(root / "images" / f"a_{cat}.png"), m)
+    cats = list(masks)
+    (root / "index.csv").write_text("image,split,ih,iw,sh,sw," + ",".join(cats) + "\n"
+                                    + "a.png,train,32,32,32,32," + ",".join(f"a_{c}.png" for c in cats) + "\n")
+    (root / "label.csv").write_text("number,name,category,frequency,coverage,syns\n1,red,color(1),1,1.0,\n"
+                                    "2,disk,object(1),1,1.0,\n")
+    return root
+
+
+def test_a_broden_mask_with_a_label_not_in_label_csv_is_one_line(tmp_path, net, capsys):
+    m = np.zeros((32, 32, 3), np.uint8)
+    m[:4, :4, 2], m[:4, :4, 1] = 7, 1                               # R + 256 G = 263
+    b = _broden(tmp_path / "broden", {"color": m})
+    _fails(capsys, _run(net, b, tmp_path / "o.json"), "a_color.png", "holds concept id 263", "does not name")
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_an_images_broden_masks_of_different_sizes_are_one_line(tmp_path, net, capsys):
+    b = _broden(tmp_path / "broden", {"color": np.zeros((32, 32, 3), np.uint8),
+                                      "object": np.zeros((16, 16, 3), np.uint8)})
+    _fails(capsys, _run(net, b, tmp_path / "o.json"), "a_object.png", "16x16")
+    assert not (tmp_path / "o.json").exists()
