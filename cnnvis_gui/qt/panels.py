@@ -64,11 +64,31 @@ class ElidedLabel(QtWidgets.QLabel):
         """The text is wider than the label (it is painted with an ellipsis)."""
         return self.fontMetrics().horizontalAdvance(self.text()) > self.width()
 
+    def shown_text(self) -> str:
+        """What the label paints: the text, or its cut with "…" (:func:`elide_words` for a cut at the end)."""
+        if self.elide == QtCore.Qt.ElideRight:
+            return elide_words(self.fontMetrics(), self.text(), self.width())
+        return self.fontMetrics().elidedText(self.text(), self.elide, self.width())
+
     def paintEvent(self, ev):
         p = QtGui.QPainter(self)
         p.setPen(self.palette().color(QtGui.QPalette.WindowText))
-        text = self.fontMetrics().elidedText(self.text(), self.elide, self.width())
-        p.drawText(self.rect(), int(self.alignment()), text)
+        p.drawText(self.rect(), int(self.alignment()), self.shown_text())
+
+
+def elide_words(fm: QtGui.QFontMetrics, text: str, width: int) -> str:
+    """``text`` cut at its end to fit ``width`` pixels, at a word's end where that keeps most of what fits:
+    ``"deconvnet …"`` rather than ``"deconvnet r…"``, ``"features.13 …"`` rather than ``"features.13 ·…"``.
+    A single long word is still cut inside (its start is better than nothing); the whole text is the tooltip."""
+    cut = fm.elidedText(text, QtCore.Qt.ElideRight, width)
+    if cut == text or not cut.endswith("…"):
+        return cut
+    kept = cut[:-1]
+    if len(kept) < len(text) and not text[len(kept)].isspace():      # the cut fell inside a word
+        i = kept.rstrip().rfind(" ")
+        if i >= 0.6 * len(kept):
+            kept = kept[:i]
+    return kept.rstrip(" ·,;:—-(…") + "…"
 
 
 def _title(text: str) -> QtWidgets.QLabel:
@@ -248,11 +268,11 @@ class BackpropPane(ImagePane):
         self.cam_box.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
         row = QtWidgets.QHBoxLayout()
         row.setSpacing(3)
-        row.addWidget(self.method_box, 1)
+        row.addWidget(self.method_box, 3)           # the method's name first: "Score-CAM" was cut to "Score-CAI"
         self.cam_label = QtWidgets.QLabel("at")
         self.cam_label.setToolTip("Grad-CAM at this layer")
         row.addWidget(self.cam_label)
-        row.addWidget(self.cam_box, 1)
+        row.addWidget(self.cam_box, 2)
         self.settings = MethodSettings(state)
         row.addWidget(self.settings.steps)
         self.layout().insertLayout(1, row)

@@ -159,6 +159,7 @@ class RenderLoop(QtCore.QObject):
                           f"a unit's gradient with respect to itself, one lit tile and nothing else to read. "
                           f"Press d to freeze the unit, then u to step to a lower layer and see which of its units "
                           f"feed it; a to go back to activations." if own else "")
+        win.unit_pane.set_note(self._own_gradient_note(res.bp[1]) if own else "")
         for i, pane in enumerate((win.bp1, win.bp2)):
             if i < len(res.backprops):
                 bp = res.backprops[i]
@@ -253,6 +254,15 @@ class RenderLoop(QtCore.QObject):
             win.zoom_bp.title.setText(f"Backprop — {METHOD_LABELS.get(bp.method, bp.method)} "
                                       f"<span style='color:#888'>of {html_text(res.bp[0] or 'output')} #{res.bp[1]}"
                                       f" — zoom (z: next, Esc: back)</span>")
+
+    def _own_gradient_note(self, unit: int) -> str:
+        """Why the unit pane's map is flat (or one point) when the grid shows gradients at the unit's own layer."""
+        obj = self.state.objective
+        if obj == "sum":
+            what = "1 at every position (the objective sums its map): a flat map, drawn black"
+        else:
+            what = "nonzero only at the one position its objective reads"
+        return f"Unit {unit}'s gradient with respect to its own map is {what}. Nothing here depends on the input."
 
     def unit_concept(self, res) -> tuple:
         """The unit pane's dissection line, (rich text, tooltip): ``star (shape, IoU 0.31)`` when the

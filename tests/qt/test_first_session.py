@@ -121,11 +121,15 @@ def test_gradients_at_the_units_own_layer_say_why_there_is_one_tile(qtbot, windo
     assert lit == [s.unit]                                   # what the user sees: one lit tile ...
     note = window.grid.note
     assert note.isVisible() and f"unit {s.unit} at its own layer" in note.text()   # ... and why
+    unit_map = res.unit_rgb                                  # the unit pane: a flat map (d sum / d map = 1) ...
+    assert (unit_map == unit_map[:1, :1]).all() and s.objective == "sum"
+    unit_note = window.unit_pane.note                        # ... and why
+    assert unit_note.isVisible() and "1 at every position" in unit_note.text() and "flat" in unit_note.text()
     qtbot.keyClick(window, "d")                              # freeze, go down: the gradient spreads
     with signal(qtbot, window.frameDrawn):
         qtbot.keyClick(window, "u")
     res = idle(qtbot, window)
-    assert res.layer != res.bp[0] and not window.grid.note.isVisible()
+    assert res.layer != res.bp[0] and not window.grid.note.isVisible() and not window.unit_pane.note.isVisible()
     assert sum(bool(np.any(res.raw_grid[u])) for u in range(res.raw_grid.shape[0])) > 1
 
 
@@ -225,3 +229,30 @@ def test_tile_labels_fit_their_tiles_and_a_cut_word_ends_in_an_ellipsis(qtbot):
     qtbot.wait(50)
     assert check() >= wide and grid._label_items[1].textItem.toPlainText() != "black-and-tan coonhound"
     win.close()
+
+
+def test_a_line_cut_at_its_end_is_cut_between_words(qtbot):
+    """A pane's info or the status line cut at its end ends at a word: "deconvnet …" was "deconvnet r…",
+    "selected …" was "selecte…"; the whole text stays the tooltip."""
+    from cnnvis_gui.qt.panels import ElidedLabel, elide_words
+    label = ElidedLabel("35 ReLU6 activation calls: generalized rule (guided relu(g)·f'(x) where x > 0, deconvnet "
+                        "relu(g))")
+    qtbot.addWidget(label)
+    fm = label.fontMetrics()
+    words = label.text().split()
+    for width in range(60, fm.horizontalAdvance(label.text()), 7):
+        label.resize(width, 20)
+        shown = label.shown_text()
+        assert fm.horizontalAdvance(shown) <= width, (shown, width)
+        assert shown.endswith("…")
+        body = shown[:-1].split()
+        assert body[:-1] == words[:len(body) - 1]
+        # the last word shown is whole, but where ending at a word would keep under 60% of what fits
+        if body[-1] != words[len(body) - 1].rstrip("·,;:—-("):
+            fits = fm.elidedText(label.text(), QtCore.Qt.ElideRight, width)[:-1]
+            assert shown[:-1] == fits.rstrip(" ·,;:—-(") and fits.rstrip().rfind(" ") < 0.6 * len(fits), shown
+    label.resize(fm.horizontalAdvance(label.text()) + 4, 20)
+    assert label.shown_text() == label.text() and label.toolTip()
+    assert elide_words(fm, "features.13 · #0", fm.horizontalAdvance("features.13 · #")) == "features.13…"
+    assert elide_words(fm, "selected unit 0", fm.horizontalAdvance("selected u…")) == "selected…"
+    assert elide_words(fm, "checkerboard", fm.horizontalAdvance("checker…")).startswith("check")  # one word: cut inside
