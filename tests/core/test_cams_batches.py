@@ -210,7 +210,7 @@ def test_scorecam_needs_a_frame_from_a_visualizer_and_unknown_methods_are_named(
         with pytest.raises(CnnvisError) as e:
             frame.cam("fc", 1, "cam", method="gradcam+")
         assert str(e.value) == ("unknown CAM method 'gradcam+'; choose one of gradcam, hirescam, xgradcam, "
-                                "layercam, gradcam++, scorecam, eigencam.")
+                                "layercam, gradcam++, scorecam, eigencam, rollout, legrad.")
         from cnnvis_gui.core.cams import frame_cam
         assert torch.equal(frame_cam(frame, "fc", 1, "cam"), frame.cam("fc", 1, "cam", "gradcam", "sum"))
         frame.visualizer = None
