@@ -192,7 +192,7 @@ def _main(args, watchdog) -> int:
         from .watchdog import GRACE_S
         run = AutomationRun(win, app, screenshot=args.screenshot, quit_after=args.quit_after, stats=args.stats,
                             timeout=max(0.5, watchdog.remaining() - GRACE_S), watchdog=watchdog)
-        win.atlas.auto_demo = False     # an automated run measures/shoots the first frames: no background atlas
+        win.set_demo_atlas(False)     # an automated run measures/shoots the first frames: no background atlas
 
     # ---- model: a failed start is said (and code a file names asked about) once the window is up
     init = dict(layer=args.layer, unit=args.unit, method=args.method)
@@ -216,7 +216,7 @@ def _main(args, watchdog) -> int:
             win.state.update(**{field: getattr(args, opt)})
     if lm is not None:
         win.load_model(lm, **init)
-        win.persistence.remember_model(*start.entry)
+        win.remember_model(*start.entry)
 
     # ---- input
     what = args.camera if args.camera is not None else args.input
@@ -225,7 +225,7 @@ def _main(args, watchdog) -> int:
             what = int(what)
         win.open_path(what)             # opens in a thread; a failure arrives as renderFailed
     elif lm is not None:
-        win.session.open_samples(demo_name or "shapes")
+        win.open_samples(demo_name or "shapes")
 
     win.show()
     if run is not None and run.rc is not None:      # failed before the loop started

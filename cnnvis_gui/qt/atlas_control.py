@@ -25,11 +25,23 @@ class AtlasController(QtCore.QObject):
     """The atlas dock and pattern mode of one window."""
 
     _atlasLookedUp = QtCore.pyqtSignal(int, object)    # (model gen, AtlasScan or None) from the cache lookup
+    restored = QtCore.pyqtSignal(object)           # an AtlasScan reopened from the cache (or the demo's, built)
+    patternsReady = QtCore.pyqtSignal(object)      # PatternTiles of a layer, computed (s: pattern mode)
 
-    def __init__(self, win):
-        super().__init__(win)
-        self.win = win
-        self.state = win.state
+    def __init__(self, state, model, feed, persistence, status, grid, splitter, add_dock, update_grid_title,
+                 redraw_grid, closed=lambda: False, parent=None):
+        """``model``: the ModelState (the model scanned); ``feed``: the InputFeed (the folder looked at);
+        ``status``: the StatusLine; ``grid``: the activation grid (its title in pattern mode);
+        ``splitter``: the main window's columns (the atlas as a column); ``add_dock(dock, area)``: puts
+        a dock where it was last time, else in ``area``; ``update_grid_title()`` / ``redraw_grid()``:
+        the render loop's, when the patterns come or go; ``closed()``: the window is closing;
+        ``parent``: the widget docks and dialogs belong to."""
+        super().__init__(parent)
+        self.state, self.model, self.feed = state, model, feed
+        self.persistence, self.status, self.grid, self.splitter = persistence, status, grid, splitter
+        self._add_dock, self._closed, self._parent = add_dock, closed, parent
+        self._update_grid_title, self._redraw_grid = update_grid_title, redraw_grid
+        self.layout_action = None   # View → Unit atlas in the main window (build_menus sets it)
         self.pane = None            # created on first use (Atlas menu): its own worker thread
         self.dock = None
         self.in_layout = False      # the pane is a column of the main window instead of a dock
@@ -49,15 +61,14 @@ class AtlasController(QtCore.QObject):
     # ------------------------------------------------------------------ the dock and scans
     def show_atlas(self):
         """Open the atlas pane (top images, their backprop crops, optimized image of the unit) as a dock."""
-        win = self.win
-        loaded = win.session.loaded
+        loaded = self.model.loaded
         if loaded is None:
-            win.show_error("open a model first")
+            self.status.show_error("open a model first")
             return None
         if self.pane is None:
             from .atlas_pane import AtlasPane
             self.pane = AtlasPane(loaded.model, loaded.spec, layouts=getattr(loaded, "layouts", None))
-            self.dock = QtWidgets.QDockWidget("Unit atlas", win)
+            self.dock = QtWidgets.QDockWidget("Unit atlas", self._parent)
             self.dock.setObjectName("atlas_dock")
             # in a scroll area: the dock can be as low as the screen needs (1280 x 720: the window had
             # grown past the screen), the tiles fill whatever it gets (AtlasPane.fit_tiles)
@@ -66,8 +77,7 @@ class AtlasController(QtCore.QObject):
             self.dock_scroll.setFrameShape(QtWidgets.QFrame.NoFrame)
             self.dock_scroll.setWidget(self.pane)
             self.dock.setWidget(self.dock_scroll)
-            if not win.restoreDockWidget(self.dock):      # where it was last time, if anywhere
-                win.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.dock)
+            self._add_dock(self.dock, QtCore.Qt.BottomDockWidgetArea)      # where it was last time, if anywhere
             if self.scan is not None:
                 self.pane.set_scan(self.scan)
         if self.in_layout:
@@ -80,7 +90,6 @@ class AtlasController(QtCore.QObject):
     def set_in_layout(self, on: bool) -> None:
         """The atlas pane as a column of the main window (where the deep visualization toolbox had its
         top-9 / deconv / optimized images), or back in its dock (View menu)."""
-        win = self.win
         if self.pane is None and self.show_atlas() is None:
             self._sync_action()
             return
@@ -93,7 +102,7 @@ class AtlasController(QtCore.QObject):
                 self.holder.setWidgetResizable(True)
                 self.holder.setMinimumWidth(200)
             self.holder.setWidget(self.pane)             # taken out of the dock
-            win.splitter.addWidget(self.holder)
+            self.splitter.addWidget(self.holder)
             self.holder.show()
             self.pane.show()
             self._share_columns()
@@ -105,20 +114,20 @@ class AtlasController(QtCore.QObject):
             self.dock_scroll.setWidget(self.pane)
             self.dock.show()
         self._show_unit()
-        win.persistence.set("atlas/in_layout", self.in_layout)
+        self.persistence.set("atlas/in_layout", self.in_layout)
         self._sync_action()
 
     def _share_columns(self) -> None:
         """Input 18 %, grid 38 %, backprop 21 %, atlas the rest of the window's width (it scrolls)."""
-        sp = self.win.splitter
+        sp = self.splitter
         if not self.in_layout or sp.count() < 4:
             return
-        total = sum(sp.sizes()) or self.win.centralWidget().width()
+        total = sum(sp.sizes()) or sp.width()
         shares = [int(total * f) for f in (0.18, 0.38, 0.21)]
         sp.setSizes(shares + [max(200, total - sum(shares))])
 
     def _sync_action(self) -> None:
-        action = getattr(self.win, "atlas_layout_action", None)
+        action = self.layout_action
         if action is not None:
             action.blockSignals(True)
             action.setChecked(self.in_layout)
@@ -126,21 +135,21 @@ class AtlasController(QtCore.QObject):
 
     def scan_dialog(self):
         """Open the scan dialog (last folder and k of this model filled in); returns it."""
-        win = self.win
         pane = self.show_atlas()
-        if pane is None or win.session.mm is None:
+        mm = self.model.mm
+        if pane is None or mm is None:
             return None
         from ..core.stops import layer_stops
         from .atlas_dialog import AtlasScanDialog
         last = self.remembered() or {}
         selected = set(last.get("layers", [])) | {self.state.layer}
-        loaded = win.session.loaded
+        loaded = self.model.loaded
         folder = last.get("folder")
         if not folder or not Path(folder).is_dir():     # the folder being looked at, when it is one
-            folder = getattr(win.inputs.active_source(), "folder", None) or folder
-        d = AtlasScanDialog(loaded.model, loaded.spec, layers=win.session.mm.visualizable_names(),
-                            folder=folder, k=last.get("k", 9), selected=selected, parent=win,
-                            layouts=getattr(loaded, "layouts", None), stops=layer_stops(win.session.mm),
+            folder = getattr(self.feed.active(self.state.use_camera), "folder", None) or folder
+        d = AtlasScanDialog(loaded.model, loaded.spec, layers=mm.visualizable_names(),
+                            folder=folder, k=last.get("k", 9), selected=selected, parent=self._parent,
+                            layouts=getattr(loaded, "layouts", None), stops=layer_stops(mm),
                             current=self.state.layer)
         d.scanFinished.connect(self.on_scan)
         d.setAttribute(QtCore.Qt.WA_DeleteOnClose)
@@ -160,7 +169,7 @@ class AtlasController(QtCore.QObject):
         if self.pane is not None:
             self.pane.set_scan(scan)
         self.apply_patterns()
-        self.win.render.update_grid_title()
+        self._update_grid_title()
 
     def reset(self) -> None:
         """Another model: its scan, patterns and pattern worker belong to the old one."""
@@ -176,7 +185,7 @@ class AtlasController(QtCore.QObject):
             self.state.update(patterns=False)
 
     def on_model_ready(self) -> None:
-        loaded = self.win.session.loaded
+        loaded = self.model.loaded
         if self.pane is not None:
             self.pane.set_model(loaded.model, loaded.spec, getattr(loaded, "layouts", None))
         self.restore()
@@ -192,12 +201,12 @@ class AtlasController(QtCore.QObject):
 
     # ---- reopening: the last scan of this model comes back from the cache at once
     def _settings_key(self) -> str:
-        lm = self.win.session.loaded
+        lm = self.model.loaded
         ident = str(getattr(lm, "source", None) or getattr(lm, "name", None) or type(lm.model).__name__)
         return "atlas/model_" + hashlib.blake2b(ident.encode("utf-8"), digest_size=8).hexdigest()
 
     def remember(self, scan) -> None:
-        p = self.win.persistence
+        p = self.persistence
         base = self._settings_key()
         p.set(base + "/folder", str(scan.folder))
         p.set(base + "/k", int(scan.k))
@@ -206,9 +215,9 @@ class AtlasController(QtCore.QObject):
 
     def remembered(self) -> dict | None:
         """{folder, k, layers} of this model's last scan from the settings, or None."""
-        if self.win.session.loaded is None:
+        if self.model.loaded is None:
             return None
-        st = self.win.persistence.settings
+        st = self.persistence.settings
         base = self._settings_key()
         folder = st.value(base + "/folder")
         if not folder:
@@ -225,10 +234,9 @@ class AtlasController(QtCore.QObject):
         The lookup (folder listing, weights hash, reading the result) runs in a thread; it never
         scans: a changed folder or other weights give another cache key, i.e. nothing is shown.
         """
-        win = self.win
         if not self._dock_restored:
             self._dock_restored = True
-            st = win.persistence.settings
+            st = self.persistence.settings
             if st.value("atlas/in_layout") in (True, "true", "1", 1):
                 self.set_in_layout(True)
             elif st.value("atlas/dock_visible") in (True, "true", "1", 1):
@@ -237,8 +245,9 @@ class AtlasController(QtCore.QObject):
         if last is None or not last["layers"] or not Path(last["folder"]).is_dir():
             self.start_demo_atlas()
             return
-        model, spec, gen = win.session.loaded.model, win.session.loaded.spec, win.session.gen
-        layouts = getattr(win.session.loaded, "layouts", None)
+        loaded = self.model.loaded
+        model, spec, gen = loaded.model, loaded.spec, self.model.gen
+        layouts = getattr(loaded, "layouts", None)
         modules = dict(model.named_modules())
         if any(name not in modules for name in last["layers"]):
             return      # another architecture under the same name: nothing to reopen
@@ -253,17 +262,16 @@ class AtlasController(QtCore.QObject):
         threading.Thread(target=work, name="cnnvis-atlas-reopen", daemon=True).start()
 
     def _on_looked_up(self, gen, scan):
-        win = self.win
-        if gen != win.session.gen or win.closed:
+        if gen != self.model.gen or self._closed():
             return
         if scan is None:              # the remembered scan is no longer cached: a demo builds its own again
             self.start_demo_atlas()
             return
         self.set_scan(scan)
         layers = ", ".join(n or "output" for n in scan.layers)
-        win.show_message(f"unit atlas reopened from the cache: {len(scan.paths)} images of {scan.folder},"
-                         f" layers {layers}, top {scan.k}")
-        win.atlasRestored.emit(scan)
+        self.status.show_message(f"unit atlas reopened from the cache: {len(scan.paths)} images of {scan.folder},"
+                                 f" layers {layers}, top {scan.k}")
+        self.restored.emit(scan)
 
     # ---- the demo models' atlas: drawn by their generator and scanned in the background at first start
     def start_demo_atlas(self) -> bool:
@@ -274,10 +282,9 @@ class AtlasController(QtCore.QObject):
         scan from the dialog, so the next start reopens it from the cache.
         """
         from ..models.demos import demo_name_of
-        win = self.win
-        loaded = win.session.loaded
+        loaded = self.model.loaded
         name = demo_name_of(loaded) if loaded is not None else None
-        if not self.auto_demo or name is None or win.closed or self.demo_worker is not None:
+        if not self.auto_demo or name is None or self._closed() or self.demo_worker is not None:
             return False
         from ..atlas.demo import DemoAtlas
         from .atlas_dialog import ScanWorker, private_model
@@ -285,14 +292,14 @@ class AtlasController(QtCore.QObject):
             # channels-last: the same weights (and cache key), ~30 % less CPU per forward of the demo nets
             model = private_model(loaded.model).to(memory_format=torch.channels_last)
         except CnnvisError as e:
-            win.show_error(f"demo atlas: {e}")
+            self.status.show_error(f"demo atlas: {e}")
             return False
         w = ScanWorker(DemoAtlas(model, loaded.spec, name))
         w.progress.connect(self._on_demo_progress)
         w.finished_scan.connect(self._on_demo_done)
         w.failed.connect(self._on_demo_failed)
         self.demo_worker = w
-        win.status.show_task(f"demo atlas: drawing {name} images…", 0, 1)
+        self.status.show_task(f"demo atlas: drawing {name} images…", 0, 1)
         w.start()
         return True
 
@@ -304,33 +311,33 @@ class AtlasController(QtCore.QObject):
         if wait:
             from .atlas_dialog import stop_worker
             stop_worker(w)
-        if not self.win.closed:
-            self.win.status.hide_task()
+        if not self._closed():
+            self.status.hide_task()
 
     def _on_demo_progress(self, p) -> None:
-        if self.sender() is self.demo_worker and not self.win.closed:
-            self.win.status.show_task(p.describe(), p.done, p.total)
+        if self.sender() is self.demo_worker and not self._closed():
+            self.status.show_task(p.describe(), p.done, p.total)
 
     def _on_demo_done(self, scan) -> None:
-        if self.sender() is not self.demo_worker or self.win.closed:
+        if self.sender() is not self.demo_worker or self._closed():
             return
         self.demo_worker = None
-        self.win.status.hide_task()
+        self.status.hide_task()
         if scan is None:
             return
         self.set_scan(scan)
         self.remember(scan)
         how = "reopened from the cache" if getattr(scan, "from_cache", False) else "built"
-        self.win.show_message(f"demo atlas {how}: top {scan.k} of {len(scan.paths)} generated images for every "
-                              f"layer (Atlas → Show the unit atlas pane; s: patterns)")
-        self.win.atlasRestored.emit(scan)
+        self.status.show_message(f"demo atlas {how}: top {scan.k} of {len(scan.paths)} generated images for every "
+                                 f"layer (Atlas → Show the unit atlas pane; s: patterns)")
+        self.restored.emit(scan)
 
     def _on_demo_failed(self, message) -> None:
-        if self.sender() is not self.demo_worker or self.win.closed:
+        if self.sender() is not self.demo_worker or self._closed():
             return
         self.demo_worker = None
-        self.win.status.hide_task()
-        self.win.show_error(f"demo atlas: {message}")
+        self.status.hide_task()
+        self.status.show_error(f"demo atlas: {message}")
 
     # ------------------------------------------------------------------ pattern mode (s)
     def has(self, layer) -> bool:
@@ -347,33 +354,33 @@ class AtlasController(QtCore.QObject):
         if s.patterns:
             s.update(patterns=False)
         elif not self.has(s.layer):
-            self.win.show_error(f"no atlas for layer {s.layer or 'output'} yet: Atlas → Scan a folder… "
-                                f"(the grid stays on activations)")
+            self.status.show_error(f"no atlas for layer {s.layer or 'output'} yet: Atlas → Scan a folder… "
+                                   f"(the grid stays on activations)")
         else:
             s.update(patterns=True)
 
     def apply_patterns(self) -> None:
         s = self.state
         if s.patterns and not self.has(s.layer):
-            self.win.show_error(f"no atlas for layer {s.layer or 'output'} yet: Atlas → Scan a folder… "
-                                f"(back to activations)")
+            self.status.show_error(f"no atlas for layer {s.layer or 'output'} yet: Atlas → Scan a folder… "
+                                   f"(back to activations)")
             s.update(patterns=False)
             return
         if s.patterns:
             key = self._pattern_key(s.layer)
             if key not in self._pattern_tiles and key != self._pattern_pending:
                 self._request_patterns(key)
-        self.win.render.redraw_grid()
+        self._redraw_grid()
 
     def _request_patterns(self, key):
         from .patterns import PatternRequest, PatternWorker
-        win = self.win
         if self._pattern_worker is None:
             try:
-                loaded = win.session.loaded
-                self._pattern_worker = PatternWorker(loaded.model, loaded.spec, win, getattr(loaded, "layouts", None))
+                loaded = self.model.loaded
+                self._pattern_worker = PatternWorker(loaded.model, loaded.spec, self._parent,
+                                                     getattr(loaded, "layouts", None))
             except CnnvisError as e:  # the model could not be copied for the background thread
-                win.show_error(f"pattern mode is not available: {e}")
+                self.status.show_error(f"pattern mode is not available: {e}")
                 self.state.update(patterns=False)
                 return
             self._pattern_worker.ready.connect(self._on_pattern_tiles)
@@ -383,11 +390,11 @@ class AtlasController(QtCore.QObject):
         self._pattern_pending = key
         self._pattern_progress = None
         self._pattern_worker.submit(PatternRequest(key, self.scan, key[1], key[2]))
-        win.show_message(f"computing the patterns of layer {key[1] or 'output'} (top-1 crops) in the background…")
+        self.status.show_message(f"computing the patterns of layer {key[1] or 'output'} (top-1 crops) in the "
+                                 f"background…")
 
     def _on_pattern_tiles(self, tiles):
-        win = self.win
-        if win.closed or self.scan is None or tiles.key[0] != self._pattern_key(tiles.layer)[0]:
+        if self._closed() or self.scan is None or tiles.key[0] != self._pattern_key(tiles.layer)[0]:
             return
         self._pattern_tiles[tiles.key] = tiles
         while len(self._pattern_tiles) > 16:
@@ -395,28 +402,28 @@ class AtlasController(QtCore.QObject):
         if self._pattern_pending == tiles.key:
             self._pattern_pending = None
         if self.state.patterns and self._pattern_key(self.state.layer) == tiles.key:
-            win.render.update_grid_title()
-            win.render.redraw_grid()
-            win.show_message(f"patterns of layer {tiles.layer or 'output'}: {tiles.describe()} "
-                             f"(s: back to activations)")
-        win.patternsReady.emit(tiles)
+            self._update_grid_title()
+            self._redraw_grid()
+            self.status.show_message(f"patterns of layer {tiles.layer or 'output'}: {tiles.describe()} "
+                                     f"(s: back to activations)")
+        self.patternsReady.emit(tiles)
 
     def _on_pattern_progress(self, key, report):
         if key == self._pattern_pending or report.finished:
             self._pattern_progress = None if report.finished else report
-            self.win.status.show_report(report)              # how far, and the time left
-            self.win.render.update_grid_title()
+            self.status.show_report(report)              # how far, and the time left
+            self._update_grid_title()
 
     def _on_pattern_failed(self, key, message):
         if key != self._pattern_pending:
             return
         self._pattern_pending = None
-        self.win.show_error(f"patterns of layer {key[1] or 'output'}: {message}")
+        self.status.show_error(f"patterns of layer {key[1] or 'output'}: {message}")
         self.state.update(patterns=False)
 
     def pattern_title(self, what, name) -> bool:
         """Set the grid's title for pattern mode; False when the grid shows activations."""
-        s, grid = self.state, self.win.grid
+        s, grid = self.state, self.grid
         if not (s.patterns and self.has(s.layer)):
             return False
         tiles = self._pattern_tiles.get(self._pattern_key(s.layer))

@@ -113,7 +113,7 @@ class AutomationRun(QtCore.QObject):
         win.renderFailed.connect(self._on_error)
         win.frameDrawn.connect(self._on_drawn)
         if screenshot:
-            win.inputs.hold_after_first_frame()
+            win.hold_after_first_frame()
         self._timeout = QtCore.QTimer(self)
         self._timeout.setSingleShot(True)
         self._work = None                 # the newest progress report of slow work (Score-CAM)
@@ -184,7 +184,7 @@ class AutomationRun(QtCore.QObject):
         if self.quit_after is None:
             self.finish(0)
         else:
-            self.win.inputs.hold_after_first_frame(False)
+            self.win.hold_after_first_frame(False)
             self._start_live()
 
     def _rearm(self, seconds: float, message: str) -> None:

@@ -160,13 +160,16 @@ class CheckpointDialog(QtWidgets.QDialog):
 
 
 def open_checkpoint_interactive(window) -> bool:
-    """File dialog -> try to load -> ask for what is missing (arch / spec / pickle / code trust) -> retry."""
+    """File dialog -> try to load -> ask for what is missing (arch / spec / pickle / code trust) -> retry.
+
+    ``window``: the main window, through its API (``last_dir``, ``set_last_dir``, ``open_checkpoint``,
+    ``replace_loaded``, ``show_error``); dialogs open over it."""
     p, _ = QtWidgets.QFileDialog.getOpenFileName(
-        window, "Open checkpoint", window.persistence.last_dir(),
+        window, "Open checkpoint", window.last_dir(),
         "Checkpoints (*.pt *.pth *.ckpt *.bin *.safetensors *.pkl);;All (*)")
     if not p:
         return False
-    window.persistence.set_last_dir(p)
+    window.set_last_dir(p)
     from ..models import UntrustedCodeError
     from .trust_dialog import confirm_untrusted_code
     kw = {"arch": None, "spec": None, "trust_pickle": False, "trust_code": False}
@@ -196,6 +199,6 @@ def open_checkpoint_interactive(window) -> bool:
             d = SpecDialog(lm.spec, window)
             d.setWindowTitle("Input spec (guessed — please check)")
             if d.exec_() == QtWidgets.QDialog.Accepted and d.spec() != lm.spec:
-                window.session.replace_loaded(spec=d.spec())
+                window.replace_loaded(spec=d.spec())
         return True
     return False

@@ -37,21 +37,26 @@ class DissectController(QtCore.QObject):
 
     _lookedUp = QtCore.pyqtSignal(int, object)     # (model gen, DissectResult or None) from the cache lookup
 
-    def __init__(self, win):
-        super().__init__(win)
-        self.win = win
-        self.state = win.state
+    def __init__(self, state, model, persistence, status, add_dock, atlas_busy=lambda: False,
+                 closed=lambda: False, parent=None):
+        """``model``: the ModelState (the model dissected; :meth:`on_model_ready` runs when a new one is
+        shown: the window wires it); ``status``: the StatusLine; ``add_dock(dock)``: puts the summary
+        dock where it was last time, else below the module tree; ``atlas_busy()``: the demo atlas is
+        building (its progress has the status bar first); ``closed()``: the window is closing;
+        ``parent``: the widget docks and dialogs belong to."""
+        super().__init__(parent)
+        self.state, self.model, self.persistence, self.status = state, model, persistence, status
+        self._add_dock, self._atlas_busy, self._closed, self._parent = add_dock, atlas_busy, closed, parent
         self.dock = None
         self.summary = None
         self.demo_worker = None
         self.auto_demo = _env_on("CNNVIS_DEMO_DISSECT", os.environ.get("CNNVIS_DEMO_ATLAS", "1"))
         self._lookedUp.connect(self._on_looked_up)
-        win.modelChanged.connect(self.on_model_ready)
 
     # ------------------------------------------------------------------ the dialog
     def spatial_layers(self) -> list:
         """Layers whose units have a spatial map (what dissection can label)."""
-        mm = self.win.session.mm
+        mm = self.model.mm
         if mm is None:
             return []
         return [l.name for l in mm if l.visualizable and l.layout is not None and l.layout.spatial
@@ -59,10 +64,9 @@ class DissectController(QtCore.QObject):
 
     def dialog(self):
         """Atlas → Dissect…: the dialog, with this model's last choices (or the demo's set); returns it."""
-        win = self.win
-        loaded = win.session.loaded
-        if loaded is None or win.session.mm is None:
-            win.show_error("open a model first")
+        loaded = self.model.loaded
+        if loaded is None or self.model.mm is None:
+            self.status.show_error("open a model first")
             return None
         from ..models.demos import demo_name_of
         from .dissect_dialog import DissectDialog
@@ -71,7 +75,7 @@ class DissectController(QtCore.QObject):
         layers = self.spatial_layers()
         selected = set(last.get("layers", [])) or ({self.state.layer} if self.state.layer in layers else set())
         d = DissectDialog(loaded.model, loaded.spec, layers, selected=selected, concepts=last.get("concepts"),
-                          quantile=last.get("quantile", 0.005), demo=demo, parent=win)
+                          quantile=last.get("quantile", 0.005), demo=demo, parent=self._parent)
         d.dissected.connect(self.on_result)
         d.setAttribute(QtCore.Qt.WA_DeleteOnClose)
         d.show()
@@ -88,8 +92,8 @@ class DissectController(QtCore.QObject):
         t = result.layers.get(self.state.layer)
         here = (f"{self.state.layer or 'output'}: {t.summary(result.categories)['interpretable']} of {len(t.units)} "
                 f"units interpretable" if t is not None else "this layer was not dissected")
-        self.win.show_message(f"dissection {how}: {here} — hover a unit for its concept (Atlas → Dissection "
-                              f"summary)")
+        self.status.show_message(f"dissection {how}: {here} — hover a unit for its concept (Atlas → Dissection "
+                                 f"summary)")
 
     # ------------------------------------------------------------------ the summary dock
     def show_summary(self):
@@ -97,33 +101,30 @@ class DissectController(QtCore.QObject):
         if self.summary is None:
             from .dissect_summary import DissectSummary
             self.summary = DissectSummary(self.state)
-            self.dock = QtWidgets.QDockWidget("Dissection: what the units detect", self.win)
+            self.dock = QtWidgets.QDockWidget("Dissection: what the units detect", self._parent)
             self.dock.setObjectName("dissect_dock")
             self.dock.setWidget(self.summary)
-            if not self.win.restoreDockWidget(self.dock):      # below the module tree
-                self.win.addDockWidget(QtCore.Qt.LeftDockWidgetArea, self.dock)
-                self.win.splitDockWidget(self.win.tree_dock, self.dock, QtCore.Qt.Vertical)
-                self.win.resizeDocks([self.win.tree_dock, self.dock], [40, 60], QtCore.Qt.Vertical)
+            self._add_dock(self.dock)      # where it was last time, else below the module tree
         self.dock.show()
         return self.summary
 
     # ------------------------------------------------------------------ remembering and reopening
     def _settings_key(self) -> str:
-        lm = self.win.session.loaded
+        lm = self.model.loaded
         ident = str(getattr(lm, "source", None) or getattr(lm, "name", None) or type(lm.model).__name__)
         return "dissect/model_" + hashlib.blake2b(ident.encode("utf-8"), digest_size=8).hexdigest()
 
     def remember(self, params: dict) -> None:
-        p = self.win.persistence
+        p = self.persistence
         p.set(self._settings_key(), json.dumps({"concepts": params.get("concepts"), "layers": params["layers"],
                                                 "quantile": params["quantile"]}))
         p.sync()
 
     def remembered(self) -> dict | None:
         """{concepts (None: the demo's set), layers, quantile} of this model's last dissection, or None."""
-        if self.win.session.loaded is None:
+        if self.model.loaded is None:
             return None
-        raw = self.win.persistence.settings.value(self._settings_key())
+        raw = self.persistence.settings.value(self._settings_key())
         try:
             d = json.loads(raw) if raw else None
             if not isinstance(d, dict):
@@ -135,8 +136,7 @@ class DissectController(QtCore.QObject):
 
     def on_model_ready(self) -> None:
         """Look this model's last dissection up in the cache (a thread); the shapes demo dissects itself."""
-        win = self.win
-        loaded, gen = win.session.loaded, win.session.gen
+        loaded, gen = self.model.loaded, self.model.gen
         if self.demo_worker is not None and self.demo_worker[1] != gen:      # a demo run for another model
             self._drop_demo()
         last = self.remembered()
@@ -163,8 +163,7 @@ class DissectController(QtCore.QObject):
         threading.Thread(target=work, name="cnnvis-dissect-reopen", daemon=True).start()
 
     def _on_looked_up(self, gen, res) -> None:
-        win = self.win
-        if gen != win.session.gen or win.closed:
+        if gen != self.model.gen or self._closed():
             return
         if res is None:
             self.start_demo()
@@ -176,9 +175,8 @@ class DissectController(QtCore.QObject):
     def start_demo(self) -> bool:
         """For the shapes demo, dissect it on its own concept set in a thread; False otherwise."""
         from ..models.demos import demo_name_of
-        win = self.win
-        loaded = win.session.loaded
-        if (not self.auto_demo or loaded is None or demo_name_of(loaded) != "shapes" or win.closed
+        loaded = self.model.loaded
+        if (not self.auto_demo or loaded is None or demo_name_of(loaded) != "shapes" or self._closed()
                 or self.demo_worker is not None):
             return False
         from ..dissect.demo import DEMO_LAYERS
@@ -187,32 +185,32 @@ class DissectController(QtCore.QObject):
         try:
             model = private_model(loaded.model)
         except CnnvisError as e:
-            win.show_error(f"demo dissection: {e}")
+            self.status.show_error(f"demo dissection: {e}")
             return False
         params = {"concepts": None, "layers": list(DEMO_LAYERS), "quantile": 0.005}
         w = ScanWorker(DissectJob(model, loaded.spec, params))
         w.progress.connect(self._on_demo_progress)
         w.finished_scan.connect(self._on_demo_done)
         w.failed.connect(self._on_demo_failed)
-        self.demo_worker = (w, win.session.gen, params)
+        self.demo_worker = (w, self.model.gen, params)
         w.start()
         return True
 
     def _is_demo(self, sender) -> bool:
-        return self.demo_worker is not None and sender is self.demo_worker[0] and not self.win.closed
+        return self.demo_worker is not None and sender is self.demo_worker[0] and not self._closed()
 
     def _on_demo_progress(self, p) -> None:
-        if self._is_demo(self.sender()) and self.win.atlas.demo_worker is None:    # the atlas speaks first
-            self.win.status.show_task(p.describe(), p.done, p.total)
+        if self._is_demo(self.sender()) and not self._atlas_busy():    # the atlas speaks first
+            self.status.show_task(p.describe(), p.done, p.total)
 
     def _on_demo_done(self, res) -> None:
         if not self._is_demo(self.sender()):
             return
         _, gen, params = self.demo_worker
         self.demo_worker = None
-        if self.win.atlas.demo_worker is None:
-            self.win.status.hide_task()
-        if res is None or gen != self.win.session.gen:
+        if not self._atlas_busy():
+            self.status.hide_task()
+        if res is None or gen != self.model.gen:
             return
         self.state.update(dissection=res)
         self.remember(params)
@@ -223,7 +221,7 @@ class DissectController(QtCore.QObject):
         if not self._is_demo(self.sender()):
             return
         self.demo_worker = None
-        self.win.show_error(f"demo dissection: {message}")
+        self.status.show_error(f"demo dissection: {message}")
 
     def reset(self) -> None:
         self._drop_demo()

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PyQt5 import QtCore, QtWidgets
 
-from .timing import Rate
+from .state import shared
+
 
 
 class _Loaded:
@@ -44,18 +45,18 @@ class InputController(QtCore.QObject):
 
     _cameraOpened = QtCore.pyqtSignal(object, str)     # from the camera-opening thread
     _inputLoaded = QtCore.pyqtSignal(object)           # _Loaded, from an input-opening / image-decoding thread
+    sourceOpened = QtCore.pyqtSignal(object)           # a source opened by open_path is in use
 
-    def __init__(self, win):
-        super().__init__(win)
-        self.win = win
-        self.state = win.state
-        self.frame = None
-        self.frame_id = 0
-        self.source = None          # files: image / folder / video
-        self.camera = None
+    def __init__(self, state, feed, persistence, status, request_render, closed=lambda: False, parent=None):
+        """``feed``: the InputFeed written here (frames, sources); ``status``: the StatusLine;
+        ``request_render()``: called on every new frame; ``closed()``: the window is closing;
+        ``parent``: the widget the file dialogs open over."""
+        super().__init__(parent)
+        self.state, self.feed = state, feed
+        self.persistence, self.status = persistence, status
+        self._request_render, self._closed, self._parent = request_render, closed, parent
         self._last_raw = None
         self._source_status = ""
-        self.capture_rate = Rate()
         self._hold_next = False         # hold_after_first_frame: stop reading once a frame is in use
         self.held = False
         # input threads (opening a source, decoding the next image of a folder): see open_path, step_image
@@ -71,6 +72,16 @@ class InputController(QtCore.QObject):
         self.capture_timer.setInterval(8)
         self.capture_timer.timeout.connect(self.poll)
 
+    # the shared InputFeed under the names the window and the tests know
+    frame, frame_id, source, camera, capture_rate = (shared("feed", n) for n in
+                                                     ("frame", "frame_id", "source", "camera", "capture_rate"))
+
+    def show_message(self, text) -> None:
+        self.status.show_message(text)
+
+    def show_error(self, text) -> None:
+        self.status.show_error(text)
+
     # ------------------------------------------------------------------ the active source
     def set_source(self, source, camera=False, first=None) -> None:
         """Take a sources.Source-like object (.read(), .status, .close()); closes the old one.
@@ -82,11 +93,11 @@ class InputController(QtCore.QObject):
                 self._io_token += 1         # image steps still decoding belong to the old source
                 self._nav_steps = 0
         if camera:
-            old, self.camera = self.camera, source
+            old, self.feed.camera = self.feed.camera, source
             if source is not None:
                 self.state.update(use_camera=True)
         else:
-            old, self.source = self.source, source
+            old, self.feed.source = self.feed.source, source
             if source is not None:
                 self.state.update(use_camera=False)
         if old is not None and old is not source:
@@ -104,7 +115,7 @@ class InputController(QtCore.QObject):
             self.poll()
 
     def active_source(self):
-        return self.camera if self.state.use_camera else self.source
+        return self.feed.active(self.state.use_camera)
 
     def nav_busy(self) -> bool:
         """True while a folder step is decoding or its image has not been delivered yet."""
@@ -112,7 +123,6 @@ class InputController(QtCore.QObject):
 
     def poll(self) -> None:
         """Capture timer: read the active source, use the frame when it is a new one."""
-        win = self.win
         src = self.active_source()
         if src is None or self.state.frozen_frame or self.held:
             return
@@ -121,7 +131,7 @@ class InputController(QtCore.QObject):
         try:
             f = src.read()
         except Exception as e:  # noqa: BLE001
-            win.show_error(f"input: {e}")
+            self.show_error(f"input: {e}")
             return
         status = str(getattr(src, "status", "") or "")
         if status != self._source_status:
@@ -129,7 +139,7 @@ class InputController(QtCore.QObject):
             low = status.lower()
             if getattr(src, "state", "") in ("error", "retrying") or any(
                     w in low for w in ("lost", "error", "cannot", "can't", "fail", "unreadable")):
-                win.show_error(f"input: {status}")
+                self.show_error(f"input: {status}")
         if f is None or f is self._last_raw:
             return
         self._last_raw = f
@@ -143,12 +153,13 @@ class InputController(QtCore.QObject):
 
     def use_frame(self, frozen: np.ndarray) -> None:
         """Use a frame that is already a private read-only copy (made off the GUI thread)."""
-        self.frame = frozen
-        self.frame_id += 1
-        self.capture_rate.tick()
+        feed = self.feed
+        feed.frame = frozen
+        feed.frame_id += 1
+        feed.capture_rate.tick()
         if self._hold_next:
             self._hold_next, self.held = False, True
-        self.win.render.request_render()
+        self._request_render()
 
     def hold_after_first_frame(self, hold: bool = True) -> None:
         """Keep the next frame that arrives (a live source is not read again) until called with False.
@@ -172,7 +183,7 @@ class InputController(QtCore.QObject):
         self._source_status = ""
         if self.active_source() is not None:
             self.capture_timer.start()
-        self.win.show_message("camera" if self.state.use_camera else "files")
+        self.show_message("camera" if self.state.use_camera else "files")
 
     # ------------------------------------------------------------------ folder steps (threaded)
     def step_image(self, d: int) -> None:
@@ -183,7 +194,7 @@ class InputController(QtCore.QObject):
         """
         src = self.source
         if src is None or not hasattr(src, "next"):
-            self.win.show_message("the current input has no previous/next image")
+            self.show_message("the current input has no previous/next image")
             return
         if self.state.use_camera:
             self.state.update(use_camera=False)
@@ -200,7 +211,7 @@ class InputController(QtCore.QObject):
         if start:
             self._io_threads.add(t)
             t.start()
-        self.win.show_message("loading…")
+        self.show_message("loading…")
 
     @staticmethod
     def _step_source(src, steps: int) -> None:
@@ -217,7 +228,7 @@ class InputController(QtCore.QObject):
         while True:
             with self._io_lock:
                 steps, self._nav_steps = self._nav_steps, 0
-                if steps == 0 or token != self._io_token or self.win.closed:
+                if steps == 0 or token != self._io_token or self._closed():
                     self._nav_thread = None
                     return
             raw = frame = error = None
@@ -241,33 +252,32 @@ class InputController(QtCore.QObject):
                 loaded.source.close()
 
     def _on_input_loaded(self, ld):
-        win = self.win
         if ld.kind == "open":
             self._io_threads = {t for t in self._io_threads if t.is_alive()}
-            if win.closed or ld.token != self._io_token:
+            if self._closed() or ld.token != self._io_token:
                 if ld.source is not None:
                     ld.source.close()       # superseded by a newer open, or the window closed
                 return
             if ld.error is not None:
-                win.show_error(f"cannot open {ld.what}: {ld.error}")
+                self.show_error(f"cannot open {ld.what}: {ld.error}")
                 return
             self.set_source(ld.source, camera=ld.camera, first=(ld.raw, ld.frame))
-            win.sourceOpened.emit(ld.source)
+            self.sourceOpened.emit(ld.source)
             return
         # an image step
         with self._io_lock:
             self._nav_undelivered = max(0, self._nav_undelivered - 1)
-        if win.closed or ld.token != self._io_token or ld.source is not self.source:
+        if self._closed() or ld.token != self._io_token or ld.source is not self.source:
             return
         if ld.error is not None:
-            win.show_error(f"input: {ld.error}")
+            self.show_error(f"input: {ld.error}")
             return
         if ld.frame is not None and not self.state.use_camera:
             self._last_raw = ld.raw
             self.use_frame(ld.frame)
         path = getattr(ld.source, "current_path", None)
         if path:
-            win.show_message(f"image {getattr(ld.source, 'index', 0) + 1}/{getattr(ld.source, 'count', '?')}:"
+            self.show_message(f"image {getattr(ld.source, 'index', 0) + 1}/{getattr(ld.source, 'count', '?')}:"
                              f" {path}")
 
     # ------------------------------------------------------------------ opening (threaded)
@@ -295,19 +305,19 @@ class InputController(QtCore.QObject):
                     raw, frame = _still_frame(src)
             except Exception as e:  # noqa: BLE001 - shown in the status bar
                 error = str(e) or type(e).__name__
-            if src is not None and (self.win.closed or token != self._io_token):
+            if src is not None and (self._closed() or token != self._io_token):
                 src.close()
                 return
             self._emit_loaded(_Loaded("open", token, src, raw, frame, error, what=path, camera=is_cam))
         t = threading.Thread(target=work, name="cnnvis-input-open", daemon=True)
         self._io_threads = {x for x in self._io_threads if x.is_alive()} | {t}
         t.start()
-        self.win.show_message(f"loading {Path(name).name if isinstance(name, str) and '://' not in name else name}…")
+        self.show_message(f"loading {Path(name).name if isinstance(name, str) and '://' not in name else name}…")
         return True
 
     def open_camera_async(self, index=None) -> None:
         """Find and open a camera off the GUI thread (probing can take seconds)."""
-        self.win.show_message("looking for a camera…")
+        self.show_message("looking for a camera…")
 
         def work():
             try:
@@ -324,38 +334,37 @@ class InputController(QtCore.QObject):
         threading.Thread(target=work, name="cnnvis-camera-open", daemon=True).start()
 
     def _on_camera_opened(self, src, error):
-        win = self.win
-        if win.closed:
+        if self._closed():
             if src is not None:
                 src.close()
             return
         if src is None:
             self.state.update(use_camera=False)
-            win.show_error(f"camera: {error}")
+            self.show_error(f"camera: {error}")
             return
         self.set_source(src, camera=True)
-        win.show_message(f"camera: {getattr(src, 'status', '')}")
+        self.show_message(f"camera: {getattr(src, 'status', '')}")
 
     # ------------------------------------------------------------------ dialogs
     def open_image_dialog(self):
-        p, _ = QtWidgets.QFileDialog.getOpenFileName(self.win, "Open image", self.win.persistence.last_dir(),
+        p, _ = QtWidgets.QFileDialog.getOpenFileName(self._parent, "Open image", self.persistence.last_dir(),
                                                      "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp);;All (*)")
         if p:
-            self.win.persistence.set_last_dir(p)
+            self.persistence.set_last_dir(p)
             self.open_path(p)
 
     def open_folder_dialog(self):
-        p = QtWidgets.QFileDialog.getExistingDirectory(self.win, "Open folder of images",
-                                                       self.win.persistence.last_dir())
+        p = QtWidgets.QFileDialog.getExistingDirectory(self._parent, "Open folder of images",
+                                                       self.persistence.last_dir())
         if p:
-            self.win.persistence.set_last_dir(p + "/x")
+            self.persistence.set_last_dir(p + "/x")
             self.open_path(p)
 
     def open_video_dialog(self):
-        p, _ = QtWidgets.QFileDialog.getOpenFileName(self.win, "Open video", self.win.persistence.last_dir(),
+        p, _ = QtWidgets.QFileDialog.getOpenFileName(self._parent, "Open video", self.persistence.last_dir(),
                                                      "Videos (*.mp4 *.avi *.mov *.mkv *.webm);;All (*)")
         if p:
-            self.win.persistence.set_last_dir(p)
+            self.persistence.set_last_dir(p)
             self.open_path(p)
 
     def choose_camera_dialog(self):
@@ -363,12 +372,12 @@ class InputController(QtCore.QObject):
         try:
             cams = sources.cameras()
         except Exception as e:  # noqa: BLE001
-            self.win.show_error(f"cameras: {e}")
+            self.show_error(f"cameras: {e}")
             return
         if not cams:
-            QtWidgets.QMessageBox.information(self.win, "Cameras", "No camera was found.")
+            QtWidgets.QMessageBox.information(self._parent, "Cameras", "No camera was found.")
             return
-        item, ok = QtWidgets.QInputDialog.getItem(self.win, "Choose camera", "Camera:",
+        item, ok = QtWidgets.QInputDialog.getItem(self._parent, "Choose camera", "Camera:",
                                                   [f"camera {c}" for c in cams], 0, False)
         if ok:
             self.open_path(int(item.split()[-1]))
@@ -393,4 +402,4 @@ class InputController(QtCore.QObject):
                     src.close()
                 except Exception:  # noqa: BLE001
                     pass
-        self.source = self.camera = None
+        self.feed.source = self.feed.camera = None

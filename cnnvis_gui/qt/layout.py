@@ -4,7 +4,8 @@
 the centre (activation grid and the two zoom views), the backprop column and the help
 overlay, and sets them as attributes of the window (``win.grid``, ``win.bp1`` ...).
 :func:`build_menus` wires the menu bar to the controllers: a new menu entry calls the
-controller that owns its concern.
+controller that owns its concern.  This module and ``window.py`` are the only ones that reach the
+controllers through the window (``win.session``...); the controllers never do.
 """
 from __future__ import annotations
 
@@ -115,6 +116,20 @@ def build_panels(win) -> None:
     win.help_overlay.hide()
 
 
+def add_dock(win, dock, area) -> None:
+    """Put ``dock`` where it was last time (the saved window state), else in ``area``."""
+    if not win.restoreDockWidget(dock):
+        win.addDockWidget(area, dock)
+
+
+def add_dock_below_tree(win, dock) -> None:
+    """Put ``dock`` where it was last time, else below the module tree."""
+    if not win.restoreDockWidget(dock):
+        win.addDockWidget(QtCore.Qt.LeftDockWidgetArea, dock)
+        win.splitDockWidget(win.tree_dock, dock, QtCore.Qt.Vertical)
+        win.resizeDocks([win.tree_dock, dock], [40, 60], QtCore.Qt.Vertical)
+
+
 def _act(menu, text, slot, shortcut=None):
     a = menu.addAction(text)
     a.triggered.connect(lambda _=False: slot())
@@ -127,8 +142,9 @@ def build_menus(win) -> None:
     session, inputs, atlas, saver = win.session, win.inputs, win.atlas, win.saver
     mb = win.menuBar()
     fm = mb.addMenu("&File")
-    _act(fm, "Open &checkpoint…", session.open_checkpoint_dialog, "Ctrl+O")
-    win.recent_menu = fm.addMenu("&Recent models")
+    from .dialogs import open_checkpoint_interactive
+    _act(fm, "Open &checkpoint…", lambda: open_checkpoint_interactive(win), "Ctrl+O")
+    win.recent_menu = win.persistence.recent_menu = fm.addMenu("&Recent models")
     demo = fm.addMenu("&Demo models")
     for name in ("shapes", "glyphs"):
         _act(demo, name, lambda _=False, n=name: session.open_demo(n))
@@ -156,7 +172,7 @@ def build_menus(win) -> None:
     _act(am, "Dissection s&ummary (detectors per category)", win.dissect.show_summary)
     vm = mb.addMenu("&View")
     vm.addAction(win.tree_dock.toggleViewAction())
-    win.atlas_layout_action = a = vm.addAction("Unit atlas in the main window")
+    win.atlas_layout_action = atlas.layout_action = a = vm.addAction("Unit atlas in the main window")
     a.setCheckable(True)
     a.setToolTip("the selected unit's top images, their backprop crops and its optimized image as a column "
                  "of the window instead of a dock")

@@ -19,21 +19,23 @@ SPECIAL = {QtCore.Qt.Key_Left: "Left", QtCore.Qt.Key_Right: "Right", QtCore.Qt.K
 class KeyFilter(QtCore.QObject):
     """Application-wide key filter: the viewer's keys work whichever panel has focus."""
 
-    def __init__(self, window):
-        super().__init__(window)
-        self.window = window
+    def __init__(self, root, handle_key_event):
+        """``root``: the top-level widget whose keys are the viewer's; ``handle_key_event(ev)``: True
+        when it used the key."""
+        super().__init__(root)
+        self.root, self._handle = root, handle_key_event
 
     def eventFilter(self, obj, ev):
         if ev.type() != QtCore.QEvent.KeyPress:
             return False
         w = obj if isinstance(obj, QtWidgets.QWidget) else None
-        if w is None or w.window() is not self.window:
+        if w is None or w.window() is not self.root:
             return False
         if isinstance(w, (QtWidgets.QLineEdit, QtWidgets.QAbstractSpinBox, QtWidgets.QPlainTextEdit,
                           QtWidgets.QTextEdit)) or isinstance(QtWidgets.QApplication.activePopupWidget(),
                                                               QtWidgets.QWidget):
             return False
-        return self.window.handle_key_event(ev)
+        return self._handle(ev)
 
 
 class Navigator:
@@ -42,9 +44,14 @@ class Navigator:
     _MOVES = {"Left": (-1, 0), "Right": (1, 0), "Up": (0, -1), "Down": (0, 1),
               "j": (-1, 0), "l": (1, 0), "i": (0, -1), "k": (0, 1)}
 
-    def __init__(self, win):
-        self.win = win
-        self.state = win.state
+    def __init__(self, state, model, step_image, toggle_patterns, show_message, sync_controls=lambda: None,
+                 close=lambda: None):
+        """``model``: the ModelState (layers, maps); ``step_image(d)``: the input's previous / next
+        image; ``toggle_patterns()``: the atlas's pattern mode; ``sync_controls()``: shows the
+        state in the controls again (a refused choice); ``close()``: quits."""
+        self.state, self.model = state, model
+        self._step_image, self._toggle_patterns, self._close = step_image, toggle_patterns, close
+        self.show_message, self.sync_controls = show_message, sync_controls
 
     def handle_key_event(self, ev) -> bool:
         mods = ev.modifiers() & ~QtCore.Qt.KeypadModifier
@@ -65,7 +72,7 @@ class Navigator:
         return True
 
     def run_action(self, action: str, key: str = "") -> None:
-        s, win = self.state, self.win
+        s = self.state
         if action.startswith("move"):
             if action == "move3":
                 k = key.replace("shift+", "")
@@ -79,7 +86,7 @@ class Navigator:
         elif action in ("prev_module", "next_module"):
             self.step_module(-1 if action == "prev_module" else 1)
         elif action in ("prev_image", "next_image"):
-            win.inputs.step_image(-1 if action == "prev_image" else 1)
+            self._step_image(-1 if action == "prev_image" else 1)
         elif action == "toggle_camera":
             s.toggle("use_camera")
         elif action == "freeze_frame":
@@ -103,16 +110,16 @@ class Navigator:
         elif action == "toggle_grid_mode":
             s.toggle_grid_mode()
             if s.grid_mode == "gradients" and s.frozen_unit is None:
-                win.show_message("gradients of the selected unit at its own layer are zero except its own tile: "
+                self.show_message("gradients of the selected unit at its own layer are zero except its own tile: "
                                  "press d to freeze the unit, then u to look at gradients in lower layers")
         elif action == "toggle_patterns":
-            win.atlas.toggle_patterns()
+            self._toggle_patterns()
         elif action == "toggle_help":
             s.toggle("show_help")
         elif action == "reset":
             s.reset()
         elif action == "quit":
-            win.close()
+            self._close()
 
     # ------------------------------------------------------------------ the backprop objective
     def choose_objective(self, choice) -> None:
@@ -120,9 +127,9 @@ class Navigator:
         layer's prefix token ("prefix:0", the class token: beside the map, not on it)."""
         if isinstance(choice, str) and choice.startswith("prefix:"):
             if self._prefix_tokens() <= int(choice.split(":")[1]):
-                self.win.show_message("the class-token objective needs a token layer with a class token "
+                self.show_message("the class-token objective needs a token layer with a class token "
                                       "(a ViT block); this layer has none")
-                self.win.sync_controls()
+                self.sync_controls()
                 return
             self.state.update(objective=choice)
             return
@@ -132,11 +139,11 @@ class Navigator:
         if not isinstance(self.state.objective, tuple):
             shape = self._unit_map_shape()
             if shape is None:
-                self.win.show_message("a position objective needs a unit with a spatial map (h x w)")
-                self.win.sync_controls()
+                self.show_message("a position objective needs a unit with a spatial map (h x w)")
+                self.sync_controls()
                 return
             self.state.update(objective=(shape[0] // 2, shape[1] // 2))
-        self.win.show_message("click a position in the unit map: backprop pushes back from that point")
+        self.show_message("click a position in the unit map: backprop pushes back from that point")
 
     def click_unit_map(self, x: float, y: float) -> None:
         """A click on the unit pane: with the position objective, backprop from that point."""
@@ -151,7 +158,7 @@ class Navigator:
 
     def _unit_map_shape(self):
         """(h, w) of the backprop unit's map, or None when its units are not 2-D maps."""
-        mm = self.win.session.mm
+        mm = self.model.mm
         layer = self.state.backprop_unit[0]
         if mm is None or layer not in mm.names():
             return None
@@ -160,7 +167,7 @@ class Navigator:
 
     def _prefix_tokens(self) -> int:
         """How many prefix tokens (class, ...) the backprop unit's layer has: 0 unless it is a token layer."""
-        mm = self.win.session.mm
+        mm = self.model.mm
         layer = self.state.backprop_unit[0]
         if mm is None or layer not in mm.names() or mm[layer].layout is None:
             return 0
@@ -184,7 +191,7 @@ class Navigator:
 
     def step_module(self, d: int) -> None:
         """``U`` / ``O``: the previous / next module in the tree's order (every visualizable module)."""
-        mm = self.win.session.mm
+        mm = self.model.mm
         if mm is None:
             return
         names = list(mm.visualizable_names())
@@ -199,7 +206,7 @@ class Navigator:
         From a module that is not a stop (chosen in the tree, or with ``U`` / ``O``), the nearest
         stop that ends before / after it.
         """
-        mm = self.win.session.mm
+        mm = self.model.mm
         if mm is None:
             return
         stops = self._stops(mm)

@@ -8,6 +8,8 @@ for live frames of an unchanged view.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import time
 from pathlib import Path
 
@@ -28,16 +30,40 @@ from .timing import Rate
 from .worker import RenderRequest, RenderWorker
 
 
+@dataclass(frozen=True)
+class RenderViews:
+    """The panes a render result is drawn into (built by :func:`~cnnvis_gui.qt.layout.build_panels`)."""
+
+    input_pane: object
+    grid: object
+    unit_pane: object
+    bp1: object
+    bp2: object
+    zoom_unit: object
+    zoom_bp: object
+    predictions: object
+
+
 class RenderLoop(QtCore.QObject):
     """Owns the render worker; turns the state into requests and results into pixels."""
 
     #: live frames are drawn at most this often (s); answers to the user's own changes at once
     MIN_DRAW_INTERVAL = 0.025
 
-    def __init__(self, win):
-        super().__init__(win)
-        self.win = win
-        self.state = win.state
+    drawn = QtCore.pyqtSignal(object)      # a finished result is on screen (the window's frameDrawn)
+
+    def __init__(self, state, model, feed, status, views, grid_mosaic=None, pattern_title=None,
+                 closed=lambda: False, parent=None):
+        """``model`` / ``feed``: the ModelState and InputFeed a request is made of; ``status``: the
+        StatusLine (times, progress, errors, the per-frame description); ``views``: the
+        :class:`RenderViews` results are drawn into; ``grid_mosaic(res)``: what the grid shows for a
+        result (pattern mode's tiles), ``pattern_title(what, name)``: sets the grid's title in pattern
+        mode (False when not in it); ``closed()``: the window is closing."""
+        super().__init__(parent)
+        self.state, self.model, self.feed, self.status, self.views = state, model, feed, status, views
+        self._grid_mosaic = grid_mosaic or (lambda res: res.mosaic)
+        self._pattern_title = pattern_title or (lambda what, name: False)
+        self._closed = closed
         self.seq = 0
         self.last_result = None
         self.process_rate = Rate()
@@ -50,7 +76,6 @@ class RenderLoop(QtCore.QObject):
         self.worker.rendered.connect(self._on_rendered)
         self.worker.failed.connect(self._on_failed)
         self.worker.progress.connect(self._on_progress)
-        self.worker.modelReady.connect(win.session.on_model_ready)
         self._draw_timer = QtCore.QTimer(self)
         self._draw_timer.setSingleShot(True)
         self._draw_timer.timeout.connect(self._draw_held)
@@ -61,8 +86,8 @@ class RenderLoop(QtCore.QObject):
     # ------------------------------------------------------------------ requests
     def request_render(self) -> bool:
         """Snapshot the state into a request and hand it to the worker (which keeps only the newest)."""
-        win, session, inputs = self.win, self.win.session, self.win.inputs
-        if win.closed or session.mm is None or inputs.frame is None or session.loaded is None:
+        session, inputs = self.model, self.feed
+        if self._closed() or session.mm is None or inputs.frame is None or session.loaded is None:
             return False
         s = self.state
         methods = ()
@@ -90,13 +115,13 @@ class RenderLoop(QtCore.QObject):
             self.request_render()
 
     def grid_aspect(self) -> float:
-        v = self.win.grid.view
+        v = self.views.grid.view
         w, h = v.width(), v.height()
         return float(min(4.0, max(0.25, w / h))) if w > 10 and h > 10 else 1.0
 
     # ------------------------------------------------------------------ results
     def _on_rendered(self, res):
-        if res.gen != self.win.session.gen or self.win.closed:
+        if res.gen != self.model.gen or self._closed():
             return
         self.process_rate.tick()
         key = (res.layer, res.unit, res.bp, res.grid_mode, tuple(b.method for b in res.backprops))
@@ -110,19 +135,19 @@ class RenderLoop(QtCore.QObject):
 
     def _draw_held(self):
         res, self._held_result = self._held_result, None
-        if res is not None and res.gen == self.win.session.gen and not self.win.closed:
+        if res is not None and res.gen == self.model.gen and not self._closed():
             self.draw(res)
 
     def draw(self, res) -> None:
-        """Put a finished result on screen (GUI thread); emits the window's ``frameDrawn``."""
-        win = self.win
+        """Put a finished result on screen (GUI thread); emits ``drawn`` (the window's ``frameDrawn``)."""
+        v, status = self.views, self.status
         t0 = time.perf_counter()
         self._draw_timer.stop()
         self._held_result = None
         self._last_draw_t = t0
         self._last_drawn_key = (res.layer, res.unit, res.bp, res.grid_mode, tuple(b.method for b in res.backprops))
         self.last_result = res
-        src = win.inputs.active_source()
+        src = self.feed.active(self.state.use_camera)
         path = getattr(src, "current_path", None)
         if path is not None and getattr(src, "count", None):
             desc = f"{Path(path).name} ({getattr(src, 'index', 0) + 1}/{src.count})"
@@ -131,18 +156,18 @@ class RenderLoop(QtCore.QObject):
                     or ("still frame" if src is None else type(src).__name__))
         desc = str(desc)
         if getattr(src, "is_live", False):
-            desc += f" · {win.inputs.capture_rate.rate():.0f} fps"
+            desc += f" · {self.feed.capture_rate.rate():.0f} fps"
         elif self.state.frozen_frame:
             desc += " · frozen"
-        win.input_pane.set_rgb(res.input_rgb)
+        v.input_pane.set_rgb(res.input_rgb)
         h, w = res.input_rgb.shape[:2]
-        win.input_pane.info.setText(f"{w}×{h} · {desc}")        # the size first: a narrow pane keeps it
-        win.grid.set_mosaic(win.atlas.grid_mosaic(res), res.unit_max, res.unit_mean)
+        v.input_pane.info.setText(f"{w}×{h} · {desc}")        # the size first: a narrow pane keeps it
+        v.grid.set_mosaic(self._grid_mosaic(res), res.unit_max, res.unit_mean)
         self.state.update(grid_cols=int(res.mosaic.cols))
-        win.unit_pane.set_unit(res.unit_rgb, res.unit_levels, *self._scalar(res))
+        v.unit_pane.set_unit(res.unit_rgb, res.unit_levels, *self._scalar(res))
         lo, hi = res.unit_levels
-        win.unit_pane.title.setText(f"Unit {res.unit}")     # the layer beside it, cut at its start if need be
-        win.unit_pane.set_concept(*self.unit_concept(res))    # the dissection's label on a line of its own
+        v.unit_pane.title.setText(f"Unit {res.unit}")     # the layer beside it, cut at its start if need be
+        v.unit_pane.set_concept(*self.unit_concept(res))    # the dissection's label on a line of its own
         what = "gradient at " if res.grid_mode == "gradients" else "of "
         info = f"{what}{res.layer or 'output'}"
         tip = f"unit {res.unit} {what}{res.layer or 'output'}: values {lo:.6g} … {hi:.6g} (the colour bar has the scale)"
@@ -152,15 +177,15 @@ class RenderLoop(QtCore.QObject):
             tip += (f"\nthe {len(res.prefix_values)} prefix token(s) (class, distillation, registers) are not on the "
                     f"map; their value for this feature: " + ", ".join(f"{v:.6g}" for v in res.prefix_values) +
                     "\nobjective 'class token' backprops from prefix token 0")
-        win.unit_pane.info.setText(info)
-        win.unit_pane.info.setToolTip(plain_tooltip(tip))
+        v.unit_pane.info.setText(info)
+        v.unit_pane.info.setToolTip(plain_tooltip(tip))
         own = res.grid_mode == "gradients" and res.bp[0] == res.layer
-        win.grid.set_note(f"The gradient of unit {res.bp[1]} at its own layer is nonzero on its own map only: "
+        v.grid.set_note(f"The gradient of unit {res.bp[1]} at its own layer is nonzero on its own map only: "
                           f"a unit's gradient with respect to itself, one lit tile and nothing else to read. "
                           f"Press d to freeze the unit, then u to step to a lower layer and see which of its units "
                           f"feed it; a to go back to activations." if own else "")
-        win.unit_pane.set_note(self._own_gradient_note(res.bp[1]) if own else "")
-        for i, pane in enumerate((win.bp1, win.bp2)):
+        v.unit_pane.set_note(self._own_gradient_note(res.bp[1]) if own else "")
+        for i, pane in enumerate((v.bp1, v.bp2)):
             if i < len(res.backprops):
                 bp = res.backprops[i]
                 pane.set_rgb(bp.image)
@@ -183,18 +208,18 @@ class RenderLoop(QtCore.QObject):
                 pane.clear()
                 pane.info.setText("off")
         self.draw_zoom(res)
-        win.predictions.set_predictions(res.predictions)
+        v.predictions.set_predictions(res.predictions)
         if res.forwarded:
             self.last_forward_ms = res.forward_ms
-        win.status.set_times(self.last_forward_ms, res.backward_ms)
+        status.set_times(self.last_forward_ms, res.backward_ms)
         notices = list(res.notices)
         if notices:
-            win.show_message(" · ".join(notices), warn=True)
-        elif not win.status.error_is_fresh(res.seq):
-            win.show_message(self.describe(res))
-            win.status.last_error = ""
+            status.show_message(" · ".join(notices), warn=True)
+        elif not status.error_is_fresh(res.seq):
+            status.show_message(self.describe(res))
+            status.last_error = ""
         self.last_draw_ms = (time.perf_counter() - t0) * 1000
-        win.frameDrawn.emit(res)
+        self.drawn.emit(res)
 
     @staticmethod
     def _scalar(res) -> tuple:
@@ -225,33 +250,33 @@ class RenderLoop(QtCore.QObject):
 
     def _on_progress(self, report) -> None:
         """Slow work in the worker (Score-CAM's masked forwards): its progress and time left in the status bar."""
-        self.win.status.show_report(report)
+        self.status.show_report(report)
 
     def _on_failed(self, f):
-        if f.gen != self.win.session.gen or self.win.closed:
+        if f.gen != self.model.gen or self._closed():
             return
-        self.win.status.show_error(f.message, seq=f.seq if f.seq >= 0 else None)
+        self.status.show_error(f.message, seq=f.seq if f.seq >= 0 else None)
         if f.seq == -1:
-            self.win.session.forget_map()
+            self.model.mm = None       # the model failed to load in the worker: nothing renders until another
 
     def redraw_grid(self) -> None:
         """Draw the last result's grid again (the patterns came or went)."""
         res = self.last_result
-        if res is not None and res.gen == self.win.session.gen and not self.win.closed:
-            self.win.grid.set_mosaic(self.win.atlas.grid_mosaic(res), res.unit_max, res.unit_mean)
+        if res is not None and res.gen == self.model.gen and not self._closed():
+            self.views.grid.set_mosaic(self._grid_mosaic(res), res.unit_max, res.unit_mean)
 
     # ------------------------------------------------------------------ zoom and the grid's title
     def draw_zoom(self, res) -> None:
-        win = self.win
+        v = self.views
         z = self.state.zoom
         if z == "unit":
-            win.zoom_unit.set_unit(res.unit_rgb, res.unit_levels, *self._scalar(res))
-            win.zoom_unit.title.setText(f"Unit {res.unit} <span style='color:#888'>of {html_text(res.layer or 'output')}"
+            v.zoom_unit.set_unit(res.unit_rgb, res.unit_levels, *self._scalar(res))
+            v.zoom_unit.title.setText(f"Unit {res.unit} <span style='color:#888'>of {html_text(res.layer or 'output')}"
                                         f" — zoom (z: next, Esc: back)</span>")
         elif z == "backprop" and res.backprops:
             bp = res.backprops[0]
-            win.zoom_bp.set_rgb(bp.image)
-            win.zoom_bp.title.setText(f"Backprop — {METHOD_LABELS.get(bp.method, bp.method)} "
+            v.zoom_bp.set_rgb(bp.image)
+            v.zoom_bp.title.setText(f"Backprop — {METHOD_LABELS.get(bp.method, bp.method)} "
                                       f"<span style='color:#888'>of {html_text(res.bp[0] or 'output')} #{res.bp[1]}"
                                       f" — zoom (z: next, Esc: back)</span>")
 
@@ -285,26 +310,26 @@ class RenderLoop(QtCore.QObject):
     def update_unit_title(self) -> None:
         """The unit pane's dissection line again (the dissection shown changed)."""
         if self.last_result is not None:
-            self.win.unit_pane.set_concept(*self.unit_concept(self.last_result))
+            self.views.unit_pane.set_concept(*self.unit_concept(self.last_result))
 
     def update_grid_title(self) -> None:
-        win, s = self.win, self.state
-        mm = win.session.mm
+        v, s = self.views, self.state
+        mm = self.model.mm
         info = mm[s.layer] if mm is not None and s.layer in mm.names() else None
         what = "Gradients" if s.grid_mode == "gradients" else "Activations"
         if info is None:
-            win.grid.title.setText(what)
+            v.grid.title.setText(what)
             return
         name = info.name or "output"
-        if win.atlas.pattern_title(what, name):
+        if self._pattern_title(what, name):
             return
         shape = "×".join(str(x) for x in info.shape) if info.shape else ""
         lay = info.layout
         if lay is not None and lay.kind in ("nhwc", "tokens"):    # the grid shows its units on their map
             shape += f", {lay.name}: {lay.units} units of {'×'.join(map(str, lay.map_shape))}"
-        win.grid.title.setToolTip(plain_tooltip(f"layout {lay.name}: {lay.describe()} ({lay.source})")
+        v.grid.title.setToolTip(plain_tooltip(f"layout {lay.name}: {lay.describe()} ({lay.source})")
                                   if lay is not None else "")
-        win.grid.title.setText(f"{what} — <b>{html_text(name)}</b> "
+        v.grid.title.setText(f"{what} — <b>{html_text(name)}</b> "
                                f"<span style='color:#888'>({html_text(info.type)}, {shape})</span>")
 
     def shutdown(self, timeout_ms) -> None:

@@ -40,25 +40,31 @@ class Saver:
     what to do); the count in the status bar is the files actually written.
     """
 
-    def __init__(self, win):
-        self.win = win
+    def __init__(self, state, model, views, last_result, grab, persistence, status, parent=None):
+        """``model``: the ModelState (a layer's layout for the .npz); ``views``: the
+        :class:`~cnnvis_gui.qt.render.RenderViews` whose images are saved; ``last_result()``: the
+        result drawn last; ``grab()``: a QPixmap of the whole window; ``status``: the StatusLine;
+        ``parent``: the widget the file dialogs open over."""
+        self.state, self.model, self.views = state, model, views
+        self._last_result, self._grab, self._parent = last_result, grab, parent
+        self.persistence, self.status = persistence, status
 
     def save_pngs(self, folder) -> list:
         """Save each pane (and the whole window) as PNG into ``folder``; returns the paths written.
 
         Raises :class:`~cnnvis_gui.core.files.WriteError` at the first file that cannot be written.
         """
-        win, state = self.win, self.win.state
+        v, state = self.views, self.state
         folder = Path(folder)
         stem = file_name_part(f"{(state.layer or 'output').replace('.', '_')}_u{state.unit}", "pane")
         todo = []
-        for tag, pane in (("input", win.input_pane), ("grid", win.grid), ("unit", win.unit_pane),
-                          ("backprop", win.bp1), ("backprop2", win.bp2)):
+        for tag, pane in (("input", v.input_pane), ("grid", v.grid), ("unit", v.unit_pane),
+                          ("backprop", v.bp1), ("backprop2", v.bp2)):
             img = pane.last_image
             if img is None or (tag == "backprop2" and not state.compare):
                 continue
             todo.append((output_path(folder, f"{stem}_{tag}.png"), lambda p, img=img: encode_image(p, readable(img))))
-        todo.append((output_path(folder, f"{stem}_window.png"), lambda p: pixmap_bytes(win.grab(), p)))
+        todo.append((output_path(folder, f"{stem}_window.png"), lambda p: pixmap_bytes(self._grab(), p)))
         out = []
         for path, encode in todo:
             try:
@@ -71,14 +77,14 @@ class Saver:
 
     def save_npz(self, path) -> Path:
         """The last result's raw arrays as ``.npz`` (``.npz`` is added to a name without it, as numpy does)."""
-        res = self.win.render.last_result
+        res = self._last_result()
         if res is None:
             raise CnnvisError("nothing computed yet: wait for the first frame, then save.")
         arrays = {"input": res.raw_input, "grid": res.raw_grid, "unit_map": res.unit_map,
                   "unit_max": res.unit_max, "unit_mean": res.unit_mean,
                   "layer": np.array(res.layer), "unit": np.array(res.unit),
                   "grid_mode": np.array(res.grid_mode), "layout": np.array(res.layout)}
-        mm = self.win.session.mm
+        mm = self.model.mm
         lay = mm[res.layer].layout if mm is not None and res.layer in mm else None
         if res.grid_mode == "activations" and lay is not None and lay.kind in ("nhwc", "tokens"):
             # "grid" is units x map; "activations" is the layer's output in the model's own layout
@@ -95,25 +101,24 @@ class Saver:
         return atomic_save_npz(path, compressed=True, **arrays)
 
     def save_pngs_dialog(self):
-        win = self.win
-        d = QtWidgets.QFileDialog.getExistingDirectory(win, "Save panes as PNG into…", win.persistence.last_dir())
+        d = QtWidgets.QFileDialog.getExistingDirectory(self._parent, "Save panes as PNG into…",
+                                                       self.persistence.last_dir())
         if d:
             try:
                 paths = self.save_pngs(d)
-                win.show_message(f"saved {len(paths)} PNG{'s' if len(paths) != 1 else ''} in {d}")
+                self.status.show_message(f"saved {len(paths)} PNG{'s' if len(paths) != 1 else ''} in {d}")
             except Exception as e:  # noqa: BLE001 - every failure is shown, none is a crash
-                win.show_error(f"save: {one_line(e)}")
+                self.status.show_error(f"save: {one_line(e)}")
 
     def save_npz_dialog(self):
-        win = self.win
-        p, _ = QtWidgets.QFileDialog.getSaveFileName(win, "Save raw arrays", win.persistence.last_dir(),
+        p, _ = QtWidgets.QFileDialog.getSaveFileName(self._parent, "Save raw arrays", self.persistence.last_dir(),
                                                      "NumPy (*.npz)")
         if p:
             try:
                 path = self.save_npz(p)
-                win.show_message(f"saved {path}")
+                self.status.show_message(f"saved {path}")
             except Exception as e:  # noqa: BLE001
-                win.show_error(f"save: {one_line(e)}")
+                self.status.show_error(f"save: {one_line(e)}")
 
 
 def pixmap_bytes(pixmap, path) -> bytes:

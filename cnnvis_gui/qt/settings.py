@@ -157,9 +157,11 @@ class Persistence:
     depends on nor changes what the user's next normal start looks like.
     """
 
-    def __init__(self, win, settings: QtCore.QSettings, remember: bool = True):
-        self.win = win
+    def __init__(self, state, settings: QtCore.QSettings, remember: bool = True):
+        self.state = state
         self.settings = settings
+        self.recent_menu = None                    # File → Recent models (build_menus sets it)
+        self.open_recent = lambda what, arch: None  # what an entry of it does (the window wires the session's)
         self.refused = refused_reason(settings)    # the settings file is not a regular file: said at start
         self.writable = remember and self.refused is None
 
@@ -199,20 +201,23 @@ class Persistence:
         return [r for r in v if isinstance(r, str) and r]
 
     def fill_recent(self) -> None:
-        menu = self.win.recent_menu
+        menu = self.recent_menu
+        if menu is None:
+            return
         menu.clear()
         for entry in self.recent():
             what, _, arch = entry.partition("|")
             a = menu.addAction(_recent_label(what, arch))
-            a.triggered.connect(lambda _=False, w=what, ar=arch: self.win.session.open_recent(w, ar))
+            a.triggered.connect(lambda _=False, w=what, ar=arch: self.open_recent(w, ar))
         menu.setEnabled(bool(self.recent()))
 
     # ---- the window: geometry, docks, view choices
-    def restore(self) -> None:
-        win, st = self.win, self.settings
+    def restore(self, win) -> None:
+        """The geometry and docks of the main window ``win``, the view choices into the state (the
+        window then shows them in its controls)."""
+        st = self.settings
         if not self.writable:
             win.resize(*default_size())
-            win.sync_controls()
             return
         g = st.value("geometry")
         if g is not None:
@@ -227,7 +232,7 @@ class Persistence:
             v = st.value(f"view/{k}")
             if v is None:
                 continue
-            cur = getattr(win.state, k)
+            cur = getattr(self.state, k)
             if isinstance(cur, bool):
                 v = v in (True, "true", "1", 1)
             elif isinstance(cur, (int, float)):   # an .ini file gives strings back
@@ -241,21 +246,22 @@ class Persistence:
                 continue
             upd[k] = v
         try:
-            win.state.update(**upd)
+            self.state.update(**upd)
         except Exception:  # noqa: BLE001
             pass
-        win.sync_controls()
 
-    def save(self) -> None:
+    def save(self, win, atlas_dock=None) -> None:
+        """The geometry and docks of the main window ``win``, the view choices, whether the atlas dock
+        ``atlas_dock`` (None: never opened) is shown."""
         if not self.writable:
             return
-        win, st = self.win, self.settings
+        st = self.settings
         st.setValue("geometry", win.saveGeometry())
         st.setValue("window_state", win.saveState())
         for k in PERSISTED:
-            st.setValue(f"view/{k}", getattr(win.state, k))
-        if win.atlas.dock is not None:
-            st.setValue("atlas/dock_visible", not win.atlas.dock.isHidden())
+            st.setValue(f"view/{k}", getattr(self.state, k))
+        if atlas_dock is not None:
+            st.setValue("atlas/dock_visible", not atlas_dock.isHidden())
         st.sync()
 
 

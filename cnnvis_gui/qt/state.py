@@ -6,6 +6,11 @@ unit/frame, the grid mode.  Widgets get the state in ``__init__``, change it thr
 its methods and listen to :attr:`ViewerState.changed` (napari's ``Dims`` pattern).
 The worker never sees the state itself: the window snapshots it into an immutable
 :class:`~cnnvis_gui.qt.worker.RenderRequest`.
+
+Two more plain holders carry what the window's controllers share, so that none reaches
+another through the window: :class:`ModelState` (the model shown, written by the model
+session alone) and :class:`InputFeed` (the input in use, written by the input controller
+alone).  Every other controller gets them in ``__init__`` and only reads them.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from typing import Callable, Optional
 from ..core.attribution import DEFAULT_NOISE, DEFAULT_STEPS
 from ..core.saliency_display import (CLIPS, DEFAULT_CLIP, DEFAULT_FILTER, DEFAULT_PERCENTILE, DEFAULT_SIGN, FILTERS,
                                      SIGNS)
+from .timing import Rate
 
 #: Methods a backprop pane can show, by group (the pane's chooser lists them under these headings).
 #: Names are the core's with ``_`` for ``-`` (``integrated_gradients`` is ``"integrated-gradients"``).
@@ -212,3 +218,47 @@ class ViewerState:
         self.update(zoom="normal", gamma=1.0, per_unit=False, grid_mode="activations", patterns=False,
                     frozen_unit=None, frozen_frame=False, show_help=False, backprop_on=True,
                     overlay=False)
+
+
+@dataclass(eq=False)
+class ModelState:
+    """The model the window shows.  Written by :class:`~cnnvis_gui.qt.session.ModelSession` alone;
+    the render loop, the atlas, the dissection, navigation and saving read it."""
+
+    gen: int = 0                     # bumped by every model (or input spec) change: older results are dropped
+    loaded: Optional[object] = None  # models.LoadedModel-like: .model, .spec, .labels, .name, .notes
+    mm: Optional[object] = None      # its core.ModelMap, once the render worker has it ready
+    device: str = "—"
+
+    def units(self, layer) -> int:
+        """Number of units of ``layer`` on the current model map (0 before it is ready)."""
+        if self.mm is None:
+            return 0
+        try:
+            u = self.mm[layer].units
+        except Exception:  # noqa: BLE001
+            return 0
+        return int(u or 0)
+
+
+@dataclass(eq=False)
+class InputFeed:
+    """The input in use.  Written by :class:`~cnnvis_gui.qt.inputs.InputController` alone; the render
+    loop, the status line, the atlas and the model session read it."""
+
+    frame: Optional[object] = None   # the newest frame: a private read-only H x W x 3 uint8 BGR array
+    frame_id: int = 0                # bumped by every new frame
+    source: Optional[object] = None  # the file source: image / folder / video
+    camera: Optional[object] = None
+    capture_rate: Rate = field(default_factory=Rate)
+
+    def active(self, use_camera: bool):
+        """The source frames come from: the camera when ``use_camera`` (ViewerState.use_camera), else the files."""
+        return self.camera if use_camera else self.source
+
+
+def shared(holder: str, name: str) -> property:
+    """A controller's attribute that is field ``name`` of its shared holder ``self.<holder>`` (read and set)."""
+    return property(lambda self: getattr(getattr(self, holder), name),
+                    lambda self, value: setattr(getattr(self, holder), name, value),
+                    doc=f"``self.{holder}.{name}``")

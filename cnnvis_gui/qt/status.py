@@ -26,13 +26,18 @@ class StatusLine(QtCore.QObject):
     #: seconds an error is kept over the per-frame description
     ERROR_HOLD_S = 4.0
 
-    def __init__(self, win):
-        super().__init__(win)
-        self.win = win
+    errorShown = QtCore.pyqtSignal(str)     # every error shown (the window's renderFailed)
+
+    def __init__(self, state, feed, status_bar, process_rate=lambda: 0.0, parent=None):
+        """``feed``: the InputFeed (its capture rate, whether it is live); ``status_bar``: the
+        QStatusBar the line and the rates go into; ``process_rate()``: finished renders per
+        second; ``parent``: the widget the whole-message box opens over."""
+        super().__init__(parent)
+        self.state, self.feed, self._process_rate, self._parent = state, feed, process_rate, parent
         self.last_error = ""
         self._error_time = 0.0
         self._error_seq = None
-        sb = win.statusBar()
+        sb = status_bar
         self.msg = ElidedLabel("starting…")
         self.msg.setCursor(QtCore.Qt.PointingHandCursor)
         self.msg.installEventFilter(self)           # a click shows the whole message (a cut notice)
@@ -71,7 +76,7 @@ class StatusLine(QtCore.QObject):
         text = self.msg.text()
         if not text:
             return
-        box = QtWidgets.QMessageBox(self.win)
+        box = QtWidgets.QMessageBox(self._parent)
         box.setWindowTitle("cnnvis-gui: status")
         box.setTextFormat(QtCore.Qt.RichText)
         box.setText(_tip(text))
@@ -90,7 +95,7 @@ class StatusLine(QtCore.QObject):
         self.msg.setStyleSheet("QLabel { color: #e03030; font-weight: 600; }")
         self.msg.setText("⚠ " + text)
         self.msg.setToolTip(_tip(text))
-        self.win.renderFailed.emit(text)
+        self.errorShown.emit(text)
 
     def error_is_fresh(self, seq=None) -> bool:
         """The error still applies to a result of request ``seq``: routine messages wait.
@@ -148,15 +153,15 @@ class StatusLine(QtCore.QObject):
         self.times.setText(f"fwd {forward_ms:.1f} ms  bwd {backward_ms:.1f} ms")
 
     def update_rates(self) -> None:
-        win = self.win
-        src = win.inputs.active_source()
+        s = self.state
+        src = self.feed.active(s.use_camera)
         live = bool(getattr(src, "is_live", False))
-        cap = f"capture {win.inputs.capture_rate.rate():.1f} fps" if live else "capture still"
-        if win.state.frozen_frame:
+        cap = f"capture {self.feed.capture_rate.rate():.1f} fps" if live else "capture still"
+        if s.frozen_frame:
             cap = "capture frozen"
         self.capture.setText(cap)
-        rate = win.render.process_rate.rate()
-        if live and not win.state.frozen_frame:
+        rate = self._process_rate()
+        if live and not s.frozen_frame:
             self.proc.setText(f"processing {rate:.1f} fps")
         else:  # a still image is processed once per change: a rate would read as a stall, or as a loop
             self.proc.setText("processing on demand")

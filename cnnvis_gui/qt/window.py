@@ -15,25 +15,31 @@ The window owns the Qt-free :class:`ViewerState` (what the user looks at) and th
 ``status``         :class:`~.status.StatusLine` -- the status bar
 =================  =========================================================================
 
+No controller gets the window or reaches another through it.  Each takes the state it reads
+(:class:`ViewerState`, the :class:`ModelState` the session writes, the :class:`InputFeed` the
+input controller writes), the widgets it draws into and a few services (the status line, the
+settings); what one needs done by another is a signal or a callable wired once, here.
+
 Every state change or new frame is snapshotted into a request and submitted; the worker
 coalesces them; results come back through a signal and are only *drawn* on this thread.
 """
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 from PyQt5 import QtCore, QtWidgets
 
 from .atlas_control import AtlasController
 from .dissect_control import DissectController
 from .inputs import InputController
-from .layout import build_menus, build_panels
+from .layout import add_dock, add_dock_below_tree, build_menus, build_panels
 from .navigation import KeyFilter, Navigator
-from .render import RenderLoop
+from .render import RenderLoop, RenderViews
 from .saving import Saver
 from .session import ModelSession
 from .settings import Persistence, make_settings
-from .state import ViewerState
+from .state import InputFeed, ModelState, ViewerState
 from .status import StatusLine
 from .timing import calm_gc
 
@@ -70,21 +76,46 @@ class MainWindow(QtWidgets.QMainWindow):
         from ..core import colormap_lut
         self.lut = colormap_lut("inferno")
 
-        self.persistence = Persistence(self, self.settings, remember=remember)
-        self.session = ModelSession(self)
-        self.inputs = InputController(self)
-        self.atlas = AtlasController(self)
-        self.dissect = DissectController(self)
-        self.saver = Saver(self)
-        self.navigator = Navigator(self)
-        self.render = RenderLoop(self)
+        # the controllers: each gets the state, its widgets and services; what one needs of another is wired here
+        self.model_state, self.feed = ModelState(), InputFeed()    # written by the session / the inputs alone
+        st, model, feed, closed = self.state, self.model_state, self.feed, (lambda: self.closed)
+        self.persistence = p = Persistence(st, self.settings, remember=remember)
+        self.status = status = StatusLine(st, feed, self.statusBar(), parent=self,
+                                          process_rate=lambda: self.render.process_rate.rate())
+        self.inputs = InputController(st, feed, p, status, lambda: self.render.request_render(), closed, parent=self)
+        self.navigator = Navigator(st, model, self.inputs.step_image, lambda: self.atlas.toggle_patterns(),
+                                   self.show_message, self.sync_controls, self.close)
         build_panels(self)
-        self.sync_controls()
+        self.session = ModelSession(st, model, feed, p, status, self.tree, (self.bp1, self.bp2),
+                                    lambda *a: self.render.worker.set_model(*a), self.inputs.open_path,
+                                    self.setWindowTitle, closed, parent=self)
+        p.open_recent = self.session.open_recent
+        views = RenderViews(self.input_pane, self.grid, self.unit_pane, self.bp1, self.bp2, self.zoom_unit,
+                            self.zoom_bp, self.predictions)
+        self.atlas = AtlasController(st, model, feed, p, status, self.grid, self.splitter, partial(add_dock, self),
+                                     lambda: self.render.update_grid_title(), lambda: self.render.redraw_grid(),
+                                     closed, parent=self)
+        self.render = RenderLoop(st, model, feed, status, views, self.atlas.grid_mosaic, self.atlas.pattern_title,
+                                 closed, parent=self)
+        self.dissect = DissectController(st, model, p, status, partial(add_dock_below_tree, self),
+                                         lambda: self.atlas.demo_worker is not None, closed, parent=self)
+        self.saver = Saver(st, model, views, lambda: self.render.last_result, self.grab, p, status, parent=self)
+        for signal, slot in ((status.errorShown, self.renderFailed), (self.inputs.sourceOpened, self.sourceOpened),
+                             (self.atlas.restored, self.atlasRestored), (self.atlas.patternsReady, self.patternsReady),
+                             (self.render.drawn, self.frameDrawn),
+                             # a model: what belonged to the old one goes; the new one's map sets the views up
+                             (self.render.worker.modelReady, self.session.on_model_ready),
+                             (self.session.loading, self.atlas.reset),
+                             (self.session.shown, self.render.update_grid_title),
+                             (self.session.shown, self.atlas.on_model_ready), (self.session.shown, self.modelChanged),
+                             (self.modelChanged, self.dissect.on_model_ready),
+                             (self.session.shown, self.render.request_render)):
+            signal.connect(slot)
         build_menus(self)
-        self.status = StatusLine(self)
-        self.persistence.restore()
-        if self.persistence.refused:
-            self.show_error(self.persistence.refused)
+        p.restore(self)
+        self.sync_controls()
+        if p.refused:
+            self.show_error(p.refused)
 
         # The worker runs Python-heavy hook code: hand the GIL over more often (default 5 ms)
         # so the GUI thread never waits long for it.
@@ -96,7 +127,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._resize_timer.setSingleShot(True)
         self._resize_timer.setInterval(200)
         self._resize_timer.timeout.connect(self.render.on_resized)
-        self._keys = KeyFilter(self)
+        self._keys = KeyFilter(root=self, handle_key_event=self.navigator.handle_key_event)
         QtWidgets.QApplication.instance().installEventFilter(self._keys)
         self._apply_zoom()
         self._apply_compare()
@@ -220,6 +251,18 @@ class MainWindow(QtWidgets.QMainWindow):
     def request_render(self) -> bool:
         return self.render.request_render()
 
+    def set_demo_atlas(self, on: bool) -> None:
+        """Build the demo models' atlas in the background at first start (automation turns it off)."""
+        self.atlas.auto_demo = bool(on)
+
+    # ---- services of the controllers (app, automation, the checkpoint dialog)
+    hold_after_first_frame = property(lambda self: self.inputs.hold_after_first_frame)
+    open_samples = property(lambda self: self.session.open_samples)
+    replace_loaded = property(lambda self: self.session.replace_loaded)
+    remember_model = property(lambda self: self.persistence.remember_model)
+    last_dir = property(lambda self: self.persistence.last_dir)
+    set_last_dir = property(lambda self: self.persistence.set_last_dir)
+
     def handle_key_event(self, ev) -> bool:
         return self.navigator.handle_key_event(ev)
 
@@ -284,7 +327,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.closed = True
         try:
-            self.persistence.save()
+            self.persistence.save(self, atlas_dock=self.atlas.dock)
         except Exception:  # noqa: BLE001
             pass
         self.status.timer.stop()
