@@ -46,7 +46,7 @@ case "$MOD" in
   atlas/scan.py|atlas/sweep.py|atlas/folders.py|atlas/results.py|atlas/state.py)   # split out of scan.py: its tests
                    TESTS="tests/atlas/test_scan.py tests/atlas/test_scan_geometry.py tests/atlas/test_cache_damage.py tests/atlas/test_scan_faults.py tests/atlas/test_scan_dtypes.py tests/atlas/test_merge.py tests/atlas/test_scan_words.py tests/atlas/test_scan_inputs.py tests/atlas/test_scan_loop.py" ;;
   atlas/crops.py)  TESTS="tests/atlas/test_crops.py tests/atlas/test_crops_probes.py tests/atlas/test_crops_reference.py" ;;
-  qt/render.py)    TESTS="tests/qt/test_window_drawn.py tests/qt/test_window_keys.py tests/qt/test_window.py tests/qt/test_render_requests.py" ;;
+  qt/render.py)    TESTS="tests/qt/test_window_drawn.py tests/qt/test_window_keys.py tests/qt/test_window.py tests/qt/test_render_requests.py tests/qt/test_controllers.py" ;;
   sources/pump.py) TESTS="tests/sources/test_sources.py" ;;
   models/state_dicts.py) TESTS="tests/models/test_state_dicts.py tests/models/test_models_loading.py tests/models/test_models_loader_fixes.py" ;;
   models/trust.py) TESTS="tests/models/test_trust_boundaries.py tests/models/test_trust.py" ;;
