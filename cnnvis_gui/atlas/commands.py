@@ -35,6 +35,7 @@ from ..core.bounds import MAX_PROBES, MAX_TOP, MAX_WORKERS, check_output_size
 from ..core.display import MAX_ZOOM, enlarge
 from ..core.files import atomic_write_image, atomic_write_json, file_name_part, output_path
 from ..core.progress import stderr_progress
+from . import objective_command
 
 __all__ = ["register", "cmd_atlas", "cmd_atlas_split", "cmd_atlas_merge", "cmd_optimize", "write_atlas",
            "model_options_text",
@@ -130,7 +131,8 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
                     "input.")
     add_model_arguments(po)
     g = po.add_argument_group("optimize")
-    g.add_argument("--layer", "-l", required=True, metavar="L", help="layer name ('output' = class scores)")
+    g.add_argument("--layer", "-l", metavar="L", help="layer name ('output' = class scores; required with --unit / "
+                                                       "--units)")
     which = g.add_mutually_exclusive_group(required=True)
     which.add_argument("--unit", "-u", type=int, metavar="U", help="unit (channel / class) index")
     which.add_argument("--units", metavar="0,5,10-15",
@@ -154,6 +156,7 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     g.add_argument("--cache-dir", metavar="DIR", help="cache folder")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    objective_command.add_arguments(g, which, _ranged)
     po.set_defaults(func=lambda args: cmd_optimize(args, model_from_args))
 
 
@@ -550,6 +553,9 @@ def cmd_optimize(args, model_from_args) -> int:
 
     target = _target(args.target)
     preset_name(args.preset)        # an unknown preset is refused before the model loads
+    several = objective_command.wants_objective_run(args)
+    if args.layer is None and args.objective is None:
+        raise CnnvisError("--layer is required with --unit / --units (or write the units with --objective).")
     if args.zoom < 1:
         raise CnnvisError("--zoom must be at least 1.")
     out = Path(args.out).expanduser()
@@ -565,6 +571,8 @@ def cmd_optimize(args, model_from_args) -> int:
     lm = model_from_args(args)
     model, spec = lm.model, lm.spec
     check_output_size(spec.height, spec.width, args.zoom, "--zoom")     # before the optimization, not after
+    if several:
+        return objective_command.cmd_optimize_objective(args, lm, target, out, preset_name(args.preset), _write_png)
     if args.units is not None:
         return _optimize_units(args, lm, target, out)
     opt = ActivationMaximizer(model, spec, args.layer, args.unit, target, preset_name(args.preset),

@@ -15,7 +15,7 @@
 from .colour import colour_matrix, recorrelate, to_model_input
 from .param import PARAMETERIZATIONS, ImageParam, PixelImage, FourierImage, MacoImage, make_param
 from .objectives import (Objective, channel, neuron, class_logit, direction, diversity, per_image, unit_map,
-                         gram_matrices)
+                         gram_matrices, with_diversity)
 from .transform import Transform, Pad, Jitter, RandomScale, RandomRotate, Transforms, standard_transforms
 from .capture import LayerCapture, resolve_layer
 from .render import RenderParams, RenderStep, RenderResult, Renderer, render, sample_seed
@@ -23,7 +23,7 @@ from .render import RenderParams, RenderStep, RenderResult, Renderer, render, sa
 __all__ = ["colour_matrix", "recorrelate", "to_model_input",
            "PARAMETERIZATIONS", "ImageParam", "PixelImage", "FourierImage", "MacoImage", "make_param",
            "Objective", "channel", "neuron", "class_logit", "direction", "diversity", "per_image", "unit_map",
-           "gram_matrices",
+           "gram_matrices", "with_diversity",
            "Transform", "Pad", "Jitter", "RandomScale", "RandomRotate", "Transforms", "standard_transforms",
            "LayerCapture", "resolve_layer",
            "RenderParams", "RenderStep", "RenderResult", "Renderer", "render", "sample_seed"]

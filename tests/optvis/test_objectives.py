@@ -88,6 +88,23 @@ def test_diversity_is_lucids_gram_penalty():
     assert float(diversity("conv")({"conv": A[:1]})[0]) == 0.0         # one image: nothing to differ from
 
 
+def test_with_diversity_scales_the_penalty_by_the_objectives_size():
+    from cnnvis_gui.optvis import with_diversity
+    a = channel("conv", 1)
+    got = with_diversity(a, "conv", 0.5)(ACTS)
+    torch.testing.assert_close(got, a(ACTS) - 0.5 * a(ACTS).abs().mean() * diversity("conv")(ACTS))
+    # ten times the activations: ten times the objective, the same trade-off
+    torch.testing.assert_close(with_diversity(a, "conv", 0.5)({"conv": 10 * A}), 10 * got)
+    # the scale is held constant for the gradient: the penalty's gradient is |objective| x diversity's
+    x = A.clone().requires_grad_(True)
+    g, = torch.autograd.grad(with_diversity(a, "conv", 0.5)({"conv": x}).sum(), x)
+    y = A.clone().requires_grad_(True)
+    k = float(a({"conv": A}).abs().mean())
+    h, = torch.autograd.grad((a({"conv": y}) - 0.5 * k * diversity("conv")({"conv": y})).sum(), y)
+    torch.testing.assert_close(g, h)
+    assert not with_diversity(a, "conv", 0.5).separable
+
+
 def test_objectives_compose():
     a, b = channel("conv", 0), neuron("conv", 1)
     got = (a + 2 * b - 0.5 * a - 1.0)(ACTS)
