@@ -193,3 +193,23 @@ def about(win) -> None:
     QtWidgets.QMessageBox.about(win, "cnnvis-gui",
                                 "cnnvis-gui — see inside PyTorch CNNs: activations, deconvnet, guided "
                                 "backprop, Grad-CAM, live.\nPress h for the keys.")
+
+
+#: the module dock widens for its Layout column only while the rest of the window keeps this many pixels
+TREE_DOCK_KEEPS = 900
+
+
+def fit_tree_dock(win) -> None:
+    """Widen the module dock (never narrow it) until Output, Units and Layout are whole, while the panes
+    beside it keep :data:`TREE_DOCK_KEEPS` px.
+
+    The first 300 px cut ViT's ``tokens:1+14x14`` to "toke…" at 1280 x 720 (the dock takes ~380 px there); the
+    dock grows on a model load only as far as that model's columns need, so a user's wider dock is kept.
+    """
+    dock = win.tree_dock
+    if dock.isFloating() or not dock.isVisible():
+        return
+    want = win.tree.wanted_width() + (dock.width() - win.tree.width())
+    cap = win.width() - TREE_DOCK_KEEPS
+    if want > dock.width() and cap > dock.width():
+        win.resizeDocks([dock], [min(want, cap)], QtCore.Qt.Horizontal)

@@ -439,17 +439,38 @@ class ModuleTree(QtWidgets.QTreeWidget):
         self._syncing = False
         self._select(self.state.layer)
 
+    #: the narrowest the module column is cut to so that Output, Units and Layout stay whole
+    MIN_NAME_WIDTH = 90
+    #: the module column the dock asks room for (a deep name beyond it is cut in its middle)
+    NAME_WIDTH = 150
+
+    def _kept_width(self) -> int:
+        """Output, Units and Layout at their contents' width: the columns that never scroll off."""
+        heads = [self.headerItem().text(c) for c in range(self.columnCount())]
+        last = heads.index("Layout") if "Layout" in heads else len(heads) - 1
+        return sum(max(self.columnWidth(c), self.sizeHintForColumn(c), self.header().sectionSizeHint(c))
+                   for c in range(1, last + 1))
+
     def fit_columns(self) -> None:
-        """Columns to their contents; the module column gives way so that Output and Units stay whole.
+        """Columns to their contents; the module column gives way so that Output, Units and Layout stay whole.
 
         A long module name is cut in its middle (``17.c…0.2``): its start names the block, its end the row.
+        The type (last) is the column that scrolls off on a narrow dock.
         """
         for c in range(self.columnCount()):
             self.resizeColumnToContents(c)
-        heads = [self.headerItem().text(c) for c in range(self.columnCount())]
-        keep = sum(self.columnWidth(c) for c in range(1, heads.index("Units") + 1)) if "Units" in heads else 0
-        room = self.viewport().width() - keep
-        self.setColumnWidth(0, max(90, min(self.columnWidth(0), room)))
+        room = self.viewport().width() - self._kept_width()
+        self.setColumnWidth(0, max(self.MIN_NAME_WIDTH, min(self.columnWidth(0), room)))
+
+    def wanted_width(self) -> int:
+        """The tree's width with the module column at up to :attr:`NAME_WIDTH` and Output, Units, Layout whole."""
+        self.resizeColumnToContents(0)
+        name = min(self.columnWidth(0), self.NAME_WIDTH)
+        chrome = self.width() - self.viewport().width()
+        bar = self.verticalScrollBar()
+        if not bar.isVisible():
+            chrome += bar.sizeHint().width()
+        return name + self._kept_width() + chrome
 
     def resizeEvent(self, ev):
         super().resizeEvent(ev)

@@ -171,12 +171,16 @@ class RenderLoop(QtCore.QObject):
         what = "gradient at " if res.grid_mode == "gradients" else "of "
         info = f"{what}{res.layer or 'output'}"
         tip = f"unit {res.unit} {what}{res.layer or 'output'}: values {lo:.6g} … {hi:.6g} (the colour bar has the scale)"
-        if res.prefix_values:        # a token layer: the prefix tokens of this feature, beside its map
-            info += " · " + ("class token " if len(res.prefix_values) == 1 else "prefix tokens ") + \
-                ", ".join(f"{v:.3g}" for v in res.prefix_values)
-            tip += (f"\nthe {len(res.prefix_values)} prefix token(s) (class, distillation, registers) are not on the "
-                    f"map; their value for this feature: " + ", ".join(f"{v:.6g}" for v in res.prefix_values) +
-                    "\nobjective 'class token' backprops from prefix token 0")
+        # a token layer: the prefix tokens of this feature (beside its map) come first, and a narrow pane
+        # cuts the layer name at its end: "CLS 0.357 · of bl…", not "…ss token 0.357" (the tooltip says more)
+        v.unit_pane.info.elide = QtCore.Qt.ElideRight if res.prefix_values else QtCore.Qt.ElideLeft
+        if res.prefix_values:
+            info = ("CLS " if len(res.prefix_values) == 1 else "prefix ") + \
+                ", ".join(f"{x:.3g}" for x in res.prefix_values) + " · " + info
+            tip += (f"\nthe {len(res.prefix_values)} prefix token(s) (CLS: the class token; distillation, "
+                    f"registers) are not on the map; their value for this feature: "
+                    + ", ".join(f"{x:.6g}" for x in res.prefix_values)
+                    + "\nobjective 'class token' backprops from prefix token 0")
         v.unit_pane.info.setText(info)
         v.unit_pane.info.setToolTip(plain_tooltip(tip))
         own = res.grid_mode == "gradients" and res.bp[0] == res.layer
@@ -325,12 +329,14 @@ class RenderLoop(QtCore.QObject):
             return
         shape = "×".join(str(x) for x in info.shape) if info.shape else ""
         lay = info.layout
+        detail = f"{html_text(info.type)}, {shape}"
         if lay is not None and lay.kind in ("nhwc", "tokens"):    # the grid shows its units on their map
-            shape += f", {lay.name}: {lay.units} units of {'×'.join(map(str, lay.map_shape))}"
+            # the units first: a narrow title keeps "1536 units of 14×14", not "Linear, 14×14×153…"
+            detail = f"{lay.units} units of {'×'.join(map(str, lay.map_shape))} · {lay.name} · {detail}"
         v.grid.title.setToolTip(plain_tooltip(f"layout {lay.name}: {lay.describe()} ({lay.source})")
                                   if lay is not None else "")
         v.grid.title.setText(f"{what} — <b>{html_text(name)}</b> "
-                               f"<span style='color:#888'>({html_text(info.type)}, {shape})</span>")
+                               f"<span style='color:#888'>({detail})</span>")
 
     def shutdown(self, timeout_ms) -> None:
         self._draw_timer.stop()

@@ -33,7 +33,7 @@ from PyQt5 import QtCore, QtWidgets
 from .atlas_control import AtlasController
 from .dissect_control import DissectController
 from .inputs import InputController
-from .layout import add_dock, add_dock_below_tree, build_menus, build_panels
+from .layout import add_dock, add_dock_below_tree, build_menus, build_panels, fit_tree_dock
 from .navigation import KeyFilter, Navigator
 from .render import RenderLoop, RenderViews
 from .saving import Saver
@@ -106,6 +106,7 @@ class MainWindow(QtWidgets.QMainWindow):
                              # a model: what belonged to the old one goes; the new one's map sets the views up
                              (self.render.worker.modelReady, self.session.on_model_ready),
                              (self.session.loading, self.atlas.reset),
+                             (self.session.shown, partial(fit_tree_dock, self)),
                              (self.session.shown, self.render.update_grid_title),
                              (self.session.shown, self.atlas.on_model_ready), (self.session.shown, self.modelChanged),
                              (self.modelChanged, self.dissect.on_model_ready),

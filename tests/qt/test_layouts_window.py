@@ -25,10 +25,10 @@ def open_window(qtbot):
     from cnnvis_gui.qt.window import MainWindow
     wins = []
 
-    def open_(model, spec, name):
+    def open_(model, spec, name, size=(1200, 800)):
         win = MainWindow()
         qtbot.addWidget(win)
-        win.resize(1200, 800)
+        win.resize(*size)
         win.show()
         with signal(qtbot, win.modelChanged):
             win.load_model(_loaded(model, spec, name))
@@ -52,8 +52,9 @@ def test_vit_block_is_a_grid_of_features_with_its_class_token(qtbot, open_window
     res = _choose(qtbot, win, "blocks.5")
     assert win.grid.mosaic.n_units == 192 and win.state.n_units == 192
     assert res.raw_grid.shape == (192, 14, 14) and res.layout == "tokens:1+14x14"
-    assert len(res.prefix_values) == 1 and "class token" in win.unit_pane.info.text()
-    assert "tokens:1+14x14: 192 units of 14×14" in win.grid.title.text()
+    assert len(res.prefix_values) == 1 and win.unit_pane.info.text().startswith("CLS ")
+    assert "the class token" in win.unit_pane.info.toolTip()
+    assert "(192 units of 14×14 · tokens:1+14x14 · Block, 197×192)" in win.grid.title.text()
     assert win.tree.items["blocks.5"].text(3) == "tokens:1+14x14"
     assert "not visualizable: not spatial: per-head token" in win.tree.items["blocks.5.attn.q_norm"].toolTip(0)
     # the class token as the objective: backprop from the feature at token 0
@@ -99,3 +100,24 @@ def test_convnext_channels_last_mlp_is_a_grid_of_features(qtbot, open_window, ti
     assert win.tree.items["stages.1.blocks.0"].text(3) == "nchw"
     # the default CAM layer of the output is the last spatial map: Grad-CAM works without a choice
     assert win.session.mm.default_cam_layer("") == "norm_pre"
+
+
+def test_the_module_dock_widens_until_the_layout_column_is_whole(qtbot, open_window, timm_net):
+    """The module dock widens (while the panes beside it keep 900 px) until Output, Units and Layout are
+    whole: its first 300 px cut ``tokens:1+14x14`` to "toke…" at 1280 x 720 (X11 fonts; the offscreen platform's
+    are wider, hence the wider window here); the module names give way first, down to 90 px."""
+    win = open_window(timm_net("vit"), InputSpec(3, 224, 224), "vit-tiny (random)", size=(1800, 800))
+    tree, fm = win.tree, win.tree.fontMetrics()
+    whole = lambda: (all(tree.columnWidth(c) >= tree.sizeHintForColumn(c) for c in (1, 2, 3))  # noqa: E731
+                     and sum(tree.columnWidth(c) for c in range(4)) <= tree.viewport().width())
+    until(qtbot, whole)
+    assert tree.columnWidth(3) >= fm.horizontalAdvance("tokens:1+14x14")
+    assert tree.columnWidth(0) >= tree.MIN_NAME_WIDTH
+    assert 300 < win.tree_dock.width() <= win.width() - 900
+    width = win.tree_dock.width()
+    with signal(qtbot, win.modelChanged):            # a model with narrower columns never narrows the dock
+        win.load_model(_loaded(timm_net("convnext"), InputSpec(3, 64, 64), "convnext-tiny (random)"))
+    idle(qtbot, win)
+    assert win.tree_dock.width() >= width and whole()
+    win.resize(1000, 800)                            # a narrower window: the names give way, then Layout scrolls
+    until(qtbot, lambda: tree.columnWidth(0) == tree.MIN_NAME_WIDTH or whole())
