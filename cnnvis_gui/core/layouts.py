@@ -35,7 +35,9 @@ Which axis holds the features is read off the modules that make and read each te
   channels-first tensors;
 * ``nn.Linear`` applied to a tensor of 3 or more axes, and a ``LayerNorm`` over the last axis, make
   and read channels-last tensors (timm's ``LayerNorm2d`` and ConvNeXt's ``data_format="channels_first"``
-  LayerNorm are told apart by the axis they normalize);
+  LayerNorm are told apart by the axis they normalize) -- except a Linear whose input is channels first,
+  itself or as a permuted view of a channels-first map (``x.transpose(2, 3)`` then a Linear over H):
+  it mixes positions, and the channels stay on axis 1;
 * a module whose output has its input's shape (an activation, dropout, identity, a residual block)
   keeps its input's layout, so the evidence spreads along the chain (a ViT's ``pos_drop`` is read
   channels-last because the block after it starts with a LayerNorm over the last axis);
@@ -383,6 +385,26 @@ class _Evidence:
         return found
 
 
+def _channel_axis(a: torch.Tensor, bases: dict) -> int | None:
+    """The axis of ``a`` that holds the channels of the channels-first map it is a permuted view of, or None.
+
+    A ``permute`` / ``transpose`` is no module, but its result shares the map's memory: the axis with the
+    map's channel count and channel stride is where the channels went (``x.transpose(2, 3)`` before a
+    Linear over H keeps them on axis 1: the Linear mixes positions, the units stay the channels).
+    """
+    try:
+        ptr = a.data_ptr()
+    except RuntimeError:        # a tensor without storage (a subclass, a functional wrapper)
+        return None
+    for b in bases.get(ptr, ()):
+        if b.numel() != a.numel() or b.shape[1] < 2 or b.shape[0] != a.shape[0]:
+            continue
+        axes = [i for i in range(1, a.ndim) if a.shape[i] == b.shape[1] and a.stride(i) == b.stride(1)]
+        if len(axes) == 1:
+            return axes[0]
+    return None
+
+
 def _grid_candidates(records, structure_modules) -> list:
     """(H, W, C, declared) of every spatial map of the recording, and the grids modules declare."""
     cands = []
@@ -455,9 +477,15 @@ def infer_layouts(records, structure, model_input: torch.Tensor, overrides: dict
     # be channels first: then it mixes positions (MLP-Mixer's token mixing, a Linear over a Conv1d's
     # sequence) and the channels stay on axis 1.
     first = ev.solve()
+    bases = {}      # data pointer -> channels-first recorded outputs: what a permuted view was taken of
+    for r in records:
+        out = r[4]
+        if isinstance(out, torch.Tensor) and out.ndim >= 3 and first.get(id(out), (None,))[0] == "first":
+            bases.setdefault(out.data_ptr(), []).append(out)
     for mod, a, out in linears:
         t = type(mod).__name__
-        if isinstance(a, torch.Tensor) and a.ndim == out.ndim and first.get(id(a), (None,))[0] == "first":
+        same_rank = isinstance(a, torch.Tensor) and a.ndim == out.ndim
+        if same_rank and (first.get(id(a), (None,))[0] == "first" or _channel_axis(a, bases) == 1):
             ev.add(out, "first", f"{t} over the positions of a channels-first input: the channels stay first")
         else:
             ev.add(out, "last", f"{t} on a {out.ndim}-D tensor acts on the last axis")

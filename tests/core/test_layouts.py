@@ -286,6 +286,21 @@ class _PermuteMLP(nn.Module):
         return self.head(y.mean((2, 3)))
 
 
+class _LinearOverHeight(nn.Module):
+    """Research code mixing rows: conv, transpose(2, 3), a Linear over H, transpose back (no module permutes)."""
+
+    def __init__(self, h):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.fc = nn.Linear(h, h)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        y = self.act(self.fc(self.conv(x).transpose(2, 3))).transpose(2, 3)
+        return self.head(y.mean((2, 3)))
+
+
 class _ChannelsFirstNorm(nn.Module):
     """ConvNeXt's official LayerNorm: data_format says where the channels are."""
 
@@ -316,6 +331,12 @@ def test_detection_on_small_networks():
     assert [(mm[n].layout_name, mm[n].units, mm[n].map_shape) for n in ("conv", "fc", "act", "back")] == [
         ("nchw", 6, (8, 10)), ("nhwc", 10, (8, 10)), ("nhwc", 10, (8, 10)), ("nhwc", 6, (8, 10))]
     assert mm.default_layer == "back"
+    # a Linear on a transposed channels-first map mixes positions: its units stay the 6 channels (the view
+    # shares the conv's memory, the channel axis is still axis 1), not the 8 rows its last axis holds
+    mm = model_map(_LinearOverHeight(8), InputSpec(3, 8, 10))
+    assert [(mm[n].layout_name, mm[n].units, mm[n].map_shape) for n in ("conv", "fc", "act")] == [
+        ("nchw", 6, (8, 10)), ("nchw", 6, (10, 8)), ("nchw", 6, (10, 8))]
+    assert "channels stay first" in mm["fc"].layout.source
     net = nn.Sequential(nn.Conv2d(3, 4, 3), _ChannelsFirstNorm(4, "channels_first"))
     assert model_map(net, InputSpec(3, 6, 6))["1"].layout_name == "nchw"
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Flatten(2), _Transpose(), _ChannelsFirstNorm(4, "channels_last"))
