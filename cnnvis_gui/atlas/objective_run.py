@@ -92,7 +92,8 @@ def gram_similarity(model: nn.Module, x: torch.Tensor, layer: str, layout=None) 
 def diversity_layer(model: nn.Module, spec: InputSpec, objective: Objective, layer: str | None = None,
                     layouts: dict | None = None) -> str:
     """Where the Gram matrices are compared: ``layer``, else the objective's last layer with a spatial map,
-    else (a class or a flat layer) the last layer of the model that has one."""
+    else (a class or a flat layer) the last module of the model that makes one (MobileNetV2: ``features.18.2``,
+    its last ReLU6, read at its input as the optimization reads a ReLU)."""
     from ..optvis import resolve_layer
     mm = model_map(model, spec, layouts)
     if layer is not None:
@@ -103,12 +104,12 @@ def diversity_layer(model: nn.Module, spec: InputSpec, objective: Objective, lay
                               f"({'its output is flat' if info is not None else 'it did not run'}); diversity "
                               f"compares the images' channel statistics over positions: choose a conv layer.")
         return name
-    spatial = [i for i in mm if i.map_shape and i.units and i.calls]
+    spatial = [i for i in mm if i.map_shape and int(np.prod(i.map_shape)) > 1 and i.units and i.calls]
     mine = [i for i in spatial if i.name in objective.layers]
     pool = mine or [i for i in spatial if i.name != ""]
     if not pool:
         raise CnnvisError("diversity needs a layer with a map of positions, and this model has none.")
-    return max(pool, key=lambda i: (i.ends[-1] if i.ends else -1, i.order)).name
+    return max(pool, key=lambda i: (i.order, i.depth)).name      # the last to start: a leaf, not its container
 
 
 def optimize_objective(model: nn.Module, spec: InputSpec, objective: Objective, n: int, params: RenderParams,

@@ -154,6 +154,15 @@ def test_bad_objectives_and_diversity_options_are_one_line(shapes, tmp_path, cap
     assert not out.exists()
 
 
+def test_the_diversity_layer_is_the_units_own_else_the_last_map_with_positions(shapes):
+    from cnnvis_gui.atlas.objective_run import diversity_layer
+    from cnnvis_gui.optvis import channel, class_logit
+    m, spec = shapes.model, shapes.spec
+    assert diversity_layer(m, spec, channel("features.10", 1)) == "features.10"
+    assert diversity_layer(m, spec, class_logit(2)) == "features.15"        # not 'pool': its map is 1 x 1
+    assert diversity_layer(m, spec, class_logit(2), "features.6") == "features.6"
+
+
 def test_bad_numbers_are_refused_by_the_parser(tmp_path, capsys):
     for args, words in ((["--diversity", "0"], "--diversity must be > 0"),
                         (["--diversity", "65"], "--diversity must be at most 64"),
