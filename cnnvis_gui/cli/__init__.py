@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--traceback", action="store_true", help="show the full traceback of an error (debugging)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    pi = sub.add_parser("info", help="print a model's layers (type, output shape, units, calls) and input spec",
+    pi = sub.add_parser("info", help="print a model's layers (type, output shape, layout, units, calls) and input spec",
                         description="Print the module map of a model: every module's name, type, output shape, "
                                     "units and calls per forward (non-visualizable ones with the reason), the "
                                     "input spec in use and the loader's notes.")

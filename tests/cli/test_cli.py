@@ -256,6 +256,31 @@ def test_more_bad_arguments_in_process(tmp_path, capsys):
         assert "Traceback" not in err
 
 
+@needs_shapes
+def test_layout_override_on_the_command_line(tmp_path, capsys):
+    """``--layout NAME=LAYOUT`` reads a layer in another layout; a wrong one is one line naming the shape."""
+    assert cli.main(["info", "--model", "shapes", "--layout", "features.0=nhwc", "--json"]) == 0
+    row = next(r for r in json.loads(capsys.readouterr().out)["layers"] if r["name"] == "features.0")
+    assert (row["layout"], row["layout_source"], row["units"]) == ("nhwc", "set by the user", 64)   # 16x64x64
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.full((64, 64, 3), 127, np.uint8))
+    base = ["--model", "shapes", "--device", "cpu"]
+    cases = [
+        (["info", *base, "--layout", "features.0=tokens:1+4x4"],
+         "layout 'tokens:1+4x4' does not fit layer 'features.0': its output is N x 16 x 64 x 64, "
+         "the layout needs N x (1 + 16) x C."),
+        (["export", *base, "--input", str(img), "--out", str(tmp_path / "o"), "--layer", "features.0",
+          "--layout", "features.0=flat"], "layout 'flat' does not fit layer 'features.0'"),
+        (["info", *base, "--layout", "features.0"], "--layout must be NAME=LAYOUT"),
+        (["info", *base, "--layout", "features.0=chw"], "unknown layout 'chw'"),
+        (["info", *base, "--layout", "feature.0=nchw"], "unknown layer 'feature.0'"),
+    ]
+    for argv, text in cases:
+        assert cli.main(argv) == cli.EXIT_USAGE, argv
+        err = capsys.readouterr().err
+        assert err.startswith("cnnvis: error: ") and text in err and err.count("\n") == 1, (argv, err)
+
+
 def test_argument_parsers():
     assert cli.parse_units("0,5,7") == [0, 5, 7]
     assert cli.parse_units("3-5,1,3") == [3, 4, 5, 1]

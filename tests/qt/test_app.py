@@ -69,6 +69,21 @@ def test_unknown_layer_or_unit_exits_with_the_nearest_names(tmp_path):
     assert p.returncode != 0 and "out of range" in p.stderr
 
 
+def test_layout_override_on_the_window_command_line(tmp_path):
+    """``cnnvis-gui --layout`` as ``cnnvis``'s: the user's reading gives the layer its units (64 rows of
+    features.0 read channels-last), and a layout that does not fit is one line naming the shape."""
+    sample = str(models.demo_samples("shapes")[0])
+    out = tmp_path / "nhwc.png"
+    p = run_gui(tmp_path, "--model", "shapes", "--input", sample, "--layout", "features.0=nhwc",
+                "--layer", "features.0", "--unit", "40", "--screenshot", str(out))      # unit 40 of 64 (16 nchw)
+    assert p.returncode == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p.stderr
+    p = run_gui(tmp_path, "--model", "shapes", "--layout", "features.0=tokens:1+4x4", "--screenshot",
+                str(tmp_path / "x.png"))
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    err = [line for line in p.stderr.splitlines() if line.startswith("cnnvis-gui")]
+    assert len(err) == 1 and "does not fit layer 'features.0': its output is N x 16 x 64 x 64" in err[0], p.stderr
+
+
 def test_method_spellings_match_the_command_line():
     from cnnvis_gui.qt.app import build_parser
 
