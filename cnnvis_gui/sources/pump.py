@@ -384,8 +384,8 @@ class CapturePump:
                 self._new_frame.notify_all()
 
     def _backoff(self, delay):
+        self._retry_in = delay      # before the state: a status read between the two never sees a stale delay
         self._state = "retrying"
-        self._retry_in = delay
         self.attempts += 1
         self.retry_log.append((self._clock.now(), delay))
         del self.retry_log[:-100]

@@ -100,12 +100,17 @@ def test_a_file_pump_with_its_defaults_stops_at_the_end_and_says_end_of_its_labe
     frames = [np.full((4, 6, 3), i, np.uint8) for i in (1, 2)]
     cap = Script(frames)
     clock = SteppedClock()
-    pump = CapturePump(lambda: Script([]), label="clip", capture=cap, at_failure="end", clock=clock).start()
+    opened = []
+    pump = CapturePump(lambda: opened.append(Script([])) or opened[-1], label="clip", capture=cap,
+                       first_frame=np.zeros((4, 6, 3), np.uint8), at_failure="end", clock=clock)
+    assert (pump.state, pump.status, pump.frame_id) == ("live", "clip live (6x4)", 1)    # the caller's frame
+    pump.start()
     try:
         assert poll(lambda: pump.state == "ended")
         assert pump.status == "end of clip" and pump.notices == ["end of clip"]
+        assert opened == []                                      # no loop by default: not opened again
         fid, frame = pump.latest()
-        assert fid == 2 and (frame == 2).all()                   # no loop by default: the last frame stays
+        assert fid == 3 and (frame == 2).all()                   # the last frame stays
         assert clock.waits == []                                 # and no pace: read as fast as it decodes
         assert cap.released
     finally:
