@@ -442,7 +442,7 @@ class ModuleTree(QtWidgets.QTreeWidget):
     #: the narrowest the module column is cut to so that Output, Units and Layout stay whole
     MIN_NAME_WIDTH = 90
     #: the module column the dock asks room for (a deep name beyond it is cut in its middle)
-    NAME_WIDTH = 150
+    NAME_WIDTH = 220
 
     def _kept_width(self) -> int:
         """Output, Units and Layout at their contents' width: the columns that never scroll off."""
