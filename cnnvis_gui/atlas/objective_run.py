@@ -114,11 +114,13 @@ def diversity_layer(model: nn.Module, spec: InputSpec, objective: Objective, lay
 
 def optimize_objective(model: nn.Module, spec: InputSpec, objective: Objective, n: int, params: RenderParams,
                        weight: float = 0.0, div_layer: str | None = None, layouts: dict | None = None,
-                       cache_dir=None, use_cache: bool = True, progress=None, key=(), every: int = 10):
+                       cache_dir=None, use_cache: bool = True, progress=None, key=(), every: int = 10,
+                       stop=None, only_cached: bool = False):
     """``n`` images of ``objective`` in one optimization, minus ``weight`` x diversity at ``div_layer``.
 
-    ``key``: what the images are of (seeds: ``sample_seed(params.seed, *key, i)``); ``progress(RenderStep)``.
-    Returns an :class:`ObjectiveResult`.
+    ``key``: what the images are of (seeds: ``sample_seed(params.seed, *key, i)``); ``progress(RenderStep)``;
+    ``stop()``: asked after every reported step, True ends the run keeping the best images so far
+    (not cached).  Returns an :class:`ObjectiveResult` (None with ``only_cached`` and nothing cached).
     """
     if isinstance(params, OptimizeParams):
         raise CnnvisError("several images or a written objective need a feature-visualization preset (fourier, "
@@ -144,10 +146,14 @@ def optimize_objective(model: nn.Module, spec: InputSpec, objective: Objective, 
         return ObjectiveResult(x, [spec.to_image(x[i]) for i in range(n)], [float(v) for v in z["values"]], sim,
                                div_layer if n > 1 else None, int(z["iterations"]), str(z["description"]),
                                from_cache=True)
+    if only_cached:
+        return None
     r = Renderer(model, spec, full, seeds, params, layouts)
     for step in r.run(every):
         if progress is not None:
             progress(step)
+        if stop is not None and stop():
+            r.stop()
     res = r.result
     values = objective_values(model, spec, objective, res.x, r.layouts)
     sim = gram_similarity(model, res.x, div_layer, r.layouts.get(div_layer)) if n > 1 and div_layer is not None \

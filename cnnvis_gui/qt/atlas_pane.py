@@ -23,6 +23,7 @@ import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from ..atlas import DEFAULT_PRESET, PRESET_WORDS, PRESETS, ActivationMaximizer, ReceptiveFields
+from ..atlas.montage import grid
 from .atlas_dialog import private_model
 from .plain import plain_label, plain_tooltip
 from .worker import NewestRequestThread
@@ -39,6 +40,7 @@ class AtlasRequest:
     optimize: bool = False       # run the optimization (a cached optimized image is shown anyway)
     preset: str = DEFAULT_PRESET
     method: str = "guided"
+    copies: int = 1              # > 1: that many different images in one run (Olah et al. 2017's diversity)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,9 @@ class AtlasWorker(NewestRequestThread):
                 decs.append(c.deconv)
                 caps.append(f"{hit.value:.3g} @ ({hit.y}, {hit.x})  {hit.path.name}")
             self.cropsReady.emit(AtlasCrops(req.seq, req.layer, req.unit, tuple(imgs), tuple(decs), tuple(caps)))
+        if req.copies > 1:
+            self._diverse(req)
+            return
         opt = ActivationMaximizer(self.model, self.spec, req.layer, req.unit, preset=req.preset, layouts=self.layouts)
         cached = opt.cached()
         if cached is None and not req.optimize:
@@ -118,6 +123,35 @@ class AtlasWorker(NewestRequestThread):
             self.status.emit(req, f"activation {res.activation:.4g}{' (cached)' if res.from_cache else ''}"
                                   f"{' · ' + image if image else ''}{'; ' + res.problem if res.problem else ''}")
 
+    def _diverse(self, req: AtlasRequest):
+        """``req.copies`` different images of the unit in one run, as ``cnnvis optimize --diversity N`` (the
+        same cache: the command's images show here)."""
+        from ..atlas.objective_run import DIVERSITY_WEIGHT, diversity_layer, optimize_objective
+        from ..atlas.optimize import unit_activation
+        from ..optvis.render import RenderStep
+        opt = ActivationMaximizer(self.model, self.spec, req.layer, req.unit, preset=req.preset,
+                                  layouts=self.layouts, use_cache=False)
+        if opt.yosinski:
+            self.status.emit(req, f"×{req.copies} needs the Fourier, MACO or pixels preset: the Yosinski presets "
+                                  f"make one image")
+            return
+        objective = opt._objective()
+        layer = diversity_layer(self.model, self.spec, objective, None, self.layouts)
+        res = optimize_objective(self.model, self.spec, objective, req.copies, opt.params, DIVERSITY_WEIGHT, layer,
+                                 opt.layer_layouts, progress=lambda st: self.optimized.emit(req, st),
+                                 key=(opt.layer, opt.unit), stop=self._newer, only_cached=not req.optimize)
+        if res is None:
+            self.status.emit(req, "not optimized yet")
+            return
+        if self._newer():
+            return
+        acts = unit_activation(self.model, self.spec, opt.layer, opt.unit, res.x, opt.target, opt.layout,
+                               self.layouts).tolist()
+        self.optimized.emit(req, RenderStep(res.iterations, opt.params.max_iter, acts, acts, res.images))
+        self.status.emit(req, f"{req.copies} images, activation {min(acts):.4g} to {max(acts):.4g}, Gram similarity "
+                              f"{res.similarity:.2f} at {res.diversity_layer or 'output'}"
+                              f"{' (cached)' if res.from_cache else ''}{'; ' + res.problem if res.problem else ''}")
+
 
 def _pixmap(rgb: np.ndarray, size: int) -> QtGui.QPixmap:
     rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
@@ -127,6 +161,8 @@ def _pixmap(rgb: np.ndarray, size: int) -> QtGui.QPixmap:
 
 
 MIN_TILE = 40          # px: the smallest tile the pane draws (a crop is still recognisable)
+#: how many different images of a unit the pane's ×N toggle asks for (diversity)
+DIVERSE_COPIES = 4
 
 
 def tile_layout(width: int, height: int, k: int, spacing: int = 2, min_tile: int = MIN_TILE,
@@ -184,6 +220,13 @@ class AtlasPane(QtWidgets.QWidget):
         self.preset.setToolTip("How the optimized image is made: Fourier (Lucid's Fourier image with decorrelated "
                                "colour and random transforms, the default), MACO (natural-image magnitude, phase "
                                "only), pixels, or the regularized ascent of Yosinski et al. 2015 (1-4)")
+        self.copies = QtWidgets.QToolButton()           # a toggle, not a list: the pane must stay narrow
+        self.copies.setText(f"×{DIVERSE_COPIES}")
+        self.copies.setCheckable(True)
+        self.copies.setFixedWidth(self.copies.fontMetrics().horizontalAdvance(self.copies.text()) + 12)
+        self.copies.setToolTip(f"On: {DIVERSE_COPIES} different images of the unit in one run, pushed apart by the "
+                               f"diversity penalty of Olah et al. 2017 (cnnvis optimize --diversity "
+                               f"{DIVERSE_COPIES}); off: one image")
         self.optimize_button = QtWidgets.QPushButton("Optimize")
         self.optimize_button.clicked.connect(self.optimize)
         self.method = QtWidgets.QComboBox()
@@ -196,6 +239,7 @@ class AtlasPane(QtWidgets.QWidget):
         opt_head = QtWidgets.QHBoxLayout()
         opt_head.addWidget(QtWidgets.QLabel("Optimized"))
         opt_head.addWidget(self.preset)
+        opt_head.addWidget(self.copies)
         opt_head.addWidget(self.optimize_button)
         opt_head.addStretch(1)
         right.addLayout(opt_head)
@@ -355,7 +399,8 @@ class AtlasPane(QtWidgets.QWidget):
                            + ("" if has else "  (no scan for this layer: Atlas → Scan)"))
         self.status.setText("optimizing…" if optimize else ("computing crops…" if has else ""))
         self.worker.submit(AtlasRequest(self._seq, self.layer, self.unit, self.scan, optimize,
-                                        str(self.preset.currentData()), self.method.currentText()))
+                                        str(self.preset.currentData()), self.method.currentText(),
+                                        DIVERSE_COPIES if self.copies.isChecked() else 1))
 
     def _on_crops(self, c: AtlasCrops):
         if c.seq != self._seq:
@@ -375,10 +420,14 @@ class AtlasPane(QtWidgets.QWidget):
     def _on_step(self, req: AtlasRequest, step):
         if req.seq != self._seq:
             return
-        self._opt_rgb = step.image
-        self.opt_label.setPixmap(_pixmap(step.image, self.opt_side()))
-        self.opt_label.setToolTip(f"activation {step.activation:.4g}; {PRESET_WORDS.get(req.preset, req.preset)}")
-        self.status.setText(f"optimizing: step {step.iteration}/{step.max_iter}, activation {step.activation:.4g}")
+        self._opt_rgb = step.image if len(step.images) == 1 else \
+            grid(step.images, tile=max(step.image.shape[:2]), background=32)      # ×N: their 2 x 2 (...) montage
+        self.opt_label.setPixmap(_pixmap(self._opt_rgb, self.opt_side()))
+        value = f"{step.activation:.4g}" if len(step.values) == 1 else \
+            f"{min(step.values):.4g} to {max(step.values):.4g}"
+        self.opt_label.setToolTip(f"activation {value}; {PRESET_WORDS.get(req.preset, req.preset)}")
+        self.status.setText(f"optimizing: step {step.iteration}/{step.max_iter}, "
+                            f"{'activation' if len(step.values) == 1 else 'objective'} {value}")
 
     def _on_status(self, req: AtlasRequest, text: str):
         if req.seq == self._seq:

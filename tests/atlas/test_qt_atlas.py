@@ -51,3 +51,28 @@ def test_pane_shows_crops_and_optimized_image(qtbot, tmp_path):
         pane.show_unit("features.4", 3)
     assert "features.4 unit 3" in pane.title.text()
     pane.close_worker()
+
+
+def test_pane_makes_four_different_images_of_a_unit_and_shows_them_again_from_the_cache(qtbot, cache):
+    from cnnvis_gui.qt.atlas_pane import AtlasPane
+    pane = AtlasPane(tiny_model(), TINY_SPEC)
+    qtbot.addWidget(pane)
+    assert pane.copies.text() == "×4" and not pane.copies.isChecked()   # one image unless asked
+    pane.show_unit("features.4", 2)
+    pane.copies.click()
+    pane.optimize()
+    until(qtbot, lambda: "4 images, activation" in pane.status.text())
+    text = pane.status.text()
+    assert "Gram similarity" in text and "at features.4" in text and "(cached)" not in text, text
+    assert pane._opt_rgb.shape == (2 * 32 + 2, 2 * 32 + 2, 3)      # their 2 x 2 montage
+    tiles = [pane._opt_rgb[y:y + 32, x:x + 32].astype(int) for y in (0, 34) for x in (0, 34)]
+    assert min(abs(a - b).mean() for i, a in enumerate(tiles) for b in tiles[i + 1:]) > 2   # four pictures
+    assert not pane.opt_label.pixmap().isNull()
+    pane.show_unit("features.4", 3)                               # another unit: not optimized yet
+    until(qtbot, lambda: pane.status.text() == "not optimized yet")
+    pane.show_unit("features.4", 2)                               # back: the four images from the cache
+    until(qtbot, lambda: "(cached)" in pane.status.text())
+    pane.preset.setCurrentIndex(pane.preset.findData("yosinski-1"))
+    pane.optimize()
+    until(qtbot, lambda: "the Yosinski presets make one image" in pane.status.text())
+    pane.close_worker()

@@ -121,10 +121,10 @@ def test_a_written_objective_sums_and_subtracts_units(shapes, tmp_path, capsys):
     v[[5, 7]] = (1.0, -1.0)
     np.save(tmp_path / "v.npy", v)
     assert _opt(tmp_path, tmp_path / "dir.png", "--objective", f"features.10:dir={tmp_path / 'v.npy'}",
-                "--diversity", "2", "--iterations", "30") == cli.EXIT_OK
+                "--iterations", "40") == cli.EXIT_OK
     head = capsys.readouterr().out.splitlines()[0]
-    lo, rnd = (float(v) for v in re.search(r"objective ([-\d.e]+) to [-\d.e]+ \(random input ([-\d.e]+)", head).groups())
-    assert lo > rnd + 0.5, head
+    got, rnd = (float(v) for v in re.search(r"objective ([-\d.e]+) \(random input ([-\d.e]+)", head).groups())
+    assert got > rnd + 1.0, head
 
 
 @pytest.mark.parametrize("args,words", [
