@@ -187,3 +187,39 @@ def test_nan_zero_and_missing_gradients_with_the_new_options(nets, tmp_path, cap
     assert _faulty(nets, "Detached", out, "--objective", "output:1 + conv:2") == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("cnnvis: error: ") and "cannot take a gradient of" in err and err.count("\n") == 1
+
+
+FIVE = '''
+import torch.nn as nn
+
+
+class Five(nn.Module):                   # 5 input channels
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(5, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+'''
+
+
+@pytest.mark.parametrize("model,extra,shape,words", [
+    ("glyphs", [], (28, 28), "1 channel independently"),                           # the gray 28 x 28 demo
+    ("nets:Base", ["--input-size", "12x20", "--bgr", "--mean", "104,117,123", "--std", "1,1,1", "--scale", "1"],
+     (12, 20), "decorrelated colour (ImageNet)"),                                 # a Caffe-style BGR model
+    ("five:Five", ["--input-size", "10x14", "--channels", "5", "--mean", "0.5", "--std", "0.25"], (10, 14),
+     "5 channels independently"),
+])
+def test_any_input_from_the_command_line_says_what_was_used(nets, tmp_path, capsys, model, extra, shape,
+                                                             words):  # noqa: F811
+    (tmp_path / "five.py").write_text(FIVE)
+    model = {"nets:Base": f"{nets}:Base", "five:Five": f"{tmp_path / 'five.py'}:Five"}.get(model, model)
+    for how in (["--layer", "output", "--unit", "1"], ["--objective", "output:1 - output:0", "--diversity", "2"]):
+        out = tmp_path / "x.png"
+        assert cli.main(["optimize", "--model", model, "--device", "cpu", *extra, "--iterations", "10", "--quiet",
+                         "--cache-dir", str(tmp_path / "c"), "--out", str(out), *how]) == cli.EXIT_OK
+        image = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  image: ")]
+        assert len(image) == 1 and words in image[0], image
+        n = 2 if "--diversity" in how else 1
+        assert cv2.imread(str(out)).shape == ((shape[0], shape[1], 3) if n == 1 else
+                                              (max(shape), 2 * max(shape) + 2, 3))
