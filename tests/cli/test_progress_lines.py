@@ -75,3 +75,14 @@ def test_optimize_prints_progress_lines_to_a_pipe_and_quiet_prints_none(tmp_path
     assert any(re.search(r"activation -?\d", m["rest"]) for m in steps)
     r = run_module(*args, tmp_path / "u3q.png", "--quiet")
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+@needs_shapes
+def test_optimize_diversity_prints_progress_lines(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNVIS_PROGRESS_S", "0")
+    r = run_module("optimize", "--model", "shapes", "--layer", "features.8", "--unit", "3", "--diversity", "3",
+                   "--iterations", "20", "--no-cache", "--out", tmp_path / "d.png")
+    assert r.returncode == 0, r.stderr
+    steps = _progress(r.stderr, "cnnvis optimize: layer features.8 unit 3, 3 images")
+    assert len(steps) >= 2 and steps[-1]["done"] == "20" and steps[-1]["unit"] == "steps"
+    assert any(re.search(r"objective -?\d", m["rest"]) for m in steps)
