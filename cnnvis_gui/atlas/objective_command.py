@@ -61,7 +61,7 @@ def wants_objective_run(args) -> bool:
 def cmd_optimize_objective(args, lm, target, out: Path, preset: str, write_png) -> int:
     from .montage import grid
     from .objective_run import DIVERSITY_WEIGHT, diversity_layer, objective_values, optimize_objective
-    from .optimize import ActivationMaximizer, params_for, random_input, unit_activation
+    from .optimize import ActivationMaximizer, layer_layout, params_for, random_input, unit_activation
     from ..optvis.spec_text import parse_objective
 
     model, spec = lm.model, lm.spec
@@ -82,13 +82,20 @@ def cmd_optimize_objective(args, lm, target, out: Path, preset: str, write_png) 
         if opt.yosinski:
             raise CnnvisError(f"--diversity needs a feature-visualization preset (fourier, maco or pixel); the "
                               f"Yosinski preset {preset} optimizes one image of one unit.")
-        objective, key, lay = opt._objective(), (opt.layer, opt.unit), opt.layer_layouts
+        objective, key, lay = opt._objective(), (opt.layer, opt.unit), dict(opt.layer_layouts)
         label = ""
         if opt.layer == "" and getattr(lm, "labels", None) and opt.unit < len(lm.labels):
             label = f" ({lm.labels[opt.unit]})"
         what = f"layer {opt.layer or 'output'} unit {opt.unit}{label}"
     weight = DIVERSITY_WEIGHT if args.diversity_weight is None else float(args.diversity_weight)
     div_layer = diversity_layer(model, spec, objective, args.diversity_layer, layouts) if n > 1 else None
+    # every layer read through its layout (channels-last / token maps, the user's --layout overrides), for the
+    # optimization and for the random input's value alike
+    for name in dict.fromkeys(objective.layers + ((div_layer,) if div_layer is not None else ())):
+        if name and name not in lay:
+            found = layer_layout(model, spec, name, layouts)
+            if found is not None:
+                lay[name] = found
     side = max(spec.height, spec.width)
     cols = int(math.ceil(math.sqrt(n)))
     check_output_size(side * int(math.ceil(n / cols)), side * cols, args.zoom, "--zoom")

@@ -223,3 +223,32 @@ def test_any_input_from_the_command_line_says_what_was_used(nets, tmp_path, caps
         n = 2 if "--diversity" in how else 1
         assert cv2.imread(str(out)).shape == ((shape[0], shape[1], 3) if n == 1 else
                                               (max(shape), 2 * max(shape) + 2, 3))
+
+
+def test_a_written_objective_reads_channels_last_layers_through_their_layout(tmp_path, capsys):
+    """ConvNeXt's MLP layers are N x H x W x C: a unit is the last axis, for the image and for the random input."""
+    pytest.importorskip("timm")
+    from cnnvis_gui.atlas.optimize import random_input
+    layer = "stages.1.blocks.0.mlp.fc1"
+    torch.manual_seed(0)
+    assert cli.main(["optimize", "--model", "timm:convnext_tiny", "--device", "cpu", "--input-size", "64",
+                     "--objective", f"{layer}:3 - {layer}:5", "--diversity", "2", "--iterations", "3", "--quiet",
+                     "--no-cache", "--out", str(tmp_path / "c.png")]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    rnd = float(re.search(r"random input ([-\d.e]+)", out).group(1))
+    import argparse
+    from cnnvis_gui.options import add_model_arguments, model_from_args
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    torch.manual_seed(0)                                                       # the same model, loaded the same way
+    lm = model_from_args(parser.parse_args(["--model", "timm:convnext_tiny", "--device", "cpu", "--input-size", "64"]))
+    model = lm.model.eval()
+    seen = {}
+    dict(model.named_modules())[layer].register_forward_hook(lambda m, a, o: seen.__setitem__("o", o))
+    with torch.no_grad():
+        model(random_input(lm.spec, 1, seed=1))
+    o = seen["o"][0]                                                           # H x W x C
+    assert o.shape[-1] == 768
+    assert rnd == pytest.approx(float(o[..., 3].mean() - o[..., 5].mean()), rel=1e-3, abs=1e-4)
+    assert abs(rnd - float(o[..., 3, :].mean() - o[..., 5, :].mean())) > 1e-3    # not read channels first
+    assert "diversity: weight 1 at stages.1.blocks.0.mlp.fc1" in out
