@@ -187,6 +187,10 @@ def test_nan_zero_and_missing_gradients_with_the_new_options(nets, tmp_path, cap
     assert _faulty(nets, "Detached", out, "--objective", "output:1 + conv:2") == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("cnnvis: error: ") and "cannot take a gradient of" in err and err.count("\n") == 1
+    assert _faulty(nets, "Skips", out, "--objective", "conv:0 + big:1", "--diversity", "2") == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("cnnvis: error: ") and "layer 'big' did not run in the forward pass" in err, err
+    assert err.count("\n") == 1
 
 
 FIVE = '''
