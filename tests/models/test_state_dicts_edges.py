@@ -1,0 +1,98 @@
+"""Checkpoints at the edges of what ``models/state_dicts.py`` accepts: constructor arguments too big
+for the weights, the entry a user names with ``state_dict_key`` / ``--weights-key``, and what the
+notes say about the rest (found by mutation runs of ``models/state_dicts.py``)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnnvis_gui.core.bounds import MAX_CLASSES
+from cnnvis_gui.models import ModelLoadError, load
+from cnnvis_gui.models.demo_nets import GlyphsNet
+from cnnvis_gui.models.state_dicts import SMALL_KWARG, check_kwarg_sizes
+
+ARCH = "cnnvis_gui.models.demo_nets:GlyphsNet"
+
+
+def sd_with(n):
+    """A state dict whose largest dimension is ``n``."""
+    return [("the file", {"a.weight": torch.zeros(2, 3), "b.weight": torch.zeros(n, 1)})]
+
+
+def test_a_class_count_without_weights_is_bounded_by_max_classes():
+    check_kwarg_sizes({"num_classes": MAX_CLASSES, "n_classes": MAX_CLASSES}, [], None)
+    for name in ("num_classes", "n_classes", "num_labels"):
+        with pytest.raises(ModelLoadError) as e:
+            check_kwarg_sizes({name: MAX_CLASSES + 1}, [], None)
+        assert str(e.value) == (f"{name}={MAX_CLASSES + 1:,} is more than the {MAX_CLASSES:,} this program builds "
+                                f"a model for (the layer alone would take {(MAX_CLASSES + 1) * 4 / 2**20:,.0f} MB "
+                                f"per input feature); check the value.")
+    check_kwarg_sizes({"image_size": MAX_CLASSES * 4}, [], None)    # not a class count: not questioned
+
+
+def test_a_constructor_argument_larger_than_every_dimension_of_the_weights_is_refused():
+    big = SMALL_KWARG * 3
+    check_kwarg_sizes({"num_classes": big}, sd_with(big), "w.pth")          # as long as a tensor: fits
+    check_kwarg_sizes({"num_classes": SMALL_KWARG, "flag": True}, sd_with(4), "w.pth")   # small: never questioned
+    with pytest.raises(ModelLoadError) as e:
+        check_kwarg_sizes({"width": big + 1}, sd_with(big), "w.pth")
+    assert str(e.value) == (f"w.pth: the constructor argument width={big + 1:,} is larger than every dimension of "
+                            f"the weights in the file (the largest is {big:,}): a model built with it cannot hold "
+                            f"these weights, and building it would take memory for nothing; give the right width "
+                            f"(command line: --arch-kwarg width=N).")
+    with pytest.raises(ModelLoadError, match=r"the largest is 0\)"):         # a file with no tensors at all
+        check_kwarg_sizes({"num_classes": SMALL_KWARG + 1}, [("the file", {})], "w.pth")
+    with pytest.raises(ModelLoadError, match=r"num_classes=65,537 is larger .*the largest is 6\)"):
+        check_kwarg_sizes({"num_classes": SMALL_KWARG + 1}, [("the file", {"s": torch.tensor(1.0),
+                                                                            "v": torch.zeros(6)})], "w.pth")
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(4)
+    return GlyphsNet().eval()
+
+
+def same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_dotted_weights_key_reaches_a_nested_entry(tmp_path, net):
+    path = tmp_path / "w.pth"
+    torch.save({"ema": {"module": net.state_dict()}, "step": 3}, path)
+    lm = load(path, arch=ARCH, state_dict_key="ema.module")
+    assert same_weights(lm.model, net)
+    assert "state dict read from checkpoint['ema']['module']" in lm.notes
+    with pytest.raises(ModelLoadError) as e:
+        load(path, arch=ARCH, state_dict_key="ema.modul")
+    assert str(e.value) == ("w.pth: no entry 'ema.modul' (state_dict_key / --weights-key) in the checkpoint; "
+                            "entries holding weights: checkpoint['ema']['module']; top-level keys: ema, step.")
+    with pytest.raises(ModelLoadError) as e:
+        load(path, arch=ARCH, state_dict_key="step")
+    assert str(e.value) == ("w.pth: checkpoint['step'] holds no weights (a int); choose another "
+                            "state_dict_key / --weights-key.")
+
+
+def test_a_key_with_a_dot_in_its_name_is_taken_whole(tmp_path, net):
+    path = tmp_path / "w.pth"
+    torch.save({"model.ema": net.state_dict(), "model": {"ema": {"x": 1}}}, path)
+    lm = load(path, arch=ARCH, state_dict_key="model.ema")
+    assert same_weights(lm.model, net) and "state dict read from checkpoint['model.ema']" in lm.notes
+
+
+def test_a_named_entry_holding_a_checkpoint_dict_takes_its_state_dict(tmp_path, net):
+    other = GlyphsNet()
+    path = tmp_path / "w.pth"
+    torch.save({"best": {"epoch": 9, "model": net.state_dict(), "ema": other.state_dict()}}, path)
+    lm = load(path, arch=ARCH, state_dict_key="best")
+    assert same_weights(lm.model, net)
+    assert "state dict read from checkpoint['best']['model']" in lm.notes
+
+
+def test_a_file_that_is_not_a_dict_names_its_type_when_the_key_is_missing(tmp_path, net):
+    path = tmp_path / "w.pth"
+    torch.save([net.state_dict()], path)
+    with pytest.raises(ModelLoadError) as e:
+        load(path, arch=ARCH, state_dict_key="model")
+    assert str(e.value).endswith("entries holding weights: none; top-level keys: list.")
