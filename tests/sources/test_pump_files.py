@@ -178,11 +178,12 @@ def test_a_file_that_cannot_be_opened_again_says_so():
     opener = Opener(2)
     first = opener()
     opener.gone = True                                # deleted while it played
-    pump = CapturePump(opener, label="clip", capture=first, at_failure="end", loop=True,
-                       clock=SteppedClock()).start()
+    clock = SteppedClock()
+    pump = CapturePump(opener, label="clip", capture=first, at_failure="end", loop=True, clock=clock).start()
     try:
         assert poll(lambda: not pump.running)
         assert pump.state == "error" and pump.status == "clip failed: could not re-open clip"
+        assert clock.waits == [] and pump.retry_log == []    # said at once: a file is not a camera to wait for
         assert pump.frame_id == 2 and value(pump) == 2    # the last frame stays on screen
     finally:
         pump.stop()
