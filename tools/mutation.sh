@@ -47,8 +47,8 @@ case "$MOD" in
                    TESTS="tests/atlas/test_scan.py tests/atlas/test_scan_geometry.py tests/atlas/test_cache_damage.py tests/atlas/test_scan_faults.py tests/atlas/test_scan_dtypes.py tests/atlas/test_merge.py tests/atlas/test_scan_words.py tests/atlas/test_scan_inputs.py tests/atlas/test_scan_loop.py" ;;
   atlas/crops.py)  TESTS="tests/atlas/test_crops.py tests/atlas/test_crops_probes.py tests/atlas/test_crops_reference.py" ;;
   qt/render.py)    TESTS="tests/qt/test_window_drawn.py tests/qt/test_window_keys.py tests/qt/test_window.py tests/qt/test_render_requests.py tests/qt/test_controllers.py" ;;
-  sources/pump.py) TESTS="tests/sources/test_sources.py" ;;
-  models/state_dicts.py) TESTS="tests/models/test_state_dicts.py tests/models/test_models_loading.py tests/models/test_models_loader_fixes.py" ;;
+  sources/pump.py) TESTS="tests/sources/test_sources.py tests/sources/test_pump_defaults.py tests/sources/test_pump_files.py" ;;
+  models/state_dicts.py) TESTS="tests/models/test_state_dicts.py tests/models/test_state_dicts_edges.py tests/models/test_models_loading.py tests/models/test_models_loader_fixes.py" ;;
   models/trust.py) TESTS="tests/models/test_trust_boundaries.py tests/models/test_trust.py" ;;
   models/labels.py) TESTS="tests/models/test_labels.py tests/models/test_models_loading.py" ;;
   atlas/cache.py)  TESTS="tests/atlas/test_cache_identity_writes.py tests/atlas/test_cache_damage.py tests/atlas/test_atlas_keys_faults.py tests/atlas/test_scan.py" ;;

@@ -175,7 +175,7 @@ def load(weights=None, arch=None, trust_pickle: bool = False, strict: bool = Tru
             if not sd_candidates:
                 raise ModelLoadError(f"{path.name}: found no weights in it (no tensors at the top level nor under "
                                      f"any of {', '.join(STATE_DICT_KEYS)}); top-level keys: "
-                                     f"{_short(list(obj)[:20]) if isinstance(obj, dict) else type(obj).__name__}.")
+                                     f"{_short(list(obj)) if isinstance(obj, dict) else type(obj).__name__}.")
             _fit_state_dict(model, sd_candidates, strict, notes, path.name, kwargs)
         else:
             notes.append("no weight file: all parameters are at their initial (random or built-in) values")

@@ -31,7 +31,7 @@ def _chosen_state_dict(obj, key: str, fname: str) -> list:
         for part in key.split("."):
             if not isinstance(v, dict) or part not in v:
                 avail = [w for w, _ in _state_dict_candidates(obj, False)]
-                keys = _short(list(obj)[:20]) if isinstance(obj, dict) else type(obj).__name__
+                keys = _short(list(obj)) if isinstance(obj, dict) else type(obj).__name__
                 raise ModelLoadError(f"{fname}: no entry {key!r} (state_dict_key / --weights-key) in the checkpoint; "
                                      f"entries holding weights: {', '.join(avail) or 'none'}; top-level keys: {keys}.")
             v, where = v[part], f"{where}[{part!r}]"

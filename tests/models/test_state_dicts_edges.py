@@ -96,3 +96,80 @@ def test_a_file_that_is_not_a_dict_names_its_type_when_the_key_is_missing(tmp_pa
     with pytest.raises(ModelLoadError) as e:
         load(path, arch=ARCH, state_dict_key="model")
     assert str(e.value).endswith("entries holding weights: none; top-level keys: list.")
+
+
+def test_a_missing_key_names_every_entry_holding_weights_and_counts_the_keys_not_shown(tmp_path, net):
+    path = tmp_path / "w.pth"
+    other = {f"k{i:02d}": i for i in range(23)}
+    torch.save({"model": net.state_dict(), "ema": {"module": net.state_dict()}, **other}, path)
+    with pytest.raises(ModelLoadError) as e:
+        load(path, arch=ARCH, state_dict_key="emma")
+    assert str(e.value) == ("w.pth: no entry 'emma' (state_dict_key / --weights-key) in the checkpoint; entries "
+                            "holding weights: checkpoint['model'], checkpoint['ema']['module']; top-level keys: "
+                            "model, ema, k00, k01, k02, k03, k04, k05, ... and 17 more.")
+
+
+def test_the_note_on_another_entry_gives_its_dotted_key(tmp_path, net):
+    path = tmp_path / "w.pth"
+    torch.save({"model": net.state_dict(), "ema": {"module": net.state_dict()}}, path)
+    lm = load(path, arch=ARCH)
+    assert lm.notes[:2] == [
+        "state dict read from checkpoint['model']",
+        "the checkpoint also holds checkpoint['ema']['module'] (not used; to load it instead: "
+        "state_dict_key='ema.module', command line --weights-key ema.module)"]
+
+
+def test_a_named_entry_holding_a_whole_pickled_network_gives_its_weights(tmp_path, net):
+    path = tmp_path / "w.pth"
+    torch.save({"model": net, "epoch": 2}, path)
+    lm = load(path, arch=ARCH, trust_pickle=True, state_dict_key="model")
+    assert same_weights(lm.model, net)
+
+
+def test_named_entries_use_only_the_first_state_dict_inside(tmp_path, net):
+    path = tmp_path / "w.pth"
+    torch.save({"best": {"model": net.state_dict(), "ema": GlyphsNet().state_dict()}}, path)
+    lm = load(path, arch=ARCH, state_dict_key="best")
+    assert same_weights(lm.model, net)
+    assert lm.notes[0] == "state dict read from checkpoint['best']['model']"
+    assert not any("also holds" in n for n in lm.notes)                         # the other is not offered
+
+
+class NoWeights(torch.nn.Module):
+    """A network with no parameter named ``*.weight`` (a learned scale)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        return x * self.scale.view(1, 3, 1, 1)
+
+
+def test_a_network_without_weight_tensors_still_gets_its_mismatch_report(tmp_path, monkeypatch):
+    import sys
+    import types
+    mod = types.ModuleType("t_no_weights_net")
+    mod.NoWeights = NoWeights
+    monkeypatch.setitem(sys.modules, "t_no_weights_net", mod)
+    path = tmp_path / "w.pth"
+    torch.save({"scale": torch.ones(4)}, path)
+    with pytest.raises(ModelLoadError) as e:
+        load(path, arch="t_no_weights_net:NoWeights")
+    assert str(e.value).startswith("w.pth does not fit NoWeights: 1 tensors in the checkpoint, 1 in the model; "
+                                   "0 missing, 0 unexpected, 1 with another shape.")
+
+
+@pytest.mark.parametrize("extra, named, them", [
+    (["step"], "the 1 other (step)", "it"),
+    (["loss.weight", "step"], "the 2 others (loss.weight, step)", "them"),
+    (["a", "b", "c", "d"], "the 4 others (a, b, c, ... and 1 more)", "them"),
+])
+def test_tensors_saved_beside_the_network_are_named_three_at_most(tmp_path, net, extra, named, them):
+    path = tmp_path / "w.pth"
+    torch.save({**net.state_dict(), **{k: torch.ones(2) for k in extra}}, path)
+    with pytest.raises(ModelLoadError) as e:
+        load(path, arch=ARCH)
+    assert (f"Likely fix: every tensor of GlyphsNet is in the checkpoint; {named} were "
+            "saved beside the network (a loss's weights, a training counter...): load with strict=False (command "
+            f"line: --no-strict) to use the network's tensors and leave {them} out.") in str(e.value)
