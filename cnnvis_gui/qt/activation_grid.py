@@ -11,6 +11,7 @@ import zlib
 import pyqtgraph as pg
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from .fitted_title import FittedTitle
 from .panels import FROZEN_COLOR, SELECTED_COLOR, ClickableImageItem, ImagePane
 from .state import ViewerState
 
@@ -24,6 +25,11 @@ class ActivationGrid(ImagePane):
 
     def __init__(self, state: ViewerState, parent=None):
         super().__init__("Activations", ClickableImageItem(axisOrder="row-major"), parent, (320, 260))
+        # the layer's title keeps its units in sight when the pane is narrow (fitted_title)
+        title = FittedTitle("Activations")
+        self.header.replaceWidget(self.title, title)
+        self.title.deleteLater()
+        self.title = title
         self.state = state
         self.mosaic = None
         self.unit_max = None

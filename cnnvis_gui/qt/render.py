@@ -329,14 +329,23 @@ class RenderLoop(QtCore.QObject):
             return
         shape = "×".join(str(x) for x in info.shape) if info.shape else ""
         lay = info.layout
-        detail = f"{html_text(info.type)}, {shape}"
+        details = [f"{html_text(info.type)}, {shape}"]
         if lay is not None and lay.kind in ("nhwc", "tokens"):    # the grid shows its units on their map
-            # the units first: a narrow title keeps "1536 units of 14×14", not "Linear, 14×14×153…"
-            detail = f"{lay.units} units of {'×'.join(map(str, lay.map_shape))} · {lay.name} · {detail}"
-        v.grid.title.setToolTip(plain_tooltip(f"layout {lay.name}: {lay.describe()} ({lay.source})")
-                                  if lay is not None else "")
-        v.grid.title.setText(f"{what} — <b>{html_text(name)}</b> "
-                               f"<span style='color:#888'>({detail})</span>")
+            # the units first, and kept by the shorter titles of a narrow pane (fitted_title)
+            units = f"{lay.units} units of {'×'.join(map(str, lay.map_shape))}"
+            details = [f"{units} · {lay.name} · {details[0]}", f"{units} · {lay.name}", units]
+        whole = f"{what} — {name} ({info.type}, {shape})"        # the tooltip: the whole title, then the layout
+        if lay is not None and lay.kind in ("nhwc", "tokens"):
+            whole = f"{what} — {name} ({units} · {lay.name} · {info.type}, {shape})"
+        v.grid.title.setToolTip(plain_tooltip(whole + (f"\nlayout {lay.name}: {lay.describe()} ({lay.source})"
+                                                       if lay is not None else "")))
+        head = f"{what} — <b>{html_text(name)}</b> "
+        titles = [f"{head}<span style='color:#888'>({d})</span>" for d in details]
+        set_variants = getattr(v.grid.title, "set_variants", None)
+        if set_variants is None:
+            v.grid.title.setText(titles[0])
+        else:
+            set_variants(titles + [f"<b>{html_text(name)}</b> <span style='color:#888'>({details[-1]})</span>"])
 
     def shutdown(self, timeout_ms) -> None:
         self._draw_timer.stop()

@@ -121,3 +121,21 @@ def test_the_module_dock_widens_until_the_layout_column_is_whole(qtbot, open_win
     assert win.tree_dock.width() >= width and whole()
     win.resize(1000, 800)                            # a narrower window: the names give way, then Layout scrolls
     until(qtbot, lambda: tree.columnWidth(0) == tree.MIN_NAME_WIDTH or whole())
+
+
+def test_a_narrow_grid_title_keeps_the_units(qtbot, open_window, timm_net):
+    """At 1280 x 720 the grid's rich-text title was clipped to "(1536 units of 14": a narrow title now
+    shows the longest of its shorter variants that fits, the units always in it; text() stays whole."""
+    win = open_window(timm_net("convnext"), InputSpec(3, 64, 64), "convnext-tiny (random)")
+    _choose(qtbot, win, "stages.1.blocks.0.mlp.fc1")
+    title = win.grid.title
+    assert "(768 units of 8×8 · nhwc · Linear, 8×8×768)" in title.text()
+    assert "Activations — stages.1.blocks.0.mlp.fc1 (768 units of 8×8 · nhwc · Linear" in title.toolTip()
+    title.resize(title.sizeHint().width(), title.height())           # room for the whole title
+    assert title.shown_text() == title.text()
+    title.resize(title.sizeHint().width() - 20, title.height())
+    shown = title.shown_text()
+    assert "(768 units of 8×8 · nhwc)" in shown and "Linear" not in shown
+    title.resize(60, title.height())
+    shown = title.shown_text()
+    assert shown.startswith("<b>stages.1.blocks.0.mlp.fc1</b>") and "(768 units of 8×8)" in shown
