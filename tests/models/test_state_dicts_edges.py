@@ -173,3 +173,105 @@ def test_tensors_saved_beside_the_network_are_named_three_at_most(tmp_path, net,
     assert (f"Likely fix: every tensor of GlyphsNet is in the checkpoint; {named} were "
             "saved beside the network (a loss's weights, a training counter...): load with strict=False (command "
             f"line: --no-strict) to use the network's tensors and leave {them} out.") in str(e.value)
+
+
+def _module(monkeypatch, name, cls):
+    import sys
+    import types
+    mod = types.ModuleType(name)
+    setattr(mod, cls.__name__, cls)
+    monkeypatch.setitem(sys.modules, name, mod)
+    return f"{name}:{cls.__name__}"
+
+
+@pytest.mark.parametrize("ckpt", [{"scale": torch.full((3,), 2.0)},                  # one tensor
+                                  {"scale": torch.full((3,), 2.0), "version": 2}])    # half of the entries
+def test_a_state_dict_of_one_tensor_or_half_tensors_is_a_state_dict(tmp_path, monkeypatch, ckpt):
+    arch = _module(monkeypatch, "t_no_weights_net", NoWeights)
+    torch.save(ckpt, tmp_path / "w.pth")
+    lm = load(tmp_path / "w.pth", arch=arch)
+    assert torch.equal(lm.model.scale, torch.full((3,), 2.0))
+    assert not any(n.startswith("state dict read from") for n in lm.notes)        # the file itself
+
+
+def test_a_checkpoint_with_one_tensor_among_its_settings_is_not_itself_a_state_dict(tmp_path, net):
+    torch.save({"state_dict": net.state_dict(), "epoch": 3, "lr": 0.1, "step": torch.tensor(5)}, tmp_path / "w.pth")
+    lm = load(tmp_path / "w.pth", arch=ARCH)
+    assert same_weights(lm.model, net)
+    assert "state dict read from checkpoint['state_dict']" in lm.notes
+    assert not any("also holds" in n for n in lm.notes)                  # no "the file" beside it
+
+
+def test_a_pickled_network_loaded_into_an_architecture_says_where_its_weights_came_from(tmp_path, net):
+    torch.save(net, tmp_path / "whole.pth")
+    lm = load(tmp_path / "whole.pth", arch=ARCH, trust_pickle=True)
+    assert same_weights(lm.model, net) and "state dict read from the pickled model" in lm.notes
+    torch.save({"model": net, "epoch": 1}, tmp_path / "inside.pth")
+    lm = load(tmp_path / "inside.pth", arch=ARCH, trust_pickle=True)
+    assert same_weights(lm.model, net) and "state dict read from checkpoint['model']" in lm.notes
+
+
+def test_keys_split_among_three_wrappers_prefixes_are_all_stripped(tmp_path, net):
+    prefixes = ("module.", "model.", "net.")
+    sd = {prefixes[i % 3] + k: v for i, (k, v) in enumerate(net.state_dict().items())}
+    torch.save(sd, tmp_path / "w.pth")
+    lm = load(tmp_path / "w.pth", arch=ARCH)
+    assert same_weights(lm.model, net)
+    assert "stripped key prefixes 'module.' + 'model.' + 'net.' so the keys fit the architecture" in lm.notes
+
+
+@pytest.mark.parametrize("prefixed, hint", [(2, True), (1, False)])
+def test_an_unknown_prefix_is_named_when_it_covers_half_the_missing_keys(tmp_path, net, prefixed, hint):
+    """Four tensors missing: ``prefixed`` of them are in the file under 'backbone.', the rest not at all."""
+    sd = dict(net.state_dict())
+    keys = [k for k in sd if not k.endswith("num_batches_tracked")][:4]
+    for i, k in enumerate(keys):
+        v = sd.pop(k)
+        if i < prefixed:
+            sd["backbone." + k] = v
+    torch.save(sd, tmp_path / "w.pth")
+    with pytest.raises(ModelLoadError) as e:
+        load(tmp_path / "w.pth", arch=ARCH)
+    assert f"4 missing, {prefixed} unexpected" in str(e.value)
+    assert ("the checkpoint keys carry the prefix 'backbone.'" in str(e.value)) is hint
+
+
+class TenScalars(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        for i in range(10):
+            setattr(self, f"p{i}", torch.nn.Parameter(torch.zeros(1)))
+
+    def forward(self, x):
+        return x
+
+
+def test_three_tensors_in_ten_fitting_is_weights_of_another_network(tmp_path, monkeypatch):
+    arch = _module(monkeypatch, "t_ten_scalars_net", TenScalars)
+    sd = {**{f"p{i}": torch.zeros(1) for i in range(3)}, **{f"q{i}": torch.zeros(1) for i in range(7)}}
+    torch.save(sd, tmp_path / "w.pth")
+    with pytest.raises(ModelLoadError) as e:
+        load(tmp_path / "w.pth", arch=arch)
+    assert "only 3 of 10 model tensors match by name and shape: the weights are probably for a different " \
+           "architecture" in str(e.value)
+
+
+class QuantizedBuffer(torch.nn.Module):
+    """A network holding a quantized tensor (as ``quantize=True`` models do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+        self.register_buffer("scale_q", torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.qint8))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_a_quantized_network_is_refused_with_the_way_out(tmp_path, monkeypatch):
+    arch = _module(monkeypatch, "t_quantized_net", QuantizedBuffer)
+    torch.save({"conv.weight": torch.zeros(2, 1, 3, 3), "conv.bias": torch.zeros(2)}, tmp_path / "w.pth")
+    with pytest.raises(ModelLoadError) as e:
+        load(tmp_path / "w.pth", arch=arch)
+    assert str(e.value).startswith("QuantizedBuffer is a quantized model ('scale_q' is a Tensor of dtype torch.qint8): "
+                                   "backpropagation does not run through quantized layers")
