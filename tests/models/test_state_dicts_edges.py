@@ -275,3 +275,52 @@ def test_a_quantized_network_is_refused_with_the_way_out(tmp_path, monkeypatch):
         load(tmp_path / "w.pth", arch=arch)
     assert str(e.value).startswith("QuantizedBuffer is a quantized model ('scale_q' is a Tensor of dtype torch.qint8): "
                                    "backpropagation does not run through quantized layers")
+
+
+def test_of_two_entries_the_one_whose_shapes_fit_is_loaded(tmp_path, net):
+    """Same names in both; the first has another number of classes: the second, which fits, is used."""
+    torch.save({"state_dict": GlyphsNet(num_classes=7).state_dict(), "ema": net.state_dict()}, tmp_path / "w.pth")
+    lm = load(tmp_path / "w.pth", arch=ARCH)
+    assert same_weights(lm.model, net) and "state dict read from checkpoint['ema']" in lm.notes
+
+
+def test_with_shapes_tied_the_entry_naming_more_of_the_network_is_used(tmp_path, net):
+    """Both fit 20 tensors by name and shape; the second also names the classifier (another class
+    count), the first has two stray tensors instead: the second is the network's checkpoint."""
+    other = GlyphsNet(num_classes=7).state_dict()
+    stray = {k: v for k, v in net.state_dict().items() if not k.startswith("classifier.3.")}
+    stray.update({"head.weight": torch.zeros(3), "head.bias": torch.zeros(3)})
+    torch.save({"state_dict": stray, "ema": other}, tmp_path / "w.pth")
+    lm = load(tmp_path / "w.pth", arch=ARCH, strict=False)
+    assert "state dict read from checkpoint['ema']" in lm.notes
+    assert any(n.startswith("strict=False: skipped for shape mismatch: classifier.3.weight") for n in lm.notes)
+
+
+class Twin(torch.nn.Module):
+    """A network with a layer ``fc`` and a sub-network ``model`` that has one too."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Conv2d(3, 2, 1)
+        self.model = torch.nn.Module()
+        self.model.fc = torch.nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return (self.fc(x) + self.model.fc(x)).mean((2, 3))
+
+
+def test_keys_that_fit_as_they_are_are_not_stripped(tmp_path, monkeypatch):
+    arch = _module(monkeypatch, "t_twin_net", Twin)
+    w = torch.full((2, 3, 1, 1), 3.0)
+    torch.save({"model.fc.weight": w, "model.fc.bias": torch.ones(2)}, tmp_path / "w.pth")
+    lm = load(tmp_path / "w.pth", arch=arch, strict=False)
+    assert torch.equal(lm.model.model.fc.weight, w) and not torch.equal(lm.model.fc.weight, w)
+    assert not any("stripped" in n for n in lm.notes)
+
+
+def test_of_two_prefixes_that_fit_equally_the_first_known_one_is_stripped(tmp_path):
+    a, b = torch.full((16, 1, 3, 3), 1.0), torch.full((16, 1, 3, 3), 2.0)
+    torch.save({"module.features.0.weight": a, "model.features.0.weight": b}, tmp_path / "w.pth")
+    lm = load(tmp_path / "w.pth", arch=ARCH, strict=False)
+    assert torch.equal(lm.model.features[0].weight, a)
+    assert "stripped key prefix 'module.' so the keys fit the architecture" in lm.notes
