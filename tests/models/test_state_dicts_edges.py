@@ -324,3 +324,19 @@ def test_of_two_prefixes_that_fit_equally_the_first_known_one_is_stripped(tmp_pa
     lm = load(tmp_path / "w.pth", arch=ARCH, strict=False)
     assert torch.equal(lm.model.features[0].weight, a)
     assert "stripped key prefix 'module.' so the keys fit the architecture" in lm.notes
+
+
+def test_the_note_names_every_other_entry_and_offers_the_first(tmp_path, net):
+    torch.save({"model": net.state_dict(), "ema": net.state_dict(), "model_ema": net.state_dict()}, tmp_path / "w.pth")
+    lm = load(tmp_path / "w.pth", arch=ARCH)
+    assert lm.notes[:2] == [
+        "state dict read from checkpoint['model']",
+        "the checkpoint also holds checkpoint['ema'], checkpoint['model_ema'] (not used; to load one of them "
+        "instead: state_dict_key='ema', command line --weights-key ema)"]
+
+
+def test_tensors_at_the_top_that_do_not_fit_are_named_without_a_key_to_choose_them(tmp_path, net):
+    torch.save({**GlyphsNet(num_classes=7).state_dict(), "ema": net.state_dict()}, tmp_path / "w.pth")
+    lm = load(tmp_path / "w.pth", arch=ARCH)
+    assert same_weights(lm.model, net)
+    assert lm.notes[:2] == ["state dict read from checkpoint['ema']", "the checkpoint also holds the file (not used)"]
