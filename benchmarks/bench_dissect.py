@@ -10,6 +10,14 @@ For each model, alternating runs (median over repeats, after one warm-up of each
 * dissection: the whole of it (pass 1, the exact thresholds from the store, the tally that
   upsamples the stored maps to every mask): what ``cnnvis dissect`` costs end to end.
 
+``cnnvis_gui`` is imported before torch, so OpenMP's threads sleep while they wait, as in the
+app and the command line (:mod:`cnnvis_gui.core.threads`); spinning threads (torch first, or
+``CNNVIS_OPENMP_WAIT=default``) slow the bare forward several-fold on a machine whose cores
+other jobs hold, and the scan's loader threads change how much they spin, so the ratio would
+measure the spinning.  Besides the rates it prints the process CPU time per image of the bare
+forward and of the scan (all of the process's threads): on a machine whose cores are all busy
+the scan's rate follows the ratio of the two, whatever the load; the rates swing with it.
+
 Models: the shapes demo on its own concept set (64 x 64 images, 64 x 64 masks with the shape,
 colour and texture categories; four layers from 64 x 64 to 8 x 8 maps), and torchvision's
 ResNet-18 (random init) at 224 x 224 on a generated simple-format concept folder (224 x 224 masks;
@@ -26,16 +34,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import cnnvis_gui  # noqa: E402,F401  (before torch: OpenMP waits as in the app, see cnnvis_gui.core.threads)
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from bench_atlas import bench_forward as _forward  # noqa: E402  (the atlas benchmark's floor)
 
 from cnnvis_gui.core import IMAGENET_MEAN, IMAGENET_STD, InputSpec  # noqa: E402
+from cnnvis_gui.core.threads import openmp_waiting  # noqa: E402
 from cnnvis_gui.dissect import Dissection  # noqa: E402
 
 
@@ -67,44 +76,52 @@ def make_concepts(root: Path, n: int, size: int, seed: int = 0) -> Path:
 
 
 def bench_forward(model, spec, n, batch, device):
-    """Images/s of the bare ``no_grad`` forward on batches already in memory (one run)."""
-    return _forward(model, spec, n, batch, device, 1)
+    """(images/s, process CPU ms per image) of the bare ``no_grad`` forward on batches already in memory."""
+    c0 = time.process_time()
+    rate = _forward(model, spec, n, batch, device, 1)
+    return rate, (time.process_time() - c0) * 1000 / n
 
 
 def bench_dissect(model, spec, concepts, layers, batch, workers):
-    """(scan images/s, whole dissection images/s, seconds per phase)."""
+    """(scan images/s, whole dissection images/s, seconds per phase, scan's process CPU ms per image)."""
     d = Dissection(model, spec, concepts, layers, batch_size=batch, use_cache=False, workers=workers)
     n = d.total
     with d.opened() as (st, stores):
         t0 = time.perf_counter()
+        c0 = time.process_time()
         for _ in d.activations(st, stores):
             pass
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         t1 = time.perf_counter()
+        cpu = (time.process_time() - c0) * 1000 / n
         thresholds = d.thresholds(d.summaries(st, stores))
         t2 = time.perf_counter()
         for _ in d.tally(st, stores, thresholds):
             pass
         t3 = time.perf_counter()
-    return n / (t1 - t0), n / (t3 - t0), (t1 - t0, t2 - t1, t3 - t2)
+    return n / (t1 - t0), n / (t3 - t0), (t1 - t0, t2 - t1, t3 - t2), cpu
 
 
 def run(name, model, spec, concepts, layers, n, batch, device, repeats, workers):
     model = model.to(device).eval()
     bench_forward(model, spec, min(n, 2 * batch), batch, device)             # warm-up
     bench_dissect(model, spec, concepts, layers, batch, workers)
-    fw, sc, wh, phases = [], [], [], []
+    fw, fc, sc, scc, wh, phases = [], [], [], [], [], []
     for _ in range(repeats):
-        fw.append(bench_forward(model, spec, n, batch, device))
-        s, w, p = bench_dissect(model, spec, concepts, layers, batch, workers)
+        rate, cpu = bench_forward(model, spec, n, batch, device)
+        fw.append(rate)
+        fc.append(cpu)
+        s, w, p, cpu = bench_dissect(model, spec, concepts, layers, batch, workers)
         sc.append(s)
+        scc.append(cpu)
         wh.append(w)
         phases.append(p)
     f, s, w = statistics.median(fw), statistics.median(sc), statistics.median(wh)
     p = [statistics.median(x[i] for x in phases) for i in range(3)]
+    a, b = statistics.median(fc), statistics.median(scc)
     print(f"{name:<34} {n:>6} {batch:>5} {f:>13.1f} {s:>10.1f} {s / f:>6.2f} {w:>11.1f} {w / f:>6.2f}   "
-          f"{p[0]:.1f} / {p[1]:.1f} / {p[2]:.1f}", flush=True)
+          f"{p[0]:.1f} / {p[1]:.1f} / {p[2]:.1f}   {a:.2f} / {b:.2f}", flush=True)
 
 
 def main(argv=None):
@@ -117,10 +134,13 @@ def main(argv=None):
     ap.add_argument("--skip-resnet", action="store_true")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
+    omp = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT")
+                   if k in os.environ)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}{', ' + omp if omp else ''}; "
+          f"{openmp_waiting()}")
     print(f"{'model':<34} {'images':>6} {'batch':>5} {'forward img/s':>13} {'scan img/s':>10} {'ratio':>6} "
-          f"{'whole img/s':>11} {'ratio':>6}   seconds: scan / thresholds / tally")
+          f"{'whole img/s':>11} {'ratio':>6}   seconds: scan / thresholds / tally   CPU ms/img: forward / scan")
     with tempfile.TemporaryDirectory() as tmp:
         from cnnvis_gui.dissect.demo import DEMO_LAYERS, demo_concepts_folder, draw_demo_concepts
         from cnnvis_gui.models import demo
