@@ -206,10 +206,14 @@ def fit_tree_dock(win) -> None:
     The first 300 px cut ViT's ``tokens:1+14x14`` to "toke…" at 1280 x 720 (the dock takes ~380 px there); the
     dock grows on a model load only as far as that model's columns need, so a user's wider dock is kept.
     """
-    dock = win.tree_dock
+    dock, tree = win.tree_dock, win.tree
     if dock.isFloating() or not dock.isVisible():
         return
-    want = win.tree.wanted_width() + (dock.width() - win.tree.width())
+    want = tree.wanted_width() + (dock.width() - tree.width())
     cap = win.width() - TREE_DOCK_KEEPS
     if want > dock.width() and cap > dock.width():
         win.resizeDocks([dock], [min(want, cap)], QtCore.Qt.Horizontal)
+    # the new model's first layer in the middle of the tree, once the resize (and a horizontal scroll bar
+    # that comes or goes with it) is laid out: it had ended one row under the bottom edge at 1280 x 720
+    QtCore.QTimer.singleShot(0, lambda: tree.currentItem() is not None and tree.scrollToItem(
+        tree.currentItem(), QtWidgets.QAbstractItemView.PositionAtCenter))

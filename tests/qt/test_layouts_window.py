@@ -112,6 +112,9 @@ def test_the_module_dock_widens_until_the_layout_column_is_whole(qtbot, open_win
                      and sum(tree.columnWidth(c) for c in range(4)) <= tree.viewport().width())
     until(qtbot, whole)
     assert tree.columnWidth(3) >= fm.horizontalAdvance("tokens:1+14x14")
+    # the first layer's row is on screen once the dock is laid out (it had ended under the bottom edge)
+    row = lambda: tree.visualItemRect(tree.currentItem())                                   # noqa: E731
+    until(qtbot, lambda: 0 <= row().top() and row().bottom() < tree.viewport().height())
     assert tree.columnWidth(0) >= tree.MIN_NAME_WIDTH
     assert 300 < win.tree_dock.width() <= win.width() - 900
     width = win.tree_dock.width()
