@@ -268,6 +268,7 @@ class QuantizedBuffer(torch.nn.Module):
         return self.conv(x)
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
 def test_a_quantized_network_is_refused_with_the_way_out(tmp_path, monkeypatch):
     arch = _module(monkeypatch, "t_quantized_net", QuantizedBuffer)
     torch.save({"conv.weight": torch.zeros(2, 1, 3, 3), "conv.bias": torch.zeros(2)}, tmp_path / "w.pth")
@@ -340,3 +341,38 @@ def test_tensors_at_the_top_that_do_not_fit_are_named_without_a_key_to_choose_th
     lm = load(tmp_path / "w.pth", arch=ARCH)
     assert same_weights(lm.model, net)
     assert lm.notes[:2] == ["state dict read from checkpoint['ema']", "the checkpoint also holds the file (not used)"]
+
+
+class QuantizedLinear(torch.nn.Module):
+    """A network with a quantized layer: its state holds packed parameters, not tensors."""
+
+    def __init__(self):
+        super().__init__()
+        import torch.ao.nn.quantized as nnq
+        self.fc = nnq.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")   # torch's own deprecation of quantized tensors
+def test_a_quantized_layer_is_refused_by_its_first_entry_that_is_no_tensor(tmp_path, monkeypatch):
+    arch = _module(monkeypatch, "t_quantized_linear_net", QuantizedLinear)
+    torch.save({"fc.scale": torch.tensor(1.0)}, tmp_path / "w.pth")
+    with pytest.raises(ModelLoadError) as e:
+        load(tmp_path / "w.pth", arch=arch)
+    assert str(e.value).startswith("QuantizedLinear is a quantized model ('fc._packed_params.dtype' is a dtype): "
+                                   "backpropagation does not run through quantized layers")
+
+
+def test_the_best_of_the_most_stripped_variants_is_loaded(tmp_path, net):
+    """Every key under 'module.model.', then one under '_orig_mod.' and the rest under 'net.': of the
+    variants three prefixes deep, the one stripping 'net.' fits 21 tensors, the other one."""
+    keys = list(net.state_dict())
+    sd = {"module.model." + ("_orig_mod." if i == 0 else "net.") + k: v
+          for i, (k, v) in enumerate(net.state_dict().items())}
+    torch.save(sd, tmp_path / "w.pth")
+    lm = load(tmp_path / "w.pth", arch=ARCH, strict=False)
+    got = lm.model.state_dict()
+    assert all(torch.equal(got[k], net.state_dict()[k]) for k in keys[1:])
+    assert "stripped key prefixes 'module.' + 'model.' + 'net.' so the keys fit the architecture" in lm.notes
