@@ -337,10 +337,12 @@ def test_the_note_names_every_other_entry_and_offers_the_first(tmp_path, net):
 
 
 def test_tensors_at_the_top_that_do_not_fit_are_named_without_a_key_to_choose_them(tmp_path, net):
-    torch.save({**GlyphsNet(num_classes=7).state_dict(), "ema": net.state_dict()}, tmp_path / "w.pth")
+    torch.save({**GlyphsNet(num_classes=7).state_dict(), "ema": net.state_dict(),
+                "model_ema": GlyphsNet(num_classes=5).state_dict()}, tmp_path / "w.pth")
     lm = load(tmp_path / "w.pth", arch=ARCH)
     assert same_weights(lm.model, net)
-    assert lm.notes[:2] == ["state dict read from checkpoint['ema']", "the checkpoint also holds the file (not used)"]
+    assert lm.notes[:2] == ["state dict read from checkpoint['ema']",
+                            "the checkpoint also holds the file, checkpoint['model_ema'] (not used)"]
 
 
 class QuantizedLinear(torch.nn.Module):
@@ -376,3 +378,10 @@ def test_the_best_of_the_most_stripped_variants_is_loaded(tmp_path, net):
     got = lm.model.state_dict()
     assert all(torch.equal(got[k], net.state_dict()[k]) for k in keys[1:])
     assert "stripped key prefixes 'module.' + 'model.' + 'net.' so the keys fit the architecture" in lm.notes
+
+
+def test_two_stripped_prefixes_are_said_in_the_plural(tmp_path, net):
+    torch.save({"module._orig_mod." + k: v for k, v in net.state_dict().items()}, tmp_path / "w.pth")
+    lm = load(tmp_path / "w.pth", arch=ARCH)
+    assert same_weights(lm.model, net)
+    assert "stripped key prefixes 'module.' + '_orig_mod.' so the keys fit the architecture" in lm.notes
