@@ -5,7 +5,7 @@
 For each model, alternating runs (median over repeats, after one warm-up of each) measure:
 
 * forward: ``model(x)`` under ``torch.no_grad`` on batches already in memory (no decode);
-* scan: pass 1 of :class:`cnnvis_gui.dissect.Dissection` (decode images, check every mask,
+* scan: pass 1 of :class:`cnnvis_gui.dissect.Dissection` (decode images, check every mask's header,
   normalize, forward with the hooks, unit maps into the activation store), cache off;
 * dissection: the whole of it (pass 1, the exact thresholds from the store, the tally that
   upsamples the stored maps to every mask): what ``cnnvis dissect`` costs end to end.

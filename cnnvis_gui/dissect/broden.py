@@ -31,6 +31,8 @@ __all__ = ["open_broden", "broden_mask", "META_COLUMNS"]
 #: index.csv columns that are not categories
 META_COLUMNS = ("image", "split", "ih", "iw", "sh", "sw")
 MAX_MASK_SIDE = 16384
+#: PNG (bit depth, colour type) of the masks :func:`broden_mask` takes as they are: 8- and 16-bit grey, 8-bit RGB(A)
+PLAIN_PNGS = ((8, 0), (16, 0), (8, 2), (8, 6))
 
 
 def broden_mask(raw: np.ndarray, path: Path) -> np.ndarray:
@@ -206,6 +208,6 @@ def open_broden(root: Path, categories=None) -> ConceptSet:
         if (root / p).is_file():
             st = (root / p).stat()
             files.append((p, int(st.st_size), int(st.st_mtime_ns)))
-    cs = ConceptSet(root, "broden", concepts, chosen, images, files, broden_mask)
+    cs = ConceptSet(root, "broden", concepts, chosen, images, files, broden_mask, PLAIN_PNGS)
     cs.dense[ignored] = 0
     return cs

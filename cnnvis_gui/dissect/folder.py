@@ -26,6 +26,8 @@ __all__ = ["open_folder", "MASK_EXTENSIONS", "DEFAULT_CATEGORY"]
 #: label-map files the simple format reads (lossless formats only)
 MASK_EXTENSIONS = (".png", ".tif", ".tiff")
 DEFAULT_CATEGORY = "concept"
+#: PNG (bit depth, colour type) of the label maps :func:`_decode_mask` takes as they are: 8- and 16-bit grey
+PLAIN_PNGS = ((8, 0), (16, 0))
 
 
 def _concepts(path: Path) -> list:
@@ -115,4 +117,4 @@ def open_folder(root: Path) -> ConceptSet:
                            f"its label map.")
     st = labels.stat()
     files.append(("labels.csv", int(st.st_size), int(st.st_mtime_ns)))
-    return ConceptSet(root, "folder", concepts, categories, images, files, _decode_mask)
+    return ConceptSet(root, "folder", concepts, categories, images, files, _decode_mask, PLAIN_PNGS)

@@ -9,8 +9,9 @@ over the concept set's images:
 
 1. **activations** -- one forward per image; each layer's unit maps (in the layout the model map
    gives, :mod:`cnnvis_gui.dissect.maps`) go to the activation store (memory-mapped files,
-   :mod:`cnnvis_gui.dissect.store`).  Every mask is read and checked on the way, so bad concept
-   data stops the scan early with one line.
+   :mod:`cnnvis_gui.dissect.store`).  Every mask's header is checked on the way (one that is not
+   a plain label map is decoded and checked whole), so bad concept data stops the scan early with
+   one line; the ids in the masks are checked when the tally reads them.
 2. **thresholds** -- every unit's T_k, the exact ``np.quantile(values, 1 - Q)`` of its values,
    from the top tail of the stored maps (:mod:`cnnvis_gui.dissect.quantile`).
 3. **tally** -- the stored maps are upsampled to each image's masks, thresholded and counted
