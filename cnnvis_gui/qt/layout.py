@@ -211,9 +211,23 @@ def fit_tree_dock(win) -> None:
         return
     want = tree.wanted_width() + (dock.width() - tree.width())
     cap = win.width() - TREE_DOCK_KEEPS
-    if want > dock.width() and cap > dock.width():
+    before = win.splitter.sizes()
+    grew = want > dock.width() and cap > dock.width()
+    if grew:
         win.resizeDocks([dock], [min(want, cap)], QtCore.Qt.Horizontal)
-    # the new model's first layer in the middle of the tree, once the resize (and a horizontal scroll bar
-    # that comes or goes with it) is laid out: it had ended one row under the bottom edge at 1280 x 720
-    QtCore.QTimer.singleShot(0, lambda: tree.currentItem() is not None and tree.scrollToItem(
-        tree.currentItem(), QtWidgets.QAbstractItemView.PositionAtCenter))
+
+    def laid_out():
+        # the activation grid gives the dock its room: the splitter had shrunk every pane by its stretch,
+        # cutting the backprop column's method box to "Grad-CA" at 1280 x 720
+        sizes = win.splitter.sizes()
+        centre = win.splitter.indexOf(win.center)
+        if grew and len(sizes) == len(before) and sum(sizes) < sum(before) and centre >= 0:
+            keep = list(before)
+            keep[centre] = sum(sizes) - (sum(before) - before[centre])
+            if keep[centre] >= win.center.minimumSizeHint().width():
+                win.splitter.setSizes(keep)
+        # the new model's first layer in the middle of the tree (it had ended under the bottom edge)
+        if tree.currentItem() is not None:
+            tree.scrollToItem(tree.currentItem(), QtWidgets.QAbstractItemView.PositionAtCenter)
+
+    QtCore.QTimer.singleShot(0, laid_out)     # once the resize (and a scroll bar it brings) is laid out

@@ -142,3 +142,24 @@ def test_a_narrow_grid_title_keeps_the_units(qtbot, open_window, timm_net):
     title.resize(60, title.height())
     shown = title.shown_text()
     assert shown.startswith("<b>stages.1.blocks.0.mlp.fc1</b>") and "(768 units of 8×8)" in shown
+
+
+def test_the_grid_gives_the_module_dock_its_room(qtbot, timm_net):
+    """The widened dock's pixels come out of the activation grid: the input and backprop columns keep
+    their widths (shrunk by the splitter's stretch, the method box had read "Grad-CA" at 1280 x 720)."""
+    from cnnvis_gui.qt.window import MainWindow
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(1800, 800)
+    with qtbot.waitExposed(win):
+        win.show()
+    until(qtbot, lambda: sum(win.splitter.sizes()) > 0)
+    before, dock = win.splitter.sizes(), win.tree_dock.width()
+    with signal(qtbot, win.modelChanged):
+        win.load_model(_loaded(timm_net("vit"), InputSpec(3, 224, 224), "vit-tiny (random)"))
+    centre = win.splitter.indexOf(win.center)
+    grown = lambda: win.tree_dock.width() - dock                                              # noqa: E731
+    until(qtbot, lambda: grown() > 0 and win.splitter.sizes()[centre] <= before[centre] - grown() + 2)
+    after = win.splitter.sizes()
+    assert [s for i, s in enumerate(after) if i != centre] == [s for i, s in enumerate(before) if i != centre]
+    win.close()
