@@ -169,7 +169,7 @@ def _fit_state_dict(model: nn.Module, candidates: list, strict: bool, notes: lis
         return
     try:
         model.load_state_dict(sd, strict=not harmless)
-    except RuntimeError as e:  # pragma: no cover - all checked above
+    except RuntimeError as e:  # keys and shapes fit (checked above); a module's own checks may still refuse
         raise ModelLoadError(f"{fname}: loading the state dict failed: {e}") from None
 
 

@@ -385,3 +385,41 @@ def test_two_stripped_prefixes_are_said_in_the_plural(tmp_path, net):
     lm = load(tmp_path / "w.pth", arch=ARCH)
     assert same_weights(lm.model, net)
     assert "stripped key prefixes 'module.' + '_orig_mod.' so the keys fit the architecture" in lm.notes
+
+
+def test_old_checkpoints_without_batchnorm_counters_load_and_are_not_counted_as_random(tmp_path, net):
+    old = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(old, tmp_path / "old.pth")
+    lm = load(tmp_path / "old.pth", arch=ARCH)                  # strict: the counters are no weights
+    assert all(torch.equal(lm.model.state_dict()[k], v) for k, v in old.items())
+    del old["features.0.weight"]
+    torch.save(old, tmp_path / "older.pth")
+    lm = load(tmp_path / "older.pth", arch=ARCH, strict=False)
+    n = len(net.state_dict())
+    assert f"strict=False: 1 of {n} tensors left at random init: features.0.weight" in lm.notes
+
+
+class Versioned(torch.nn.Module):
+    """A network that checks the version its state was saved by (its extra state)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+
+    def get_extra_state(self):
+        return torch.tensor(2)
+
+    def set_extra_state(self, state):
+        if int(state) != 2:
+            raise RuntimeError(f"saved by version {int(state)}, this is version 2")
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+
+def test_a_network_that_refuses_its_saved_state_says_why(tmp_path, monkeypatch):
+    arch = _module(monkeypatch, "t_versioned_net", Versioned)
+    torch.save({**Versioned().state_dict(), "_extra_state": torch.tensor(1)}, tmp_path / "w.pth")
+    with pytest.raises(ModelLoadError) as e:
+        load(tmp_path / "w.pth", arch=arch)
+    assert str(e.value) == "w.pth: loading the state dict failed: saved by version 1, this is version 2"
