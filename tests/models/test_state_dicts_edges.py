@@ -42,6 +42,8 @@ def test_a_constructor_argument_larger_than_every_dimension_of_the_weights_is_re
                             f"(command line: --arch-kwarg width=N).")
     with pytest.raises(ModelLoadError, match=r"the largest is 0\)"):         # a file with no tensors at all
         check_kwarg_sizes({"num_classes": SMALL_KWARG + 1}, [("the file", {})], "w.pth")
+    with pytest.raises(ModelLoadError, match=r"the largest is 1\)"):                # scalars only: 1
+        check_kwarg_sizes({"num_classes": SMALL_KWARG + 1}, [("the file", {"s": torch.tensor(1.0)})], "w.pth")
     with pytest.raises(ModelLoadError, match=r"num_classes=65,537 is larger .*the largest is 6\)"):
         check_kwarg_sizes({"num_classes": SMALL_KWARG + 1}, [("the file", {"s": torch.tensor(1.0),
                                                                             "v": torch.zeros(6)})], "w.pth")
