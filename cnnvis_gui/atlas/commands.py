@@ -1,10 +1,10 @@
-"""``cnnvis atlas`` and ``cnnvis optimize``: the unit atlas from the command line.
+"""``cnnvis atlas`` (and the registration of ``cnnvis optimize``): the unit atlas from the command line.
 
     cnnvis atlas    [model options] --images FOLDER --layer L [--top 9] --out DIR
     cnnvis atlas    [model options] --images FOLDER --layer L --shard I/N --out DIR_I
     cnnvis atlas merge [model options] DIR_0 ... DIR_N-1 --out DIR
     torchrun --nproc_per_node N -m cnnvis_gui atlas [model options] --images FOLDER --layer L --out DIR
-    cnnvis optimize [model options] --layer L --unit U [--preset N] --out FILE.png
+    cnnvis optimize [model options] --layer L --unit U [--preset N] --out FILE.png   (optimize_command.py)
 
 Registered by :mod:`cnnvis_gui.cli` through :func:`register`, which receives the CLI's
 shared ``add_model_arguments(parser)`` / ``model_from_args(args)`` so that model loading
@@ -21,21 +21,20 @@ when started again with the same command.
 from __future__ import annotations
 
 import argparse
-import math
-import re
 import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..core import CnnvisError, InputSpec, model_map
-from ..core.bounds import MAX_PROBES, MAX_TOP, MAX_WORKERS, check_output_size
-from ..core.display import MAX_ZOOM, enlarge
-from ..core.files import atomic_write_image, atomic_write_json, file_name_part, output_path
+from ..core.bounds import MAX_PROBES, MAX_TOP, MAX_WORKERS
+from ..core.display import MAX_ZOOM
+from ..core.files import atomic_write_json, output_path
 from ..core.progress import stderr_progress
 from . import objective_command
+from .arguments import folder_name, layer_list, ranged, unit_list, write_png
+from .optimize_command import cmd_optimize
 
 __all__ = ["register", "cmd_atlas", "cmd_atlas_split", "cmd_atlas_merge", "cmd_optimize", "write_atlas",
            "model_options_text",
@@ -44,25 +43,6 @@ __all__ = ["register", "cmd_atlas", "cmd_atlas_split", "cmd_atlas_merge", "cmd_o
 
 #: The largest montage cell (``--tile``): k cells per row of a unit's montage, each this many pixels.
 MAX_TILE = 1024
-
-
-def _ranged(kind, minimum, strict: bool, what: str, maximum=None):
-    """An argparse ``type``: a finite ``kind(text)`` > minimum (``strict``) or >= minimum, and <= maximum."""
-    def parse(text):
-        try:
-            v = kind(text)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"{what} must be {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"{what} must be a finite number, got {text!r}")
-        if v <= minimum if strict else v < minimum:
-            raise argparse.ArgumentTypeError(f"{what} must be {'>' if strict else '>='} {minimum}, got {text!r}")
-        if maximum is not None and v > maximum:
-            raise argparse.ArgumentTypeError(f"{what} must be at most {maximum}, got {text!r}")
-        return v
-    parse.__name__ = kind.__name__      # argparse names the type in its messages
-    return parse
 
 
 def register(subparsers, add_model_arguments, model_from_args) -> None:
@@ -84,12 +64,12 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     g.add_argument("--layer", "-l", action="append", metavar="L[,L...]",
                    help="layer name(s) from 'cnnvis info' ('output' = model output); repeat or comma-separate "
                         "(required)")
-    g.add_argument("--top", "-k", type=_ranged(int, 0, True, "--top", MAX_TOP), default=9, metavar="K",
+    g.add_argument("--top", "-k", type=ranged(int, 0, True, "--top", MAX_TOP), default=9, metavar="K",
                    help=f"images per unit (default 9, at most {MAX_TOP})")
     g.add_argument("--out", "-o", metavar="DIR", help="output folder (created if needed; required)")
     _add_output_arguments(g)
-    g.add_argument("--batch-size", type=_ranged(int, 0, True, "--batch-size"), default=64, metavar="B", help="images per forward (default 64)")
-    g.add_argument("--workers", type=_ranged(int, 0, True, "--workers", MAX_WORKERS), metavar="N",
+    g.add_argument("--batch-size", type=ranged(int, 0, True, "--batch-size"), default=64, metavar="B", help="images per forward (default 64)")
+    g.add_argument("--workers", type=ranged(int, 0, True, "--workers", MAX_WORKERS), metavar="N",
                    help=f"decode threads (default: up to 4, at most {MAX_WORKERS})")
     g.add_argument("--cache-dir", metavar="DIR", help="cache folder (default $CNNVIS_CACHE_DIR or "
                                                       "~/.cache/cnnvis-gui/atlas)")
@@ -97,7 +77,7 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     d = pa.add_argument_group("bigger than one machine")
     d.add_argument("--shard", metavar="I/N", help="scan only slice I of N (0 <= I < N) and write a part to --out "
                                                   "(atlas-part.json/.npz) for 'cnnvis atlas merge'")
-    d.add_argument("--dist-timeout", type=_ranged(float, 0, True, "--dist-timeout"), default=60.0, metavar="MIN",
+    d.add_argument("--dist-timeout", type=ranged(float, 0, True, "--dist-timeout"), default=60.0, metavar="MIN",
                    help="under torchrun: minutes a rank waits for the others in a collective (default 60)")
     options = _model_option_actions(add_model_arguments)
     pa.set_defaults(func=lambda args: cmd_atlas(args, model_from_args, pa, options))
@@ -138,7 +118,7 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     which.add_argument("--units", metavar="0,5,10-15",
                        help="several units of the layer ('all': every one), --batch at a time in one optimization; "
                             "--out is then their montage, and each image is cached for the window's pattern mode")
-    g.add_argument("--batch", type=_ranged(int, 0, True, "--batch"), default=8, metavar="N",
+    g.add_argument("--batch", type=ranged(int, 0, True, "--batch"), default=8, metavar="N",
                    help="units optimized together with --units (default 8)")
     g.add_argument("--preset", default="fourier", metavar="NAME",
                    help="fourier (default), maco, pixel, or yosinski-1..4 (the paper's Table 1; 1..4 also work)")
@@ -146,17 +126,17 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
                    help="conv layers: the whole channel (the default, except the Yosinski presets: the centre "
                         "position), the centre position, or position Y,X (a flat layer such as fc/output has no "
                         "positions: Y,X is refused there)")
-    g.add_argument("--iterations", type=_ranged(int, 0, True, "--iterations"), metavar="N", help="override the preset's iteration count")
-    g.add_argument("--lr", type=_ranged(float, 0, True, "--lr"), metavar="LR", help="override the preset's step size (Adam's; pixel units for the Yosinski presets)")
+    g.add_argument("--iterations", type=ranged(int, 0, True, "--iterations"), metavar="N", help="override the preset's iteration count")
+    g.add_argument("--lr", type=ranged(float, 0, True, "--lr"), metavar="LR", help="override the preset's step size (Adam's; pixel units for the Yosinski presets)")
     g.add_argument("--seed", type=int, default=0, help="random start (default 0)")
-    g.add_argument("--zoom", type=_ranged(int, 0, True, "--zoom", MAX_ZOOM), default=1, metavar="K",
+    g.add_argument("--zoom", type=ranged(int, 0, True, "--zoom", MAX_ZOOM), default=1, metavar="K",
                    help=f"enlarge the PNG K times (nearest neighbour, 1..{MAX_ZOOM})")
     g.add_argument("--out", "-o", required=True, metavar="FILE.png",
                    help="output image; the extension picks the format (.png, .jpg, ... as OpenCV can write)")
     g.add_argument("--cache-dir", metavar="DIR", help="cache folder")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    objective_command.add_arguments(g, which, _ranged)
+    objective_command.add_arguments(g, which, ranged)
     po.set_defaults(func=lambda args: cmd_optimize(args, model_from_args))
 
 
@@ -167,10 +147,10 @@ def _add_output_arguments(g) -> None:
                    help="backprop rule for the deconv crops (default guided)")
     g.add_argument("--filter", default="raw", choices=("raw", "gray", "norm", "normblur"),
                    help="how the deconv images are drawn (default raw)")
-    g.add_argument("--probes", type=_ranged(int, 0, False, "--probes", MAX_PROBES), default=4, metavar="N",
+    g.add_argument("--probes", type=ranged(int, 0, False, "--probes", MAX_PROBES), default=4, metavar="N",
                    help=f"random probe inputs united with the hit image for the receptive field (default 4, at most "
                         f"{MAX_PROBES})")
-    g.add_argument("--tile", type=_ranged(int, 0, True, "--tile", MAX_TILE), default=64, metavar="PX",
+    g.add_argument("--tile", type=ranged(int, 0, True, "--tile", MAX_TILE), default=64, metavar="PX",
                    help=f"montage cell size in pixels (default 64, at most {MAX_TILE})")
     g.add_argument("--no-montage", action="store_true", help="only write atlas.json")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
@@ -200,40 +180,6 @@ def model_options_text(args, actions) -> str:
 
 
 # ============================================================================ helpers
-def _layers(values) -> list:
-    out = []
-    for v in values:
-        out += [s.strip() for s in str(v).split(",") if s.strip()]
-    return out
-
-
-def _units(text, n: int) -> list:
-    if not text or text == "all":
-        return list(range(n))
-    out = []
-    for part in str(text).split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise CnnvisError(f"--units: cannot read {part!r}; use numbers and ranges like 0,5,10-15.")
-        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
-        if b >= n or b < a:   # checked before the range is expanded (0-1000000000 builds nothing)
-            raise CnnvisError(f"--units: {part!r} is out of range (0..{n - 1})." if b >= n else
-                              f"--units: range {part!r} goes backwards.")
-        out.append(range(a, b + 1))
-    return sorted(set().union(*out)) if out else []
-
-
-def _safe(name: str) -> str:
-    """A layer name as one folder name inside ``--out`` (never ``..`` or a path)."""
-    return file_name_part(re.sub(r"[^A-Za-z0-9_.-]+", "_", name or "output"), "layer")
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    """Encode by the file's extension and write by the one atomic writer (temporary file + ``os.replace``)."""
-    atomic_write_image(path, rgb, durable=True)
-
-
 #: the "coordinates" note of atlas.json: what a hit's path, y/x and box mean
 COORDINATES = {
     "path": "absolute path of the image file (folder is absolute too; the scan lists it recursively)",
@@ -267,7 +213,7 @@ def cmd_atlas(args, model_from_args, parser=None, options=()) -> int:
     out = Path(args.out).expanduser()
     t0 = time.perf_counter()
     layouts = getattr(lm, "layouts", None)
-    scan = TopKScan(model, spec, folder, _layers(args.layer), k=args.top, batch_size=args.batch_size,
+    scan = TopKScan(model, spec, folder, layer_list(args.layer), k=args.top, batch_size=args.batch_size,
                     cache_dir=args.cache_dir, use_cache=not args.no_cache, workers=args.workers, layouts=layouts)
     total = scan.total             # lists the folder: a folder without images is an error here
     out.mkdir(parents=True, exist_ok=True)
@@ -312,7 +258,7 @@ def write_atlas(args, model, spec, model_name: str, res, out: Path, t0: float, n
     doc["coordinates"] = dict(COORDINATES, fit=spec.fit, input_size=[spec.height, spec.width])
     n_png = 0
     if not args.no_montage:
-        todo = [(name, u) for name in res.layers for u in _units(args.units, res.layer(name).units)]
+        todo = [(name, u) for name in res.layers for u in unit_list(args.units, res.layer(name).units)]
         progress = stderr_progress("cnnvis atlas: crops", len(todo), "unit", quiet=args.quiet)
         try:
             for name in res.layers:
@@ -320,10 +266,10 @@ def write_atlas(args, model, spec, model_name: str, res, out: Path, t0: float, n
                                      layouts=layouts)
                 units_doc = doc["layers"][name or "output"]["units"]
                 try:
-                    for u in _units(args.units, res.layer(name).units):
+                    for u in unit_list(args.units, res.layer(name).units):
                         crops = [rf.crops(name, u, h) for h in res.hits(name, u)]
-                        rel = Path(_safe(name)) / f"unit_{u:04d}.png"
-                        _write_png(output_path(out, *rel.parts), unit_montage(crops, res.k, tile=args.tile))
+                        rel = Path(folder_name(name)) / f"unit_{u:04d}.png"
+                        write_png(output_path(out, *rel.parts), unit_montage(crops, res.k, tile=args.tile))
                         n_png += 1
                         units_doc[u]["montage"] = rel.as_posix()
                         for hd, c in zip(units_doc[u]["hits"], crops):
@@ -410,7 +356,7 @@ def cmd_atlas_split(args, model_from_args, folder: Path, options) -> int:
 def _scan(args, lm, folder, shard):
     from .scan import TopKScan
 
-    return TopKScan(lm.model, lm.spec, folder, _layers(args.layer), k=args.top, batch_size=args.batch_size,
+    return TopKScan(lm.model, lm.spec, folder, layer_list(args.layer), k=args.top, batch_size=args.batch_size,
                     cache_dir=args.cache_dir, use_cache=not args.no_cache, workers=args.workers, shard=shard,
                     layouts=getattr(lm, "layouts", None))
 
@@ -536,117 +482,3 @@ def _scanned_shape(info) -> tuple | None:
     return info.shape
 
 
-# ============================================================================ optimize
-def _target(text):
-    if text is None or text in ("center", "channel"):
-        return text
-    m = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", str(text))
-    if not m:
-        raise CnnvisError(f"--target: use 'center', 'channel' or Y,X (e.g. 3,4); got {text!r}.")
-    return int(m.group(1)), int(m.group(2))
-
-
-def cmd_optimize(args, model_from_args) -> int:
-    from .optimize import ActivationMaximizer, preset_name, random_input, unit_activation
-
-    from ..core import model_map
-
-    target = _target(args.target)
-    preset_name(args.preset)        # an unknown preset is refused before the model loads
-    several = objective_command.wants_objective_run(args)
-    if args.layer is None and args.objective is None:
-        raise CnnvisError("--layer is required with --unit / --units (or write the units with --objective).")
-    if args.zoom < 1:
-        raise CnnvisError("--zoom must be at least 1.")
-    out = Path(args.out).expanduser()
-    if not cv2.haveImageWriter(str(out)):   # checked now, not after the whole optimization
-        raise CnnvisError(f"--out: cannot write an image called '{out}': "
-                          f"{'give it an extension' if not out.suffix else f'unknown image format {out.suffix!r}'}"
-                          f" such as .png or .jpg.")
-    if out.is_dir():
-        raise CnnvisError(f"--out: '{out}' is a folder; give an image file name such as {out / 'unit.png'}.")
-    size = re.fullmatch(r"\s*(\d+)\s*(?:[xX*,]\s*(\d+))?\s*", getattr(args, "input_size", None) or "")
-    if size:                          # --input-size x --zoom, before a model is built at that size
-        check_output_size(int(size.group(1)), int(size.group(2) or size.group(1)), args.zoom, "--zoom")
-    lm = model_from_args(args)
-    model, spec = lm.model, lm.spec
-    check_output_size(spec.height, spec.width, args.zoom, "--zoom")     # before the optimization, not after
-    if several:
-        return objective_command.cmd_optimize_objective(args, lm, target, out, preset_name(args.preset), _write_png)
-    if args.units is not None:
-        return _optimize_units(args, lm, target, out)
-    opt = ActivationMaximizer(model, spec, args.layer, args.unit, target, preset_name(args.preset),
-                              cache_dir=args.cache_dir, use_cache=not args.no_cache, max_iter=args.iterations,
-                              lr=args.lr, seed=args.seed, layouts=getattr(lm, "layouts", None))
-    if isinstance(target, tuple):
-        info = model_map(model, spec, getattr(lm, "layouts", None))[opt.layer]
-        grid = info.map_shape            # the unit's map through the layer's layout (channels last, tokens)
-        if not grid:
-            raise CnnvisError(f"--target {args.target}: layer {info.display_name!r} ({info.type}) is flat (shape "
-                              f"{'x'.join(map(str, info.shape)) if info.shape else '?'}), it has no positions; "
-                              f"drop --target (a flat layer's unit is a single number).")
-        if len(grid) != len(target) or any(not 0 <= t < n for t, n in zip(target, grid)):
-            raise CnnvisError(f"--target {args.target} is outside layer {info.display_name!r}'s "
-                              f"{'x'.join(map(str, grid))} map.")
-    t0 = time.perf_counter()
-    with stderr_progress(f"cnnvis optimize: {args.layer} unit {args.unit}", opt.params.max_iter, "step",
-                         quiet=args.quiet) as progress:
-        for step in opt.run(every=10):
-            progress.update(step.iteration, note=f"activation {step.activation:.3g}")
-    res = opt.result
-    img = res.image
-    img = enlarge(img, args.zoom)
-    _write_png(out, img)
-    rnd = float(unit_activation(model, spec, opt.layer, opt.unit, random_input(spec, 1, seed=args.seed + 1),
-                                opt.target, layouts=getattr(lm, "layouts", None))[0])
-    label = ""
-    if opt.layer == "" and getattr(lm, "labels", None) and opt.unit < len(lm.labels):
-        label = f" ({lm.labels[opt.unit]})"
-    print(f"layer {opt.layer or 'output'} unit {opt.unit}{label}: activation {res.activation:.4g} for the optimized "
-          f"image, {rnd:.4g} for a random input (preset {opt.preset}, {res.iterations} iterations"
-          f"{', from cache' if res.from_cache else ''}, {time.perf_counter() - t0:.1f} s) -> {out}")
-    if res.description:
-        print(f"  image: {res.description}; objective: {opt.objective_text}")
-    if res.problem:
-        print(f"cnnvis optimize: {res.problem}; {out} holds the last good image.", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _optimize_units(args, lm, target, out) -> int:
-    """``cnnvis optimize --units``: every chosen unit's image, --batch per optimization, as one montage."""
-    from .montage import grid
-    from .optimize import optimize_units, preset_name
-
-    from ..core import model_map
-    from ..optvis import resolve_layer
-
-    model, spec = lm.model, lm.spec
-    layer = resolve_layer(model, args.layer)
-    layouts = getattr(lm, "layouts", None)
-    info = model_map(model, spec, layouts)[layer]
-    if not info.units:
-        raise CnnvisError(f"layer {info.display_name!r} has no units to optimize ({info.reason or 'no tensor'}).")
-    units = _units(args.units, info.units)
-    side = max(spec.height, spec.width)
-    cols = int(math.ceil(math.sqrt(len(units))))
-    check_output_size(side * int(math.ceil(len(units) / cols)), side * cols, args.zoom, "--zoom")   # the montage
-    t0 = time.perf_counter()
-    with stderr_progress(f"cnnvis optimize: {args.layer} units {args.units}", len(units), "unit",
-                         quiet=args.quiet) as progress:
-        results = optimize_units(model, spec, layer, units, preset_name(args.preset), target, args.batch,
-                                 args.cache_dir, not args.no_cache, lambda done, n: progress.update(done),
-                                 layouts, max_iter=args.iterations, lr=args.lr, seed=args.seed)
-    _write_png(out, grid([r.image for r in results], cols, tile=side * args.zoom))
-    cached = sum(r.from_cache for r in results)
-    acts = np.array([r.activation for r in results])
-    print(f"layer {layer or 'output'} units {args.units}: {len(results)} images ({cached} from cache), activation "
-          f"{acts.min():.4g} to {acts.max():.4g} (median {np.median(acts):.4g}; preset {preset_name(args.preset)}, "
-          f"{time.perf_counter() - t0:.1f} s), montage in unit order -> {out}")
-    described = [r.description for r in results if r.description]
-    if described:
-        print(f"  image: {described[0]}")
-    problems = [(u, r.problem) for u, r in zip(units, results) if r.problem]
-    for u, problem in problems:
-        print(f"cnnvis optimize: unit {u}: {problem}; the montage holds its last good image.", file=sys.stderr)
-    return 1 if problems else 0

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from ..atlas import cache as _cache
-from ..atlas.commands import _layers, _model_option_actions, _ranged, _torchrun_world, model_options_text
+from ..atlas.arguments import layer_list, ranged
+from ..atlas.commands import _model_option_actions, _torchrun_world, model_options_text
 from ..core import CnnvisError
 from ..core.progress import stderr_progress
 
@@ -48,15 +49,15 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     g.add_argument("--layer", "-l", action="append", metavar="L[,L...]",
                    help="layer name(s) from 'cnnvis info' whose units have a spatial map; repeat or comma-separate "
                         "(required)")
-    g.add_argument("--quantile", "-Q", type=_ranged(float, 0, True, "--quantile", 0.5), default=DEFAULT_QUANTILE,
+    g.add_argument("--quantile", "-Q", type=ranged(float, 0, True, "--quantile", 0.5), default=DEFAULT_QUANTILE,
                    metavar="Q", help=f"a unit's mask is where it exceeds its (1 - Q) quantile (default "
                                      f"{DEFAULT_QUANTILE}, the paper's)")
     g.add_argument("--json", "-o", metavar="OUT.json", help="where to write the result (required, except with --shard)")
     g.add_argument("--category", action="append", metavar="NAME",
                    help="Broden: use only these categories (repeat); default all")
-    g.add_argument("--batch-size", type=_ranged(int, 0, True, "--batch-size"), default=64, metavar="B",
+    g.add_argument("--batch-size", type=ranged(int, 0, True, "--batch-size"), default=64, metavar="B",
                    help="images per forward (default 64)")
-    g.add_argument("--workers", type=_ranged(int, 0, True, "--workers"), metavar="N", help="decode threads "
+    g.add_argument("--workers", type=ranged(int, 0, True, "--workers"), metavar="N", help="decode threads "
                                                                                            "(default: up to 4)")
     g.add_argument("--memory-budget", default=f"{DEFAULT_MEMORY_BUDGET >> 30}G", metavar="SIZE",
                    help="unit maps kept on disk (memory-mapped) for exact thresholds and one forward per image; past "
@@ -65,7 +66,7 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     g.add_argument("--cache-dir", metavar="DIR", help="cache folder (default $CNNVIS_CACHE_DIR or "
                                                       "~/.cache/cnnvis-gui/atlas)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    g.add_argument("--top", type=_ranged(int, 0, False, "--top"), default=5, metavar="N",
+    g.add_argument("--top", type=ranged(int, 0, False, "--top"), default=5, metavar="N",
                    help="units listed per layer in the summary (default 5)")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary")
     d = pd.add_argument_group("bigger than one machine")
@@ -74,7 +75,7 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     d.add_argument("--thresholds", metavar="T.json", help="with --shard: the thresholds 'dissect merge' wrote; the "
                                                           "shard then tallies its images")
     d.add_argument("--out", metavar="DIR_I", help="with --shard: the folder for the part")
-    d.add_argument("--dist-timeout", type=_ranged(float, 0, True, "--dist-timeout"), default=60.0, metavar="MIN",
+    d.add_argument("--dist-timeout", type=ranged(float, 0, True, "--dist-timeout"), default=60.0, metavar="MIN",
                    help="under torchrun: minutes a rank waits for the others in a collective (default 60)")
     options = _model_option_actions(add_model_arguments)
     pd.set_defaults(func=lambda args: cmd_dissect(args, model_from_args, pd, options))
@@ -93,7 +94,7 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     pm.add_argument("--cache-dir", metavar="DIR", help="where to keep the merged result for the app (with the "
                                                       "shards' model options, whose weights are checked)")
     pm.add_argument("--no-cache", action="store_true", help="do not keep the merged result in the cache")
-    pm.add_argument("--top", type=_ranged(int, 0, False, "--top"), default=5, metavar="N", help="units listed per "
+    pm.add_argument("--top", type=ranged(int, 0, False, "--top"), default=5, metavar="N", help="units listed per "
                                                                                                 "layer (default 5)")
     pm.add_argument("--quiet", "-q", action="store_true", help="no summary")
     pm.set_defaults(func=lambda args: cmd_dissect_merge(args, model_from_args, options))
@@ -135,7 +136,7 @@ def _concepts(args, lm):
 
 def _dissection(args, lm, shard=None):
     from .scan import Dissection
-    return Dissection(lm.model, lm.spec, _concepts(args, lm), _layers(args.layer), quantile=args.quantile,
+    return Dissection(lm.model, lm.spec, _concepts(args, lm), layer_list(args.layer), quantile=args.quantile,
                       batch_size=args.batch_size, cache_dir=args.cache_dir, use_cache=not args.no_cache,
                       workers=args.workers, shard=shard, memory_budget=_budget(args.memory_budget),
                       categories=args.category, layouts=getattr(lm, "layouts", None))
