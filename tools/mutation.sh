@@ -51,7 +51,7 @@ case "$MOD" in
   models/state_dicts.py) TESTS="tests/models/test_state_dicts.py tests/models/test_state_dicts_edges.py tests/models/test_models_loading.py tests/models/test_models_loader_fixes.py" ;;
   models/trust.py) TESTS="tests/models/test_trust_boundaries.py tests/models/test_trust.py" ;;
   models/labels.py) TESTS="tests/models/test_labels.py tests/models/test_models_loading.py" ;;
-  atlas/cache.py)  TESTS="tests/atlas/test_cache_identity_writes.py tests/atlas/test_cache_damage.py tests/atlas/test_atlas_keys_faults.py tests/atlas/test_scan.py" ;;
+  atlas/cache.py)  TESTS="tests/atlas/test_cache_identity_writes.py tests/atlas/test_cache_keys_edges.py tests/atlas/test_cache_damage.py tests/atlas/test_atlas_keys_faults.py" ;;
   *) [ -n "${MUTATION_TESTS:-}" ] || { echo "mutation.sh: no test list for $MOD; add it to the table in tools/mutation.sh" >&2; exit 2; } ;;
 esac
 TESTS="${MUTATION_TESTS:-$TESTS}"   # MUTATION_TESTS="tests/a.py tests/b.py::test_x" overrides the table
