@@ -88,3 +88,28 @@ def test_weights_numpy_cannot_hold_are_keyed_too():
     """float8 has no numpy dtype: its values are hashed as floats, not refused."""
     assert cache.weights_hash(Float8(1.0)) == cache.weights_hash(Float8(1.0))
     assert cache.weights_hash(Float8(1.0)) != cache.weights_hash(Float8(2.0))
+
+
+def test_a_cached_npz_is_read_up_to_exactly_its_bound_and_never_unpickled(tmp_path):
+    import numpy as np
+    from cnnvis_gui.core.bounds import npz_declared_bytes
+    path = tmp_path / "result.npz"
+    np.savez(path, act=np.zeros((4, 8), np.float32))
+    size = npz_declared_bytes(path)
+    assert size == 4 * 8 * 4
+    assert cache.load_npz(path, limit=size)["act"].shape == (4, 8)
+    assert cache.load_npz(path, limit=size - 1) is None
+    np.savez(tmp_path / "odd.npz", act=np.array([{"a": 1}], dtype=object))   # a pickled object: no cache
+    assert cache.load_npz(tmp_path / "odd.npz") is None
+
+
+def test_a_user_module_s_class_whose_file_is_gone_is_keyed_by_its_module(monkeypatch):
+    """A model loaded from net.py whose file was deleted since: its module name without the random
+    suffix names it, not the word 'file' every such class would share."""
+    import sys
+    import types
+    mod = types.ModuleType("_cnnvis_user_net_0123abcd")
+    mod.__file__ = "/nonexistent/net.py"
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    cls = type("GoneNet", (nn.Module,), {"__module__": mod.__name__})
+    assert cache.class_key(cls) == "_cnnvis_user_net.GoneNet"
