@@ -115,8 +115,18 @@ def _check_not_quantized(target: dict, arch: str) -> None:
                              f"or without quantize=True).")
 
 
+def _is_extra_state(key: str, value) -> bool:
+    """A module's own ``get_extra_state()`` entry that is not a tensor (a dict, a version number...)."""
+    return (key == "_extra_state" or key.endswith("._extra_state")) and not isinstance(value, torch.Tensor)
+
+
 def _fit_state_dict(model: nn.Module, candidates: list, strict: bool, notes: list, fname: str, kwargs: dict):
     target = model.state_dict()
+    extra = [k for k, v in target.items() if _is_extra_state(k, v)]
+    if extra:   # not weights: a file's tensors are fitted without them, and they stay as the model built them
+        target = {k: v for k, v in target.items() if k not in extra}
+        notes.append(f"kept the extra state of {_short(extra)} as the architecture built it (not a tensor; weight "
+                     f"files are read for tensors only)")
     _check_not_quantized(target, type(model).__name__)
     tshape = {k: tuple(v.shape) for k, v in target.items()}
     best = None
@@ -168,7 +178,7 @@ def _fit_state_dict(model: nn.Module, candidates: list, strict: bool, notes: lis
                 [f"{k} {tuple(a)} vs model {tuple(b)}" for k, a, b in mismatched]))
         return
     try:
-        model.load_state_dict(sd, strict=not harmless)
+        model.load_state_dict(sd, strict=not harmless and not extra)
     except RuntimeError as e:  # keys and shapes fit (checked above); a module's own checks may still refuse
         raise ModelLoadError(f"{fname}: loading the state dict failed: {e}") from None
 

@@ -425,3 +425,31 @@ def test_a_network_that_refuses_its_saved_state_says_why(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError) as e:
         load(tmp_path / "w.pth", arch=arch)
     assert str(e.value) == "w.pth: loading the state dict failed: saved by version 1, this is version 2"
+
+
+class _DictState(torch.nn.Module):
+    """A network whose extra state is a dict (a version and a name), as get_extra_state allows."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+        self.config = {"version": 2}
+
+    def get_extra_state(self):
+        return dict(self.config)
+
+    def set_extra_state(self, state):
+        self.config = dict(state)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+
+def test_a_network_whose_extra_state_is_a_dict_loads_and_says_its_state_was_kept(tmp_path, monkeypatch):
+    arch = _module(monkeypatch, "t_dict_state_net", _DictState)
+    saved = _DictState()
+    torch.save(saved.state_dict(), tmp_path / "w.pth")         # a float network: not 'a quantized model'
+    lm = load(tmp_path / "w.pth", arch=arch)
+    assert torch.equal(lm.model.conv.weight, saved.conv.weight) and torch.equal(lm.model.conv.bias, saved.conv.bias)
+    assert lm.model.config == {"version": 2}
+    assert any("kept the extra state of _extra_state as the architecture built it" in n for n in lm.notes), lm.notes
