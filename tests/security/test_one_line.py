@@ -10,6 +10,7 @@ import math
 import subprocess
 import sys
 import struct
+import warnings
 import zlib
 
 import cv2
@@ -63,7 +64,8 @@ def test_a_hub_cache_file_with_integer_keys_is_one_line(tmp_path, monkeypatch, c
 
 def test_a_quantized_torchvision_model_named_by_metadata_is_one_line(tmp_path, capsys):
     import torchvision.models as tvm
-    with pytest.warns(UserWarning):           # torch's own deprecation of quantized tensors
+    with warnings.catch_warnings():           # torch's own deprecation of quantized tensors (once a process)
+        warnings.simplefilter("ignore")
         sd = tvm.get_model("quantized_resnet18", weights=None, quantize=True).state_dict()
     assert any(not isinstance(v, torch.Tensor) for v in sd.values())          # dtype entries
     p = tmp_path / "q.pth"
