@@ -69,10 +69,10 @@ PLANTED = {
         ["tests/qt/test_window_drawn.py", "tests/qt/test_window_keys.py"]),
     # issue 30: plausible bugs that once passed the whole suite
     "cache writes in place": (
-        "cnnvis_gui/atlas/cache.py",
-        "fd, tmp = tempfile.mkstemp(prefix=f\".{path.name}.\", suffix=\".tmp\", dir=str(path.parent))",
+        "cnnvis_gui/core/files.py",     # the one atomic writer the cache writes through
+        "fd, tmp = tempfile.mkstemp(prefix=f\".{path.name[:100]}.\", suffix=\".tmp\", dir=str(path.parent))",
         "fd, tmp = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), str(path)",
-        ["tests/atlas/test_cache_identity_writes.py"]),
+        ["tests/atlas/test_cache_identity_writes.py", "tests/core/test_files.py"]),
     "cache key over the parameters only": (
         "cnnvis_gui/atlas/cache.py",
         "for name, t in model.state_dict().items():",
@@ -105,8 +105,8 @@ PLANTED = {
         ["tests/models/test_trust_boundaries.py", "tests/models/test_trust.py"]),
     "labels skip blank lines": (
         "cnnvis_gui/models/labels.py",
-        "labels = [ln.strip() for ln in text.splitlines()]",
-        "labels = [ln.strip() for ln in text.splitlines() if ln.strip()]",
+        "labels = [_label_str(ln.strip()) for ln in text.splitlines()]",
+        "labels = [_label_str(ln.strip()) for ln in text.splitlines() if ln.strip()]",
         ["tests/models/test_labels.py", "tests/qt/test_window_labels.py"]),
     "key prefix stripped only when every key has it": (
         "cnnvis_gui/models/state_dicts.py",
