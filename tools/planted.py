@@ -137,6 +137,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     chosen = {n: v for n, v in PLANTED.items() if args.k in n}
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", OMP_NUM_THREADS="1")
+    stale = [f"{name}: the line to change is not (exactly once) in {rel}; update tools/planted.py"
+             for name, (rel, good, _, _) in chosen.items() if (ROOT / rel).read_text(encoding="utf-8").count(good) != 1]
+    if stale:                      # said before any plant runs, not after minutes of the others
+        print("\n".join(stale))
+        return 2
     survived = []
     with tempfile.TemporaryDirectory(prefix="cnnvis-planted-") as tmp:
         work = Path(tmp)
