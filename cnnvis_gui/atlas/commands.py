@@ -136,7 +136,7 @@ def register(subparsers, add_model_arguments, model_from_args) -> None:
     g.add_argument("--cache-dir", metavar="DIR", help="cache folder")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    objective_command.add_arguments(g, which, ranged)
+    objective_command.add_arguments(g, which)
     po.set_defaults(func=lambda args: cmd_optimize(args, model_from_args))
 
 

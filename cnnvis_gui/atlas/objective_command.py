@@ -21,11 +21,12 @@ from ..core import CnnvisError
 from ..core.bounds import check_output_size
 from ..core.display import enlarge
 from ..core.progress import stderr_progress
+from .arguments import ranged, write_png
 
 __all__ = ["add_arguments", "cmd_optimize_objective", "wants_objective_run"]
 
 
-def add_arguments(g, which, ranged) -> None:
+def add_arguments(g, which) -> None:
     """The options on ``cnnvis optimize``'s group ``g`` (``which``: its --unit / --units group)."""
     from .objective_run import DIVERSITY_WEIGHT, MAX_DIVERSE
     which.add_argument("--objective", metavar="SPEC",
@@ -58,7 +59,7 @@ def wants_objective_run(args) -> bool:
     return True
 
 
-def cmd_optimize_objective(args, lm, target, out: Path, preset: str, write_png) -> int:
+def cmd_optimize_objective(args, lm, target, out: Path, preset: str) -> int:
     from .montage import grid
     from .objective_run import DIVERSITY_WEIGHT, diversity_layer, objective_values, optimize_objective
     from .optimize import ActivationMaximizer, layer_layout, params_for, random_input, unit_activation

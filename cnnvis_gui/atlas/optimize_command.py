@@ -63,7 +63,7 @@ def cmd_optimize(args, model_from_args) -> int:
     model, spec = lm.model, lm.spec
     check_output_size(spec.height, spec.width, args.zoom, "--zoom")     # before the optimization, not after
     if several:
-        return objective_command.cmd_optimize_objective(args, lm, target, out, preset_name(args.preset), write_png)
+        return objective_command.cmd_optimize_objective(args, lm, target, out, preset_name(args.preset))
     if args.units is not None:
         return _optimize_units(args, lm, target, out)
     opt = ActivationMaximizer(model, spec, args.layer, args.unit, target, preset_name(args.preset),
