@@ -8,6 +8,8 @@ takes shorter variants (``set_variants``), longest first, and paints the first t
 """
 from __future__ import annotations
 
+import math
+
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 
@@ -18,6 +20,10 @@ class FittedTitle(QtWidgets.QLabel):
         super().__init__(parent)
         self.setTextFormat(QtCore.Qt.RichText)
         self.setStyleSheet("QLabel { font-weight: 600; padding: 1px 2px; }")
+        # a style sheet's padding gives the label a frame, and a framed label indents its text by half an
+        # "x" (~5 px) that ``_width`` did not count: the title's last character was cut.  No indent: the
+        # padding is the only room beside the text.
+        self.setIndent(0)
         self._variants: tuple = ()
         self.setText(text)
 
@@ -38,11 +44,14 @@ class FittedTitle(QtWidgets.QLabel):
         return super().text()
 
     def _width(self, html: str) -> int:
+        """The label's width that shows ``html`` whole: its text's width, the padding and a pixel."""
+        self.ensurePolished()                 # the style sheet's bold font, also before the label is shown
         doc = QtGui.QTextDocument()
         doc.setDefaultFont(self.font())
         doc.setDocumentMargin(0)
         doc.setHtml(html)
-        return int(doc.idealWidth()) + 6      # the style's 2 px padding each side, and a pixel of rounding
+        m = self.contentsMargins()
+        return math.ceil(doc.idealWidth()) + m.left() + m.right() + 1
 
     def sizeHint(self) -> QtCore.QSize:      # noqa: N802: the full title's room, so that it grows back
         h = super().sizeHint()
