@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PyQt5 import QtCore, QtWidgets
 
-from ..atlas import TopKScan, ScanProgress
+from ..atlas import TopKScan
 from ..core import CnnvisError
 from .plain import plain_label
 

@@ -53,7 +53,7 @@ class FittedTitle(QtWidgets.QLabel):
         m = self.contentsMargins()
         return math.ceil(doc.idealWidth()) + m.left() + m.right() + 1
 
-    def sizeHint(self) -> QtCore.QSize:      # noqa: N802: the full title's room, so that it grows back
+    def sizeHint(self) -> QtCore.QSize:      # noqa: N802 (Qt's name): the full title's room, so that it grows back
         h = super().sizeHint()
         return QtCore.QSize(self._width(self._variants[0]), h.height())
 

@@ -209,7 +209,6 @@ class ModelSession(QtCore.QObject):
         """A model opened from a file: a demo's own checkpoint gets its sample images (as the Demo
         menu gives them) when another demo's samples, or nothing, are shown; another model shown on a
         demo's samples says so, since they may not be the inputs it was made for."""
-        from .. import models
         from ..models.demos import demo_name_of
         demo = demo_name_of(lm)
         shown = self.samples_shown()

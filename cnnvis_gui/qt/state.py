@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Callable, Optional
 
 from ..core.attribution import DEFAULT_NOISE, DEFAULT_STEPS
-from ..core.saliency_display import (CLIPS, DEFAULT_CLIP, DEFAULT_FILTER, DEFAULT_PERCENTILE, DEFAULT_SIGN, FILTERS,
+from ..core.saliency_display import (DEFAULT_CLIP, DEFAULT_FILTER, DEFAULT_PERCENTILE, DEFAULT_SIGN, FILTERS,
                                      SIGNS)
 from .timing import Rate
 
