@@ -61,9 +61,9 @@ def wants_objective_run(args) -> bool:
 
 def cmd_optimize_objective(args, lm, target, out: Path, preset: str) -> int:
     from .montage import grid
-    from .objective_run import DIVERSITY_WEIGHT, diversity_layer, objective_values, optimize_objective
-    from .optimize import ActivationMaximizer, layer_layout, params_for, random_input, unit_activation
-    from ..optvis.spec_text import parse_objective
+    from .objective_run import (DIVERSITY_WEIGHT, diversity_layer, objective_layouts, objective_values,
+                                optimize_objective, written_objective)
+    from .optimize import ActivationMaximizer, params_for, random_input, unit_activation
 
     model, spec = lm.model, lm.spec
     layouts = getattr(lm, "layouts", None)
@@ -73,8 +73,8 @@ def cmd_optimize_objective(args, lm, target, out: Path, preset: str) -> int:
         if target is not None:
             raise CnnvisError("--target: with --objective write the position into the term "
                               "('features.10:5@center', 'features.10:5@3,4').")
-        objective = parse_objective(args.objective, model, getattr(params, "class_probability", 4.0))
-        what, key, lay = f"objective {args.objective!r}", ("objective", args.objective), {}
+        objective, key = written_objective(args.objective, model, params)      # the window's Objective field too
+        what, lay = f"objective {args.objective!r}", {}
     else:
         if args.layer is None or args.unit is None:
             raise CnnvisError("--diversity: give --layer and --unit, or --objective.")
@@ -92,11 +92,7 @@ def cmd_optimize_objective(args, lm, target, out: Path, preset: str) -> int:
     div_layer = diversity_layer(model, spec, objective, args.diversity_layer, layouts) if n > 1 else None
     # every layer read through its layout (channels-last / token maps, the user's --layout overrides), for the
     # optimization and for the random input's value alike
-    for name in dict.fromkeys(objective.layers + ((div_layer,) if div_layer is not None else ())):
-        if name and name not in lay:
-            found = layer_layout(model, spec, name, layouts)
-            if found is not None:
-                lay[name] = found
+    lay = objective_layouts(model, spec, objective, div_layer, layouts, lay)
     side = max(spec.height, spec.width)
     cols = int(math.ceil(math.sqrt(n)))
     check_output_size(side * int(math.ceil(n / cols)), side * cols, args.zoom, "--zoom")

@@ -28,7 +28,7 @@ from ..optvis.yosinski import OptimizeParams
 from . import cache as _cache
 
 __all__ = ["DIVERSITY_WEIGHT", "MAX_DIVERSE", "ObjectiveResult", "objective_values", "gram_similarity",
-           "diversity_layer", "optimize_objective"]
+           "diversity_layer", "optimize_objective", "written_objective", "objective_layouts", "written_run"]
 
 #: the default weight of the diversity penalty (measured on the real MobileNetV2: see the README's optvis section)
 DIVERSITY_WEIGHT = 1.0
@@ -165,3 +165,44 @@ def optimize_objective(model: nn.Module, spec: InputSpec, objective: Objective, 
                                similarity=np.array(np.nan if sim is None else sim), iterations=np.array(res.iterations),
                                description=np.array(res.description))
     return out
+
+
+def written_objective(text: str, model: nn.Module, params) -> tuple:
+    """``(objective, key)`` for an objective written as text (``cnnvis optimize --objective TEXT``, the window's
+    *Objective* field): the parsed :class:`~cnnvis_gui.optvis.Objective` (one :class:`CnnvisError` line for a
+    term that cannot be read, an unknown layer, a bad direction) and the ``key`` its images' seeds come from.
+
+    The key is the text without the spaces around it, so the command line and the window give the same
+    images for the same text, preset, steps and seed (and share the cache).  Units and positions out of
+    range are refused when the optimization starts (its first forward), also as one line.
+    """
+    from ..optvis.spec_text import parse_objective
+    text = str(text).strip()
+    return parse_objective(text, model, getattr(params, "class_probability", 4.0)), ("objective", text)
+
+
+def objective_layouts(model: nn.Module, spec: InputSpec, objective: Objective, div_layer: str | None = None,
+                      layouts: dict | None = None, known: dict | None = None) -> dict:
+    """Every layer the objective (and the diversity term) reads, with its layout (channels-last / token maps, the
+    user's ``layouts`` overrides): ``known`` plus the layers it lacks, for the optimization and the values alike."""
+    from .optimize import layer_layout
+    lay = dict(known or {})
+    for name in dict.fromkeys(objective.layers + ((div_layer,) if div_layer is not None else ())):
+        if name and name not in lay:
+            found = layer_layout(model, spec, name, layouts)
+            if found is not None:
+                lay[name] = found
+    return lay
+
+
+def written_run(model: nn.Module, spec: InputSpec, text: str, params, n: int = 1, weight: float = DIVERSITY_WEIGHT,
+                layouts: dict | None = None, cache_dir=None, use_cache: bool = True, progress=None, stop=None,
+                every: int = 10):
+    """``n`` images of the objective ``text`` as ``cnnvis optimize --objective TEXT [--diversity n]`` makes them
+    (the same seeds, layouts, diversity layer and cache): ``(result, objective, layouts)``."""
+    objective, key = written_objective(text, model, params)
+    div_layer = diversity_layer(model, spec, objective, None, layouts) if n > 1 else None
+    lay = objective_layouts(model, spec, objective, div_layer, layouts)
+    res = optimize_objective(model, spec, objective, n, params, weight, div_layer, lay, cache_dir, use_cache,
+                             progress, key, every, stop)
+    return res, objective, lay

@@ -16,16 +16,21 @@ optimization starts, each with one line.
 """
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import numpy as np
 
 from ..core import CnnvisError
+from ..core.bounds import MAX_UNITS, npz_declared_bytes, read_bounded
 from .capture import resolve_layer
 from .objectives import CLASS_PROBABILITY, Objective, channel, class_logit, direction, diversity, neuron
 
-__all__ = ["parse_objective", "OBJECTIVE_EXAMPLES"]
+__all__ = ["parse_objective", "read_direction", "OBJECTIVE_EXAMPLES", "MAX_DIRECTION_BYTES"]
+
+#: the most bytes a direction file may have, and its array declare: 16 bytes for each of MAX_UNITS channels
+MAX_DIRECTION_BYTES = 16 * MAX_UNITS
 
 OBJECTIVE_EXAMPLES = ("'features.10:5', 'output:281 - output:282', '0.5*features.10:7@3,4', "
                       "'features.10:dir=v.npy', 'features.10:5 - 10*features.6:diversity'")
@@ -45,6 +50,46 @@ def _fail(text: str, pos: int, why: str) -> CnnvisError:
                        f"{OBJECTIVE_EXAMPLES}.")
 
 
+def _npy_declared_bytes(f) -> int:
+    """The bytes the header of the ``.npy`` stream ``f`` declares (ValueError for Python objects)."""
+    major, _ = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    if dtype.hasobject:
+        raise ValueError("it holds Python objects")
+    return int(np.prod(shape, dtype=object)) * dtype.itemsize
+
+
+def read_direction(path: Path, where: str = "the objective") -> np.ndarray:
+    """The vector of a ``.npy`` / ``.npz`` direction file (one array), read as data only.
+
+    The file must be a regular file of at most :data:`MAX_DIRECTION_BYTES` (read without blocking:
+    a FIFO or a device is refused by what it is), and its array headers may declare no more than that
+    before anything is allocated (a 1 KB file may declare 10^12 values); ``allow_pickle=False``, so a
+    pickled object in it is refused, never run.  The command line and the window read directions here.
+    """
+    what = f"direction file of {where}"
+    data = read_bounded(path, MAX_DIRECTION_BYTES, what)
+    try:
+        f = io.BytesIO(data)
+        declared = npz_declared_bytes(f) if data[:2] == b"PK" else _npy_declared_bytes(f)
+        if declared > MAX_DIRECTION_BYTES:
+            raise CnnvisError(f"--objective: the {what} '{path}' declares {declared:,} bytes, more than the "
+                              f"{MAX_DIRECTION_BYTES:,} a direction (one number per channel) may have.")
+        z = np.load(io.BytesIO(data), allow_pickle=False)
+        if isinstance(z, np.lib.npyio.NpzFile):
+            names = list(z.files)
+            if len(names) != 1:
+                raise CnnvisError(f"--objective: '{path}' holds {len(names)} arrays ({', '.join(names[:8])}"
+                                  f"{', ...' if len(names) > 8 else ''}); a direction file holds one vector.")
+            z = z[names[0]]
+        return np.asarray(z, np.float32).ravel()
+    except CnnvisError:
+        raise
+    except Exception as e:
+        raise CnnvisError(f"--objective: cannot read the {what} '{path}': {e}") from None
+
+
 def _vector(arg: str, where: str) -> np.ndarray:
     arg = arg.strip()
     if arg.startswith("["):
@@ -53,22 +98,7 @@ def _vector(arg: str, where: str) -> np.ndarray:
         except ValueError:
             raise CnnvisError(f"--objective: the direction {arg!r} of {where} is not a list of numbers.") from None
     else:
-        path = Path(arg).expanduser()
-        if not path.is_file():
-            raise CnnvisError(f"--objective: the direction file '{path}' of {where} does not exist.")
-        try:
-            z = np.load(path, allow_pickle=False)
-            if isinstance(z, np.lib.npyio.NpzFile):
-                names = list(z.files)
-                if len(names) != 1:
-                    raise CnnvisError(f"--objective: '{path}' holds {len(names)} arrays ({', '.join(names)}); "
-                                      f"a direction file holds one vector.")
-                z = z[names[0]]
-            v = np.asarray(z, np.float32).ravel()
-        except CnnvisError:
-            raise
-        except Exception as e:
-            raise CnnvisError(f"--objective: cannot read the direction file '{path}': {e}") from None
+        v = read_direction(Path(arg).expanduser(), where)
     if v.size == 0 or not np.isfinite(v).all():
         raise CnnvisError(f"--objective: the direction of {where} must be finite numbers, one per channel "
                           f"(got {v.size} value{'s' * (v.size != 1)}{', not all finite' if v.size else ''}).")
