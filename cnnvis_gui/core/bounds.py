@@ -22,7 +22,6 @@ import numbers
 import os
 import re
 import stat
-from pathlib import Path
 
 from .errors import CnnvisError
 
@@ -164,7 +163,7 @@ def read_bounded(path, limit: int, what: str) -> bytes:
     opened without blocking (a FIFO with no writer would hang ``open``) and checked with
     ``fstat`` on the open descriptor, so it cannot be swapped between the check and the read.
     """
-    p = Path(path)
+    p = os.fspath(path)               # a str, not a Path: this runs for every image of a scan
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(p, flags)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -28,7 +29,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..core import CnnvisError
+from ..core.bounds import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, read_bounded
 from ..sources import SourceError, load_raw_image
+from ..sources.base import MAX_IMAGE_FILE_BYTES, _png_problem
 
 __all__ = ["ConceptError", "Concept", "AnnotatedImage", "ImageLabels", "ConceptSet",
            "read_csv", "inside", "clean_name", "MAX_LABEL_ID", "MAX_CSV_BYTES"]
@@ -178,6 +181,7 @@ class ConceptSet:
             self.dense[c.id] = j
         cat = {name: i for i, name in enumerate(self.categories)}
         self.concept_category = np.array([-1] + [cat[c.category] for c in self.concepts], np.int64)
+        self._root = os.fspath(self.root)           # joined as a str in the per-image loops
 
     def __len__(self) -> int:
         return len(self.images)
@@ -236,10 +240,8 @@ class ConceptSet:
     def _png_header(self, rel: str):
         """((height, width), bit depth, colour type) of a plain label-map PNG that needs no check but
         its ids, or None (decode it to know)."""
-        from ..core.bounds import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, read_bounded
-        from ..sources.base import MAX_IMAGE_FILE_BYTES, _png_problem
         try:
-            data = read_bounded(self.root / rel, MAX_IMAGE_FILE_BYTES, "mask")
+            data = read_bounded(os.path.join(self._root, rel), MAX_IMAGE_FILE_BYTES, "mask")   # str: no Path parsing
         except (CnnvisError, OSError):
             return None
         if len(data) < 33 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
