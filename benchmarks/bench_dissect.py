@@ -2,13 +2,21 @@
 
     python benchmarks/bench_dissect.py [--device cpu|cuda] [--repeats 3] [--shapes-images 400] [--resnet-images 64]
 
-For each model, alternating runs (median over repeats, after one warm-up of each) measure:
+For each model, alternating runs (after one warm-up of each) measure:
 
-* forward: ``model(x)`` under ``torch.no_grad`` on batches already in memory (no decode);
+* forward: ``model(x)`` under ``torch.no_grad`` on batches already in memory (no decode): the floor;
+* read + forward: the simplest loop over the same files, for scale: ``cv2.imread`` each image,
+  stack, normalize, ``model(x)``, one batch after the other in one thread (no checks, no hooks,
+  no store): what any script that reads these images pays;
 * scan: pass 1 of :class:`cnnvis_gui.dissect.Dissection` (decode images, check every mask's header,
   normalize, forward with the hooks, unit maps into the activation store), cache off;
 * dissection: the whole of it (pass 1, the exact thresholds from the store, the tally that
   upsamples the stored maps to every mask): what ``cnnvis dissect`` costs end to end.
+
+Every ratio is taken within one round (the scan's rate over the forward's measured just before it)
+and the median over the rounds is printed with its range: the bare forward's own rate swings by
+tens of percent between rounds on a shared machine, and a ratio of medians taken apart mixes
+rounds.
 
 ``cnnvis_gui`` is imported before torch, so OpenMP's threads sleep while they wait, as in the
 app and the command line (:mod:`cnnvis_gui.core.threads`); spinning threads (torch first, or
@@ -82,6 +90,23 @@ def bench_forward(model, spec, n, batch, device):
     return rate, (time.process_time() - c0) * 1000 / n
 
 
+def bench_read_forward(model, spec, concepts, batch, device):
+    """images/s of the simplest loop over the same image files: imread, stack, normalize, forward."""
+    from cnnvis_gui.atlas.sweep import normalize_batch
+    from cnnvis_gui.dissect.formats import open_concepts
+    cs = open_concepts(concepts)
+    paths = [os.path.join(cs.root, im.image) for im in cs.images]
+    dtype = next(model.parameters()).dtype
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for a in range(0, len(paths), batch):
+            arr = np.stack([cv2.imread(p, cv2.IMREAD_COLOR) for p in paths[a:a + batch]])
+            model(normalize_batch(spec, torch.from_numpy(arr).to(device), dtype))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(paths) / (time.perf_counter() - t0)
+
+
 def bench_dissect(model, spec, concepts, layers, batch, workers):
     """(scan images/s, whole dissection images/s, seconds per phase, scan's process CPU ms per image)."""
     d = Dissection(model, spec, concepts, layers, batch_size=batch, use_cache=False, workers=workers)
@@ -106,28 +131,29 @@ def bench_dissect(model, spec, concepts, layers, batch, workers):
 def run(name, model, spec, concepts, layers, n, batch, device, repeats, workers):
     model = model.to(device).eval()
     bench_forward(model, spec, min(n, 2 * batch), batch, device)             # warm-up
+    bench_read_forward(model, spec, concepts, batch, device)
     bench_dissect(model, spec, concepts, layers, batch, workers)
-    fw, fc, sc, scc, wh, phases = [], [], [], [], [], []
+    rows = []
     for _ in range(repeats):
-        rate, cpu = bench_forward(model, spec, n, batch, device)
-        fw.append(rate)
-        fc.append(cpu)
-        s, w, p, cpu = bench_dissect(model, spec, concepts, layers, batch, workers)
-        sc.append(s)
-        scc.append(cpu)
-        wh.append(w)
-        phases.append(p)
-    f, s, w = statistics.median(fw), statistics.median(sc), statistics.median(wh)
-    p = [statistics.median(x[i] for x in phases) for i in range(3)]
-    a, b = statistics.median(fc), statistics.median(scc)
-    print(f"{name:<34} {n:>6} {batch:>5} {f:>13.1f} {s:>10.1f} {s / f:>6.2f} {w:>11.1f} {w / f:>6.2f}   "
-          f"{p[0]:.1f} / {p[1]:.1f} / {p[2]:.1f}   {a:.2f} / {b:.2f}", flush=True)
+        f, fc = bench_forward(model, spec, n, batch, device)
+        r = bench_read_forward(model, spec, concepts, batch, device)
+        s, w, p, sc = bench_dissect(model, spec, concepts, layers, batch, workers)
+        rows.append((f, r, s, w, p, fc, sc))
+    med = lambda i: statistics.median(x[i] for x in rows)                  # noqa: E731
+    ratio = lambda i, j: sorted(x[i] / x[j] for x in rows)                 # noqa: E731
+    sf, wf, rf, sr = ratio(2, 0), ratio(3, 0), ratio(1, 0), ratio(2, 1)
+    rng = lambda v: f"{statistics.median(v):.2f} ({v[0]:.2f}-{v[-1]:.2f})"  # noqa: E731
+    p = [statistics.median(x[4][i] for x in rows) for i in range(3)]
+    print(f"{name:<34} {n:>6} {batch:>5} {med(0):>9.1f} {med(1):>9.1f} {med(2):>9.1f} {med(3):>9.1f}   "
+          f"s: {p[0]:.2f} / {p[1]:.2f} / {p[2]:.2f}   CPU ms/img: {med(5):.2f} / {med(6):.2f}", flush=True)
+    print(f"    ratios to the forward: scan {rng(sf)}, whole {rng(wf)}, read+forward {rng(rf)}; "
+          f"scan to read+forward {rng(sr)}", flush=True)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--shapes-images", type=int, default=400)
     ap.add_argument("--resnet-images", type=int, default=64)
     ap.add_argument("--workers", type=int, default=None)
@@ -139,8 +165,9 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}{', ' + omp if omp else ''}; "
           f"{openmp_waiting()}")
-    print(f"{'model':<34} {'images':>6} {'batch':>5} {'forward img/s':>13} {'scan img/s':>10} {'ratio':>6} "
-          f"{'whole img/s':>11} {'ratio':>6}   seconds: scan / thresholds / tally   CPU ms/img: forward / scan")
+    print(f"{'model':<34} {'images':>6} {'batch':>5} {'forward':>9} {'read+fwd':>9} {'scan':>9} {'whole':>9}   "
+          f"(images/s, medians; ratios: median of the rounds' ratios (range); seconds of scan / thresholds / "
+          f"tally; process CPU ms an image of forward / scan)")
     with tempfile.TemporaryDirectory() as tmp:
         from cnnvis_gui.dissect.demo import DEMO_LAYERS, demo_concepts_folder, draw_demo_concepts
         from cnnvis_gui.models import demo
