@@ -18,6 +18,10 @@ and the median over the rounds is printed with its range: the bare forward's own
 tens of percent between rounds on a shared machine, and a ratio of medians taken apart mixes
 rounds.
 
+Like ``cnnvis dissect`` and the window, the benchmark tunes glibc's malloc so that freed tensor
+memory is reused (:mod:`cnnvis_gui.core.allocator`; ``CNNVIS_MALLOC=system`` leaves it alone):
+the scan holds every dissected layer's output of a batch (the demo's ``features.2`` is 16 MB a
+batch), which with the stock settings is mapped afresh and page-faulted in at every batch.
 ``cnnvis_gui`` is imported before torch, so OpenMP's threads sleep while they wait, as in the
 app and the command line (:mod:`cnnvis_gui.core.threads`); spinning threads (torch first, or
 ``CNNVIS_OPENMP_WAIT=default``) slow the bare forward several-fold on a machine whose cores
@@ -52,6 +56,7 @@ import torch  # noqa: E402
 from bench_atlas import bench_forward as _forward  # noqa: E402  (the atlas benchmark's floor)
 
 from cnnvis_gui.core import IMAGENET_MEAN, IMAGENET_STD, InputSpec  # noqa: E402
+from cnnvis_gui.core.allocator import reuse_freed_memory  # noqa: E402
 from cnnvis_gui.core.threads import openmp_waiting  # noqa: E402
 from cnnvis_gui.dissect import Dissection  # noqa: E402
 
@@ -160,11 +165,12 @@ def main(argv=None):
     ap.add_argument("--skip-resnet", action="store_true")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
+    malloc = reuse_freed_memory()               # as `cnnvis dissect` and the window do at their start
     omp = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT")
                    if k in os.environ)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}{', ' + omp if omp else ''}; "
-          f"{openmp_waiting()}")
+          f"{openmp_waiting()}; malloc: {malloc}")
     print(f"{'model':<34} {'images':>6} {'batch':>5} {'forward':>9} {'read+fwd':>9} {'scan':>9} {'whole':>9}   "
           f"(images/s, medians; ratios: median of the rounds' ratios (range); seconds of scan / thresholds / "
           f"tally; process CPU ms an image of forward / scan)")
