@@ -13,6 +13,7 @@ from PyQt5 import QtCore, QtGui, QtWidgets
 
 from .fitted_title import FittedTitle
 from .panels import FROZEN_COLOR, SELECTED_COLOR, ClickableImageItem, ImagePane
+from .plain import plain_tooltip
 from .state import ViewerState
 
 __all__ = ["ActivationGrid", "concept_colour"]
@@ -146,11 +147,27 @@ class ActivationGrid(ImagePane):
             lab = self.state.unit_label(self.state.layer, u)
             detects = f"   {lab.describe()}" if lab is not None else ""
             self.hover_text = (f"unit {u}{name}   max {self.unit_max[u]:.3g}   mean {self.unit_mean[u]:.3g}{detects}")
-        self.info.setText(self.hover_text or self._default_info())
+        self._show_info()
 
-    def _default_info(self):
+    def _info_variants(self) -> list:
+        """"selected unit 5   frozen 3", shorter where the title leaves the header little room: at
+        1280 x 720 a ViT block's title left ~30 px and the line read "se…"; now "unit 5", "#5"."""
         s = self.state
-        return f"selected unit {s.unit}" + (f"   frozen {s.frozen_unit[1]}" if s.frozen_unit else "")
+        if s.frozen_unit is None:
+            return [f"selected unit {s.unit}", f"unit {s.unit}", f"#{s.unit}"]
+        f = s.frozen_unit[1]
+        return [f"selected unit {s.unit}   frozen {f}", f"unit {s.unit} · frozen {f}", f"#{s.unit} · frozen {f}",
+                f"#{s.unit}"]
+
+    def _show_info(self) -> None:
+        """The hovered unit's line, else the selected (and frozen) unit's, in the header beside the title."""
+        if self.hover_text:
+            self.info.setText(self.hover_text)
+            return
+        self.info.set_variants(self._info_variants())
+        self.info.setToolTip(plain_tooltip(self._info_variants()[0] + "\nthe selected unit has the yellow outline" +
+                                           ("; the frozen one (d), magenta, is the unit the backprop panes show"
+                                            if self.state.frozen_unit is not None else "")))
 
     def _on_state(self, names):
         if names & {"unit", "frozen_unit", "layer"}:
@@ -178,7 +195,7 @@ class ActivationGrid(ImagePane):
         else:
             self.frozen_rect.hide()
         if not self.hover_text:
-            self.info.setText(self._default_info())
+            self._show_info()
 
 
 #: the text colour of a concept's category in the grid (the paper's figures colour categories too)

@@ -54,21 +54,34 @@ class ElidedLabel(QtWidgets.QLabel):
         self.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)
         self.setMinimumWidth(30)
         self.elide = elide          # ElideLeft for a module path: its end says where it is
+        self._shorter = ()
         self.setText(text)
 
-    def setText(self, text):
-        super().setText(text)
-        self.setToolTip(plain_tooltip(text))
+    def setText(self, text):        # noqa: N802 (Qt's name): one text, no shorter variants
+        self.set_variants([text])
+
+    def set_variants(self, variants) -> None:
+        """The full text first, then shorter ones in the order to try them: the label paints the first
+        that fits its width, else the last one cut with "…"; ``text()`` and the tooltip are the full text
+        ("selected unit 5" is "unit 5" in a narrow pane, not "se…")."""
+        variants = [str(v) for v in variants] or [""]
+        self._shorter = tuple(variants[1:])
+        super().setText(variants[0])
+        self.setToolTip(plain_tooltip(variants[0]))
 
     def is_cut(self) -> bool:
-        """The text is wider than the label (it is painted with an ellipsis)."""
+        """The text is wider than the label (a shorter variant or its cut with an ellipsis is painted)."""
         return self.fontMetrics().horizontalAdvance(self.text()) > self.width()
 
     def shown_text(self) -> str:
-        """What the label paints: the text, or its cut with "…" (:func:`elide_words` for a cut at the end)."""
+        """What the label paints: the first variant that fits, or the last one cut with "…"
+        (:func:`elide_words` for a cut at the end)."""
+        fm, width = self.fontMetrics(), self.width()
+        variants = (self.text(),) + self._shorter
+        text = next((v for v in variants if fm.horizontalAdvance(v) <= width), variants[-1])
         if self.elide == QtCore.Qt.ElideRight:
-            return elide_words(self.fontMetrics(), self.text(), self.width())
-        return self.fontMetrics().elidedText(self.text(), self.elide, self.width())
+            return elide_words(fm, text, width)
+        return fm.elidedText(text, self.elide, width)
 
     def paintEvent(self, ev):
         p = QtGui.QPainter(self)

@@ -15,7 +15,7 @@ from PyQt5 import QtCore, QtWidgets
 from .panels import ImagePane, _esc, _title
 from .plain import plain_tooltip
 
-__all__ = ["UnitPane", "Predictions"]
+__all__ = ["UnitPane", "Predictions", "prefix_names"]
 
 
 def _row(widget) -> QtWidgets.QHBoxLayout:
@@ -66,6 +66,27 @@ class UnitPane(ImagePane):
         self.concept.setToolTip(plain_tooltip(tip))
         self.concept.setVisible(bool(html))
 
+    def set_info(self, where: str, prefix=(), tip: str = "") -> None:
+        """The header beside "Unit N": ``where`` ("of blocks.5"), after a token layer's ``prefix`` token
+        values for this feature (class, distillation, registers: beside its map, not on it).
+
+        The prefix comes first and the longest variant that fits is shown: "CLS 0.357 · dist 0.12 · of
+        blocks.5", without the layer, with 2 digits, then the class token alone; DeiT's distillation token
+        had been in the tooltip only at 1280 x 720.  Without a prefix the layer is cut at its start."""
+        self.info.elide = QtCore.Qt.ElideRight if prefix else QtCore.Qt.ElideLeft
+        if not prefix:
+            self.info.setText(where)
+        else:
+            names = prefix_names(len(prefix))
+            tokens = lambda fmt: " · ".join(f"{n} {v:{fmt}}" for n, v in zip(names, prefix))   # noqa: E731
+            self.info.set_variants([f"{tokens('.3g')} · {where}", tokens(".3g"), tokens(".2g"),
+                                    f"{names[0]} {prefix[0]:.3g}"])
+            tip += (f"\nthe {len(prefix)} prefix token(s) (CLS: the class token; then distillation (DeiT) or "
+                    f"registers) are not on the map; their value for this feature: "
+                    + ", ".join(f"{n} {v:.6g}" for n, v in zip(names, prefix))
+                    + "\nobjective 'class token' backprops from prefix token 0")
+        self.info.setToolTip(plain_tooltip(tip))
+
     #: the colour bar's scale is redrawn when an end moves by more than this part of the range ...
     BAR_TOLERANCE = 0.02
     #: ... and at most this often (s) while it keeps moving (a live source); the header has the exact range
@@ -112,6 +133,14 @@ class UnitPane(ImagePane):
         if scalar:
             self.value.setText(_value_html(float(value), value_range))
         self.set_rgb(rgb)
+
+
+def prefix_names(p: int) -> list:
+    """Short names of a token layer's ``p`` prefix tokens: the class token, then DeiT's distillation
+    token when there are two, else registers (ViT with registers: 1 + 4)."""
+    if p == 2:
+        return ["CLS", "dist"]
+    return ["CLS"] + [f"reg{i}" for i in range(1, p)]
 
 
 def _value_html(v: float, value_range) -> str:

@@ -169,20 +169,8 @@ class RenderLoop(QtCore.QObject):
         v.unit_pane.title.setText(f"Unit {res.unit}")     # the layer beside it, cut at its start if need be
         v.unit_pane.set_concept(*self.unit_concept(res))    # the dissection's label on a line of its own
         what = "gradient at " if res.grid_mode == "gradients" else "of "
-        info = f"{what}{res.layer or 'output'}"
         tip = f"unit {res.unit} {what}{res.layer or 'output'}: values {lo:.6g} … {hi:.6g} (the colour bar has the scale)"
-        # a token layer: the prefix tokens of this feature (beside its map) come first, and a narrow pane
-        # cuts the layer name at its end: "CLS 0.357 · of bl…", not "…ss token 0.357" (the tooltip says more)
-        v.unit_pane.info.elide = QtCore.Qt.ElideRight if res.prefix_values else QtCore.Qt.ElideLeft
-        if res.prefix_values:
-            info = ("CLS " if len(res.prefix_values) == 1 else "prefix ") + \
-                ", ".join(f"{x:.3g}" for x in res.prefix_values) + " · " + info
-            tip += (f"\nthe {len(res.prefix_values)} prefix token(s) (CLS: the class token; distillation, "
-                    f"registers) are not on the map; their value for this feature: "
-                    + ", ".join(f"{x:.6g}" for x in res.prefix_values)
-                    + "\nobjective 'class token' backprops from prefix token 0")
-        v.unit_pane.info.setText(info)
-        v.unit_pane.info.setToolTip(plain_tooltip(tip))
+        v.unit_pane.set_info(f"{what}{res.layer or 'output'}", res.prefix_values, tip)   # with a token layer's CLS
         own = res.grid_mode == "gradients" and res.bp[0] == res.layer
         v.grid.set_note(f"The gradient of unit {res.bp[1]} at its own layer is nonzero on its own map only: "
                           f"a unit's gradient with respect to itself, one lit tile and nothing else to read. "

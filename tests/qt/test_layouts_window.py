@@ -64,6 +64,16 @@ def test_vit_block_is_a_grid_of_features_with_its_class_token(qtbot, open_window
     assert win.last_result.backprops and np.any(win.last_result.backprops[0].raw)
 
 
+
+def test_deit_unit_pane_names_both_prefix_tokens(qtbot, open_window, timm_net):
+    """DeiT's class and distillation tokens are both in the unit pane's header, by name, the layer after."""
+    win = open_window(timm_net("deit"), InputSpec(3, 224, 224), "deit-tiny-distilled (random)")
+    res = _choose(qtbot, win, "blocks.5")
+    assert res.layout == "tokens:2+14x14" and len(res.prefix_values) == 2
+    cls, dist = res.prefix_values
+    assert win.unit_pane.info.text() == f"CLS {cls:.3g} · dist {dist:.3g} · of blocks.5"
+    assert f"dist {dist:.6g}" in win.unit_pane.info.toolTip()
+
 def test_layer_layout_override_from_the_tree_menu(qtbot, open_window, timm_net, tmp_path):
     win = open_window(timm_net("vit"), InputSpec(3, 224, 224), "vit-tiny (random)")
     _choose(qtbot, win, "blocks.5")
