@@ -68,6 +68,8 @@ class AtlasController(QtCore.QObject):
         if self.pane is None:
             from .atlas_pane import AtlasPane
             self.pane = AtlasPane(loaded.model, loaded.spec, layouts=getattr(loaded, "layouts", None))
+            self.pane.objectiveReported.connect(     # the Objective field's outcome, also where a low dock shows it
+                lambda text, error: self.status.show_error(text) if error else self.status.show_message(text))
             self.dock = QtWidgets.QDockWidget("Unit atlas", self._parent)
             self.dock.setObjectName("atlas_dock")
             # in a scroll area: the dock can be as low as the screen needs (1280 x 720: the window had

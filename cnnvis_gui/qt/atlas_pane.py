@@ -16,7 +16,6 @@ signals carrying fresh arrays.
 """
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +24,7 @@ from PyQt5 import QtCore, QtGui, QtWidgets
 from ..atlas import DEFAULT_PRESET, PRESET_WORDS, PRESETS, ActivationMaximizer, ReceptiveFields
 from ..atlas.montage import grid
 from .atlas_dialog import private_model
+from .atlas_objective import ObjectiveField, one_line, optimize_written
 from .plain import plain_label, plain_tooltip
 from .worker import NewestRequestThread
 
@@ -41,6 +41,8 @@ class AtlasRequest:
     preset: str = DEFAULT_PRESET
     method: str = "guided"
     copies: int = 1              # > 1: that many different images in one run (Olah et al. 2017's diversity)
+    objective: str | None = None  # an objective written out (the Objective field): optimized instead of the unit
+    max_iter: int | None = None  # steps (None: the preset's)
 
 
 @dataclass(frozen=True)
@@ -68,15 +70,23 @@ class AtlasWorker(NewestRequestThread):
         except Exception as e:  # never share the window's model: say so for every request instead
             self.model, self.copy_error = None, str(e)
         self._rf = {}
+        self._cancelled = 0          # the newest request seq whose optimization Stop ended
 
     def stop(self):
         self.request_stop()
+
+    def cancel(self, seq: int) -> None:
+        """End the optimization of request ``seq`` (and older) after its current step, keeping its best image."""
+        self._cancelled = max(self._cancelled, int(seq))
+
+    def _stopped(self, req) -> bool:
+        return self._newer() or self._cancelled >= req.seq
 
     def handle(self, req: AtlasRequest):
         self._work(req)
 
     def handle_error(self, req, e):
-        self.failed.emit(req, f"{e}" or traceback.format_exc(limit=1))
+        self.failed.emit(req, f"{e}" or type(e).__name__)      # one line, never a traceback
 
     def finish(self):
         for rf in self._rf.values():
@@ -85,6 +95,9 @@ class AtlasWorker(NewestRequestThread):
     def _work(self, req: AtlasRequest):
         if self.model is None:
             self.failed.emit(req, self.copy_error)
+            return
+        if req.objective is not None:
+            optimize_written(self, req, lambda: self._stopped(req))
             return
         scan = req.scan
         if scan is not None and req.layer in scan.layers:
@@ -108,19 +121,21 @@ class AtlasWorker(NewestRequestThread):
         if req.copies > 1:
             self._diverse(req)
             return
-        opt = ActivationMaximizer(self.model, self.spec, req.layer, req.unit, preset=req.preset, layouts=self.layouts)
+        opt = ActivationMaximizer(self.model, self.spec, req.layer, req.unit, preset=req.preset, layouts=self.layouts,
+                                  max_iter=req.max_iter)
         cached = opt.cached()
         if cached is None and not req.optimize:
             self.status.emit(req, "not optimized yet")
             return
         for step in opt.run(every=10):
             self.optimized.emit(req, step)
-            if self._newer():
+            if self._stopped(req):
                 opt.stop()
         res = opt.result
         if res is not None and not self._newer():
             image = res.description.split(";")[0]          # what was used: the parameterization and colour
-            self.status.emit(req, f"activation {res.activation:.4g}{' (cached)' if res.from_cache else ''}"
+            how = " (cached)" if res.from_cache else (" (stopped, not cached)" if self._cancelled >= req.seq else "")
+            self.status.emit(req, f"activation {res.activation:.4g}{how}"
                                   f"{' · ' + image if image else ''}{'; ' + res.problem if res.problem else ''}")
 
     def _diverse(self, req: AtlasRequest):
@@ -130,7 +145,7 @@ class AtlasWorker(NewestRequestThread):
         from ..atlas.optimize import unit_activation
         from ..optvis.render import RenderStep
         opt = ActivationMaximizer(self.model, self.spec, req.layer, req.unit, preset=req.preset,
-                                  layouts=self.layouts, use_cache=False)
+                                  layouts=self.layouts, use_cache=False, max_iter=req.max_iter)
         if opt.yosinski:
             self.status.emit(req, f"×{req.copies} needs the Fourier, MACO or pixels preset: the Yosinski presets "
                                   f"make one image")
@@ -139,7 +154,7 @@ class AtlasWorker(NewestRequestThread):
         layer = diversity_layer(self.model, self.spec, objective, None, self.layouts)
         res = optimize_objective(self.model, self.spec, objective, req.copies, opt.params, DIVERSITY_WEIGHT, layer,
                                  opt.layer_layouts, progress=lambda st: self.optimized.emit(req, st),
-                                 key=(opt.layer, opt.unit), stop=self._newer, only_cached=not req.optimize)
+                                 key=(opt.layer, opt.unit), stop=lambda: self._stopped(req), only_cached=not req.optimize)
         if res is None:
             self.status.emit(req, "not optimized yet")
             return
@@ -195,6 +210,10 @@ class AtlasPane(QtWidgets.QWidget):
     columns as make them biggest; the images are scaled from the crops kept, never recomputed.
     """
 
+    #: an objective's outcome for the window's status bar (text, is an error): the dock may be too low to show
+    #: the pane's own status line
+    objectiveReported = QtCore.pyqtSignal(str, bool)
+
     def __init__(self, model, spec, k: int = 9, tile: int = 72, parent=None, layouts=None):
         super().__init__(parent)
         self.tile = tile
@@ -234,6 +253,10 @@ class AtlasPane(QtWidgets.QWidget):
         self.method.currentTextChanged.connect(lambda _: self._submit(False))
         self.status = plain_label("")
         self.status.setWordWrap(True)
+        self.objective = ObjectiveField()               # any objective written out, as cnnvis optimize --objective
+        self.objective.submitted.connect(self.optimize_objective)
+        self.objective.stopRequested.connect(self.stop_optimizing)
+        self.max_iter = None                            # steps of an optimization (None: the preset's)
 
         right = QtWidgets.QVBoxLayout()               # its controls beside its heading: the tiles get the height
         opt_head = QtWidgets.QHBoxLayout()
@@ -259,8 +282,12 @@ class AtlasPane(QtWidgets.QWidget):
             grids.addLayout(col)
         grids.addLayout(right)
         grids.addStretch(1)                          # the tiles keep together at the left
+        top = QtWidgets.QHBoxLayout()                # the field beside the title: a low dock keeps its tiles' height
+        self.title.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)   # may clip
+        top.addWidget(self.title, 2)
+        top.addWidget(self.objective, 3)
         lay = QtWidgets.QVBoxLayout(self)
-        lay.addWidget(self.title)
+        lay.addLayout(top)
         lay.addLayout(grids)
         lay.addWidget(self.status)
         self.worker = AtlasWorker(model, spec, self, layouts)
@@ -289,12 +316,35 @@ class AtlasPane(QtWidgets.QWidget):
         ``concept``: what the unit detects (network dissection), shown in the title.
         """
         self.layer, self.unit, self.concept = layer, int(unit), concept
+        self.objective.show_hint(layer, self.unit)
         self._submit(False)
 
     def optimize(self):
         """Run (or show the cached) optimized image of the current unit with the chosen preset."""
         if self.layer is not None:
             self._submit(True)
+
+    def optimize_objective(self, text: str):
+        """Optimize an objective written out (``features.10:5 - 0.5*features.10:7``, ``output:281 - output:285``)
+        with the chosen preset (and ×4), as ``cnnvis optimize --objective`` does; a text that cannot be read
+        (or names an unknown layer, a unit out of range) is one line in the status."""
+        if self.worker is None:
+            return
+        self._seq += 1
+        self._clear()
+        self._set_title(f"Objective {text}")
+        self.status.setText("optimizing the objective…")
+        self.objective.stop_button.setEnabled(True)
+        self.worker.submit(AtlasRequest(self._seq, self.layer or "", self.unit or 0, None, True,
+                                        str(self.preset.currentData()), self.method.currentText(),
+                                        DIVERSE_COPIES if self.copies.isChecked() else 1, str(text),
+                                        self.max_iter))
+
+    def stop_optimizing(self):
+        """End the running optimization (unit or objective) after its current step; its best image stays."""
+        if self.worker is not None:
+            self.worker.cancel(self._seq)
+        self.objective.stop_button.setEnabled(False)
 
     def close_worker(self):
         if self.worker is not None:
@@ -344,7 +394,8 @@ class AtlasPane(QtWidgets.QWidget):
     def fit_tiles(self) -> None:
         """Tiles as big as the pane's visible area allows (:func:`tile_layout`; in a scroll area, its
         viewport); the shown images are scaled again, not recomputed."""
-        head = self.title.sizeHint().height() + self.status.sizeHint().height() + self.method.sizeHint().height() + 30
+        head = max(self.title.sizeHint().height(), self.objective.sizeHint().height()) + \
+            self.status.sizeHint().height() + self.method.sizeHint().height() + 30
         area = self.size()
         viewport = self.parentWidget()
         if viewport is not None and isinstance(viewport.parentWidget(), QtWidgets.QAbstractScrollArea):
@@ -395,12 +446,17 @@ class AtlasPane(QtWidgets.QWidget):
         self._clear()
         name = self.layer or "output"
         has = self.scan is not None and self.layer in self.scan.layers
-        self.title.setText(f"{name} unit {self.unit}" + (f" — detects {self.concept}" if self.concept else "")
-                           + ("" if has else "  (no scan for this layer: Atlas → Scan)"))
+        self._set_title(f"{name} unit {self.unit}" + (f" — detects {self.concept}" if self.concept else "")
+                        + ("" if has else "  (no scan for this layer: Atlas → Scan)"))
         self.status.setText("optimizing…" if optimize else ("computing crops…" if has else ""))
+        self.objective.stop_button.setEnabled(optimize)
         self.worker.submit(AtlasRequest(self._seq, self.layer, self.unit, self.scan, optimize,
                                         str(self.preset.currentData()), self.method.currentText(),
-                                        DIVERSE_COPIES if self.copies.isChecked() else 1))
+                                        DIVERSE_COPIES if self.copies.isChecked() else 1, max_iter=self.max_iter))
+
+    def _set_title(self, text: str):
+        self.title.setText(text)
+        self.title.setToolTip(plain_tooltip(text))      # the whole title, where a narrow pane clips it
 
     def _on_crops(self, c: AtlasCrops):
         if c.seq != self._seq:
@@ -425,14 +481,20 @@ class AtlasPane(QtWidgets.QWidget):
         self.opt_label.setPixmap(_pixmap(self._opt_rgb, self.opt_side()))
         value = f"{step.activation:.4g}" if len(step.values) == 1 else \
             f"{min(step.values):.4g} to {max(step.values):.4g}"
-        self.opt_label.setToolTip(f"activation {value}; {PRESET_WORDS.get(req.preset, req.preset)}")
-        self.status.setText(f"optimizing: step {step.iteration}/{step.max_iter}, "
-                            f"{'activation' if len(step.values) == 1 else 'objective'} {value}")
+        word = "activation" if len(step.values) == 1 and req.objective is None else "objective"
+        self.opt_label.setToolTip(f"{word} {value}; {PRESET_WORDS.get(req.preset, req.preset)}")
+        self.status.setText(f"optimizing: step {step.iteration}/{step.max_iter}, {word} {value}")
 
     def _on_status(self, req: AtlasRequest, text: str):
         if req.seq == self._seq:
             self.status.setText(text)
+            self.objective.stop_button.setEnabled(False)
+            if req.objective is not None:
+                self.objectiveReported.emit(f"objective {req.objective.strip()!r}: {text}", False)
 
     def _on_failed(self, req: AtlasRequest, text: str):
         if req.seq == self._seq:
-            self.status.setText(f"failed: {text}")
+            self.status.setText(f"failed: {one_line(text)}")        # never a traceback: the pane goes on
+            self.objective.stop_button.setEnabled(False)
+            if req.objective is not None:
+                self.objectiveReported.emit(f"objective: {one_line(text)}", True)
