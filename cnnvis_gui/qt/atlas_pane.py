@@ -175,6 +175,8 @@ def _pixmap(rgb: np.ndarray, size: int) -> QtGui.QPixmap:
     return QtGui.QPixmap.fromImage(img).scaled(size, size, QtCore.Qt.KeepAspectRatio, QtCore.Qt.FastTransformation)
 
 
+#: px: a pane narrower than this puts the Objective field under its title, not beside it
+NARROW = 900
 MIN_TILE = 40          # px: the smallest tile the pane draws (a crop is still recognisable)
 #: how many different images of a unit the pane's ×N toggle asks for (diversity)
 DIVERSE_COPIES = 4
@@ -282,7 +284,8 @@ class AtlasPane(QtWidgets.QWidget):
             grids.addLayout(col)
         grids.addLayout(right)
         grids.addStretch(1)                          # the tiles keep together at the left
-        top = QtWidgets.QHBoxLayout()                # the field beside the title: a low dock keeps its tiles' height
+        # the field beside the title (a low dock keeps its tiles' height), under it in a narrow column (fit_tiles)
+        self._top = top = QtWidgets.QBoxLayout(QtWidgets.QBoxLayout.LeftToRight)
         self.title.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)   # may clip
         top.addWidget(self.title, 2)
         top.addWidget(self.objective, 3)
@@ -394,12 +397,19 @@ class AtlasPane(QtWidgets.QWidget):
     def fit_tiles(self) -> None:
         """Tiles as big as the pane's visible area allows (:func:`tile_layout`; in a scroll area, its
         viewport); the shown images are scaled again, not recomputed."""
-        head = max(self.title.sizeHint().height(), self.objective.sizeHint().height()) + \
-            self.status.sizeHint().height() + self.method.sizeHint().height() + 30
         area = self.size()
         viewport = self.parentWidget()
         if viewport is not None and isinstance(viewport.parentWidget(), QtWidgets.QAbstractScrollArea):
             area = viewport.size()
+        narrow = area.width() < NARROW
+        direction = QtWidgets.QBoxLayout.TopToBottom if narrow else QtWidgets.QBoxLayout.LeftToRight
+        if self._top.direction() != direction:
+            self._top.setDirection(direction)
+            for i, stretch in enumerate((0, 0) if narrow else (2, 3)):     # stacked: no gaps between them
+                self._top.setStretch(i, stretch)
+        tops = (self.title.sizeHint().height(), self.objective.sizeHint().height())
+        head = (sum(tops) if narrow else max(tops)) + self.status.sizeHint().height() + \
+            self.method.sizeHint().height() + 30
         cols, tile = tile_layout(area.width() - 24, area.height() - head, self.k)
         if (cols, tile) == (self.cols, self.tile):
             return

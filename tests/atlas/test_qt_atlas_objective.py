@@ -104,3 +104,14 @@ def test_stop_ends_an_objective_keeping_its_image_uncached_and_x4_makes_four(qtb
     until(qtbot, lambda: _done(pane))
     assert pane.status.text().startswith("4 images, objective ") and "Gram similarity" in pane.status.text()
     assert pane._opt_rgb.shape == (2 * 64 + 2, 2 * 64 + 2, 3)        # their 2 x 2 montage
+
+
+def test_the_field_sits_beside_the_title_in_a_wide_dock_and_under_it_in_a_column(qtbot, pane):
+    from PyQt5 import QtWidgets
+    pane.resize(1300, 300)
+    pane.show()
+    until(qtbot, lambda: pane._top.direction() == QtWidgets.QBoxLayout.LeftToRight and pane.tile > 60)
+    assert abs(pane.objective.geometry().top() - pane.title.geometry().top()) < pane.objective.height()
+    pane.resize(600, 900)
+    until(qtbot, lambda: pane._top.direction() == QtWidgets.QBoxLayout.TopToBottom)
+    until(qtbot, lambda: pane.objective.geometry().top() >= pane.title.geometry().bottom())
