@@ -20,3 +20,13 @@ def test_the_objective_reaches_the_status_bar_and_a_bad_one_is_one_red_line(qtbo
     pane.objective.run_button.click()
     until(qtbot, lambda: pane.status.text().startswith("1 image, objective "))
     assert window.status.msg.text().startswith("objective 'conv2:1 - 0.5*conv2:0': 1 image, objective ")
+
+
+def test_alt_o_puts_the_cursor_in_the_objective_field(qtbot, window):
+    from PyQt5 import QtCore
+    pane = window.atlas.show_atlas()
+    window.activateWindow()
+    window.grid.setFocus()
+    until(qtbot, lambda: not pane.objective.edit.hasFocus())
+    qtbot.keyClick(window.grid, QtCore.Qt.Key_O, QtCore.Qt.AltModifier)
+    until(qtbot, lambda: pane.objective.edit.hasFocus())
