@@ -19,12 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PyQt5 import QtCore, QtGui, QtWidgets
+from PyQt5 import QtCore, QtWidgets
 
 from ..atlas import DEFAULT_PRESET, PRESET_WORDS, PRESETS, ActivationMaximizer, ReceptiveFields
 from ..atlas.montage import grid
 from .atlas_dialog import private_model
 from .atlas_objective import ObjectiveField, one_line, optimize_written
+from .image_view import ClickableImage, LargeImage, rgb_pixmap
 from .plain import plain_label, plain_tooltip
 from .worker import NewestRequestThread
 
@@ -168,13 +169,6 @@ class AtlasWorker(NewestRequestThread):
                               f"{' (cached)' if res.from_cache else ''}{'; ' + res.problem if res.problem else ''}")
 
 
-def _pixmap(rgb: np.ndarray, size: int) -> QtGui.QPixmap:
-    rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
-    h, w = rgb.shape[:2]
-    img = QtGui.QImage(rgb.data, w, h, 3 * w, QtGui.QImage.Format_RGB888).copy()
-    return QtGui.QPixmap.fromImage(img).scaled(size, size, QtCore.Qt.KeepAspectRatio, QtCore.Qt.FastTransformation)
-
-
 #: px: a pane narrower than this puts the Objective field under its title, not beside it
 NARROW = 900
 MIN_TILE = 40          # px: the smallest tile the pane draws (a crop is still recognisable)
@@ -229,7 +223,10 @@ class AtlasPane(QtWidgets.QWidget):
         self.title = plain_label("No unit selected")      # layer names, file names, errors: as text
         self.image_grid, self.image_cells = self._grid(k)
         self.deconv_grid, self.deconv_cells = self._grid(k)
-        self.opt_label = QtWidgets.QLabel()
+        self.opt_label = ClickableImage()              # a click: the image large, in a window of its own
+        self.opt_label.clicked.connect(self.show_large)
+        self.opt_label.setCursor(QtCore.Qt.PointingHandCursor)
+        self.large = None                               # that window (LargeImage), once opened
         self.opt_label.setMinimumSize(MIN_TILE, MIN_TILE)           # fit_tiles sizes it: the dock may shrink
         self.opt_label.setMaximumSize(2 * tile, 2 * tile)
         self.opt_label.setAlignment(QtCore.Qt.AlignCenter)
@@ -343,6 +340,16 @@ class AtlasPane(QtWidgets.QWidget):
                                         DIVERSE_COPIES if self.copies.isChecked() else 1, str(text),
                                         self.max_iter))
 
+    def show_large(self):
+        """The optimized image (or montage) shown large in a window of its own, kept up to date."""
+        if self._opt_rgb is None:
+            return
+        if self.large is None:
+            self.large = LargeImage(self)
+        self.large.show_image(self._opt_rgb, f"cnnvis-gui: optimized image: {self.title.text()}")
+        self.large.show()
+        self.large.raise_()
+
     def stop_optimizing(self):
         """End the running optimization (unit or objective) after its current step; its best image stays."""
         if self.worker is not None:
@@ -430,7 +437,7 @@ class AtlasPane(QtWidgets.QWidget):
         if self._crops is not None:
             self._show_crops(self._crops)
         if self._opt_rgb is not None:
-            self.opt_label.setPixmap(_pixmap(self._opt_rgb, side))
+            self.opt_label.setPixmap(rgb_pixmap(self._opt_rgb, side))
 
     def opt_side(self) -> int:
         """The optimized image's side: two tiles, or one beside a single row of tiles."""
@@ -477,10 +484,10 @@ class AtlasPane(QtWidgets.QWidget):
 
     def _show_crops(self, c: AtlasCrops):
         for lab, img, cap in zip(self.image_cells, c.images, c.captions):
-            lab.setPixmap(_pixmap(img, self.tile))
+            lab.setPixmap(rgb_pixmap(img, self.tile))
             lab.setToolTip(plain_tooltip(cap))          # the image's file name
         for lab, img, cap in zip(self.deconv_cells, c.deconvs, c.captions):
-            lab.setPixmap(_pixmap(img, self.tile))
+            lab.setPixmap(rgb_pixmap(img, self.tile))
             lab.setToolTip(plain_tooltip(cap))
 
     def _on_step(self, req: AtlasRequest, step):
@@ -488,11 +495,13 @@ class AtlasPane(QtWidgets.QWidget):
             return
         self._opt_rgb = step.image if len(step.images) == 1 else \
             grid(step.images, tile=max(step.image.shape[:2]), background=32)      # ×N: their 2 x 2 (...) montage
-        self.opt_label.setPixmap(_pixmap(self._opt_rgb, self.opt_side()))
+        self.opt_label.setPixmap(rgb_pixmap(self._opt_rgb, self.opt_side()))
         value = f"{step.activation:.4g}" if len(step.values) == 1 else \
             f"{min(step.values):.4g} to {max(step.values):.4g}"
         word = "activation" if len(step.values) == 1 and req.objective is None else "objective"
-        self.opt_label.setToolTip(f"{word} {value}; {PRESET_WORDS.get(req.preset, req.preset)}")
+        self.opt_label.setToolTip(f"{word} {value}; {PRESET_WORDS.get(req.preset, req.preset)} (click: large)")
+        if self.large is not None and self.large.isVisible():
+            self.large.show_image(self._opt_rgb, f"cnnvis-gui: optimized image: {self.title.text()}")
         self.status.setText(f"optimizing: step {step.iteration}/{step.max_iter}, {word} {value}")
 
     def _on_status(self, req: AtlasRequest, text: str):

@@ -115,3 +115,16 @@ def test_the_field_sits_beside_the_title_in_a_wide_dock_and_under_it_in_a_column
     pane.resize(600, 900)
     until(qtbot, lambda: pane._top.direction() == QtWidgets.QBoxLayout.TopToBottom)
     until(qtbot, lambda: pane.objective.geometry().top() >= pane.title.geometry().bottom())
+
+
+def test_a_click_on_the_optimized_image_shows_it_large(qtbot, pane):
+    pane.resize(1300, 200)
+    pane.show()
+    pane.max_iter = 4
+    _type(qtbot, pane, "output:2")
+    until(qtbot, lambda: _done(pane))
+    assert pane.opt_label.pixmap().width() < 100                      # two tiles of a low dock
+    qtbot.mouseClick(pane.opt_label, QtCore.Qt.LeftButton)
+    until(qtbot, lambda: pane.large is not None and pane.large.isVisible())
+    assert pane.large.pixmap().width() >= 400 and "output:2" in pane.large.windowTitle()
+    assert np.array_equal(pane.large.rgb, pane._opt_rgb)
