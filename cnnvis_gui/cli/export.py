@@ -208,6 +208,10 @@ class _Inputs:
         if not cap.isOpened():
             cap.release()
             raise UsageError(f"--input: cannot read '{self.path}': neither an image nor a video OpenCV can decode")
+        too_big = self.sources.oversized_frames(cap)
+        if too_big:                                 # refused before a frame is read
+            cap.release()
+            raise UsageError(f"--input: video '{self.path.name}' {too_big.rstrip('.')}")
         self.cap = cap
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         total = math.ceil(n / self.frame_step) if n > 0 else None

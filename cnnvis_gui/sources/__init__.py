@@ -15,11 +15,11 @@ Examples
 from .base import (SourceError, Source, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, load_image, load_raw_image,
                    to_bgr8, natural_key, quiet_opencv, opencv_name, have_image_reader, check_readable)
 from .pump import CapturePump
-from .live import CameraSource, VideoSource, cameras
+from .live import CameraSource, VideoSource, cameras, oversized_frames
 from .stills import ImageSource, ImageFolderSource
 from .factory import open
 
-__all__ = ["open", "cameras", "SourceError", "Source", "CameraSource", "VideoSource", "ImageSource",
+__all__ = ["open", "cameras", "oversized_frames", "SourceError", "Source", "CameraSource", "VideoSource", "ImageSource",
            "ImageFolderSource", "CapturePump", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "load_image",
            "load_raw_image", "to_bgr8", "natural_key", "quiet_opencv", "opencv_name", "have_image_reader",
            "check_readable"]

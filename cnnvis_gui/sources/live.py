@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 
+from ..core.bounds import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 from .base import Source, SourceError, check_readable, opencv_name, quiet_opencv
 from .pump import CapturePump
 
@@ -16,6 +17,24 @@ def _default_capture(target, backend=None):
     if backend is None:
         return cv2.VideoCapture(target)
     return cv2.VideoCapture(target, backend)
+
+
+def oversized_frames(cap) -> str | None:
+    """Why the frames a capture declares (``CAP_PROP_FRAME_WIDTH`` x ``HEIGHT``) are past the bounds
+    an image has here (:data:`~cnnvis_gui.core.bounds.MAX_IMAGE_PIXELS`), or None.
+
+    FFmpeg bounds a frame itself only at about 268 megapixels (a gigabyte a frame); a crafted file
+    that declares 15000 x 15000 frames is refused here with one line, before its frames are read.
+    """
+    try:
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    except Exception:         # noqa: BLE001  (a capture that cannot say: its frames are checked as they come)
+        return None
+    if w * h > MAX_IMAGE_PIXELS or max(w, h) > MAX_IMAGE_SIDE:
+        return (f"declares {w}x{h} frames ({w * h / 1e6:,.0f} megapixels), more than the {MAX_IMAGE_PIXELS / 1e6:.0f} "
+                f"megapixels (at most {MAX_IMAGE_SIDE} a side) a frame may have here; it was not read (scale it "
+                f"down first).")
+    return None
 
 
 def cameras(max_index: int = 8, timeout: float = 2.0, capture_factory=None) -> list[int]:
@@ -283,6 +302,10 @@ class VideoSource(_PumpSource):
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         except Exception:
             fps, count = 0.0, 0
+        too_big = oversized_frames(cap)
+        if too_big:                                     # refused before a frame is read
+            cap.release()
+            raise SourceError(f"{'stream' if self.is_stream else 'video'} '{self.name}' {too_big}")
         self.fps = fps if 0 < fps < 1000 else None
         self.frame_count = count if count > 0 else None
 

@@ -50,6 +50,43 @@ def test_a_png_declaring_32000_squared_is_refused_before_decoding(tmp_path, monk
     assert "declares 32000x32000 pixels" in _one_line(capsys.readouterr().err)
 
 
+def lying_video(path, side: int):
+    """A real 3-frame MJPG .avi whose AVI headers and JPEG frames declare side x side frames."""
+    from tests.sources.fakes import write_video
+    data = bytearray(write_video(path, n=3, size=(64, 48)).read_bytes())
+    i = data.find(b"\xff\xc0")
+    while i >= 0:                                           # every frame's SOF0: length, precision, height, width
+        struct.pack_into(">HH", data, i + 5, side, side)
+        i = data.find(b"\xff\xc0", i + 2)
+    struct.pack_into("<II", data, data.find(b"avih") + 40, side, side)    # MainAVIHeader dwWidth, dwHeight
+    struct.pack_into("<ii", data, data.find(b"strf") + 12, side, side)    # BITMAPINFOHEADER biWidth, biHeight
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_video_declaring_144_megapixel_frames_is_refused_before_a_frame_is_read(tmp_path, monkeypatch, capsys):
+    p = lying_video(tmp_path / "huge.avi", 12000)            # under FFmpeg's own limit (~268 Mpx), over ours
+    reads = []
+    real = cv2.VideoCapture
+
+    class Counting:
+        def __init__(self, *a):
+            self.cap = real(*a)
+
+        def read(self):
+            reads.append(1)
+            return self.cap.read()
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+    monkeypatch.setattr(sources.live.cv2, "VideoCapture", Counting)
+    with pytest.raises(sources.SourceError, match=r"video 'huge.avi' declares 12000x12000 frames \(144 megapixels\)"):
+        sources.open(p)
+    assert reads == []
+    assert main(["export", "--input", str(p), "--layer", "features.0", "--out", str(tmp_path / "o")]) == 2
+    assert "declares 12000x12000 frames" in _one_line(capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("fmt", [".png", ".jpg", ".bmp", ".tiff", ".webp", ".ppm", ".pgm", ".hdr", ".ras"])
 def test_the_header_size_is_read_for_every_common_format(tmp_path, fmt):
     from cnnvis_gui.sources.headers import declared_size
