@@ -37,7 +37,9 @@ Which axis holds the features is read off the modules that make and read each te
   and read channels-last tensors (timm's ``LayerNorm2d`` and ConvNeXt's ``data_format="channels_first"``
   LayerNorm are told apart by the axis they normalize) -- except a Linear whose input is channels first,
   itself or as a permuted view of a channels-first map (``x.transpose(2, 3)`` then a Linear over H):
-  it mixes positions, and the channels stay on axis 1;
+  it mixes positions, and the channels stay on axis 1; a view that put the channels on a middle axis
+  (``x.permute(0, 2, 1, 3)`` then a Linear over W) leaves them where no layout reads them: ``other``,
+  with that reason, not rows read as units;
 * a module whose output has its input's shape (an activation, dropout, identity, a residual block)
   keeps its input's layout, so the evidence spreads along the chain (a ViT's ``pos_drop`` is read
   channels-last because the block after it starts with a LayerNorm over the last axis);
@@ -350,7 +352,7 @@ class _Evidence:
     """Orientation of every tensor: direct evidence, spread along shape-keeping modules (BFS)."""
 
     def __init__(self):
-        self.direct: dict = {}          # id -> {"first": [why], "last": [why]}
+        self.direct: dict = {}          # id -> {"first": [why], "last": [why], "middle": [why]}
         self.links: dict = {}           # id -> set(ids) of tensors tied to it (same layout)
 
     def add(self, t, orient, why):
@@ -367,10 +369,10 @@ class _Evidence:
         found: dict = {}
         frontier = []
         for tid, votes in self.direct.items():
-            first, last = len(votes.get("first", ())), len(votes.get("last", ()))
-            if first == last:
+            counts = sorted(((len(v), o) for o, v in votes.items()), reverse=True)
+            if len(counts) > 1 and counts[0][0] == counts[1][0]:
                 continue
-            o = "first" if first > last else "last"
+            o = counts[0][1]
             found[tid] = (o, votes[o][0])
             frontier.append(tid)
         while frontier:
@@ -485,8 +487,12 @@ def infer_layouts(records, structure, model_input: torch.Tensor, overrides: dict
     for mod, a, out in linears:
         t = type(mod).__name__
         same_rank = isinstance(a, torch.Tensor) and a.ndim == out.ndim
-        if same_rank and (first.get(id(a), (None,))[0] == "first" or _channel_axis(a, bases) == 1):
+        axis = _channel_axis(a, bases) if same_rank else None
+        if same_rank and (first.get(id(a), (None,))[0] == "first" or axis == 1):
             ev.add(out, "first", f"{t} over the positions of a channels-first input: the channels stay first")
+        elif axis is not None and 1 < axis < out.ndim - 1:
+            ev.add(out, "middle", f"{t} over the last axis of a permuted channels-first map whose channels are on "
+                                  f"axis {axis}")
         else:
             ev.add(out, "last", f"{t} on a {out.ndim}-D tensor acts on the last axis")
     orient_of = ev.solve()
@@ -545,6 +551,9 @@ def _decide(mod, out, shape, batch, orient, cands, input_hw) -> Layout | None:
     o, why = orient if orient else (None, "")
     if o == "first":
         return Layout("nchw", shape, source=why)
+    if o == "middle":                       # no layout has its channels between the positions
+        return Layout("other", shape, reason="its channels lie on a middle axis (a permute before a Linear): no "
+                                             "layout reads them; choose the layer before the permute", source=why)
     if o != "last":
         return None
     if out.ndim == 4:

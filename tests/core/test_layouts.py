@@ -301,6 +301,21 @@ class _LinearOverHeight(nn.Module):
         return self.head(y.mean((2, 3)))
 
 
+class _LinearOverWidthChannelsInTheMiddle(nn.Module):
+    """Research code: conv, permute(0, 2, 1, 3) (N x H x C x W), a Linear over W, permute back."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.fc = nn.Linear(w, w)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        y = self.act(self.fc(self.conv(x).permute(0, 2, 1, 3))).permute(0, 2, 1, 3)
+        return self.head(y.mean((2, 3)))
+
+
 class _ChannelsFirstNorm(nn.Module):
     """ConvNeXt's official LayerNorm: data_format says where the channels are."""
 
@@ -337,6 +352,12 @@ def test_detection_on_small_networks():
     assert [(mm[n].layout_name, mm[n].units, mm[n].map_shape) for n in ("conv", "fc", "act")] == [
         ("nchw", 6, (8, 10)), ("nchw", 6, (10, 8)), ("nchw", 6, (10, 8))]
     assert "channels stay first" in mm["fc"].layout.source
+    # channels moved to a middle axis (N x H x C x W) before a Linear over W: no layout reads them, so the
+    # Linear's output (and the ReLU after it) is not spatial, with the reason -- not 10 columns read as units
+    mm = model_map(_LinearOverWidthChannelsInTheMiddle(10), InputSpec(3, 8, 10))
+    assert [(mm[n].layout_name, mm[n].layout.spatial) for n in ("conv", "fc", "act")] == [
+        ("nchw", True), ("other", False), ("other", False)]
+    assert "middle axis" in mm["fc"].layout.reason and "axis 2" in mm["fc"].layout.source
     net = nn.Sequential(nn.Conv2d(3, 4, 3), _ChannelsFirstNorm(4, "channels_first"))
     assert model_map(net, InputSpec(3, 6, 6))["1"].layout_name == "nchw"
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Flatten(2), _Transpose(), _ChannelsFirstNorm(4, "channels_last"))
