@@ -76,7 +76,7 @@ class ObjectiveField(QtWidgets.QWidget):
         else:
             name = layer or "output"
             example = f"{name}:{unit} - 0.5*{name}:{1 if unit == 0 else 0}"
-        self.edit.setPlaceholderText(f"e.g. {example}   (hover here for how to write one; Enter runs it)")
+        self.edit.setPlaceholderText(f"e.g. {example}   (hover: how to write one; Enter runs it)")
 
     def _submit(self) -> None:
         self.submitted.emit(self.edit.text().strip())
