@@ -207,7 +207,7 @@ class RenderLoop(QtCore.QObject):
         notices = list(res.notices)
         if notices:
             status.show_message(" · ".join(notices), warn=True)
-        elif not status.error_is_fresh(res.seq):
+        elif not status.error_is_fresh(res.seq) and not status.notice_is_fresh():
             status.show_message(self.describe(res))
             status.last_error = ""
         self.last_draw_ms = (time.perf_counter() - t0) * 1000

@@ -107,8 +107,9 @@ class ModelSession(QtCore.QObject):
         self.tree._select(layer)
         msg = f"model {getattr(m.loaded, 'name', '')}: {len(names)} visualizable layers"
         if self._notices:
-            msg += " — " + "; ".join(self._notices)
-        status.show_message(msg)
+            status.show_notice(msg + " — " + "; ".join(self._notices))
+        else:
+            status.show_message(msg)
         calm_gc()
         self.shown.emit()
 

@@ -21,9 +21,10 @@ def _tip(text: str) -> str:
 
 
 class StatusLine(QtCore.QObject):
-    """The window's status bar; an error stays visible for ``ERROR_HOLD_S`` over routine messages."""
+    """The window's status bar; an error, or a model's notice, stays visible for ``ERROR_HOLD_S`` over
+    the per-frame description."""
 
-    #: seconds an error is kept over the per-frame description
+    #: seconds an error (or a notice of the model just opened) is kept over the per-frame description
     ERROR_HOLD_S = 4.0
 
     errorShown = QtCore.pyqtSignal(str)     # every error shown (the window's renderFailed)
@@ -37,6 +38,7 @@ class StatusLine(QtCore.QObject):
         self.last_error = ""
         self._error_time = 0.0
         self._error_seq = None
+        self._notice_time = float("-inf")
         sb = status_bar
         self.msg = ElidedLabel("starting…")
         self.msg.setCursor(QtCore.Qt.PointingHandCursor)
@@ -86,6 +88,16 @@ class StatusLine(QtCore.QObject):
         box.setAttribute(QtCore.Qt.WA_DeleteOnClose)
         box.show()
         self.message_box = box
+
+    def show_notice(self, text) -> None:
+        """A notice of the model just opened (the input is still another demo's images, a note of the
+        loader): orange, and kept over the first frames' description for ``ERROR_HOLD_S``, which drew over
+        it within milliseconds."""
+        self.show_message(text, warn=True)
+        self._notice_time = time.perf_counter()
+
+    def notice_is_fresh(self) -> bool:
+        return time.perf_counter() - self._notice_time < self.ERROR_HOLD_S
 
     def show_error(self, text, seq=None) -> None:
         """Red, with the ⚠; ``seq``: the render request that failed (a newer drawn result clears it)."""

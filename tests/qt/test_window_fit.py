@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 from PyQt5 import QtCore, QtGui
 
-from ..waits import idle, signal, until
+from ..waits import idle, settled, signal, until
 from .conftest import StillSource
 
 
@@ -191,6 +191,26 @@ def test_opening_a_demo_checkpoint_brings_its_own_sample_images(qtbot, tmp_path)
         assert win.session.samples_shown() == "glyphs"
     finally:
         win.close()
+
+
+def test_a_models_notice_outlasts_its_first_frames(qtbot, window):
+    """A notice of the model just opened (here a loader's note; also "the input is still the glyphs demo's
+    sample images") stays in the status bar over the first frames' description: it was drawn over within
+    milliseconds.  The hold is lengthened here so that a slow machine cannot outlast it."""
+    from .conftest import loaded
+    window.status.ERROR_HOLD_S = 600.0
+    lm = loaded(name="noted")
+    lm.notes = ["a note from the loader"]
+    with signal(qtbot, window.modelChanged):
+        window.load_model(lm)
+    res = idle(qtbot, window)                       # the new model's first frame is drawn
+    assert res.gen == window.session.gen
+    assert "a note from the loader" in window.status_text()
+    window.status.ERROR_HOLD_S = 0.0                # once it has expired, the next frame describes itself
+    unit = res.unit
+    qtbot.keyClick(window, QtCore.Qt.Key_Right)      # the next unit: a new frame says its own line
+    until(qtbot, lambda: settled(window) and window.last_result.unit != unit)
+    assert "a note from the loader" not in window.status_text()
 
 
 def test_the_unit_atlas_can_be_a_column_of_the_window(qtbot, window):
