@@ -12,6 +12,11 @@ For each model, the same run measures, alternating the two so both see the same 
 
 and prints images/s of both and their ratio (target >= 0.9).  ResNet-18 is torchvision's,
 randomly initialized.  Prints a table; never part of the test pass/fail.
+
+It runs as ``cnnvis atlas`` does: ``cnnvis_gui`` is imported before torch, so OpenMP's threads
+sleep while they wait (:mod:`cnnvis_gui.core.threads`; imported after torch, they spin, which on
+a shared machine measures the spinning), and malloc keeps freed tensor memory
+(:mod:`cnnvis_gui.core.allocator`).  Both are printed.
 """
 from __future__ import annotations
 
@@ -22,11 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cnnvis_gui  # noqa: E402,F401  (before torch: OpenMP waits as in the app, see cnnvis_gui.core.threads)
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from cnnvis_gui.atlas import TopKScan  # noqa: E402
 from cnnvis_gui.core import InputSpec, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -107,6 +113,9 @@ def main(argv=None):
     ap.add_argument("--skip-resnet", action="store_true")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
+    from cnnvis_gui.core.allocator import reuse_freed_memory        # as `cnnvis atlas` does at its start
+    from cnnvis_gui.core.threads import openmp_waiting
+    print(f"{openmp_waiting()}; malloc: {reuse_freed_memory()}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
