@@ -6,8 +6,9 @@ Each repeat uses a fresh temporary atlas cache and runs, for each demo in turn (
 the same machine load), a first start -- draw the generator's images, scan every visualizable
 layer, on a channels-last copy of the model as the window does -- then a second start of the same model (everything from the cache).  Prints wall time,
 process CPU time and the drawing/scanning split (medians), with the load average before and
-after: the wall time on a shared machine is the CPU time stretched by the load.  Never part
-of the test pass/fail.
+after: the wall time on a shared machine is the CPU time stretched by the load.  Like the window,
+it imports ``cnnvis_gui`` before torch (OpenMP's threads sleep while they wait) and keeps freed
+tensor memory (:mod:`cnnvis_gui.core.allocator`).  Never part of the test pass/fail.
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cnnvis_gui  # noqa: E402,F401  (before torch: OpenMP's threads sleep while they wait, as in the window)
+import torch  # noqa: E402
 
 from cnnvis_gui import models  # noqa: E402
 from cnnvis_gui.atlas import demo as D  # noqa: E402
@@ -48,8 +50,10 @@ def main(argv=None) -> int:
     ap.add_argument("--demos", nargs="+", default=["shapes", "glyphs"], choices=models.DEMO_NAMES)
     ap.add_argument("--images", type=int, default=D.DEMO_IMAGES)
     a = ap.parse_args(argv)
+    from cnnvis_gui.core.allocator import reuse_freed_memory           # as the window does at its start
+    from cnnvis_gui.core.threads import openmp_waiting
     print(f"load average before: {os.getloadavg()}, cpus {os.cpu_count()}, torch threads {torch.get_num_threads()}, "
-          f"{a.images} images per demo")
+          f"{a.images} images per demo; {openmp_waiting()}; malloc: {reuse_freed_memory()}")
     lms = {n: models.demo(n) for n in a.demos}
     rows = {(n, k): [] for n in a.demos for k in ("first", "second")}
     for _ in range(a.repeats):
