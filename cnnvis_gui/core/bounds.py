@@ -29,7 +29,8 @@ __all__ = ["SizeError", "bounded_int", "finite_float", "read_bounded", "load_jso
            "MAX_INPUT_VALUES", "MAX_INPUT_CHANNELS", "MAX_LABELS", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE",
            "MAX_THREADS", "MAX_PROBES", "MAX_TOP", "MAX_SHARDS", "MAX_OUTPUT_PIXELS", "MAX_JSON_BYTES",
            "MAX_JSON_DEPTH", "MAX_CLASSES", "MAX_UNITS", "MAX_WORKERS", "MAX_BATCH_VALUES", "not_a_file",
-           "parse_json_bounded", "check_batch", "check_output_size", "npz_declared_bytes", "MAX_NPZ_BYTES"]
+           "parse_json_bounded", "check_batch", "check_output_size", "npy_declared_bytes", "npz_declared_bytes",
+           "MAX_NPZ_BYTES"]
 
 #: the largest model input side (a 3 x 8192 x 8192 float32 input is 0.8 GB)
 MAX_INPUT_SIDE = 8192
@@ -231,6 +232,24 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
+def npy_declared_bytes(f) -> int:
+    """The bytes the header of the ``.npy`` stream ``f`` declares, read without loading the array.
+
+    ValueError for an array of Python objects (or a header numpy cannot read).
+    """
+    import numpy as np
+
+    major, _ = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    if dtype.hasobject:
+        raise ValueError("it holds Python objects")
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n * dtype.itemsize
+
+
 def npz_declared_bytes(path) -> int:
     """The bytes the arrays of an ``.npz`` file declare in their headers, read without loading any array.
 
@@ -240,21 +259,14 @@ def npz_declared_bytes(path) -> int:
     """
     import zipfile
 
-    import numpy as np
-
     total = 0
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             with zf.open(info) as f:
-                major, _ = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                shape, _, dtype = read(f)
-            if dtype.hasobject:
-                raise ValueError(f"{info.filename} holds Python objects")
-            n = 1
-            for s in shape:
-                n *= int(s)
-            total += n * dtype.itemsize
+                try:
+                    total += npy_declared_bytes(f)
+                except ValueError as e:
+                    raise ValueError(f"{info.filename}: {e}") from None
     return total
 
 

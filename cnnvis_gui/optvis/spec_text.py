@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import CnnvisError
-from ..core.bounds import MAX_UNITS, npz_declared_bytes, read_bounded
+from ..core.bounds import MAX_UNITS, npy_declared_bytes, npz_declared_bytes, read_bounded
 from .capture import resolve_layer
 from .objectives import CLASS_PROBABILITY, Objective, channel, class_logit, direction, diversity, neuron
 
@@ -50,16 +50,6 @@ def _fail(text: str, pos: int, why: str) -> CnnvisError:
                        f"{OBJECTIVE_EXAMPLES}.")
 
 
-def _npy_declared_bytes(f) -> int:
-    """The bytes the header of the ``.npy`` stream ``f`` declares (ValueError for Python objects)."""
-    major, _ = np.lib.format.read_magic(f)
-    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-    shape, _, dtype = read(f)
-    if dtype.hasobject:
-        raise ValueError("it holds Python objects")
-    return int(np.prod(shape, dtype=object)) * dtype.itemsize
-
-
 def read_direction(path: Path, where: str = "the objective") -> np.ndarray:
     """The vector of a ``.npy`` / ``.npz`` direction file (one array), read as data only.
 
@@ -72,7 +62,7 @@ def read_direction(path: Path, where: str = "the objective") -> np.ndarray:
     data = read_bounded(path, MAX_DIRECTION_BYTES, what)
     try:
         f = io.BytesIO(data)
-        declared = npz_declared_bytes(f) if data[:2] == b"PK" else _npy_declared_bytes(f)
+        declared = npz_declared_bytes(f) if data[:2] == b"PK" else npy_declared_bytes(f)
         if declared > MAX_DIRECTION_BYTES:
             raise CnnvisError(f"--objective: the {what} '{path}' declares {declared:,} bytes, more than the "
                               f"{MAX_DIRECTION_BYTES:,} a direction (one number per channel) may have.")
